@@ -1,0 +1,226 @@
+//! Configuration: a TOML file (or, for the simplest verify deployment, the environment alone) becomes a
+//! validated [`Config`] in one step that reports every problem at once, each with its path.
+//!
+//! # Layout
+//! - [`raw`](crate::raw): the serde shape of the file, `deny_unknown_fields` everywhere.
+//! - [`resolve`](crate::resolve): raw → [`Config`], collecting [`ConfigError`]s.
+//! - [`env`]: the [`Env`] trait and `${VAR}` expansion.
+//! - [`from_env`](crate::from_env): the environment-only contract (`OAUTH_ISSUER_URL`, …).
+
+#![forbid(unsafe_code)]
+
+pub mod env;
+mod from_env;
+mod raw;
+mod resolve;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use globset::GlobMatcher;
+use portcullis_types::{IssuerUrl, ResourceUrl, ScopeSet, Secret, SigningAlg};
+use url::Url;
+
+pub use env::{Env, MapEnv, ProcessEnv};
+
+/// One problem in the configuration, located by its path (`server[1].verify.issuer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated configuration of one portcullis process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The origin clients use (`https://mcp.example.com`); every published URL derives from it.
+    pub public_url: Url,
+    /// Further origins the same process is reachable at (a split internal/public domain). Requests
+    /// whose `Host` names one of them get metadata naming that origin; anything else gets `public_url`.
+    pub extra_public_urls: Vec<Url>,
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub proxy: ProxyConfig,
+    pub origins: OriginPolicy,
+    pub servers: Vec<ServerConfig>,
+    pub dangerous: Dangerous,
+}
+
+impl Config {
+    /// Reads, expands and validates a TOML file.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| single("", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Expands and validates TOML text.
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        resolve::from_toml(text, env)
+    }
+
+    /// The environment-only contract of MCP server templates: one verify-mode server configured by
+    /// `OAUTH_ISSUER_URL`, `OAUTH_AUDIENCE`, `PORTCULLIS_UPSTREAM`, `PORTCULLIS_PUBLIC_URL`,
+    /// `PORTCULLIS_PATH` and `PORTCULLIS_LISTEN`.
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigErrors> {
+        from_env::from_env(env)
+    }
+
+    /// Every public origin, the primary first.
+    pub fn public_origins(&self) -> impl Iterator<Item = &Url> {
+        std::iter::once(&self.public_url).chain(self.extra_public_urls.iter())
+    }
+}
+
+fn single(path: &str, message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError { path: path.to_owned(), message }])
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `portcullis=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How the proxy talks to upstreams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// TCP (and TLS) connect bound; past it the client gets 502.
+    pub connect_timeout: Duration,
+    /// From sending the request to receiving response headers; past it the client gets 504.
+    pub header_timeout: Duration,
+    /// Longest silence between two body chunks of a response. Streams have no total timeout, since an
+    /// SSE stream may rightly stay open for hours.
+    pub idle_timeout: Duration,
+    /// Request bodies larger than this get 413.
+    pub max_body_bytes: u64,
+    /// How long in-flight requests may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// `Origin` validation (MCP Streamable HTTP transport: servers MUST validate `Origin`, 403 otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPolicy {
+    /// Origins allowed besides our own public origins. Requests without `Origin` (non-browser clients)
+    /// are always allowed.
+    pub allowed: Vec<String>,
+    /// `*` was configured: any origin is allowed (logged at start-up).
+    pub any: bool,
+}
+
+/// Switches that weaken security; each is logged loudly at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dangerous {
+    /// Servers without any authentication are allowed.
+    pub allow_unauthenticated: bool,
+}
+
+/// One protected MCP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The public path, e.g. `/mcp`.
+    pub path: String,
+    /// Where requests are forwarded.
+    pub upstream: Url,
+    /// The canonical resource URL on the primary origin (`public_url` + `path`).
+    pub resource: ResourceUrl,
+    /// The resource URL on each public origin, the primary first.
+    pub resources: Vec<ResourceUrl>,
+    /// Scopes every request needs (and the PRM `scopes_supported`).
+    pub scopes: ScopeSet,
+    /// Extra scopes for `tools/call` by tool name.
+    pub tool_scopes: Vec<ToolScopeRule>,
+    /// Headers sent upstream, filled from verified claims.
+    pub identity_headers: Vec<IdentityHeader>,
+    pub auth: ServerAuth,
+}
+
+/// How requests to a server are authenticated.
+#[derive(Debug, Clone)]
+pub enum ServerAuth {
+    /// No authentication (only with `dangerous.allow_unauthenticated`).
+    None,
+    /// Tokens from the operator's IdP.
+    Verify(Box<VerifyConfig>),
+}
+
+/// Extra scopes for tools whose name matches a glob.
+#[derive(Debug, Clone)]
+pub struct ToolScopeRule {
+    pub pattern: String,
+    pub matcher: GlobMatcher,
+    pub scopes: ScopeSet,
+}
+
+/// One claim-to-header mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeader {
+    /// Lower-case header name.
+    pub header: String,
+    /// The claim: `sub`, `client_id`, `scope`, `email`, … (any top-level claim).
+    pub claim: String,
+}
+
+/// Verify mode: which tokens the operator's IdP issues that we accept.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// The issuer discovery starts from; the metadata `issuer` must equal it exactly.
+    pub issuer: IssuerUrl,
+    /// Further accepted `iss` values (same keys), e.g. an IdP's v1 and v2 issuers.
+    pub extra_issuers: Vec<IssuerUrl>,
+    /// Accepted in `aud` besides our resource URLs (e.g. the client id, for IdPs without RFC 8707).
+    pub audiences: Vec<String>,
+    /// `aud` values accepted only together with a `resource` claim naming our resource URL.
+    pub resource_claim_audiences: Vec<String>,
+    pub leeway: Duration,
+    /// Require the RFC 9068 `typ` header `at+jwt`.
+    pub require_at_jwt: bool,
+    pub algorithms: Vec<SigningAlg>,
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<Secret>,
+    /// Overrides the discovered `jwks_uri`.
+    pub jwks_uri: Option<Url>,
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// RFC 7662 introspection for opaque tokens.
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    pub endpoint: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+}

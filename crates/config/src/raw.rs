@@ -1,0 +1,99 @@
+//! The configuration file exactly as written: serde shapes with `deny_unknown_fields`, so a typo is an
+//! error rather than a silently ignored key. [`crate::resolve`] turns this into a validated `Config`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) public_url: Option<String>,
+    #[serde(default)]
+    pub(crate) extra_public_urls: Vec<String>,
+    pub(crate) listen: Option<String>,
+    #[serde(default)]
+    pub(crate) log: RawLog,
+    #[serde(default)]
+    pub(crate) proxy: RawProxy,
+    #[serde(default)]
+    pub(crate) origins: RawOrigins,
+    #[serde(default)]
+    pub(crate) dangerous: RawDangerous,
+    #[serde(default)]
+    pub(crate) server: Vec<RawServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) format: Option<String>,
+    pub(crate) level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) header_timeout_ms: Option<u64>,
+    pub(crate) idle_timeout_ms: Option<u64>,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOrigins {
+    pub(crate) allowed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDangerous {
+    #[serde(default)]
+    pub(crate) allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) path: Option<String>,
+    pub(crate) upstream: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) verify: Option<RawVerify>,
+    #[serde(default)]
+    pub(crate) tool_scopes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub(crate) identity_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVerify {
+    pub(crate) issuer: Option<String>,
+    #[serde(default)]
+    pub(crate) extra_issuers: Vec<String>,
+    #[serde(default)]
+    pub(crate) audiences: Vec<String>,
+    #[serde(default)]
+    pub(crate) resource_claim_audiences: Vec<String>,
+    pub(crate) leeway_secs: Option<u64>,
+    #[serde(default)]
+    pub(crate) require_at_jwt: bool,
+    #[serde(default)]
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) hs256_secret: Option<String>,
+    pub(crate) hs256_secret_file: Option<String>,
+    pub(crate) jwks_uri: Option<String>,
+    pub(crate) introspection: Option<RawIntrospection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntrospection {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret_file: Option<String>,
+}

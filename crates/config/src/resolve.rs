@@ -1,0 +1,503 @@
+//! Raw → validated configuration. Every check pushes onto one error list, so `check-config` shows all
+//! problems at once, each with its path.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use globset::Glob;
+use portcullis_types::{IssuerUrl, ResourceUrl, Scope, ScopeSet, Secret, SigningAlg};
+use url::Url;
+
+use crate::env::{Env, expand};
+use crate::raw::{RawConfig, RawIntrospection, RawServer, RawVerify};
+use crate::{
+    Config, ConfigError, ConfigErrors, Dangerous, IdentityHeader, IntrospectionConfig, LogConfig, LogFormat,
+    OriginPolicy, ProxyConfig, ServerAuth, ServerConfig, ToolScopeRule, VerifyConfig,
+};
+
+/// Default listen address: loopback, as the MCP transport spec asks of local servers.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Collects problems while resolving.
+#[derive(Debug, Default)]
+pub(crate) struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.0.is_empty() { Ok(value) } else { Err(ConfigErrors(self.0)) }
+    }
+}
+
+pub(crate) fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+    let mut table: toml::Table = toml::from_str(text)
+        .map_err(|e| ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }]))?;
+    let mut errors = Errors::default();
+    for (key, value) in table.iter_mut() {
+        expand_value(value, key, env, &mut errors);
+    }
+    if !errors.0.is_empty() {
+        return Err(ConfigErrors(errors.0));
+    }
+    let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| {
+        ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }])
+    })?;
+    resolve(raw)
+}
+
+fn expand_value(value: &mut toml::Value, path: &str, env: &dyn Env, errors: &mut Errors) {
+    match value {
+        toml::Value::String(s) => match expand(s, env) {
+            Ok(v) => *s = v,
+            Err(e) => errors.push(path, e),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{path}[{i}]"), env, errors);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                expand_value(v, &format!("{path}.{k}"), env, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors::default();
+
+    let public_url = match raw.public_url.as_deref() {
+        Some(s) => parse_public_url(s, "public_url", &mut errors),
+        None => {
+            errors.push("public_url", "required: the origin clients use, e.g. \"https://mcp.example.com\"");
+            None
+        }
+    };
+    let extra_public_urls: Vec<Url> = raw
+        .extra_public_urls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| parse_public_url(s, &format!("extra_public_urls[{i}]"), &mut errors))
+        .collect();
+
+    let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: Option<SocketAddr> = match listen.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push("listen", format!("{listen:?} is not an IP address and port, e.g. \"127.0.0.1:8080\""));
+            None
+        }
+    };
+
+    let log = LogConfig {
+        format: match raw.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                errors.push("log.format", format!("{other:?} is not a log format (use \"text\" or \"json\")"));
+                LogFormat::Text
+            }
+        },
+        level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()),
+    };
+
+    let proxy = ProxyConfig {
+        connect_timeout: ms(raw.proxy.connect_timeout_ms, 5_000, "proxy.connect_timeout_ms", &mut errors),
+        header_timeout: ms(raw.proxy.header_timeout_ms, 120_000, "proxy.header_timeout_ms", &mut errors),
+        idle_timeout: ms(raw.proxy.idle_timeout_ms, 300_000, "proxy.idle_timeout_ms", &mut errors),
+        max_body_bytes: match raw.proxy.max_body_bytes {
+            Some(0) => {
+                errors.push("proxy.max_body_bytes", "must be greater than 0");
+                0
+            }
+            Some(n) => n,
+            None => 4 * 1024 * 1024,
+        },
+        shutdown_grace: ms(raw.proxy.shutdown_grace_ms, 10_000, "proxy.shutdown_grace_ms", &mut errors),
+    };
+
+    let origins = resolve_origins(raw.origins.allowed.as_deref(), &mut errors);
+    let dangerous = Dangerous { allow_unauthenticated: raw.dangerous.allow_unauthenticated };
+
+    let mut servers = Vec::new();
+    if raw.server.is_empty() {
+        errors.push("server", "at least one [[server]] is required");
+    }
+    if let Some(public_url) = &public_url {
+        let origins: Vec<&Url> = std::iter::once(public_url).chain(extra_public_urls.iter()).collect();
+        for (i, s) in raw.server.iter().enumerate() {
+            if let Some(server) = resolve_server(s, &format!("server[{i}]"), &origins, &dangerous, &mut errors) {
+                if servers.iter().any(|o: &ServerConfig| o.path == server.path) {
+                    errors.push(format!("server[{i}].path"), format!("{:?} is used by another server", server.path));
+                }
+                servers.push(server);
+            }
+        }
+    }
+
+    match (public_url, listen) {
+        (Some(public_url), Some(listen)) => {
+            errors.finish(Config { public_url, extra_public_urls, listen, log, proxy, origins, servers, dangerous })
+        }
+        _ => Err(ConfigErrors(errors.0)),
+    }
+}
+
+fn ms(value: Option<u64>, default: u64, path: &str, errors: &mut Errors) -> Duration {
+    match value {
+        Some(0) => {
+            errors.push(path, "must be greater than 0");
+            Duration::from_millis(default)
+        }
+        Some(v) => Duration::from_millis(v),
+        None => Duration::from_millis(default),
+    }
+}
+
+/// A public origin: https (http only for loopback), no path, query or fragment.
+pub(crate) fn parse_public_url(s: &str, path: &str, errors: &mut Errors) -> Option<Url> {
+    let url = match Url::parse(s) {
+        Ok(u) => u,
+        Err(e) => {
+            errors.push(path, format!("{s:?} is not a URL: {e}"));
+            return None;
+        }
+    };
+    let loopback = portcullis_types::ids::is_loopback(&url);
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        errors.push(path, format!("{s:?} must use https (http is allowed only for loopback hosts)"));
+        return None;
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        errors.push(path, format!("{s:?} must be an origin only (scheme, host, port), without a path"));
+        return None;
+    }
+    Some(url)
+}
+
+fn resolve_origins(allowed: Option<&[String]>, errors: &mut Errors) -> OriginPolicy {
+    let mut policy = OriginPolicy { allowed: Vec::new(), any: false };
+    for (i, o) in allowed.unwrap_or_default().iter().enumerate() {
+        if o == "*" {
+            policy.any = true;
+            continue;
+        }
+        match Url::parse(o) {
+            Ok(u) if u.path() == "/" && u.query().is_none() && matches!(u.scheme(), "http" | "https") => {
+                policy.allowed.push(u.origin().ascii_serialization());
+            }
+            _ => errors.push(
+                format!("origins.allowed[{i}]"),
+                format!("{o:?} is not an origin such as \"https://app.example.com\""),
+            ),
+        }
+    }
+    policy
+}
+
+/// Paths portcullis serves itself and a server may not take.
+const RESERVED_PATHS: [&str; 3] = ["/.well-known", "/healthz", "/readyz"];
+
+fn resolve_server(
+    raw: &RawServer,
+    at: &str,
+    origins: &[&Url],
+    dangerous: &Dangerous,
+    errors: &mut Errors,
+) -> Option<ServerConfig> {
+    let before = errors.0.len();
+    let path = match raw.path.as_deref() {
+        None => {
+            errors.push(format!("{at}.path"), "required, e.g. \"/mcp\"");
+            String::new()
+        }
+        Some(p) if !p.starts_with('/') => {
+            errors.push(format!("{at}.path"), format!("{p:?} must start with '/'"));
+            String::new()
+        }
+        Some(p) if p.len() > 1 && p.ends_with('/') => {
+            errors.push(
+                format!("{at}.path"),
+                format!("{p:?} must not end with '/' (the resource URL has no trailing slash)"),
+            );
+            String::new()
+        }
+        Some(p) if p.contains(['?', '#', '*', '{', '}']) || p.contains("//") => {
+            errors
+                .push(format!("{at}.path"), format!("{p:?} must be a plain path without query, fragment or wildcards"));
+            String::new()
+        }
+        Some(p) if RESERVED_PATHS.iter().any(|r| p == *r || p.starts_with(&format!("{r}/"))) => {
+            errors.push(format!("{at}.path"), format!("{p:?} is reserved for portcullis itself"));
+            String::new()
+        }
+        Some(p) => p.to_owned(),
+    };
+    let upstream = match raw.upstream.as_deref() {
+        None => {
+            errors.push(
+                format!("{at}.upstream"),
+                "required: the URL of the MCP server to protect, e.g. \"http://127.0.0.1:3001/mcp\"",
+            );
+            None
+        }
+        Some(u) => match Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => Some(url),
+            Ok(_) => {
+                errors.push(format!("{at}.upstream"), format!("{u:?} must be an http or https URL without a fragment"));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{at}.upstream"), format!("{u:?} is not a URL: {e}"));
+                None
+            }
+        },
+    };
+    let scopes = parse_scopes(&raw.scopes, &format!("{at}.scopes"), errors);
+    let tool_scopes = raw
+        .tool_scopes
+        .iter()
+        .filter_map(|(pattern, scopes)| {
+            let scopes = parse_scopes(scopes, &format!("{at}.tool_scopes.{pattern:?}"), errors);
+            match Glob::new(pattern) {
+                Ok(g) => Some(ToolScopeRule { pattern: pattern.clone(), matcher: g.compile_matcher(), scopes }),
+                Err(e) => {
+                    errors.push(format!("{at}.tool_scopes"), format!("{pattern:?} is not a valid glob: {e}"));
+                    None
+                }
+            }
+        })
+        .collect();
+    let identity_headers = raw
+        .identity_headers
+        .iter()
+        .filter_map(|(header, claim)| {
+            let name = header.to_ascii_lowercase();
+            let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                errors.push(format!("{at}.identity_headers"), format!("{header:?} is not a valid header name"));
+                return None;
+            }
+            if is_reserved_header(&name) {
+                errors.push(
+                    format!("{at}.identity_headers"),
+                    format!("{header:?} is managed by the proxy and cannot carry identity"),
+                );
+                return None;
+            }
+            if claim.is_empty() {
+                errors.push(format!("{at}.identity_headers.{header}"), "names no claim");
+                return None;
+            }
+            Some(IdentityHeader { header: name, claim: claim.clone() })
+        })
+        .collect();
+
+    let auth = match &raw.verify {
+        Some(v) => resolve_verify(v, &format!("{at}.verify"), errors).map(|v| ServerAuth::Verify(Box::new(v))),
+        None if dangerous.allow_unauthenticated => Some(ServerAuth::None),
+        None => {
+            errors.push(
+                at,
+                "no authentication configured: add a [server.verify] table naming your IdP's issuer \
+                 (or set dangerous.allow_unauthenticated = true for a local test)",
+            );
+            None
+        }
+    };
+
+    if errors.0.len() != before {
+        return None;
+    }
+    let resources: Vec<ResourceUrl> = origins.iter().filter_map(|o| ResourceUrl::for_path(o, &path).ok()).collect();
+    let resource = resources.first()?.clone();
+    Some(ServerConfig {
+        path,
+        upstream: upstream?,
+        resource,
+        resources,
+        scopes,
+        tool_scopes,
+        identity_headers,
+        auth: auth?,
+    })
+}
+
+/// Headers the proxy itself decides about; an identity mapping must not overwrite them.
+fn is_reserved_header(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "cookie"
+            | "host"
+            | "connection"
+            | "content-length"
+            | "content-type"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+    ) || name.starts_with("mcp-")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("proxy-")
+}
+
+pub(crate) fn parse_scopes(raw: &[String], path: &str, errors: &mut Errors) -> ScopeSet {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, s)| match Scope::parse(s) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(format!("{path}[{i}]"), e);
+                None
+            }
+        })
+        .collect()
+}
+
+fn resolve_verify(raw: &RawVerify, at: &str, errors: &mut Errors) -> Option<VerifyConfig> {
+    let before = errors.0.len();
+    let issuer = match raw.issuer.as_deref() {
+        None => {
+            errors.push(
+                format!("{at}.issuer"),
+                "required: your IdP's issuer, exactly as its discovery document states it",
+            );
+            None
+        }
+        Some(s) => IssuerUrl::parse(s).map_err(|e| errors.push(format!("{at}.issuer"), e.to_string())).ok(),
+    };
+    let extra_issuers = raw
+        .extra_issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            IssuerUrl::parse(s).map_err(|e| errors.push(format!("{at}.extra_issuers[{i}]"), e.to_string())).ok()
+        })
+        .collect();
+    for (i, a) in raw.audiences.iter().enumerate() {
+        if a.is_empty() {
+            errors.push(format!("{at}.audiences[{i}]"), "must not be empty");
+        }
+    }
+    for (i, a) in raw.resource_claim_audiences.iter().enumerate() {
+        if a.is_empty() {
+            errors.push(format!("{at}.resource_claim_audiences[{i}]"), "must not be empty");
+        }
+    }
+    let hs256_secret =
+        secret(raw.hs256_secret.as_deref(), raw.hs256_secret_file.as_deref(), &format!("{at}.hs256_secret"), errors);
+    let algorithms = match &raw.algorithms {
+        None => {
+            let mut algs = SigningAlg::ASYMMETRIC.to_vec();
+            if hs256_secret.is_some() {
+                algs.push(SigningAlg::HS256);
+            }
+            algs
+        }
+        Some(list) => {
+            let mut algs = Vec::new();
+            for (i, a) in list.iter().enumerate() {
+                match a.parse::<SigningAlg>() {
+                    Ok(SigningAlg::HS256) if hs256_secret.is_none() => errors.push(
+                        format!("{at}.algorithms[{i}]"),
+                        "HS256 needs a shared secret (hs256_secret or hs256_secret_file); it is never verified with a public key",
+                    ),
+                    Ok(alg) => algs.push(alg),
+                    Err(e) => errors.push(format!("{at}.algorithms[{i}]"), e),
+                }
+            }
+            if list.is_empty() {
+                errors.push(format!("{at}.algorithms"), "must name at least one algorithm");
+            }
+            algs
+        }
+    };
+    let jwks_uri = raw.jwks_uri.as_deref().and_then(|s| match Url::parse(s) {
+        Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+        _ => {
+            errors.push(format!("{at}.jwks_uri"), format!("{s:?} must be an https URL (http only on loopback)"));
+            None
+        }
+    });
+    let introspection =
+        raw.introspection.as_ref().and_then(|i| resolve_introspection(i, &format!("{at}.introspection"), errors));
+    if raw.leeway_secs.is_some_and(|l| l > 600) {
+        errors
+            .push(format!("{at}.leeway_secs"), "more than 600 seconds of clock skew would accept long-expired tokens");
+    }
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(VerifyConfig {
+        issuer: issuer?,
+        extra_issuers,
+        audiences: raw.audiences.clone(),
+        resource_claim_audiences: raw.resource_claim_audiences.clone(),
+        leeway: Duration::from_secs(raw.leeway_secs.unwrap_or(60)),
+        require_at_jwt: raw.require_at_jwt,
+        algorithms,
+        hs256_secret,
+        jwks_uri,
+        introspection,
+    })
+}
+
+fn resolve_introspection(raw: &RawIntrospection, at: &str, errors: &mut Errors) -> Option<IntrospectionConfig> {
+    let endpoint = match raw.endpoint.as_deref() {
+        None => {
+            errors.push(format!("{at}.endpoint"), "required: the RFC 7662 introspection endpoint URL");
+            None
+        }
+        Some(s) => match Url::parse(s) {
+            Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+            _ => {
+                errors.push(format!("{at}.endpoint"), format!("{s:?} must be an https URL (http only on loopback)"));
+                None
+            }
+        },
+    };
+    let client_id = raw.client_id.clone();
+    if client_id.is_none() {
+        errors.push(format!("{at}.client_id"), "required: the client id portcullis authenticates with");
+    }
+    let client_secret =
+        secret(raw.client_secret.as_deref(), raw.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
+    if client_secret.is_none() {
+        errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
+    }
+    Some(IntrospectionConfig { endpoint: endpoint?, client_id: client_id?, client_secret: client_secret? })
+}
+
+/// A secret given inline (usually as `${VAR}`) or as `<name>_file` with the path of a file holding it.
+pub(crate) fn secret(inline: Option<&str>, file: Option<&str>, path: &str, errors: &mut Errors) -> Option<Secret> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            errors.push(path, format!("set either {0} or {0}_file, not both", path.rsplit('.').next().unwrap_or(path)));
+            None
+        }
+        (Some(""), None) => {
+            errors.push(path, "is empty");
+            None
+        }
+        (Some(s), None) => Some(Secret::new(s)),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(s) if !s.trim_end_matches(['\r', '\n']).is_empty() => {
+                Some(Secret::new(s.trim_end_matches(['\r', '\n'])))
+            }
+            Ok(_) => {
+                errors.push(format!("{path}_file"), format!("{f} is empty"));
+                None
+            }
+            Err(e) => {
+                errors.push(format!("{path}_file"), format!("cannot read {f}: {e}"));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}

@@ -1,0 +1,212 @@
+//! Configuration loading: every error at once with its path, secrets indirection, environment mode,
+//! and every example config in the repository.
+
+use std::path::Path;
+
+use portcullis_config::{Config, MapEnv, ServerAuth};
+
+const MINIMAL: &str = r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:3001/mcp"
+scopes = ["mcp:tools"]
+[server.verify]
+issuer = "https://idp.example.com/"
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    Config::from_toml(text, &MapEnv::default()).unwrap_err().0.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn minimal_verify_config_resolves_with_secure_defaults() {
+    let c = Config::from_toml(MINIMAL, &MapEnv::default()).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    let s = &c.servers[0];
+    assert_eq!(s.resource.as_str(), "https://mcp.example.com/mcp");
+    let ServerAuth::Verify(v) = &s.auth else { panic!("verify expected") };
+    assert_eq!(v.issuer.as_str(), "https://idp.example.com/");
+    assert_eq!(v.leeway.as_secs(), 60);
+    assert!(!v.algorithms.iter().any(|a| a.is_symmetric()), "HS256 is off without a shared secret");
+}
+
+#[test]
+fn reports_every_error_at_once_with_paths() {
+    let errs = errors(
+        r#"
+public_url = "http://mcp.example.com/base"
+listen = "nowhere"
+[log]
+format = "xml"
+[[server]]
+path = "mcp/"
+upstream = "ftp://x"
+scopes = ["bad scope"]
+[server.verify]
+issuer = "https://idp.example.com/?tenant=1"
+algorithms = ["none", "HS256"]
+[[server]]
+path = "/b"
+upstream = "http://127.0.0.1:1/"
+"#,
+    );
+    let joined = errs.join("\n");
+    for expected in [
+        "public_url: \"http://mcp.example.com/base\" must use https",
+        "listen: \"nowhere\" is not an IP address",
+        "log.format: \"xml\" is not a log format",
+    ] {
+        assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+    }
+    // public_url failed, so servers are not resolved; fix it and the server errors appear, all at once.
+    let errs = errors(
+        r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "mcp/"
+upstream = "ftp://x"
+scopes = ["bad scope"]
+[server.verify]
+issuer = "https://idp.example.com/?tenant=1"
+algorithms = ["none", "HS256"]
+[[server]]
+path = "/b"
+upstream = "http://127.0.0.1:1/"
+"#,
+    );
+    let joined = errs.join("\n");
+    for expected in [
+        "server[0].path: \"mcp/\" must start with '/'",
+        "server[0].upstream: \"ftp://x\" must be an http or https URL",
+        "server[0].scopes[0]: scope \"bad scope\" contains ' '",
+        "server[0].verify.issuer: \"https://idp.example.com/?tenant=1\" must not contain a query",
+        "server[0].verify.algorithms[0]: unsupported algorithm \"none\"",
+        "server[0].verify.algorithms[1]: HS256 needs a shared secret",
+        "server[1]: no authentication configured",
+    ] {
+        assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let errs = errors(&MINIMAL.replace("scopes =", "scope ="));
+    assert!(errs[0].contains("unknown field `scope`"), "{errs:?}");
+}
+
+#[test]
+fn reserved_and_duplicate_paths_are_refused() {
+    let errs = errors(
+        r#"
+public_url = "https://mcp.example.com"
+[dangerous]
+allow_unauthenticated = true
+[[server]]
+path = "/.well-known/x"
+upstream = "http://127.0.0.1:1/"
+[[server]]
+path = "/a"
+upstream = "http://127.0.0.1:1/"
+[[server]]
+path = "/a"
+upstream = "http://127.0.0.1:2/"
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "server[0].path: \"/.well-known/x\" is reserved for portcullis itself".to_owned(),
+            "server[2].path: \"/a\" is used by another server".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn env_references_expand_and_missing_ones_are_named() {
+    let text = MINIMAL.replace("https://idp.example.com/", "${ISSUER}");
+    let c = Config::from_toml(&text, &MapEnv::from_pairs([("ISSUER", "https://login.example.org")])).unwrap();
+    let ServerAuth::Verify(v) = &c.servers[0].auth else { panic!() };
+    assert_eq!(v.issuer.as_str(), "https://login.example.org");
+    assert_eq!(errors(&text), vec!["server[0].verify.issuer: environment variable ISSUER is not set".to_owned()]);
+}
+
+#[test]
+fn secrets_come_from_files_and_never_print() {
+    let dir = std::env::temp_dir().join(format!("portcullis-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hs");
+    std::fs::write(&file, "s3cret-value\n").unwrap();
+    let text = format!("{MINIMAL}hs256_secret_file = {:?}\n", file.display().to_string());
+    let c = Config::from_toml(&text, &MapEnv::default()).unwrap();
+    let ServerAuth::Verify(v) = &c.servers[0].auth else { panic!() };
+    assert_eq!(v.hs256_secret.as_ref().unwrap().expose(), "s3cret-value");
+    assert!(v.algorithms.iter().any(|a| a.is_symmetric()));
+    assert!(!format!("{c:?}").contains("s3cret-value"), "Debug must redact secrets");
+
+    let both = format!("{MINIMAL}hs256_secret = \"x\"\nhs256_secret_file = \"/nonexistent\"\n");
+    assert_eq!(
+        errors(&both),
+        vec!["server[0].verify.hs256_secret: set either hs256_secret or hs256_secret_file, not both".to_owned()]
+    );
+    let missing = format!("{MINIMAL}hs256_secret_file = \"/nonexistent/portcullis\"\n");
+    assert!(errors(&missing)[0].starts_with("server[0].verify.hs256_secret_file: cannot read /nonexistent/portcullis"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn extra_public_urls_give_each_server_one_resource_per_origin() {
+    let text = MINIMAL.replace(
+        "public_url = \"https://mcp.example.com\"",
+        "public_url = \"https://mcp.example.com\"\nextra_public_urls = [\"https://internal.example.net:8443\"]",
+    );
+    let c = Config::from_toml(&text, &MapEnv::default()).unwrap();
+    let r: Vec<&str> = c.servers[0].resources.iter().map(|r| r.as_str()).collect();
+    assert_eq!(r, ["https://mcp.example.com/mcp", "https://internal.example.net:8443/mcp"]);
+}
+
+#[test]
+fn environment_only_mode() {
+    let env = MapEnv::from_pairs([
+        ("OAUTH_ISSUER_URL", "https://idp.example.com/application/o/app/"),
+        ("OAUTH_AUDIENCE", "client-a, client-b"),
+        ("PORTCULLIS_UPSTREAM", "http://127.0.0.1:3001/mcp"),
+        ("PORTCULLIS_PUBLIC_URL", "https://mcp.example.com"),
+    ]);
+    let c = Config::from_env(&env).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.servers[0].path, "/mcp");
+    let ServerAuth::Verify(v) = &c.servers[0].auth else { panic!() };
+    assert_eq!(v.audiences, ["client-a", "client-b"]);
+
+    let errs = Config::from_env(&MapEnv::from_pairs([("OAUTH_ISSUER_URL", "https://idp.example.com")])).unwrap_err();
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["PORTCULLIS_UPSTREAM", "PORTCULLIS_PUBLIC_URL"]);
+
+    let mut bad = env.clone();
+    bad.0.insert("PORTCULLIS_PATH".into(), "mcp".into());
+    bad.0.insert("OAUTH_ISSUER_URL".into(), "http://idp.example.com".into());
+    let errs: Vec<String> = Config::from_env(&bad).unwrap_err().0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs,
+        [
+            "PORTCULLIS_PATH: \"mcp\" must start with '/'",
+            "OAUTH_ISSUER_URL: \"http://idp.example.com\" must use https (http is allowed only for loopback hosts)"
+        ]
+    );
+}
+
+#[test]
+fn every_example_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let env = MapEnv::from_pairs([("IDP_HS256_SECRET", "example-secret"), ("INTROSPECTION_SECRET", "example-secret")]);
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path, &env).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "expected example configs in {}", dir.display());
+}

@@ -1,0 +1,442 @@
+#!/usr/bin/env node
+// Loopback OpenID Provider for portcullis integration tests.
+//
+// Built on `oidc-provider` so that the access tokens the tests present to
+// portcullis are minted by a real, spec-following authorization server rather
+// than hand-rolled by the test itself. See README.md next to this file.
+//
+// Usage:
+//   node tests/interop/idp.mjs --profile <rfc8707|aud-client-id|resource-claim>
+//                              [--port N] [--keys-file PATH] [--ignore-stdin]
+//
+// Contract with the parent process:
+//   * stdout carries exactly one line, `{"issuer":"http://127.0.0.1:PORT","port":PORT}`,
+//     printed once the server accepts connections. Everything else goes to stderr.
+//   * The process exits when its stdin reaches EOF (the parent died or dropped
+//     the pipe), on SIGTERM and on SIGINT.
+
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+// stdout is reserved for the readiness line, which the parent parses. The
+// provider prints its development notices with console.info (i.e. stdout), so
+// every console method is routed to stderr before the library is loaded.
+const writeStdout = process.stdout.write.bind(process.stdout);
+for (const method of ['log', 'info', 'debug', 'warn', 'trace']) {
+  console[method] = (...args) => console.error(...args);
+}
+
+const { Provider, errors } = await import('oidc-provider');
+
+// ---------------------------------------------------------------------------
+// Command line and environment
+// ---------------------------------------------------------------------------
+
+const PROFILES = new Set(['rfc8707', 'aud-client-id', 'resource-claim']);
+
+function fail(message) {
+  console.error(`idp: ${message}`);
+  process.exit(2);
+}
+
+let args;
+try {
+  ({ values: args } = parseArgs({
+    options: {
+      profile: { type: 'string' },
+      port: { type: 'string', default: '0' },
+      'keys-file': { type: 'string' },
+      // For running the IdP by hand in the background, where stdin is
+      // /dev/null and would otherwise make it exit at once.
+      'ignore-stdin': { type: 'boolean', default: false },
+    },
+    strict: true,
+  }));
+} catch (err) {
+  fail(err.message);
+}
+
+const PROFILE = args.profile;
+if (!PROFILES.has(PROFILE)) {
+  fail(`--profile must be one of: ${[...PROFILES].join(', ')}`);
+}
+
+const PORT = Number(args.port);
+if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
+  fail('--port must be an integer between 0 and 65535');
+}
+
+function positiveIntFromEnv(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) fail(`${name} must be a positive integer`);
+  return value;
+}
+
+// Short lifetimes let tests exercise expiry without sleeping for minutes.
+const ACCESS_TOKEN_TTL = positiveIntFromEnv('IDP_AT_TTL', 600);
+const LOG_REQUESTS = process.env.IDP_LOG === '1';
+
+// ---------------------------------------------------------------------------
+// Clients, scopes, resources
+// ---------------------------------------------------------------------------
+
+// The JWS algorithm of every token issued to a client. Access-token signing is
+// chosen per client (not per request) in getResourceServerInfo below, which is
+// the hook oidc-provider consults for JWT access tokens.
+const CLIENTS = [
+  { id: 'client-rs', secret: 'secret-rs', alg: 'RS256' },
+  { id: 'client-es256', secret: 'secret-es', alg: 'ES256' },
+];
+const ALG_BY_CLIENT = new Map(CLIENTS.map((c) => [c.id, c.alg]));
+
+// Scopes a resource server (an MCP server behind portcullis) understands.
+// Requested scopes outside this list are silently dropped from access tokens.
+const RESOURCE_SCOPES = 'mcp:tools mcp:admin';
+
+// Stand-in resource used by the profiles that tolerate a request without a
+// `resource` parameter. A URN rather than a URL so it can never collide with a
+// resource a test asks for on purpose.
+const DEFAULT_RESOURCE = 'urn:portcullis-test-idp:default-resource';
+
+// Subject of authorization_code logins when the request carries no login_hint.
+const DEFAULT_ACCOUNT = 'test-user';
+
+function isAcceptableResource(value) {
+  const url = URL.parse(value);
+  if (!url) return false;
+  return url.protocol === 'https:' || (url.protocol === 'http:' && url.hostname === '127.0.0.1');
+}
+
+// ---------------------------------------------------------------------------
+// Signing keys
+// ---------------------------------------------------------------------------
+
+// Key state: the active RS256 and ES256 private JWKs, plus RS256 keys that
+// were rotated out with ?keep_old=1 and are still published in the JWKS.
+function generateSigningKey(alg) {
+  const { privateKey } = alg === 'RS256'
+    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' });
+  // A random kid (rather than a thumbprint) keeps kids unique even if a test
+  // were to re-import the same key material.
+  const kid = `${alg.toLowerCase()}-${crypto.randomBytes(9).toString('base64url')}`;
+  return { ...jwk, kid, use: 'sig', alg };
+}
+
+function loadKeys(file) {
+  let parsed;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    fail(`cannot read keys file ${file}: ${err.message}`);
+  }
+  const ok = parsed
+    && parsed.rs256?.kty === 'RSA' && parsed.rs256.d && parsed.rs256.kid
+    && parsed.es256?.kty === 'EC' && parsed.es256.d && parsed.es256.kid
+    && (parsed.retired === undefined || Array.isArray(parsed.retired));
+  if (!ok) fail(`keys file ${file} is not in the expected {"rs256","es256","retired"} format`);
+  return { rs256: parsed.rs256, es256: parsed.es256, retired: parsed.retired ?? [] };
+}
+
+function saveKeys(file, keys) {
+  // Write-then-rename so a concurrently starting IdP never reads a partial file.
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+const KEYS_FILE = args['keys-file'] ? path.resolve(args['keys-file']) : undefined;
+let keys;
+if (KEYS_FILE && fs.existsSync(KEYS_FILE)) {
+  keys = loadKeys(KEYS_FILE);
+} else {
+  keys = { rs256: generateSigningKey('RS256'), es256: generateSigningKey('ES256'), retired: [] };
+  if (KEYS_FILE) saveKeys(KEYS_FILE, keys);
+}
+
+// ---------------------------------------------------------------------------
+// Provider
+// ---------------------------------------------------------------------------
+
+// Session and interaction cookies must stay valid when the provider instance
+// is replaced by a key rotation, so the cookie keys live for the process.
+const COOKIE_KEYS = [crypto.randomBytes(32).toString('base64url')];
+
+function buildProvider(issuer, keyState) {
+  const kidByAlg = { RS256: keyState.rs256.kid, ES256: keyState.es256.kid };
+
+  const provider = new Provider(issuer, {
+    clients: CLIENTS.map((c) => ({
+      client_id: c.id,
+      client_secret: c.secret,
+      // `native` lets the loopback redirect URI match on any port (RFC 8252
+      // section 7.3), so a test may run its own callback listener.
+      application_type: 'native',
+      grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/callback'],
+      // Registered method only; oidc-provider accepts client_secret_post and
+      // client_secret_basic interchangeably for secret-based clients.
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: c.alg,
+      scope: `openid offline_access ${RESOURCE_SCOPES}`,
+    })),
+
+    // Active keys first: for ID tokens oidc-provider signs with the first key
+    // matching the algorithm. Retired keys stay published for verification.
+    jwks: { keys: [keyState.rs256, keyState.es256, ...keyState.retired] },
+
+    scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
+    claims: { openid: ['sub'] },
+    cookies: { keys: COOKIE_KEYS },
+
+    features: {
+      // Logins are auto-approved by /__test/interaction (see below).
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+
+        // Called when a request carries no `resource`. With `oneOf` it picks
+        // among previously granted resources; keep the library default there.
+        async defaultResource(ctx, client, oneOf) {
+          if (oneOf) return oneOf;
+          if (PROFILE === 'rfc8707') {
+            throw new errors.InvalidTarget('this authorization server requires a resource parameter (RFC 8707)');
+          }
+          return DEFAULT_RESOURCE;
+        },
+
+        // Code and refresh exchanges usually omit `resource`; reuse the one
+        // granted at the authorization endpoint so they still yield JWTs.
+        async useGrantedResource() {
+          return true;
+        },
+
+        // The profile switch: decides `aud`, format, lifetime and signing key
+        // of every access token.
+        async getResourceServerInfo(ctx, resourceIndicator, client) {
+          if (resourceIndicator !== DEFAULT_RESOURCE && !isAcceptableResource(resourceIndicator)) {
+            throw new errors.InvalidTarget('resource must be an https:// URL or an http://127.0.0.1 URL');
+          }
+          let audience;
+          switch (PROFILE) {
+            case 'rfc8707': audience = resourceIndicator; break;
+            case 'aud-client-id': audience = client.clientId; break;
+            case 'resource-claim': audience = issuer; break;
+            default: throw new Error(`unknown profile ${PROFILE}`);
+          }
+          const alg = ALG_BY_CLIENT.get(client.clientId) ?? 'RS256';
+          return {
+            scope: RESOURCE_SCOPES,
+            audience,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: ACCESS_TOKEN_TTL,
+            // An explicit kid makes "new tokens use the rotated key" hold even
+            // while an older RSA key is still in the keystore.
+            jwt: { sign: { alg, kid: kidByAlg[alg] } },
+          };
+        },
+      },
+    },
+
+    // Keycard-like profile: the audience is the issuer (the "zone") and the
+    // protected resource travels in its own claim.
+    async extraTokenClaims(ctx, token) {
+      const resource = token.resourceServer?.identifier();
+      if (PROFILE === 'resource-claim' && resource && resource !== DEFAULT_RESOURCE) {
+        return { resource };
+      }
+      return undefined;
+    },
+
+    interactions: {
+      url(ctx, interaction) {
+        return `/__test/interaction/${interaction.uid}`;
+      },
+    },
+
+    async findAccount(ctx, sub) {
+      return { accountId: sub, async claims() { return { sub }; } };
+    },
+
+    ttl: {
+      AccessToken: ACCESS_TOKEN_TTL,
+      ClientCredentials: ACCESS_TOKEN_TTL,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      Interaction: 600,
+      Grant: 86400,
+      Session: 86400,
+      RefreshToken: 86400,
+    },
+  });
+
+  provider.on('server_error', (ctx, err) => {
+    console.error(`idp: server_error on ${ctx.method} ${ctx.path}:`, err);
+  });
+
+  return { provider, handler: provider.callback() };
+}
+
+// ---------------------------------------------------------------------------
+// HTTP front: test-only endpoints, RFC 8414 alias, JWKS fetch counter
+// ---------------------------------------------------------------------------
+
+let issuer;
+let current; // { provider, handler }; replaced wholesale on key rotation
+let jwksFetches = 0;
+
+function sendJson(res, status, body) {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(payload),
+    'cache-control': 'no-store',
+  });
+  res.end(payload);
+}
+
+function rotate(keepOld) {
+  const next = {
+    rs256: generateSigningKey('RS256'),
+    es256: keys.es256,
+    retired: keepOld ? [keys.rs256, ...keys.retired] : [],
+  };
+  // Build before swapping so a configuration error leaves the old one serving.
+  // The default in-memory adapter is module-global, so grants, sessions and
+  // refresh tokens survive the swap.
+  const built = buildProvider(issuer, next);
+  keys = next;
+  current = built;
+  if (KEYS_FILE) saveKeys(KEYS_FILE, keys);
+  return keys.rs256.kid;
+}
+
+// Completes login and consent without a UI: the subject is the login_hint
+// parameter (or DEFAULT_ACCOUNT) and every requested scope and resource is
+// granted. Reached by following the redirects of the authorization endpoint
+// with a cookie jar.
+async function autoInteraction(req, res) {
+  const { provider } = current;
+  const interaction = await provider.interactionDetails(req, res);
+  const { prompt, params, session, grantId } = interaction;
+
+  if (prompt.name === 'login') {
+    const accountId = typeof params.login_hint === 'string' && params.login_hint
+      ? params.login_hint
+      : DEFAULT_ACCOUNT;
+    await provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    return;
+  }
+
+  if (prompt.name === 'consent') {
+    const grant = grantId
+      ? await provider.Grant.find(grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    const { details } = prompt;
+    if (details.missingOIDCScope) grant.addOIDCScope(details.missingOIDCScope.join(' '));
+    if (details.missingOIDCClaims) grant.addOIDCClaims(details.missingOIDCClaims);
+    if (details.missingResourceScopes) {
+      for (const [indicator, scopes] of Object.entries(details.missingResourceScopes)) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+    }
+    const savedGrantId = await grant.save();
+    await provider.interactionFinished(req, res, { consent: { grantId: savedGrantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+
+  sendJson(res, 500, { error: `unsupported prompt ${prompt.name}` });
+}
+
+async function handleTestEndpoint(req, res, url) {
+  if (url.pathname === '/__test/rotate') {
+    if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST' });
+    const kid = rotate(url.searchParams.get('keep_old') === '1');
+    return sendJson(res, 200, { kid });
+  }
+  if (url.pathname === '/__test/jwks-fetches') {
+    if (req.method !== 'GET') return sendJson(res, 405, { error: 'use GET' });
+    return sendJson(res, 200, { count: jwksFetches });
+  }
+  if (url.pathname.startsWith('/__test/interaction/')) {
+    if (req.method !== 'GET') return sendJson(res, 405, { error: 'use GET' });
+    return autoInteraction(req, res);
+  }
+  return sendJson(res, 404, { error: 'unknown test endpoint' });
+}
+
+// The server only listens on 127.0.0.1, which is what keeps /__test/ (and the
+// IdP as a whole) out of reach of anything but this machine.
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://127.0.0.1');
+  if (LOG_REQUESTS) {
+    res.on('finish', () => console.error(`idp: ${req.method} ${req.url} -> ${res.statusCode}`));
+  }
+
+  if (url.pathname.startsWith('/__test/')) {
+    handleTestEndpoint(req, res, url).catch((err) => {
+      console.error('idp: test endpoint failed:', err);
+      if (!res.headersSent) sendJson(res, 500, { error: String(err?.message ?? err) });
+      else res.destroy();
+    });
+    return;
+  }
+
+  // RFC 8414 metadata: oidc-provider only serves the OpenID Connect document,
+  // whose content is a superset of what RFC 8414 asks for; serve it verbatim.
+  if (url.pathname === '/.well-known/oauth-authorization-server') {
+    req.url = `/.well-known/openid-configuration${url.search}`;
+  }
+
+  // Lets tests assert how often a verifier refetched the key set.
+  if (url.pathname === '/jwks' && req.method === 'GET') {
+    jwksFetches += 1;
+  }
+
+  current.handler(req, res);
+});
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+// ---------------------------------------------------------------------------
+
+let shuttingDown = false;
+function shutdown(reason) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  if (LOG_REQUESTS) console.error(`idp: exiting (${reason})`);
+  server.close();
+  server.closeAllConnections?.();
+  process.exit(0);
+}
+
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));
+
+if (!args['ignore-stdin']) {
+  // EOF on stdin means the parent is gone (or closed the pipe on purpose):
+  // never outlive it. Whatever is written to stdin is ignored.
+  process.stdin.on('data', () => {});
+  process.stdin.on('end', () => shutdown('stdin closed'));
+  process.stdin.on('close', () => shutdown('stdin closed'));
+  process.stdin.on('error', () => shutdown('stdin error'));
+  process.stdin.resume();
+}
+
+server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${PORT}: ${err.message}`));
+
+server.listen(PORT, '127.0.0.1', () => {
+  const { port } = server.address();
+  // The issuer carries the real port, so the provider is built only now.
+  issuer = `http://127.0.0.1:${port}`;
+  current = buildProvider(issuer, keys);
+  writeStdout(`${JSON.stringify({ issuer, port })}\n`);
+});
