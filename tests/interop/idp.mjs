@@ -168,10 +168,78 @@ if (KEYS_FILE && fs.existsSync(KEYS_FILE)) {
 // is replaced by a key rotation, so the cookie keys live for the process.
 const COOKIE_KEYS = [crypto.randomBytes(32).toString('base64url')];
 
+// Process-wide storage for the provider's stateful artifacts (sessions,
+// interactions, grants, codes, refresh tokens). oidc-provider's built-in
+// memory adapter gives every Provider instance its own store, which would
+// make a key rotation forget every refresh token and login; one store shared
+// by all instances keeps them across the swap.
+const STORE = new Map(); // "Model:id" -> { payload, expiresAt }
+const GRANT_MEMBERS = new Map(); // grantId -> Set of "Model:id"
+const SESSION_BY_UID = new Map(); // session uid -> session id
+const BY_USER_CODE = new Map(); // user code -> id
+
+class SharedMemoryAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const key = this.key(id);
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
+    STORE.set(key, { payload, expiresAt });
+    if (payload.grantId) {
+      if (!GRANT_MEMBERS.has(payload.grantId)) GRANT_MEMBERS.set(payload.grantId, new Set());
+      GRANT_MEMBERS.get(payload.grantId).add(key);
+    }
+    if (this.model === 'Session' && payload.uid) SESSION_BY_UID.set(payload.uid, id);
+    if (payload.userCode) BY_USER_CODE.set(payload.userCode, id);
+  }
+
+  async find(id) {
+    const key = this.key(id);
+    const entry = STORE.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      STORE.delete(key);
+      return undefined;
+    }
+    return entry.payload;
+  }
+
+  async findByUid(uid) {
+    const id = SESSION_BY_UID.get(uid);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async findByUserCode(userCode) {
+    const id = BY_USER_CODE.get(userCode);
+    return id === undefined ? undefined : this.find(id);
+  }
+
+  async consume(id) {
+    const entry = STORE.get(this.key(id));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    STORE.delete(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const key of GRANT_MEMBERS.get(grantId) ?? []) STORE.delete(key);
+    GRANT_MEMBERS.delete(grantId);
+  }
+}
+
 function buildProvider(issuer, keyState) {
   const kidByAlg = { RS256: keyState.rs256.kid, ES256: keyState.es256.kid };
 
   const provider = new Provider(issuer, {
+    adapter: SharedMemoryAdapter,
     clients: CLIENTS.map((c) => ({
       client_id: c.id,
       client_secret: c.secret,
@@ -192,6 +260,8 @@ function buildProvider(issuer, keyState) {
     // matching the algorithm. Retired keys stay published for verification.
     jwks: { keys: [keyState.rs256, keyState.es256, ...keyState.retired] },
 
+    // Code flow only: keeps discovery free of implicit/hybrid noise.
+    responseTypes: ['code'],
     scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
     claims: { openid: ['sub'] },
     cookies: { keys: COOKIE_KEYS },
@@ -310,8 +380,7 @@ function rotate(keepOld) {
     retired: keepOld ? [keys.rs256, ...keys.retired] : [],
   };
   // Build before swapping so a configuration error leaves the old one serving.
-  // The default in-memory adapter is module-global, so grants, sessions and
-  // refresh tokens survive the swap.
+  // Grants, sessions and refresh tokens survive through SharedMemoryAdapter.
   const built = buildProvider(issuer, next);
   keys = next;
   current = built;

@@ -1,1 +1,146 @@
-//! placeholder
+//! The HTTP face of portcullis — the only crate that knows axum and tower.
+//!
+//! # Layout
+//! - [`router`]: assembles the routes and layers for a validated configuration.
+//! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
+//! - [`origin`](crate::origin): `Origin` validation and CORS.
+//! - [`error`]: the one mapping from errors to responses.
+//!
+//! One request passes, outermost first: request id → trace span → CORS → `Origin` check →
+//! (authentication) → proxy.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+mod origin;
+pub mod proxy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use portcullis_config::{Config, ServerConfig};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use url::Url;
+
+pub use error::{Blame, ProxyError};
+pub use proxy::Proxy;
+
+/// Everything a request handler needs, shared by all requests.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub proxy: Proxy,
+    pub servers: Vec<Arc<ServerRuntime>>,
+    ready: AtomicBool,
+}
+
+/// One protected MCP server at run time.
+#[derive(Debug)]
+pub struct ServerRuntime {
+    pub config: ServerConfig,
+}
+
+impl AppState {
+    /// State for `config`, with one runtime per configured server.
+    pub fn new(config: Arc<Config>) -> Result<Self, ProxyError> {
+        let proxy = Proxy::new(config.proxy.clone())?;
+        let servers = config.servers.iter().map(|s| Arc::new(ServerRuntime { config: s.clone() })).collect();
+        Ok(Self { config, proxy, servers, ready: AtomicBool::new(false) })
+    }
+
+    /// Marks the process ready to take traffic (`/readyz` answers 200 from now on).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The public origin a request came in on: the configured origin whose authority equals the
+    /// request's `Host`, else the primary `public_url`. The `Host` only selects among configured
+    /// origins, so an attacker-supplied `Host` can never make us publish a URL of its choosing.
+    pub fn public_origin(&self, host: &Option<String>) -> &Url {
+        if let Some(host) = host {
+            for url in &self.config.extra_public_urls {
+                if authority(url).eq_ignore_ascii_case(host) {
+                    return url;
+                }
+            }
+        }
+        &self.config.public_url
+    }
+}
+
+/// `host[:port]` of an origin URL, as a `Host` header would carry it.
+fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The `Host` of a request: the header for HTTP/1.1, the `:authority` for HTTP/2.
+pub(crate) fn request_host(req: &axum::http::request::Parts) -> Option<String> {
+    req.headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+}
+
+/// All routes and layers.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut mcp = Router::new();
+    for server in &state.servers {
+        let server = server.clone();
+        let path = server.config.path.clone();
+        mcp = mcp.route(
+            &path,
+            any(move |State(state): State<Arc<AppState>>, req: Request<Body>| {
+                let server = server.clone();
+                async move { proxy::handle(&state, &server, req).await }
+            }),
+        );
+    }
+    let mcp = mcp
+        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))
+        .layer(origin::mcp_cors(state.clone()));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(mcp)
+        .fallback(|| async { ProxyError::NotFound.into_response() })
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                // Only the method, path and request id: headers may carry tokens and never reach logs.
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            })
+            .on_request(())
+            .on_response(
+                tower_http::trace::DefaultOnResponse::new()
+                    .level(tracing::Level::INFO)
+                    .latency_unit(tower_http::LatencyUnit::Micros),
+            ),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    }
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `portcullis` binary. Everything happens in [`portcullis::run`].
+
+fn main() -> std::process::ExitCode {
+    portcullis::run()
+}

@@ -1,0 +1,134 @@
+//! The one place errors become HTTP responses. Inner layers describe what went wrong; this module
+//! decides status, headers and body. What the client is told stays precise but never carries secrets;
+//! the detail for operators goes to the log.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Who caused a failure, which decides the status class (downstream → 4xx, upstream → 502/504,
+/// internal → 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+/// Failures of the proxy path.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no MCP server is configured at this path")]
+    NotFound,
+    #[error("Origin {0:?} is not allowed")]
+    OriginRejected(String),
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("could not read the request body: {0}")]
+    BadRequestBody(String),
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream did not answer within {0} ms")]
+    UpstreamTimeout(u128),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// Who caused it.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::NotFound | Self::OriginRejected(_) | Self::BodyTooLarge(_) | Self::BadRequestBody(_) => Blame::Downstream,
+            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Blame::Upstream,
+            Self::Internal(_) => Blame::Internal,
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::OriginRejected(_) => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told. Upstream and internal details stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            Self::UpstreamUnavailable(_) => "the MCP server behind this gateway is unavailable".to_owned(),
+            Self::UpstreamTimeout(ms) => format!("the MCP server behind this gateway did not answer within {ms} ms"),
+            Self::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The JSON-RPC error code used when the request was JSON-RPC (-32000..-32099 are
+    /// implementation-defined server errors).
+    fn rpc_code(&self) -> i64 {
+        match self {
+            Self::BodyTooLarge(_) | Self::BadRequestBody(_) => -32600,
+            Self::UpstreamTimeout(_) => -32001,
+            _ => -32000,
+        }
+    }
+
+    /// The response; `rpc_id` is `Some` when the request was JSON-RPC, so the body can take the
+    /// shape a JSON-RPC client expects (its `id`, or `null` for a batch).
+    pub fn into_response_for(self, rpc_id: Option<Value>) -> Response {
+        match self.blame() {
+            Blame::Downstream => tracing::info!(error = %self, "request refused"),
+            Blame::Upstream => tracing::warn!(error = %self, "upstream failure"),
+            Blame::Internal => tracing::error!(error = %self, "internal failure"),
+        }
+        let body = match rpc_id {
+            Some(id) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.rpc_code(), "message": self.public_message()}}),
+            None => json!({"error": error_name(self.status()), "error_description": self.public_message()}),
+        };
+        let mut resp = (self.status(), Json(body)).into_response();
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        self.into_response_for(None)
+    }
+}
+
+fn error_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::BAD_GATEWAY => "bad_gateway",
+        StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
+        _ => "server_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blame_decides_the_status_class() {
+        assert_eq!(ProxyError::UpstreamUnavailable("x".into()).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(ProxyError::UpstreamTimeout(5).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ProxyError::BodyTooLarge(1).blame(), Blame::Downstream);
+        assert_eq!(ProxyError::Internal("x".into()).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn upstream_detail_is_not_shown_to_clients() {
+        let e = ProxyError::UpstreamUnavailable("connect to 10.1.2.3:9000 refused".into());
+        assert!(!e.public_message().contains("10.1.2.3"));
+    }
+}

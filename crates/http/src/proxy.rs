@@ -1,0 +1,275 @@
+//! The MCP Streamable HTTP reverse proxy: one request in, one request upstream, the answer streamed
+//! back unbuffered. The client's credentials never travel upstream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use portcullis_config::ProxyConfig;
+use serde_json::Value;
+
+use crate::error::ProxyError;
+use crate::{AppState, ServerRuntime};
+
+/// The upstream HTTP client and its limits.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    client: reqwest::Client,
+    config: ProxyConfig,
+}
+
+impl Proxy {
+    /// Builds the shared upstream client. No total timeout: streams may rightly last for hours, so
+    /// connect, header and idle bounds apply instead. Redirects are not followed: the upstream's answer
+    /// goes back to the client as it is.
+    pub fn new(config: ProxyConfig) -> Result<Self, ProxyError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ProxyError::Internal(format!("building the upstream client: {e}")))?;
+        Ok(Self { client, config })
+    }
+
+    /// The configured limits.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+}
+
+/// What the proxy learned from a JSON-RPC request body, used for error shapes and tool scopes.
+#[derive(Debug, Default)]
+pub(crate) struct RpcInfo {
+    /// `Some` when the body is JSON-RPC: the request `id`, or `null` (batches, notifications).
+    pub(crate) id: Option<Value>,
+    pub(crate) method: Option<String>,
+    /// `params.name` of a `tools/call`.
+    pub(crate) tool: Option<String>,
+}
+
+impl RpcInfo {
+    pub(crate) fn parse(body: &[u8]) -> Self {
+        if body.is_empty() {
+            return Self::default();
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) if m.contains_key("jsonrpc") => {
+                let method = m.get("method").and_then(Value::as_str).map(str::to_owned);
+                let tool = (method.as_deref() == Some("tools/call"))
+                    .then(|| m.get("params").and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
+                    .flatten();
+                Self { id: Some(m.get("id").cloned().unwrap_or(Value::Null)), method, tool }
+            }
+            Ok(Value::Array(_)) => Self { id: Some(Value::Null), method: None, tool: None },
+            _ => Self::default(),
+        }
+    }
+}
+
+/// Connection-level headers (RFC 9110 §7.6.1) that must not be forwarded.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Reads the request body up to the configured limit. MCP requests are small JSON-RPC messages; reading
+/// them whole lets the gate see the method and tool name before anything is forwarded.
+pub(crate) async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ProxyError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ProxyError::BodyTooLarge(limit)),
+        Err(e) => Err(ProxyError::BadRequestBody(e.to_string())),
+    }
+}
+
+/// Forwards one request whose body has been read. `identity` holds the headers to add (already
+/// validated names and values, from the verified token).
+pub(crate) async fn forward(
+    state: &AppState,
+    server: &ServerRuntime,
+    parts: Parts,
+    body: Bytes,
+    identity: Vec<(HeaderName, HeaderValue)>,
+) -> Result<Response, ProxyError> {
+    let proxy = &state.proxy;
+    let mut url = server.config.upstream.clone();
+    if let Some(q) = parts.uri.query() {
+        let merged = match url.query() {
+            Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
+            _ => q.to_owned(),
+        };
+        url.set_query(Some(&merged));
+    }
+
+    let origin = state.public_origin(&crate::request_host(&parts)).clone();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // Never pass the client's credentials upstream (MCP authorization: no token passthrough).
+    for name in [header::HOST, header::AUTHORIZATION, header::COOKIE, header::CONTENT_LENGTH, header::FORWARDED] {
+        headers.remove(name);
+    }
+    let forwarded: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
+    for name in forwarded {
+        headers.remove(name);
+    }
+    // Inbound headers named like identity headers are dropped so clients cannot spoof them.
+    for ih in &server.config.identity_headers {
+        headers.remove(ih.header.as_str());
+    }
+    for (name, value) in identity {
+        headers.insert(name, value);
+    }
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(origin.scheme()) {
+        headers.insert("x-forwarded-proto", v);
+    }
+    if let Some(host) = origin.host_str() {
+        let host = match origin.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+
+    let request = proxy
+        .client
+        .request(parts.method, url)
+        .headers(headers)
+        .body(body)
+        .build()
+        .map_err(|e| ProxyError::Internal(format!("building the upstream request: {e}")))?;
+
+    let upstream = match tokio::time::timeout(proxy.config.header_timeout, proxy.client.execute(request)).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis())),
+        Ok(Err(e)) if e.is_timeout() => return Err(ProxyError::UpstreamTimeout(proxy.config.connect_timeout.as_millis())),
+        Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(error_chain(&e))),
+        Ok(Ok(r)) => r,
+    };
+
+    let status = upstream.status();
+    let mut resp_headers = upstream.headers().clone();
+    strip_hop_by_hop(&mut resp_headers);
+    let is_sse = resp_headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if is_sse {
+        // Fronting proxies (nginx and friends) buffer unless told not to.
+        resp_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        resp_headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
+    }
+    let body = Body::from_stream(idle_bounded(upstream.bytes_stream(), proxy.config.idle_timeout));
+    let mut response = (status, body).into_response();
+    *response.headers_mut() = resp_headers;
+    Ok(response)
+}
+
+/// Ends the body with an error when the upstream stays silent longer than `idle` between chunks.
+fn idle_bounded(
+    stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let stream = Box::pin(stream);
+    futures_util::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %error_chain(&e), "upstream body failed mid-stream");
+                Some((Err(std::io::Error::other(e)), None))
+            }
+            Ok(None) => None,
+            Err(_) => {
+                tracing::warn!(idle_ms = idle.as_millis() as u64, "upstream stream idle for too long; closing it");
+                Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout")), None))
+            }
+        }
+    })
+}
+
+/// An error with its sources, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+/// The whole proxy step for one server: read the body, forward, map failures.
+pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body, &parts.headers, state.proxy.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response_for(None),
+    };
+    let rpc = RpcInfo::parse(&bytes);
+    match forward(state, server, parts, bytes, Vec::new()).await {
+        Ok(r) => r,
+        Err(e) => e.into_response_for(rpc.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_info_reads_id_method_and_tool() {
+        let info = RpcInfo::parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#);
+        assert_eq!(info.id, Some(Value::from(7)));
+        assert_eq!(info.method.as_deref(), Some("tools/call"));
+        assert_eq!(info.tool.as_deref(), Some("echo"));
+        assert_eq!(RpcInfo::parse(b"[]").id, Some(Value::Null));
+        assert!(RpcInfo::parse(b"not json").id.is_none());
+        assert!(RpcInfo::parse(br#"{"jsonrpc":"2.0","method":"tools/list","id":"a"}"#).tool.is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("mcp-session-id"));
+    }
+}

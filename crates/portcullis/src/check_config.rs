@@ -1,0 +1,30 @@
+//! `portcullis check-config FILE`: the same loading as `serve`, without serving.
+
+use std::process::ExitCode;
+
+use portcullis_config::{Config, ProcessEnv, ServerAuth};
+
+use crate::cli::CheckConfigArgs;
+
+pub(crate) fn run(args: &CheckConfigArgs) -> ExitCode {
+    match Config::load(&args.file, &ProcessEnv) {
+        Ok(config) => {
+            println!("{}: ok", args.file.display());
+            for s in &config.servers {
+                let mode = match &s.auth {
+                    ServerAuth::None => "UNAUTHENTICATED".to_owned(),
+                    ServerAuth::Verify(v) => format!("verify, issuer {}", v.issuer),
+                };
+                println!("  {} -> {} ({mode}); resource {}", s.path, s.upstream, s.resource);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} problem{}", args.file.display(), errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The portcullis command line: `serve` (the gate), `check-config`, and `sample-upstream`.
+//!
+//! # Layout
+//! - [`cli`](crate::cli): the clap definitions.
+//! - [`serve`](crate::serve): wiring: configuration → state → listener, signals and shutdown.
+//! - [`check_config`](crate::check_config): validation without serving.
+//! - [`sample`](crate::sample): runs the bundled sample MCP server.
+//! - [`logging`](crate::logging): tracing subscriber set-up.
+
+#![forbid(unsafe_code)]
+
+mod check_config;
+mod cli;
+mod logging;
+mod sample;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Parses the command line and runs the chosen subcommand.
+pub fn run() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::CheckConfig(args) => check_config::run(&args),
+        cli::Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(args))).unwrap_or_else(report),
+        cli::Command::SampleUpstream(args) => runtime().and_then(|rt| rt.block_on(sample::run(args))).unwrap_or_else(report),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn report(e: anyhow::Error) -> ExitCode {
+    eprintln!("portcullis: {e:#}");
+    ExitCode::FAILURE
+}
