@@ -1,6 +1,8 @@
 //! Configuration loading: every error at once with its path, secrets indirection, environment mode,
 //! and every example config in the repository.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use portcullis_config::{Config, MapEnv, ServerAuth};

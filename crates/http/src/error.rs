@@ -39,7 +39,9 @@ impl ProxyError {
     /// Who caused it.
     pub fn blame(&self) -> Blame {
         match self {
-            Self::NotFound | Self::OriginRejected(_) | Self::BodyTooLarge(_) | Self::BadRequestBody(_) => Blame::Downstream,
+            Self::NotFound | Self::OriginRejected(_) | Self::BodyTooLarge(_) | Self::BadRequestBody(_) => {
+                Blame::Downstream
+            }
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Blame::Upstream,
             Self::Internal(_) => Blame::Internal,
         }
@@ -87,7 +89,9 @@ impl ProxyError {
             Blame::Internal => tracing::error!(error = %self, "internal failure"),
         }
         let body = match rpc_id {
-            Some(id) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.rpc_code(), "message": self.public_message()}}),
+            Some(id) => {
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": self.rpc_code(), "message": self.public_message()}})
+            }
             None => json!({"error": error_name(self.status()), "error_description": self.public_message()}),
         };
         let mut resp = (self.status(), Json(body)).into_response();

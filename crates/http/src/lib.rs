@@ -118,17 +118,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(mcp)
         .fallback(|| async { ProxyError::NotFound.into_response() })
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-                // Only the method, path and request id: headers may carry tokens and never reach logs.
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            })
-            .on_request(())
-            .on_response(
-                tower_http::trace::DefaultOnResponse::new()
-                    .level(tracing::Level::INFO)
-                    .latency_unit(tower_http::LatencyUnit::Micros),
-            ),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    // Only the method, path and request id: headers may carry tokens and never reach logs.
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                )
+                // The error mapping already logged the cause at the level its blame deserves.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -47,6 +47,7 @@ impl Proxy {
 
 /// What the proxy learned from a JSON-RPC request body, used for error shapes and tool scopes.
 #[derive(Debug, Default)]
+#[cfg_attr(not(test), expect(dead_code, reason = "method and tool feed the per-tool scope check"))]
 pub(crate) struct RpcInfo {
     /// `Some` when the body is JSON-RPC: the request `id`, or `null` (batches, notifications).
     pub(crate) id: Option<Value>,
@@ -75,8 +76,16 @@ impl RpcInfo {
 }
 
 /// Connection-level headers (RFC 9110 §7.6.1) that must not be forwarded.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -97,7 +106,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Reads the request body up to the configured limit. MCP requests are small JSON-RPC messages; reading
 /// them whole lets the gate see the method and tool name before anything is forwarded.
 pub(crate) async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ProxyError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge(limit));
     }
@@ -135,7 +145,8 @@ pub(crate) async fn forward(
     for name in [header::HOST, header::AUTHORIZATION, header::COOKIE, header::CONTENT_LENGTH, header::FORWARDED] {
         headers.remove(name);
     }
-    let forwarded: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
+    let forwarded: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
     for name in forwarded {
         headers.remove(name);
     }
@@ -146,10 +157,10 @@ pub(crate) async fn forward(
     for (name, value) in identity {
         headers.insert(name, value);
     }
-    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-            headers.insert("x-forwarded-for", v);
-        }
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
+        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        headers.insert("x-forwarded-for", v);
     }
     if let Ok(v) = HeaderValue::from_str(origin.scheme()) {
         headers.insert("x-forwarded-proto", v);
@@ -174,7 +185,9 @@ pub(crate) async fn forward(
 
     let upstream = match tokio::time::timeout(proxy.config.header_timeout, proxy.client.execute(request)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis())),
-        Ok(Err(e)) if e.is_timeout() => return Err(ProxyError::UpstreamTimeout(proxy.config.connect_timeout.as_millis())),
+        Ok(Err(e)) if e.is_timeout() => {
+            return Err(ProxyError::UpstreamTimeout(proxy.config.connect_timeout.as_millis()));
+        }
         Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(error_chain(&e))),
         Ok(Ok(r)) => r,
     };

@@ -20,7 +20,12 @@ pub(crate) fn run(args: &CheckConfigArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprintln!("{}: {} problem{}", args.file.display(), errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {} problem{}",
+                args.file.display(),
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
             for e in &errors.0 {
                 eprintln!("  {e}");
             }

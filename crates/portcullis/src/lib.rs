@@ -25,7 +25,9 @@ pub fn run() -> ExitCode {
     match cli.command {
         cli::Command::CheckConfig(args) => check_config::run(&args),
         cli::Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(args))).unwrap_or_else(report),
-        cli::Command::SampleUpstream(args) => runtime().and_then(|rt| rt.block_on(sample::run(args))).unwrap_or_else(report),
+        cli::Command::SampleUpstream(args) => {
+            runtime().and_then(|rt| rt.block_on(sample::run(args))).unwrap_or_else(report)
+        }
     }
 }
 

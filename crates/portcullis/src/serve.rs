@@ -23,14 +23,22 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(path) = &args.config {
         Config::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?
     } else {
-        Config::from_env(&ProcessEnv).map_err(|e| anyhow::anyhow!("no --config given, and the environment is incomplete:\n{e}"))?
+        Config::from_env(&ProcessEnv)
+            .map_err(|e| anyhow::anyhow!("no --config given, and the environment is incomplete:\n{e}"))?
     };
+    if let Some(s) = config.servers.iter().find(|s| matches!(s.auth, ServerAuth::Verify(_))) {
+        anyhow::bail!(
+            "server {}: verify mode is not available in this build; refusing to serve it unprotected",
+            s.path
+        );
+    }
     crate::logging::init(&config.log);
     let config = Arc::new(config);
     announce(&config);
 
     let state = Arc::new(AppState::new(config.clone()).context("setting up")?);
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let app = portcullis_http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
@@ -70,7 +78,9 @@ fn announce(config: &Config) {
                 path = %s.path,
                 "DANGEROUS: this server accepts requests WITHOUT authentication (dangerous.allow_unauthenticated)"
             ),
-            ServerAuth::Verify(v) => tracing::info!(path = %s.path, upstream = %s.upstream, issuer = %v.issuer, "verify mode"),
+            ServerAuth::Verify(v) => {
+                tracing::info!(path = %s.path, upstream = %s.upstream, issuer = %v.issuer, "verify mode")
+            }
         }
     }
     if config.origins.any {

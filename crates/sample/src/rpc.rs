@@ -13,21 +13,24 @@ use serde_json::{Value, json};
 use crate::{Outcome, PROTOCOL_VERSIONS, Sample, stream};
 
 pub(crate) async fn post(State(sample): State<Arc<Sample>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(v) = headers.get("mcp-protocol-version") {
-        if !PROTOCOL_VERSIONS.iter().any(|p| v.as_bytes() == p.as_bytes()) {
-            return (StatusCode::BAD_REQUEST, Json(error(Value::Null, -32600, "unsupported MCP-Protocol-Version")))
-                .into_response();
-        }
+    if let Some(v) = headers.get("mcp-protocol-version")
+        && !PROTOCOL_VERSIONS.iter().any(|p| v.as_bytes() == p.as_bytes())
+    {
+        return (StatusCode::BAD_REQUEST, Json(error(Value::Null, -32600, "unsupported MCP-Protocol-Version")))
+            .into_response();
     }
     let session = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
-    if let Some(id) = session {
-        if !sample.sessions.lock().unwrap_or_else(|p| p.into_inner()).contains(id) {
-            return (StatusCode::NOT_FOUND, Json(error(Value::Null, -32001, "session not found"))).into_response();
-        }
+    if let Some(id) = session
+        && !sample.sessions.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    {
+        return (StatusCode::NOT_FOUND, Json(error(Value::Null, -32001, "session not found"))).into_response();
     }
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(error(Value::Null, -32700, &format!("parse error: {e}")))).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, Json(error(Value::Null, -32700, &format!("parse error: {e}"))))
+                .into_response();
+        }
     };
     let Some(method) = msg.get("method").and_then(Value::as_str) else {
         // A response or something else without a method: accepted, nothing to answer.
@@ -38,10 +41,8 @@ pub(crate) async fn post(State(sample): State<Arc<Sample>>, headers: HeaderMap, 
         return StatusCode::ACCEPTED.into_response();
     };
     let params = msg.get("params").cloned().unwrap_or(Value::Null);
-    let wants_sse = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"));
+    let wants_sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let outcome = Outcome::new(&sample);
     match method {
         "initialize" => {
@@ -81,7 +82,10 @@ pub(crate) async fn post(State(sample): State<Arc<Sample>>, headers: HeaderMap, 
                 "whoami" => {
                     let mut seen = serde_json::Map::new();
                     for (k, v) in &headers {
-                        seen.insert(k.as_str().to_owned(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+                        seen.insert(
+                            k.as_str().to_owned(),
+                            Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                        );
                     }
                     outcome.finish();
                     let body = Value::Object(seen).to_string();

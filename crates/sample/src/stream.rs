@@ -59,12 +59,12 @@ pub(crate) fn progress(sample: Arc<Sample>, outcome: Outcome, id: Value, params:
             if tx.send(Ok(event(Some(step), &note))).await.is_err() {
                 return; // the client went away: `outcome` counts it as cancelled
             }
-            if step == 1 {
-                if let Some(gate) = &gate {
-                    tokio::select! {
-                        () = gate.notified() => {}
-                        () = tx.closed() => return,
-                    }
+            if step == 1
+                && let Some(gate) = &gate
+            {
+                tokio::select! {
+                    () = gate.notified() => {}
+                    () = tx.closed() => return,
                 }
             }
             tokio::select! {
@@ -83,11 +83,13 @@ pub(crate) fn progress(sample: Arc<Sample>, outcome: Outcome, id: Value, params:
 /// The GET stream: numbered `notifications/message` events, one per second, resuming after
 /// `Last-Event-ID` (the client's reconnection point, per the SSE and Streamable HTTP specs).
 pub(crate) async fn get(State(sample): State<Arc<Sample>>, headers: HeaderMap) -> Response {
-    let accepts = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+    let accepts =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     if !accepts {
         return (StatusCode::METHOD_NOT_ALLOWED, "GET needs Accept: text/event-stream").into_response();
     }
-    let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let after =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let open = OpenStream::new(&sample);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
     tokio::spawn(async move {

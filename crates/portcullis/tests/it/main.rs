@@ -1,0 +1,9 @@
+//! Integration tests: real portcullis processes, the real sample upstream, real HTTP on loopback.
+//!
+//! One test binary (`it`) so the harness compiles once. Every network operation is bounded by a
+//! timeout, and every child process is killed when its handle drops.
+
+#![allow(unreachable_pub, missing_debug_implementations, clippy::unwrap_used)]
+
+mod proxy;
+mod support;

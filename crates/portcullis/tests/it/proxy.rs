@@ -1,0 +1,303 @@
+//! The transparent Streamable HTTP proxy, through a real portcullis process, against the sample upstream.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Events, Gate, STEP, Sample, call, client, mcp_post, stream_client};
+
+fn unauthenticated(upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+public_url = "{{public_url}}"
+listen = "{{listen}}"
+{extra}
+[dangerous]
+allow_unauthenticated = true
+[[server]]
+path = "/mcp"
+upstream = "{upstream}"
+"#
+    )
+}
+
+async fn setup(extra: &str) -> (Sample, Gate) {
+    let sample = Sample::start().await;
+    let gate = Gate::start(&unauthenticated(&sample.mcp(), extra)).await;
+    (sample, gate)
+}
+
+fn text_of(v: &Value) -> &str {
+    v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text result in {v}"))
+}
+
+#[tokio::test]
+async fn json_response_passes_through() {
+    let (_sample, gate) = setup("").await;
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(1, "echo", json!({"text": "hello"}))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert!(r.headers().get("www-authenticate").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], 1);
+    assert_eq!(text_of(&body), "hello");
+}
+
+#[tokio::test]
+async fn sse_events_arrive_before_the_upstream_finishes() {
+    let (sample, gate) = setup("").await;
+    let body = call(2, "progress", json!({"steps": 3, "interval_ms": 0, "gate": "sse-order"}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-accel-buffering"], "no");
+    let mut events = Events::new(r);
+    // The upstream holds the stream open after its first event until released. Seeing that event
+    // now proves the proxy forwards it without waiting for the rest.
+    let (id, first) = events.next().await.expect("first event");
+    assert_eq!(id.as_deref(), Some("1"));
+    assert_eq!(first["method"], "notifications/progress");
+    assert_eq!(sample.stats().await["completed"], 0, "upstream must still be mid-stream");
+    sample.release("sse-order").await;
+    let mut last = None;
+    while let Some((_, e)) = events.next().await {
+        last = Some(e);
+    }
+    let last = last.expect("final result");
+    assert_eq!(last["id"], 2);
+    assert_eq!(text_of(&last), "completed 3 steps");
+}
+
+#[tokio::test]
+async fn get_stream_resumes_after_last_event_id() {
+    let (_sample, gate) = setup("").await;
+    let r = stream_client()
+        .get(gate.url("/mcp"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "41")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut events = Events::new(r);
+    let (id, e) = events.next().await.unwrap();
+    assert_eq!(id.as_deref(), Some("42"));
+    assert_eq!(e["params"]["data"], "tick 42");
+}
+
+#[tokio::test]
+async fn sessions_notifications_and_delete() {
+    let (_sample, gate) = setup("").await;
+    let c = client();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "it", "version": "1"}}});
+    let r = mcp_post(&c, &gate.url("/mcp"), init.to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    let r = mcp_post(&c, &gate.url("/mcp"), note).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // Session and 2026-07-28 routing headers reach the upstream; credentials and spoofed forwarding
+    // headers do not.
+    let r = mcp_post(&c, &gate.url("/mcp"), call(3, "whoami", json!({})))
+        .header("mcp-session-id", &session)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "whoami")
+        .header("authorization", "Bearer secret-token-value")
+        .header("cookie", "session=secret-cookie")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: Value = serde_json::from_str(text_of(&r.json().await.unwrap())).unwrap();
+    assert_eq!(seen["mcp-session-id"], session.as_str());
+    assert_eq!(seen["mcp-protocol-version"], "2025-11-25");
+    assert_eq!(seen["mcp-method"], "tools/call");
+    assert_eq!(seen["mcp-name"], "whoami");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], gate.base.trim_start_matches("http://"));
+    for absent in ["authorization", "cookie", "x-hop"] {
+        assert!(seen.get(absent).is_none(), "{absent} must not reach the upstream: {seen}");
+    }
+
+    let r = c.delete(gate.url("/mcp")).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    // The upstream's own statuses pass through unchanged.
+    let r = c.delete(gate.url("/mcp")).header("mcp-session-id", &session).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = mcp_post(&c, &gate.url("/mcp"), call(4, "echo", json!({"text": "x"})))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_with_a_json_rpc_error() {
+    let port = crate::support::free_port();
+    let gate = Gate::start(&unauthenticated(&format!("http://127.0.0.1:{port}/mcp"), "")).await;
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(17, "echo", json!({"text": "x"}))).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], 17);
+    assert_eq!(body["error"]["code"], -32000);
+    assert!(!body.to_string().contains(&port.to_string()), "upstream address must not leak: {body}");
+    // Not JSON-RPC: a plain JSON error.
+    let r = client().get(gate.url("/mcp")).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let (sample, gate) = setup("[proxy]\nheader_timeout_ms = 300").await;
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(5, "sleep", json!({"ms": 10_000}))).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], 5);
+    assert_eq!(body["error"]["code"], -32001);
+    // Giving up on the upstream cancels its request.
+    wait_for(|| async { sample.stats().await["cancelled"] == 1 }).await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let (sample, gate) = setup("[proxy]\nmax_body_bytes = 1024").await;
+    let big = call(6, "echo", json!({"text": "x".repeat(2000)}));
+    let r = mcp_post(&client(), &gate.url("/mcp"), big.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    // Without Content-Length (chunked) the limit still holds.
+    let chunks = futures_util::stream::iter(
+        big.into_bytes().chunks(100).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+    );
+    let r = client()
+        .post(gate.url("/mcp"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(sample.stats().await["completed"], 0, "nothing reached the upstream");
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(7, "echo", json!({"text": "small"}))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_path_is_404() {
+    let (_sample, gate) = setup("").await;
+    for path in ["/", "/mcp/extra", "/other"] {
+        let r = client().post(gate.url(path)).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    assert_eq!(client().get(gate.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(gate.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn origin_validation_and_cors() {
+    let (_sample, gate) = setup("[origins]\nallowed = [\"https://app.example.com\"]").await;
+    let c = client();
+    let body = call(8, "echo", json!({"text": "o"}));
+    let r =
+        mcp_post(&c, &gate.url("/mcp"), body.clone()).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r =
+        mcp_post(&c, &gate.url("/mcp"), body.clone()).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
+    assert!(exposed.contains("mcp-session-id") && exposed.contains("www-authenticate"), "{exposed}");
+    // Our own public origin is always allowed.
+    let r = mcp_post(&c, &gate.url("/mcp"), body).header("origin", gate.base.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = c
+        .request(reqwest::Method::OPTIONS, gate.url("/mcp"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type, mcp-session-id, mcp-protocol-version")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    let allowed = r.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    for h in ["authorization", "mcp-session-id", "mcp-protocol-version"] {
+        assert!(allowed.contains(h), "{h} missing from {allowed}");
+    }
+    let r = c
+        .request(reqwest::Method::OPTIONS, gate.url("/mcp"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let (sample, gate) = setup("").await;
+    // A request still waiting for response headers.
+    let pending = mcp_post(&stream_client(), &gate.url("/mcp"), call(9, "sleep", json!({"ms": 60_000}))).send();
+    assert!(tokio::time::timeout(Duration::from_millis(500), pending).await.is_err());
+    wait_for(|| async { sample.stats().await["cancelled"] == 1 }).await;
+
+    // A stream the client stops reading and drops.
+    let body = call(10, "progress", json!({"steps": 5, "gate": "disconnect"}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    let mut events = Events::new(r);
+    events.next().await.unwrap();
+    assert_eq!(sample.stats().await["open_streams"], 1);
+    drop(events);
+    wait_for(|| async { sample.stats().await["open_streams"] == 0 }).await;
+    assert_eq!(sample.stats().await["cancelled"], 2);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
+    let (sample, mut gate) = setup("[proxy]\nshutdown_grace_ms = 10000").await;
+    let body = call(11, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "shutdown"}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    let mut events = Events::new(r);
+    events.next().await.unwrap();
+
+    gate.terminate();
+    // New connections are refused once the listener closes.
+    wait_for(|| async { client().get(gate.url("/healthz")).send().await.is_err() }).await;
+    // The stream already in flight runs to its end.
+    sample.release("shutdown").await;
+    let mut last = None;
+    while let Some((_, e)) = events.next().await {
+        last = Some(e);
+    }
+    assert_eq!(text_of(&last.unwrap()), "completed 2 steps");
+    let status = tokio::time::timeout(STEP, gate.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Polls `cond` until it holds, for at most [`STEP`].
+async fn wait_for<F, Fut>(cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::time::timeout(STEP, async {
+        while !cond().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition not reached in time");
+}

@@ -1,0 +1,205 @@
+//! Spawning portcullis and the sample upstream as child processes on loopback.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Bound for any single step of a test.
+pub const STEP: Duration = Duration::from_secs(15);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+/// A free loopback port. The listener is dropped before use; on loopback the reuse race is harmless.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `cmd`, waits for a stdout line containing `marker`, returns the child and that line.
+/// Later stdout lines are drained in the background so the child never blocks on a full pipe.
+async fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
+    // Child logs are noise in a passing run; PORTCULLIS_TEST_LOG=1 shows them.
+    let stderr = if std::env::var_os("PORTCULLIS_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+    cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(STEP, async {
+        loop {
+            match lines.next_line().await.unwrap() {
+                Some(l) if l.contains(marker) => return l,
+                Some(_) => continue,
+                None => panic!("process exited before printing {marker:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {marker:?}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, line)
+}
+
+/// The sample MCP server, as its own process.
+pub struct Sample {
+    pub _child: Child,
+    /// e.g. `http://127.0.0.1:1234`
+    pub base: String,
+}
+
+impl Sample {
+    pub async fn start() -> Sample {
+        let mut cmd = Command::new(bin());
+        cmd.args(["sample-upstream", "--listen", "127.0.0.1:0"]);
+        let (child, line) = spawn_until(cmd, "listening on").await;
+        let url = line.rsplit(' ').next().unwrap();
+        let base = url.trim_end_matches("/mcp").to_owned();
+        Sample { _child: child, base }
+    }
+
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        client().get(format!("{}/_sample/stats", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn release(&self, gate: &str) {
+        let r = client().post(format!("{}/_sample/release/{gate}", self.base)).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+    }
+}
+
+/// A running portcullis.
+pub struct Gate {
+    pub child: Child,
+    /// e.g. `http://127.0.0.1:1234`
+    pub base: String,
+    _dir: TempDir,
+}
+
+impl Gate {
+    /// Starts `portcullis serve` with `config`, in which `{listen}` and `{public_url}` are replaced
+    /// by a free loopback address.
+    pub async fn start(config: &str) -> Gate {
+        Self::start_with_env(config, &[]).await
+    }
+
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gate {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let text = config.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base);
+        let dir = TempDir::new();
+        let path = dir.path.join("portcullis.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("--config").arg(&path).env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (child, _) = spawn_until(cmd, "portcullis listening on").await;
+        Gate { child, base, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "portcullis-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(STEP).build().unwrap()
+}
+
+/// A client without a total timeout, for streams (each read is bounded by the caller).
+pub fn stream_client() -> reqwest::Client {
+    reqwest::Client::builder().connect_timeout(STEP).build().unwrap()
+}
+
+/// A JSON-RPC `tools/call` body.
+pub fn call(id: u64, tool: &str, args: serde_json::Value) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+        .to_string()
+}
+
+/// The MCP client headers every request carries.
+pub fn mcp_post(client: &reqwest::Client, url: &str, body: String) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body)
+}
+
+/// Reads SSE events from a streaming response, one `data:` payload at a time.
+pub struct Events {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl Events {
+    pub fn new(resp: reqwest::Response) -> Events {
+        Events { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+    }
+
+    /// The next event as `(id, data)`, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<(Option<String>, serde_json::Value)> {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = String::new();
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((id, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = tokio::time::timeout(STEP, self.stream.next()).await.expect("next SSE chunk in time")?;
+            self.buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+    }
+}
