@@ -136,3 +136,90 @@ mod tests {
         assert!(!e.public_message().contains("10.1.2.3"));
     }
 }
+
+/// Why a request to a protected server was not let through (RFC 6750 §3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials: a challenge without an error code (RFC 6750 §3.1).
+    #[error("no bearer token")]
+    Missing,
+    /// More than one `Authorization` header, or not a well-formed Bearer credential.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Invalid(portcullis_oauth::TokenError),
+    /// The token is good but lacks scopes; `needed` is everything the operation requires.
+    #[error("this operation needs scope {needed}")]
+    InsufficientScope { needed: portcullis_types::ScopeSet },
+}
+
+/// What a challenge needs to name besides the error.
+#[derive(Debug, Clone)]
+pub struct ChallengeContext {
+    /// The RFC 9728 metadata URL for the origin the request came in on.
+    pub resource_metadata: String,
+    /// The server's base scopes.
+    pub scopes: portcullis_types::ScopeSet,
+}
+
+impl AuthError {
+    /// 401 (or 400, 403, 503) with exactly one Bearer challenge and a JSON body.
+    pub fn into_response(self, ctx: &ChallengeContext) -> Response {
+        let (status, code, scope) = match &self {
+            Self::Missing => (StatusCode::UNAUTHORIZED, None, ctx.scopes.clone()),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, Some("invalid_request"), ctx.scopes.clone()),
+            Self::Invalid(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, None, ctx.scopes.clone()),
+            Self::Invalid(_) => (StatusCode::UNAUTHORIZED, Some("invalid_token"), ctx.scopes.clone()),
+            Self::InsufficientScope { needed } => (StatusCode::FORBIDDEN, Some("insufficient_scope"), needed.clone()),
+        };
+        match (&self, code) {
+            (Self::Missing, _) => tracing::debug!("no bearer token"),
+            (_, None) => tracing::warn!(error = %self, "token could not be checked"),
+            _ => tracing::info!(error = %self, "token refused"),
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let body = json!({"error": "temporarily_unavailable", "error_description": "the identity provider cannot be reached to check the token"});
+            let mut r = (status, Json(body)).into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+        let description = code.map(|_| quotable(&self.to_string()));
+        let mut challenge = String::from("Bearer ");
+        let mut params = Vec::new();
+        if let Some(code) = code {
+            params.push(format!("error=\"{code}\""));
+        }
+        if let Some(d) = &description {
+            params.push(format!("error_description=\"{d}\""));
+        }
+        params.push(format!("resource_metadata=\"{}\"", ctx.resource_metadata));
+        if !scope.is_empty() {
+            params.push(format!("scope=\"{scope}\""));
+        }
+        challenge.push_str(&params.join(", "));
+        let body = match (code, &description) {
+            (Some(code), Some(d)) => json!({"error": code, "error_description": d}),
+            _ => json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
+        };
+        let mut r = (status, Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+/// RFC 6750 §3: `error_description` is limited to `%x20-21 / %x23-5B / %x5D-7E`, so quotes and
+/// backslashes are replaced and anything else outside printable ASCII becomes `?`.
+pub(crate) fn quotable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}

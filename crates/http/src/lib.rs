@@ -4,16 +4,20 @@
 //! - [`router`]: assembles the routes and layers for a validated configuration.
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
 //! - [`origin`](crate::origin): `Origin` validation and CORS.
-//! - [`error`]: the one mapping from errors to responses.
+//! - [`auth`](crate::auth): the bearer-token layer and scope checks.
+//! - [`well_known`](crate::well_known): RFC 9728 protected resource metadata.
+//! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
 //! One request passes, outermost first: request id → trace span → CORS → `Origin` check →
-//! (authentication) → proxy.
+//! authentication (inserts the `VerifiedToken`) → proxy (reads the body, checks scopes, forwards).
 
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod error;
 mod origin;
 pub mod proxy;
+mod well_known;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +28,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use portcullis_config::{Config, ServerConfig};
+use portcullis_config::{Config, ServerAuth, ServerConfig};
+use portcullis_oauth::Verifier;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use url::Url;
 
-pub use error::{Blame, ProxyError};
+pub use error::{AuthError, Blame, ProxyError};
 pub use proxy::Proxy;
 
 /// Everything a request handler needs, shared by all requests.
@@ -45,13 +50,28 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct ServerRuntime {
     pub config: ServerConfig,
+    /// `None` only for servers configured without authentication.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 impl AppState {
-    /// State for `config`, with one runtime per configured server.
-    pub fn new(config: Arc<Config>) -> Result<Self, ProxyError> {
+    /// State for `config`; `verifiers` has one entry per configured server, in order.
+    pub fn new(config: Arc<Config>, verifiers: Vec<Option<Arc<Verifier>>>) -> Result<Self, ProxyError> {
+        if verifiers.len() != config.servers.len() {
+            return Err(ProxyError::Internal("one verifier entry per server is required".to_owned()));
+        }
+        for (server, verifier) in config.servers.iter().zip(&verifiers) {
+            if verifier.is_none() && !matches!(server.auth, ServerAuth::None) {
+                return Err(ProxyError::Internal(format!("server {} has no verifier", server.path)));
+            }
+        }
         let proxy = Proxy::new(config.proxy.clone())?;
-        let servers = config.servers.iter().map(|s| Arc::new(ServerRuntime { config: s.clone() })).collect();
+        let servers = config
+            .servers
+            .iter()
+            .zip(verifiers)
+            .map(|(s, verifier)| Arc::new(ServerRuntime { config: s.clone(), verifier }))
+            .collect();
         Ok(Self { config, proxy, servers, ready: AtomicBool::new(false) })
     }
 
@@ -96,26 +116,36 @@ pub(crate) fn request_host(req: &axum::http::request::Parts) -> Option<String> {
 /// All routes and layers.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut mcp = Router::new();
+    let mut metadata = Router::new();
     for server in &state.servers {
-        let server = server.clone();
         let path = server.config.path.clone();
-        mcp = mcp.route(
-            &path,
-            any(move |State(state): State<Arc<AppState>>, req: Request<Body>| {
-                let server = server.clone();
-                async move { proxy::handle(&state, &server, req).await }
-            }),
-        );
+        let handler_server = server.clone();
+        let route = any(move |State(state): State<Arc<AppState>>, req: Request<Body>| {
+            let server = handler_server.clone();
+            async move { proxy::handle(&state, &server, req).await }
+        })
+        .layer(axum::middleware::from_fn_with_state((state.clone(), server.clone()), auth::authenticate));
+        mcp = mcp.route(&path, route);
+        if server.verifier.is_some() {
+            let prm = axum::routing::get(well_known::serve).with_state((state.clone(), server.clone()));
+            metadata = metadata.route_service(&well_known::prm_url_path(&path), prm.clone());
+            // The root document, when it can only mean one server.
+            if path != "/" && state.servers.iter().filter(|s| s.verifier.is_some()).count() == 1 {
+                metadata = metadata.route_service(well_known::PRM_PREFIX, prm);
+            }
+        }
     }
     let mcp = mcp
         .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))
         .layer(origin::mcp_cors(state.clone()));
+    let metadata = metadata.layer(origin::public_cors());
 
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(mcp)
+        .merge(metadata)
         .fallback(|| async { ProxyError::NotFound.into_response() })
         .layer(
             TraceLayer::new_for_http()

@@ -60,3 +60,11 @@ pub(crate) fn mcp_cors(state: Arc<AppState>) -> CorsLayer {
         .expose_headers(EXPOSE_HEADERS.map(HeaderName::from_static))
         .max_age(std::time::Duration::from_secs(600))
 }
+
+/// CORS for public metadata documents: readable from any origin, without credentials.
+pub(crate) fn public_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_headers([HeaderName::from_static("mcp-protocol-version")])
+}

@@ -2,6 +2,7 @@
 //! back unbuffered. The client's credentials never travel upstream.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use portcullis_config::ProxyConfig;
+use portcullis_oauth::VerifiedToken;
 use serde_json::Value;
 
 use crate::error::ProxyError;
@@ -47,11 +49,9 @@ impl Proxy {
 
 /// What the proxy learned from a JSON-RPC request body, used for error shapes and tool scopes.
 #[derive(Debug, Default)]
-#[cfg_attr(not(test), expect(dead_code, reason = "method and tool feed the per-tool scope check"))]
 pub(crate) struct RpcInfo {
     /// `Some` when the body is JSON-RPC: the request `id`, or `null` (batches, notifications).
     pub(crate) id: Option<Value>,
-    pub(crate) method: Option<String>,
     /// `params.name` of a `tools/call`.
     pub(crate) tool: Option<String>,
 }
@@ -63,16 +63,32 @@ impl RpcInfo {
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) if m.contains_key("jsonrpc") => {
-                let method = m.get("method").and_then(Value::as_str).map(str::to_owned);
-                let tool = (method.as_deref() == Some("tools/call"))
+                let method = m.get("method").and_then(Value::as_str);
+                let tool = (method == Some("tools/call"))
                     .then(|| m.get("params").and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
                     .flatten();
-                Self { id: Some(m.get("id").cloned().unwrap_or(Value::Null)), method, tool }
+                Self { id: Some(m.get("id").cloned().unwrap_or(Value::Null)), tool }
             }
-            Ok(Value::Array(_)) => Self { id: Some(Value::Null), method: None, tool: None },
+            // Batches (2025-03-26) are checked against the base scopes only; no tool name to read.
+            Ok(Value::Array(_)) => Self { id: Some(Value::Null), tool: None },
             _ => Self::default(),
         }
     }
+}
+
+/// The configured claim-to-header mappings for a verified token. Claims that are absent, or whose value
+/// cannot be a header value, are left out.
+fn identity_headers(server: &ServerRuntime, token: &VerifiedToken) -> Vec<(HeaderName, HeaderValue)> {
+    server
+        .config
+        .identity_headers
+        .iter()
+        .filter_map(|ih| {
+            let name = HeaderName::from_bytes(ih.header.as_bytes()).ok()?;
+            let value = HeaderValue::from_str(&token.claim_text(&ih.claim)?).ok()?;
+            Some((name, value))
+        })
+        .collect()
 }
 
 /// Connection-level headers (RFC 9110 §7.6.1) that must not be forwarded.
@@ -253,7 +269,19 @@ pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Reques
         Err(e) => return e.into_response_for(None),
     };
     let rpc = RpcInfo::parse(&bytes);
-    match forward(state, server, parts, bytes, Vec::new()).await {
+    let mut identity = Vec::new();
+    if server.verifier.is_some() {
+        // The authentication layer ran before us; without its proof nothing goes upstream.
+        let Some(token) = parts.extensions.get::<Arc<VerifiedToken>>().cloned() else {
+            return ProxyError::Internal("a protected request arrived without a verified token".to_owned())
+                .into_response();
+        };
+        if let Err(e) = crate::auth::authorize(server, &token, &rpc) {
+            return e.into_response(&crate::auth::challenge_context(state, server, &parts));
+        }
+        identity = identity_headers(server, &token);
+    }
+    match forward(state, server, parts, bytes, identity).await {
         Ok(r) => r,
         Err(e) => e.into_response_for(rpc.id),
     }
@@ -267,7 +295,6 @@ mod tests {
     fn rpc_info_reads_id_method_and_tool() {
         let info = RpcInfo::parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#);
         assert_eq!(info.id, Some(Value::from(7)));
-        assert_eq!(info.method.as_deref(), Some("tools/call"));
         assert_eq!(info.tool.as_deref(), Some("echo"));
         assert_eq!(RpcInfo::parse(b"[]").id, Some(Value::Null));
         assert!(RpcInfo::parse(b"not json").id.is_none());

@@ -9,7 +9,7 @@ use portcullis_config::{
     Config, Dangerous, LogConfig, LogFormat, OriginPolicy, ProcessEnv, ProxyConfig, ServerAuth, ServerConfig,
 };
 use portcullis_http::AppState;
-use portcullis_types::{ResourceUrl, ScopeSet};
+use portcullis_types::{Clock, ResourceUrl, ScopeSet, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
@@ -26,17 +26,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Config::from_env(&ProcessEnv)
             .map_err(|e| anyhow::anyhow!("no --config given, and the environment is incomplete:\n{e}"))?
     };
-    if let Some(s) = config.servers.iter().find(|s| matches!(s.auth, ServerAuth::Verify(_))) {
-        anyhow::bail!(
-            "server {}: verify mode is not available in this build; refusing to serve it unprotected",
-            s.path
-        );
-    }
     crate::logging::init(&config.log);
     let config = Arc::new(config);
     announce(&config);
 
-    let state = Arc::new(AppState::new(config.clone()).context("setting up")?);
+    // Every IdP is discovered and its keys loaded before we listen: a gate that cannot check tokens
+    // must not start (and must say which URL failed, and why).
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let verifiers = portcullis_oauth::setup::verifiers(&config, &portcullis_oauth::setup::idp_client(), clock)
+        .await
+        .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;
+    let state = Arc::new(AppState::new(config.clone(), verifiers).context("setting up")?);
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;

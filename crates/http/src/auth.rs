@@ -1,0 +1,116 @@
+//! The authentication layer of a protected server: the bearer token from the `Authorization` header
+//! (RFC 6750 §2.1; never the query string, MCP authorization "Token Requirements") is verified and the
+//! proof inserted into the request for the proxy. Scope checks need the JSON-RPC body, so they happen in
+//! [`authorize`] once the proxy has read it.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use portcullis_oauth::VerifiedToken;
+use portcullis_types::ScopeSet;
+
+use crate::error::{AuthError, ChallengeContext};
+use crate::proxy::RpcInfo;
+use crate::{AppState, ServerRuntime};
+
+/// Middleware state: the app and the server this route belongs to.
+pub(crate) type AuthState = (Arc<AppState>, Arc<ServerRuntime>);
+
+pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut req: Request, next: Next) -> Response {
+    let Some(verifier) = &server.verifier else {
+        return next.run(req).await;
+    };
+    let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
+        Ok(token) => verifier.verify(token).await.map_err(AuthError::Invalid),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(token) => {
+            req.extensions_mut().insert(token);
+            next.run(req).await
+        }
+        Err(e) => {
+            let (parts, _) = req.into_parts();
+            e.into_response(&challenge_context(&state, &server, &parts))
+        }
+    }
+}
+
+/// The token of a `Bearer` credential (scheme case-insensitive, RFC 9110 §11.1).
+fn bearer<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Result<&'a str, AuthError> {
+    let Some(value) = values.next() else { return Err(AuthError::Missing) };
+    if values.next().is_some() {
+        return Err(AuthError::BadRequest("more than one Authorization header".to_owned()));
+    }
+    let value =
+        value.to_str().map_err(|_| AuthError::BadRequest("the Authorization header is not ASCII".to_owned()))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, DPoP, …) is not a bearer token: challenge for one.
+        return Err(AuthError::Missing);
+    }
+    let token = token.trim();
+    // RFC 6750 §2.1 b64token syntax.
+    let valid = !token.is_empty()
+        && token.trim_end_matches('=').bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !valid {
+        return Err(AuthError::Invalid(portcullis_oauth::TokenError::NotAJwt(
+            "the Bearer credential is empty or not in b64token syntax".to_owned(),
+        )));
+    }
+    Ok(token)
+}
+
+/// Scopes the request needs: the server's base scopes, plus for `tools/call` those of every rule
+/// matching the tool name (MCP 2026-07-28: all scopes for the operation in one challenge).
+pub(crate) fn required_scopes(server: &ServerRuntime, rpc: &RpcInfo) -> ScopeSet {
+    let mut needed = server.config.scopes.clone();
+    if let Some(tool) = &rpc.tool {
+        for rule in server.config.tool_scopes.iter().filter(|r| r.matcher.is_match(tool)) {
+            needed = needed.union(&rule.scopes);
+        }
+    }
+    needed
+}
+
+/// 403 `insufficient_scope` unless the token carries every scope the request needs.
+pub(crate) fn authorize(server: &ServerRuntime, token: &VerifiedToken, rpc: &RpcInfo) -> Result<(), AuthError> {
+    let needed = required_scopes(server, rpc);
+    if token.scopes.contains_all(&needed) { Ok(()) } else { Err(AuthError::InsufficientScope { needed }) }
+}
+
+pub(crate) fn challenge_context(
+    state: &AppState,
+    server: &ServerRuntime,
+    parts: &axum::http::request::Parts,
+) -> ChallengeContext {
+    let origin = state.public_origin(&crate::request_host(parts));
+    ChallengeContext {
+        resource_metadata: crate::well_known::prm_url(origin, &server.config.path),
+        scopes: server.config.scopes.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> Result<String, AuthError> {
+        let hv: Vec<HeaderValue> = values.iter().map(|v| HeaderValue::from_str(v).unwrap()).collect();
+        bearer(hv.iter()).map(str::to_owned)
+    }
+
+    #[test]
+    fn bearer_credentials() {
+        assert_eq!(parse(&["Bearer abc.def-_~+/="]).unwrap(), "abc.def-_~+/=");
+        assert_eq!(parse(&["bearer abc"]).unwrap(), "abc");
+        assert_eq!(parse(&[]).unwrap_err(), AuthError::Missing);
+        assert_eq!(parse(&["Basic dXNlcjpwYXNz"]).unwrap_err(), AuthError::Missing);
+        assert!(matches!(parse(&["Bearer a", "Bearer b"]).unwrap_err(), AuthError::BadRequest(_)));
+        assert!(matches!(parse(&["Bearer "]).unwrap_err(), AuthError::Invalid(_)));
+        assert!(matches!(parse(&["Bearer a b"]).unwrap_err(), AuthError::Invalid(_)));
+    }
+}

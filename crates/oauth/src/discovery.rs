@@ -1,0 +1,186 @@
+//! Authorization server metadata discovery, in the order MCP clients use (RFC 8414 §3.1 path
+//! insertion, then OpenID Connect Discovery with path insertion and appending), requiring the published
+//! `issuer` to equal the one we started from exactly (RFC 8414 §3.3).
+
+use portcullis_types::IssuerUrl;
+use serde_json::Value;
+use url::Url;
+
+use crate::error::{Attempt, DiscoveryError, trailing_slash_hint};
+
+/// The parts of an authorization server's metadata portcullis uses. `raw` keeps the whole document.
+#[derive(Debug, Clone)]
+pub struct AuthServerMetadata {
+    /// Where the document was found.
+    pub source: Url,
+    pub issuer: IssuerUrl,
+    pub jwks_uri: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
+    pub raw: Value,
+}
+
+/// The discovery URLs for `issuer`, in the order clients try them (MCP authorization, "Authorization
+/// Server Metadata Discovery").
+pub fn discovery_urls(issuer: &IssuerUrl) -> Vec<Url> {
+    let url = issuer.url();
+    let origin = url.origin().ascii_serialization();
+    let path = url.path().trim_end_matches('/');
+    let mut out = Vec::new();
+    let mut push = |s: String| {
+        if let Ok(u) = Url::parse(&s)
+            && !out.contains(&u)
+        {
+            out.push(u);
+        }
+    };
+    if path.is_empty() {
+        push(format!("{origin}/.well-known/oauth-authorization-server"));
+        push(format!("{origin}/.well-known/openid-configuration"));
+    } else {
+        push(format!("{origin}/.well-known/oauth-authorization-server{path}"));
+        push(format!("{origin}/.well-known/openid-configuration{path}"));
+        push(format!("{origin}{path}/.well-known/openid-configuration"));
+    }
+    out
+}
+
+/// Fetches and checks the metadata of `issuer`.
+pub async fn discover(http: &reqwest::Client, issuer: &IssuerUrl) -> Result<AuthServerMetadata, DiscoveryError> {
+    let mut attempts = Vec::new();
+    for url in discovery_urls(issuer) {
+        let outcome = match fetch_json(http, &url).await {
+            Ok(doc) => return check(url, issuer, doc),
+            Err(outcome) => outcome,
+        };
+        attempts.push(Attempt { url: url.to_string(), outcome });
+    }
+    Err(DiscoveryError::NotFound { issuer: issuer.to_string(), attempts })
+}
+
+/// GETs a JSON object; on failure returns what came back, in words.
+pub(crate) async fn fetch_json(http: &reqwest::Client, url: &Url) -> Result<Value, String> {
+    let resp = http
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("unreachable ({})", crate::error_chain(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {}", status.as_u16()));
+    }
+    let body = resp.bytes().await.map_err(|e| format!("body could not be read ({e})"))?;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("HTTP 200 but the body is not a JSON object".to_owned()),
+        Err(e) => Err(format!("HTTP 200 but the body is not JSON ({e})")),
+    }
+}
+
+fn check(source: Url, configured: &IssuerUrl, doc: Value) -> Result<AuthServerMetadata, DiscoveryError> {
+    let published = doc.get("issuer").and_then(Value::as_str).unwrap_or_default();
+    if published != configured.as_str() {
+        return Err(DiscoveryError::IssuerMismatch {
+            url: source.to_string(),
+            configured: configured.to_string(),
+            published: published.to_owned(),
+            hint: trailing_slash_hint(configured.as_str(), published),
+        });
+    }
+    let url_field = |field: &'static str| -> Result<Option<Url>, DiscoveryError> {
+        match doc.get(field).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(s) => match Url::parse(s) {
+                Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Ok(Some(u)),
+                Ok(_) => Err(DiscoveryError::BadField {
+                    url: source.to_string(),
+                    field,
+                    problem: format!("{s:?} is not https"),
+                }),
+                Err(e) => {
+                    Err(DiscoveryError::BadField { url: source.to_string(), field, problem: format!("{s:?}: {e}") })
+                }
+            },
+        }
+    };
+    Ok(AuthServerMetadata {
+        jwks_uri: url_field("jwks_uri")?,
+        introspection_endpoint: url_field("introspection_endpoint")?,
+        issuer: configured.clone(),
+        source,
+        raw: doc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(issuer: &str) -> Vec<String> {
+        discovery_urls(&IssuerUrl::parse(issuer).unwrap()).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn urls_for_an_issuer_with_a_path() {
+        assert_eq!(
+            urls("https://auth.example.com/tenant1"),
+            [
+                "https://auth.example.com/.well-known/oauth-authorization-server/tenant1",
+                "https://auth.example.com/.well-known/openid-configuration/tenant1",
+                "https://auth.example.com/tenant1/.well-known/openid-configuration",
+            ]
+        );
+        // A trailing slash on the issuer does not produce a doubled slash.
+        assert_eq!(
+            urls("https://idp.example.com/application/o/app/")[0],
+            "https://idp.example.com/.well-known/oauth-authorization-server/application/o/app"
+        );
+    }
+
+    #[test]
+    fn urls_for_an_issuer_without_a_path() {
+        for issuer in ["https://auth.example.com", "https://auth.example.com/"] {
+            assert_eq!(
+                urls(issuer),
+                [
+                    "https://auth.example.com/.well-known/oauth-authorization-server",
+                    "https://auth.example.com/.well-known/openid-configuration",
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn issuer_must_match_exactly_with_a_hint() {
+        let configured = IssuerUrl::parse("https://idp.example.com").unwrap();
+        let source = Url::parse("https://idp.example.com/.well-known/openid-configuration").unwrap();
+        let err =
+            check(source.clone(), &configured, serde_json::json!({"issuer": "https://idp.example.com/"})).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("configured: https://idp.example.com\n"), "{text}");
+        assert!(text.contains("published:  https://idp.example.com/\n"), "{text}");
+        assert!(text.contains("differ only by a trailing slash"), "{text}");
+        let ok = check(
+            source,
+            &configured,
+            serde_json::json!({"issuer": "https://idp.example.com",
+            "jwks_uri": "https://idp.example.com/jwks"}),
+        )
+        .unwrap();
+        assert_eq!(ok.jwks_uri.unwrap().as_str(), "https://idp.example.com/jwks");
+    }
+
+    #[test]
+    fn insecure_jwks_uri_is_refused() {
+        let configured = IssuerUrl::parse("https://idp.example.com").unwrap();
+        let source = Url::parse("https://idp.example.com/.well-known/openid-configuration").unwrap();
+        let err = check(
+            source,
+            &configured,
+            serde_json::json!({"issuer": "https://idp.example.com",
+            "jwks_uri": "http://idp.example.com/jwks"}),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DiscoveryError::BadField { field: "jwks_uri", .. }), "{err}");
+    }
+}

@@ -1,0 +1,403 @@
+//! The IdP's signing keys: parsed once, refreshed in the background as `Cache-Control` allows, refetched
+//! on an unknown `kid` at most once per window however many requests ask, and kept when the IdP is
+//! unreachable.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, jwk::Jwk};
+use portcullis_types::Clock;
+use serde_json::Value;
+use url::Url;
+
+use crate::error::{DiscoveryError, TokenError};
+
+/// Refresh bounds for `Cache-Control: max-age`: never hammer the IdP, never keep keys for a day.
+pub const MIN_MAX_AGE: u64 = 60;
+pub const MAX_MAX_AGE: u64 = 86_400;
+/// Refresh interval when the IdP sends no `max-age`.
+pub const DEFAULT_MAX_AGE: u64 = 300;
+/// At most one unknown-`kid` refetch per this many seconds.
+pub const DEFAULT_REFETCH_WINDOW: u64 = 30;
+
+/// One verification key.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    /// The key's `alg`, when the JWK pins one.
+    pub alg: Option<Algorithm>,
+    pub(crate) key: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// Whether this key may verify a token signed with `alg` (same family, and the JWK's own `alg`
+    /// agrees when it names one).
+    pub(crate) fn fits(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|a| a == alg) && self.key.family() == alg.family()
+    }
+}
+
+/// A parsed key set.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+    /// Seconds until the IdP wants it refetched (bounded).
+    pub max_age: u64,
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Keys that cannot serve for signature verification are skipped, each
+    /// with the reason (`use` other than `sig`, `key_ops` without `verify`, symmetric keys, unknown
+    /// algorithms, malformed parameters).
+    pub fn parse(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
+        let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        let Some(raw_keys) = doc.get("keys").and_then(Value::as_array) else {
+            return Err("no \"keys\" array".to_owned());
+        };
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, raw) in raw_keys.iter().enumerate() {
+            let kid = raw.get("kid").and_then(Value::as_str).map(str::to_owned);
+            let name = kid.clone().unwrap_or_else(|| format!("#{i}"));
+            match parse_key(raw) {
+                Ok(alg_key) => keys.push(Key { kid, alg: alg_key.0, key: alg_key.1 }),
+                Err(why) => skipped.push(format!("key {name}: {why}")),
+            }
+        }
+        Ok((KeySet { keys, max_age: DEFAULT_MAX_AGE }, skipped))
+    }
+
+    /// The key with this `kid`.
+    pub fn by_kid(&self, kid: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Keys that could have signed a token with `alg` and no `kid`.
+    pub fn candidates(&self, alg: Algorithm) -> impl Iterator<Item = &Key> {
+        self.keys.iter().filter(move |k| k.fits(alg))
+    }
+}
+
+fn parse_key(raw: &Value) -> Result<(Option<Algorithm>, DecodingKey), String> {
+    if let Some(u) = raw.get("use").and_then(Value::as_str)
+        && u != "sig"
+    {
+        return Err(format!("use is {u:?}, not \"sig\""));
+    }
+    if let Some(ops) = raw.get("key_ops").and_then(Value::as_array)
+        && !ops.iter().any(|o| o == "verify")
+    {
+        return Err("key_ops does not include \"verify\"".to_owned());
+    }
+    if raw.get("kty").and_then(Value::as_str) == Some("oct") {
+        return Err("symmetric keys are never taken from a key set".to_owned());
+    }
+    let alg = match raw.get("alg").and_then(Value::as_str) {
+        None => None,
+        Some(a) => match Algorithm::from_str(a) {
+            Ok(alg) if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => Some(alg),
+            _ => return Err(format!("alg {a:?} is not a supported signature algorithm")),
+        },
+    };
+    let jwk: Jwk = serde_json::from_value(raw.clone()).map_err(|e| format!("malformed: {e}"))?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("unusable: {e}"))?;
+    Ok((alg, key))
+}
+
+/// `max-age` (or `s-maxage`) from a `Cache-Control` value, bounded to
+/// [`MIN_MAX_AGE`, `MAX_MAX_AGE`]; `no-cache`/`no-store` mean the minimum.
+pub fn max_age(cache_control: Option<&str>) -> u64 {
+    let Some(cc) = cache_control else { return DEFAULT_MAX_AGE };
+    let mut age = None;
+    for directive in cc.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-cache" || lower == "no-store" {
+            return MIN_MAX_AGE;
+        }
+        if let Some(v) = lower.strip_prefix("max-age=").or_else(|| lower.strip_prefix("s-maxage=")) {
+            age = v.trim_matches('"').parse::<u64>().ok().or(age);
+        }
+    }
+    age.unwrap_or(DEFAULT_MAX_AGE).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+}
+
+/// The key set of one IdP, shared by every server that trusts it.
+#[derive(Debug)]
+pub struct JwksCache {
+    uri: Option<Url>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    keys: RwLock<Arc<KeySet>>,
+    /// Serialises fetches so that concurrent misses cause one request.
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// When the last unknown-`kid` refetch started (unix seconds), 0 = never.
+    last_miss_fetch: AtomicU64,
+    window: u64,
+    fetches: AtomicU64,
+}
+
+impl JwksCache {
+    /// Loads the key set from `uri`; fails (naming the URL and what came back) when it cannot.
+    pub async fn load(uri: Url, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Arc<Self>, DiscoveryError> {
+        let cache = Arc::new(Self {
+            uri: Some(uri.clone()),
+            http,
+            clock,
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            last_miss_fetch: AtomicU64::new(0),
+            window: DEFAULT_REFETCH_WINDOW,
+            fetches: AtomicU64::new(0),
+        });
+        cache.refresh().await.map_err(|problem| DiscoveryError::Jwks { url: uri.to_string(), problem })?;
+        if cache.current().keys.is_empty() {
+            return Err(DiscoveryError::Jwks { url: uri.to_string(), problem: "no usable signing keys".to_owned() });
+        }
+        Ok(cache)
+    }
+
+    /// A fixed key set that is never fetched (tests, and shared-secret-only deployments).
+    pub fn fixed(keys: KeySet, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self {
+            uri: None,
+            http: reqwest::Client::new(),
+            clock,
+            keys: RwLock::new(Arc::new(keys)),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            last_miss_fetch: AtomicU64::new(0),
+            window: DEFAULT_REFETCH_WINDOW,
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets the unknown-`kid` refetch window in seconds.
+    pub fn with_refetch_window(mut self: Arc<Self>, secs: u64) -> Arc<Self> {
+        if let Some(this) = Arc::get_mut(&mut self) {
+            this.window = secs;
+        }
+        self
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many times the key set was fetched.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// The key set URL, if fetched.
+    pub fn uri(&self) -> Option<&Url> {
+        self.uri.as_ref()
+    }
+
+    /// Fetches the key set now. On failure the last good keys stay in force.
+    pub async fn refresh(&self) -> Result<(), String> {
+        let Some(uri) = &self.uri else { return Ok(()) };
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let resp = self
+            .http
+            .get(uri.clone())
+            .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
+            .send()
+            .await
+            .map_err(|e| format!("unreachable ({})", crate::error_chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status().as_u16()));
+        }
+        let cc = resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = resp.bytes().await.map_err(|e| format!("body could not be read ({e})"))?;
+        let (mut set, skipped) = KeySet::parse(&body)?;
+        for s in &skipped {
+            tracing::debug!(jwks_uri = %uri, "{s}");
+        }
+        if set.keys.is_empty() {
+            return Err("no usable signing keys".to_owned());
+        }
+        set.max_age = max_age(cc.as_deref());
+        tracing::debug!(jwks_uri = %uri, keys = set.keys.len(), max_age = set.max_age, "key set loaded");
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    /// The key set holding `kid`, refetching once when it is unknown. Concurrent misses share one
+    /// fetch, and a flood of made-up kids causes at most one fetch per window.
+    pub async fn with_kid(&self, kid: &str) -> Result<Arc<KeySet>, TokenError> {
+        let keys = self.current();
+        if keys.by_kid(kid).is_some() || self.uri.is_none() {
+            return Ok(keys);
+        }
+        let _guard = self.fetch_lock.lock().await;
+        let keys = self.current();
+        if keys.by_kid(kid).is_some() {
+            return Ok(keys); // another request's fetch brought it
+        }
+        let now = self.clock.now_unix();
+        let last = self.last_miss_fetch.load(Ordering::SeqCst);
+        if last != 0 && now < last + self.window {
+            return Ok(keys);
+        }
+        self.last_miss_fetch.store(now.max(1), Ordering::SeqCst);
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "refetching the key set for an unknown kid failed; keeping the last good keys");
+        }
+        Ok(self.current())
+    }
+
+    /// Refreshes in the background as the IdP's `Cache-Control` allows; on failure keeps the last good
+    /// keys and retries after the minimum interval.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = weak.upgrade().map_or(DEFAULT_MAX_AGE, |c| c.current().max_age);
+            loop {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let Some(cache) = weak.upgrade() else { return };
+                let _guard = cache.fetch_lock.lock().await;
+                wait = match cache.refresh().await {
+                    Ok(()) => cache.current().max_age,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "background key set refresh failed; keeping the last good keys");
+                        MIN_MAX_AGE
+                    }
+                };
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_test_support::{TestKey, jwks};
+    use portcullis_types::ManualClock;
+    use serde_json::json;
+
+    #[test]
+    fn cache_control_is_honoured_within_bounds() {
+        assert_eq!(max_age(None), DEFAULT_MAX_AGE);
+        assert_eq!(max_age(Some("public, max-age=600")), 600);
+        assert_eq!(max_age(Some("max-age=5")), MIN_MAX_AGE);
+        assert_eq!(max_age(Some("max-age=999999999")), MAX_MAX_AGE);
+        assert_eq!(max_age(Some("s-maxage=120")), 120);
+        assert_eq!(max_age(Some("no-store")), MIN_MAX_AGE);
+        assert_eq!(max_age(Some("private")), DEFAULT_MAX_AGE);
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_with_reasons() {
+        let mut doc = jwks(&[TestKey::Rs256, TestKey::Es256]);
+        let keys = doc["keys"].as_array_mut().unwrap();
+        let mut enc = TestKey::Rs256Other.jwk();
+        enc["use"] = json!("enc");
+        keys.push(enc);
+        let mut wrong_alg = TestKey::EdDsa.jwk();
+        wrong_alg["alg"] = json!("HS256");
+        keys.push(wrong_alg);
+        keys.push(json!({"kty": "oct", "k": "c2VjcmV0", "kid": "sym"}));
+        let mut no_verify = TestKey::Es384.jwk();
+        no_verify["key_ops"] = json!(["encrypt"]);
+        keys.push(no_verify);
+        keys.push(json!({"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"}));
+        let (set, skipped) = KeySet::parse(doc.to_string().as_bytes()).unwrap();
+        let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        assert_eq!(kids, ["test-rs256", "test-es256"]);
+        assert_eq!(skipped.len(), 5, "{skipped:?}");
+        assert!(skipped[0].contains("use is \"enc\""));
+        assert!(skipped[2].contains("symmetric"));
+    }
+
+    #[test]
+    fn a_key_fits_only_its_family_and_pinned_alg() {
+        let (set, _) = KeySet::parse(jwks(&[TestKey::Rs256, TestKey::Es256]).to_string().as_bytes()).unwrap();
+        let rsa = set.by_kid("test-rs256").unwrap();
+        assert!(rsa.fits(Algorithm::RS256));
+        assert!(!rsa.fits(Algorithm::PS256), "the JWK pins RS256");
+        assert!(!rsa.fits(Algorithm::ES256));
+        assert_eq!(set.candidates(Algorithm::ES256).count(), 1);
+    }
+
+    /// A loopback JWKS endpoint that counts its requests and serves what the test puts in `doc`.
+    async fn jwks_server(doc: Arc<RwLock<Value>>) -> (Url, Arc<AtomicU64>) {
+        use axum::routing::get;
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/jwks",
+            get(move || {
+                let doc = doc.clone();
+                let h = h.clone();
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    // Slow enough that concurrent misses overlap the fetch.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let body = doc.read().unwrap().to_string();
+                    ([("cache-control", "max-age=120")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Url::parse(&format!("http://{addr}/jwks")).unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_cause_one_fetch_per_window() {
+        let doc = Arc::new(RwLock::new(jwks(&[TestKey::Rs256])));
+        let (uri, hits) = jwks_server(doc.clone()).await;
+        let clock = ManualClock::at(1_000_000);
+        let cache = JwksCache::load(uri, reqwest::Client::new(), Arc::new(clock.clone())).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.current().max_age, 120);
+
+        // A flood of made-up kids, concurrently: one fetch.
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let c = cache.clone();
+                tokio::spawn(async move { c.with_kid(&format!("random-{i}")).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().by_kid("random-0").is_none());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // Still inside the window: no fetch, even for a kid the IdP has meanwhile published.
+        doc.write().unwrap()["keys"].as_array_mut().unwrap().push(TestKey::Es256.jwk());
+        assert!(cache.with_kid("test-es256").await.unwrap().by_kid("test-es256").is_none());
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // After the window, the rotated key is picked up.
+        clock.advance(DEFAULT_REFETCH_WINDOW);
+        assert!(cache.with_kid("test-es256").await.unwrap().by_kid("test-es256").is_some());
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn last_good_keys_survive_an_unreachable_idp() {
+        let doc = Arc::new(RwLock::new(jwks(&[TestKey::Rs256])));
+        let (uri, _) = jwks_server(doc.clone()).await;
+        let cache = JwksCache::load(uri, reqwest::Client::new(), Arc::new(ManualClock::at(5))).await.unwrap();
+        *doc.write().unwrap() = json!({"not": "a key set"});
+        assert!(cache.refresh().await.is_err());
+        assert!(cache.current().by_kid("test-rs256").is_some());
+    }
+
+    #[tokio::test]
+    async fn load_names_the_url_and_the_problem() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let uri = Url::parse(&format!("http://127.0.0.1:{port}/jwks")).unwrap();
+        let err = JwksCache::load(uri, reqwest::Client::new(), Arc::new(ManualClock::at(5))).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("http://127.0.0.1:{port}/jwks")) && text.contains("unreachable"), "{text}");
+    }
+}

@@ -1,0 +1,340 @@
+//! Access token verification for one protected server: the checks of RFC 9068 §4 and OAuth 2.1 §5.2,
+//! each failure a distinct [`TokenError`], success a [`VerifiedToken`] only this module can make.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portcullis_types::{Clock, Scope, ScopeSet, Secret, SigningAlg};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::audience::AudiencePolicy;
+use crate::error::TokenError;
+use crate::introspect::Introspector;
+use crate::jwks::{JwksCache, Key};
+
+/// Entries of the verified-token cache live at most this long (and never past the token's `exp`).
+pub const TOKEN_CACHE_SECS: u64 = 300;
+
+/// What a server accepts.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Accepted `iss` values, compared exactly.
+    pub issuers: Vec<String>,
+    pub audience: AudiencePolicy,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway: u64,
+    pub require_at_jwt: bool,
+    pub algorithms: Vec<SigningAlg>,
+    pub hs256_secret: Option<Secret>,
+    /// Capacity of the verified-token cache; 0 turns it off.
+    pub cache_capacity: u64,
+}
+
+/// Proof of a verified token. The private field means only this module constructs one.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub scopes: ScopeSet,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: Option<u64>,
+    pub claims: Arc<Map<String, Value>>,
+    /// The key that verified it (`None` for introspected or HS256 tokens).
+    pub kid: Option<String>,
+    _proof: (),
+}
+
+impl VerifiedToken {
+    /// A claim as header text: strings as they are, numbers and booleans printed, arrays of strings
+    /// space-joined; objects have no header form.
+    pub fn claim_text(&self, name: &str) -> Option<String> {
+        match self.claims.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Array(a) => Some(a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: Arc<VerifiedToken>,
+    ttl: Duration,
+}
+
+struct CachedExpiry;
+
+impl moka::Expiry<[u8; 32], Cached> for CachedExpiry {
+    fn expire_after_create(&self, _key: &[u8; 32], value: &Cached, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Verifies the tokens presented to one server.
+pub struct Verifier {
+    cfg: VerifierConfig,
+    keys: Arc<JwksCache>,
+    hs256: Option<DecodingKey>,
+    clock: Arc<dyn Clock>,
+    cache: Option<moka::sync::Cache<[u8; 32], Cached>>,
+    introspector: Option<Introspector>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("cfg", &self.cfg).field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(
+        cfg: VerifierConfig,
+        keys: Arc<JwksCache>,
+        clock: Arc<dyn Clock>,
+        introspector: Option<Introspector>,
+    ) -> Self {
+        let hs256 = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
+        let cache = (cfg.cache_capacity > 0)
+            .then(|| moka::sync::Cache::builder().max_capacity(cfg.cache_capacity).expire_after(CachedExpiry).build());
+        Self { cfg, keys, hs256, clock, cache, introspector }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &VerifierConfig {
+        &self.cfg
+    }
+
+    /// The key cache (shared with other servers trusting the same IdP).
+    pub fn keys(&self) -> &Arc<JwksCache> {
+        &self.keys
+    }
+
+    /// Verifies a bearer token.
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = self.clock.now_unix();
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash))
+            && self.still_good(&hit.token, now)
+        {
+            return Ok(hit.token);
+        }
+        let verified = Arc::new(match self.parse_header(token) {
+            Ok(header) => self.verify_jwt(token, header, now).await?,
+            Err(TokenError::NotAJwt(why)) => match &self.introspector {
+                Some(i) => self.finish(i.introspect(token, hash).await?, Source::Introspection, now)?,
+                None => return Err(TokenError::NotAJwt(why)),
+            },
+            Err(e) => return Err(e),
+        });
+        if let Some(cache) = &self.cache {
+            let ttl = verified.expires_at.map_or(TOKEN_CACHE_SECS, |exp| exp.saturating_sub(now)).min(TOKEN_CACHE_SECS);
+            if ttl > 0 {
+                cache.insert(hash, Cached { token: verified.clone(), ttl: Duration::from_secs(ttl) });
+            }
+        }
+        Ok(verified)
+    }
+
+    /// A cached token stays good while unexpired and while the key that verified it is still published.
+    fn still_good(&self, token: &VerifiedToken, now: u64) -> bool {
+        token.expires_at.is_none_or(|exp| now <= exp + self.cfg.leeway)
+            && token.kid.as_deref().is_none_or(|kid| self.keys.current().by_kid(kid).is_some())
+    }
+
+    fn parse_header(&self, token: &str) -> Result<Header, TokenError> {
+        let segments = token.split('.').count();
+        if segments == 5 {
+            return Err(TokenError::NotAJwt("it is an encrypted JWT (JWE), which is not supported".to_owned()));
+        }
+        if segments != 3 {
+            return Err(TokenError::NotAJwt("it is opaque, not three dot-separated parts".to_owned()));
+        }
+        let first = token.split('.').next().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(first)
+            .map_err(|_| TokenError::NotAJwt("its header is not base64url".to_owned()))?;
+        let Ok(Value::Object(h)) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(TokenError::NotAJwt("its header is not a JSON object".to_owned()));
+        };
+        let alg =
+            h.get("alg").and_then(Value::as_str).ok_or_else(|| TokenError::MalformedHeader("no alg".to_owned()))?;
+        // RFC 8725 §3.1: never accept unsigned tokens, whatever the allow-list says.
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(TokenError::AlgNone);
+        }
+        let accepted = || self.cfg.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ");
+        let ours = SigningAlg::from_str(alg)
+            .ok()
+            .filter(|a| self.cfg.algorithms.contains(a))
+            .ok_or_else(|| TokenError::AlgNotAllowed { alg: alg.to_owned(), accepted: accepted() })?;
+        let alg = Algorithm::from_str(ours.as_str())
+            .map_err(|_| TokenError::AlgNotAllowed { alg: alg.to_owned(), accepted: accepted() })?;
+        // RFC 7515 §4.1.11: a critical extension we do not understand makes the token invalid.
+        if h.contains_key("crit") {
+            return Err(TokenError::MalformedHeader(
+                "it lists critical extensions (crit) portcullis does not support".to_owned(),
+            ));
+        }
+        Ok(Header {
+            alg,
+            kid: h.get("kid").and_then(Value::as_str).map(str::to_owned),
+            typ: h.get("typ").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+
+    async fn verify_jwt(&self, token: &str, header: Header, now: u64) -> Result<VerifiedToken, TokenError> {
+        // RFC 9068 §4: resource servers MAY require the at+jwt type, which also keeps ID tokens out.
+        if self.cfg.require_at_jwt {
+            let typ = header.typ.as_deref().unwrap_or_default();
+            if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+                return Err(TokenError::WrongType(typ.to_owned()));
+            }
+        }
+        let claims = if header.alg == Algorithm::HS256 {
+            // Only reachable when a shared secret is configured (the allow-list has HS256 only then).
+            let key = self.hs256.as_ref().ok_or_else(|| TokenError::AlgNotAllowed {
+                alg: "HS256".to_owned(),
+                accepted: "asymmetric algorithms only".to_owned(),
+            })?;
+            decode(token, key, header.alg)?
+        } else if let Some(kid) = &header.kid {
+            let keys = self.keys.with_kid(kid).await?;
+            let key = keys.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+            if !key.fits(header.alg) {
+                return Err(TokenError::NoMatchingKey { alg: format!("{:?}", header.alg), kid: Some(kid.clone()) });
+            }
+            decode(token, &key.key, header.alg)?
+        } else {
+            let keys = self.keys.current();
+            let candidates: Vec<&Key> = keys.candidates(header.alg).collect();
+            if candidates.is_empty() {
+                return Err(TokenError::NoMatchingKey { alg: format!("{:?}", header.alg), kid: None });
+            }
+            let mut result = Err(TokenError::BadSignature);
+            for key in candidates {
+                result = decode(token, &key.key, header.alg);
+                if !matches!(result, Err(TokenError::BadSignature)) {
+                    break;
+                }
+            }
+            result?
+        };
+        self.finish(Arc::new(claims), Source::Jwt { kid: header.kid }, now)
+    }
+
+    /// The claim checks shared by JWTs and introspection answers.
+    fn finish(&self, claims: Arc<Map<String, Value>>, source: Source, now: u64) -> Result<VerifiedToken, TokenError> {
+        let leeway = self.cfg.leeway;
+        // Introspection answers may omit iss and exp (RFC 7662 §2.2): the IdP we asked vouches for the
+        // token. A JWT must carry both (RFC 9068 §2.2).
+        let introspected = matches!(source, Source::Introspection);
+        match claims.get("iss") {
+            Some(Value::String(iss)) if self.cfg.issuers.iter().any(|i| i == iss) => {}
+            Some(Value::String(iss)) => {
+                return Err(TokenError::WrongIssuer { got: iss.clone(), expected: self.cfg.issuers.join(" or ") });
+            }
+            None if introspected => {}
+            _ => return Err(TokenError::MissingClaim("iss")),
+        }
+        let exp = numeric(&claims, "exp")?;
+        match exp {
+            Some(exp) if now > exp.saturating_add(leeway) => return Err(TokenError::Expired { exp, now }),
+            Some(_) => {}
+            None if introspected => {}
+            None => return Err(TokenError::MissingClaim("exp")),
+        }
+        if let Some(nbf) = numeric(&claims, "nbf")?
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(TokenError::NotYetValid { nbf, now });
+        }
+        if let Some(iat) = numeric(&claims, "iat")?
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(TokenError::IssuedInFuture { iat, now });
+        }
+        // OpenID Connect ID tokens carry these; access tokens do not (RFC 9068 §2.2, OIDC Core §2).
+        if ["nonce", "at_hash", "c_hash"].iter().any(|c| claims.contains_key(*c)) {
+            return Err(TokenError::IdToken);
+        }
+        self.cfg.audience.check(&claims)?;
+        Ok(VerifiedToken {
+            subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            client_id: claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(str::to_owned),
+            scopes: scopes(&claims),
+            expires_at: exp,
+            kid: match source {
+                Source::Jwt { kid } => kid,
+                Source::Introspection => None,
+            },
+            claims,
+            _proof: (),
+        })
+    }
+}
+
+/// Where claims came from.
+#[derive(Debug)]
+enum Source {
+    Jwt { kid: Option<String> },
+    Introspection,
+}
+
+/// What the verifier needs from a JOSE header.
+#[derive(Debug)]
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
+    typ: Option<String>,
+}
+
+fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<Map<String, Value>, TokenError> {
+    let mut v = Validation::new(alg);
+    // Time, issuer and audience are checked by `finish`, with precise errors and our clock.
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    v.leeway = 0;
+    match jsonwebtoken::decode::<Map<String, Value>>(token, key, &v) {
+        Ok(data) => Ok(data.claims),
+        Err(e) => Err(match e.kind() {
+            jsonwebtoken::errors::ErrorKind::Json(_)
+            | jsonwebtoken::errors::ErrorKind::Utf8(_)
+            | jsonwebtoken::errors::ErrorKind::Base64(_) => TokenError::MalformedClaims(e.to_string()),
+            _ => TokenError::BadSignature,
+        }),
+    }
+}
+
+fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        // NumericDate may be fractional (RFC 7519 §2); whole seconds are enough here.
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .map(Some)
+            .ok_or_else(|| TokenError::MalformedClaims(format!("{name} is not a NumericDate"))),
+        Some(_) => Err(TokenError::MalformedClaims(format!("{name} is not a NumericDate"))),
+    }
+}
+
+/// Scopes from `scope` (RFC 9068 §2.2.3, space-separated) or `scp` (string or array, as Entra and Okta
+/// issue them).
+fn scopes(claims: &Map<String, Value>) -> ScopeSet {
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => ScopeSet::from_space_separated(s),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).filter_map(|s| Scope::parse(s).ok()).collect(),
+        _ => ScopeSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

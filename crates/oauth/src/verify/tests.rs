@@ -1,0 +1,236 @@
+//! One test per rejection cause, and the acceptance paths.
+
+use std::sync::Arc;
+
+use portcullis_test_support::{TestKey, jwks, mint, mint_hs256, mint_with, unsigned};
+use portcullis_types::{ManualClock, Secret, SigningAlg};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::jwks::{JwksCache, KeySet};
+
+const NOW: u64 = 1_800_000_000;
+const ISS: &str = "https://idp.example.com/";
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+fn config() -> VerifierConfig {
+    VerifierConfig {
+        issuers: vec![ISS.into()],
+        audience: AudiencePolicy { resources: vec![RESOURCE.into()], ..AudiencePolicy::default() },
+        leeway: 60,
+        require_at_jwt: false,
+        algorithms: SigningAlg::ASYMMETRIC.to_vec(),
+        hs256_secret: None,
+        cache_capacity: 1000,
+    }
+}
+
+fn verifier_with(cfg: VerifierConfig) -> (Verifier, ManualClock) {
+    let clock = ManualClock::at(NOW);
+    let (set, _) = KeySet::parse(
+        jwks(&[TestKey::Rs256, TestKey::Ps256, TestKey::Es256, TestKey::Es384, TestKey::EdDsa]).to_string().as_bytes(),
+    )
+    .unwrap();
+    let keys = JwksCache::fixed(set, Arc::new(clock.clone()));
+    (Verifier::new(cfg, keys, Arc::new(clock.clone()), None), clock)
+}
+
+fn verifier() -> Verifier {
+    verifier_with(config()).0
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "sub": "user-1", "aud": RESOURCE, "exp": NOW + 600, "iat": NOW, "scope": "mcp:tools openid",
+           "client_id": "client-a", "jti": "j1"})
+}
+
+fn with(mut base: Value, key: &str, value: Value) -> Value {
+    if value.is_null() {
+        base.as_object_mut().unwrap().remove(key);
+    } else {
+        base[key] = value;
+    }
+    base
+}
+
+async fn reject(v: &Verifier, token: &str) -> String {
+    v.verify(token).await.unwrap_err().to_string()
+}
+
+#[tokio::test]
+async fn accepts_every_asymmetric_algorithm() {
+    let v = verifier();
+    for key in [TestKey::Rs256, TestKey::Ps256, TestKey::Es256, TestKey::Es384, TestKey::EdDsa] {
+        let t = v.verify(&mint(key, &claims())).await.unwrap_or_else(|e| panic!("{key:?}: {e}"));
+        assert_eq!(t.subject.as_deref(), Some("user-1"));
+        assert_eq!(t.client_id.as_deref(), Some("client-a"));
+        assert_eq!(t.scopes.to_space_separated(), "mcp:tools openid");
+        assert_eq!(t.kid.as_deref(), Some(key.kid()));
+    }
+}
+
+#[tokio::test]
+async fn token_without_kid_is_matched_by_algorithm() {
+    let v = verifier();
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    assert!(v.verify(&mint_with(&header, TestKey::Es256, &claims())).await.is_ok());
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    assert_eq!(reject(&v, &mint_with(&header, TestKey::Rs256Other, &claims())).await, "the signature does not verify");
+}
+
+#[tokio::test]
+async fn not_a_jwt() {
+    let v = verifier();
+    assert_eq!(
+        reject(&v, "opaque-token-value").await,
+        "the token is not a JWT (it is opaque, not three dot-separated parts)"
+    );
+    assert_eq!(
+        reject(&v, "a.b.c.d.e").await,
+        "the token is not a JWT (it is an encrypted JWT (JWE), which is not supported)"
+    );
+    assert_eq!(reject(&v, "!!!.e30.x").await, "the token is not a JWT (its header is not base64url)");
+}
+
+#[tokio::test]
+async fn alg_none_and_disallowed_algorithms() {
+    let v = verifier();
+    let none = unsigned(&json!({"alg": "none", "typ": "JWT"}), &claims());
+    assert_eq!(reject(&v, &none).await, "alg \"none\" is never accepted");
+    let none_upper = unsigned(&json!({"alg": "NONE"}), &claims());
+    assert_eq!(reject(&v, &none_upper).await, "alg \"none\" is never accepted");
+    // HS256 signed with the RSA public key's bytes: the classic confusion attack. Without a shared
+    // secret HS256 is not on the list at all.
+    let hs = mint_hs256(TestKey::Rs256.jwk()["n"].as_str().unwrap().as_bytes(), &claims());
+    assert!(reject(&v, &hs).await.starts_with("algorithm HS256 is not accepted (accepted: RS256, RS384"));
+    let (v, _) = verifier_with(VerifierConfig { algorithms: vec![SigningAlg::ES256], ..config() });
+    assert_eq!(reject(&v, &mint(TestKey::Rs256, &claims())).await, "algorithm RS256 is not accepted (accepted: ES256)");
+}
+
+#[tokio::test]
+async fn hs256_only_with_a_shared_secret() {
+    let mut cfg = config();
+    cfg.hs256_secret = Some(Secret::new("shared-secret-of-enough-length"));
+    cfg.algorithms.push(SigningAlg::HS256);
+    let (v, _) = verifier_with(cfg);
+    assert!(v.verify(&mint_hs256(b"shared-secret-of-enough-length", &claims())).await.is_ok());
+    assert_eq!(reject(&v, &mint_hs256(b"another-secret", &claims())).await, "the signature does not verify");
+}
+
+#[tokio::test]
+async fn unknown_kid_bad_signature_and_key_mismatch() {
+    let v = verifier();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("nobody".into());
+    assert_eq!(
+        reject(&v, &mint_with(&header, TestKey::Rs256, &claims())).await,
+        "no signing key with kid \"nobody\" is published at the issuer's jwks_uri"
+    );
+    // Same kid as a real key, signed by another: the full signature check fails.
+    header.kid = Some(TestKey::Rs256.kid().into());
+    assert_eq!(reject(&v, &mint_with(&header, TestKey::Rs256Other, &claims())).await, "the signature does not verify");
+    // An RSA kid on an ES256 token.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(TestKey::Rs256.kid().into());
+    assert_eq!(
+        reject(&v, &mint_with(&header, TestKey::Es256, &claims())).await,
+        "no published key can verify a token signed with ES256 and kid \"test-rs256\""
+    );
+}
+
+#[tokio::test]
+async fn issuer_is_compared_exactly() {
+    let v = verifier();
+    let t = mint(TestKey::Es256, &with(claims(), "iss", json!("https://idp.example.com")));
+    assert_eq!(reject(&v, &t).await, "iss was \"https://idp.example.com\", expected https://idp.example.com/");
+    let t = mint(TestKey::Es256, &with(claims(), "iss", Value::Null));
+    assert_eq!(reject(&v, &t).await, "the token has no iss claim");
+    let (v, _) =
+        verifier_with(VerifierConfig { issuers: vec![ISS.into(), "https://idp.example.com/v2".into()], ..config() });
+    assert!(v.verify(&mint(TestKey::Es256, &with(claims(), "iss", json!("https://idp.example.com/v2")))).await.is_ok());
+}
+
+#[tokio::test]
+async fn time_claims_with_leeway() {
+    let v = verifier();
+    let t = mint(TestKey::Es256, &with(claims(), "exp", json!(NOW - 61)));
+    assert_eq!(reject(&v, &t).await, format!("the token expired at {} (now {NOW})", NOW - 61));
+    assert!(v.verify(&mint(TestKey::Es256, &with(claims(), "exp", json!(NOW - 59)))).await.is_ok(), "within leeway");
+    let t = mint(TestKey::Es256, &with(claims(), "exp", Value::Null));
+    assert_eq!(reject(&v, &t).await, "the token has no exp claim");
+    let t = mint(TestKey::Es256, &with(claims(), "nbf", json!(NOW + 120)));
+    assert_eq!(reject(&v, &t).await, format!("the token is not valid before {} (now {NOW})", NOW + 120));
+    let t = mint(TestKey::Es256, &with(claims(), "iat", json!(NOW + 120)));
+    assert_eq!(reject(&v, &t).await, format!("the token was issued in the future (iat {}, now {NOW})", NOW + 120));
+    let t = mint(TestKey::Es256, &with(claims(), "exp", json!("tomorrow")));
+    assert_eq!(reject(&v, &t).await, "the token claims are malformed: exp is not a NumericDate");
+}
+
+#[tokio::test]
+async fn audience_is_enforced() {
+    let v = verifier();
+    let t = mint(TestKey::Es256, &with(claims(), "aud", json!("https://other.example/mcp")));
+    assert_eq!(reject(&v, &t).await, "aud was \"https://other.example/mcp\", accepted \"https://mcp.example.com/mcp\"");
+}
+
+#[tokio::test]
+async fn typ_and_id_tokens() {
+    let (v, _) = verifier_with(VerifierConfig { require_at_jwt: true, ..config() });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(TestKey::Es256.kid().into());
+    assert_eq!(
+        reject(&v, &mint_with(&header, TestKey::Es256, &claims())).await,
+        "typ was \"JWT\"; an RFC 9068 access token (typ \"at+jwt\") is required"
+    );
+    header.typ = Some("application/at+jwt".into());
+    assert!(v.verify(&mint_with(&header, TestKey::Es256, &claims())).await.is_ok());
+    let v = verifier();
+    let id_token = mint(TestKey::Es256, &with(claims(), "nonce", json!("n-0S6_WzA2Mj")));
+    assert_eq!(reject(&v, &id_token).await, "an ID token was presented as an access token");
+}
+
+#[tokio::test]
+async fn crit_headers_are_refused() {
+    let v = verifier();
+    let t = unsigned(&json!({"alg": "ES256", "crit": ["exp"], "exp": 1}), &claims());
+    assert_eq!(
+        reject(&v, &t).await,
+        "the token header is malformed: it lists critical extensions (crit) portcullis does not support"
+    );
+}
+
+#[tokio::test]
+async fn scopes_from_scp_string_or_array() {
+    let v = verifier();
+    let t = v
+        .verify(&mint(TestKey::Es256, &with(with(claims(), "scope", Value::Null), "scp", json!(["b", "a"]))))
+        .await
+        .unwrap();
+    assert_eq!(t.scopes.to_space_separated(), "a b");
+    let t = v
+        .verify(&mint(TestKey::Es256, &with(with(claims(), "scope", Value::Null), "scp", json!("x y"))))
+        .await
+        .unwrap();
+    assert_eq!(t.scopes.to_space_separated(), "x y");
+}
+
+#[tokio::test]
+async fn cached_entries_never_outlive_the_token() {
+    let (v, clock) = verifier_with(config());
+    let t = mint(TestKey::Es256, &with(claims(), "exp", json!(NOW + 100)));
+    assert!(v.verify(&t).await.is_ok());
+    assert!(v.verify(&t).await.is_ok(), "served from the cache");
+    clock.advance(100 + 61);
+    assert!(v.verify(&t).await.unwrap_err().to_string().starts_with("the token expired at"));
+}
+
+#[test]
+fn claim_text_renders_header_values() {
+    let (v, _) = verifier_with(config());
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let t = rt.block_on(v.verify(&mint(TestKey::Es256, &with(claims(), "groups", json!(["a", "b"]))))).unwrap();
+    assert_eq!(t.claim_text("sub").as_deref(), Some("user-1"));
+    assert_eq!(t.claim_text("exp"), Some((NOW + 600).to_string()));
+    assert_eq!(t.claim_text("groups").as_deref(), Some("a b"));
+    assert_eq!(t.claim_text("missing"), None);
+}
