@@ -34,8 +34,9 @@ pub struct VerifierConfig {
     pub cache_capacity: u64,
 }
 
-/// Proof of a verified token. The private field means only this module constructs one.
+/// Proof of a verified token. `non_exhaustive` means no other crate can construct one.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VerifiedToken {
     pub subject: Option<String>,
     pub client_id: Option<String>,
@@ -45,7 +46,6 @@ pub struct VerifiedToken {
     pub claims: Arc<Map<String, Value>>,
     /// The key that verified it (`None` for introspected or HS256 tokens).
     pub kid: Option<String>,
-    _proof: (),
 }
 
 impl VerifiedToken {
@@ -237,7 +237,8 @@ impl Verifier {
         match claims.get("iss") {
             Some(Value::String(iss)) if self.cfg.issuers.iter().any(|i| i == iss) => {}
             Some(Value::String(iss)) => {
-                return Err(TokenError::WrongIssuer { got: iss.clone(), expected: self.cfg.issuers.join(" or ") });
+                let expected = self.cfg.issuers.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(" or ");
+                return Err(TokenError::WrongIssuer { got: iss.clone(), expected });
             }
             None if introspected => {}
             _ => return Err(TokenError::MissingClaim("iss")),
@@ -274,7 +275,6 @@ impl Verifier {
                 Source::Introspection => None,
             },
             claims,
-            _proof: (),
         })
     }
 }

@@ -142,7 +142,7 @@ async fn unknown_kid_bad_signature_and_key_mismatch() {
 async fn issuer_is_compared_exactly() {
     let v = verifier();
     let t = mint(TestKey::Es256, &with(claims(), "iss", json!("https://idp.example.com")));
-    assert_eq!(reject(&v, &t).await, "iss was \"https://idp.example.com\", expected https://idp.example.com/");
+    assert_eq!(reject(&v, &t).await, "iss was \"https://idp.example.com\", expected \"https://idp.example.com/\"");
     let t = mint(TestKey::Es256, &with(claims(), "iss", Value::Null));
     assert_eq!(reject(&v, &t).await, "the token has no iss claim");
     let (v, _) =

@@ -7,3 +7,4 @@
 
 mod proxy;
 mod support;
+mod verify;

@@ -105,6 +105,20 @@ impl Gate {
         Gate { child, base, _dir: dir }
     }
 
+    /// Starts `portcullis serve` without a file, configured by `env` only; `{public_url}` and
+    /// `{listen}` in values are replaced as in [`Gate::start`].
+    pub async fn start_env(env: &[(&str, &str)]) -> Gate {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").env_clear().env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base));
+        }
+        let (child, _) = spawn_until(cmd, "portcullis listening on").await;
+        Gate { child, base, _dir: TempDir::new() }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -202,4 +216,83 @@ impl Events {
             self.buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
         }
     }
+}
+
+/// The loopback test IdP (`oidc-provider`, see `tests/interop/README.md`).
+pub struct Idp {
+    pub child: Child,
+    pub issuer: String,
+}
+
+impl Idp {
+    pub async fn start(profile: &str) -> Idp {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "the test IdP's packages are not installed: run ./scripts/test (it runs npm ci in tests/interop)"
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("idp.mjs")).args(["--profile", profile]);
+        let (child, line) = spawn_until(cmd, "\"issuer\"").await;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        Idp { child, issuer: v["issuer"].as_str().unwrap().to_owned() }
+    }
+
+    /// A real access token from the IdP's token endpoint (client credentials grant).
+    pub async fn token(&self, client_id: &str, secret: &str, resource: &str, scope: &str) -> String {
+        let r = client()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("resource", resource), ("scope", scope)])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "token request failed: {body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Replaces the IdP's RSA signing key; the old one stays published only with `keep_old`.
+    pub async fn rotate(&self, keep_old: bool) -> String {
+        let q = if keep_old { "?keep_old=1" } else { "" };
+        let r = client().post(format!("{}/__test/rotate{q}", self.issuer)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()["kid"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn jwks_fetches(&self) -> u64 {
+        let r = client().get(format!("{}/__test/jwks-fetches", self.issuer)).send().await.unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["count"].as_u64().unwrap()
+    }
+}
+
+/// Runs `portcullis serve` expecting it to refuse to start; returns its stderr.
+pub async fn serve_fails(config: &str, env: &[(&str, &str)]) -> String {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let text = config.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base);
+    let dir = TempDir::new();
+    let path = dir.path.join("portcullis.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(bin());
+    if !config.is_empty() {
+        cmd.arg("serve").arg("--config").arg(&path);
+    } else {
+        cmd.arg("serve").env_clear();
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(STEP, cmd.output()).await.expect("serve should exit").unwrap();
+    assert!(!out.status.success(), "serve started although it should not have");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The claims of a JWT, unverified (for asserting what the IdP minted).
+pub fn claims_of(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }

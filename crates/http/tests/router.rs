@@ -1,0 +1,301 @@
+//! The router in process: protected resource metadata and challenges against golden files, scope
+//! checks, identity headers and the no-passthrough rule, with the sample MCP server as upstream.
+//!
+//! Golden files live in `tests/golden/`; `UPDATE_GOLDEN=1 cargo test -p portcullis-http` rewrites them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use portcullis_config::{Config, MapEnv};
+use portcullis_http::{AppState, router};
+use portcullis_oauth::setup::verifier_config;
+use portcullis_oauth::{Introspector, JwksCache, KeySet, Verifier};
+use portcullis_test_support::{TestKey, jwks, mint};
+use portcullis_types::{ManualClock, Secret};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const NOW: u64 = 1_800_000_000;
+const ISS: &str = "https://idp.example.com/";
+
+fn config_text(upstream: &str, introspection_port: u16) -> String {
+    format!(
+        r#"
+public_url = "https://mcp.example.com"
+extra_public_urls = ["https://internal.example.net:8443"]
+[[server]]
+path = "/mcp"
+upstream = "{upstream}"
+scopes = ["mcp:tools"]
+[server.tool_scopes]
+"admin_*" = ["mcp:admin"]
+[server.identity_headers]
+x-user-sub = "sub"
+x-user-client = "client_id"
+[server.verify]
+issuer = "{ISS}"
+audiences = ["client-a"]
+[[server]]
+path = "/opaque"
+upstream = "{upstream}"
+[server.verify]
+issuer = "{ISS}"
+[server.verify.introspection]
+endpoint = "http://127.0.0.1:{introspection_port}/introspect"
+client_id = "gate"
+client_secret = "s"
+"#
+    )
+}
+
+struct Harness {
+    app: axum::Router,
+}
+
+async fn harness() -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(portcullis_sample::serve(listener, "/mcp", std::future::pending()));
+    // A closed port: introspection there is "unavailable".
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config =
+        Arc::new(Config::from_toml(&config_text(&format!("http://{addr}/mcp"), closed), &MapEnv::default()).unwrap());
+    let clock = Arc::new(ManualClock::at(NOW));
+    let (set, _) = KeySet::parse(jwks(&[TestKey::Es256, TestKey::Rs256]).to_string().as_bytes()).unwrap();
+    let keys = JwksCache::fixed(set, clock.clone());
+    let verifiers = config
+        .servers
+        .iter()
+        .map(|s| {
+            let portcullis_config::ServerAuth::Verify(v) = &s.auth else { panic!() };
+            let introspector = v.introspection.as_ref().map(|i| {
+                Introspector::new(
+                    i.endpoint.clone(),
+                    i.client_id.clone(),
+                    Secret::new("s"),
+                    reqwest::Client::new(),
+                    clock.clone(),
+                )
+            });
+            Some(Arc::new(Verifier::new(verifier_config(s, v), keys.clone(), clock.clone(), introspector)))
+        })
+        .collect();
+    let state = Arc::new(AppState::new(config, verifiers).unwrap());
+    Harness { app: router(state) }
+}
+
+fn token(claims: Value) -> String {
+    let mut base = json!({"iss": ISS, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "exp": NOW + 600,
+        "iat": NOW, "scope": "mcp:tools", "client_id": "client-a", "jti": "j"});
+    for (k, v) in claims.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    mint(TestKey::Es256, &base)
+}
+
+fn call(tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"text": "hi"}}})
+        .to_string()
+}
+
+fn post(body: String) -> axum::http::request::Builder {
+    let _ = &body;
+    Request::post("/mcp")
+        .header("host", "mcp.example.com")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    fn challenge(&self) -> &str {
+        self.headers.get("www-authenticate").map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    /// Status, challenge and body: what a client parses.
+    fn transcript(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body).unwrap();
+        format!(
+            "{}\nWWW-Authenticate: {}\n{}\n",
+            self.status.as_u16(),
+            self.challenge(),
+            serde_json::to_string_pretty(&body).unwrap()
+        )
+    }
+}
+
+async fn send(h: &Harness, req: Request<Body>) -> Answer {
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Answer { status, headers, body }
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+    assert_eq!(actual, expected, "differs from {}", path.display());
+}
+
+async fn get(h: &Harness, path: &str, host: &str) -> Answer {
+    send(h, Request::get(path).header("host", host).body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn protected_resource_metadata() {
+    let h = harness().await;
+    let a = get(&h, "/.well-known/oauth-protected-resource/mcp", "mcp.example.com").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-type"], "application/json");
+    golden("prm_mcp.json", &serde_json::to_string_pretty(&a.json()).unwrap());
+    // The same server seen from the second public origin names that origin.
+    let a = get(&h, "/.well-known/oauth-protected-resource/mcp", "internal.example.net:8443").await;
+    golden("prm_mcp_internal_origin.json", &serde_json::to_string_pretty(&a.json()).unwrap());
+    // An unknown Host cannot choose the URL we publish.
+    let a = get(&h, "/.well-known/oauth-protected-resource/mcp", "evil.example").await;
+    assert_eq!(a.json()["resource"], "https://mcp.example.com/mcp");
+    // Two protected servers: no root document, since it could mean either.
+    let a = get(&h, "/.well-known/oauth-protected-resource", "mcp.example.com").await;
+    assert_eq!(a.status, 404);
+    // Readable from any browser origin.
+    let a = send(
+        &h,
+        Request::get("/.well-known/oauth-protected-resource/opaque")
+            .header("origin", "https://app.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.headers["access-control-allow-origin"], "*");
+    assert!(a.json().get("scopes_supported").is_none(), "no scopes configured, none published");
+}
+
+#[tokio::test]
+async fn challenge_without_a_token() {
+    let h = harness().await;
+    let a = send(&h, post(call("echo")).body(Body::from(call("echo"))).unwrap()).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.headers.get_all("www-authenticate").iter().count(), 1, "a single challenge");
+    golden("challenge_no_token.txt", &a.transcript());
+    // A token in the query string is not a credential (MCP: tokens only in the header).
+    let req = Request::post(format!("/mcp?access_token={}", token(json!({}))))
+        .header("host", "mcp.example.com")
+        .body(Body::from(call("echo")))
+        .unwrap();
+    assert_eq!(send(&h, req).await.status, 401);
+}
+
+#[tokio::test]
+async fn challenges_name_the_precise_cause() {
+    let h = harness().await;
+    let cases = [
+        ("challenge_expired.txt", token(json!({"exp": NOW - 3600}))),
+        ("challenge_wrong_audience.txt", token(json!({"aud": "https://other.example/mcp"}))),
+        ("challenge_wrong_issuer.txt", token(json!({"iss": "https://idp.example.com"}))),
+        ("challenge_not_a_jwt.txt", "opaque-value".to_owned()),
+        ("challenge_bad_signature.txt", {
+            let t = token(json!({}));
+            let (head, _) = t.rsplit_once('.').unwrap();
+            let other = mint(TestKey::Es256, &json!({"x": 1}));
+            format!("{head}.{}", other.rsplit_once('.').unwrap().1)
+        }),
+    ];
+    for (file, t) in cases {
+        let req =
+            post(call("echo")).header("authorization", format!("Bearer {t}")).body(Body::from(call("echo"))).unwrap();
+        let a = send(&h, req).await;
+        assert_eq!(a.status, 401, "{file}");
+        golden(file, &a.transcript());
+    }
+}
+
+#[tokio::test]
+async fn step_up_scopes_per_tool() {
+    let h = harness().await;
+    let t = token(json!({}));
+    let req = post(call("admin_reset"))
+        .header("authorization", format!("Bearer {t}"))
+        .body(Body::from(call("admin_reset")))
+        .unwrap();
+    let a = send(&h, req).await;
+    assert_eq!(a.status, 403);
+    golden("challenge_insufficient_scope.txt", &a.transcript());
+    // Base scopes are enough to list and to call other tools.
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let a = send(&h, post(list.clone()).header("authorization", format!("Bearer {t}")).body(Body::from(list)).unwrap())
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.headers.get("www-authenticate").is_none(), "no challenge on 2xx");
+    // With the extra scope the tool call goes through (the sample answers "unknown tool", 200).
+    let t = token(json!({"scope": "mcp:tools mcp:admin"}));
+    let req = post(call("admin_reset"))
+        .header("authorization", format!("Bearer {t}"))
+        .body(Body::from(call("admin_reset")))
+        .unwrap();
+    assert_eq!(send(&h, req).await.status, 200);
+    // No scopes at all: the base scope is missing.
+    let t = token(json!({"scope": "openid"}));
+    let req = post(call("echo")).header("authorization", format!("Bearer {t}")).body(Body::from(call("echo"))).unwrap();
+    let a = send(&h, req).await;
+    assert_eq!(a.status, 403);
+    assert!(a.challenge().contains("scope=\"mcp:tools\""), "{}", a.challenge());
+}
+
+#[tokio::test]
+async fn identity_headers_replace_spoofed_ones_and_the_token_stays_here() {
+    let h = harness().await;
+    let t = token(json!({"aud": "client-a"}));
+    let req = post(call("whoami"))
+        .header("authorization", format!("Bearer {t}"))
+        .header("x-user-sub", "admin")
+        .header("cookie", "sid=1")
+        .body(Body::from(call("whoami")))
+        .unwrap();
+    let a = send(&h, req).await;
+    assert_eq!(a.status, 200);
+    let seen: Value = serde_json::from_str(a.json()["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["x-user-sub"], "user-1");
+    assert_eq!(seen["x-user-client"], "client-a");
+    assert!(seen.get("authorization").is_none() && seen.get("cookie").is_none(), "{seen}");
+    assert!(!a.body.contains(&t));
+}
+
+#[tokio::test]
+async fn malformed_credentials_and_unreachable_introspection() {
+    let h = harness().await;
+    let req = post(call("echo"))
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b")
+        .body(Body::from(call("echo")))
+        .unwrap();
+    let a = send(&h, req).await;
+    assert_eq!(a.status, 400);
+    assert!(a.challenge().starts_with("Bearer error=\"invalid_request\""), "{}", a.challenge());
+    // An opaque token at a server with introspection whose endpoint is down: not the client's fault.
+    let req = Request::post("/opaque")
+        .header("host", "mcp.example.com")
+        .header("authorization", "Bearer opaque-value")
+        .body(Body::from(call("echo")))
+        .unwrap();
+    let a = send(&h, req).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.json()["error"], "temporarily_unavailable");
+    assert!(a.headers.get("retry-after").is_some());
+}
