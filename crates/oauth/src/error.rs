@@ -52,6 +52,19 @@ impl TokenError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// Whether the refusal holds forever for this exact token: neither a key rotation nor passing time
+    /// can change it. Unknown keys, `nbf`/`iat` in the future and unreachable IdPs are not permanent.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(
+            self,
+            Self::UnknownKid(_)
+                | Self::NoMatchingKey { .. }
+                | Self::NotYetValid { .. }
+                | Self::IssuedInFuture { .. }
+                | Self::Unavailable(_)
+        )
+    }
 }
 
 /// One discovery URL tried and what came back.

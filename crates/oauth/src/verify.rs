@@ -18,6 +18,9 @@ use crate::jwks::{JwksCache, Key};
 
 /// Entries of the verified-token cache live at most this long (and never past the token's `exp`).
 pub const TOKEN_CACHE_SECS: u64 = 300;
+/// Refusals that no key rotation or passing time can turn into acceptance are remembered this long, so
+/// that replaying one bad token costs a hash lookup rather than a signature check.
+pub const REFUSAL_CACHE_SECS: u64 = 60;
 
 /// What a server accepts.
 #[derive(Debug, Clone)]
@@ -64,7 +67,7 @@ impl VerifiedToken {
 
 #[derive(Clone)]
 struct Cached {
-    token: Arc<VerifiedToken>,
+    outcome: Result<Arc<VerifiedToken>, TokenError>,
     ttl: Duration,
 }
 
@@ -119,26 +122,42 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = self.clock.now_unix();
-        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash))
-            && self.still_good(&hit.token, now)
-        {
-            return Ok(hit.token);
-        }
-        let verified = Arc::new(match self.parse_header(token) {
-            Ok(header) => self.verify_jwt(token, header, now).await?,
-            Err(TokenError::NotAJwt(why)) => match &self.introspector {
-                Some(i) => self.finish(i.introspect(token, hash).await?, Source::Introspection, now)?,
-                None => return Err(TokenError::NotAJwt(why)),
-            },
-            Err(e) => return Err(e),
-        });
-        if let Some(cache) = &self.cache {
-            let ttl = verified.expires_at.map_or(TOKEN_CACHE_SECS, |exp| exp.saturating_sub(now)).min(TOKEN_CACHE_SECS);
-            if ttl > 0 {
-                cache.insert(hash, Cached { token: verified.clone(), ttl: Duration::from_secs(ttl) });
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash)) {
+            match hit.outcome {
+                Ok(t) if self.still_good(&t, now) => return Ok(t),
+                Ok(_) => {}
+                Err(e) => return Err(e),
             }
         }
-        Ok(verified)
+        let mut has_kid = false;
+        let outcome = match self.parse_header(token) {
+            Ok(header) => {
+                has_kid = header.kid.is_some();
+                self.verify_jwt(token, header, now).await
+            }
+            Err(TokenError::NotAJwt(why)) => match &self.introspector {
+                Some(i) => match i.introspect(token, hash).await {
+                    Ok(claims) => self.finish(claims, Source::Introspection, now),
+                    Err(e) => Err(e),
+                },
+                None => Err(TokenError::NotAJwt(why)),
+            },
+            Err(e) => Err(e),
+        }
+        .map(Arc::new);
+        if let Some(cache) = &self.cache {
+            let ttl = match &outcome {
+                Ok(t) => t.expires_at.map_or(TOKEN_CACHE_SECS, |exp| exp.saturating_sub(now)).min(TOKEN_CACHE_SECS),
+                // A bad signature under a named key stays bad; without a kid, a future key might fit.
+                Err(TokenError::BadSignature) if !has_kid => 0,
+                Err(e) if e.is_permanent() => REFUSAL_CACHE_SECS,
+                Err(_) => 0,
+            };
+            if ttl > 0 {
+                cache.insert(hash, Cached { outcome: outcome.clone(), ttl: Duration::from_secs(ttl) });
+            }
+        }
+        outcome
     }
 
     /// A cached token stays good while unexpired and while the key that verified it is still published.

@@ -98,6 +98,10 @@ pub async fn serve(
     path: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(path)).with_graceful_shutdown(shutdown).await
 }
 

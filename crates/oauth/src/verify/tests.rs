@@ -234,3 +234,16 @@ fn claim_text_renders_header_values() {
     assert_eq!(t.claim_text("groups").as_deref(), Some("a b"));
     assert_eq!(t.claim_text("missing"), None);
 }
+
+#[tokio::test]
+async fn permanent_refusals_are_remembered_and_transient_ones_are_not() {
+    let (v, clock) = verifier_with(config());
+    let bad_aud = mint(TestKey::Es256, &with(claims(), "aud", json!("https://other.example/mcp")));
+    let first = reject(&v, &bad_aud).await;
+    assert_eq!(reject(&v, &bad_aud).await, first);
+    // nbf in the future is refused now and accepted once its time has come.
+    let early = mint(TestKey::Es256, &with(claims(), "nbf", json!(NOW + 120)));
+    assert!(reject(&v, &early).await.starts_with("the token is not valid before"));
+    clock.advance(120);
+    assert!(v.verify(&early).await.is_ok());
+}
