@@ -2,7 +2,7 @@
 # Proxy overhead: `tools/call echo` straight at the sample upstream, then through portcullis (no auth),
 # on loopback. Prints both rates, the ratio, the added median latency at concurrency 1, and RSS.
 #
-#   bench/proxy.sh                 # DURATION=10 CONCURRENCY="1 16 64"
+#   bench/proxy.sh                 # DURATION=10 CONCURRENCY="1 16 64"; PIN=1 pins as the peers harness does
 # Targets (2-core machine): proxied ≥ 60 % of direct; added p50 < 150 µs at c=1; idle RSS < 15 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +14,14 @@ GW_PORT="${GW_PORT:-19502}"
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
 cargo build --release --locked -p portcullis >/dev/null
 BIN=target/release/portcullis
+# PIN=1: portcullis alone on CPU 1; the load generator and everything else on CPU 0 (the peers' method).
+if [ "${PIN:-0}" = 1 ]; then GATE="taskset -c 1"; LOAD="taskset -c 0"; else GATE=""; LOAD=""; fi
 WORK="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-"$BIN" sample-upstream --listen "127.0.0.1:$UP_PORT" >/dev/null &
+$LOAD "$BIN" sample-upstream --listen "127.0.0.1:$UP_PORT" >/dev/null &
 pids+=($!)
 cat >"$WORK/bench.toml" <<TOML
 public_url = "http://127.0.0.1:$GW_PORT"
@@ -32,7 +34,7 @@ allow_unauthenticated = true
 path = "/mcp"
 upstream = "http://127.0.0.1:$UP_PORT/mcp"
 TOML
-RUST_LOG=error "$BIN" serve --config "$WORK/bench.toml" >/dev/null 2>&1 &
+RUST_LOG=error $GATE "$BIN" serve --config "$WORK/bench.toml" >/dev/null 2>&1 &
 GW_PID=$!
 pids+=($GW_PID)
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
@@ -41,7 +43,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(rss_kib "$GW_PID")
 
 run() { # url conc -> "rps p50 p99 errors non2xx"
-  timeout $((DURATION + 20)) wrk -t1 -c"$2" -d"${DURATION}s" --latency -s bench/mcp_post.lua "$1" |
+  $LOAD timeout $((DURATION + 20)) wrk -t1 -c"$2" -d"${DURATION}s" --latency -s bench/mcp_post.lua "$1" |
     awk '/^SUMMARY/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } print v["rps"], v["p50_us"], v["p99_us"], v["errors"], v["non2xx"] }'
 }
 

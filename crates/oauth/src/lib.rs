@@ -7,6 +7,8 @@
 //! - [`verify`]: the verifier and its proof type, [`VerifiedToken`].
 //! - [`audience`]: which `aud` (and `resource`) values a server accepts.
 //! - [`introspect`]: RFC 7662 introspection for opaque tokens.
+//! - [`server`]: the authorization server rules of gateway mode (PKCE, client authentication, DCR,
+//!   redirect URIs, metadata).
 //! - [`setup`]: builds the verifiers of a configuration at start-up.
 //! - [`error`]: [`TokenError`] and [`DiscoveryError`].
 
@@ -17,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod introspect;
 pub mod jwks;
+pub mod server;
 pub mod setup;
 pub mod verify;
 

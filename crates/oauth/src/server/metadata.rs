@@ -1,0 +1,101 @@
+//! The authorization server's discovery documents (RFC 8414 §2, OpenID Connect Discovery §3). Every
+//! endpoint derives from the one `issuer` string, which is also every token's `iss` and every
+//! authorization response's RFC 9207 `iss`: strict clients compare them byte for byte.
+
+use portcullis_types::IssuerUrl;
+use serde_json::{Value, json};
+
+/// What the documents advertise besides the endpoints.
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    /// Scopes clients may request (`offline_access` included when refresh tokens are offered).
+    pub scopes: Vec<String>,
+    /// The JWS algorithm of our tokens (`ES256`, `RS256` or `EdDSA`).
+    pub signing_alg: String,
+    /// Whether `/register` is open.
+    pub registration: bool,
+    /// Whether URL client ids (client ID metadata documents) are accepted.
+    pub client_id_metadata_documents: bool,
+}
+
+/// `{issuer}{path}`: endpoints live under the issuer, so a path-bearing issuer keeps its prefix.
+pub fn endpoint(issuer: &IssuerUrl, path: &str) -> String {
+    format!("{}{path}", issuer.as_str().trim_end_matches('/'))
+}
+
+/// The RFC 8414 document.
+pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
+    let mut doc = json!({
+        "issuer": issuer.as_str(),
+        "authorization_endpoint": endpoint(issuer, "/authorize"),
+        "token_endpoint": endpoint(issuer, "/token"),
+        "jwks_uri": endpoint(issuer, "/jwks.json"),
+        "revocation_endpoint": endpoint(issuer, "/revoke"),
+        "introspection_endpoint": endpoint(issuer, "/introspect"),
+        "scopes_supported": adv.scopes,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        // MCP: clients MUST refuse to proceed without this field; S256 only (OAuth 2.1 §4.1.1).
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        // RFC 9207: every authorization response, errors included, carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": adv.client_id_metadata_documents,
+    });
+    if adv.registration {
+        doc["registration_endpoint"] = json!(endpoint(issuer, "/register"));
+    }
+    doc
+}
+
+/// The OpenID Connect discovery alias: the same document plus what OIDC discovery requires, so that
+/// clients trying `openid-configuration` first find the same issuer (MCP SDK clients parse it with the
+/// OIDC schema, which needs these three fields).
+pub fn openid_configuration(issuer: &IssuerUrl, adv: &Advertised) -> Value {
+    let mut doc = authorization_server(issuer, adv);
+    doc["subject_types_supported"] = json!(["public"]);
+    doc["id_token_signing_alg_values_supported"] = json!([adv.signing_alg]);
+    doc["claims_supported"] = json!(["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "name", "email"]);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adv() -> Advertised {
+        Advertised {
+            scopes: vec!["mcp:tools".into(), "offline_access".into()],
+            signing_alg: "ES256".into(),
+            registration: true,
+            client_id_metadata_documents: false,
+        }
+    }
+
+    #[test]
+    fn one_issuer_and_endpoints_derived_from_it() {
+        let iss = IssuerUrl::parse("https://mcp.example.com").unwrap();
+        let doc = authorization_server(&iss, &adv());
+        assert_eq!(doc["issuer"], "https://mcp.example.com");
+        assert_eq!(doc["token_endpoint"], "https://mcp.example.com/token");
+        assert_eq!(doc["registration_endpoint"], "https://mcp.example.com/register");
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+        let oidc = openid_configuration(&iss, &adv());
+        assert_eq!(oidc["issuer"], doc["issuer"]);
+        assert_eq!(oidc["subject_types_supported"], json!(["public"]));
+        assert_eq!(oidc["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    }
+
+    #[test]
+    fn path_issuers_keep_their_prefix() {
+        let iss = IssuerUrl::parse("https://example.com/auth").unwrap();
+        assert_eq!(authorization_server(&iss, &adv())["authorization_endpoint"], "https://example.com/auth/authorize");
+        let no_dcr = Advertised { registration: false, ..adv() };
+        assert!(authorization_server(&iss, &no_dcr).get("registration_endpoint").is_none());
+    }
+}

@@ -1,0 +1,14 @@
+//! The authorization server side (gateway mode): the protocol rules, free of HTTP and storage.
+//!
+//! - [`metadata`]: the RFC 8414 / OpenID discovery documents, one `issuer` everywhere.
+//! - [`redirect`]: redirect URI rules (RFC 8252, OAuth 2.1 §2.3.1) and exact matching.
+//! - [`pkce`]: RFC 7636 S256 checks.
+//! - [`client_auth`]: client credentials from `Authorization: Basic` (RFC 6749 §2.3.1, form-urlencoded
+//!   before base64) or the form body.
+//! - [`register`]: RFC 7591 dynamic client registration requests and responses.
+
+pub mod client_auth;
+pub mod metadata;
+pub mod pkce;
+pub mod redirect;
+pub mod register;

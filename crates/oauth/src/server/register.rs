@@ -1,0 +1,282 @@
+//! RFC 7591 dynamic client registration: validating the request, minting credentials, and the response
+//! strict clients expect (201, every field echoed, `client_id_issued_at`, `client_secret_expires_at: 0`
+//! whenever a secret is issued, no secret for public clients).
+
+use serde_json::{Map, Value, json};
+
+use super::redirect::{RedirectError, classify};
+
+/// Length of generated client secrets: 43 characters of a 64-symbol alphabet, 258 bits.
+const SECRET_LEN: usize = 43;
+/// Generated client ids: a prefix that can never be mistaken for a CIMD URL (`https://…`), plus
+/// 128 random bits.
+const CLIENT_ID_PREFIX: &str = "pc_";
+const CLIENT_ID_RANDOM_LEN: usize = 22;
+
+/// RFC 3986 unreserved characters: safe in Basic credentials with or without form-encoding.
+const UNRESERVED: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Why a registration is refused (RFC 7591 §3.2.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+}
+
+impl RegisterError {
+    /// The `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            Self::InvalidClientMetadata(_) => "invalid_client_metadata",
+        }
+    }
+}
+
+impl From<RedirectError> for RegisterError {
+    fn from(e: RedirectError) -> Self {
+        Self::InvalidRedirectUri(e.to_string())
+    }
+}
+
+/// A validated registration, ready to store.
+#[derive(Clone)]
+pub struct Registration {
+    pub client_id: String,
+    /// The secret, shown once in the response; only its hash is stored.
+    pub client_secret: Option<String>,
+    /// The registered metadata (without credentials), as echoed.
+    pub metadata: Map<String, Value>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("client_id", &self.client_id).field("metadata", &self.metadata).finish()
+    }
+}
+
+impl Registration {
+    /// The 201 response body.
+    pub fn response(&self, issued_at: u64) -> Value {
+        let mut body = self.metadata.clone();
+        body.insert("client_id".into(), json!(self.client_id));
+        body.insert("client_id_issued_at".into(), json!(issued_at));
+        if let Some(secret) = &self.client_secret {
+            body.insert("client_secret".into(), json!(secret));
+            // RFC 7591 §3.2.1: REQUIRED when a secret is issued; 0 means it does not expire.
+            body.insert("client_secret_expires_at".into(), json!(0));
+        }
+        Value::Object(body)
+    }
+}
+
+/// The server's registration policy.
+#[derive(Debug, Clone)]
+pub struct RegisterPolicy {
+    /// Scopes a client may register for (and later request).
+    pub allowed_scopes: Vec<String>,
+}
+
+/// Validates a registration request body and mints credentials.
+pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration, RegisterError> {
+    let Value::Object(req) = request else {
+        return Err(RegisterError::InvalidClientMetadata("the request body must be a JSON object".into()));
+    };
+    let meta_err = |m: String| RegisterError::InvalidClientMetadata(m);
+    let mut out = Map::new();
+
+    let uris = match req.get("redirect_uris") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) | None => {
+            return Err(RegisterError::InvalidRedirectUri("redirect_uris must list at least one URI".into()));
+        }
+        Some(_) => return Err(RegisterError::InvalidRedirectUri("redirect_uris must be an array of strings".into())),
+    };
+    let mut redirect_uris = Vec::new();
+    for u in uris {
+        let s = u.as_str().ok_or_else(|| RegisterError::InvalidRedirectUri("redirect_uris must be strings".into()))?;
+        classify(s)?;
+        redirect_uris.push(json!(s));
+    }
+    out.insert("redirect_uris".into(), Value::Array(redirect_uris));
+
+    let method = match req.get("token_endpoint_auth_method") {
+        None => "client_secret_basic", // RFC 7591 §2 default
+        Some(Value::String(m)) if matches!(m.as_str(), "client_secret_basic" | "client_secret_post" | "none") => {
+            m.as_str()
+        }
+        Some(Value::String(m)) => {
+            return Err(meta_err(format!(
+                "token_endpoint_auth_method {m:?} is not supported here (client_secret_basic, client_secret_post, none)"
+            )));
+        }
+        Some(_) => return Err(meta_err("token_endpoint_auth_method must be a string".into())),
+    };
+    out.insert("token_endpoint_auth_method".into(), json!(method));
+
+    let grant_types = string_list(req, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
+    if let Some(g) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
+        return Err(meta_err(format!("grant type {g:?} is not supported (authorization_code, refresh_token)")));
+    }
+    let response_types = string_list(req, "response_types")?.unwrap_or_else(|| vec!["code".into()]);
+    if let Some(r) = response_types.iter().find(|r| *r != "code") {
+        return Err(meta_err(format!("response type {r:?} is not supported (code)")));
+    }
+    // RFC 7591 §2.1: the code response type goes with the authorization_code grant.
+    if !grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(meta_err("grant_types must include authorization_code, the only way to obtain tokens here".into()));
+    }
+    out.insert("grant_types".into(), json!(grant_types));
+    out.insert("response_types".into(), json!(response_types));
+
+    if let Some(scope) = req.get("scope") {
+        let scope = scope.as_str().ok_or_else(|| meta_err("scope must be a space-separated string".into()))?;
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            if !policy.allowed_scopes.iter().any(|a| a == s) {
+                return Err(meta_err(format!(
+                    "scope {s:?} is not offered (offered: {})",
+                    policy.allowed_scopes.join(" ")
+                )));
+            }
+        }
+        out.insert("scope".into(), json!(scope));
+    }
+    for field in ["client_name", "software_id", "software_version"] {
+        if let Some(v) = req.get(field) {
+            let s = v
+                .as_str()
+                .filter(|s| s.chars().count() <= 200)
+                .ok_or_else(|| meta_err(format!("{field} must be a string of at most 200 characters")))?;
+            out.insert(field.into(), json!(s));
+        }
+    }
+    for field in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
+        if let Some(v) = req.get(field) {
+            let s = v.as_str().ok_or_else(|| meta_err(format!("{field} must be a string")))?;
+            match url::Url::parse(s) {
+                Ok(u) if u.scheme() == "https" => {
+                    out.insert(field.into(), json!(s));
+                }
+                _ => return Err(meta_err(format!("{field} must be an https URL"))),
+            }
+        }
+    }
+    if let Some(c) = string_list(req, "contacts")? {
+        out.insert("contacts".into(), json!(c));
+    }
+    if let Some(v) = req.get("application_type") {
+        match v.as_str() {
+            Some(t @ ("web" | "native")) => {
+                out.insert("application_type".into(), json!(t));
+            }
+            _ => return Err(meta_err("application_type must be \"web\" or \"native\"".into())),
+        }
+    }
+
+    let client_secret = (method != "none").then(|| random_string(SECRET_LEN));
+    let client_id = format!("{CLIENT_ID_PREFIX}{}", random_string(CLIENT_ID_RANDOM_LEN));
+    Ok(Registration { client_id, client_secret, metadata: out })
+}
+
+fn string_list(req: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, RegisterError> {
+    match req.get(field) {
+        None => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| RegisterError::InvalidClientMetadata(format!("{field} must be an array of strings"))),
+        Some(_) => Err(RegisterError::InvalidClientMetadata(format!("{field} must be an array of strings"))),
+    }
+}
+
+/// `len` characters drawn uniformly from [`UNRESERVED`] (64 symbols: each byte's low six bits).
+pub fn random_string(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    // The operating system's CSPRNG; failure here means no safe randomness exists at all.
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        panic!("the operating system random number generator failed: {e}");
+    }
+    bytes.iter().map(|b| UNRESERVED[usize::from(b & 63)] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RegisterPolicy {
+        RegisterPolicy { allowed_scopes: vec!["mcp:tools".into(), "offline_access".into()] }
+    }
+
+    #[test]
+    fn confidential_client_gets_a_non_expiring_secret_and_everything_echoed() {
+        let req = json!({"redirect_uris": ["http://127.0.0.1:3000/cb"], "client_name": "Claude Code",
+            "grant_types": ["authorization_code", "refresh_token"], "scope": "mcp:tools", "application_type": "native",
+            "unknown_extension": 1});
+        let r = register(&req, &policy()).unwrap();
+        let body = r.response(1_800_000_000);
+        assert!(r.client_id.starts_with("pc_") && !r.client_id.starts_with("https://"));
+        let secret = body["client_secret"].as_str().unwrap();
+        assert_eq!(secret.len(), 43);
+        assert!(secret.bytes().all(|b| UNRESERVED.contains(&b)));
+        assert_eq!(body["client_secret_expires_at"], 0);
+        assert_eq!(body["client_id_issued_at"], 1_800_000_000u64);
+        assert_eq!(body["token_endpoint_auth_method"], "client_secret_basic");
+        assert_eq!(body["redirect_uris"], json!(["http://127.0.0.1:3000/cb"]));
+        assert_eq!(body["grant_types"], json!(["authorization_code", "refresh_token"]));
+        assert_eq!(body["response_types"], json!(["code"]));
+        assert_eq!(body["client_name"], "Claude Code");
+        assert_eq!(body["application_type"], "native");
+        assert!(body.get("unknown_extension").is_none());
+    }
+
+    #[test]
+    fn public_client_gets_no_secret() {
+        let req = json!({"redirect_uris": ["https://app.example.com/cb"], "token_endpoint_auth_method": "none"});
+        let body = register(&req, &policy()).unwrap().response(1);
+        assert!(body.get("client_secret").is_none() && body.get("client_secret_expires_at").is_none());
+    }
+
+    #[test]
+    fn errors_use_rfc7591_codes() {
+        let cases = [
+            (json!({}), "invalid_redirect_uri"),
+            (json!({"redirect_uris": []}), "invalid_redirect_uri"),
+            (json!({"redirect_uris": ["http://evil.example/cb"]}), "invalid_redirect_uri"),
+            (json!({"redirect_uris": ["https://a.example/cb#frag"]}), "invalid_redirect_uri"),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "tls_client_auth"}),
+                "invalid_client_metadata",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["implicit"]}),
+                "invalid_client_metadata",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["refresh_token"]}),
+                "invalid_client_metadata",
+            ),
+            (json!({"redirect_uris": ["https://a.example/cb"], "scope": "mcp:tools admin"}), "invalid_client_metadata"),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "logo_uri": "http://a.example/l.png"}),
+                "invalid_client_metadata",
+            ),
+            (json!([1]), "invalid_client_metadata"),
+        ];
+        for (req, code) in cases {
+            assert_eq!(register(&req, &policy()).unwrap_err().code(), code, "{req}");
+        }
+    }
+
+    #[test]
+    fn ids_and_secrets_differ_every_time() {
+        let req = json!({"redirect_uris": ["https://a.example/cb"]});
+        let a = register(&req, &policy()).unwrap();
+        let b = register(&req, &policy()).unwrap();
+        assert_ne!(a.client_id, b.client_id);
+        assert_ne!(a.client_secret, b.client_secret);
+    }
+}
