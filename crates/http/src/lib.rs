@@ -65,7 +65,8 @@ impl AppState {
                 return Err(ProxyError::Internal(format!("server {} has no verifier", server.path)));
             }
         }
-        let proxy = Proxy::new(config.proxy.clone())?;
+        let tls = config.servers.iter().any(|s| s.upstream.scheme() == "https");
+        let proxy = Proxy::new(config.proxy.clone(), tls)?;
         let servers = config
             .servers
             .iter()

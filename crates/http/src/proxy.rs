@@ -1,8 +1,11 @@
 //! The MCP Streamable HTTP reverse proxy: one request in, one request upstream, the answer streamed
 //! back unbuffered. The client's credentials never travel upstream.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -10,8 +13,13 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use portcullis_config::ProxyConfig;
 use portcullis_oauth::VerifiedToken;
 use serde_json::Value;
@@ -19,25 +27,61 @@ use serde_json::Value;
 use crate::error::ProxyError;
 use crate::{AppState, ServerRuntime};
 
+/// Plain HTTP when every upstream is `http://` (loading the TLS trust store costs ~9 MiB of memory for
+/// nothing then), TLS-capable otherwise.
+#[derive(Clone)]
+enum UpstreamClient {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl UpstreamClient {
+    fn request(&self, req: Request<Full<Bytes>>) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Self::Plain(c) => c.request(req),
+            Self::Tls(c) => c.request(req),
+        }
+    }
+}
+
 /// The upstream HTTP client and its limits.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Proxy {
-    client: reqwest::Client,
+    client: UpstreamClient,
     config: ProxyConfig,
 }
 
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 impl Proxy {
-    /// Builds the shared upstream client. No total timeout: streams may rightly last for hours, so
-    /// connect, header and idle bounds apply instead. Redirects are not followed: the upstream's answer
-    /// goes back to the client as it is.
-    pub fn new(config: ProxyConfig) -> Result<Self, ProxyError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ProxyError::Internal(format!("building the upstream client: {e}")))?;
+    /// Builds the shared upstream client: hyper's pooled client directly (the proxy path is the hot
+    /// path; a general-purpose client's extra layers cost measurable time per request), TLS by rustls
+    /// with the platform's trust store. No total timeout: streams may rightly last for hours, so connect,
+    /// header and idle bounds apply instead. Redirects are not followed: the upstream's answer goes back
+    /// to the client as it is.
+    pub fn new(config: ProxyConfig, tls: bool) -> Result<Self, ProxyError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(90));
+        let client = if tls {
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .try_with_platform_verifier()
+                .map_err(|e| ProxyError::Internal(format!("loading the platform's TLS trust store: {e}")))?
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            UpstreamClient::Tls(builder.build(https))
+        } else {
+            UpstreamClient::Plain(builder.build(http))
+        };
         Ok(Self { client, config })
     }
 
@@ -191,25 +235,22 @@ pub(crate) async fn forward(
         }
     }
 
-    let request = proxy
-        .client
-        .request(parts.method, url)
-        .headers(headers)
-        .body(body)
-        .build()
-        .map_err(|e| ProxyError::Internal(format!("building the upstream request: {e}")))?;
+    let uri: axum::http::Uri =
+        url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?;
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
 
-    let upstream = match tokio::time::timeout(proxy.config.header_timeout, proxy.client.execute(request)).await {
+    let upstream = match tokio::time::timeout(proxy.config.header_timeout, proxy.client.request(request)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis())),
-        Ok(Err(e)) if e.is_timeout() => {
-            return Err(ProxyError::UpstreamTimeout(proxy.config.connect_timeout.as_millis()));
-        }
         Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(error_chain(&e))),
         Ok(Ok(r)) => r,
     };
 
-    let status = upstream.status();
-    let mut resp_headers = upstream.headers().clone();
+    let (upstream, incoming) = upstream.into_parts();
+    let status = upstream.status;
+    let mut resp_headers = upstream.headers;
     strip_hop_by_hop(&mut resp_headers);
     let is_sse = resp_headers
         .get(header::CONTENT_TYPE)
@@ -220,33 +261,67 @@ pub(crate) async fn forward(
         resp_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         resp_headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
     }
-    let body = Body::from_stream(idle_bounded(upstream.bytes_stream(), proxy.config.idle_timeout));
-    let mut response = (status, body).into_response();
+    let mut response = Response::new(Body::new(IdleBounded::new(incoming, proxy.config.idle_timeout)));
+    *response.status_mut() = status;
     *response.headers_mut() = resp_headers;
     Ok(response)
 }
 
-/// Ends the body with an error when the upstream stays silent longer than `idle` between chunks.
-fn idle_bounded(
-    stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+/// The upstream's response body, passed through frame by frame, ended with an error when the upstream
+/// stays silent longer than `idle` between frames. Size hints pass through, so a `Content-Length`
+/// answer keeps its length.
+struct IdleBounded {
+    inner: Incoming,
     idle: Duration,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let stream = Box::pin(stream);
-    futures_util::stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
-            Ok(Some(Err(e))) => {
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBounded {
+    fn new(inner: Incoming, idle: Duration) -> Self {
+        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+impl http_body::Body for IdleBounded {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
                 tracing::warn!(error = %error_chain(&e), "upstream body failed mid-stream");
-                Some((Err(std::io::Error::other(e)), None))
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
-            Ok(None) => None,
-            Err(_) => {
-                tracing::warn!(idle_ms = idle.as_millis() as u64, "upstream stream idle for too long; closing it");
-                Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout")), None))
-            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::warn!(
+                        idle_ms = this.idle.as_millis() as u64,
+                        "upstream stream idle for too long; closing it"
+                    );
+                    Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout"))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
-    })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// An error with its sources, for the log.
