@@ -5,9 +5,11 @@
 //! - [`pkce`]: RFC 7636 S256 checks.
 //! - [`client_auth`]: client credentials from `Authorization: Basic` (RFC 6749 §2.3.1, form-urlencoded
 //!   before base64) or the form body.
+//! - [`keys`]: signing keys, sealed at rest under the operator key; the key ring and its JWKS.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 
 pub mod client_auth;
+pub mod keys;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect;
