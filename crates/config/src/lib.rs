@@ -16,7 +16,7 @@ mod resolve;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::GlobMatcher;
@@ -70,6 +70,54 @@ pub struct Config {
     pub origins: OriginPolicy,
     pub servers: Vec<ServerConfig>,
     pub dangerous: Dangerous,
+    /// The authorization server, when any server is in gateway mode.
+    pub gateway: Option<GatewayConfig>,
+    pub store: StoreConfig,
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `sqlite://PATH`, `postgres://…` or `memory:`.
+    pub url: String,
+}
+
+/// Default store: one SQLite file in the data folder.
+pub const DEFAULT_STORE_URL: &str = "sqlite://./portcullis-data/portcullis.db";
+/// Default operator key file, created (0600) on first start.
+pub const DEFAULT_OPERATOR_KEY_FILE: &str = "./portcullis-data/operator.key";
+
+/// Gateway mode: portcullis is the authorization server MCP clients see.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// One issuer everywhere: metadata, tokens, RFC 9207 `iss`.
+    pub issuer: IssuerUrl,
+    /// `ES256` (default) or `EdDSA`.
+    pub signing_alg: String,
+    /// Seals private keys at rest; `PORTCULLIS_OPERATOR_KEY` overrides it.
+    pub operator_key_file: PathBuf,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub code_ttl: Duration,
+    /// Scopes clients may request.
+    pub scopes: Vec<String>,
+    /// Whether `/register` (RFC 7591) is open.
+    pub registration: bool,
+    /// Registrations accepted per client IP per minute.
+    pub registrations_per_minute: u32,
+    /// Directory with `login.html`, `consent.html`, `error.html` overriding the built-in pages.
+    pub templates_dir: Option<PathBuf>,
+    pub clients: Vec<ConfiguredClient>,
+}
+
+/// A client declared in the configuration.
+#[derive(Debug, Clone)]
+pub struct ConfiguredClient {
+    pub client_id: String,
+    /// `None`: a public client (PKCE only).
+    pub client_secret: Option<Secret>,
+    pub redirect_uris: Vec<String>,
+    pub name: Option<String>,
 }
 
 impl Config {
@@ -176,6 +224,8 @@ pub enum ServerAuth {
     None,
     /// Tokens from the operator's IdP.
     Verify(Box<VerifyConfig>),
+    /// Tokens from portcullis itself (gateway mode).
+    Gateway,
 }
 
 /// Extra scopes for tools whose name matches a glob.

@@ -22,6 +22,43 @@ pub(crate) struct RawConfig {
     pub(crate) dangerous: RawDangerous,
     #[serde(default)]
     pub(crate) server: Vec<RawServer>,
+    pub(crate) gateway: Option<RawGateway>,
+    #[serde(default)]
+    pub(crate) store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub(crate) issuer: Option<String>,
+    pub(crate) signing_alg: Option<String>,
+    pub(crate) operator_key_file: Option<String>,
+    pub(crate) access_token_ttl_secs: Option<u64>,
+    pub(crate) refresh_token_ttl_secs: Option<u64>,
+    pub(crate) code_ttl_secs: Option<u64>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) registration: Option<bool>,
+    pub(crate) registrations_per_minute: Option<u32>,
+    pub(crate) templates_dir: Option<String>,
+    #[serde(default)]
+    pub(crate) clients: Vec<RawClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret_file: Option<String>,
+    #[serde(default)]
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +99,8 @@ pub(crate) struct RawServer {
     #[serde(default)]
     pub(crate) scopes: Vec<String>,
     pub(crate) verify: Option<RawVerify>,
+    #[serde(default)]
+    pub(crate) gateway: bool,
     #[serde(default)]
     pub(crate) tool_scopes: BTreeMap<String, Vec<String>>,
     #[serde(default)]

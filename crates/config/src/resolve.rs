@@ -9,10 +9,13 @@ use portcullis_types::{IssuerUrl, ResourceUrl, Scope, ScopeSet, Secret, SigningA
 use url::Url;
 
 use crate::env::{Env, expand};
-use crate::raw::{RawConfig, RawIntrospection, RawServer, RawVerify};
+use std::path::PathBuf;
+
+use crate::raw::{RawConfig, RawGateway, RawIntrospection, RawServer, RawVerify};
 use crate::{
-    Config, ConfigError, ConfigErrors, Dangerous, IdentityHeader, IntrospectionConfig, LogConfig, LogFormat,
-    OriginPolicy, ProxyConfig, ServerAuth, ServerConfig, ToolScopeRule, VerifyConfig,
+    Config, ConfigError, ConfigErrors, ConfiguredClient, DEFAULT_OPERATOR_KEY_FILE, DEFAULT_STORE_URL, Dangerous,
+    GatewayConfig, IdentityHeader, IntrospectionConfig, LogConfig, LogFormat, OriginPolicy, ProxyConfig, ServerAuth,
+    ServerConfig, StoreConfig, ToolScopeRule, VerifyConfig,
 };
 
 /// Default listen address: loopback, as the MCP transport spec asks of local servers.
@@ -140,12 +143,140 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let store = StoreConfig { url: raw.store.url.clone().unwrap_or_else(|| DEFAULT_STORE_URL.to_owned()) };
+    if !["sqlite://", "postgres://", "postgresql://", "memory:"].iter().any(|p| store.url.starts_with(p)) {
+        errors.push("store.url", format!("{:?} is not a store URL (sqlite://PATH, postgres://…, memory:)", store.url));
+    }
+    let wants_gateway = servers.iter().any(|s| matches!(s.auth, ServerAuth::Gateway));
+    let gateway = match (&raw.gateway, &public_url) {
+        (_, None) => None,
+        (Some(g), Some(p)) => resolve_gateway(g, p, &servers, &mut errors),
+        (None, Some(p)) if wants_gateway => resolve_gateway(&RawGateway::default(), p, &servers, &mut errors),
+        (None, Some(_)) => None,
+    };
+    if raw.gateway.is_some() && !wants_gateway && !raw.server.is_empty() {
+        errors.push("gateway", "configured, but no [[server]] has gateway = true");
+    }
+
     match (public_url, listen) {
-        (Some(public_url), Some(listen)) => {
-            errors.finish(Config { public_url, extra_public_urls, listen, log, proxy, origins, servers, dangerous })
-        }
+        (Some(public_url), Some(listen)) => errors.finish(Config {
+            public_url,
+            extra_public_urls,
+            listen,
+            log,
+            proxy,
+            origins,
+            servers,
+            dangerous,
+            gateway,
+            store,
+        }),
         _ => Err(ConfigErrors(errors.0)),
     }
+}
+
+fn resolve_gateway(
+    raw: &RawGateway,
+    public_url: &Url,
+    servers: &[ServerConfig],
+    errors: &mut Errors,
+) -> Option<GatewayConfig> {
+    let before = errors.0.len();
+    // No trailing slash: the issuer clients derive from our metadata URL and compare byte for byte.
+    let issuer_text = raw.issuer.clone().unwrap_or_else(|| public_url.origin().ascii_serialization());
+    let issuer = IssuerUrl::parse(&issuer_text).map_err(|e| errors.push("gateway.issuer", e.to_string())).ok();
+    if issuer_text.ends_with('/') {
+        errors.push(
+            "gateway.issuer",
+            format!("{issuer_text:?} must not end with '/': strict clients compare it with the URL they derive"),
+        );
+    }
+    let signing_alg = raw.signing_alg.clone().unwrap_or_else(|| "ES256".to_owned());
+    if !matches!(signing_alg.as_str(), "ES256" | "EdDSA") {
+        errors.push("gateway.signing_alg", format!("{signing_alg:?} is not supported (ES256 or EdDSA)"));
+    }
+    let secs = |v: Option<u64>, default: u64, path: &str, errors: &mut Errors| match v {
+        Some(0) => {
+            errors.push(path, "must be greater than 0");
+            Duration::from_secs(default)
+        }
+        Some(v) => Duration::from_secs(v),
+        None => Duration::from_secs(default),
+    };
+    let access_token_ttl = secs(raw.access_token_ttl_secs, 3_600, "gateway.access_token_ttl_secs", errors);
+    let refresh_token_ttl = secs(raw.refresh_token_ttl_secs, 30 * 86_400, "gateway.refresh_token_ttl_secs", errors);
+    let code_ttl = secs(raw.code_ttl_secs, 60, "gateway.code_ttl_secs", errors);
+    if code_ttl > Duration::from_secs(600) {
+        errors
+            .push("gateway.code_ttl_secs", "authorization codes must be short-lived (at most 600 s, RFC 6749 §4.1.2)");
+    }
+    let scopes = match &raw.scopes {
+        Some(list) => parse_scopes(list, "gateway.scopes", errors).iter().map(|s| s.as_str().to_owned()).collect(),
+        None => {
+            let mut all: Vec<String> = servers
+                .iter()
+                .filter(|s| matches!(s.auth, ServerAuth::Gateway))
+                .flat_map(|s| s.scopes.iter().chain(s.tool_scopes.iter().flat_map(|r| r.scopes.iter())))
+                .map(|s| s.as_str().to_owned())
+                .collect();
+            all.extend(["openid".to_owned(), "offline_access".to_owned()]);
+            all.sort();
+            all.dedup();
+            all
+        }
+    };
+    let mut clients = Vec::new();
+    for (i, c) in raw.clients.iter().enumerate() {
+        let at = format!("gateway.clients[{i}]");
+        let before = errors.0.len();
+        let id = c.client_id.clone().filter(|s| !s.is_empty());
+        if id.is_none() {
+            errors.push(format!("{at}.client_id"), "required");
+        }
+        if id.as_deref().is_some_and(|s| s.starts_with("https://")) {
+            errors.push(format!("{at}.client_id"), "must not be an https URL (those name client metadata documents)");
+        }
+        if c.redirect_uris.is_empty() {
+            errors.push(format!("{at}.redirect_uris"), "at least one redirect URI is required");
+        }
+        for (j, u) in c.redirect_uris.iter().enumerate() {
+            match Url::parse(u) {
+                Ok(url) if url.fragment().is_none() && !u.contains('#') => {}
+                _ => errors.push(
+                    format!("{at}.redirect_uris[{j}]"),
+                    format!("{u:?} is not an absolute URI without a fragment"),
+                ),
+            }
+        }
+        let client_secret =
+            secret(c.client_secret.as_deref(), c.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
+        if errors.0.len() == before {
+            clients.push(ConfiguredClient {
+                client_id: id.unwrap_or_default(),
+                client_secret,
+                redirect_uris: c.redirect_uris.clone(),
+                name: c.name.clone(),
+            });
+        }
+    }
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(GatewayConfig {
+        issuer: issuer?,
+        signing_alg,
+        operator_key_file: PathBuf::from(
+            raw.operator_key_file.clone().unwrap_or_else(|| DEFAULT_OPERATOR_KEY_FILE.to_owned()),
+        ),
+        access_token_ttl,
+        refresh_token_ttl,
+        code_ttl,
+        scopes,
+        registration: raw.registration.unwrap_or(true),
+        registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
+        templates_dir: raw.templates_dir.clone().map(PathBuf::from),
+        clients,
+    })
 }
 
 fn ms(value: Option<u64>, default: u64, path: &str, errors: &mut Errors) -> Duration {
@@ -298,14 +429,22 @@ fn resolve_server(
         })
         .collect();
 
-    let auth = match &raw.verify {
-        Some(v) => resolve_verify(v, &format!("{at}.verify"), errors).map(|v| ServerAuth::Verify(Box::new(v))),
-        None if dangerous.allow_unauthenticated => Some(ServerAuth::None),
-        None => {
+    let auth = match (&raw.verify, raw.gateway) {
+        (Some(_), true) => {
             errors.push(
                 at,
-                "no authentication configured: add a [server.verify] table naming your IdP's issuer \
-                 (or set dangerous.allow_unauthenticated = true for a local test)",
+                "choose one mode: gateway = true (portcullis issues tokens) or [server.verify] (your IdP does)",
+            );
+            None
+        }
+        (Some(v), false) => resolve_verify(v, &format!("{at}.verify"), errors).map(|v| ServerAuth::Verify(Box::new(v))),
+        (None, true) => Some(ServerAuth::Gateway),
+        (None, false) if dangerous.allow_unauthenticated => Some(ServerAuth::None),
+        (None, false) => {
+            errors.push(
+                at,
+                "no authentication configured: add a [server.verify] table naming your IdP's issuer, or set \
+                 gateway = true (or set dangerous.allow_unauthenticated = true for a local test)",
             );
             None
         }

@@ -15,6 +15,7 @@
 
 mod auth;
 pub mod error;
+pub mod gateway;
 mod origin;
 pub mod proxy;
 mod well_known;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub proxy: Proxy,
     pub servers: Vec<Arc<ServerRuntime>>,
+    /// The authorization server, in gateway mode.
+    pub gateway: Option<Arc<gateway::GatewayHttp>>,
     ready: AtomicBool,
 }
 
@@ -56,7 +59,11 @@ pub struct ServerRuntime {
 
 impl AppState {
     /// State for `config`; `verifiers` has one entry per configured server, in order.
-    pub fn new(config: Arc<Config>, verifiers: Vec<Option<Arc<Verifier>>>) -> Result<Self, ProxyError> {
+    pub fn new(
+        config: Arc<Config>,
+        verifiers: Vec<Option<Arc<Verifier>>>,
+        gateway: Option<Arc<gateway::GatewayHttp>>,
+    ) -> Result<Self, ProxyError> {
         if verifiers.len() != config.servers.len() {
             return Err(ProxyError::Internal("one verifier entry per server is required".to_owned()));
         }
@@ -73,7 +80,7 @@ impl AppState {
             .zip(verifiers)
             .map(|(s, verifier)| Arc::new(ServerRuntime { config: s.clone(), verifier }))
             .collect();
-        Ok(Self { config, proxy, servers, ready: AtomicBool::new(false) })
+        Ok(Self { config, proxy, servers, gateway, ready: AtomicBool::new(false) })
     }
 
     /// Marks the process ready to take traffic (`/readyz` answers 200 from now on).
@@ -142,31 +149,36 @@ pub fn router(state: Arc<AppState>) -> Router {
     let metadata = metadata.layer(origin::public_cors());
 
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(mcp)
         .merge(metadata)
         .fallback(|| async { ProxyError::NotFound.into_response() })
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<Body>| {
-                    // Only the method, path and request id: headers may carry tokens and never reach logs.
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                })
-                .on_request(())
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new()
-                        .level(tracing::Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
-                )
-                // The error mapping already logged the cause at the level its blame deserves.
-                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(gw) = &state.gateway {
+        // Discovery documents and the JWKS are public; the other endpoints are not called by browsers
+        // across origins, so the permissive CORS of the metadata does them no harm.
+        app = app.merge(gateway::routes(state.clone(), gw.clone()).layer(origin::public_cors()));
+    }
+    app.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request<Body>| {
+                // Only the method, path and request id: headers may carry tokens and never reach logs.
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            })
+            .on_request(())
+            .on_response(
+                tower_http::trace::DefaultOnResponse::new()
+                    .level(tracing::Level::INFO)
+                    .latency_unit(tower_http::LatencyUnit::Micros),
+            )
+            // The error mapping already logged the cause at the level its blame deserves.
+            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    )
+    .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -30,13 +30,13 @@ pub(crate) fn prm_url_path(path: &str) -> String {
 
 /// The document for `server`, as seen from `origin`: `resource` is the URL the client uses on that
 /// origin (RFC 9728 §3.3).
-pub(crate) fn document(origin: &Url, server: &ServerRuntime) -> Value {
+pub(crate) fn document(state: &AppState, origin: &Url, server: &ServerRuntime) -> Value {
     let resource = portcullis_types::ResourceUrl::for_path(origin, &server.config.path)
         .map(|r| r.to_string())
         .unwrap_or_else(|_| server.config.resource.to_string());
     let mut doc = json!({
         "resource": resource,
-        "authorization_servers": authorization_servers(server),
+        "authorization_servers": authorization_servers(state, server),
         "bearer_methods_supported": ["header"],
     });
     // Scope minimisation (MCP 2026-07-28): only what basic use needs, never offline_access.
@@ -48,9 +48,11 @@ pub(crate) fn document(origin: &Url, server: &ServerRuntime) -> Value {
     doc
 }
 
-fn authorization_servers(server: &ServerRuntime) -> Vec<String> {
+/// Byte-identical to the issuer in the authorization server's own metadata.
+fn authorization_servers(state: &AppState, server: &ServerRuntime) -> Vec<String> {
     match &server.config.auth {
         ServerAuth::Verify(v) => vec![v.issuer.to_string()],
+        ServerAuth::Gateway => state.gateway.iter().map(|g| g.gateway.issuer.to_string()).collect(),
         ServerAuth::None => Vec::new(),
     }
 }
@@ -60,7 +62,7 @@ pub(crate) async fn serve(
     parts: axum::http::request::Parts,
 ) -> Response {
     let origin = state.public_origin(&crate::request_host(&parts));
-    let mut r = Json(document(origin, &server)).into_response();
+    let mut r = Json(document(&state, origin, &server)).into_response();
     // Metadata changes only with the configuration; let clients cache it briefly.
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     r

@@ -84,7 +84,7 @@ async fn harness() -> Harness {
             Some(Arc::new(Verifier::new(verifier_config(s, v), keys.clone(), clock.clone(), introspector)))
         })
         .collect();
-    let state = Arc::new(AppState::new(config, verifiers).unwrap());
+    let state = Arc::new(AppState::new(config, verifiers, None).unwrap());
     Harness { app: router(state) }
 }
 

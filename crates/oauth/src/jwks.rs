@@ -186,6 +186,11 @@ impl JwksCache {
         self
     }
 
+    /// Replaces the keys in force (a fixed cache whose owner changed them, e.g. after a rotation).
+    pub fn replace(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
     /// The keys in force.
     pub fn current(&self) -> Arc<KeySet> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()

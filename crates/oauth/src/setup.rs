@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_config::{Config, ServerAuth, ServerConfig, VerifyConfig};
-use portcullis_types::Clock;
+use portcullis_types::{Clock, SigningAlg};
+
+use crate::server::gateway::Gateway;
 
 use crate::audience::AudiencePolicy;
 use crate::discovery::{AuthServerMetadata, discover};
@@ -36,14 +38,27 @@ pub async fn verifiers(
     config: &Config,
     http: &reqwest::Client,
     clock: Arc<dyn Clock>,
+    gateway: Option<&Gateway>,
 ) -> Result<Vec<Option<Arc<Verifier>>>, (String, DiscoveryError)> {
     let mut metadata: HashMap<String, AuthServerMetadata> = HashMap::new();
     let mut caches: HashMap<String, Arc<JwksCache>> = HashMap::new();
     let mut out = Vec::new();
     for server in &config.servers {
-        let ServerAuth::Verify(v) = &server.auth else {
-            out.push(None);
-            continue;
+        let v = match (&server.auth, gateway) {
+            (ServerAuth::Verify(v), _) => v,
+            (ServerAuth::Gateway, Some(g)) => {
+                out.push(Some(Arc::new(Verifier::new(
+                    gateway_verifier_config(server, g),
+                    g.public_keys(),
+                    clock.clone(),
+                    None,
+                ))));
+                continue;
+            }
+            _ => {
+                out.push(None);
+                continue;
+            }
         };
         let at = |e| (server.path.clone(), e);
         let meta = match metadata.get(v.issuer.as_str()) {
@@ -91,6 +106,24 @@ pub async fn verifiers(
         out.push(Some(Arc::new(Verifier::new(cfg, keys, clock.clone(), introspector))));
     }
     Ok(out)
+}
+
+/// A gateway server accepts exactly what the gateway mints: our issuer, our keys, `typ` `at+jwt`, `aud`
+/// one of this server's resource URLs.
+pub fn gateway_verifier_config(server: &ServerConfig, gateway: &Gateway) -> VerifierConfig {
+    VerifierConfig {
+        issuers: vec![gateway.issuer.to_string()],
+        audience: AudiencePolicy {
+            resources: server.resources.iter().map(ToString::to_string).collect(),
+            extra: Vec::new(),
+            resource_claim_audiences: Vec::new(),
+        },
+        leeway: 30,
+        require_at_jwt: true,
+        algorithms: vec![SigningAlg::ES256, SigningAlg::EdDSA],
+        hs256_secret: None,
+        cache_capacity: TOKEN_CACHE_CAPACITY,
+    }
 }
 
 /// The verifier settings of one server.

@@ -14,6 +14,10 @@ pub(crate) fn run(args: &CheckConfigArgs) -> ExitCode {
                 let mode = match &s.auth {
                     ServerAuth::None => "UNAUTHENTICATED".to_owned(),
                     ServerAuth::Verify(v) => format!("verify, issuer {}", v.issuer),
+                    ServerAuth::Gateway => format!(
+                        "gateway, issuer {}",
+                        config.gateway.as_ref().map(|g| g.issuer.to_string()).unwrap_or_default()
+                    ),
                 };
                 println!("  {} -> {} ({mode}); resource {}", s.path, s.upstream, s.resource);
             }

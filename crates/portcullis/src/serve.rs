@@ -3,17 +3,26 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use portcullis_config::{
-    Config, Dangerous, LogConfig, LogFormat, OriginPolicy, ProcessEnv, ProxyConfig, ServerAuth, ServerConfig,
-};
+use portcullis_config::{Config, Env, GatewayConfig, MapEnv, ProcessEnv, ServerAuth};
 use portcullis_http::AppState;
-use portcullis_types::{Clock, ResourceUrl, ScopeSet, SystemClock};
+use portcullis_http::gateway::GatewayHttp;
+use portcullis_oauth::server::gateway::Gateway;
+use portcullis_oauth::server::keys::OperatorKey;
+use portcullis_types::{Clock, SystemClock};
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
+
+/// The variable holding the operator key (base64url, 32 bytes); it wins over the key file.
+pub(crate) const OPERATOR_KEY_ENV: &str = "PORTCULLIS_OPERATOR_KEY";
+/// `--dev` keeps its state here.
+const DEV_DIR: &str = ".portcullis";
+/// `--dev`'s account.
+const DEV_USER: &str = "dev";
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut background = Vec::new();
@@ -30,20 +39,38 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(&config.log);
     let config = Arc::new(config);
     announce(&config);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let gateway = match &config.gateway {
+        Some(g) => Some(start_gateway(&config, g, clock.clone()).await?),
+        None => None,
+    };
+    if args.dev
+        && let Some(gw) = &gateway
+    {
+        dev_account(gw).await?;
+    }
 
     // Every IdP is discovered and its keys loaded before we listen: a gate that cannot check tokens
     // must not start (and must say which URL failed, and why).
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let verifiers = portcullis_oauth::setup::verifiers(&config, &portcullis_oauth::setup::idp_client(), clock)
-        .await
-        .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;
-    let state = Arc::new(AppState::new(config.clone(), verifiers).context("setting up")?);
+    let verifiers =
+        portcullis_oauth::setup::verifiers(&config, &portcullis_oauth::setup::idp_client(), clock, gateway.as_deref())
+            .await
+            .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;
+    let gateway_http = match (&gateway, &config.gateway) {
+        (Some(gw), Some(g)) => Some(Arc::new(
+            GatewayHttp::new(gw.clone(), g.templates_dir.as_deref(), g.registrations_per_minute)
+                .map_err(|e| anyhow::anyhow!("gateway pages: {e}"))?,
+        )),
+        _ => None,
+    };
+    if let Some(gw) = &gateway {
+        background.push(spawn_housekeeping(gw.clone()));
+    }
+    let state = Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?);
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = portcullis_http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Without TCP_NODELAY, a response written as headers then body waits on Nagle and the client's
     // delayed ACK: ~200 µs per request on loopback, measured.
     let listener = listener.tap_io(|tcp| {
@@ -51,6 +78,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set");
         }
     });
+    let app = portcullis_http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });
@@ -60,6 +90,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("portcullis listening on http://{addr}");
     for s in &config.servers {
         println!("  MCP server {} -> {}", s.resource, s.upstream);
+    }
+    if let Some(gw) = &gateway {
+        println!("  authorization server {}", gw.issuer);
     }
 
     shutdown_signal().await;
@@ -78,6 +111,67 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The operator key: from the environment, or the key file (created on first start).
+pub(crate) fn operator_key(g: &GatewayConfig, env: &dyn Env) -> anyhow::Result<OperatorKey> {
+    match env.var(OPERATOR_KEY_ENV) {
+        Some(text) => OperatorKey::from_text(&text).map_err(|e| anyhow::anyhow!("{OPERATOR_KEY_ENV}: {e}")),
+        None => OperatorKey::load_or_create(&g.operator_key_file).map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gateway>> {
+    let store = portcullis_store::open(&config.store.url)
+        .await
+        .with_context(|| format!("opening the store {}", config.store.url))?;
+    let operator = operator_key(g, &ProcessEnv)?;
+    let gateway_servers = config.servers.iter().filter(|s| matches!(s.auth, ServerAuth::Gateway));
+    let mut resources = Vec::new();
+    let mut default_scopes = Vec::new();
+    for s in gateway_servers {
+        for r in &s.resources {
+            resources.push(r.to_string());
+            default_scopes.push((r.to_string(), s.scopes.to_space_separated()));
+        }
+    }
+    let gateway = Gateway::start(g, resources, default_scopes, store, operator, clock)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the authorization server: {e}"))?;
+    tracing::info!(issuer = %gateway.issuer, store = %redacted_store(&config.store.url), "authorization server ready");
+    Ok(gateway)
+}
+
+/// A store URL for the log, without any password.
+fn redacted_store(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Re-reads the keys every minute (a rotation by `portcullis keys rotate` or another replica; a
+/// scheduled switch to the next key) and purges expired flow state hourly.
+fn spawn_housekeeping(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Err(e) = gateway.reload_keys().await {
+                tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ones");
+            }
+            if n.is_multiple_of(60)
+                && let Err(e) = gateway.purge_expired().await
+            {
+                tracing::warn!(error = %e, "purging expired state failed");
+            }
+        }
+    })
+}
+
 /// Logs what is served, and every weakened security setting loudly.
 fn announce(config: &Config) {
     for s in &config.servers {
@@ -89,6 +183,7 @@ fn announce(config: &Config) {
             ServerAuth::Verify(v) => {
                 tracing::info!(path = %s.path, upstream = %s.upstream, issuer = %v.issuer, "verify mode")
             }
+            ServerAuth::Gateway => tracing::info!(path = %s.path, upstream = %s.upstream, "gateway mode"),
         }
     }
     if config.origins.any {
@@ -118,7 +213,8 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// `--dev`: the bundled sample MCP server on a loopback port, proxied at `/mcp`.
+/// `--dev`: gateway mode on loopback with a local account, the bundled sample MCP server, and state in
+/// `./.portcullis/`.
 async fn dev_config(listen: SocketAddr) -> anyhow::Result<(Config, tokio::task::JoinHandle<()>)> {
     anyhow::ensure!(listen.ip().is_loopback(), "--dev listens on loopback only, not {listen}");
     let sample = TcpListener::bind("127.0.0.1:0").await?;
@@ -126,32 +222,47 @@ async fn dev_config(listen: SocketAddr) -> anyhow::Result<(Config, tokio::task::
     let task = tokio::spawn(async move {
         let _ = portcullis_sample::serve(sample, "/mcp", std::future::pending()).await;
     });
-    let public_url = url::Url::parse(&format!("http://{listen}"))?;
-    let resource = ResourceUrl::for_path(&public_url, "/mcp")?;
-    let config = Config {
-        public_url,
-        extra_public_urls: Vec::new(),
-        listen,
-        log: LogConfig { format: LogFormat::Text, level: "info".into() },
-        proxy: ProxyConfig {
-            connect_timeout: std::time::Duration::from_secs(5),
-            header_timeout: std::time::Duration::from_secs(120),
-            idle_timeout: std::time::Duration::from_secs(300),
-            max_body_bytes: 4 * 1024 * 1024,
-            shutdown_grace: std::time::Duration::from_secs(5),
-        },
-        origins: OriginPolicy { allowed: Vec::new(), any: false },
-        servers: vec![ServerConfig {
-            path: "/mcp".into(),
-            upstream: url::Url::parse(&format!("http://{sample_addr}/mcp"))?,
-            resources: vec![resource.clone()],
-            resource,
-            scopes: ScopeSet::new(),
-            tool_scopes: Vec::new(),
-            identity_headers: Vec::new(),
-            auth: ServerAuth::None,
-        }],
-        dangerous: Dangerous { allow_unauthenticated: true },
-    };
+    let text = format!(
+        r#"
+public_url = "http://{listen}"
+listen = "{listen}"
+[store]
+url = "sqlite://./{DEV_DIR}/portcullis.db"
+[gateway]
+operator_key_file = "./{DEV_DIR}/operator.key"
+[[server]]
+path = "/mcp"
+upstream = "http://{sample_addr}/mcp"
+scopes = ["mcp:tools"]
+gateway = true
+"#
+    );
+    let config = Config::from_toml(&text, &MapEnv::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((config, task))
+}
+
+/// Makes sure the `dev` account exists; its password comes from `PORTCULLIS_DEV_PASSWORD` or is
+/// generated and printed once.
+async fn dev_account(gateway: &Gateway) -> anyhow::Result<()> {
+    let wanted = ProcessEnv.var("PORTCULLIS_DEV_PASSWORD").filter(|p| !p.is_empty());
+    let exists = gateway.user_exists(DEV_USER).await?;
+    match (exists, wanted) {
+        (false, wanted) => {
+            let password = wanted.clone().unwrap_or_else(|| portcullis_oauth::server::register::random_string(16));
+            gateway.create_user(DEV_USER, &password).await?;
+            if wanted.is_none() {
+                println!("  sign in as {DEV_USER} / {password}");
+            } else {
+                println!("  sign in as {DEV_USER} (password from PORTCULLIS_DEV_PASSWORD)");
+            }
+        }
+        (true, Some(password)) => {
+            gateway.set_user_password(DEV_USER, &password).await?;
+            println!("  sign in as {DEV_USER} (password from PORTCULLIS_DEV_PASSWORD)");
+        }
+        (true, None) => println!(
+            "  sign in as {DEV_USER} (password as printed on first start; set PORTCULLIS_DEV_PASSWORD to change it)"
+        ),
+    }
+    Ok(())
 }

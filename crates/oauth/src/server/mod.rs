@@ -8,9 +8,12 @@
 //! - [`keys`]: signing keys, sealed at rest under the operator key; the key ring and its JWKS.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 
+pub mod authorize;
 pub mod client_auth;
+pub mod gateway;
 pub mod keys;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect;
 pub mod register;
+pub mod token;

@@ -1,0 +1,351 @@
+//! Gateway-mode routes: the authorization server MCP clients see. Discovery documents, the JWKS,
+//! registration, the sign-in pages, and the token, revocation and introspection endpoints. The protocol
+//! decisions live in `portcullis_oauth::server`; this module turns HTTP into calls and answers back.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use portcullis_oauth::server::authorize::{AuthorizeFailure, AuthorizeParams, Step};
+use portcullis_oauth::server::gateway::Gateway;
+use portcullis_oauth::server::metadata;
+use portcullis_oauth::server::token::TokenOutcome;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// The CSRF double-submit cookie. `__Host-`: Secure, path `/`, no Domain — it cannot be set or
+/// overwritten by a sibling subdomain.
+const CSRF_COOKIE: &str = "__Host-portcullis-csrf";
+
+/// Pages and per-IP registration limits.
+pub struct GatewayHttp {
+    pub gateway: Arc<Gateway>,
+    templates: minijinja::Environment<'static>,
+    per_minute: u32,
+    registrations: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl std::fmt::Debug for GatewayHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHttp").field("gateway", &self.gateway).finish_non_exhaustive()
+    }
+}
+
+impl GatewayHttp {
+    /// Built-in pages, each overridable by a file of the same name in `templates_dir`.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        templates_dir: Option<&std::path::Path>,
+        per_minute: u32,
+    ) -> Result<Self, String> {
+        let mut env = minijinja::Environment::new();
+        for (name, builtin) in [
+            ("login.html", include_str!("../templates/login.html")),
+            ("consent.html", include_str!("../templates/consent.html")),
+            ("error.html", include_str!("../templates/error.html")),
+        ] {
+            let source = match templates_dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
+                Some(p) => std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+                None => builtin.to_owned(),
+            };
+            env.add_template_owned(name, source).map_err(|e| format!("template {name}: {e}"))?;
+        }
+        Ok(Self { gateway, templates: env, per_minute, registrations: Mutex::new(HashMap::new()) })
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> Response {
+        let mut ctx = ctx;
+        ctx["css"] = json!(include_str!("../templates/base.css"));
+        ctx["issuer_host"] = json!(self.gateway.issuer.url().host_str().unwrap_or_default());
+        match self.templates.get_template(name).and_then(|t| t.render(minijinja::value::Serde(&ctx))) {
+            Ok(html) => html_response(StatusCode::OK, html),
+            Err(e) => {
+                tracing::error!(error = %e, template = name, "page could not be rendered");
+                html_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+            }
+        }
+    }
+
+    fn error_page(&self, status: StatusCode, title: &str, detail: &str) -> Response {
+        let mut r = self.render("error.html", json!({"title": title, "detail": detail}));
+        *r.status_mut() = status;
+        r
+    }
+
+    /// A fixed one-minute window per client IP.
+    fn allow_registration(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else { return true };
+        let mut map = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        map.retain(|_, (start, _)| now.duration_since(*start).as_secs() < 60);
+        let entry = map.entry(ip).or_insert((now, 0));
+        entry.1 += 1;
+        entry.1 <= self.per_minute
+    }
+}
+
+/// Security headers for every page: no framing (clickjacking on consent), no caching, no sniffing.
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+type GwState = (Arc<AppState>, Arc<GatewayHttp>);
+
+/// The routes, under the issuer's path.
+pub(crate) fn routes(state: Arc<AppState>, gw: Arc<GatewayHttp>) -> Router {
+    let issuer = gw.gateway.issuer.clone();
+    let prefix = issuer.url().path().trim_end_matches('/').to_owned();
+    let p = |s: &str| format!("{prefix}{s}");
+    let st: GwState = (state, gw);
+    let mut r = Router::new()
+        .route(&p("/jwks.json"), get(jwks))
+        .route(&p("/register"), post(register))
+        .route(&p("/authorize"), get(authorize).post(authorize_post))
+        .route(&p("/token"), post(token))
+        .route(&p("/revoke"), post(revoke))
+        .route(&p("/introspect"), post(introspect))
+        // RFC 8414 §3.1: the well-known segment goes between host and issuer path.
+        .route(&format!("/.well-known/oauth-authorization-server{prefix}"), get(as_metadata))
+        .route(&format!("/.well-known/openid-configuration{prefix}"), get(oidc_metadata));
+    if !prefix.is_empty() {
+        // OpenID Connect Discovery appends to the issuer instead.
+        r = r.route(&p("/.well-known/openid-configuration"), get(oidc_metadata));
+    }
+    r.with_state(st)
+}
+
+fn json_no_store(status: StatusCode, body: Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn as_metadata(State((_, gw)): State<GwState>) -> Response {
+    Json(metadata::authorization_server(&gw.gateway.issuer, &gw.gateway.advertised())).into_response()
+}
+
+async fn oidc_metadata(State((_, gw)): State<GwState>) -> Response {
+    Json(metadata::openid_configuration(&gw.gateway.issuer, &gw.gateway.advertised())).into_response()
+}
+
+async fn jwks(State((_, gw)): State<GwState>) -> Response {
+    let mut r = Json(gw.gateway.jwks()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r
+}
+
+/// Registration requests are small JSON documents.
+const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+
+async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    if !gw.gateway.settings.registration {
+        return json_no_store(
+            StatusCode::FORBIDDEN,
+            json!({"error": "access_denied", "error_description": "registration is closed"}),
+        );
+    }
+    if !gw.allow_registration(peer.map(|ConnectInfo(a)| a.ip())) {
+        let mut r = json_no_store(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": "temporarily_unavailable", "error_description": "too many registrations from this address; retry in a minute"}),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_REGISTRATION_BYTES).await else {
+        return json_no_store(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "invalid_client_metadata", "error_description": "the registration request is too large"}),
+        );
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return json_no_store(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_client_metadata", "error_description": "the body must be a JSON object"}),
+        );
+    };
+    match gw.gateway.register(&request).await {
+        // RFC 7591 §3.2.1: 201 Created.
+        Ok(Ok(body)) => json_no_store(StatusCode::CREATED, body),
+        Ok(Err(e)) => {
+            json_no_store(StatusCode::BAD_REQUEST, json!({"error": e.code(), "error_description": e.to_string()}))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "registration failed");
+            json_no_store(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "server_error"}))
+        }
+    }
+}
+
+async fn authorize(State((_, gw)): State<GwState>, Query(params): Query<AuthorizeParams>) -> Response {
+    match gw.gateway.begin(&params).await {
+        Ok(step) => step_response(&gw, step),
+        Err(f) => failure_response(&gw, f),
+    }
+}
+
+async fn authorize_post(
+    State((_, gw)): State<GwState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let cookie = csrf_cookie(&headers);
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let result = match field("step") {
+        "login" => {
+            gw.gateway
+                .login(field("handle"), field("csrf"), cookie.as_deref(), field("username"), field("password"))
+                .await
+        }
+        "consent" => gw
+            .gateway
+            .consent(field("handle"), field("csrf"), cookie.as_deref(), field("decision") == "approve")
+            .await
+            .map(Step::Done),
+        _ => return gw.error_page(StatusCode::BAD_REQUEST, "Request refused", "Unknown form."),
+    };
+    match result {
+        Ok(step) => step_response(&gw, step),
+        Err(f) => failure_response(&gw, f),
+    }
+}
+
+fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == CSRF_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn step_response(gw: &GatewayHttp, step: Step) -> Response {
+    let action = metadata::endpoint(&gw.gateway.issuer, "/authorize");
+    match step {
+        Step::Login { handle, flow, error } => {
+            let mut r = gw.render(
+                "login.html",
+                json!({"action": action, "handle": handle, "csrf": flow.csrf, "error": error,
+                       "client_name": flow.client_name.clone().unwrap_or_else(|| flow.client_id.clone())}),
+            );
+            // Set with the first page only: the flow's token, bound to this browser.
+            if let Ok(v) =
+                HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax", flow.csrf))
+            {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Step::Consent { handle, flow } => gw.render(
+            "consent.html",
+            json!({"action": action, "handle": handle, "csrf": flow.csrf,
+                   "client_name": flow.client_name.clone().unwrap_or_else(|| "An application".to_owned()),
+                   "client_id": flow.client_id, "redirect_host": flow.redirect_host(), "resource": flow.resource,
+                   "scopes": flow.scope.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>()}),
+        ),
+        Step::Done(url) => see_other(&url),
+    }
+}
+
+/// 303 so the browser follows with GET, whatever method brought it here.
+fn see_other(url: &str) -> Response {
+    let mut r = Redirect::to(url).into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn failure_response(gw: &GatewayHttp, f: AuthorizeFailure) -> Response {
+    match f {
+        AuthorizeFailure::Page { title, detail } => gw.error_page(StatusCode::BAD_REQUEST, &title, &detail),
+        AuthorizeFailure::Redirect(url) => see_other(&url),
+        AuthorizeFailure::Internal(e) => {
+            tracing::error!(error = %e, "authorization failed");
+            gw.error_page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment.")
+        }
+    }
+}
+
+fn token_response(result: Result<Value, TokenOutcome>) -> Response {
+    match result {
+        Ok(body) => json_no_store(StatusCode::OK, body),
+        Err(TokenOutcome::Failure(f)) => {
+            tracing::info!(error = f.error, description = %f.description, "token request refused");
+            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut r = json_no_store(status, json!({"error": f.error, "error_description": f.description}));
+            // RFC 6749 §5.2: a 401 after Basic authentication names the scheme.
+            if status == StatusCode::UNAUTHORIZED && f.basic {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
+            }
+            r
+        }
+        Err(TokenOutcome::Internal(e)) => {
+            tracing::error!(error = %e, "token endpoint failed");
+            json_no_store(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "server_error"}))
+        }
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+async fn token(
+    State((_, gw)): State<GwState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    token_response(gw.gateway.token(&form, authorization(&headers)).await)
+}
+
+async fn revoke(
+    State((_, gw)): State<GwState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    token_response(gw.gateway.revoke(&form, authorization(&headers)).await.map(|()| json!({})))
+}
+
+async fn introspect(
+    State((state, gw)): State<GwState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let verifiers: Vec<_> = state.servers.iter().filter_map(|s| s.verifier.clone()).collect();
+    let check = async |token: &str| -> Option<Value> {
+        for v in &verifiers {
+            if let Ok(t) = v.verify(token).await
+                && t.claims.get("iss").and_then(Value::as_str) == Some(gw.gateway.issuer.as_str())
+            {
+                return Some(Value::Object((*t.claims).clone()));
+            }
+        }
+        None
+    };
+    token_response(gw.gateway.introspect(&form, authorization(&headers), check).await)
+}

@@ -1,0 +1,384 @@
+//! One sign-in: the authorization request (OAuth 2.1 §4.1.1), sign-in, consent (per user and client:
+//! the MCP confused-deputy rule), and the code sent back with `state` and the RFC 9207 `iss`.
+//!
+//! Failures about the client or its redirect URI are shown on a page and never redirected (RFC 6749
+//! §4.1.2.1: an unverified redirect URI must not receive anything); every other failure goes back to the
+//! client's redirect URI with `error`, `state` and `iss`.
+
+use portcullis_store::{CodeRecord, ConsentRecord, PendingRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::gateway::{Gateway, GatewayError, hash};
+use super::pkce;
+use super::redirect;
+use super::register::random_string;
+
+/// How long a sign-in may take from `/authorize` to the final redirect.
+pub const FLOW_TTL_SECS: i64 = 600;
+/// Wrong passwords allowed within one flow.
+pub const MAX_LOGIN_ATTEMPTS: u32 = 5;
+
+/// The authorization request's parameters, as received.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthorizeParams {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub resource: Option<String>,
+    pub nonce: Option<String>,
+}
+
+/// A sign-in in progress, kept in the store between the pages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flow {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub resource: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub nonce: Option<String>,
+    /// Double-submit token: in the form and in a cookie.
+    pub csrf: String,
+    pub subject: Option<String>,
+    pub auth_time: Option<i64>,
+    pub attempts: u32,
+}
+
+impl Flow {
+    /// The redirect URI's host, shown on the consent page.
+    pub fn redirect_host(&self) -> String {
+        Url::parse(&self.redirect_uri)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned).or_else(|| Some(format!("{}:", u.scheme()))))
+            .unwrap_or_default()
+    }
+}
+
+/// Why the request cannot proceed.
+#[derive(Debug)]
+pub enum AuthorizeFailure {
+    /// Shown to the user; nothing is sent to the client.
+    Page {
+        title: String,
+        detail: String,
+    },
+    /// Sent to the client's verified redirect URI.
+    Redirect(String),
+    Internal(GatewayError),
+}
+
+impl From<GatewayError> for AuthorizeFailure {
+    fn from(e: GatewayError) -> Self {
+        Self::Internal(e)
+    }
+}
+
+impl From<portcullis_store::StoreError> for AuthorizeFailure {
+    fn from(e: portcullis_store::StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+/// What to show next.
+#[derive(Debug)]
+pub enum Step {
+    /// The sign-in page (with an error message after a failed attempt).
+    Login { handle: String, flow: Flow, error: Option<String> },
+    /// The consent page.
+    Consent { handle: String, flow: Flow },
+    /// Send the browser here (the client's redirect URI with the code).
+    Done(String),
+}
+
+fn page(title: &str, detail: impl Into<String>) -> AuthorizeFailure {
+    AuthorizeFailure::Page { title: title.to_owned(), detail: detail.into() }
+}
+
+impl Gateway {
+    /// The authorization response URL: `redirect_uri` plus `params`, `state` and `iss` (RFC 9207 §2).
+    pub fn response_url(&self, redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>) -> String {
+        let Ok(mut url) = Url::parse(redirect_uri) else { return redirect_uri.to_owned() };
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", self.issuer.as_str());
+        }
+        url.to_string()
+    }
+
+    fn error_redirect(
+        &self,
+        redirect_uri: &str,
+        state: Option<&str>,
+        error: &str,
+        description: &str,
+    ) -> AuthorizeFailure {
+        AuthorizeFailure::Redirect(self.response_url(
+            redirect_uri,
+            &[("error", error), ("error_description", description)],
+            state,
+        ))
+    }
+
+    /// Validates an authorization request and starts a flow.
+    pub async fn begin(&self, p: &AuthorizeParams) -> Result<Step, AuthorizeFailure> {
+        // 1. The client and its redirect URI, before anything can be sent anywhere.
+        let client_id = p
+            .client_id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| page("Missing client", "The authorization request has no client_id."))?;
+        let client = self.store.get_client(client_id).await?.ok_or_else(|| {
+            page(
+                "Unknown client",
+                format!("No client is registered with the id {client_id:?}. Register it again and retry."),
+            )
+        })?;
+        let registered: Vec<String> = client.metadata["redirect_uris"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let redirect_uri = match p.redirect_uri.as_deref() {
+            Some(r) if redirect::matches(r, &registered) => r.to_owned(),
+            Some(r) => {
+                return Err(page(
+                    "Redirect URI not registered",
+                    format!("{r:?} is not a redirect URI registered for this client."),
+                ));
+            }
+            // RFC 6749 §3.1.2.3: optional only when exactly one is registered; OAuth 2.1 requires it.
+            None if registered.len() == 1 => registered[0].clone(),
+            None => return Err(page("Missing redirect URI", "The authorization request has no redirect_uri.")),
+        };
+        let state = p.state.as_deref();
+        // 2. Everything else goes back to the client.
+        if p.response_type.as_deref() != Some("code") {
+            return Err(self.error_redirect(
+                &redirect_uri,
+                state,
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
+        }
+        let code_challenge = pkce::check_challenge(p.code_challenge.as_deref(), p.code_challenge_method.as_deref())
+            .map_err(|e| self.error_redirect(&redirect_uri, state, "invalid_request", &e.to_string()))?;
+        // RFC 8707 §2: the resource must be one we protect.
+        let resource = match p.resource.as_deref() {
+            Some(r) => {
+                self.settings.resources.iter().find(|ours| same_resource(r, ours)).cloned().ok_or_else(|| {
+                    self.error_redirect(
+                        &redirect_uri,
+                        state,
+                        "invalid_target",
+                        &format!("{r:?} is not a resource this server protects"),
+                    )
+                })?
+            }
+            None if self.settings.resources.len() == 1 => self.settings.resources[0].clone(),
+            None => {
+                return Err(self.error_redirect(
+                    &redirect_uri,
+                    state,
+                    "invalid_target",
+                    "resource is required (RFC 8707)",
+                ));
+            }
+        };
+        let scope = match p.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => s.to_owned(),
+            None => self.default_scope(&resource, &client.metadata),
+        };
+        let registered_scope: Option<Vec<&str>> = client.metadata["scope"].as_str().map(|s| s.split(' ').collect());
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            let offered = self.settings.scopes.iter().any(|a| a == s);
+            let allowed_for_client = registered_scope.as_ref().is_none_or(|r| r.contains(&s));
+            if !offered || !allowed_for_client {
+                return Err(self.error_redirect(
+                    &redirect_uri,
+                    state,
+                    "invalid_scope",
+                    &format!("scope {s:?} is not available to this client"),
+                ));
+            }
+        }
+        let flow = Flow {
+            client_id: client_id.to_owned(),
+            client_name: client.metadata["client_name"].as_str().map(str::to_owned),
+            redirect_uri,
+            scope,
+            resource,
+            state: p.state.clone(),
+            code_challenge,
+            nonce: p.nonce.clone(),
+            csrf: random_string(32),
+            subject: None,
+            auth_time: None,
+            attempts: 0,
+        };
+        let handle = random_string(32);
+        self.save(&handle, &flow).await?;
+        Ok(Step::Login { handle, flow, error: None })
+    }
+
+    fn default_scope(&self, resource: &str, metadata: &Value) -> String {
+        if let Some(s) = metadata["scope"].as_str() {
+            return s.to_owned();
+        }
+        self.settings.default_scopes.iter().find(|(r, _)| r == resource).map(|(_, s)| s.clone()).unwrap_or_default()
+    }
+
+    async fn save(&self, handle: &str, flow: &Flow) -> Result<(), AuthorizeFailure> {
+        let data =
+            serde_json::to_value(flow).map_err(|e| AuthorizeFailure::Internal(GatewayError::Other(e.to_string())))?;
+        self.store
+            .put_pending(PendingRecord {
+                id_hash: hash(handle),
+                kind: "authorize".into(),
+                data,
+                expires_at: self.now() + FLOW_TTL_SECS,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a flow by its handle, checking the double-submitted CSRF token.
+    async fn take(&self, handle: &str, csrf_form: &str, csrf_cookie: Option<&str>) -> Result<Flow, AuthorizeFailure> {
+        let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
+        let record = self.store.take_pending(&hash(handle), self.now()).await?.ok_or_else(expired)?;
+        if record.kind != "authorize" {
+            return Err(expired());
+        }
+        let flow: Flow = serde_json::from_value(record.data).map_err(|_| expired())?;
+        let same = |a: &str, b: &str| -> bool { subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into() };
+        if !same(csrf_form, &flow.csrf) || !csrf_cookie.is_some_and(|c| same(c, &flow.csrf)) {
+            return Err(page(
+                "Request refused",
+                "The form did not come from this sign-in (CSRF check failed). Start again.",
+            ));
+        }
+        Ok(flow)
+    }
+
+    /// The sign-in form was posted.
+    pub async fn login(
+        &self,
+        handle: &str,
+        csrf_form: &str,
+        csrf_cookie: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<Step, AuthorizeFailure> {
+        let mut flow = self.take(handle, csrf_form, csrf_cookie).await?;
+        let Some(subject) = self.check_password(username, password).await? else {
+            flow.attempts += 1;
+            tracing::info!(client_id = %flow.client_id, attempts = flow.attempts, "failed sign-in");
+            if flow.attempts >= MAX_LOGIN_ATTEMPTS {
+                return Err(self.error_redirect(
+                    &flow.redirect_uri,
+                    flow.state.as_deref(),
+                    "access_denied",
+                    "too many failed sign-in attempts",
+                ));
+            }
+            self.save(handle, &flow).await?;
+            return Ok(Step::Login {
+                handle: handle.to_owned(),
+                flow,
+                error: Some("Wrong username or password.".into()),
+            });
+        };
+        flow.subject = Some(subject.clone());
+        flow.auth_time = Some(self.now());
+        // Consent already given for at least these scopes: no second question.
+        if let Some(c) = self.store.get_consent(&subject, &flow.client_id).await? {
+            let granted: Vec<&str> = c.scope.split(' ').collect();
+            if flow.scope.split(' ').filter(|s| !s.is_empty()).all(|s| granted.contains(&s)) {
+                return Ok(Step::Done(self.issue_code(&flow).await?));
+            }
+        }
+        self.save(handle, &flow).await?;
+        Ok(Step::Consent { handle: handle.to_owned(), flow })
+    }
+
+    /// The consent form was posted.
+    pub async fn consent(
+        &self,
+        handle: &str,
+        csrf_form: &str,
+        csrf_cookie: Option<&str>,
+        approve: bool,
+    ) -> Result<String, AuthorizeFailure> {
+        let flow = self.take(handle, csrf_form, csrf_cookie).await?;
+        let Some(subject) = flow.subject.clone() else {
+            return Err(page("Request refused", "Sign in first."));
+        };
+        if !approve {
+            return Err(self.error_redirect(
+                &flow.redirect_uri,
+                flow.state.as_deref(),
+                "access_denied",
+                "the user declined",
+            ));
+        }
+        self.store
+            .put_consent(ConsentRecord {
+                subject,
+                client_id: flow.client_id.clone(),
+                scope: flow.scope.clone(),
+                granted_at: self.now(),
+            })
+            .await?;
+        self.issue_code(&flow).await
+    }
+
+    async fn issue_code(&self, flow: &Flow) -> Result<String, AuthorizeFailure> {
+        let code = random_string(43);
+        let now = self.now();
+        self.store
+            .put_code(CodeRecord {
+                code_hash: hash(&code),
+                client_id: flow.client_id.clone(),
+                subject: flow.subject.clone().unwrap_or_default(),
+                redirect_uri: flow.redirect_uri.clone(),
+                resource: flow.resource.clone(),
+                scope: flow.scope.clone(),
+                code_challenge: flow.code_challenge.clone(),
+                nonce: flow.nonce.clone(),
+                auth_time: flow.auth_time.unwrap_or(now),
+                expires_at: now + self.settings.code_ttl as i64,
+                family_id: random_string(22),
+            })
+            .await?;
+        Ok(self.response_url(&flow.redirect_uri, &[("code", &code)], flow.state.as_deref()))
+    }
+}
+
+/// Resource URLs compare exactly, except scheme/host case and one trailing slash (as `aud` does).
+pub(crate) fn same_resource(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (Url::parse(a), Url::parse(b)) {
+        (Ok(x), Ok(y)) => {
+            x.scheme() == y.scheme()
+                && x.host_str() == y.host_str()
+                && x.port_or_known_default() == y.port_or_known_default()
+                && x.path().trim_end_matches('/') == y.path().trim_end_matches('/')
+                && x.query() == y.query()
+        }
+        _ => false,
+    }
+}

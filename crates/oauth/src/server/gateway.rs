@@ -1,0 +1,319 @@
+//! The gateway's authorization server state: its issuer, keys, store and settings, and the operations
+//! that are not part of one sign-in (bootstrapping keys, configured clients, registration, accounts).
+
+use std::sync::{Arc, RwLock};
+
+use portcullis_config::GatewayConfig;
+use portcullis_store::{ClientRecord, ClientSource, KeyRecord, Store, StoreError, UserRecord};
+use portcullis_types::{Clock, IssuerUrl};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::keys::{KeyAlg, KeyError, KeyRing, OperatorKey, RingKey, generate};
+use super::metadata::Advertised;
+use super::register::{RegisterError, RegisterPolicy, Registration, register};
+use crate::jwks::{JwksCache, KeySet};
+
+/// How long a retired key stays published: long enough for every token it signed to expire.
+fn keep_after_retirement(settings: &Settings) -> i64 {
+    settings.access_token_ttl as i64 + 300
+}
+
+/// Errors of gateway operations that are not the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The settings every operation reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub access_token_ttl: u64,
+    pub refresh_token_ttl: u64,
+    pub code_ttl: u64,
+    /// Scopes clients may request.
+    pub scopes: Vec<String>,
+    pub registration: bool,
+    /// The resource URLs of the gateway-protected servers (every public origin), the valid `resource`
+    /// values and `aud` of our tokens.
+    pub resources: Vec<String>,
+    /// Base scopes per resource (what a token needs at minimum), used when a client asks for none.
+    pub default_scopes: Vec<(String, String)>,
+    pub signing_alg: KeyAlg,
+}
+
+/// The gateway.
+pub struct Gateway {
+    pub issuer: IssuerUrl,
+    pub settings: Settings,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    operator: OperatorKey,
+    ring: RwLock<Arc<KeyRing>>,
+    /// The verifier-side view of our own keys, shared with the protected servers.
+    public_keys: Arc<JwksCache>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("issuer", &self.issuer)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lowercase hex SHA-256, the form in which the store keeps codes, tokens, secrets and flow ids.
+pub fn hash(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl Gateway {
+    /// Opens the gateway: loads (or on first start generates) the signing keys and writes the
+    /// configured clients to the store.
+    pub async fn start(
+        config: &GatewayConfig,
+        resources: Vec<String>,
+        default_scopes: Vec<(String, String)>,
+        store: Arc<dyn Store>,
+        operator: OperatorKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let signing_alg = KeyAlg::parse(&config.signing_alg)
+            .ok_or_else(|| GatewayError::Other(format!("unsupported signing algorithm {}", config.signing_alg)))?;
+        let settings = Settings {
+            access_token_ttl: config.access_token_ttl.as_secs(),
+            refresh_token_ttl: config.refresh_token_ttl.as_secs(),
+            code_ttl: config.code_ttl.as_secs(),
+            scopes: config.scopes.clone(),
+            registration: config.registration,
+            resources,
+            default_scopes,
+            signing_alg,
+        };
+        let now = clock.now_unix() as i64;
+        if store.list_keys().await?.is_empty() {
+            let key = generate(signing_alg)?;
+            store
+                .put_key(KeyRecord {
+                    kid: key.kid.clone(),
+                    alg: signing_alg.as_str().to_owned(),
+                    public_jwk: key.public_jwk.clone(),
+                    private_sealed: operator.seal(&key.pkcs8, &key.kid)?,
+                    created_at: now,
+                    not_before: now,
+                    retired_at: None,
+                })
+                .await?;
+            tracing::info!(kid = %key.kid, alg = signing_alg.as_str(), "generated the first signing key");
+        }
+        for c in &config.clients {
+            let mut metadata = json!({
+                "redirect_uris": c.redirect_uris,
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": if c.client_secret.is_some() { "client_secret_basic" } else { "none" },
+            });
+            if let Some(name) = &c.name {
+                metadata["client_name"] = json!(name);
+            }
+            store
+                .upsert_client(ClientRecord {
+                    client_id: c.client_id.clone(),
+                    secret_hash: c.client_secret.as_ref().map(|s| hash(s.expose())),
+                    metadata,
+                    source: ClientSource::Configured,
+                    created_at: now,
+                })
+                .await?;
+        }
+        let public_keys = JwksCache::fixed(KeySet::default(), clock.clone());
+        let gateway = Arc::new(Self {
+            issuer: config.issuer.clone(),
+            settings,
+            store,
+            clock,
+            operator,
+            ring: RwLock::new(Arc::new(KeyRing::default())),
+            public_keys,
+        });
+        gateway.reload_keys().await?;
+        Ok(gateway)
+    }
+
+    /// Re-reads the keys from the store (after `keys rotate`, or another replica's rotation).
+    pub async fn reload_keys(&self) -> Result<(), GatewayError> {
+        let mut keys = Vec::new();
+        for r in self.store.list_keys().await? {
+            keys.push(RingKey::unseal(&self.operator, &r.kid, &r.alg, &r.private_sealed, r.not_before, r.retired_at)?);
+        }
+        let ring = Arc::new(KeyRing::new(keys));
+        let jwks = ring.jwks(self.now(), keep_after_retirement(&self.settings));
+        let (set, _) = KeySet::parse(jwks.to_string().as_bytes()).map_err(GatewayError::Other)?;
+        self.public_keys.replace(set);
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+        Ok(())
+    }
+
+    /// Adds the next signing key: published now, signing from `now + publish_ahead` seconds; the
+    /// current key retires then, and stays published until its tokens expire.
+    pub async fn rotate_keys(
+        store: &dyn Store,
+        operator: &OperatorKey,
+        alg: KeyAlg,
+        now: i64,
+        publish_ahead: i64,
+    ) -> Result<String, GatewayError> {
+        let key = generate(alg)?;
+        let switch = now + publish_ahead;
+        for existing in store.list_keys().await? {
+            if existing.retired_at.is_none() {
+                store.retire_key(&existing.kid, switch).await?;
+            }
+        }
+        store
+            .put_key(KeyRecord {
+                kid: key.kid.clone(),
+                alg: alg.as_str().to_owned(),
+                public_jwk: key.public_jwk.clone(),
+                private_sealed: operator.seal(&key.pkcs8, &key.kid)?,
+                created_at: now,
+                not_before: switch,
+                retired_at: None,
+            })
+            .await?;
+        Ok(key.kid)
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_unix() as i64
+    }
+
+    /// The key ring in force.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Our public keys as a verifier sees them (for the protected servers).
+    pub fn public_keys(&self) -> Arc<JwksCache> {
+        self.public_keys.clone()
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> Value {
+        self.ring().jwks(self.now(), keep_after_retirement(&self.settings))
+    }
+
+    /// What the discovery documents advertise.
+    pub fn advertised(&self) -> Advertised {
+        Advertised {
+            scopes: self.settings.scopes.clone(),
+            signing_alg: self.settings.signing_alg.as_str().to_owned(),
+            registration: self.settings.registration,
+            client_id_metadata_documents: false,
+        }
+    }
+
+    /// RFC 7591 registration: validates, stores, and returns the 201 body.
+    pub async fn register(&self, request: &Value) -> Result<Result<Value, RegisterError>, GatewayError> {
+        let policy = RegisterPolicy { allowed_scopes: self.settings.scopes.clone() };
+        let reg: Registration = match register(request, &policy) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let now = self.now();
+        let body = reg.response(now.max(0) as u64);
+        self.store
+            .put_client(ClientRecord {
+                client_id: reg.client_id.clone(),
+                secret_hash: reg.client_secret.as_deref().map(hash),
+                metadata: Value::Object(reg.metadata.clone()),
+                source: ClientSource::Dynamic,
+                created_at: now,
+            })
+            .await?;
+        tracing::info!(client_id = %reg.client_id, "client registered");
+        Ok(Ok(body))
+    }
+
+    /// Creates a local account with an argon2id password hash.
+    pub async fn add_user(store: &dyn Store, username: &str, password: &str, now: i64) -> Result<(), GatewayError> {
+        let password_hash = hash_password(password)?;
+        store
+            .put_user(UserRecord {
+                username: username.to_owned(),
+                subject: format!("local:{username}"),
+                password_hash,
+                created_at: now,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a local account exists.
+    pub async fn user_exists(&self, username: &str) -> Result<bool, GatewayError> {
+        Ok(self.store.get_user(username).await?.is_some())
+    }
+
+    /// Creates a local account.
+    pub async fn create_user(&self, username: &str, password: &str) -> Result<(), GatewayError> {
+        Self::add_user(self.store.as_ref(), username, password, self.now()).await
+    }
+
+    /// Replaces a local account's password.
+    pub async fn set_user_password(&self, username: &str, password: &str) -> Result<bool, GatewayError> {
+        Ok(self.store.set_password(username, hash_password(password)?).await?)
+    }
+
+    /// Removes expired codes, flows and refresh tokens.
+    pub async fn purge_expired(&self) -> Result<u64, GatewayError> {
+        Ok(self.store.purge_expired(self.now()).await?)
+    }
+
+    /// Checks a local account's password; the subject on success. Runs argon2 off the async threads.
+    pub async fn check_password(&self, username: &str, password: &str) -> Result<Option<String>, GatewayError> {
+        let user = self.store.get_user(username).await?;
+        let password = password.to_owned();
+        // Verify against a dummy hash for unknown users too, so timing does not reveal which exist.
+        let (stored, subject) = match user {
+            Some(u) => (u.password_hash, Some(u.subject)),
+            None => (dummy_hash().to_owned(), None),
+        };
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+            .await
+            .map_err(|e| GatewayError::Other(e.to_string()))?;
+        Ok(subject.filter(|_| ok))
+    }
+}
+
+/// An argon2id PHC string (the crate's default parameters) with a random 16-byte salt.
+fn hash_password(password: &str) -> Result<String, GatewayError> {
+    use argon2::password_hash::PasswordHasher;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| GatewayError::Other(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| GatewayError::Other(format!("hashing the password: {e}")))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    use argon2::password_hash::phc::PasswordHash;
+    PasswordHash::new(phc).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("portcullis-dummy-password").unwrap_or_default())
+}

@@ -1,0 +1,344 @@
+//! The token endpoint (OAuth 2.1 §3.2, RFC 6749 §5), revocation (RFC 7009) and introspection
+//! (RFC 7662). Access tokens are RFC 9068 JWTs: `typ` `at+jwt`, `iss` = our issuer, `aud` = the
+//! resource, `sub`, `client_id`, `scope`, `exp`, `iat`, `jti`. An ID token is minted only for `openid`,
+//! by us, with our `iss`: an upstream IdP's ID token never leaves portcullis.
+
+use std::collections::HashMap;
+
+use portcullis_store::{ClientRecord, CodeRedemption, RefreshRecord, Rotation};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::authorize::same_resource;
+use super::client_auth::{AuthMethod, presented};
+use super::gateway::{Gateway, GatewayError, hash};
+use super::pkce;
+use super::register::random_string;
+
+/// A token endpoint error (RFC 6749 §5.2).
+#[derive(Debug)]
+pub struct TokenFailure {
+    /// 400, or 401 for `invalid_client`.
+    pub status: u16,
+    pub error: &'static str,
+    pub description: String,
+    /// The client tried HTTP Basic: a 401 then carries `WWW-Authenticate: Basic` (RFC 6749 §5.2).
+    pub basic: bool,
+}
+
+impl TokenFailure {
+    fn new(error: &'static str, description: impl Into<String>) -> Self {
+        Self { status: 400, error, description: description.into(), basic: false }
+    }
+
+    fn client(description: impl Into<String>, basic: bool) -> Self {
+        Self { status: 401, error: "invalid_client", description: description.into(), basic }
+    }
+}
+
+/// Either a protocol failure for the client or an internal one.
+#[derive(Debug)]
+pub enum TokenOutcome {
+    Failure(TokenFailure),
+    Internal(GatewayError),
+}
+
+impl From<TokenFailure> for TokenOutcome {
+    fn from(f: TokenFailure) -> Self {
+        Self::Failure(f)
+    }
+}
+
+impl From<GatewayError> for TokenOutcome {
+    fn from(e: GatewayError) -> Self {
+        Self::Internal(e)
+    }
+}
+
+impl From<portcullis_store::StoreError> for TokenOutcome {
+    fn from(e: portcullis_store::StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl Gateway {
+    /// Authenticates the client of a token, revocation or introspection request.
+    async fn authenticate_client(
+        &self,
+        form: &HashMap<String, String>,
+        authorization: Option<&str>,
+    ) -> Result<ClientRecord, TokenOutcome> {
+        let creds = presented(
+            authorization,
+            form.get("client_id").map(String::as_str),
+            form.get("client_secret").map(String::as_str),
+        )
+        .map_err(|e| match e {
+            super::client_auth::ClientAuthError::Missing => {
+                TokenFailure::client("client authentication is required", false)
+            }
+            other => TokenFailure::new("invalid_request", other.to_string()),
+        })?;
+        let basic = creds.method == AuthMethod::ClientSecretBasic;
+        // Unknown clients get invalid_client, so that clients which lost their registration register
+        // again (Claude Code and the MCP SDKs do exactly that).
+        let client = self.store.get_client(&creds.client_id).await?.ok_or_else(|| {
+            TokenFailure::client(format!("client {:?} is not registered here; register again", creds.client_id), basic)
+        })?;
+        match (&client.secret_hash, &creds.secret) {
+            (Some(expected), Some(secret)) => {
+                if !bool::from(hash(secret).as_bytes().ct_eq(expected.as_bytes())) {
+                    return Err(TokenFailure::client("the client secret is wrong", basic).into());
+                }
+            }
+            (Some(_), None) => {
+                return Err(TokenFailure::client("this client must authenticate with its secret", basic).into());
+            }
+            (None, Some(_)) => {
+                return Err(
+                    TokenFailure::client("this is a public client: send client_id only (method none)", basic).into()
+                );
+            }
+            (None, None) => {}
+        }
+        Ok(client)
+    }
+
+    /// Handles a token request: `grant_type` `authorization_code` or `refresh_token`.
+    pub async fn token(
+        &self,
+        form: &HashMap<String, String>,
+        authorization: Option<&str>,
+    ) -> Result<Value, TokenOutcome> {
+        let client = self.authenticate_client(form, authorization).await?;
+        let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        match param("grant_type") {
+            Some("authorization_code") => self.code_grant(&client, form).await,
+            Some("refresh_token") => self.refresh_grant(&client, form).await,
+            Some(other) => {
+                Err(TokenFailure::new("unsupported_grant_type", format!("grant_type {other:?} is not supported"))
+                    .into())
+            }
+            None => Err(TokenFailure::new("invalid_request", "grant_type is required").into()),
+        }
+    }
+
+    async fn code_grant(&self, client: &ClientRecord, form: &HashMap<String, String>) -> Result<Value, TokenOutcome> {
+        let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let code = param("code").ok_or_else(|| TokenFailure::new("invalid_request", "code is required"))?;
+        let verifier = param("code_verifier")
+            .ok_or_else(|| TokenFailure::new("invalid_request", "code_verifier is required (PKCE)"))?;
+        let record = match self.store.redeem_code(&hash(code), self.now()).await? {
+            CodeRedemption::Redeemed(r) => r,
+            // OAuth 2.1 §4.1.3: a code used twice revokes what the first use issued.
+            CodeRedemption::Replayed(r) => {
+                let revoked = self.store.revoke_family(&r.family_id).await?;
+                tracing::warn!(client_id = %r.client_id, revoked, "authorization code replayed; its tokens are revoked");
+                return Err(TokenFailure::new("invalid_grant", "the authorization code was already used").into());
+            }
+            CodeRedemption::Expired => {
+                return Err(TokenFailure::new("invalid_grant", "the authorization code expired").into());
+            }
+            CodeRedemption::Unknown => {
+                return Err(TokenFailure::new("invalid_grant", "the authorization code is not valid").into());
+            }
+        };
+        if record.client_id != client.client_id {
+            return Err(
+                TokenFailure::new("invalid_grant", "the authorization code was issued to another client").into()
+            );
+        }
+        if param("redirect_uri").is_some_and(|r| r != record.redirect_uri) || param("redirect_uri").is_none() {
+            return Err(
+                TokenFailure::new("invalid_grant", "redirect_uri differs from the authorization request").into()
+            );
+        }
+        if param("resource").is_some_and(|r| !same_resource(r, &record.resource)) {
+            return Err(TokenFailure::new("invalid_target", "resource differs from the authorization request").into());
+        }
+        pkce::verify(verifier, &record.code_challenge)
+            .map_err(|e| TokenFailure::new("invalid_grant", e.to_string()))?;
+
+        let mut body = self.access_token(&client.client_id, &record.subject, &record.resource, &record.scope)?;
+        if wants_refresh(client) {
+            let refresh = random_string(43);
+            let now = self.now();
+            self.store
+                .put_refresh(RefreshRecord {
+                    token_hash: hash(&refresh),
+                    family_id: record.family_id.clone(),
+                    client_id: client.client_id.clone(),
+                    subject: record.subject.clone(),
+                    resource: record.resource.clone(),
+                    scope: record.scope.clone(),
+                    expires_at: now + self.settings.refresh_token_ttl as i64,
+                    created_at: now,
+                })
+                .await?;
+            body["refresh_token"] = json!(refresh);
+        }
+        if record.scope.split(' ').any(|s| s == "openid") {
+            body["id_token"] =
+                json!(self.id_token(&client.client_id, &record.subject, record.auth_time, record.nonce.as_deref())?);
+        }
+        Ok(body)
+    }
+
+    async fn refresh_grant(
+        &self,
+        client: &ClientRecord,
+        form: &HashMap<String, String>,
+    ) -> Result<Value, TokenOutcome> {
+        let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let token =
+            param("refresh_token").ok_or_else(|| TokenFailure::new("invalid_request", "refresh_token is required"))?;
+        let old_hash = hash(token);
+        let old = self
+            .store
+            .get_refresh(&old_hash)
+            .await?
+            .ok_or_else(|| TokenFailure::new("invalid_grant", "the refresh token is not valid"))?;
+        if old.client_id != client.client_id {
+            return Err(TokenFailure::new("invalid_grant", "the refresh token was issued to another client").into());
+        }
+        if param("resource").is_some_and(|r| !same_resource(r, &old.resource)) {
+            return Err(TokenFailure::new("invalid_target", "resource differs from the original grant").into());
+        }
+        // RFC 6749 §6: a narrower scope may be asked for, never a wider one.
+        let scope = match param("scope") {
+            Some(s) => {
+                let granted: Vec<&str> = old.scope.split(' ').collect();
+                if let Some(extra) = s.split(' ').filter(|x| !x.is_empty()).find(|x| !granted.contains(x)) {
+                    return Err(TokenFailure::new("invalid_scope", format!("scope {extra:?} was not granted")).into());
+                }
+                s.to_owned()
+            }
+            None => old.scope.clone(),
+        };
+        let new_token = random_string(43);
+        let now = self.now();
+        let new = RefreshRecord {
+            token_hash: hash(&new_token),
+            family_id: old.family_id.clone(),
+            client_id: old.client_id.clone(),
+            subject: old.subject.clone(),
+            resource: old.resource.clone(),
+            scope: old.scope.clone(),
+            expires_at: now + self.settings.refresh_token_ttl as i64,
+            created_at: now,
+        };
+        match self.store.rotate_refresh(&old_hash, new, now).await? {
+            Rotation::Rotated(_) => {}
+            // OAuth 2.1 §4.3.1: reuse of a rotated refresh token revokes the whole family.
+            Rotation::Reused { family_id } => {
+                tracing::warn!(client_id = %client.client_id, %family_id, "refresh token reused; its family is revoked");
+                return Err(TokenFailure::new("invalid_grant", "the refresh token was already used").into());
+            }
+            Rotation::Revoked => return Err(TokenFailure::new("invalid_grant", "the refresh token was revoked").into()),
+            Rotation::Expired => return Err(TokenFailure::new("invalid_grant", "the refresh token expired").into()),
+            Rotation::Unknown => {
+                return Err(TokenFailure::new("invalid_grant", "the refresh token is not valid").into());
+            }
+        }
+        let mut body = self.access_token(&client.client_id, &old.subject, &old.resource, &scope)?;
+        body["refresh_token"] = json!(new_token);
+        Ok(body)
+    }
+
+    /// The token response with a fresh RFC 9068 access token.
+    fn access_token(&self, client_id: &str, subject: &str, resource: &str, scope: &str) -> Result<Value, TokenOutcome> {
+        let now = self.now();
+        let ttl = self.settings.access_token_ttl as i64;
+        let claims = json!({
+            "iss": self.issuer.as_str(),
+            "sub": subject,
+            "aud": resource,
+            "client_id": client_id,
+            "scope": scope,
+            "iat": now,
+            "exp": now + ttl,
+            "jti": random_string(22),
+        });
+        let jwt = self.ring().sign(&claims, "at+jwt", now).map_err(GatewayError::from)?;
+        Ok(json!({"access_token": jwt, "token_type": "Bearer", "expires_in": ttl, "scope": scope}))
+    }
+
+    fn id_token(
+        &self,
+        client_id: &str,
+        subject: &str,
+        auth_time: i64,
+        nonce: Option<&str>,
+    ) -> Result<String, TokenOutcome> {
+        let now = self.now();
+        let mut claims = json!({
+            "iss": self.issuer.as_str(),
+            "sub": subject,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + self.settings.access_token_ttl as i64,
+            "auth_time": auth_time,
+        });
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
+        }
+        Ok(self.ring().sign(&claims, "JWT", now).map_err(GatewayError::from)?)
+    }
+
+    /// RFC 7009: revokes a refresh token (and its family). Access tokens are self-contained JWTs and
+    /// expire on their own. Unknown tokens are not an error (§2.2).
+    pub async fn revoke(
+        &self,
+        form: &HashMap<String, String>,
+        authorization: Option<&str>,
+    ) -> Result<(), TokenOutcome> {
+        let client = self.authenticate_client(form, authorization).await?;
+        let token = form
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| TokenFailure::new("invalid_request", "token is required"))?;
+        if let Some(r) = self.store.get_refresh(&hash(token)).await?
+            && r.client_id == client.client_id
+        {
+            self.store.revoke_family(&r.family_id).await?;
+        }
+        Ok(())
+    }
+
+    /// RFC 7662 for confidential clients: our access tokens (by signature) and refresh tokens.
+    pub async fn introspect(
+        &self,
+        form: &HashMap<String, String>,
+        authorization: Option<&str>,
+        verify_access: impl AsyncFnOnce(&str) -> Option<Value>,
+    ) -> Result<Value, TokenOutcome> {
+        let client = self.authenticate_client(form, authorization).await?;
+        if client.secret_hash.is_none() {
+            return Err(TokenFailure::client("introspection is for confidential clients", false).into());
+        }
+        let token = form
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| TokenFailure::new("invalid_request", "token is required"))?;
+        if let Some(mut claims) = verify_access(token).await {
+            claims["active"] = json!(true);
+            claims["token_type"] = json!("Bearer");
+            return Ok(claims);
+        }
+        if let Some(r) = self.store.get_refresh(&hash(token)).await?
+            && r.expires_at > self.now()
+            && self.store.family_active(&r.family_id).await?
+        {
+            return Ok(
+                json!({"active": true, "token_type": "refresh_token", "client_id": r.client_id, "sub": r.subject,
+                "scope": r.scope, "aud": r.resource, "exp": r.expires_at, "iss": self.issuer.as_str()}),
+            );
+        }
+        Ok(json!({"active": false}))
+    }
+}
+
+/// Refresh tokens for clients registered for the refresh grant.
+fn wants_refresh(client: &ClientRecord) -> bool {
+    client.metadata["grant_types"].as_array().is_some_and(|g| g.iter().any(|v| v == "refresh_token"))
+}

@@ -1,0 +1,195 @@
+//! Everything gateway mode must not lose on a crash or restart: registered clients, local accounts,
+//! consents, flows in progress, authorization codes, refresh-token families, signing keys and upstream
+//! tokens, behind one [`Store`] trait with three backends.
+//!
+//! - **SQLite** (`sqlite://PATH`), the default: one file, WAL journal, for a single instance.
+//! - **PostgreSQL** (`postgres://…`), for several replicas sharing state: any replica can finish a flow
+//!   another one started.
+//! - **Memory** (`memory:`), for tests and `--dev` runs without a data folder.
+//!
+//! [`open`] picks the backend from the URL and brings the schema up to date before returning. The store
+//! never sees a raw code, token, secret or flow id: callers pass the lowercase hex SHA-256 of it, and
+//! private keys and upstream tokens arrive already encrypted.
+//!
+//! Every operation is atomic. Those that read, decide and write (redeeming a code, rotating a refresh
+//! token, deleting a client or a user) run in one transaction, so a crash between two statements leaves
+//! either all of the operation or none of it, and concurrent callers of the same single-use value get
+//! exactly one winner.
+//!
+//! # Layout
+//! - [`records`]: the record structs and the outcomes [`CodeRedemption`] and [`Rotation`].
+//! - [`error`]: [`StoreError`], the one error type.
+//! - `verdict`: the decisions of the single-use operations, shared by every backend.
+//! - `open`: store URL → backend.
+//! - `sql`: migrations, SQL text and row decoding shared by the two SQL backends; the schema itself is
+//!   in `migrations/sqlite` and `migrations/postgres`, compiled into the binary.
+//! - `sqlite`, `postgres`, [`memory`]: the backends.
+//!
+//! The conformance suite that every backend passes is the `store` integration test (`tests/store/`). Its
+//! PostgreSQL half runs only when `DATABASE_URL` is set, each test in a schema of its own:
+//!
+//! ```text
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p portcullis-store
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod memory;
+mod open;
+mod postgres;
+pub mod records;
+mod sql;
+mod sqlite;
+mod verdict;
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use open::open;
+pub use records::{
+    ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord,
+    Rotation, UpstreamTokenRecord, UserRecord,
+};
+
+/// How long, in seconds, an authorization code row is kept after its expiry, so that a replay of a
+/// redeemed code is recognised as [`CodeRedemption::Replayed`] rather than [`CodeRedemption::Unknown`].
+/// Codes live for minutes; a replay by an attacker racing the legitimate client comes within that.
+pub const CODE_REPLAY_WINDOW: i64 = 3600;
+
+/// Durable gateway state. Object-safe: the server holds an `Arc<dyn Store>`.
+///
+/// Methods that insert return [`StoreError::Conflict`] when the key exists; methods named `upsert_*` or
+/// documented as "replace" overwrite instead. Times are Unix seconds; a record is valid while
+/// `now < expires_at`.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    // ---- clients ----
+
+    /// Registers a client. [`StoreError::Conflict`] if the `client_id` exists.
+    async fn put_client(&self, client: ClientRecord) -> Result<(), StoreError>;
+
+    /// Inserts or replaces a client (configured clients, written at every start). An existing record keeps
+    /// its `created_at`.
+    async fn upsert_client(&self, client: ClientRecord) -> Result<(), StoreError>;
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Deletes a client together with its consents, and revokes every refresh family issued to it, in one
+    /// transaction (RFC 7592 §2.3: deleting a client invalidates its grants). `true` if it existed.
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+
+    /// How many clients were created at or after `since` (all sources), for registration-rate diagnostics.
+    async fn count_clients_created_since(&self, since: i64) -> Result<u64, StoreError>;
+
+    // ---- local accounts ----
+
+    /// Creates an account. [`StoreError::Conflict`] if the username or the subject exists.
+    async fn put_user(&self, user: UserRecord) -> Result<(), StoreError>;
+
+    async fn get_user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Replaces an account's password hash. `true` if the account exists.
+    async fn set_password(&self, username: &str, password_hash: String) -> Result<bool, StoreError>;
+
+    /// Every account, ordered by username.
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Deletes an account together with its consents, and revokes every refresh family of its subject, in
+    /// one transaction, so that deleting an account ends its sessions. `true` if it existed.
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+
+    // ---- consents ----
+
+    /// Records (or replaces) what `consent.subject` allowed `consent.client_id`.
+    async fn put_consent(&self, consent: ConsentRecord) -> Result<(), StoreError>;
+
+    async fn get_consent(&self, subject: &str, client_id: &str) -> Result<Option<ConsentRecord>, StoreError>;
+
+    /// Forgets every consent given to a client (its metadata changed, say). Returns how many.
+    async fn delete_consents_for_client(&self, client_id: &str) -> Result<u64, StoreError>;
+
+    // ---- flows in progress ----
+
+    /// Stores flow state. [`StoreError::Conflict`] if the id exists.
+    async fn put_pending(&self, pending: PendingRecord) -> Result<(), StoreError>;
+
+    /// Returns the record and deletes it, atomically: of concurrent callers at most one gets it. An expired
+    /// record is deleted and never returned.
+    async fn take_pending(&self, id_hash: &str, now: i64) -> Result<Option<PendingRecord>, StoreError>;
+
+    // ---- authorization codes ----
+
+    /// Stores an issued code. [`StoreError::Conflict`] if the hash exists.
+    async fn put_code(&self, code: CodeRecord) -> Result<(), StoreError>;
+
+    /// Spends a code. Of concurrent redeemers of one code exactly one gets [`CodeRedemption::Redeemed`];
+    /// that transaction also creates the code's refresh family, so a later [`CodeRedemption::Replayed`]
+    /// always finds a family to revoke. Redeemed codes stay as tombstones until
+    /// `expires_at + CODE_REPLAY_WINDOW`.
+    async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError>;
+
+    // ---- refresh tokens ----
+
+    /// Stores a refresh token, creating its family if needed (or extending the family's lifetime). A token
+    /// stored into a revoked family is revoked from birth. [`StoreError::Conflict`] if the hash exists.
+    async fn put_refresh(&self, token: RefreshRecord) -> Result<(), StoreError>;
+
+    /// The stored record, whatever its state, for the checks that precede a rotation (client, scope
+    /// narrowing, resource). Only [`Store::rotate_refresh`] says whether the token may be used.
+    async fn get_refresh(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+
+    /// Spends `old_hash` and stores `new` in its place, atomically. `new` joins the old token's family
+    /// whatever its `family_id` says. Of concurrent rotations of one token exactly one gets
+    /// [`Rotation::Rotated`]; every later presentation of the old token gets [`Rotation::Reused`], and the
+    /// store has then already revoked the whole family. A token of another client than `new.client_id`
+    /// is [`Rotation::Unknown`] and left untouched.
+    async fn rotate_refresh(&self, old_hash: &str, new: RefreshRecord, now: i64) -> Result<Rotation, StoreError>;
+
+    /// Revokes a family. Returns how many of its tokens this made unusable (those not yet rotated), 0 if
+    /// the family was already revoked or does not exist.
+    async fn revoke_family(&self, family_id: &str) -> Result<u64, StoreError>;
+
+    /// Revokes the family of a token (RFC 7009 §2.1: revoking a refresh token invalidates what was issued on
+    /// the same grant). `true` if the token is known and its family was active until now.
+    async fn revoke_refresh(&self, token_hash: &str) -> Result<bool, StoreError>;
+
+    /// `true` if the family exists and is not revoked.
+    async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
+
+    // ---- signing keys ----
+
+    /// Stores a key. [`StoreError::Conflict`] if the `kid` exists.
+    async fn put_key(&self, key: KeyRecord) -> Result<(), StoreError>;
+
+    /// Every key, oldest first (by `created_at`, then `kid`).
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Stops signing with a key from `at` on. `true` if the key exists and was not retired yet; retiring
+    /// twice keeps the first time.
+    async fn retire_key(&self, kid: &str, at: i64) -> Result<bool, StoreError>;
+
+    /// Removes a key from the store (and so from the published JWKS). `true` if it existed.
+    async fn delete_key(&self, kid: &str) -> Result<bool, StoreError>;
+
+    // ---- upstream tokens ----
+
+    /// Stores (or replaces) the sealed upstream tokens of a subject at a provider.
+    async fn put_upstream_token(&self, token: UpstreamTokenRecord) -> Result<(), StoreError>;
+
+    async fn get_upstream_token(
+        &self,
+        subject: &str,
+        provider: &str,
+    ) -> Result<Option<UpstreamTokenRecord>, StoreError>;
+
+    // ---- housekeeping ----
+
+    /// Removes expired flow state, codes past `expires_at + CODE_REPLAY_WINDOW`, expired refresh tokens,
+    /// and families (revoked or not) past their expiry, in one transaction. Returns how many rows went.
+    /// Upstream tokens are kept: their sealed refresh token may outlive the access token.
+    async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+}
