@@ -24,6 +24,54 @@ pub(crate) enum Command {
     CheckConfig(CheckConfigArgs),
     /// Run the bundled sample MCP server (tools echo, whoami, progress, sleep).
     SampleUpstream(SampleArgs),
+    /// Manage the gateway's local accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage the gateway's signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Add a local account; the password is read from the first line of standard input.
+    Add {
+        /// The account name (the sign-in form's `username`).
+        username: String,
+        /// The configuration file naming the store.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Replace an account's password (read from standard input).
+    Passwd {
+        username: String,
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List the local accounts.
+    List {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Publish a new signing key now; it signs after --publish-ahead seconds, when the current key
+    /// retires (it stays published until its tokens expire). Running servers pick it up within a minute.
+    Rotate {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Seconds between publishing the new key and signing with it, so that verifiers' key caches
+        /// have it before the first token does.
+        #[arg(long, default_value_t = 600)]
+        publish_ahead: i64,
+    },
+    /// List the signing keys.
+    List {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,10 +5,12 @@
 //! - [`serve`](crate::serve): wiring: configuration → state → listener, signals and shutdown.
 //! - [`check_config`](crate::check_config): validation without serving.
 //! - [`sample`](crate::sample): runs the bundled sample MCP server.
+//! - [`admin`](crate::admin): `users` and `keys`, working on the gateway's store.
 //! - [`logging`](crate::logging): tracing subscriber set-up.
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod check_config;
 mod cli;
 mod logging;
@@ -25,6 +27,8 @@ pub fn run() -> ExitCode {
     match cli.command {
         cli::Command::CheckConfig(args) => check_config::run(&args),
         cli::Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(args))).unwrap_or_else(report),
+        cli::Command::Users(cmd) => runtime().and_then(|rt| rt.block_on(admin::users(cmd))).unwrap_or_else(report),
+        cli::Command::Keys(cmd) => runtime().and_then(|rt| rt.block_on(admin::keys(cmd))).unwrap_or_else(report),
         cli::Command::SampleUpstream(args) => {
             runtime().and_then(|rt| rt.block_on(sample::run(args))).unwrap_or_else(report)
         }

@@ -272,7 +272,12 @@ impl Gateway {
 
     /// Replaces a local account's password.
     pub async fn set_user_password(&self, username: &str, password: &str) -> Result<bool, GatewayError> {
-        Ok(self.store.set_password(username, hash_password(password)?).await?)
+        Self::change_password(self.store.as_ref(), username, password).await
+    }
+
+    /// Replaces a local account's password in `store`.
+    pub async fn change_password(store: &dyn Store, username: &str, password: &str) -> Result<bool, GatewayError> {
+        Ok(store.set_password(username, hash_password(password)?).await?)
     }
 
     /// Removes expired codes, flows and refresh tokens.

@@ -77,6 +77,8 @@ impl Gateway {
             super::client_auth::ClientAuthError::Missing => {
                 TokenFailure::client("client authentication is required", false)
             }
+            // Credentials that cannot be read are a failed client authentication (RFC 6749 §5.2).
+            super::client_auth::ClientAuthError::MalformedBasic => TokenFailure::client(e.to_string(), true),
             other => TokenFailure::new("invalid_request", other.to_string()),
         })?;
         let basic = creds.method == AuthMethod::ClientSecretBasic;

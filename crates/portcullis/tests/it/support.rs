@@ -79,7 +79,7 @@ pub struct Gate {
     pub child: Child,
     /// e.g. `http://127.0.0.1:1234`
     pub base: String,
-    _dir: TempDir,
+    pub dir: TempDir,
 }
 
 impl Gate {
@@ -91,18 +91,21 @@ impl Gate {
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gate {
         let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let text = config.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base);
         let dir = TempDir::new();
-        let path = dir.path.join("portcullis.toml");
-        std::fs::write(&path, text).unwrap();
+        let path = write_config(config, port, &dir);
+        Self::start_at(&path, port, dir, env).await
+    }
+
+    /// Starts `portcullis serve` with an already written config for `port`, in `dir`.
+    pub async fn start_at(path: &std::path::Path, port: u16, dir: TempDir, env: &[(&str, &str)]) -> Gate {
+        let base = format!("http://127.0.0.1:{port}");
         let mut cmd = Command::new(bin());
-        cmd.arg("serve").arg("--config").arg(&path).env("RUST_LOG", "info");
+        cmd.arg("serve").arg("--config").arg(path).env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let (child, _) = spawn_until(cmd, "portcullis listening on").await;
-        Gate { child, base, _dir: dir }
+        Gate { child, base, dir }
     }
 
     /// Starts `portcullis serve` without a file, configured by `env` only; `{public_url}` and
@@ -116,11 +119,17 @@ impl Gate {
             cmd.env(k, v.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base));
         }
         let (child, _) = spawn_until(cmd, "portcullis listening on").await;
-        Gate { child, base, _dir: TempDir::new() }
+        Gate { child, base, dir: TempDir::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stops the process at once (a crash, as far as its state is concerned) and hands back its folder.
+    pub async fn kill(mut self) -> TempDir {
+        self.child.kill().await.unwrap();
+        self.dir
     }
 
     /// Sends SIGTERM.
@@ -129,6 +138,29 @@ impl Gate {
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
     }
+}
+
+/// Writes `config` (with `{listen}`, `{public_url}` and `{dir}` filled in) into `dir`.
+pub fn write_config(config: &str, port: u16, dir: &TempDir) -> PathBuf {
+    let text = config
+        .replace("{listen}", &format!("127.0.0.1:{port}"))
+        .replace("{public_url}", &format!("http://127.0.0.1:{port}"))
+        .replace("{dir}", &dir.path.display().to_string());
+    let path = dir.path.join("portcullis.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs a `portcullis` admin command with `stdin` as its input; returns stdout.
+pub async fn admin(args: &[&str], stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let out = tokio::time::timeout(STEP, child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A directory removed on drop.

@@ -1,0 +1,383 @@
+//! Gateway mode end to end: portcullis as the authorization server, a headless browser-less client doing
+//! what MCP clients do (discovery, DCR, PKCE, sign-in, consent, token, refresh), and the sample upstream.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, free_port, mcp_post, write_config};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn config(upstream: &str) -> String {
+    format!(
+        r#"
+public_url = "{{public_url}}"
+listen = "{{listen}}"
+[store]
+url = "sqlite://{{dir}}/state/portcullis.db"
+[gateway]
+operator_key_file = "{{dir}}/state/operator.key"
+[[gateway.clients]]
+client_id = "configured"
+client_secret = "a+b %c:d"
+redirect_uris = ["http://127.0.0.1/cb"]
+name = "Configured Client"
+[[server]]
+path = "/mcp"
+upstream = "{upstream}"
+scopes = ["mcp:tools"]
+gateway = true
+[server.tool_scopes]
+"admin_*" = ["mcp:admin"]
+"#
+    )
+}
+
+/// A gateway with one local account, `alice`.
+async fn start() -> (Sample, Gate) {
+    let sample = Sample::start().await;
+    let port = free_port();
+    let dir = TempDir::new();
+    let path = write_config(&config(&sample.mcp()), port, &dir);
+    let path_text = path.display().to_string();
+    admin(&["users", "add", "alice", "--config", &path_text], &format!("{PASSWORD}\n")).await;
+    let gate = Gate::start_at(&path, port, dir, &[]).await;
+    (sample, gate)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(crate::support::STEP)
+        .build()
+        .unwrap()
+}
+
+fn pkce() -> (String, String) {
+    let verifier = format!("v{}", "x".repeat(50));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in page:\n{html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn csrf_cookie(resp: &reqwest::Response) -> String {
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with("__Host-portcullis-csrf="), "{set}");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{attr} missing from {set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+struct Signed {
+    code: String,
+    state: String,
+    iss: String,
+}
+
+/// Runs /authorize → sign-in → consent (when asked) and returns what reached the redirect URI.
+async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
+    let c = no_redirects();
+    let resource = gate.url("/mcp");
+    let r = c
+        .get(gate.url("/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "st-123"),
+            ("scope", scope),
+            ("resource", &resource),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let cookie = csrf_cookie(&r);
+    let page = r.text().await.unwrap();
+    let form = [
+        ("step", "login".to_owned()),
+        ("handle", hidden(&page, "handle")),
+        ("csrf", hidden(&page, "csrf")),
+        ("username", "alice".to_owned()),
+        ("password", PASSWORD.to_owned()),
+    ];
+    let mut r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    if r.status() == 200 {
+        let page = r.text().await.unwrap();
+        assert!(page.contains("Allow access?"), "{page}");
+        assert!(page.contains("127.0.0.1"), "the consent page names the redirect host");
+        let form = [
+            ("step", "consent".to_owned()),
+            ("handle", hidden(&page, "handle")),
+            ("csrf", hidden(&page, "csrf")),
+            ("decision", "approve".to_owned()),
+        ];
+        r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    }
+    assert_eq!(r.status(), 303);
+    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(location.as_str().starts_with(redirect_uri), "{location}");
+    let q: HashMap<String, String> = location.query_pairs().into_owned().collect();
+    Signed { code: q["code"].clone(), state: q["state"].clone(), iss: q["iss"].clone() }
+}
+
+async fn token(
+    gate: &Gate,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = client().post(gate.url("/token")).form(form);
+    if let Some((id, secret)) = basic {
+        // RFC 6749 §2.3.1: form-urlencode, then Basic.
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let raw = format!("{}:{}", enc(id), enc(secret));
+        req = req.header("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap(), headers)
+}
+
+#[tokio::test]
+async fn one_issuer_everywhere() {
+    let (_sample, gate) = start().await;
+    let c = client();
+    let prm: Value =
+        c.get(gate.url("/.well-known/oauth-protected-resource/mcp")).send().await.unwrap().json().await.unwrap();
+    let issuer = prm["authorization_servers"][0].as_str().unwrap().to_owned();
+    assert_eq!(issuer, gate.base, "no trailing slash");
+    let as_meta: Value =
+        c.get(gate.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    let oidc: Value = c.get(gate.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(as_meta["issuer"], issuer.as_str());
+    assert_eq!(oidc["issuer"], issuer.as_str());
+    assert_eq!(as_meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(as_meta["authorization_response_iss_parameter_supported"], true);
+    for m in ["client_secret_basic", "client_secret_post", "none"] {
+        assert!(as_meta["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!(m)));
+    }
+    let jwks: Value = c.get(as_meta["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    assert!(jwks["keys"][0].get("d").is_none(), "no private parts published");
+}
+
+#[tokio::test]
+async fn dcr_sign_in_token_tool_call_and_refresh() {
+    let (_sample, gate) = start().await;
+    let redirect_uri = "http://127.0.0.1:53124/callback";
+    let r = client()
+        .post(gate.url("/register"))
+        .json(&json!({"redirect_uris": [redirect_uri], "client_name": "Test Client",
+            "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "RFC 7591 §3.2.1");
+    let reg: Value = r.json().await.unwrap();
+    assert_eq!(reg["client_secret_expires_at"], 0);
+    assert_eq!(reg["redirect_uris"], json!([redirect_uri]));
+    let (id, secret) =
+        (reg["client_id"].as_str().unwrap().to_owned(), reg["client_secret"].as_str().unwrap().to_owned());
+
+    let (verifier, challenge) = pkce();
+    let signed = sign_in(&gate, &id, redirect_uri, &challenge, "mcp:tools").await;
+    assert_eq!(signed.state, "st-123");
+    assert_eq!(signed.iss, gate.base, "RFC 9207 iss equals the metadata issuer");
+
+    let resource = gate.url("/mcp");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", signed.code.as_str()),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier.as_str()),
+        ("resource", resource.as_str()),
+    ];
+    let (status, body, headers) = token(&gate, Some((&id, &secret)), &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].is_u64());
+    assert_eq!(body["scope"], "mcp:tools");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let claims = claims_of(&access);
+    assert_eq!(claims["iss"], gate.base.as_str());
+    assert_eq!(claims["aud"], resource.as_str());
+    assert_eq!(claims["sub"], "local:alice");
+    assert_eq!(claims["client_id"], id.as_str());
+    assert_eq!(jsonwebtoken::decode_header(&access).unwrap().typ.as_deref(), Some("at+jwt"));
+
+    // The code is single use: a replay fails and revokes what it issued.
+    let (status, body, _) = token(&gate, Some((&id, &secret)), &form).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+
+    // Through the gate with the token.
+    let r =
+        mcp_post(&client(), &gate.url("/mcp"), call(1, "whoami", json!({}))).bearer_auth(&access).send().await.unwrap();
+    let first_status = r.status();
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(first_status, 200, "{seen}");
+    assert!(!seen.to_string().contains(&access), "the token never reaches the upstream");
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(2, "admin_reset", json!({})))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "step-up scope required");
+
+    // The code replay above revoked the family this code created: its refresh token is dead too.
+    let (status, body, _) =
+        token(&gate, Some((&id, &secret)), &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+}
+
+#[tokio::test]
+async fn refresh_rotation_reuse_and_restart() {
+    let (_sample, gate) = start().await;
+    let (verifier, challenge) = pkce();
+    let signed = sign_in(&gate, "configured", "http://127.0.0.1:40001/cb", &challenge, "mcp:tools").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", signed.code.as_str()),
+        ("redirect_uri", "http://127.0.0.1:40001/cb"),
+        ("code_verifier", verifier.as_str()),
+    ];
+    // Seed 001: Basic credentials with `+`, `%`, `:` and a space, form-urlencoded, no client_id in the body.
+    let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
+    assert_eq!(status, 200, "{body}");
+    let r1 = body["refresh_token"].as_str().unwrap().to_owned();
+
+    // A restart (even a kill) loses nothing: same key, same client, same refresh family.
+    let kid_before = jsonwebtoken::decode_header(body["access_token"].as_str().unwrap()).unwrap().kid;
+    let port: u16 = gate.base.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = gate.kill().await;
+    let path = dir.path.join("portcullis.toml");
+    let gate = Gate::start_at(&path, port, dir, &[]).await;
+
+    let (status, body, _) =
+        token(&gate, Some(("configured", "a+b %c:d")), &[("grant_type", "refresh_token"), ("refresh_token", &r1)])
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(jsonwebtoken::decode_header(body["access_token"].as_str().unwrap()).unwrap().kid, kid_before);
+    let r2 = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2, "rotated");
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(3, "echo", json!({"text": "after restart"})))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Reusing the rotated token revokes the family: the current one stops working too.
+    let (status, body, _) =
+        token(&gate, Some(("configured", "a+b %c:d")), &[("grant_type", "refresh_token"), ("refresh_token", &r1)])
+            .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, body, _) =
+        token(&gate, Some(("configured", "a+b %c:d")), &[("grant_type", "refresh_token"), ("refresh_token", &r2)])
+            .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+}
+
+#[tokio::test]
+async fn client_authentication_failures() {
+    let (_sample, gate) = start().await;
+    // Unknown client: 401 invalid_client, so clients register again; Basic was used, so Basic is named.
+    let (status, body, headers) =
+        token(&gate, Some(("nobody", "x")), &[("grant_type", "refresh_token"), ("refresh_token", "r")]).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    // The right secret sent without form-encoding decodes differently ("+" is a space): refused.
+    let raw = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("configured:a+b %c:d"));
+    let r = client()
+        .post(gate.url("/token"))
+        .header("authorization", raw)
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "r")])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    // client_secret_post works with the plain secret.
+    let (status, body, headers) = token(
+        &gate,
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "r"),
+            ("client_id", "configured"),
+            ("client_secret", "a+b %c:d"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "authenticated; the grant is what fails"
+    );
+    assert!(headers.get("www-authenticate").is_none());
+}
+
+#[tokio::test]
+async fn authorization_request_errors() {
+    let (_sample, gate) = start().await;
+    let c = no_redirects();
+    let (_, challenge) = pkce();
+    let base = |extra: &[(&str, &str)]| {
+        let mut q: Vec<(String, String)> = [
+            ("response_type", "code"),
+            ("client_id", "configured"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("state", "s1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            q.retain(|(kk, _)| kk != k);
+            if !v.is_empty() {
+                q.push((k.to_string(), v.to_string()));
+            }
+        }
+        q
+    };
+    // Unknown client and unregistered redirect URI: a page, never a redirect.
+    for q in [base(&[("client_id", "nobody")]), base(&[("redirect_uri", "http://evil.example/cb")])] {
+        let r = c.get(gate.url("/authorize")).query(&q).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.headers().get("location").is_none());
+    }
+    // Everything else goes back with error, state and iss.
+    for (extra, error) in [
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (vec![("code_challenge", "")], "invalid_request"),
+        (vec![("response_type", "token")], "unsupported_response_type"),
+        (vec![("resource", "https://elsewhere.example/mcp")], "invalid_target"),
+        (vec![("scope", "mcp:tools root")], "invalid_scope"),
+    ] {
+        let r = c.get(gate.url("/authorize")).query(&base(&extra)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{extra:?}");
+        let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        let q: HashMap<String, String> = loc.query_pairs().into_owned().collect();
+        assert_eq!(q["error"], error, "{extra:?}");
+        assert_eq!(q["state"], "s1");
+        assert_eq!(q["iss"], gate.base);
+    }
+}
