@@ -201,7 +201,11 @@ fn environment_only_mode() {
 #[test]
 fn every_example_config_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let env = MapEnv::from_pairs([("IDP_HS256_SECRET", "example-secret"), ("INTROSPECTION_SECRET", "example-secret")]);
+    let env = MapEnv::from_pairs([
+        ("IDP_HS256_SECRET", "example-secret"),
+        ("INTROSPECTION_SECRET", "example-secret"),
+        ("AGENT_CLIENT_SECRET", "example-secret"),
+    ]);
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -211,4 +215,37 @@ fn every_example_config_loads() {
         }
     }
     assert!(seen >= 2, "expected example configs in {}", dir.display());
+}
+
+#[test]
+fn gateway_defaults_and_errors() {
+    let text = r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:3001/mcp"
+scopes = ["mcp:tools"]
+gateway = true
+"#;
+    let c = Config::from_toml(text, &MapEnv::default()).unwrap();
+    let g = c.gateway.unwrap();
+    assert_eq!(g.issuer.as_str(), "https://mcp.example.com", "no trailing slash");
+    assert_eq!(g.scopes, ["mcp:tools", "offline_access", "openid"]);
+    assert_eq!(c.store.url, "sqlite://./portcullis-data/portcullis.db");
+    assert!(matches!(c.servers[0].auth, ServerAuth::Gateway));
+
+    let bad = format!("{text}[server.verify]\nissuer = \"https://idp.example.com\"\n");
+    assert!(errors(&bad)[0].starts_with("server[0]: choose one mode"));
+    let bad = text.replace("public_url = \"https://mcp.example.com\"", "public_url = \"https://mcp.example.com\"\n[gateway]\nissuer = \"https://mcp.example.com/\"\nsigning_alg = \"HS256\"\ncode_ttl_secs = 3600\n[[gateway.clients]]\nclient_id = \"https://app.example/cm.json\"\n[store]\nurl = \"mysql://x\"");
+    let joined = errors(&bad).join("\n");
+    for expected in [
+        "store.url: \"mysql://x\" is not a store URL",
+        "gateway.issuer: \"https://mcp.example.com/\" must not end with '/'",
+        "gateway.signing_alg: \"HS256\" is not supported",
+        "gateway.code_ttl_secs: authorization codes must be short-lived",
+        "gateway.clients[0].client_id: must not be an https URL",
+        "gateway.clients[0].redirect_uris: at least one redirect URI is required",
+    ] {
+        assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+    }
 }
