@@ -6,8 +6,8 @@
 // than hand-rolled by the test itself. See README.md next to this file.
 //
 // Usage:
-//   node tests/interop/idp.mjs --profile <rfc8707|aud-client-id|resource-claim>
-//                              [--port N] [--keys-file PATH] [--ignore-stdin]
+//   node tests/interop/idp.mjs --profile <rfc8707|aud-client-id|resource-claim|opaque>
+//                              [--dcr] [--port N] [--keys-file PATH] [--ignore-stdin]
 //
 // Contract with the parent process:
 //   * stdout carries exactly one line, `{"issuer":"http://127.0.0.1:PORT","port":PORT}`,
@@ -35,7 +35,7 @@ const { Provider, errors } = await import('oidc-provider');
 // Command line and environment
 // ---------------------------------------------------------------------------
 
-const PROFILES = new Set(['rfc8707', 'aud-client-id', 'resource-claim']);
+const PROFILES = new Set(['rfc8707', 'aud-client-id', 'resource-claim', 'opaque']);
 
 function fail(message) {
   console.error(`idp: ${message}`);
@@ -49,6 +49,8 @@ try {
       profile: { type: 'string' },
       port: { type: 'string', default: '0' },
       'keys-file': { type: 'string' },
+      // Dynamic Client Registration (RFC 7591), as MCP clients use it.
+      dcr: { type: 'boolean', default: false },
       // For running the IdP by hand in the background, where stdin is
       // /dev/null and would otherwise make it exit at once.
       'ignore-stdin': { type: 'boolean', default: false },
@@ -63,6 +65,8 @@ const PROFILE = args.profile;
 if (!PROFILES.has(PROFILE)) {
   fail(`--profile must be one of: ${[...PROFILES].join(', ')}`);
 }
+
+const DCR = args.dcr;
 
 const PORT = Number(args.port);
 if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
@@ -94,6 +98,10 @@ const CLIENTS = [
 ];
 const ALG_BY_CLIENT = new Map(CLIENTS.map((c) => [c.id, c.alg]));
 
+// The resource server's own client (portcullis), used only to call the RFC 7662
+// introspection endpoint: no grants, no redirects.
+const INTROSPECTION_CLIENT = { id: 'portcullis-rs', secret: 'secret-introspect' };
+
 // Scopes a resource server (an MCP server behind portcullis) understands.
 // Requested scopes outside this list are silently dropped from access tokens.
 const RESOURCE_SCOPES = 'mcp:tools mcp:admin';
@@ -105,6 +113,10 @@ const DEFAULT_RESOURCE = 'urn:portcullis-test-idp:default-resource';
 
 // Subject of authorization_code logins when the request carries no login_hint.
 const DEFAULT_ACCOUNT = 'test-user';
+
+// Profiles whose access tokens name the requested resource in `aud` and
+// therefore need one.
+const RESOURCE_REQUIRED = new Set(['rfc8707', 'opaque']);
 
 function isAcceptableResource(value) {
   const url = URL.parse(value);
@@ -119,10 +131,17 @@ function isAcceptableResource(value) {
 // Key state: the active RS256 and ES256 private JWKs, plus RS256 keys that
 // were rotated out with ?keep_old=1 and are still published in the JWKS.
 function generateSigningKey(alg) {
-  const { privateKey } = alg === 'RS256'
-    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
-    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const jwk = privateKey.export({ format: 'jwk' });
+  // The key leaves generateKeyPairSync as PKCS#8 and is re-imported before the
+  // JWK export. Exporting the generated KeyObject itself can deadlock Node 20:
+  // the export holds the key's mutex while allocating, and a garbage
+  // collection at that moment runs the finished key-generation job's
+  // destructor, which takes the same mutex (seen as a hang in about 1 start
+  // in 100).
+  const encoding = { privateKeyEncoding: { type: 'pkcs8', format: 'pem' } };
+  const { privateKey: pem } = alg === 'RS256'
+    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048, ...encoding })
+    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256', ...encoding });
+  const jwk = crypto.createPrivateKey(pem).export({ format: 'jwk' });
   // A random kid (rather than a thumbprint) keeps kids unique even if a test
   // were to re-import the same key material.
   const kid = `${alg.toLowerCase()}-${crypto.randomBytes(9).toString('base64url')}`;
@@ -240,21 +259,31 @@ function buildProvider(issuer, keyState) {
 
   const provider = new Provider(issuer, {
     adapter: SharedMemoryAdapter,
-    clients: CLIENTS.map((c) => ({
-      client_id: c.id,
-      client_secret: c.secret,
-      // `native` lets the loopback redirect URI match on any port (RFC 8252
-      // section 7.3), so a test may run its own callback listener.
-      application_type: 'native',
-      grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      redirect_uris: ['http://127.0.0.1/callback'],
-      // Registered method only; oidc-provider accepts client_secret_post and
-      // client_secret_basic interchangeably for secret-based clients.
-      token_endpoint_auth_method: 'client_secret_basic',
-      id_token_signed_response_alg: c.alg,
-      scope: `openid offline_access ${RESOURCE_SCOPES}`,
-    })),
+    clients: [
+      ...CLIENTS.map((c) => ({
+        client_id: c.id,
+        client_secret: c.secret,
+        // `native` lets the loopback redirect URI match on any port (RFC 8252
+        // section 7.3), so a test may run its own callback listener.
+        application_type: 'native',
+        grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+        // Registered method only; oidc-provider accepts client_secret_post and
+        // client_secret_basic interchangeably for secret-based clients.
+        token_endpoint_auth_method: 'client_secret_basic',
+        id_token_signed_response_alg: c.alg,
+        scope: `openid offline_access ${RESOURCE_SCOPES}`,
+      })),
+      {
+        client_id: INTROSPECTION_CLIENT.id,
+        client_secret: INTROSPECTION_CLIENT.secret,
+        grant_types: [],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
 
     // Active keys first: for ID tokens oidc-provider signs with the first key
     // matching the algorithm. Retired keys stay published for verification.
@@ -270,6 +299,22 @@ function buildProvider(issuer, keyState) {
       // Logins are auto-approved by /__test/interaction (see below).
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+
+      // Open registration (no initial access token), the way MCP clients
+      // expect it. Registered clients get the library defaults: application
+      // type `web` unless they say `native`, `client_secret_basic` unless they
+      // name another method, and a generated id and secret.
+      registration: { enabled: DCR },
+
+      // RFC 7662, for the opaque tokens of the `opaque` profile. Only the
+      // resource server's client, or the client a token was issued to, learns
+      // anything about a token; anyone else gets {"active":false}.
+      introspection: {
+        enabled: PROFILE === 'opaque',
+        async allowedPolicy(ctx, caller, token) {
+          return caller.clientId === INTROSPECTION_CLIENT.id || caller.clientId === token.clientId;
+        },
+      },
       resourceIndicators: {
         enabled: true,
 
@@ -277,7 +322,7 @@ function buildProvider(issuer, keyState) {
         // among previously granted resources; keep the library default there.
         async defaultResource(ctx, client, oneOf) {
           if (oneOf) return oneOf;
-          if (PROFILE === 'rfc8707') {
+          if (RESOURCE_REQUIRED.has(PROFILE)) {
             throw new errors.InvalidTarget('this authorization server requires a resource parameter (RFC 8707)');
           }
           return DEFAULT_RESOURCE;
@@ -300,8 +345,18 @@ function buildProvider(issuer, keyState) {
             case 'rfc8707': audience = resourceIndicator; break;
             case 'aud-client-id': audience = client.clientId; break;
             case 'resource-claim': audience = issuer; break;
+            case 'opaque':
+              // Opaque strings: the resource server learns `aud` and the rest
+              // only through introspection.
+              return {
+                scope: RESOURCE_SCOPES,
+                audience: resourceIndicator,
+                accessTokenFormat: 'opaque',
+                accessTokenTTL: ACCESS_TOKEN_TTL,
+              };
             default: throw new Error(`unknown profile ${PROFILE}`);
           }
+          // Dynamically registered clients sign with RS256.
           const alg = ALG_BY_CLIENT.get(client.clientId) ?? 'RS256';
           return {
             scope: RESOURCE_SCOPES,
@@ -323,7 +378,24 @@ function buildProvider(issuer, keyState) {
       if (PROFILE === 'resource-claim' && resource && resource !== DEFAULT_RESOURCE) {
         return { resource };
       }
+      // JWT access tokens of client_credentials grants carry the client id as
+      // `sub`; introspection answers would otherwise have none for them.
+      if (PROFILE === 'opaque' && !token.accountId) {
+        return { sub: token.clientId };
+      }
       return undefined;
+    },
+
+    // A refresh token for every authorization code a client allowed to refresh
+    // redeems, with or without `offline_access`: MCP clients ask for the scopes
+    // of the protected resource's challenge, which seldom include it, and expect
+    // to refresh. Not bound to the login session either, so a refresh works
+    // without a browser cookie.
+    async issueRefreshToken(ctx, client) {
+      return client.grantTypeAllowed('refresh_token');
+    },
+    async expiresWithSession() {
+      return false;
     },
 
     interactions: {
@@ -425,7 +497,38 @@ async function autoInteraction(req, res) {
   sendJson(res, 500, { error: `unsupported prompt ${prompt.name}` });
 }
 
+async function readForm(req, limit = 64 * 1024) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > limit) throw new Error('request body too large');
+  }
+  return new URLSearchParams(body);
+}
+
+// Revokes one opaque access token (authorization code, refresh or
+// client_credentials grant), so that a test can watch introspection turn it
+// inactive. JWT access tokens are not stored, so they cannot be revoked.
+async function revoke(token) {
+  const { provider } = current;
+  for (const model of [provider.AccessToken, provider.ClientCredentials]) {
+    const found = await model.find(token, { ignoreExpiration: true });
+    if (found) {
+      await found.destroy();
+      return true;
+    }
+  }
+  return false;
+}
+
 async function handleTestEndpoint(req, res, url) {
+  if (url.pathname === '/__test/revoke') {
+    if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST' });
+    const token = (await readForm(req)).get('token');
+    if (!token) return sendJson(res, 400, { error: 'form field token is required' });
+    const revoked = await revoke(token);
+    return sendJson(res, revoked ? 200 : 404, { revoked });
+  }
   if (url.pathname === '/__test/rotate') {
     if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST' });
     const kid = rotate(url.searchParams.get('keep_old') === '1');
