@@ -257,6 +257,9 @@ pub struct VerifyConfig {
     /// `aud` values accepted only together with a `resource` claim naming our resource URL.
     pub resource_claim_audiences: Vec<String>,
     pub leeway: Duration,
+    /// How long a verified token (or an introspection answer) is reused before it is checked again: the
+    /// longest delay before a token revoked at the IdP stops working here. Zero checks every request.
+    pub cache: Duration,
     /// Require the RFC 9068 `typ` header `at+jwt`.
     pub require_at_jwt: bool,
     pub algorithms: Vec<SigningAlg>,

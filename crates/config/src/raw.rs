@@ -118,6 +118,7 @@ pub(crate) struct RawVerify {
     #[serde(default)]
     pub(crate) resource_claim_audiences: Vec<String>,
     pub(crate) leeway_secs: Option<u64>,
+    pub(crate) cache_secs: Option<u64>,
     #[serde(default)]
     pub(crate) require_at_jwt: bool,
     #[serde(default)]

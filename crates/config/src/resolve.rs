@@ -578,6 +578,7 @@ fn resolve_verify(raw: &RawVerify, at: &str, errors: &mut Errors) -> Option<Veri
         audiences: raw.audiences.clone(),
         resource_claim_audiences: raw.resource_claim_audiences.clone(),
         leeway: Duration::from_secs(raw.leeway_secs.unwrap_or(60)),
+        cache: Duration::from_secs(raw.cache_secs.unwrap_or(300)),
         require_at_jwt: raw.require_at_jwt,
         algorithms,
         hs256_secret,

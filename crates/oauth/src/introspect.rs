@@ -10,8 +10,8 @@ use url::Url;
 
 use crate::error::TokenError;
 
-/// Longest time an introspection answer is reused, even for long-lived tokens, so that revocation at
-/// the IdP takes effect within this bound.
+/// Default longest reuse of an introspection answer, even for long-lived tokens, so that revocation at the
+/// IdP takes effect within this bound.
 pub const MAX_CACHE_SECS: u64 = 300;
 
 #[derive(Clone)]
@@ -36,6 +36,7 @@ pub struct Introspector {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     cache: moka::future::Cache<[u8; 32], Entry>,
+    max_cache_secs: u64,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -53,7 +54,13 @@ impl Introspector {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let cache = moka::future::Cache::builder().max_capacity(100_000).expire_after(EntryExpiry).build();
-        Self { endpoint, client_id, client_secret, http, clock, cache }
+        Self { endpoint, client_id, client_secret, http, clock, cache, max_cache_secs: MAX_CACHE_SECS }
+    }
+
+    /// Bounds how long an answer is reused (0: ask every time).
+    pub fn with_max_cache_secs(mut self, secs: u64) -> Self {
+        self.max_cache_secs = secs;
+        self
     }
 
     /// The claims of an active token; `Inactive` when the IdP says so; `Unavailable` when it cannot
@@ -94,8 +101,11 @@ impl Introspector {
             return Err(TokenError::Inactive);
         }
         let now = self.clock.now_unix();
-        let ttl =
-            claims.get("exp").and_then(Value::as_u64).map_or(60, |exp| exp.saturating_sub(now)).min(MAX_CACHE_SECS);
+        let ttl = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map_or(60, |exp| exp.saturating_sub(now))
+            .min(self.max_cache_secs);
         let claims = Arc::new(claims);
         if ttl > 0 {
             self.cache.insert(hash, Entry { claims: claims.clone(), ttl: Duration::from_secs(ttl) }).await;

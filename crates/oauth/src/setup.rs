@@ -93,6 +93,7 @@ pub async fn verifiers(
                 http.clone(),
                 clock.clone(),
             )
+            .with_max_cache_secs(v.cache.as_secs())
         });
         let cfg = verifier_config(server, v);
         tracing::info!(
@@ -123,6 +124,7 @@ pub fn gateway_verifier_config(server: &ServerConfig, gateway: &Gateway) -> Veri
         algorithms: vec![SigningAlg::ES256, SigningAlg::EdDSA],
         hs256_secret: None,
         cache_capacity: TOKEN_CACHE_CAPACITY,
+        cache_ttl: crate::verify::TOKEN_CACHE_SECS,
     }
 }
 
@@ -140,5 +142,6 @@ pub fn verifier_config(server: &ServerConfig, v: &VerifyConfig) -> VerifierConfi
         algorithms: v.algorithms.clone(),
         hs256_secret: v.hs256_secret.clone(),
         cache_capacity: TOKEN_CACHE_CAPACITY,
+        cache_ttl: v.cache.as_secs(),
     }
 }

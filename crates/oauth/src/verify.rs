@@ -16,7 +16,7 @@ use crate::error::TokenError;
 use crate::introspect::Introspector;
 use crate::jwks::{JwksCache, Key};
 
-/// Entries of the verified-token cache live at most this long (and never past the token's `exp`).
+/// Default bound on how long a verified token is reused without checking it again (never past its `exp`).
 pub const TOKEN_CACHE_SECS: u64 = 300;
 /// Refusals that no key rotation or passing time can turn into acceptance are remembered this long, so
 /// that replaying one bad token costs a hash lookup rather than a signature check.
@@ -35,6 +35,9 @@ pub struct VerifierConfig {
     pub hs256_secret: Option<Secret>,
     /// Capacity of the verified-token cache; 0 turns it off.
     pub cache_capacity: u64,
+    /// Longest reuse of a verification (and of an introspection answer), in seconds: the delay after
+    /// which a token revoked at the IdP stops working here. 0 turns the cache off.
+    pub cache_ttl: u64,
 }
 
 /// Proof of a verified token. `non_exhaustive` means no other crate can construct one.
@@ -103,7 +106,7 @@ impl Verifier {
         introspector: Option<Introspector>,
     ) -> Self {
         let hs256 = cfg.hs256_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose().as_bytes()));
-        let cache = (cfg.cache_capacity > 0)
+        let cache = (cfg.cache_capacity > 0 && cfg.cache_ttl > 0)
             .then(|| moka::sync::Cache::builder().max_capacity(cfg.cache_capacity).expire_after(CachedExpiry).build());
         Self { cfg, keys, hs256, clock, cache, introspector }
     }
@@ -147,7 +150,7 @@ impl Verifier {
         .map(Arc::new);
         if let Some(cache) = &self.cache {
             let ttl = match &outcome {
-                Ok(t) => t.expires_at.map_or(TOKEN_CACHE_SECS, |exp| exp.saturating_sub(now)).min(TOKEN_CACHE_SECS),
+                Ok(t) => t.expires_at.map_or(self.cfg.cache_ttl, |exp| exp.saturating_sub(now)).min(self.cfg.cache_ttl),
                 // A bad signature under a named key stays bad; without a kid, a future key might fit.
                 Err(TokenError::BadSignature) if !has_kid => 0,
                 Err(e) if e.is_permanent() => REFUSAL_CACHE_SECS,

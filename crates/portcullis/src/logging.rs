@@ -5,7 +5,9 @@ use tracing_subscriber::EnvFilter;
 
 pub(crate) fn init(log: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal; a pipe or a file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // A second init (tests calling in-process) is harmless, so its error is ignored.
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),

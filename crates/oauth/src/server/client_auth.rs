@@ -3,8 +3,8 @@
 //! RFC 6749 §2.3.1: for HTTP Basic, the client id and secret are first encoded with
 //! `application/x-www-form-urlencoded` and then joined with `:` and base64-encoded. A server must
 //! therefore form-urldecode both halves: `+` is a space and `%XX` an octet. Servers that skip this step
-//! refuse every secret containing such characters (and clients that send the raw secret, as some do,
-//! still work, since a raw secret without `+` or `%` decodes to itself).
+//! refuse every secret containing such characters. Some clients (the MCP TypeScript SDK among them) send
+//! the raw secret instead; the undecoded value is kept as well, so both kinds of client work.
 
 use base64::Engine;
 
@@ -32,7 +32,16 @@ impl AuthMethod {
 pub struct Presented {
     pub client_id: String,
     pub secret: Option<String>,
+    /// For Basic: the secret exactly as sent, when form-decoding changed it (or could not decode it).
+    pub secret_as_sent: Option<String>,
     pub method: AuthMethod,
+}
+
+impl Presented {
+    /// Every reading of the secret the client may have meant: decoded per RFC 6749 §2.3.1, then as sent.
+    pub fn secret_candidates(&self) -> impl Iterator<Item = &str> {
+        self.secret.iter().chain(self.secret_as_sent.iter()).map(String::as_str)
+    }
 }
 
 impl std::fmt::Debug for Presented {
@@ -40,6 +49,7 @@ impl std::fmt::Debug for Presented {
         f.debug_struct("Presented")
             .field("client_id", &self.client_id)
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("secret_as_sent", &self.secret_as_sent.as_ref().map(|_| "[redacted]"))
             .field("method", &self.method)
             .finish()
     }
@@ -76,20 +86,30 @@ pub fn presented(
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| ClientAuthError::MalformedBasic)?;
         let raw = String::from_utf8(raw).map_err(|_| ClientAuthError::MalformedBasic)?;
         let (id, secret) = raw.split_once(':').ok_or(ClientAuthError::MalformedBasic)?;
-        let id = form_decode(id).ok_or(ClientAuthError::MalformedBasic)?;
-        let secret = form_decode(secret).ok_or(ClientAuthError::MalformedBasic)?;
+        let id = form_decode(id).unwrap_or_else(|| id.to_owned());
+        let decoded = form_decode(secret).unwrap_or_else(|| secret.to_owned());
+        let secret_as_sent = (decoded != secret).then(|| secret.to_owned());
+        let secret = decoded;
         // The body may repeat client_id (some clients do); it must then agree.
         if form_client_id.is_some_and(|f| f != id) {
             return Err(ClientAuthError::ConflictingClientId);
         }
-        return Ok(Presented { client_id: id, secret: Some(secret), method: AuthMethod::ClientSecretBasic });
+        return Ok(Presented {
+            client_id: id,
+            secret: Some(secret),
+            secret_as_sent,
+            method: AuthMethod::ClientSecretBasic,
+        });
     }
     let id = form_client_id.filter(|s| !s.is_empty()).ok_or(ClientAuthError::Missing)?.to_owned();
     match form_secret {
-        Some(secret) => {
-            Ok(Presented { client_id: id, secret: Some(secret.to_owned()), method: AuthMethod::ClientSecretPost })
-        }
-        None => Ok(Presented { client_id: id, secret: None, method: AuthMethod::None }),
+        Some(secret) => Ok(Presented {
+            client_id: id,
+            secret: Some(secret.to_owned()),
+            secret_as_sent: None,
+            method: AuthMethod::ClientSecretPost,
+        }),
+        None => Ok(Presented { client_id: id, secret: None, secret_as_sent: None, method: AuthMethod::None }),
     }
 }
 
@@ -135,6 +155,8 @@ mod tests {
         // `+` means space.
         let p = presented(Some(&basic("id", "x+y")), None, None).unwrap();
         assert_eq!(p.secret.as_deref(), Some("x y"));
+        // A client that sent the raw secret "x+y" is matched by the second candidate.
+        assert_eq!(p.secret_candidates().collect::<Vec<_>>(), ["x y", "x+y"]);
         // A raw secret from the unreserved alphabet is unchanged by decoding.
         let p = presented(Some(&basic("id", "AZaz09-._~")), Some("id"), None).unwrap();
         assert_eq!(p.secret.as_deref(), Some("AZaz09-._~"));
@@ -161,7 +183,9 @@ mod tests {
         assert_eq!(presented(Some(&no_colon), None, None), Err(ClientAuthError::MalformedBasic));
         assert_eq!(presented(Some(&basic("c", "s")), None, Some("s")), Err(ClientAuthError::MultipleMethods));
         assert_eq!(presented(Some(&basic("c", "s")), Some("d"), None), Err(ClientAuthError::ConflictingClientId));
-        assert_eq!(presented(Some(&basic("c", "%ZZ")), None, None), Err(ClientAuthError::MalformedBasic));
+        // Undecodable escapes: the secret is taken as sent.
+        let p = presented(Some(&basic("c", "%ZZ")), None, None).unwrap();
+        assert_eq!(p.secret.as_deref(), Some("%ZZ"));
         assert!(!format!("{:?}", presented(Some(&basic("c", "topsecret")), None, None).unwrap()).contains("topsecret"));
     }
 }

@@ -88,8 +88,10 @@ impl Gateway {
             TokenFailure::client(format!("client {:?} is not registered here; register again", creds.client_id), basic)
         })?;
         match (&client.secret_hash, &creds.secret) {
-            (Some(expected), Some(secret)) => {
-                if !bool::from(hash(secret).as_bytes().ct_eq(expected.as_bytes())) {
+            (Some(expected), Some(_)) => {
+                let matches =
+                    creds.secret_candidates().any(|c| bool::from(hash(c).as_bytes().ct_eq(expected.as_bytes())));
+                if !matches {
                     return Err(TokenFailure::client("the client secret is wrong", basic).into());
                 }
             }

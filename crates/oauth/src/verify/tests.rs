@@ -22,6 +22,7 @@ fn config() -> VerifierConfig {
         algorithms: SigningAlg::ASYMMETRIC.to_vec(),
         hs256_secret: None,
         cache_capacity: 1000,
+        cache_ttl: 300,
     }
 }
 

@@ -301,7 +301,7 @@ async fn client_authentication_failures() {
         token(&gate, Some(("nobody", "x")), &[("grant_type", "refresh_token"), ("refresh_token", "r")]).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
     assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
-    // The right secret sent without form-encoding decodes differently ("+" is a space): refused.
+    // The secret sent as is, without form-encoding (as the MCP TypeScript SDK does), is accepted too.
     let raw = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("configured:a+b %c:d"));
     let r = client()
         .post(gate.url("/token"))
@@ -312,7 +312,12 @@ async fn client_authentication_failures() {
         .unwrap();
     let status = r.status();
     let body: Value = r.json().await.unwrap();
-    assert_eq!((status.as_u16(), body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")), "authenticated: {body}");
+    // A wrong secret is refused.
+    let (status, body, _) =
+        token(&gate, Some(("configured", "a+b %c:x")), &[("grant_type", "refresh_token"), ("refresh_token", "r")])
+            .await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
     // client_secret_post works with the plain secret.
     let (status, body, headers) = token(
         &gate,
