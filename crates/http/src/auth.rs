@@ -78,6 +78,12 @@ pub(crate) fn required_scopes(server: &ServerRuntime, rpc: &RpcInfo) -> ScopeSet
 
 /// 403 `insufficient_scope` unless the token carries every scope the request needs.
 pub(crate) fn authorize(server: &ServerRuntime, token: &VerifiedToken, rpc: &RpcInfo) -> Result<(), AuthError> {
+    // The common case (no tool rule applies) is checked without building a new set.
+    let tool_rule_applies =
+        rpc.tool.as_ref().is_some_and(|t| server.config.tool_scopes.iter().any(|r| r.matcher.is_match(t)));
+    if !tool_rule_applies && token.scopes.contains_all(&server.config.scopes) {
+        return Ok(());
+    }
     let needed = required_scopes(server, rpc);
     if token.scopes.contains_all(&needed) { Ok(()) } else { Err(AuthError::InsufficientScope { needed }) }
 }
