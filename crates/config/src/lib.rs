@@ -108,6 +108,27 @@ pub struct GatewayConfig {
     /// Directory with `login.html`, `consent.html`, `error.html` overriding the built-in pages.
     pub templates_dir: Option<PathBuf>,
     pub clients: Vec<ConfiguredClient>,
+    /// Where users sign in: built-in local accounts when `None`.
+    pub upstream: Option<UpstreamLogin>,
+}
+
+/// Signing users in at an upstream IdP.
+#[derive(Debug, Clone)]
+pub struct UpstreamLogin {
+    pub kind: UpstreamKind,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Scopes asked of the upstream (`openid email profile` by default for OpenID Connect).
+    pub scopes: Vec<String>,
+}
+
+/// The upstream protocol.
+#[derive(Debug, Clone)]
+pub enum UpstreamKind {
+    /// OpenID Connect: endpoints from discovery, identity from the verified ID token (or userinfo).
+    Oidc { issuer: IssuerUrl },
+    /// Plain OAuth 2 (GitHub-style): fixed endpoints, identity from the userinfo response.
+    OAuth2 { authorization_endpoint: Url, token_endpoint: Url, userinfo_endpoint: Url, subject_field: String },
 }
 
 /// A client declared in the configuration.

@@ -48,6 +48,22 @@ pub(crate) struct RawGateway {
     pub(crate) templates_dir: Option<String>,
     #[serde(default)]
     pub(crate) clients: Vec<RawClient>,
+    pub(crate) upstream: Option<RawUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) kind: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) authorization_endpoint: Option<String>,
+    pub(crate) token_endpoint: Option<String>,
+    pub(crate) userinfo_endpoint: Option<String>,
+    pub(crate) subject_field: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) client_secret_file: Option<String>,
+    pub(crate) scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,11 +11,11 @@ use url::Url;
 use crate::env::{Env, expand};
 use std::path::PathBuf;
 
-use crate::raw::{RawConfig, RawGateway, RawIntrospection, RawServer, RawVerify};
+use crate::raw::{RawConfig, RawGateway, RawIntrospection, RawServer, RawUpstream, RawVerify};
 use crate::{
     Config, ConfigError, ConfigErrors, ConfiguredClient, DEFAULT_OPERATOR_KEY_FILE, DEFAULT_STORE_URL, Dangerous,
     GatewayConfig, IdentityHeader, IntrospectionConfig, LogConfig, LogFormat, OriginPolicy, ProxyConfig, ServerAuth,
-    ServerConfig, StoreConfig, ToolScopeRule, VerifyConfig,
+    ServerConfig, StoreConfig, ToolScopeRule, UpstreamKind, UpstreamLogin, VerifyConfig,
 };
 
 /// Default listen address: loopback, as the MCP transport spec asks of local servers.
@@ -259,6 +259,7 @@ fn resolve_gateway(
             });
         }
     }
+    let upstream = raw.upstream.as_ref().and_then(|u| resolve_upstream(u, errors));
     if errors.0.len() != before {
         return None;
     }
@@ -276,6 +277,79 @@ fn resolve_gateway(
         registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
         templates_dir: raw.templates_dir.clone().map(PathBuf::from),
         clients,
+        upstream,
+    })
+}
+
+fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLogin> {
+    let at = "gateway.upstream";
+    let before = errors.0.len();
+    let url = |field: &str, value: Option<&str>, errors: &mut Errors| -> Option<Url> {
+        match value {
+            None => {
+                errors.push(format!("{at}.{field}"), "required for kind = \"oauth2\"");
+                None
+            }
+            Some(s) => match Url::parse(s) {
+                Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+                _ => {
+                    errors.push(format!("{at}.{field}"), format!("{s:?} must be an https URL (http only on loopback)"));
+                    None
+                }
+            },
+        }
+    };
+    let kind = match raw.kind.as_deref() {
+        None | Some("oidc") => match raw.issuer.as_deref() {
+            Some(i) => IssuerUrl::parse(i)
+                .map(|issuer| UpstreamKind::Oidc { issuer })
+                .map_err(|e| errors.push(format!("{at}.issuer"), e.to_string()))
+                .ok(),
+            None => {
+                errors.push(format!("{at}.issuer"), "required for kind = \"oidc\": the upstream IdP's issuer");
+                None
+            }
+        },
+        Some("oauth2") => {
+            let a = url("authorization_endpoint", raw.authorization_endpoint.as_deref(), errors);
+            let t = url("token_endpoint", raw.token_endpoint.as_deref(), errors);
+            let u = url("userinfo_endpoint", raw.userinfo_endpoint.as_deref(), errors);
+            match (a, t, u) {
+                (Some(a), Some(t), Some(u)) => Some(UpstreamKind::OAuth2 {
+                    authorization_endpoint: a,
+                    token_endpoint: t,
+                    userinfo_endpoint: u,
+                    subject_field: raw.subject_field.clone().unwrap_or_else(|| "id".to_owned()),
+                }),
+                _ => None,
+            }
+        }
+        Some(other) => {
+            errors.push(format!("{at}.kind"), format!("{other:?} is not an upstream kind (oidc or oauth2)"));
+            None
+        }
+    };
+    let client_id = raw.client_id.clone().filter(|s| !s.is_empty());
+    if client_id.is_none() {
+        errors.push(format!("{at}.client_id"), "required: the client portcullis is registered as at the upstream IdP");
+    }
+    let client_secret =
+        secret(raw.client_secret.as_deref(), raw.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
+    if client_secret.is_none() && errors.0.len() == before {
+        errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
+    }
+    let default_scopes = match &kind {
+        Some(UpstreamKind::Oidc { .. }) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
+        _ => Vec::new(),
+    };
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(UpstreamLogin {
+        kind: kind?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scopes: raw.scopes.clone().unwrap_or(default_scopes),
     })
 }
 

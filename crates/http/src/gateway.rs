@@ -120,6 +120,7 @@ pub(crate) fn routes(state: Arc<AppState>, gw: Arc<GatewayHttp>) -> Router {
         .route(&p("/jwks.json"), get(jwks))
         .route(&p("/register"), post(register))
         .route(&p("/authorize"), get(authorize).post(authorize_post))
+        .route(&p("/callback"), get(callback))
         .route(&p("/token"), post(token))
         .route(&p("/revoke"), post(revoke))
         .route(&p("/introspect"), post(introspect))
@@ -232,6 +233,21 @@ async fn authorize_post(
     }
 }
 
+/// The upstream IdP's authorization response.
+#[derive(Debug, serde::Deserialize)]
+struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn callback(State((_, gw)): State<GwState>, Query(p): Query<CallbackParams>) -> Response {
+    match gw.gateway.callback(p.code.as_deref(), p.state.as_deref(), p.error.as_deref()).await {
+        Ok(url) => see_other(&url),
+        Err(f) => failure_response(&gw, f),
+    }
+}
+
 fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -245,30 +261,32 @@ fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
 
 fn step_response(gw: &GatewayHttp, step: Step) -> Response {
     let action = metadata::endpoint(&gw.gateway.issuer, "/authorize");
-    match step {
-        Step::Login { handle, flow, error } => {
-            let mut r = gw.render(
+    let (mut r, csrf) = match step {
+        Step::Login { handle, flow, error } => (
+            gw.render(
                 "login.html",
                 json!({"action": action, "handle": handle, "csrf": flow.csrf, "error": error,
                        "client_name": flow.client_name.clone().unwrap_or_else(|| flow.client_id.clone())}),
-            );
-            // Set with the first page only: the flow's token, bound to this browser.
-            if let Ok(v) =
-                HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax", flow.csrf))
-            {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
-            r
-        }
-        Step::Consent { handle, flow } => gw.render(
-            "consent.html",
-            json!({"action": action, "handle": handle, "csrf": flow.csrf,
-                   "client_name": flow.client_name.clone().unwrap_or_else(|| "An application".to_owned()),
-                   "client_id": flow.client_id, "redirect_host": flow.redirect_host(), "resource": flow.resource,
-                   "scopes": flow.scope.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>()}),
+            ),
+            flow.csrf,
         ),
-        Step::Done(url) => see_other(&url),
+        Step::Consent { handle, flow } => (
+            gw.render(
+                "consent.html",
+                json!({"action": action, "handle": handle, "csrf": flow.csrf,
+                       "client_name": flow.client_name.clone().unwrap_or_else(|| "An application".to_owned()),
+                       "client_id": flow.client_id, "redirect_host": flow.redirect_host(), "resource": flow.resource,
+                       "scopes": flow.scope.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>()}),
+            ),
+            flow.csrf,
+        ),
+        Step::Done(url) => return see_other(&url),
+    };
+    // The flow's double-submit token, bound to this browser.
+    if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Lax")) {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
+    r
 }
 
 /// 303 so the browser follows with GET, whatever method brought it here.

@@ -12,6 +12,7 @@ use portcullis_http::AppState;
 use portcullis_http::gateway::GatewayHttp;
 use portcullis_oauth::server::gateway::Gateway;
 use portcullis_oauth::server::keys::OperatorKey;
+use portcullis_oauth::server::upstream::Upstream;
 use portcullis_types::{Clock, SystemClock};
 use tokio::net::TcpListener;
 
@@ -133,7 +134,15 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
             default_scopes.push((r.to_string(), s.scopes.to_space_separated()));
         }
     }
-    let gateway = Gateway::start(g, resources, default_scopes, store, operator, clock)
+    let upstream = match &g.upstream {
+        Some(u) => Some(
+            Upstream::start(u, portcullis_oauth::setup::idp_client(), clock.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
+    let gateway = Gateway::start(g, resources, default_scopes, store, operator, clock, upstream)
         .await
         .map_err(|e| anyhow::anyhow!("starting the authorization server: {e}"))?;
     tracing::info!(issuer = %gateway.issuer, store = %redacted_store(&config.store.url), "authorization server ready");

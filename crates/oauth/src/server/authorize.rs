@@ -230,6 +230,11 @@ impl Gateway {
         };
         let handle = random_string(32);
         self.save(&handle, &flow).await?;
+        // With an upstream IdP, consent comes first: nothing is forwarded to a third-party IdP on behalf
+        // of a client the user has not approved (MCP security best practices, confused deputy).
+        if self.upstream.is_some() {
+            return Ok(Step::Consent { handle, flow });
+        }
         Ok(Step::Login { handle, flow, error: None })
     }
 
@@ -322,9 +327,6 @@ impl Gateway {
         approve: bool,
     ) -> Result<String, AuthorizeFailure> {
         let flow = self.take(handle, csrf_form, csrf_cookie).await?;
-        let Some(subject) = flow.subject.clone() else {
-            return Err(page("Request refused", "Sign in first."));
-        };
         if !approve {
             return Err(self.error_redirect(
                 &flow.redirect_uri,
@@ -333,12 +335,102 @@ impl Gateway {
                 "the user declined",
             ));
         }
+        let Some(subject) = flow.subject.clone() else {
+            return self.to_upstream(flow).await;
+        };
         self.store
             .put_consent(ConsentRecord {
                 subject,
                 client_id: flow.client_id.clone(),
                 scope: flow.scope.clone(),
                 granted_at: self.now(),
+            })
+            .await?;
+        self.issue_code(&flow).await
+    }
+
+    /// Where the upstream IdP sends the browser back.
+    pub fn callback_url(&self) -> String {
+        super::metadata::endpoint(&self.issuer, "/callback")
+    }
+
+    /// After consent: the upstream `state` is created now (never before consent), single-use and short-lived.
+    async fn to_upstream(&self, flow: Flow) -> Result<String, AuthorizeFailure> {
+        let Some(upstream) = &self.upstream else {
+            return Err(page("Request refused", "Sign in first."));
+        };
+        let state = random_string(32);
+        let (url, attempt) = upstream.authorization_url(&self.callback_url(), &state);
+        let data = serde_json::json!({"flow": flow, "attempt": attempt});
+        self.store
+            .put_pending(PendingRecord {
+                id_hash: hash(&state),
+                kind: "upstream".into(),
+                data,
+                expires_at: self.now() + FLOW_TTL_SECS,
+            })
+            .await?;
+        Ok(url)
+    }
+
+    /// The upstream IdP's redirect back to us.
+    pub async fn callback(
+        &self,
+        code: Option<&str>,
+        state: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<String, AuthorizeFailure> {
+        let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
+        let (Some(upstream), Some(state)) = (&self.upstream, state) else { return Err(expired()) };
+        let record = self.store.take_pending(&hash(state), self.now()).await?.ok_or_else(expired)?;
+        if record.kind != "upstream" {
+            return Err(expired());
+        }
+        let mut flow: Flow = serde_json::from_value(record.data["flow"].clone()).map_err(|_| expired())?;
+        let attempt: super::upstream::UpstreamAttempt =
+            serde_json::from_value(record.data["attempt"].clone()).map_err(|_| expired())?;
+        if let Some(e) = error {
+            tracing::info!(error = e, client_id = %flow.client_id, "the upstream IdP refused the sign-in");
+            return Err(self.error_redirect(
+                &flow.redirect_uri,
+                flow.state.as_deref(),
+                "access_denied",
+                "the identity provider refused the sign-in",
+            ));
+        }
+        let code = code.ok_or_else(expired)?;
+        let identity = match upstream.finish(code, &self.callback_url(), &attempt).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, client_id = %flow.client_id, "upstream sign-in failed");
+                return Err(self.error_redirect(
+                    &flow.redirect_uri,
+                    flow.state.as_deref(),
+                    "server_error",
+                    "signing in at the identity provider failed",
+                ));
+            }
+        };
+        let now = self.now();
+        let sealed =
+            self.seal(super::upstream::Upstream::stored_tokens(&identity).to_string().as_bytes(), &identity.subject)?;
+        self.store
+            .put_upstream_token(portcullis_store::UpstreamTokenRecord {
+                subject: identity.subject.clone(),
+                provider: upstream.provider.clone(),
+                sealed,
+                expires_at: identity.expires_at,
+                updated_at: now,
+            })
+            .await?;
+        flow.subject = Some(identity.subject.clone());
+        flow.auth_time = Some(now);
+        self.store
+            .put_consent(ConsentRecord {
+                subject: identity.subject,
+                client_id: flow.client_id.clone(),
+                scope: flow.scope.clone(),
+                granted_at: now,
             })
             .await?;
         self.issue_code(&flow).await

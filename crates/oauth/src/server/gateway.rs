@@ -57,6 +57,8 @@ pub struct Gateway {
     ring: RwLock<Arc<KeyRing>>,
     /// The verifier-side view of our own keys, shared with the protected servers.
     public_keys: Arc<JwksCache>,
+    /// Where users sign in, when not with local accounts.
+    pub(crate) upstream: Option<super::upstream::Upstream>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -88,6 +90,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         operator: OperatorKey,
         clock: Arc<dyn Clock>,
+        upstream: Option<super::upstream::Upstream>,
     ) -> Result<Arc<Self>, GatewayError> {
         let signing_alg = KeyAlg::parse(&config.signing_alg)
             .ok_or_else(|| GatewayError::Other(format!("unsupported signing algorithm {}", config.signing_alg)))?;
@@ -146,6 +149,7 @@ impl Gateway {
             operator,
             ring: RwLock::new(Arc::new(KeyRing::default())),
             public_keys,
+            upstream,
         });
         gateway.reload_keys().await?;
         Ok(gateway)
@@ -193,6 +197,11 @@ impl Gateway {
             })
             .await?;
         Ok(key.kid)
+    }
+
+    /// Seals a secret at rest under the operator key, bound to `context`.
+    pub(crate) fn seal(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, GatewayError> {
+        Ok(self.operator.seal(plain, context)?)
     }
 
     pub(crate) fn now(&self) -> i64 {

@@ -6,6 +6,7 @@
 //! - [`client_auth`]: client credentials from `Authorization: Basic` (RFC 6749 §2.3.1, form-urlencoded
 //!   before base64) or the form body.
 //! - [`keys`]: signing keys, sealed at rest under the operator key; the key ring and its JWKS.
+//! - [`upstream`]: signing users in at an upstream OpenID Connect or OAuth 2 IdP.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 
 pub mod authorize;
@@ -17,3 +18,4 @@ pub mod pkce;
 pub mod redirect;
 pub mod register;
 pub mod token;
+pub mod upstream;

@@ -386,3 +386,111 @@ async fn authorization_request_errors() {
         assert_eq!(q["iss"], gate.base);
     }
 }
+
+/// Follows redirects by hand, keeping the cookies each host sets, until a URL under `stop` is reached;
+/// returns that URL.
+async fn follow_until(start: &str, stop: &str) -> String {
+    let c = no_redirects();
+    let mut jar: HashMap<String, String> = HashMap::new();
+    let mut url = start.to_owned();
+    for _ in 0..20 {
+        if url.starts_with(stop) {
+            return url;
+        }
+        let cookie = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let r = c.get(&url).header("cookie", cookie).send().await.unwrap();
+        for set in r.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            if let Some((k, v)) = pair.split_once('=') {
+                jar.insert(k.trim().to_owned(), v.to_owned());
+            }
+        }
+        let Some(next) = r.headers().get("location") else {
+            panic!("{url} answered {} without a redirect: {}", r.status(), r.text().await.unwrap_or_default());
+        };
+        url = url::Url::parse(&url).unwrap().join(next.to_str().unwrap()).unwrap().to_string();
+    }
+    panic!("too many redirects");
+}
+
+#[tokio::test]
+async fn sign_in_at_an_upstream_openid_provider() {
+    let idp = crate::support::Idp::start("aud-client-id").await;
+    let sample = Sample::start().await;
+    let upstream = format!(
+        "[gateway.upstream]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"client-rs\"\nclient_secret = \"secret-rs\"\nscopes = [\"openid\"]\n",
+        idp.issuer
+    );
+    let text = config(&sample.mcp()).replace("[[gateway.clients]]", &format!("{upstream}[[gateway.clients]]"));
+    let gate = Gate::start(&text).await;
+
+    let (verifier, challenge) = pkce();
+    let redirect_uri = "http://127.0.0.1:40002/cb";
+    let c = no_redirects();
+    let resource = gate.url("/mcp");
+    let r = c
+        .get(gate.url("/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "configured"),
+            ("redirect_uri", redirect_uri),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "up-1"),
+            ("scope", "mcp:tools openid"),
+            ("resource", &resource),
+            ("nonce", "client-nonce"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = csrf_cookie(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Allow access?"), "consent comes before any redirect to the upstream IdP");
+    let form = [
+        ("step", "consent".to_owned()),
+        ("handle", hidden(&page, "handle")),
+        ("csrf", hidden(&page, "csrf")),
+        ("decision", "approve".to_owned()),
+    ];
+    let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let to_idp = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to_idp.starts_with(&idp.issuer), "{to_idp}");
+    for p in ["code_challenge_method=S256", "state=", "nonce=", "client_id=client-rs"] {
+        assert!(to_idp.contains(p), "{p} missing from {to_idp}");
+    }
+    // The IdP signs the user in and sends the browser back to the gateway, which sends it on.
+    let back = follow_until(&to_idp, &gate.url("/callback")).await;
+    let done = follow_until(&back, redirect_uri).await;
+    let q: HashMap<String, String> = url::Url::parse(&done).unwrap().query_pairs().into_owned().collect();
+    assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("up-1", gate.base.as_str()));
+
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
+    assert_eq!(status, 200, "{body}");
+    // Seed 000: every token carries our issuer; the upstream's ID token never leaves portcullis.
+    let id_token = claims_of(body["id_token"].as_str().unwrap());
+    assert_eq!(id_token["iss"], gate.base.as_str());
+    assert_eq!(id_token["aud"], "configured");
+    assert_eq!(id_token["nonce"], "client-nonce");
+    assert_eq!(id_token["sub"], "test-user", "the upstream user");
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(access)["iss"], gate.base.as_str());
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(4, "echo", json!({"text": "via upstream"})))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A replayed or forged upstream state is refused on a page.
+    let stale = c.get(&back).send().await.unwrap();
+    assert_eq!(stale.status(), 400);
+}

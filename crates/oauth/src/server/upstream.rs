@@ -1,0 +1,265 @@
+//! Signing users in at an upstream IdP (gateway mode): OpenID Connect (discovery; code with PKCE, `state`
+//! and `nonce`; the ID token verified against the IdP's keys; userinfo as fallback) or plain OAuth 2 with
+//! a userinfo endpoint (GitHub-style). The upstream's tokens stay here, sealed at rest: the client only
+//! ever gets tokens portcullis minted with its own issuer.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, Validation};
+use portcullis_config::{UpstreamKind, UpstreamLogin};
+use portcullis_types::Clock;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::gateway::GatewayError;
+use crate::discovery::discover;
+use crate::introspect::form_encode;
+use crate::jwks::JwksCache;
+
+/// The upstream IdP, resolved at start-up.
+pub struct Upstream {
+    /// A name for the upstream token store (`oidc:<issuer>` or `oauth2:<host>`).
+    pub provider: String,
+    authorization_endpoint: Url,
+    token_endpoint: Url,
+    userinfo_endpoint: Option<Url>,
+    /// OpenID Connect: the issuer and its keys.
+    oidc: Option<(String, Arc<JwksCache>)>,
+    subject_field: String,
+    client_id: String,
+    client_secret: portcullis_types::Secret,
+    scopes: Vec<String>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("provider", &self.provider)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the authorization redirect needs remembered until the callback.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UpstreamAttempt {
+    pub code_verifier: String,
+    pub nonce: String,
+}
+
+/// The signed-in user and the upstream's tokens.
+#[derive(Debug)]
+pub struct UpstreamIdentity {
+    pub subject: String,
+    /// The token response, to be sealed and stored.
+    pub tokens: Value,
+    pub expires_at: Option<i64>,
+}
+
+impl Upstream {
+    /// Resolves the upstream: discovery and keys for OpenID Connect (exact `issuer` match required).
+    pub async fn start(
+        cfg: &UpstreamLogin,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, GatewayError> {
+        let err = |e: String| GatewayError::Other(format!("upstream IdP: {e}"));
+        match &cfg.kind {
+            UpstreamKind::Oidc { issuer } => {
+                let meta = discover(&http, issuer).await.map_err(|e| err(e.to_string()))?;
+                let endpoint = |name: &str| -> Result<Url, GatewayError> {
+                    let s = meta
+                        .raw
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| err(format!("its metadata has no {name}")))?;
+                    Url::parse(s).map_err(|e| err(format!("{name} {s:?}: {e}")))
+                };
+                let jwks_uri = meta.jwks_uri.clone().ok_or_else(|| err("its metadata has no jwks_uri".into()))?;
+                let keys =
+                    JwksCache::load(jwks_uri, http.clone(), clock.clone()).await.map_err(|e| err(e.to_string()))?;
+                keys.spawn_refresher();
+                Ok(Self {
+                    provider: format!("oidc:{issuer}"),
+                    authorization_endpoint: endpoint("authorization_endpoint")?,
+                    token_endpoint: endpoint("token_endpoint")?,
+                    userinfo_endpoint: endpoint("userinfo_endpoint").ok(),
+                    oidc: Some((issuer.to_string(), keys)),
+                    subject_field: "sub".to_owned(),
+                    client_id: cfg.client_id.clone(),
+                    client_secret: cfg.client_secret.clone(),
+                    scopes: cfg.scopes.clone(),
+                    http,
+                    clock,
+                })
+            }
+            UpstreamKind::OAuth2 { authorization_endpoint, token_endpoint, userinfo_endpoint, subject_field } => {
+                Ok(Self {
+                    provider: format!("oauth2:{}", authorization_endpoint.host_str().unwrap_or_default()),
+                    authorization_endpoint: authorization_endpoint.clone(),
+                    token_endpoint: token_endpoint.clone(),
+                    userinfo_endpoint: Some(userinfo_endpoint.clone()),
+                    oidc: None,
+                    subject_field: subject_field.clone(),
+                    client_id: cfg.client_id.clone(),
+                    client_secret: cfg.client_secret.clone(),
+                    scopes: cfg.scopes.clone(),
+                    http,
+                    clock,
+                })
+            }
+        }
+    }
+
+    /// The upstream authorization URL for one sign-in, and what to remember for the callback.
+    pub fn authorization_url(&self, redirect_uri: &str, state: &str) -> (String, UpstreamAttempt) {
+        let attempt = UpstreamAttempt {
+            code_verifier: super::register::random_string(64),
+            nonce: super::register::random_string(32),
+        };
+        let challenge =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(attempt.code_verifier.as_bytes()));
+        let mut url = self.authorization_endpoint.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.client_id)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("state", state)
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
+            if !self.scopes.is_empty() {
+                q.append_pair("scope", &self.scopes.join(" "));
+            }
+            if self.oidc.is_some() {
+                q.append_pair("nonce", &attempt.nonce);
+            }
+        }
+        (url.to_string(), attempt)
+    }
+
+    /// Redeems the upstream code and establishes who signed in.
+    pub async fn finish(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        attempt: &UpstreamAttempt,
+    ) -> Result<UpstreamIdentity, GatewayError> {
+        let err = |e: String| GatewayError::Other(format!("upstream IdP: {e}"));
+        let resp = self
+            .http
+            .post(self.token_endpoint.clone())
+            // RFC 6749 §2.3.1: form-encode the credentials before Basic.
+            .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", &attempt.code_verifier),
+            ])
+            .send()
+            .await
+            .map_err(|e| err(format!("token endpoint unreachable ({})", crate::error_chain(&e))))?;
+        let status = resp.status();
+        let tokens: Value = resp.json().await.map_err(|e| err(format!("token response is not JSON ({e})")))?;
+        if !status.is_success() {
+            return Err(err(format!(
+                "token endpoint answered HTTP {}: {}",
+                status.as_u16(),
+                tokens.get("error").unwrap_or(&Value::Null)
+            )));
+        }
+        let now = self.clock.now_unix() as i64;
+        let expires_at = tokens.get("expires_in").and_then(Value::as_i64).map(|s| now + s);
+        let subject = match (&self.oidc, tokens.get("id_token").and_then(Value::as_str)) {
+            (Some((issuer, keys)), Some(id_token)) => {
+                self.verify_id_token(issuer, keys, id_token, &attempt.nonce).await?
+            }
+            _ => self.userinfo_subject(tokens.get("access_token").and_then(Value::as_str)).await?,
+        };
+        Ok(UpstreamIdentity { subject, tokens, expires_at })
+    }
+
+    /// OpenID Connect Core §3.1.3.7: signature by the IdP's key, `iss` exact, `aud` has our client id,
+    /// unexpired, and the `nonce` we sent.
+    async fn verify_id_token(
+        &self,
+        issuer: &str,
+        keys: &JwksCache,
+        token: &str,
+        nonce: &str,
+    ) -> Result<String, GatewayError> {
+        let err = |e: String| GatewayError::Other(format!("upstream ID token: {e}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| err(e.to_string()))?;
+        if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(err("symmetric algorithms are not accepted".into()));
+        }
+        let set = match &header.kid {
+            Some(kid) => keys.with_kid(kid).await.map_err(|e| err(e.to_string()))?,
+            None => keys.current(),
+        };
+        let candidates: Vec<_> = match &header.kid {
+            Some(kid) => set.by_kid(kid).into_iter().collect(),
+            None => set.candidates(header.alg).collect(),
+        };
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[issuer]);
+        v.set_audience(&[&self.client_id]);
+        v.leeway = 60;
+        let mut last = err("no published key fits it".into());
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &v) {
+                Ok(data) => {
+                    if data.claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+                        return Err(err("nonce does not match this sign-in".into()));
+                    }
+                    return data
+                        .claims
+                        .get("sub")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| err("no sub claim".into()));
+                }
+                Err(e) => last = err(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    async fn userinfo_subject(&self, access_token: Option<&str>) -> Result<String, GatewayError> {
+        let err = |e: String| GatewayError::Other(format!("upstream userinfo: {e}"));
+        let token = access_token.ok_or_else(|| err("the token response has no access_token".into()))?;
+        let endpoint = self.userinfo_endpoint.clone().ok_or_else(|| err("no userinfo endpoint".into()))?;
+        let resp = self
+            .http
+            .get(endpoint)
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| err(format!("unreachable ({})", crate::error_chain(&e))))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("HTTP {}", resp.status().as_u16())));
+        }
+        let info: Value = resp.json().await.map_err(|e| err(format!("not JSON ({e})")))?;
+        match info.get(&self.subject_field) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(err(format!("no {:?} field in the userinfo response", self.subject_field))),
+        }
+    }
+
+    /// The token response as stored (sealed) for this user.
+    pub fn stored_tokens(identity: &UpstreamIdentity) -> Value {
+        json!({
+            "access_token": identity.tokens.get("access_token"),
+            "refresh_token": identity.tokens.get("refresh_token"),
+            "expires_at": identity.expires_at,
+        })
+    }
+}
