@@ -2,10 +2,10 @@
 //! validated [`Config`] in one step that reports every problem at once, each with its path.
 //!
 //! # Layout
-//! - [`raw`](crate::raw): the serde shape of the file, `deny_unknown_fields` everywhere.
-//! - [`resolve`](crate::resolve): raw → [`Config`], collecting [`ConfigError`]s.
-//! - [`env`]: the [`Env`] trait and `${VAR}` expansion.
-//! - [`from_env`](crate::from_env): the environment-only contract (`OAUTH_ISSUER_URL`, …).
+//! - `raw`: the serde shape of the file, `deny_unknown_fields` everywhere.
+//! - `resolve`: raw → [`Config`], collecting [`ConfigError`]s.
+//! - [`env`](mod@env): the [`Env`] trait and `${VAR}` expansion.
+//! - `from_env`: the environment-only contract (`OAUTH_ISSUER_URL`, …).
 
 #![forbid(unsafe_code)]
 

@@ -3,9 +3,9 @@
 //! # Layout
 //! - [`router`]: assembles the routes and layers for a validated configuration.
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
-//! - [`origin`](crate::origin): `Origin` validation and CORS.
-//! - [`auth`](crate::auth): the bearer-token layer and scope checks.
-//! - [`well_known`](crate::well_known): RFC 9728 protected resource metadata.
+//! - `origin`: `Origin` validation and CORS.
+//! - `auth`: the bearer-token layer and scope checks.
+//! - `well_known`: RFC 9728 protected resource metadata.
 //! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
 //! One request passes, outermost first: request id → trace span → CORS → `Origin` check →

@@ -1,12 +1,12 @@
 //! The portcullis command line: `serve` (the gate), `check-config`, and `sample-upstream`.
 //!
 //! # Layout
-//! - [`cli`](crate::cli): the clap definitions.
-//! - [`serve`](crate::serve): wiring: configuration → state → listener, signals and shutdown.
-//! - [`check_config`](crate::check_config): validation without serving.
-//! - [`sample`](crate::sample): runs the bundled sample MCP server.
-//! - [`admin`](crate::admin): `users` and `keys`, working on the gateway's store.
-//! - [`logging`](crate::logging): tracing subscriber set-up.
+//! - `cli`: the clap definitions.
+//! - `serve`: wiring: configuration → state → listener, signals and shutdown.
+//! - `check_config`: validation without serving.
+//! - `sample`: runs the bundled sample MCP server.
+//! - `admin`: `users` and `keys`, working on the gateway's store.
+//! - `logging`: tracing subscriber set-up.
 
 #![forbid(unsafe_code)]
 

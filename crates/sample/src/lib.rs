@@ -14,8 +14,8 @@
 //! ends a session, and `GET /_sample/stats` reports counters the tests assert on.
 //!
 //! # Layout
-//! - [`rpc`]: JSON-RPC dispatch and the tools.
-//! - [`stream`]: the SSE answers (POST progress, GET stream).
+//! - `rpc`: JSON-RPC dispatch and the tools.
+//! - `stream`: the SSE answers (POST progress, GET stream).
 
 #![forbid(unsafe_code)]
 

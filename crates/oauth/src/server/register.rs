@@ -193,7 +193,7 @@ fn string_list(req: &Map<String, Value>, field: &str) -> Result<Option<Vec<Strin
     }
 }
 
-/// `len` characters drawn uniformly from [`UNRESERVED`] (64 symbols: each byte's low six bits).
+/// `len` characters drawn uniformly from the RFC 3986 unreserved alphabet (64 symbols: each byte's low six bits).
 pub fn random_string(len: usize) -> String {
     let mut bytes = vec![0u8; len];
     // The operating system's CSPRNG; failure here means no safe randomness exists at all.
