@@ -14,16 +14,9 @@ CONCURRENCY="${CONCURRENCY:-16}"
 UP_PORT="${UP_PORT:-19511}"
 GW_PORT="${GW_PORT:-19512}"
 
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 [ -d tests/interop/node_modules ] || (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
-cargo build --release --locked -p portcullis >/dev/null
-BIN=target/release/portcullis
-# PIN=1: portcullis alone on CPU 1; the load generator and everything else on CPU 0 (the peers' method).
-if [ "${PIN:-0}" = 1 ]; then GATE="taskset -c 1"; LOAD="taskset -c 0"; else GATE=""; LOAD=""; fi
-WORK="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 mkfifo "$WORK/idp.out"
 $LOAD node tests/interop/idp.mjs --profile rfc8707 --ignore-stdin >"$WORK/idp.out" 2>/dev/null &
@@ -31,8 +24,7 @@ pids+=($!)
 ISSUER=$(head -n1 "$WORK/idp.out" | sed -E 's/.*"issuer":"([^"]+)".*/\1/')
 cat "$WORK/idp.out" >/dev/null &
 
-$LOAD "$BIN" sample-upstream --listen "127.0.0.1:$UP_PORT" >/dev/null &
-pids+=($!)
+start_upstream "$UP_PORT"
 cat >"$WORK/bench.toml" <<TOML
 public_url = "http://127.0.0.1:$GW_PORT"
 listen = "127.0.0.1:$GW_PORT"
@@ -50,9 +42,7 @@ issuer = "$ISSUER"
 path = "/pub"
 upstream = "http://127.0.0.1:$UP_PORT/mcp"
 TOML
-RUST_LOG=error $GATE "$BIN" serve --config "$WORK/bench.toml" >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
+start_gate "$WORK/bench.toml" "$GW_PORT"
 
 token() { # client secret
   curl -sf -u "$1:$2" -d grant_type=client_credentials -d scope=mcp:tools \

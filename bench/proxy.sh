@@ -11,18 +11,10 @@ CONCURRENCY="${CONCURRENCY:-1 16 64}"
 UP_PORT="${UP_PORT:-19501}"
 GW_PORT="${GW_PORT:-19502}"
 
-command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
-cargo build --release --locked -p portcullis >/dev/null
-BIN=target/release/portcullis
-# PIN=1: portcullis alone on CPU 1; the load generator and everything else on CPU 0 (the peers' method).
-if [ "${PIN:-0}" = 1 ]; then GATE="taskset -c 1"; LOAD="taskset -c 0"; else GATE=""; LOAD=""; fi
-WORK="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-$LOAD "$BIN" sample-upstream --listen "127.0.0.1:$UP_PORT" >/dev/null &
-pids+=($!)
+start_upstream "$UP_PORT"
 cat >"$WORK/bench.toml" <<TOML
 public_url = "http://127.0.0.1:$GW_PORT"
 listen = "127.0.0.1:$GW_PORT"
@@ -34,10 +26,7 @@ allow_unauthenticated = true
 path = "/mcp"
 upstream = "http://127.0.0.1:$UP_PORT/mcp"
 TOML
-RUST_LOG=error $GATE "$BIN" serve --config "$WORK/bench.toml" >/dev/null 2>&1 &
-GW_PID=$!
-pids+=($GW_PID)
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/readyz" >/dev/null && break; sleep 0.1; done
+start_gate "$WORK/bench.toml" "$GW_PORT"
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(rss_kib "$GW_PID")

@@ -63,9 +63,11 @@ impl GatewayHttp {
 
     fn render(&self, name: &str, ctx: Value) -> Response {
         let mut ctx = ctx;
-        ctx["css"] = json!(include_str!("../templates/base.css"));
         ctx["issuer_host"] = json!(self.gateway.issuer.url().host_str().unwrap_or_default());
-        match self.templates.get_template(name).and_then(|t| t.render(minijinja::value::Serde(&ctx))) {
+        // The stylesheet is ours and goes into <style>, where HTML escaping would break it (`"` and `/`).
+        let css = minijinja::Value::from_safe_string(include_str!("../templates/base.css").to_owned());
+        let ctx = minijinja::context! { css => css, ..minijinja::Value::from(minijinja::value::Serde(&ctx)) };
+        match self.templates.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(html) => html_response(StatusCode::OK, html),
             Err(e) => {
                 tracing::error!(error = %e, template = name, "page could not be rendered");
@@ -262,10 +264,10 @@ fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
 fn step_response(gw: &GatewayHttp, step: Step) -> Response {
     let action = metadata::endpoint(&gw.gateway.issuer, "/authorize");
     let (mut r, csrf) = match step {
-        Step::Login { handle, flow, error } => (
+        Step::Login { handle, flow, error, username } => (
             gw.render(
                 "login.html",
-                json!({"action": action, "handle": handle, "csrf": flow.csrf, "error": error,
+                json!({"action": action, "handle": handle, "csrf": flow.csrf, "error": error, "username": username,
                        "client_name": flow.client_name.clone().unwrap_or_else(|| flow.client_id.clone())}),
             ),
             flow.csrf,

@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis_config::ProxyConfig;
-use portcullis_oauth::VerifiedToken;
+use portcullis_oauth::{VerifiedToken, error_chain};
 use serde_json::Value;
 
 use crate::error::ProxyError;
@@ -322,18 +322,6 @@ impl http_body::Body for IdleBounded {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// An error with its sources, for the log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 /// The whole proxy step for one server: read the body, forward, map failures.

@@ -30,8 +30,8 @@ pub use introspect::Introspector;
 pub use jwks::{JwksCache, KeySet};
 pub use verify::{VerifiedToken, Verifier, VerifierConfig};
 
-/// An error with its sources, for messages.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, for messages and logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(src) = cur {

@@ -90,8 +90,8 @@ impl From<portcullis_store::StoreError> for AuthorizeFailure {
 /// What to show next.
 #[derive(Debug)]
 pub enum Step {
-    /// The sign-in page (with an error message after a failed attempt).
-    Login { handle: String, flow: Flow, error: Option<String> },
+    /// The sign-in page (with an error message and the username tried, after a failed attempt).
+    Login { handle: String, flow: Flow, error: Option<String>, username: Option<String> },
     /// The consent page.
     Consent { handle: String, flow: Flow },
     /// Send the browser here (the client's redirect URI with the code).
@@ -235,7 +235,7 @@ impl Gateway {
         if self.upstream.is_some() {
             return Ok(Step::Consent { handle, flow });
         }
-        Ok(Step::Login { handle, flow, error: None })
+        Ok(Step::Login { handle, flow, error: None, username: None })
     }
 
     fn default_scope(&self, resource: &str, metadata: &Value) -> String {
@@ -303,6 +303,7 @@ impl Gateway {
                 handle: handle.to_owned(),
                 flow,
                 error: Some("Wrong username or password.".into()),
+                username: Some(username.to_owned()),
             });
         };
         flow.subject = Some(subject.clone());
