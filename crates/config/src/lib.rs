@@ -216,6 +216,9 @@ pub struct OriginPolicy {
 pub struct Dangerous {
     /// Servers without any authentication are allowed.
     pub allow_unauthenticated: bool,
+    /// Gateway mode: every authorization request is signed in as this local account and approved
+    /// without showing a page — for automated test clients that cannot drive HTML. Loopback only.
+    pub auto_approve_as: Option<String>,
 }
 
 /// One protected MCP server.

@@ -105,6 +105,7 @@ pub(crate) struct RawOrigins {
 pub(crate) struct RawDangerous {
     #[serde(default)]
     pub(crate) allow_unauthenticated: bool,
+    pub(crate) auto_approve_as: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

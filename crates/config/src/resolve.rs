@@ -125,7 +125,14 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
 
     let origins = resolve_origins(raw.origins.allowed.as_deref(), &mut errors);
-    let dangerous = Dangerous { allow_unauthenticated: raw.dangerous.allow_unauthenticated };
+    let dangerous = Dangerous {
+        allow_unauthenticated: raw.dangerous.allow_unauthenticated,
+        auto_approve_as: raw.dangerous.auto_approve_as.clone().filter(|s| !s.is_empty()),
+    };
+    // Skipping sign-in and consent is for test machines only: refuse it anywhere but on loopback.
+    if dangerous.auto_approve_as.is_some() && !listen.is_some_and(|l| l.ip().is_loopback()) {
+        errors.push("dangerous.auto_approve_as", "only allowed when listening on a loopback address");
+    }
 
     let mut servers = Vec::new();
     if raw.server.is_empty() {

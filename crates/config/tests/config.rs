@@ -249,3 +249,21 @@ gateway = true
         assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
     }
 }
+
+#[test]
+fn auto_approval_only_on_loopback() {
+    let text = r#"
+public_url = "https://mcp.example.com"
+listen = "0.0.0.0:8080"
+[dangerous]
+auto_approve_as = "alice"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:3001/mcp"
+gateway = true
+"#;
+    assert_eq!(errors(text), ["dangerous.auto_approve_as: only allowed when listening on a loopback address"]);
+    let ok = text.replace("0.0.0.0:8080", "127.0.0.1:8080");
+    let c = Config::from_toml(&ok, &MapEnv::default()).unwrap();
+    assert_eq!(c.dangerous.auto_approve_as.as_deref(), Some("alice"));
+}

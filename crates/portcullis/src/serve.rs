@@ -142,7 +142,8 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
         ),
         None => None,
     };
-    let gateway = Gateway::start(g, resources, default_scopes, store, operator, clock, upstream)
+    let auto = config.dangerous.auto_approve_as.clone();
+    let gateway = Gateway::start(g, resources, default_scopes, auto, store, operator, clock, upstream)
         .await
         .map_err(|e| anyhow::anyhow!("starting the authorization server: {e}"))?;
     tracing::info!(issuer = %gateway.issuer, store = %redacted_store(&config.store.url), "authorization server ready");
@@ -194,6 +195,13 @@ fn announce(config: &Config) {
             }
             ServerAuth::Gateway => tracing::info!(path = %s.path, upstream = %s.upstream, "gateway mode"),
         }
+    }
+    if let Some(user) = &config.dangerous.auto_approve_as {
+        tracing::warn!(
+            user,
+            "DANGEROUS: every authorization request is signed in as this account WITHOUT sign-in or consent \
+             (dangerous.auto_approve_as); for automated tests on loopback only"
+        );
     }
     if config.origins.any {
         tracing::warn!("DANGEROUS: any Origin may call the MCP endpoints (origins.allowed contains \"*\")");

@@ -45,6 +45,8 @@ pub struct Settings {
     /// Base scopes per resource (what a token needs at minimum), used when a client asks for none.
     pub default_scopes: Vec<(String, String)>,
     pub signing_alg: KeyAlg,
+    /// Sign every request in as this local account without pages (`dangerous.auto_approve_as`).
+    pub auto_approve_as: Option<String>,
 }
 
 /// The gateway.
@@ -87,6 +89,7 @@ impl Gateway {
         config: &GatewayConfig,
         resources: Vec<String>,
         default_scopes: Vec<(String, String)>,
+        auto_approve_as: Option<String>,
         store: Arc<dyn Store>,
         operator: OperatorKey,
         clock: Arc<dyn Clock>,
@@ -103,6 +106,7 @@ impl Gateway {
             resources,
             default_scopes,
             signing_alg,
+            auto_approve_as,
         };
         let now = clock.now_unix() as i64;
         if store.list_keys().await?.is_empty() {

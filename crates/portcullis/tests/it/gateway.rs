@@ -494,3 +494,29 @@ async fn sign_in_at_an_upstream_openid_provider() {
     let stale = c.get(&back).send().await.unwrap();
     assert_eq!(stale.status(), 400);
 }
+
+#[tokio::test]
+async fn dangerous_auto_approval_for_automated_clients() {
+    let sample = Sample::start().await;
+    let port = free_port();
+    let dir = TempDir::new();
+    let text = config(&sample.mcp()).replace("[store]", "[dangerous]\nauto_approve_as = \"alice\"\n[store]");
+    let path = write_config(&text, port, &dir);
+    admin(&["users", "add", "alice", "--config", &path.display().to_string()], &format!("{PASSWORD}\n")).await;
+    let gate = Gate::start_at(&path, port, dir, &[]).await;
+    let (verifier, challenge) = pkce();
+    let r = no_redirects()
+        .get(gate.url("/authorize"))
+        .query(&[("response_type", "code"), ("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:7/cb"),
+            ("code_challenge", &challenge), ("code_challenge_method", "S256"), ("state", "auto")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "no page is shown");
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let q: HashMap<String, String> = loc.query_pairs().into_owned().collect();
+    let form = [("grant_type", "authorization_code"), ("code", q["code"].as_str()), ("redirect_uri", "http://127.0.0.1:7/cb"), ("code_verifier", verifier.as_str())];
+    let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "local:alice");
+}
