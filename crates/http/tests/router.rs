@@ -210,6 +210,12 @@ async fn challenges_name_the_precise_cause() {
         ("challenge_wrong_audience.txt", token(json!({"aud": "https://other.example/mcp"}))),
         ("challenge_wrong_issuer.txt", token(json!({"iss": "https://idp.example.com"}))),
         ("challenge_not_a_jwt.txt", "opaque-value".to_owned()),
+        ("challenge_alg_none.txt", portcullis_test_support::unsigned(&json!({"alg": "none"}), &json!({"iss": ISS}))),
+        ("challenge_unknown_key.txt", {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+            header.kid = Some("retired-key".into());
+            portcullis_test_support::mint_with(&header, TestKey::Es256, &json!({"iss": ISS, "exp": NOW + 60}))
+        }),
         ("challenge_bad_signature.txt", {
             let t = token(json!({}));
             let (head, _) = t.rsplit_once('.').unwrap();
