@@ -161,6 +161,18 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         (None, Some(p)) if wants_gateway => resolve_gateway(&RawGateway::default(), p, &servers, &mut errors),
         (None, Some(_)) => None,
     };
+    if let Some(g) = &gateway {
+        let prefix = g.issuer.url().path().trim_end_matches('/').to_owned();
+        for (i, s) in servers.iter().enumerate() {
+            let taken = GATEWAY_ENDPOINTS.iter().any(|e| s.path == format!("{prefix}{e}"));
+            if taken {
+                errors.push(
+                    format!("server[{i}].path"),
+                    format!("{:?} is an endpoint of the gateway's authorization server", s.path),
+                );
+            }
+        }
+    }
     if raw.gateway.is_some() && !wants_gateway && !raw.server.is_empty() {
         errors.push("gateway", "configured, but no [[server]] has gateway = true");
     }
@@ -411,6 +423,10 @@ fn resolve_origins(allowed: Option<&[String]>, errors: &mut Errors) -> OriginPol
     }
     policy
 }
+
+/// The gateway's endpoints, under its issuer's path.
+const GATEWAY_ENDPOINTS: [&str; 7] =
+    ["/authorize", "/callback", "/token", "/register", "/revoke", "/introspect", "/jwks.json"];
 
 /// Paths portcullis serves itself and a server may not take.
 const RESERVED_PATHS: [&str; 3] = ["/.well-known", "/healthz", "/readyz"];

@@ -267,3 +267,15 @@ gateway = true
     let c = Config::from_toml(&ok, &MapEnv::default()).unwrap();
     assert_eq!(c.dangerous.auto_approve_as.as_deref(), Some("alice"));
 }
+
+#[test]
+fn gateway_endpoints_are_reserved() {
+    let text = r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "/token"
+upstream = "http://127.0.0.1:3001/mcp"
+gateway = true
+"#;
+    assert_eq!(errors(text), ["server[0].path: \"/token\" is an endpoint of the gateway's authorization server"]);
+}
