@@ -1,0 +1,58 @@
+// Gateway mode, server side: authorization requests (approved without pages), code exchanges and refresh
+// rotations against a running portcullis, with W concurrent workers; prints rate and median per step.
+//   node bench/token.mjs BASE_URL [ROUNDS=300] [WORKERS=8]
+import { createHash, randomBytes } from 'node:crypto';
+
+const [base, rounds = '300', workers = '8'] = process.argv.slice(2);
+const ROUNDS = Number(rounds);
+const WORKERS = Number(workers);
+const redirectUri = 'http://127.0.0.1:9/cb';
+const b64url = (b) => b.toString('base64url');
+
+const reg = await (await fetch(`${base}/register`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ redirect_uris: [redirectUri], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' }),
+})).json();
+
+const times = { authorize: [], code: [], refresh: [] };
+async function timed(step, fn) {
+  const t = performance.now();
+  const r = await fn();
+  times[step].push(performance.now() - t);
+  return r;
+}
+
+async function round() {
+  const verifier = b64url(randomBytes(32));
+  const challenge = b64url(createHash('sha256').update(verifier).digest());
+  const url = new URL(`${base}/authorize`);
+  for (const [k, v] of Object.entries({ response_type: 'code', client_id: reg.client_id, redirect_uri: redirectUri,
+    code_challenge: challenge, code_challenge_method: 'S256', state: 's' })) url.searchParams.set(k, v);
+  const res = await timed('authorize', () => fetch(url, { redirect: 'manual' }));
+  const code = new URL(res.headers.get('location')).searchParams.get('code');
+  if (!code) throw new Error(`no code: ${res.status} ${res.headers.get('location')}`);
+  const token = async (params) => {
+    const r = await fetch(`${base}/token`, { method: 'POST', body: new URLSearchParams({ client_id: reg.client_id, ...params }) });
+    const body = await r.json();
+    if (r.status !== 200) throw new Error(`token: ${r.status} ${JSON.stringify(body)}`);
+    return body;
+  };
+  const first = await timed('code', () => token({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier }));
+  await timed('refresh', () => token({ grant_type: 'refresh_token', refresh_token: first.refresh_token }));
+}
+
+const started = performance.now();
+let next = 0;
+await Promise.all(Array.from({ length: WORKERS }, async () => {
+  while (next < ROUNDS) {
+    next += 1;
+    await round();
+  }
+}));
+const seconds = (performance.now() - started) / 1000;
+const median = (a) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)];
+console.log(`${ROUNDS} sign-ins (authorize + code exchange + one refresh), ${WORKERS} workers, ${seconds.toFixed(1)} s: ${(ROUNDS / seconds).toFixed(0)} sign-ins/s`);
+for (const [step, t] of Object.entries(times)) {
+  console.log(`${step.padEnd(10)} median ${median(t).toFixed(2)} ms`);
+}
