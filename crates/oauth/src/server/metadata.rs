@@ -38,8 +38,8 @@ pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
         "grant_types_supported": ["authorization_code", "refresh_token"],
         // MCP: clients MUST refuse to proceed without this field; S256 only (OAuth 2.1 §4.1.1).
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        // Only what /token really accepts: a client choosing an advertised method must succeed.
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         // RFC 9207: every authorization response, errors included, carries `iss`.
