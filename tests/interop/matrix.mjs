@@ -66,6 +66,10 @@ const CELLS = [
   ...OPAQUE_CLIENTS.map((c) => ({ ...c, mode: 'verify', profile: 'opaque' })),
   ...DYNAMIC_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
   ...CONFIGURED_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
+  // Gateway mode signing users in at an upstream OpenID provider (the IdP as
+  // portcullis's own client; its `iss` never reaches the MCP client).
+  ...DYNAMIC_CLIENTS.map((c) => ({ ...c, mode: 'gateway-oidc', profile: 'aud-client-id' })),
+  ...CONFIGURED_CLIENTS.slice(0, 2).map((c) => ({ ...c, mode: 'gateway-oidc', profile: 'aud-client-id' })),
 ];
 
 const DRIVERS = {
@@ -96,7 +100,9 @@ async function runCell(cell, bin) {
     if (abort.signal.aborted) throw new Error('cell aborted');
     return driver.run({
       ...stack,
-      profile: cell.profile,
+      // The profile shapes the tokens the client sees only in verify mode; in
+      // gateway mode they are always portcullis's own (`aud` = the resource).
+      profile: cell.mode === 'verify' ? cell.profile : '-',
       authMethod: cell.authMethod,
       preregistered: cell.registration === 'dcr' ? undefined : stack.preregisteredClient,
       signal: abort.signal,

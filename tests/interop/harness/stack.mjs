@@ -178,11 +178,31 @@ export async function startStack({ bin, mode, profile, timeoutMs }) {
         });
         return stack;
       }
-      case 'gateway': {
-        // portcullis is the authorization server: local accounts in a SQLite
-        // store, DCR open, one configured client; no IdP process.
-        const upstream = await startUpstream(bin, { timeoutMs });
-        procs.push(upstream.proc);
+      case 'gateway':
+      case 'gateway-oidc': {
+        // portcullis is the authorization server: a SQLite store, DCR open, one
+        // configured client. Users sign in with a local account (`gateway`) or,
+        // for `gateway-oidc`, at the test IdP behind portcullis (profile
+        // `aud-client-id`, as portcullis's own client `client-rs`).
+        const started = await Promise.allSettled([
+          startUpstream(bin, { timeoutMs }),
+          ...(mode === 'gateway-oidc' ? [startIdp('aud-client-id', { timeoutMs })] : []),
+        ]);
+        for (const s of started) if (s.status === 'fulfilled') procs.push(s.value.proc);
+        const failedStart = started.find((s) => s.status === 'rejected');
+        if (failedStart) throw failedStart.reason;
+        const [upstream, idp] = started.map((s) => s.value);
+        const upstreamLogin = idp
+          ? [
+              '[gateway.upstream]',
+              'kind = "oidc"',
+              `issuer = ${tomlString(idp.issuer)}`,
+              `client_id = ${tomlString(IDP_CLIENT.client_id)}`,
+              `client_secret = ${tomlString(IDP_CLIENT.client_secret)}`,
+              'scopes = ["openid"]',
+              '',
+            ]
+          : [];
         const state = path.join(dir, 'state');
         fs.mkdirSync(state);
         const configFor = (port) => [
@@ -195,6 +215,7 @@ export async function startStack({ bin, mode, profile, timeoutMs }) {
           '[gateway]',
           `operator_key_file = ${tomlString(path.join(state, 'operator.key'))}`,
           '',
+          ...upstreamLogin,
           '[[gateway.clients]]',
           `client_id = ${tomlString(GATEWAY_CLIENT.client_id)}`,
           `client_secret = ${tomlString(GATEWAY_CLIENT.client_secret)}`,
