@@ -507,15 +507,26 @@ async fn dangerous_auto_approval_for_automated_clients() {
     let (verifier, challenge) = pkce();
     let r = no_redirects()
         .get(gate.url("/authorize"))
-        .query(&[("response_type", "code"), ("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:7/cb"),
-            ("code_challenge", &challenge), ("code_challenge_method", "S256"), ("state", "auto")])
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "configured"),
+            ("redirect_uri", "http://127.0.0.1:7/cb"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "auto"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "no page is shown");
     let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let q: HashMap<String, String> = loc.query_pairs().into_owned().collect();
-    let form = [("grant_type", "authorization_code"), ("code", q["code"].as_str()), ("redirect_uri", "http://127.0.0.1:7/cb"), ("code_verifier", verifier.as_str())];
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", "http://127.0.0.1:7/cb"),
+        ("code_verifier", verifier.as_str()),
+    ];
     let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "local:alice");
