@@ -10,7 +10,7 @@ use axum::serve::ListenerExt;
 use portcullis_config::{Config, Env, GatewayConfig, MapEnv, ProcessEnv, ServerAuth};
 use portcullis_http::AppState;
 use portcullis_http::gateway::GatewayHttp;
-use portcullis_oauth::server::gateway::Gateway;
+use portcullis_oauth::server::gateway::{Gateway, Serves};
 use portcullis_oauth::server::keys::OperatorKey;
 use portcullis_oauth::server::upstream::Upstream;
 use portcullis_types::{Clock, SystemClock};
@@ -142,8 +142,9 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
         ),
         None => None,
     };
-    let auto = config.dangerous.auto_approve_as.clone();
-    let gateway = Gateway::start(g, resources, default_scopes, auto, store, operator, clock, upstream)
+    let serves =
+        Serves { resources, default_scopes, auto_approve_as: config.dangerous.auto_approve_as.clone(), upstream };
+    let gateway = Gateway::start(g, serves, store, operator, clock)
         .await
         .map_err(|e| anyhow::anyhow!("starting the authorization server: {e}"))?;
     tracing::info!(issuer = %gateway.issuer, store = %redacted_store(&config.store.url), "authorization server ready");

@@ -49,6 +49,19 @@ pub struct Settings {
     pub auto_approve_as: Option<String>,
 }
 
+/// What the gateway serves, beyond its own configuration section.
+#[derive(Debug, Default)]
+pub struct Serves {
+    /// The resource URLs of the gateway-protected servers, on every public origin.
+    pub resources: Vec<String>,
+    /// Each resource's base scopes (space-separated), granted when a client asks for none.
+    pub default_scopes: Vec<(String, String)>,
+    /// `dangerous.auto_approve_as`.
+    pub auto_approve_as: Option<String>,
+    /// Sign-in at an upstream IdP instead of local accounts.
+    pub upstream: Option<super::upstream::Upstream>,
+}
+
 /// The gateway.
 pub struct Gateway {
     pub issuer: IssuerUrl,
@@ -87,14 +100,12 @@ impl Gateway {
     /// configured clients to the store.
     pub async fn start(
         config: &GatewayConfig,
-        resources: Vec<String>,
-        default_scopes: Vec<(String, String)>,
-        auto_approve_as: Option<String>,
+        serves: Serves,
         store: Arc<dyn Store>,
         operator: OperatorKey,
         clock: Arc<dyn Clock>,
-        upstream: Option<super::upstream::Upstream>,
     ) -> Result<Arc<Self>, GatewayError> {
+        let Serves { resources, default_scopes, auto_approve_as, upstream } = serves;
         let signing_alg = KeyAlg::parse(&config.signing_alg)
             .ok_or_else(|| GatewayError::Other(format!("unsupported signing algorithm {}", config.signing_alg)))?;
         let settings = Settings {
