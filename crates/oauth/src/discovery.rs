@@ -58,7 +58,7 @@ pub async fn discover(http: &reqwest::Client, issuer: &IssuerUrl) -> Result<Auth
 }
 
 /// GETs a JSON object; on failure returns what came back, in words.
-pub(crate) async fn fetch_json(http: &reqwest::Client, url: &Url) -> Result<Value, String> {
+pub async fn fetch_json(http: &reqwest::Client, url: &Url) -> Result<Value, String> {
     let resp = http
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")

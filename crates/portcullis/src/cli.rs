@@ -24,12 +24,27 @@ pub(crate) enum Command {
     CheckConfig(CheckConfigArgs),
     /// Run the bundled sample MCP server (tools echo, whoami, progress, sleep).
     SampleUpstream(SampleArgs),
+    /// Diagnose an MCP server's OAuth set-up the way a strict client sees it.
+    Doctor(DoctorArgs),
     /// Manage the gateway's local accounts.
     #[command(subcommand)]
     Users(UsersCommand),
     /// Manage the gateway's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// The MCP endpoint, e.g. https://mcp.example.com/mcp
+    pub(crate) url: String,
+    /// Also register a client (RFC 7591) and probe the token endpoint with it. This creates a client
+    /// at the authorization server.
+    #[arg(long)]
+    pub(crate) register: bool,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

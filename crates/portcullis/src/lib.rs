@@ -6,6 +6,7 @@
 //! - `check_config`: validation without serving.
 //! - `sample`: runs the bundled sample MCP server.
 //! - `admin`: `users` and `keys`, working on the gateway's store.
+//! - `doctor`: a strict client's diagnosis of any MCP server's OAuth set-up.
 //! - `logging`: tracing subscriber set-up.
 
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 mod admin;
 mod check_config;
 mod cli;
+mod doctor;
 mod logging;
 mod sample;
 mod serve;
@@ -27,6 +29,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         cli::Command::CheckConfig(args) => check_config::run(&args),
         cli::Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(args))).unwrap_or_else(report),
+        cli::Command::Doctor(args) => runtime().and_then(|rt| rt.block_on(doctor::run(args))).unwrap_or_else(report),
         cli::Command::Users(cmd) => runtime().and_then(|rt| rt.block_on(admin::users(cmd))).unwrap_or_else(report),
         cli::Command::Keys(cmd) => runtime().and_then(|rt| rt.block_on(admin::keys(cmd))).unwrap_or_else(report),
         cli::Command::SampleUpstream(args) => {

@@ -37,7 +37,7 @@ gateway = true
 }
 
 /// A gateway with one local account, `alice`.
-async fn start() -> (Sample, Gate) {
+pub(crate) async fn start() -> (Sample, Gate) {
     let sample = Sample::start().await;
     let port = free_port();
     let dir = TempDir::new();

@@ -1,0 +1,158 @@
+//! `portcullis doctor` against portcullis itself and against small servers that each carry one fault
+//! the seeds describe: every fault is named by its check, and nothing else fails.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::support::{STEP, bin};
+
+/// Runs `portcullis doctor URL --register --json`; returns the exit code and the checks.
+async fn doctor(url: &str) -> (i32, Vec<Value>) {
+    let out = tokio::process::Command::new(bin())
+        .args(["doctor", url, "--register", "--json"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(STEP, out).await.unwrap().unwrap();
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap(), report["checks"].as_array().unwrap().clone())
+}
+
+fn with_status<'a>(checks: &'a [Value], status: &str) -> BTreeSet<&'a str> {
+    checks.iter().filter(|c| c["status"] == status).map(|c| c["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn portcullis_in_gateway_mode_passes_every_check() {
+    let (_sample, gate) = crate::gateway::start().await;
+    let (code, checks) = doctor(&gate.url("/mcp")).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    assert_eq!(with_status(&checks, "warn"), BTreeSet::new(), "{checks:#?}");
+    assert!(with_status(&checks, "pass").contains("token.basic-auth"));
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_exits_2() {
+    let port = crate::support::free_port();
+    let (code, checks) = doctor(&format!("http://127.0.0.1:{port}/mcp")).await;
+    assert_eq!(code, 2);
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::from(["challenge.reachable"]));
+}
+
+/// One fault of the seeds, built into an otherwise correct server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Seed 000's family: metadata `issuer` with a trailing slash, PRM without.
+    IssuerTrailingSlash,
+    /// Seed 001: no RFC 8414 / OIDC metadata at all.
+    NoMetadata,
+    /// DCR answering 200.
+    Registration200,
+    /// Seed 001: `/token` reads client_id only from the body.
+    TokenIgnoresBasic,
+    /// PRM `resource` naming another URL.
+    ResourceMismatch,
+}
+
+async fn fixture(fault: Fault) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let b = base.clone();
+    let app = axum::Router::new()
+        .route(
+            "/mcp",
+            post({
+                let b = b.clone();
+                move || async move {
+                    let challenge = format!("Bearer resource_metadata=\"{b}/.well-known/oauth-protected-resource/mcp\", scope=\"mcp:tools\"");
+                    (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], Json(json!({"error": "unauthorized"})))
+                }
+            }),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get({
+                let b = b.clone();
+                move || async move {
+                    let resource = if fault == Fault::ResourceMismatch { format!("{b}/other") } else { format!("{b}/mcp") };
+                    Json(json!({"resource": resource, "authorization_servers": [b]}))
+                }
+            }),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get({
+                let b = b.clone();
+                move || async move {
+                    if fault == Fault::NoMetadata {
+                        return StatusCode::NOT_FOUND.into_response();
+                    }
+                    let issuer = if fault == Fault::IssuerTrailingSlash { format!("{b}/") } else { b.clone() };
+                    Json(json!({"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
+                        "registration_endpoint": format!("{b}/register"), "response_types_supported": ["code"],
+                        "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true}))
+                    .into_response()
+                }
+            }),
+        )
+        .route(
+            "/register",
+            post(move |Json(req): Json<Value>| async move {
+                let status = if fault == Fault::Registration200 { StatusCode::OK } else { StatusCode::CREATED };
+                (status, Json(json!({"client_id": "fixture-client", "client_secret": "s3cret+value", "client_secret_expires_at": 0,
+                    "redirect_uris": req["redirect_uris"]})))
+            }),
+        )
+        .route(
+            "/token",
+            post(move |headers: HeaderMap, body: String| async move { token(fault, &headers, &body) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("{base}/mcp")
+}
+
+fn token(fault: Fault, headers: &HeaderMap, body: &str) -> Response {
+    let basic = headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Basic "));
+    if fault == Fault::TokenIgnoresBasic || !basic {
+        if !body.contains("client_id=") {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_request", "error_description": "missing client_id"})),
+            )
+                .into_response();
+        }
+    }
+    (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response()
+}
+
+#[tokio::test]
+async fn each_fault_is_named_and_nothing_else_fails() {
+    let cases = [
+        (Fault::IssuerTrailingSlash, "as.issuer-exact"),
+        (Fault::NoMetadata, "as.found"),
+        (Fault::Registration200, "dcr.status-201"),
+        (Fault::TokenIgnoresBasic, "token.basic-auth"),
+        (Fault::ResourceMismatch, "prm.resource-matches"),
+    ];
+    for (fault, id) in cases {
+        let url = fixture(fault).await;
+        let (code, checks) = doctor(&url).await;
+        assert_eq!(with_status(&checks, "fail"), BTreeSet::from([id]), "{fault:?}: {checks:#?}");
+        assert_eq!(code, 1, "{fault:?}");
+        let failing = checks.iter().find(|c| c["id"] == id).unwrap();
+        assert!(!failing["fix"].is_null(), "a failure says how to fix it");
+    }
+    // The trailing-slash case says so.
+    let url = fixture(Fault::IssuerTrailingSlash).await;
+    let (_, checks) = doctor(&url).await;
+    let detail = checks.iter().find(|c| c["id"] == "as.issuer-exact").unwrap()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("trailing slash") && detail.contains("RFC 8414 §3.3"), "{detail}");
+}
