@@ -258,7 +258,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
         );
         return true;
     };
-    r.pass(P, "prm.found", format!("{prm_url}"));
+    r.pass(P, "prm.found", prm_url.clone());
     let resource = prm.get("resource").and_then(Value::as_str).unwrap_or_default();
     let expected = url.as_str().trim_end_matches('/');
     if resource == expected || resource == url.as_str() {
@@ -312,7 +312,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
         );
         return true;
     };
-    r.pass(A, "as.found", format!("{meta_url}"));
+    r.pass(A, "as.found", meta_url.clone());
     let published = meta.get("issuer").and_then(Value::as_str).unwrap_or_default();
     if published == as_issuer {
         r.pass(A, "as.issuer-exact", format!("issuer \"{published}\" equals authorization_servers[0]"));
