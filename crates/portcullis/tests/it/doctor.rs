@@ -121,14 +121,9 @@ async fn fixture(fault: Fault) -> String {
 
 fn token(fault: Fault, headers: &HeaderMap, body: &str) -> Response {
     let basic = headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Basic "));
-    if fault == Fault::TokenIgnoresBasic || !basic {
-        if !body.contains("client_id=") {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": "invalid_request", "error_description": "missing client_id"})),
-            )
-                .into_response();
-        }
+    if (fault == Fault::TokenIgnoresBasic || !basic) && !body.contains("client_id=") {
+        let missing = json!({"error": "invalid_request", "error_description": "missing client_id"});
+        return (StatusCode::BAD_REQUEST, Json(missing)).into_response();
     }
     (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response()
 }
