@@ -85,6 +85,9 @@ export async function run(ctx) {
       client_id: ctx.preregistered.client_id,
       client_secret: ctx.preregistered.client_secret,
       token_endpoint_auth_method: method,
+      // Configured next to the client id, as an application would: the AS's ID token algorithm
+      // (OpenID Connect's default, RS256, applies otherwise).
+      ...(as.id_token_signing_alg_values_supported ? { id_token_signed_response_alg: as.id_token_signing_alg_values_supported[0] } : {}),
     };
   } else {
     check(as.registration_endpoint, 'authorization server has no registration_endpoint');
@@ -106,16 +109,22 @@ export async function run(ctx) {
   // 5. Authorization request: PKCE S256, state, resource, the challenge's scope.
   const codeVerifier = oauth.generateRandomCodeVerifier();
   const state = oauth.generateRandomState();
+  // Against portcullis as the authorization server, also ask for an ID token: oauth4webapi then checks
+  // it strictly (signature from jwks_uri, iss = metadata issuer, aud, nonce) — the seed 000 failure.
+  const wantIdToken = ctx.profile === '-';
+  const nonce = wantIdToken ? oauth.generateRandomNonce() : undefined;
+  const baseScope = challenge.scope ?? prm.scopes_supported?.join(' ') ?? '';
   const authUrl = new URL(as.authorization_endpoint);
   authUrl.search = new URLSearchParams({
     client_id: client.client_id,
     redirect_uri: redirectUri,
     response_type: 'code',
-    scope: challenge.scope ?? prm.scopes_supported?.join(' ') ?? '',
+    scope: wantIdToken ? `${baseScope} openid`.trim() : baseScope,
     code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier),
     code_challenge_method: 'S256',
     state,
     resource: prm.resource,
+    ...(nonce ? { nonce } : {}),
   }).toString();
   const callback = await authorize(authUrl, redirectUri, { signal: ctx.signal, fillForm: ctx.fillForm });
   // Checks state, iss (RFC 9207) and error.
@@ -124,8 +133,13 @@ export async function run(ctx) {
   // 6. Code exchange, with `resource` again.
   const tokenResponse = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, callbackParams, redirectUri,
     codeVerifier, { ...options, additionalParameters: { resource: prm.resource } });
-  const tokens = await oauth.processAuthorizationCodeResponse(as, client, tokenResponse);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client, tokenResponse,
+    wantIdToken ? { expectedNonce: nonce, requireIdToken: true } : undefined);
   check(tokens.refresh_token, 'no refresh token from the code exchange');
+  if (wantIdToken) {
+    const claims = oauth.getValidatedIdTokenClaims(tokens);
+    check(claims.iss === as.issuer, `id_token iss ${claims.iss} is not the metadata issuer ${as.issuer}`);
+  }
 
   // 7. JWT access tokens: RFC 9068 validation as a resource server would do it.
   if (ctx.profile !== 'opaque') {

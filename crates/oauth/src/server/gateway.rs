@@ -141,6 +141,7 @@ impl Gateway {
                 "grant_types": ["authorization_code", "refresh_token"],
                 "response_types": ["code"],
                 "token_endpoint_auth_method": if c.client_secret.is_some() { "client_secret_basic" } else { "none" },
+                "id_token_signed_response_alg": signing_alg.as_str(),
             });
             if let Some(name) = &c.name {
                 metadata["client_name"] = json!(name);
@@ -250,7 +251,10 @@ impl Gateway {
 
     /// RFC 7591 registration: validates, stores, and returns the 201 body.
     pub async fn register(&self, request: &Value) -> Result<Result<Value, RegisterError>, GatewayError> {
-        let policy = RegisterPolicy { allowed_scopes: self.settings.scopes.clone() };
+        let policy = RegisterPolicy {
+            allowed_scopes: self.settings.scopes.clone(),
+            id_token_alg: self.settings.signing_alg.as_str().to_owned(),
+        };
         let reg: Registration = match register(request, &policy) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),

@@ -45,6 +45,8 @@ pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
         // RFC 9207: every authorization response, errors included, carries `iss`.
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": adv.client_id_metadata_documents,
+        // ID tokens are not RS256 (OpenID Connect's default): say so in both documents.
+        "id_token_signing_alg_values_supported": [adv.signing_alg],
     });
     if adv.registration {
         doc["registration_endpoint"] = json!(endpoint(issuer, "/register"));
@@ -58,7 +60,6 @@ pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
 pub fn openid_configuration(issuer: &IssuerUrl, adv: &Advertised) -> Value {
     let mut doc = authorization_server(issuer, adv);
     doc["subject_types_supported"] = json!(["public"]);
-    doc["id_token_signing_alg_values_supported"] = json!([adv.signing_alg]);
     doc["claims_supported"] = json!(["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "name", "email"]);
     doc
 }

@@ -77,6 +77,9 @@ impl Registration {
 pub struct RegisterPolicy {
     /// Scopes a client may register for (and later request).
     pub allowed_scopes: Vec<String>,
+    /// The algorithm of our ID tokens. OpenID Connect Registration §2 makes RS256 the default when a
+    /// client registers none, so the registration always states ours.
+    pub id_token_alg: String,
 }
 
 /// Validates a registration request body and mints credentials.
@@ -163,6 +166,18 @@ pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration
             }
         }
     }
+    match req.get("id_token_signed_response_alg").map(|v| v.as_str()) {
+        None => {}
+        Some(Some(a)) if a == policy.id_token_alg => {}
+        Some(other) => {
+            return Err(meta_err(format!(
+                "id_token_signed_response_alg {:?} is not available; ID tokens are signed with {}",
+                other.unwrap_or_default(),
+                policy.id_token_alg
+            )));
+        }
+    }
+    out.insert("id_token_signed_response_alg".into(), json!(policy.id_token_alg));
     if let Some(c) = string_list(req, "contacts")? {
         out.insert("contacts".into(), json!(c));
     }
@@ -208,7 +223,10 @@ mod tests {
     use super::*;
 
     fn policy() -> RegisterPolicy {
-        RegisterPolicy { allowed_scopes: vec!["mcp:tools".into(), "offline_access".into()] }
+        RegisterPolicy {
+            allowed_scopes: vec!["mcp:tools".into(), "offline_access".into()],
+            id_token_alg: "ES256".into(),
+        }
     }
 
     #[test]
@@ -231,6 +249,9 @@ mod tests {
         assert_eq!(body["client_name"], "Claude Code");
         assert_eq!(body["application_type"], "native");
         assert!(body.get("unknown_extension").is_none());
+        assert_eq!(body["id_token_signed_response_alg"], "ES256", "stated, since RS256 is the default otherwise");
+        let rs = json!({"redirect_uris": ["https://a.example/cb"], "id_token_signed_response_alg": "RS256"});
+        assert_eq!(register(&rs, &policy()).unwrap_err().code(), "invalid_client_metadata");
     }
 
     #[test]
