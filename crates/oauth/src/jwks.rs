@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, jwk::Jwk};
 use portcullis_types::Clock;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 
 use crate::error::{DiscoveryError, TokenError};
@@ -83,6 +83,29 @@ impl KeySet {
     /// Keys that could have signed a token with `alg` and no `kid`.
     pub fn candidates(&self, alg: Algorithm) -> impl Iterator<Item = &Key> {
         self.keys.iter().filter(move |k| k.fits(alg))
+    }
+
+    /// Checks a JWT's signature against these keys (the key named by `kid`, else every key of the
+    /// token's algorithm) and returns its claims. Nothing else is checked: issuer, audience and time
+    /// are the caller's business. For diagnosis; serving uses [`crate::Verifier`].
+    pub fn verify_signature(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::MalformedHeader(e.to_string()))?;
+        let alg = header.alg;
+        if let Some(kid) = &header.kid {
+            let key = self.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+            if !key.fits(alg) {
+                return Err(TokenError::NoMatchingKey { alg: format!("{alg:?}"), kid: Some(kid.clone()) });
+            }
+            return crate::verify::decode(token, &key.key, alg);
+        }
+        let mut result = Err(TokenError::NoMatchingKey { alg: format!("{alg:?}"), kid: None });
+        for key in self.candidates(alg) {
+            result = crate::verify::decode(token, &key.key, alg);
+            if !matches!(result, Err(TokenError::BadSignature)) {
+                break;
+            }
+        }
+        result
     }
 }
 
@@ -330,6 +353,23 @@ mod tests {
         assert!(!rsa.fits(Algorithm::PS256), "the JWK pins RS256");
         assert!(!rsa.fits(Algorithm::ES256));
         assert_eq!(set.candidates(Algorithm::ES256).count(), 1);
+    }
+
+    #[test]
+    fn signatures_verify_against_the_named_key_only() {
+        use portcullis_test_support::{mint, mint_with};
+        let (set, _) = KeySet::parse(jwks(&[TestKey::Rs256, TestKey::Es256]).to_string().as_bytes()).unwrap();
+        let claims = json!({"iss": "https://idp.example", "exp": 1});
+        let good = mint(TestKey::Es256, &claims);
+        assert_eq!(set.verify_signature(&good).unwrap()["iss"], "https://idp.example");
+        // No kid: every key of the algorithm is tried.
+        let no_kid = mint_with(&jsonwebtoken::Header::new(Algorithm::RS256), TestKey::Rs256, &claims);
+        assert!(set.verify_signature(&no_kid).is_ok());
+        let stranger = mint_with(&jsonwebtoken::Header::new(Algorithm::RS256), TestKey::Rs256Other, &claims);
+        assert_eq!(set.verify_signature(&stranger), Err(TokenError::BadSignature));
+        let unknown = mint(TestKey::Rs256Other, &claims);
+        assert!(matches!(set.verify_signature(&unknown), Err(TokenError::UnknownKid(_))));
+        assert!(matches!(set.verify_signature("not.a.jwt"), Err(TokenError::MalformedHeader(_))));
     }
 
     /// A loopback JWKS endpoint that counts its requests and serves what the test puts in `doc`.

@@ -42,6 +42,13 @@ pub(crate) struct DoctorArgs {
     /// at the authorization server.
     #[arg(long)]
     pub(crate) register: bool,
+    /// An access token the authorization server issued for this URL: checks iss, aud, exp and the
+    /// signature against the published keys.
+    #[arg(long, value_name = "JWT")]
+    pub(crate) token: Option<String>,
+    /// An ID token the authorization server issued: checks iss, aud, exp and the signature.
+    #[arg(long, value_name = "JWT")]
+    pub(crate) id_token: Option<String>,
     /// Print the checks as JSON.
     #[arg(long)]
     pub(crate) json: bool,

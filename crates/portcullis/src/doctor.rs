@@ -14,6 +14,8 @@ use url::Url;
 
 use crate::cli::DoctorArgs;
 
+mod tokens;
+
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -79,7 +81,7 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         .user_agent(concat!("portcullis-doctor/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let mut report = Report::default();
-    let reached = diagnose(&http, &url, args.register, &mut report).await;
+    let reached = diagnose(&http, &url, &args, &mut report).await;
     if args.json {
         let checks: Vec<Value> = report
             .0
@@ -125,7 +127,7 @@ fn print_human(url: &Url, report: &Report) {
 }
 
 /// Returns whether the server could be reached at all.
-async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Report) -> bool {
+async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut Report) -> bool {
     const S: &str = "challenge";
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
         "capabilities": {}, "clientInfo": {"name": "portcullis-doctor", "version": env!("CARGO_PKG_VERSION")}}});
@@ -168,7 +170,9 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
         }
         return true;
     }
-    if status != 401 {
+    if status == 401 {
+        r.pass(S, "challenge.present", "an unauthenticated initialize got 401 (MCP authorization)");
+    } else {
         r.fail(
             S,
             "challenge.present",
@@ -292,6 +296,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
     };
     let mut found = None;
     let mut answered = Vec::new();
+    let mut missed = Vec::new();
     for u in discovery_urls(&issuer) {
         match fetch_json(http, &u).await {
             Ok(doc) => {
@@ -300,19 +305,28 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
                     found = Some((u.to_string(), doc));
                 }
             }
-            Err(e) => answered.push(format!("{u} → {e}")),
+            Err(e) => missed.push(format!("{u} → {e}")),
         }
     }
-    let Some((meta_url, meta)) = found else {
+    let Some((_, meta)) = found else {
         r.fail(
             A,
             "as.found",
-            format!("none of the discovery URLs answered: {}", answered.join("; ")),
+            format!("none of the discovery URLs answered: {}", missed.join("; ")),
             "serve RFC 8414 metadata at /.well-known/oauth-authorization-server (path-inserted for a path issuer)",
         );
         return true;
     };
-    r.pass(A, "as.found", meta_url.clone());
+    let detail = format!(
+        "{} answered{}",
+        answered.join(", "),
+        if missed.is_empty() {
+            String::new()
+        } else {
+            format!("; {} of the other discovery URLs clients try did not", missed.len())
+        }
+    );
+    r.pass(A, "as.found", detail);
     let published = meta.get("issuer").and_then(Value::as_str).unwrap_or_default();
     if published == as_issuer {
         r.pass(A, "as.issuer-exact", format!("issuer \"{published}\" equals authorization_servers[0]"));
@@ -342,18 +356,23 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
     } else {
         r.fail(A, "as.response-type-code", "response_types_supported lacks code", "advertise [\"code\"] (RFC 8414 §2)");
     }
+    let mut insecure = false;
     for field in ["authorization_endpoint", "token_endpoint", "registration_endpoint", "jwks_uri"] {
         if let Some(s) = meta.get(field).and_then(Value::as_str) {
             let ok = Url::parse(s).is_ok_and(|u| u.scheme() == "https" || portcullis_types::ids::is_loopback(&u));
             if !ok {
+                insecure = true;
                 r.fail(
                     A,
                     "as.endpoints-https",
-                    format!("{field} \"{s}\" is not https"),
-                    "serve every endpoint over https (OAuth 2.1 §1.5)",
+                    format!("{field} \"{s}\" is not https (nor loopback http)"),
+                    "serve every endpoint over https (OAuth 2.1 §1.5, MCP authorization)",
                 );
             }
         }
+    }
+    if !insecure {
+        r.pass(A, "as.endpoints-https", "every endpoint is https or loopback http");
     }
     match meta.get("registration_endpoint").and_then(Value::as_str) {
         Some(_) => r.pass(A, "as.registration", "dynamic client registration offered"),
@@ -378,7 +397,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
         );
     }
 
-    if register {
+    if args.register {
         check_registration(http, &meta, r).await;
     } else {
         r.add(
@@ -388,6 +407,12 @@ async fn diagnose(http: &reqwest::Client, url: &Url, register: bool, r: &mut Rep
             "not tried (pass --register: it creates a client)",
             None,
         );
+    }
+    for (kind, token) in [(tokens::Kind::Access, &args.token), (tokens::Kind::Id, &args.id_token)] {
+        match token {
+            Some(t) => tokens::check(http, kind, t, &meta, url, r).await,
+            None => tokens::skipped(kind, r),
+        }
     }
     true
 }
@@ -469,16 +494,16 @@ async fn check_registration(http: &reqwest::Client, meta: &Value, r: &mut Report
         .send()
         .await;
     let Ok(resp) = resp else {
-        r.fail(D, "token.basic-auth", "the token endpoint could not be reached", "check the token endpoint");
+        r.fail(D, "token.basic-form-decoding", "the token endpoint could not be reached", "check the token endpoint");
         return;
     };
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     match body.get("error").and_then(Value::as_str) {
-        Some("invalid_grant") => r.pass(D, "token.basic-auth", "client_secret_basic accepted (a bogus code fails with invalid_grant)"),
+        Some("invalid_grant") => r.pass(D, "token.basic-form-decoding", "client_secret_basic accepted (a bogus code fails with invalid_grant)"),
         other => r.fail(
             D,
-            "token.basic-auth",
+            "token.basic-form-decoding",
             format!("with client_secret_basic and a bogus code the token endpoint answered HTTP {status} {}: it does not authenticate Basic clients (expected invalid_grant)", other.unwrap_or("without an error code")),
             "read client credentials from Authorization: Basic, form-urldecoding both halves (RFC 6749 §2.3.1)",
         ),

@@ -10,12 +10,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::support::{STEP, bin};
+use portcullis_test_support::{TestKey, jwks, mint};
+
+use crate::support::{Gate, Idp, STEP, Sample, bin};
 
 /// Runs `portcullis doctor URL --register --json`; returns the exit code and the checks.
 async fn doctor(url: &str) -> (i32, Vec<Value>) {
+    doctor_with(url, &["--register"]).await
+}
+
+/// Runs `portcullis doctor URL --json` with `extra` arguments.
+async fn doctor_with(url: &str, extra: &[&str]) -> (i32, Vec<Value>) {
     let out = tokio::process::Command::new(bin())
-        .args(["doctor", url, "--register", "--json"])
+        .args(["doctor", url, "--json"])
+        .args(extra)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -35,8 +43,31 @@ async fn portcullis_in_gateway_mode_passes_every_check() {
     let (code, checks) = doctor(&gate.url("/mcp")).await;
     assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
     assert_eq!(with_status(&checks, "warn"), BTreeSet::new(), "{checks:#?}");
-    assert!(with_status(&checks, "pass").contains("token.basic-auth"));
+    assert!(with_status(&checks, "pass").contains("token.basic-form-decoding"));
     assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn portcullis_in_verify_mode_with_an_idp_passes() {
+    let idp = Idp::start("rfc8707").await;
+    let sample = Sample::start().await;
+    let gate = Gate::start(&crate::verify::config(&sample, &idp.issuer, "")).await;
+    let resource = gate.url("/mcp");
+    let token = idp.token("client-rs", "secret-rs", &resource, "mcp:tools").await;
+    let (code, checks) = doctor_with(&resource, &["--token", &token]).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    let passed = with_status(&checks, "pass");
+    for id in ["prm.resource-matches", "as.issuer-exact", "as.pkce-s256", "access-token.aud", "access-token.signature"]
+    {
+        assert!(passed.contains(id), "{id}: {checks:#?}");
+    }
+    assert_eq!(code, 0);
+
+    // A token for another resource is named.
+    let other = idp.token("client-rs", "secret-rs", "http://127.0.0.1:1/other", "mcp:tools").await;
+    let (code, checks) = doctor_with(&resource, &["--token", &other]).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::from(["access-token.aud"]), "{checks:#?}");
+    assert_eq!(code, 1);
 }
 
 #[tokio::test]
@@ -60,6 +91,8 @@ enum Fault {
     TokenIgnoresBasic,
     /// PRM `resource` naming another URL.
     ResourceMismatch,
+    /// Seed 000: an ID token whose `iss` is not the metadata issuer.
+    IdTokenIssuer,
 }
 
 async fn fixture(fault: Fault) -> String {
@@ -98,7 +131,8 @@ async fn fixture(fault: Fault) -> String {
                     let issuer = if fault == Fault::IssuerTrailingSlash { format!("{b}/") } else { b.clone() };
                     Json(json!({"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
                         "registration_endpoint": format!("{b}/register"), "response_types_supported": ["code"],
-                        "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true}))
+                        "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true,
+                        "jwks_uri": format!("{b}/jwks")}))
                     .into_response()
                 }
             }),
@@ -111,6 +145,7 @@ async fn fixture(fault: Fault) -> String {
                     "redirect_uris": req["redirect_uris"]})))
             }),
         )
+        .route("/jwks", get(|| async { Json(jwks(&[TestKey::Rs256])) }))
         .route(
             "/token",
             post(move |headers: HeaderMap, body: String| async move { token(fault, &headers, &body) }),
@@ -134,20 +169,41 @@ async fn each_fault_is_named_and_nothing_else_fails() {
         (Fault::IssuerTrailingSlash, "as.issuer-exact"),
         (Fault::NoMetadata, "as.found"),
         (Fault::Registration200, "dcr.status-201"),
-        (Fault::TokenIgnoresBasic, "token.basic-auth"),
+        (Fault::TokenIgnoresBasic, "token.basic-form-decoding"),
         (Fault::ResourceMismatch, "prm.resource-matches"),
     ];
     for (fault, id) in cases {
         let url = fixture(fault).await;
         let (code, checks) = doctor(&url).await;
-        assert_eq!(with_status(&checks, "fail"), BTreeSet::from([id]), "{fault:?}: {checks:#?}");
-        assert_eq!(code, 1, "{fault:?}");
-        let failing = checks.iter().find(|c| c["id"] == id).unwrap();
-        assert!(!failing["fix"].is_null(), "a failure says how to fix it");
+        assert_one_failure(fault, id, code, &checks);
     }
     // The trailing-slash case says so.
     let url = fixture(Fault::IssuerTrailingSlash).await;
     let (_, checks) = doctor(&url).await;
     let detail = checks.iter().find(|c| c["id"] == "as.issuer-exact").unwrap()["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("trailing slash") && detail.contains("RFC 8414 §3.3"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_id_token_from_another_issuer_fails() {
+    let url = fixture(Fault::IdTokenIssuer).await;
+    let issuer = url.trim_end_matches("/mcp");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = |iss: &str| json!({"iss": iss, "sub": "alice", "aud": "fixture-client", "iat": now, "exp": now + 300});
+    let foreign = mint(TestKey::Rs256, &claims("https://login.example.com"));
+    let (code, checks) = doctor_with(&url, &["--register", "--id-token", &foreign]).await;
+    assert_one_failure(Fault::IdTokenIssuer, "id-token.iss", code, &checks);
+    assert!(with_status(&checks, "pass").contains("id-token.signature"), "{checks:#?}");
+    // The same token from the right issuer passes.
+    let own = mint(TestKey::Rs256, &claims(issuer));
+    let (code, checks) = doctor_with(&url, &["--id-token", &own]).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    assert_eq!(code, 0);
+}
+
+fn assert_one_failure(fault: Fault, id: &str, code: i32, checks: &[Value]) {
+    assert_eq!(with_status(checks, "fail"), BTreeSet::from([id]), "{fault:?}: {checks:#?}");
+    assert_eq!(code, 1, "{fault:?}");
+    let failing = checks.iter().find(|c| c["id"] == id).unwrap();
+    assert!(!failing["fix"].is_null(), "a failure says how to fix it");
 }

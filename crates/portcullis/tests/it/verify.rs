@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Gate, Idp, Sample, call, claims_of, client, mcp_post, serve_fails};
 
-fn config(sample: &Sample, issuer: &str, verify_extra: &str) -> String {
+pub fn config(sample: &Sample, issuer: &str, verify_extra: &str) -> String {
     format!(
         r#"
 public_url = "{{public_url}}"
