@@ -229,6 +229,26 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
         ),
     }
 
+    // Streamable HTTP transport: an Origin that is present and not allowed MUST get 403 (the DNS
+    // rebinding defence); a server that lets any page call it answers as if no Origin had been sent.
+    let foreign = http
+        .post(url.clone())
+        .header("accept", "application/json, text/event-stream")
+        .header("origin", "https://portcullis-doctor.invalid")
+        .json(&init)
+        .send()
+        .await;
+    match foreign.map(|r| r.status().as_u16()) {
+        Ok(403) => r.pass(S, "origin.validated", "a request from a foreign Origin is refused with 403"),
+        Ok(other) => r.warn(
+            S,
+            "origin.validated",
+            format!("a request with Origin https://portcullis-doctor.invalid got HTTP {other}, not 403 (MCP transport: servers MUST validate Origin)"),
+            "answer 403 to Origins you do not expect",
+        ),
+        Err(e) => r.warn(S, "origin.validated", format!("the Origin probe failed: {e}"), "check the server"),
+    }
+
     // Protected resource metadata (RFC 9728).
     const P: &str = "protected resource metadata";
     let origin = url.origin().ascii_serialization();
