@@ -54,9 +54,14 @@ function signInAndConsent(html, pageUrl) {
   }
 }
 
-/** The test IdP with `--dcr`; resolves to `{ proc, issuer, metadata }`. */
+/**
+ * The test IdP; resolves to `{ proc, issuer, metadata }`. Registration is open except for the
+ * `aud-client-id` profile, which only a pre-registered client can use (its id is the audience): that
+ * profile also stands for IdPs without DCR.
+ */
 export async function startIdp(profile, { timeoutMs } = {}) {
-  const { proc, match } = await start('idp', process.execPath, [IDP, '--profile', profile, '--dcr'], {
+  const args = [IDP, '--profile', profile, ...(profile === 'aud-client-id' ? [] : ['--dcr'])];
+  const { proc, match } = await start('idp', process.execPath, args, {
     ready: /^(\{"issuer".*\})$/,
     timeoutMs,
   });
