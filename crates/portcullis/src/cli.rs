@@ -49,6 +49,14 @@ pub(crate) struct DoctorArgs {
     /// An ID token the authorization server issued: checks iss, aud, exp and the signature.
     #[arg(long, value_name = "JWT")]
     pub(crate) id_token: Option<String>,
+    /// Sign in for real: register a public client, open the authorization URL in a browser (it is also
+    /// printed), catch the redirect on a loopback port, exchange the code, then list the tools with the
+    /// token.
+    #[arg(long)]
+    pub(crate) login: bool,
+    /// With --login: how long to wait for the browser, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub(crate) login_timeout: u64,
     /// Print the checks as JSON.
     #[arg(long)]
     pub(crate) json: bool,

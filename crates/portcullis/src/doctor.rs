@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::cli::DoctorArgs;
 
+mod login;
 mod tokens;
 
 /// The outcome of one check.
@@ -182,6 +183,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
     }
     let bearer: Vec<&String> = challenges.iter().filter(|c| c.to_ascii_lowercase().starts_with("bearer")).collect();
     let mut prm_from_header = None;
+    let mut challenge_scope = None;
     match bearer.as_slice() {
         [] => r.fail(
             S,
@@ -201,6 +203,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
                 r.pass(S, "challenge.bearer", "one Bearer challenge");
             }
             prm_from_header = param(one, "resource_metadata");
+            challenge_scope = param(one, "scope");
             match &prm_from_header {
                 Some(u) => r.pass(S, "challenge.resource-metadata", format!("resource_metadata=\"{u}\"")),
                 None => r.warn(
@@ -433,6 +436,18 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
             Some(t) => tokens::check(http, kind, t, &meta, url, r).await,
             None => tokens::skipped(kind, r),
         }
+    }
+    if args.login {
+        let wait = Duration::from_secs(args.login_timeout);
+        login::login(http, &meta, url, resource, challenge_scope.as_deref(), as_issuer, wait, r).await;
+    } else {
+        r.add(
+            "sign-in",
+            "login.tools-list",
+            Status::Skipped,
+            "not tried (pass --login to sign in through a browser)",
+            None,
+        );
     }
     true
 }

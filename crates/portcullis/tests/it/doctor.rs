@@ -207,3 +207,52 @@ fn assert_one_failure(fault: Fault, id: &str, code: i32, checks: &[Value]) {
     let failing = checks.iter().find(|c| c["id"] == id).unwrap();
     assert!(!failing["fix"].is_null(), "a failure says how to fix it");
 }
+
+#[tokio::test]
+async fn login_signs_in_and_lists_tools() {
+    use tokio::io::AsyncBufReadExt;
+    let sample = crate::support::Sample::start().await;
+    let port = crate::support::free_port();
+    let dir = crate::support::TempDir::new();
+    // Approval without pages stands in for the person at the browser.
+    let text =
+        crate::gateway::config(&sample.mcp()).replace("[store]", "[dangerous]\nauto_approve_as = \"alice\"\n[store]");
+    let path = crate::support::write_config(&text, port, &dir);
+    crate::support::admin(
+        &["users", "add", "alice", "--config", &path.display().to_string()],
+        "correct horse battery\n",
+    )
+    .await;
+    let gate = crate::support::Gate::start_at(&path, port, dir, &[]).await;
+
+    let mut child = tokio::process::Command::new(bin())
+        .args(["doctor", &gate.url("/mcp"), "--login", "--login-timeout", "20", "--json"])
+        .env("PATH", "/nonexistent") // no browser opener: the test follows the printed URL itself
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("http") {
+                return line;
+            }
+        }
+        panic!("doctor printed no authorization URL");
+    })
+    .await
+    .unwrap();
+    let landed = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(landed.status(), 200, "the redirect reached doctor's loopback callback");
+    let out = tokio::time::timeout(STEP, child.wait_with_output()).await.unwrap().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap().clone();
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    for id in ["login.registered", "login.state", "login.iss", "login.token", "login.tools-list"] {
+        assert!(with_status(&checks, "pass").contains(id), "{id} should pass: {checks:#?}");
+    }
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -11,7 +11,7 @@ use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, free
 
 const PASSWORD: &str = "correct horse battery";
 
-fn config(upstream: &str) -> String {
+pub(crate) fn config(upstream: &str) -> String {
     format!(
         r#"
 public_url = "{{public_url}}"
