@@ -227,7 +227,10 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
         _ => r.fail(
             S,
             "challenge.single",
-            format!("{} Bearer challenges", bearer.len()),
+            format!(
+                "{} Bearer challenges, expected one (RFC 6750 §3; MCP SDK clients read only the first)",
+                bearer.len()
+            ),
             "send exactly one Bearer challenge",
         ),
     }

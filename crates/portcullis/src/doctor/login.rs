@@ -97,7 +97,12 @@ pub(super) async fn login(
     let mut auth = match Url::parse(auth_endpoint) {
         Ok(u) => u,
         Err(e) => {
-            r.fail(L, "login.endpoints", format!("authorization_endpoint is not a URL: {e}"), "fix the metadata");
+            r.fail(
+                L,
+                "login.endpoints",
+                format!("authorization_endpoint is not a URL: {e} (RFC 8414 §2)"),
+                "publish an absolute https URL",
+            );
             return;
         }
     };
@@ -135,7 +140,12 @@ pub(super) async fn login(
     };
     let p = &callback.params;
     if let Some(e) = p.get("error") {
-        r.fail(L, "login.callback", format!("the authorization server answered error={e}"), "see the server's log");
+        r.fail(
+            L,
+            "login.callback",
+            format!("the authorization server answered error={e} instead of a code (RFC 6749 §4.1.2.1)"),
+            "see the server's log",
+        );
         return;
     }
     if p.get("state") == Some(&state) {
@@ -154,7 +164,7 @@ pub(super) async fn login(
         None => r.warn(L, "login.iss", "no iss parameter (RFC 9207; clients of MCP 2026-07-28 require it)", "send iss"),
     }
     let Some(code) = p.get("code") else {
-        r.fail(L, "login.callback", "no code in the redirect", "return a code");
+        r.fail(L, "login.callback", "no code in the redirect (RFC 6749 §4.1.2)", "return code, state and iss");
         return;
     };
     let resp = http
@@ -209,7 +219,7 @@ pub(super) async fn login(
             r.fail(
                 L,
                 "login.tools-list",
-                format!("tools/list with the new token got HTTP {status} {challenge}"),
+                format!("tools/list with the new token got HTTP {status} {challenge}; expected 200 (MCP authorization: tokens issued for this resource are accepted)"),
                 "the server must accept tokens its authorization server issues for it",
             );
         }
