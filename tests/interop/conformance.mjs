@@ -27,8 +27,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { authorize } from './harness/agent.mjs';
-import { freePort, killAll, run, start } from './harness/processes.mjs';
-import { SCOPE, startUpstream } from './harness/stack.mjs';
+import { freePort, killAll } from './harness/processes.mjs';
+import { startGateway, startUpstream } from './harness/stack.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 // The Node that runs the suite: this one if it is 22 or later, else the pinned
@@ -59,10 +59,6 @@ const { values: args } = parseArgs({
 });
 const bin = path.resolve(args.bin);
 
-function tomlString(s) {
-  return JSON.stringify(s);
-}
-
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-conformance-'));
 let suiteChild;
 process.on('exit', () => {
@@ -78,57 +74,20 @@ const deadline = setTimeout(() => {
 deadline.unref();
 
 /** Sample server, `users add alice`, then `portcullis serve` as the authorization server. */
-async function startGateway() {
+async function startStackForSuite() {
   const upstream = await startUpstream(bin, { timeoutMs: START_TIMEOUT_MS });
-  const state = path.join(dir, 'state');
-  fs.mkdirSync(state);
-  const file = path.join(dir, 'portcullis.toml');
-  const configFor = (port) => [
-    `public_url = "http://127.0.0.1:${port}"`,
-    `listen = "127.0.0.1:${port}"`,
-    '',
-    // Before any other table: keys after a table header belong to that table.
-    '[dangerous]',
-    `auto_approve_as = ${tomlString(USER.username)}`,
-    '',
-    '[store]',
-    `url = ${tomlString(`sqlite://${path.join(state, 'portcullis.db')}`)}`,
-    '',
-    '[gateway]',
-    `operator_key_file = ${tomlString(path.join(state, 'operator.key'))}`,
-    '',
-    '[[gateway.clients]]',
-    `client_id = ${tomlString(CLIENT_ID)}`,
-    'redirect_uris = ["http://127.0.0.1/callback"]',
-    'name = "MCP conformance suite"',
-    '',
-    '[[server]]',
-    'path = "/mcp"',
-    `upstream = ${tomlString(upstream.url)}`,
-    `scopes = [${tomlString(SCOPE)}]`,
-    'gateway = true',
-    '',
-  ].join('\n');
-  fs.writeFileSync(file, configFor(await freePort()));
-  await run('portcullis users add', bin, ['users', 'add', USER.username, '--config', file], {
-    input: `${USER.password}\n`,
-    timeoutMs: START_TIMEOUT_MS,
-  });
-  for (let attempt = 1; ; attempt += 1) {
-    const config = configFor(await freePort());
-    fs.writeFileSync(file, config);
-    try {
-      const { proc, match } = await start('portcullis', bin, ['serve', '--config', file], {
-        ready: /^portcullis listening on (http:\/\/\S+)$/,
-        timeoutMs: START_TIMEOUT_MS,
-      });
-      return { procs: [upstream.proc, proc], gate: proc, publicUrl: match[1], config };
-    } catch (err) {
-      if (attempt >= 3 || !/Address already in use/.test(err.message)) {
-        await upstream.proc.kill();
-        throw err;
-      }
-    }
+  try {
+    const { gate, config } = await startGateway(bin, dir, {
+      upstreamUrl: upstream.url,
+      user: USER,
+      client: { client_id: CLIENT_ID, name: 'MCP conformance suite' },
+      autoApproveAs: USER.username,
+      timeoutMs: START_TIMEOUT_MS,
+    });
+    return { procs: [upstream.proc, gate.proc], gate: gate.proc, publicUrl: gate.url, config };
+  } catch (err) {
+    await upstream.proc.kill();
+    throw err;
   }
 }
 
@@ -237,7 +196,7 @@ async function main() {
       return 1;
     }
   }
-  const stack = await startGateway();
+  const stack = await startStackForSuite();
   let result;
   let outDir;
   try {

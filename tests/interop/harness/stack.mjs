@@ -134,6 +134,50 @@ async function startPortcullis(bin, configFor, dir, { timeoutMs } = {}) {
 }
 
 /**
+ * portcullis as the authorization server, in `dir`: SQLite state, one configured
+ * client (public when it has no `client_secret`), the local account `user`,
+ * optionally `[gateway.upstream]` lines and `dangerous.auto_approve_as`.
+ * Resolves to `{ gate, config }` once it listens.
+ */
+export async function startGateway(bin, dir, { upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, timeoutMs }) {
+  const state = path.join(dir, 'state');
+  fs.mkdirSync(state, { recursive: true });
+  const configFor = (port) => [
+    `public_url = "http://127.0.0.1:${port}"`,
+    `listen = "127.0.0.1:${port}"`,
+    '',
+    // Before any other table: keys after a table header belong to that table.
+    ...(autoApproveAs ? ['[dangerous]', `auto_approve_as = ${tomlString(autoApproveAs)}`, ''] : []),
+    '[store]',
+    `url = ${tomlString(`sqlite://${path.join(state, 'portcullis.db')}`)}`,
+    '',
+    '[gateway]',
+    `operator_key_file = ${tomlString(path.join(state, 'operator.key'))}`,
+    '',
+    ...upstreamLogin,
+    '[[gateway.clients]]',
+    `client_id = ${tomlString(client.client_id)}`,
+    ...(client.client_secret ? [`client_secret = ${tomlString(client.client_secret)}`] : []),
+    'redirect_uris = ["http://127.0.0.1/callback"]',
+    `name = ${tomlString(client.name)}`,
+    '',
+    '[[server]]',
+    'path = "/mcp"',
+    `upstream = ${tomlString(upstreamUrl)}`,
+    `scopes = [${tomlString(SCOPE)}]`,
+    'gateway = true',
+    '',
+  ].join('\n');
+  const file = path.join(dir, 'portcullis.toml');
+  fs.writeFileSync(file, configFor(await freePort()));
+  await run('portcullis users add', bin, ['users', 'add', user.username, '--config', file], {
+    input: `${user.password}\n`,
+    timeoutMs,
+  });
+  return startPortcullis(bin, configFor, dir, { timeoutMs });
+}
+
+/**
  * Starts the processes of one cell. `mode` is the portcullis mode column of the
  * matrix: `verify` (tokens from the test IdP in `profile`) or `gateway`
  * (portcullis is the authorization server). Returns the cell context handed to
@@ -208,39 +252,13 @@ export async function startStack({ bin, mode, profile, timeoutMs }) {
               '',
             ]
           : [];
-        const state = path.join(dir, 'state');
-        fs.mkdirSync(state);
-        const configFor = (port) => [
-          `public_url = "http://127.0.0.1:${port}"`,
-          `listen = "127.0.0.1:${port}"`,
-          '',
-          '[store]',
-          `url = ${tomlString(`sqlite://${path.join(state, 'portcullis.db')}`)}`,
-          '',
-          '[gateway]',
-          `operator_key_file = ${tomlString(path.join(state, 'operator.key'))}`,
-          '',
-          ...upstreamLogin,
-          '[[gateway.clients]]',
-          `client_id = ${tomlString(GATEWAY_CLIENT.client_id)}`,
-          `client_secret = ${tomlString(GATEWAY_CLIENT.client_secret)}`,
-          'redirect_uris = ["http://127.0.0.1/callback"]',
-          'name = "portcullis interop (configured)"',
-          '',
-          '[[server]]',
-          'path = "/mcp"',
-          `upstream = ${tomlString(upstream.url)}`,
-          `scopes = [${tomlString(SCOPE)}]`,
-          'gateway = true',
-          '',
-        ].join('\n');
-        const file = path.join(dir, 'portcullis.toml');
-        fs.writeFileSync(file, configFor(await freePort()));
-        await run('portcullis users add', bin, ['users', 'add', GATEWAY_USER.username, '--config', file], {
-          input: `${GATEWAY_USER.password}\n`,
+        const { gate, config } = await startGateway(bin, dir, {
+          upstreamUrl: upstream.url,
+          upstreamLogin,
+          user: GATEWAY_USER,
+          client: { ...GATEWAY_CLIENT, name: 'portcullis interop (configured)' },
           timeoutMs,
         });
-        const { gate, config } = await startPortcullis(bin, configFor, dir, { timeoutMs });
         procs.push(gate.proc);
         const publicUrl = gate.url;
         const res = await fetch(`${publicUrl}/.well-known/oauth-authorization-server`);
