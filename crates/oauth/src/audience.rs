@@ -61,8 +61,9 @@ fn quoted(items: &[&str]) -> String {
 
 /// Resource URLs compare exactly, except that the scheme and host are case-insensitive and one trailing
 /// slash is ignored, which MCP asks resource servers to tolerate ("SHOULD accept uppercase scheme and
-/// host"). Non-URL audiences never reach this function's lenient branch.
-fn same_resource(got: &str, ours: &str) -> bool {
+/// host"). Non-URL audiences never reach this function's lenient branch. The gateway compares `resource`
+/// parameters with it too.
+pub(crate) fn same_resource(got: &str, ours: &str) -> bool {
     if got == ours {
         return true;
     }

@@ -14,6 +14,7 @@ use super::gateway::{Gateway, GatewayError, hash};
 use super::pkce;
 use super::redirect;
 use super::register::random_string;
+use crate::audience::same_resource;
 
 /// How long a sign-in may take from `/authorize` to the final redirect.
 pub const FLOW_TTL_SECS: i64 = 600;
@@ -473,22 +474,5 @@ impl Gateway {
             })
             .await?;
         Ok(self.response_url(&flow.redirect_uri, &[("code", &code)], flow.state.as_deref()))
-    }
-}
-
-/// Resource URLs compare exactly, except scheme/host case and one trailing slash (as `aud` does).
-pub(crate) fn same_resource(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    match (Url::parse(a), Url::parse(b)) {
-        (Ok(x), Ok(y)) => {
-            x.scheme() == y.scheme()
-                && x.host_str() == y.host_str()
-                && x.port_or_known_default() == y.port_or_known_default()
-                && x.path().trim_end_matches('/') == y.path().trim_end_matches('/')
-                && x.query() == y.query()
-        }
-        _ => false,
     }
 }

@@ -9,11 +9,11 @@ use portcullis_store::{ClientRecord, CodeRedemption, RefreshRecord, Rotation};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::authorize::same_resource;
 use super::client_auth::{AuthMethod, presented};
 use super::gateway::{Gateway, GatewayError, hash};
 use super::pkce;
 use super::register::random_string;
+use crate::audience::same_resource;
 
 /// A token endpoint error (RFC 6749 §5.2).
 #[derive(Debug)]
