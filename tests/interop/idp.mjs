@@ -529,6 +529,19 @@ async function handleTestEndpoint(req, res, url) {
     const revoked = await revoke(token);
     return sendJson(res, revoked ? 200 : 404, { revoked });
   }
+  // Forgets every refresh token, as an IdP does when sessions are revoked or
+  // expire: a later refresh_token grant gets invalid_grant.
+  if (url.pathname === '/__test/end-sessions') {
+    if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST' });
+    let ended = 0;
+    for (const key of [...STORE.keys()]) {
+      if (key.startsWith('RefreshToken:')) {
+        STORE.delete(key);
+        ended += 1;
+      }
+    }
+    return sendJson(res, 200, { ended });
+  }
   if (url.pathname === '/__test/rotate') {
     if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST' });
     const kid = rotate(url.searchParams.get('keep_old') === '1');

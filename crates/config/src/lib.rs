@@ -92,7 +92,7 @@ pub const DEFAULT_OPERATOR_KEY_FILE: &str = "./portcullis-data/operator.key";
 pub struct GatewayConfig {
     /// One issuer everywhere: metadata, tokens, RFC 9207 `iss`.
     pub issuer: IssuerUrl,
-    /// `ES256` (default) or `EdDSA`.
+    /// `ES256` (default), `EdDSA` or `RS256`.
     pub signing_alg: String,
     /// Seals private keys at rest; `PORTCULLIS_OPERATOR_KEY` overrides it.
     pub operator_key_file: PathBuf,
@@ -120,6 +120,9 @@ pub struct UpstreamLogin {
     pub client_secret: Secret,
     /// Scopes asked of the upstream (`openid email profile` by default for OpenID Connect).
     pub scopes: Vec<String>,
+    /// Forward the signed-in user's upstream access token to the MCP upstream in this header (lowercase),
+    /// refreshed when it expires. `authorization` carries it as `Bearer <token>`, any other header as is.
+    pub forward_token_header: Option<String>,
 }
 
 /// The upstream protocol.

@@ -64,6 +64,7 @@ pub(crate) struct RawUpstream {
     pub(crate) client_secret: Option<String>,
     pub(crate) client_secret_file: Option<String>,
     pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) forward_token_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

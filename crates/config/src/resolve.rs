@@ -211,8 +211,8 @@ fn resolve_gateway(
         );
     }
     let signing_alg = raw.signing_alg.clone().unwrap_or_else(|| "ES256".to_owned());
-    if !matches!(signing_alg.as_str(), "ES256" | "EdDSA") {
-        errors.push("gateway.signing_alg", format!("{signing_alg:?} is not supported (ES256 or EdDSA)"));
+    if !matches!(signing_alg.as_str(), "ES256" | "EdDSA" | "RS256") {
+        errors.push("gateway.signing_alg", format!("{signing_alg:?} is not supported (ES256, EdDSA or RS256)"));
     }
     let secs = |v: Option<u64>, default: u64, path: &str, errors: &mut Errors| match v {
         Some(0) => {
@@ -361,6 +361,15 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
         Some(UpstreamKind::Oidc { .. }) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
         _ => Vec::new(),
     };
+    let forward_token_header = raw.forward_token_header.as_deref().map(str::to_ascii_lowercase);
+    if let Some(name) = &forward_token_header {
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            errors.push(format!("{at}.forward_token_header"), format!("{name:?} is not a valid header name"));
+        } else if name != "authorization" && is_reserved_header(name) {
+            errors.push(format!("{at}.forward_token_header"), format!("{name:?} is managed by the proxy"));
+        }
+    }
     if errors.0.len() != before {
         return None;
     }
@@ -369,6 +378,7 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
         client_id: client_id?,
         client_secret: client_secret?,
         scopes: raw.scopes.clone().unwrap_or(default_scopes),
+        forward_token_header,
     })
 }
 

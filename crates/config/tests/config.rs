@@ -251,6 +251,33 @@ gateway = true
 }
 
 #[test]
+fn upstream_token_forwarding_header() {
+    let text = |header: &str| {
+        format!(
+            r#"
+public_url = "https://mcp.example.com"
+[gateway.upstream]
+issuer = "https://idp.example.com"
+client_id = "portcullis"
+client_secret = "s"
+forward_token_header = "{header}"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:3001/mcp"
+gateway = true
+"#
+        )
+    };
+    let c = Config::from_toml(&text("X-Upstream-Token"), &MapEnv::default()).unwrap();
+    let up = c.gateway.unwrap().upstream.unwrap();
+    assert_eq!(up.forward_token_header.as_deref(), Some("x-upstream-token"));
+    let c = Config::from_toml(&text("Authorization"), &MapEnv::default()).unwrap();
+    assert_eq!(c.gateway.unwrap().upstream.unwrap().forward_token_header.as_deref(), Some("authorization"));
+    assert!(errors(&text("Cookie"))[0].starts_with("gateway.upstream.forward_token_header: \"cookie\" is managed"));
+    assert!(errors(&text("bad header"))[0].contains("is not a valid header name"));
+}
+
+#[test]
 fn auto_approval_only_on_loopback() {
     let text = r#"
 public_url = "https://mcp.example.com"

@@ -135,6 +135,35 @@ fn identity_headers(server: &ServerRuntime, token: &VerifiedToken) -> Vec<(Heade
         .collect()
 }
 
+/// Gateway mode with `forward_token_header`: the header carrying the user's upstream IdP token (not the
+/// client's token, which never goes upstream). `None` when nothing is to be forwarded.
+async fn upstream_token_header(
+    state: &AppState,
+    server: &ServerRuntime,
+    token: &VerifiedToken,
+) -> Option<Result<(HeaderName, HeaderValue), crate::AuthError>> {
+    use portcullis_oauth::TokenError;
+    use portcullis_oauth::server::forward::ForwardError;
+    if !matches!(server.config.auth, portcullis_config::ServerAuth::Gateway) {
+        return None;
+    }
+    let gateway = &state.gateway.as_ref()?.gateway;
+    let name = gateway.forward_token_header()?;
+    let subject = token.subject.as_deref().unwrap_or_default();
+    let refused = |e: TokenError| Some(Err(crate::AuthError::Invalid(e)));
+    let upstream_token = match gateway.upstream_access_token(subject).await {
+        Ok(t) => t,
+        Err(e @ ForwardError::Ended(_)) => return refused(TokenError::SignInEnded(e.to_string())),
+        Err(e @ ForwardError::Unavailable(_)) => return refused(TokenError::Unavailable(e.to_string())),
+    };
+    let text = if name == "authorization" { format!("Bearer {upstream_token}") } else { upstream_token.to_string() };
+    let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&text)) else {
+        return refused(TokenError::SignInEnded("the IdP's access token cannot be sent in a header".into()));
+    };
+    value.set_sensitive(true);
+    Some(Ok((name, value)))
+}
+
 /// Connection-level headers (RFC 9110 §7.6.1) that must not be forwarded.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -214,6 +243,7 @@ pub(crate) async fn forward(
     for ih in &server.config.identity_headers {
         headers.remove(ih.header.as_str());
     }
+    // `insert` replaces every inbound value of the name: a client cannot smuggle its own.
     for (name, value) in identity {
         headers.insert(name, value);
     }
@@ -343,6 +373,12 @@ pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Reques
             return e.into_response(&crate::auth::challenge_context(state, server, &parts));
         }
         identity = identity_headers(server, &token);
+        if let Some(forwarded) = upstream_token_header(state, server, &token).await {
+            match forwarded {
+                Ok(header) => identity.push(header),
+                Err(e) => return e.into_response(&crate::auth::challenge_context(state, server, &parts)),
+            }
+        }
     }
     match forward(state, server, parts, bytes, identity).await {
         Ok(r) => r,

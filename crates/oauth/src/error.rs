@@ -42,6 +42,9 @@ pub enum TokenError {
     IdToken,
     #[error("the authorization server reports the token inactive")]
     Inactive,
+    /// Gateway mode with token forwarding: the user's session at the upstream IdP is over.
+    #[error("{0}")]
+    SignInEnded(String),
     /// The token could not be checked because the IdP is unreachable (not the client's fault).
     #[error("the token cannot be checked right now: {0}")]
     Unavailable(String),
@@ -63,6 +66,7 @@ impl TokenError {
                 | Self::NotYetValid { .. }
                 | Self::IssuedInFuture { .. }
                 | Self::Unavailable(_)
+                | Self::SignInEnded(_)
         )
     }
 }

@@ -121,7 +121,9 @@ pub fn gateway_verifier_config(server: &ServerConfig, gateway: &Gateway) -> Veri
         },
         leeway: 30,
         require_at_jwt: true,
-        algorithms: vec![SigningAlg::ES256, SigningAlg::EdDSA],
+        // Every algorithm the gateway can sign with: after a change of `signing_alg`, tokens of the retired
+        // key stay valid until they expire. Only our own published keys verify.
+        algorithms: vec![SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256],
         hs256_secret: None,
         cache_capacity: TOKEN_CACHE_CAPACITY,
         cache_ttl: crate::verify::TOKEN_CACHE_SECS,

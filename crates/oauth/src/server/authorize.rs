@@ -431,17 +431,7 @@ impl Gateway {
             }
         };
         let now = self.now();
-        let sealed =
-            self.seal(super::upstream::Upstream::stored_tokens(&identity).to_string().as_bytes(), &identity.subject)?;
-        self.store
-            .put_upstream_token(portcullis_store::UpstreamTokenRecord {
-                subject: identity.subject.clone(),
-                provider: upstream.provider.clone(),
-                sealed,
-                expires_at: identity.expires_at,
-                updated_at: now,
-            })
-            .await?;
+        self.store_upstream_tokens(&identity.subject, &super::upstream::Upstream::stored_tokens(&identity)).await?;
         flow.subject = Some(identity.subject.clone());
         flow.auth_time = Some(now);
         self.store

@@ -74,6 +74,8 @@ pub struct Gateway {
     public_keys: Arc<JwksCache>,
     /// Where users sign in, when not with local accounts.
     pub(crate) upstream: Option<super::upstream::Upstream>,
+    /// Upstream tokens unsealed for forwarding, and the locks that serialise their refreshes.
+    pub(crate) forward: super::forward::ForwardState,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -120,20 +122,12 @@ impl Gateway {
             auto_approve_as,
         };
         let now = clock.now_unix() as i64;
-        if store.list_keys().await?.is_empty() {
-            let key = generate(signing_alg)?;
-            store
-                .put_key(KeyRecord {
-                    kid: key.kid.clone(),
-                    alg: signing_alg.as_str().to_owned(),
-                    public_jwk: key.public_jwk.clone(),
-                    private_sealed: operator.seal(&key.pkcs8, &key.kid)?,
-                    created_at: now,
-                    not_before: now,
-                    retired_at: None,
-                })
-                .await?;
-            tracing::info!(kid = %key.kid, alg = signing_alg.as_str(), "generated the first signing key");
+        // First start, or the configured algorithm changed: a key of that algorithm signs from now on, and
+        // the others retire (still published until their tokens expire).
+        let keys = store.list_keys().await?;
+        if !keys.iter().any(|k| k.retired_at.is_none() && k.alg == signing_alg.as_str()) {
+            let kid = Self::rotate_keys(store.as_ref(), &operator, signing_alg, now, 0).await?;
+            tracing::info!(%kid, alg = signing_alg.as_str(), "generated a signing key");
         }
         for c in &config.clients {
             let mut metadata = json!({
@@ -166,6 +160,7 @@ impl Gateway {
             ring: RwLock::new(Arc::new(KeyRing::default())),
             public_keys,
             upstream,
+            forward: Default::default(),
         });
         gateway.reload_keys().await?;
         Ok(gateway)
@@ -218,6 +213,11 @@ impl Gateway {
     /// Seals a secret at rest under the operator key, bound to `context`.
     pub(crate) fn seal(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, GatewayError> {
         Ok(self.operator.seal(plain, context)?)
+    }
+
+    /// Opens what [`seal`](Self::seal) sealed for the same `context`.
+    pub(crate) fn open(&self, sealed: &[u8], context: &str) -> Result<Vec<u8>, GatewayError> {
+        Ok(self.operator.open(sealed, context)?)
     }
 
     pub(crate) fn now(&self) -> i64 {

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
@@ -19,6 +21,9 @@ pub enum KeyAlg {
     /// The default: small tokens, fast, accepted everywhere.
     Es256,
     EdDsa,
+    /// RSA 2048 with SHA-256: for clients and upstreams that know nothing else (OpenID Connect's default
+    /// ID token algorithm).
+    Rs256,
 }
 
 impl KeyAlg {
@@ -26,6 +31,7 @@ impl KeyAlg {
         match s {
             "ES256" => Some(Self::Es256),
             "EdDSA" => Some(Self::EdDsa),
+            "RS256" => Some(Self::Rs256),
             _ => None,
         }
     }
@@ -34,6 +40,7 @@ impl KeyAlg {
         match self {
             Self::Es256 => "ES256",
             Self::EdDsa => "EdDSA",
+            Self::Rs256 => "RS256",
         }
     }
 
@@ -41,6 +48,7 @@ impl KeyAlg {
         match self {
             Self::Es256 => Algorithm::ES256,
             Self::EdDsa => Algorithm::EdDSA,
+            Self::Rs256 => Algorithm::RS256,
         }
     }
 }
@@ -178,21 +186,66 @@ pub fn generate(alg: KeyAlg) -> Result<GeneratedKey, KeyError> {
             .map_err(|_| KeyError::Generate("Ed25519 key".into()))?
             .as_ref()
             .to_vec(),
+        KeyAlg::Rs256 => RsaKeyPair::generate(KeySize::Rsa2048)
+            .and_then(|k| k.as_der())
+            .map_err(|_| KeyError::Generate("RSA key".into()))?
+            .as_ref()
+            .to_vec(),
     };
     let (kid, public_jwk) = public_jwk(alg, &pkcs8)?;
     Ok(GeneratedKey { kid, alg, pkcs8, public_jwk })
 }
 
-fn encoding_key(alg: KeyAlg, pkcs8: &[u8]) -> EncodingKey {
-    match alg {
+fn encoding_key(alg: KeyAlg, pkcs8: &[u8]) -> Result<EncodingKey, KeyError> {
+    Ok(match alg {
         KeyAlg::Es256 => EncodingKey::from_ec_der(pkcs8),
         KeyAlg::EdDsa => EncodingKey::from_ed_der(pkcs8),
+        // jsonwebtoken signs RSA with the PKCS#1 `RSAPrivateKey` that PKCS#8 wraps.
+        KeyAlg::Rs256 => EncodingKey::from_rsa_der(
+            pkcs8_inner_key(pkcs8).ok_or_else(|| KeyError::Unseal("not a PKCS#8 private key".into()))?,
+        ),
+    })
+}
+
+/// The `privateKey` OCTET STRING of a PKCS#8 `PrivateKeyInfo` (RFC 5208 §5):
+/// `SEQUENCE { INTEGER version, SEQUENCE algorithm, OCTET STRING privateKey, ... }`.
+fn pkcs8_inner_key(der: &[u8]) -> Option<&[u8]> {
+    let (tag, info, _) = der_element(der)?;
+    if tag != 0x30 {
+        return None;
     }
+    let (tag, _, rest) = der_element(info)?;
+    if tag != 0x02 {
+        return None;
+    }
+    let (tag, _, rest) = der_element(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, key, _) = der_element(rest)?;
+    (tag == 0x04).then_some(key)
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), rest)
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 fn public_jwk(alg: KeyAlg, pkcs8: &[u8]) -> Result<(String, Value), KeyError> {
     let jwk =
-        Jwk::from_encoding_key(&encoding_key(alg, pkcs8), alg.jws()).map_err(|e| KeyError::Generate(e.to_string()))?;
+        Jwk::from_encoding_key(&encoding_key(alg, pkcs8)?, alg.jws()).map_err(|e| KeyError::Generate(e.to_string()))?;
     let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Generate(e.to_string()))?;
     let mut v = serde_json::to_value(&jwk).map_err(|e| KeyError::Generate(e.to_string()))?;
     v["kid"] = json!(kid);
@@ -235,7 +288,7 @@ impl RingKey {
         if derived_kid != kid {
             return Err(KeyError::Unseal(format!("key {kid} does not match its thumbprint")));
         }
-        Ok(Self { kid: kid.to_owned(), alg, public_jwk, not_before, retired_at, encoding: encoding_key(alg, &pkcs8) })
+        Ok(Self { kid: kid.to_owned(), alg, public_jwk, not_before, retired_at, encoding: encoding_key(alg, &pkcs8)? })
     }
 }
 
@@ -336,13 +389,14 @@ mod tests {
 
     #[test]
     fn tokens_verify_against_the_published_jwks() {
-        for alg in [KeyAlg::Es256, KeyAlg::EdDsa] {
+        for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {
             let ring = KeyRing::new(vec![ring_key(alg, 0, None)]);
             let token = ring.sign(&json!({"sub": "u", "exp": 4_000_000_000u64}), "at+jwt", 10).unwrap();
             let (set, skipped) = KeySet::parse(ring.jwks(10, 0).to_string().as_bytes()).unwrap();
             assert!(skipped.is_empty());
             let header = jsonwebtoken::decode_header(&token).unwrap();
             assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+            assert_eq!(header.alg, alg.jws());
             let key = set.by_kid(header.kid.as_deref().unwrap()).unwrap();
             let mut v = jsonwebtoken::Validation::new(alg.jws());
             v.validate_aud = false;
@@ -362,5 +416,18 @@ mod tests {
         assert_eq!(ring.jwks(2_000, 3_600)["keys"].as_array().unwrap().len(), 2, "old key still verifies");
         assert_eq!(ring.jwks(5_000, 3_600)["keys"].as_array().unwrap().len(), 1);
         assert!(KeyRing::default().sign(&json!({}), "at+jwt", 0).is_err());
+    }
+
+    #[test]
+    fn pkcs8_parsing_refuses_what_is_not_pkcs8() {
+        let rsa = generate(KeyAlg::Rs256).unwrap();
+        let inner = pkcs8_inner_key(&rsa.pkcs8).unwrap();
+        assert!(RsaKeyPair::from_der(inner).is_ok(), "the wrapped key is PKCS#1");
+        assert_eq!(rsa.public_jwk["kty"], "RSA");
+        assert_eq!(rsa.public_jwk["alg"], "RS256");
+        assert!(pkcs8_inner_key(&rsa.pkcs8[..rsa.pkcs8.len() / 2]).is_none(), "truncated");
+        assert!(pkcs8_inner_key(inner).is_none(), "PKCS#1 is not PKCS#8");
+        assert!(pkcs8_inner_key(&[]).is_none());
+        assert!(pkcs8_inner_key(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none(), "length past the end");
     }
 }

@@ -7,10 +7,12 @@
 //!   before base64) or the form body.
 //! - [`keys`]: signing keys, sealed at rest under the operator key; the key ring and its JWKS.
 //! - [`upstream`]: signing users in at an upstream OpenID Connect or OAuth 2 IdP.
+//! - [`forward`]: the user's upstream token for the MCP upstream, refreshed before it expires.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 
 pub mod authorize;
 pub mod client_auth;
+pub mod forward;
 pub mod gateway;
 pub mod keys;
 pub mod metadata;

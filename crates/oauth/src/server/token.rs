@@ -219,6 +219,13 @@ impl Gateway {
             }
             None => old.scope.clone(),
         };
+        // When the upstream receives the user's IdP token, a grant outlives it only as long as the IdP's
+        // refresh does: once that has ended, the client must sign the user in again.
+        if self.forward_token_header().is_some()
+            && let Err(super::forward::ForwardError::Ended(why)) = self.upstream_access_token(&old.subject).await
+        {
+            return Err(TokenFailure::new("invalid_grant", format!("sign in again: {why}")).into());
+        }
         let new_token = random_string(43);
         let now = self.now();
         let new = RefreshRecord {

@@ -9,7 +9,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
 use portcullis_config::{UpstreamKind, UpstreamLogin};
 use portcullis_types::Clock;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -31,6 +31,8 @@ pub struct Upstream {
     client_id: String,
     client_secret: portcullis_types::Secret,
     scopes: Vec<String>,
+    /// Where the user's upstream access token goes on proxied requests, if anywhere.
+    pub forward_token_header: Option<String>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
 }
@@ -93,6 +95,7 @@ impl Upstream {
                     client_id: cfg.client_id.clone(),
                     client_secret: cfg.client_secret.clone(),
                     scopes: cfg.scopes.clone(),
+                    forward_token_header: cfg.forward_token_header.clone(),
                     http,
                     clock,
                 })
@@ -108,6 +111,7 @@ impl Upstream {
                     client_id: cfg.client_id.clone(),
                     client_secret: cfg.client_secret.clone(),
                     scopes: cfg.scopes.clone(),
+                    forward_token_header: cfg.forward_token_header.clone(),
                     http,
                     clock,
                 })
@@ -149,31 +153,15 @@ impl Upstream {
         redirect_uri: &str,
         attempt: &UpstreamAttempt,
     ) -> Result<UpstreamIdentity, GatewayError> {
-        let err = |e: String| GatewayError::Other(format!("upstream IdP: {e}"));
-        let resp = self
-            .http
-            .post(self.token_endpoint.clone())
-            // RFC 6749 §2.3.1: form-encode the credentials before Basic.
-            .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[
+        let tokens = self
+            .token_request(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
                 ("redirect_uri", redirect_uri),
                 ("code_verifier", &attempt.code_verifier),
             ])
-            .send()
             .await
-            .map_err(|e| err(format!("token endpoint unreachable ({})", crate::error_chain(&e))))?;
-        let status = resp.status();
-        let tokens: Value = resp.json().await.map_err(|e| err(format!("token response is not JSON ({e})")))?;
-        if !status.is_success() {
-            return Err(err(format!(
-                "token endpoint answered HTTP {}: {}",
-                status.as_u16(),
-                tokens.get("error").unwrap_or(&Value::Null)
-            )));
-        }
+            .map_err(|e| GatewayError::Other(e.message))?;
         let now = self.clock.now_unix() as i64;
         let expires_at = tokens.get("expires_in").and_then(Value::as_i64).map(|s| now + s);
         let subject = match (&self.oidc, tokens.get("id_token").and_then(Value::as_str)) {
@@ -183,6 +171,54 @@ impl Upstream {
             _ => self.userinfo_subject(tokens.get("access_token").and_then(Value::as_str)).await?,
         };
         Ok(UpstreamIdentity { subject, tokens, expires_at })
+    }
+
+    /// A request to the upstream token endpoint, authenticated with our client secret; the JSON answer.
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<Value, UpstreamCallError> {
+        let err = |e: String| UpstreamCallError { refused: false, message: format!("upstream IdP: {e}") };
+        let resp = self
+            .http
+            .post(self.token_endpoint.clone())
+            // RFC 6749 §2.3.1: form-encode the credentials before Basic.
+            .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| err(format!("token endpoint unreachable ({})", crate::error_chain(&e))))?;
+        let status = resp.status();
+        let tokens: Value = resp.json().await.map_err(|e| err(format!("token response is not JSON ({e})")))?;
+        if !status.is_success() {
+            return Err(UpstreamCallError {
+                // RFC 6749 §5.2: 400 and 401 are the IdP's answer about the grant or us, not an outage.
+                refused: status.is_client_error(),
+                message: format!(
+                    "upstream IdP: token endpoint answered HTTP {}: {}",
+                    status.as_u16(),
+                    tokens.get("error").unwrap_or(&Value::Null)
+                ),
+            });
+        }
+        Ok(tokens)
+    }
+
+    /// Redeems the upstream refresh token (RFC 6749 §6); the tokens to store. An upstream that does not
+    /// rotate refresh tokens keeps the one it had.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<StoredTokens, UpstreamCallError> {
+        let tokens = self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await?;
+        let now = self.clock.now_unix() as i64;
+        let access_token = tokens.get("access_token").and_then(Value::as_str).ok_or_else(|| UpstreamCallError {
+            refused: true,
+            message: "upstream IdP: the refresh answer has no access_token".into(),
+        })?;
+        Ok(StoredTokens {
+            access_token: Some(access_token.to_owned()),
+            refresh_token: tokens
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map_or_else(|| Some(refresh_token.to_owned()), |t| Some(t.to_owned())),
+            expires_at: tokens.get("expires_in").and_then(Value::as_i64).map(|s| now + s),
+        })
     }
 
     /// OpenID Connect Core §3.1.3.7: signature by the IdP's key, `iss` exact, `aud` has our client id,
@@ -255,11 +291,39 @@ impl Upstream {
     }
 
     /// The token response as stored (sealed) for this user.
-    pub fn stored_tokens(identity: &UpstreamIdentity) -> Value {
-        json!({
-            "access_token": identity.tokens.get("access_token"),
-            "refresh_token": identity.tokens.get("refresh_token"),
-            "expires_at": identity.expires_at,
-        })
+    pub fn stored_tokens(identity: &UpstreamIdentity) -> StoredTokens {
+        let text = |k: &str| identity.tokens.get(k).and_then(Value::as_str).map(str::to_owned);
+        StoredTokens {
+            access_token: text("access_token"),
+            refresh_token: text("refresh_token"),
+            expires_at: identity.expires_at,
+        }
+    }
+}
+
+/// A failed call to the upstream IdP.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct UpstreamCallError {
+    /// The IdP answered and said no (as opposed to being unreachable or failing).
+    pub refused: bool,
+    pub message: String,
+}
+
+/// The upstream tokens of one user, as sealed in the store.
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StoredTokens {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredTokens")
+            .field("access_token", &self.access_token.as_ref().map(|_| "[redacted]"))
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("expires_at", &self.expires_at)
+            .finish()
     }
 }

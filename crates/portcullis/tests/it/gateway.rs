@@ -413,17 +413,21 @@ async fn follow_until(start: &str, stop: &str) -> String {
     panic!("too many redirects");
 }
 
-#[tokio::test]
-async fn sign_in_at_an_upstream_openid_provider() {
-    let idp = crate::support::Idp::start("aud-client-id").await;
+/// A gateway signing users in at `idp` (client `client-rs`), with `extra` in `[gateway.upstream]`.
+async fn start_with_upstream(idp: &crate::support::Idp, extra: &str) -> (Sample, Gate) {
     let sample = Sample::start().await;
     let upstream = format!(
-        "[gateway.upstream]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"client-rs\"\nclient_secret = \"secret-rs\"\nscopes = [\"openid\"]\n",
+        "[gateway.upstream]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"client-rs\"\nclient_secret = \"secret-rs\"\nscopes = [\"openid\"]\n{extra}",
         idp.issuer
     );
     let text = config(&sample.mcp()).replace("[[gateway.clients]]", &format!("{upstream}[[gateway.clients]]"));
     let gate = Gate::start(&text).await;
+    (sample, gate)
+}
 
+/// One sign-in through the upstream IdP for the configured client: the token response, and the URL the
+/// IdP sent the browser back to.
+async fn sign_in_upstream(gate: &Gate, idp: &crate::support::Idp) -> (Value, String) {
     let (verifier, challenge) = pkce();
     let redirect_uri = "http://127.0.0.1:40002/cb";
     let c = no_redirects();
@@ -473,8 +477,16 @@ async fn sign_in_at_an_upstream_openid_provider() {
         ("redirect_uri", redirect_uri),
         ("code_verifier", verifier.as_str()),
     ];
-    let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
+    let (status, body, _) = token(gate, Some(("configured", "a+b %c:d")), &form).await;
     assert_eq!(status, 200, "{body}");
+    (body, back)
+}
+
+#[tokio::test]
+async fn sign_in_at_an_upstream_openid_provider() {
+    let idp = crate::support::Idp::start("aud-client-id").await;
+    let (_sample, gate) = start_with_upstream(&idp, "").await;
+    let (body, back) = sign_in_upstream(&gate, &idp).await;
     // Seed 000: every token carries our issuer; the upstream's ID token never leaves portcullis.
     let id_token = claims_of(body["id_token"].as_str().unwrap());
     assert_eq!(id_token["iss"], gate.base.as_str());
@@ -483,27 +495,91 @@ async fn sign_in_at_an_upstream_openid_provider() {
     assert_eq!(id_token["sub"], "test-user", "the upstream user");
     let access = body["access_token"].as_str().unwrap();
     assert_eq!(claims_of(access)["iss"], gate.base.as_str());
-    let r = mcp_post(&client(), &gate.url("/mcp"), call(4, "echo", json!({"text": "via upstream"})))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let seen = whoami(&gate, access, &[]).await;
+    assert!(!seen.keys().any(|k| k == "authorization" || k.contains("upstream")), "nothing forwarded: {seen:?}");
 
     // A replayed or forged upstream state is refused on a page.
-    let stale = c.get(&back).send().await.unwrap();
+    let stale = no_redirects().get(&back).send().await.unwrap();
     assert_eq!(stale.status(), 400);
 }
 
+/// The headers the sample upstream received for a `whoami` call with `token` (and `extra` headers).
+async fn whoami(gate: &Gate, token: &str, extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+    let mut req = mcp_post(&client(), &gate.url("/mcp"), call(5, "whoami", json!({}))).bearer_auth(token);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    serde_json::from_str(body["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+}
+
 #[tokio::test]
-async fn dangerous_auto_approval_for_automated_clients() {
+async fn the_upstream_token_is_forwarded_and_refreshed() {
+    // The IdP's access tokens live 4 s, so the gateway refreshes them from 3 s on.
+    let idp = crate::support::Idp::start_with("aud-client-id", &[("IDP_AT_TTL", "4")]).await;
+    let (_sample, gate) = start_with_upstream(&idp, "forward_token_header = \"X-Upstream-Token\"\n").await;
+    let (body, _) = sign_in_upstream(&gate, &idp).await;
+    let access = body["access_token"].as_str().unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap();
+
+    // The upstream gets the IdP's token for this user, never the client's, and a client cannot forge it.
+    let seen = whoami(&gate, access, &[("X-Upstream-Token", "forged")]).await;
+    let first = seen["x-upstream-token"].as_str().unwrap().to_owned();
+    assert!(!seen.contains_key("authorization"));
+    assert_ne!(first, access);
+    let claims = claims_of(&first);
+    assert_eq!((claims["iss"].as_str(), claims["sub"].as_str()), (Some(idp.issuer.as_str()), Some("test-user")));
+    assert_eq!(claims["aud"], "client-rs", "issued to portcullis's client at the IdP");
+    assert_eq!(whoami(&gate, access, &[]).await["x-upstream-token"], first.as_str(), "reused while fresh");
+
+    // Near its expiry it is refreshed at the IdP before being forwarded.
+    tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
+    let second = whoami(&gate, access, &[]).await["x-upstream-token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first, "refreshed");
+    assert_eq!(claims_of(&second)["sub"], "test-user");
+    assert!(claims_of(&second)["exp"].as_i64() > claims["exp"].as_i64());
+    let (status, body, _) =
+        token(&gate, Some(("configured", "a+b %c:d")), &[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+    // Once the IdP ends the session, the next refresh is refused: requests get invalid_token and the
+    // gateway's own refresh grant invalid_grant, so the client signs the user in again.
+    assert!(idp.end_sessions().await >= 1);
+    tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(6, "echo", json!({"text": "x"})))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("error=\"invalid_token\"") && challenge.contains("authorize again"), "{challenge}");
+    let (status, body, _) =
+        token(&gate, Some(("configured", "a+b %c:d")), &[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+            .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+}
+
+/// A gateway whose authorization requests are approved for alice without pages.
+async fn start_auto_approving(extra_gateway: &str) -> (Sample, Gate) {
     let sample = Sample::start().await;
     let port = free_port();
     let dir = TempDir::new();
-    let text = config(&sample.mcp()).replace("[store]", "[dangerous]\nauto_approve_as = \"alice\"\n[store]");
+    let text = config(&sample.mcp())
+        .replace("[store]", "[dangerous]\nauto_approve_as = \"alice\"\n[store]")
+        .replace("[gateway]\n", &format!("[gateway]\n{extra_gateway}"));
     let path = write_config(&text, port, &dir);
     admin(&["users", "add", "alice", "--config", &path.display().to_string()], &format!("{PASSWORD}\n")).await;
-    let gate = Gate::start_at(&path, port, dir, &[]).await;
+    (sample, Gate::start_at(&path, port, dir, &[]).await)
+}
+
+/// An authorization request that is approved at once, and the token response for its code.
+async fn auto_approved_tokens(gate: &Gate) -> Value {
     let (verifier, challenge) = pkce();
     let r = no_redirects()
         .get(gate.url("/authorize"))
@@ -527,7 +603,57 @@ async fn dangerous_auto_approval_for_automated_clients() {
         ("redirect_uri", "http://127.0.0.1:7/cb"),
         ("code_verifier", verifier.as_str()),
     ];
-    let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
+    let (status, body, _) = token(gate, Some(("configured", "a+b %c:d")), &form).await;
     assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn dangerous_auto_approval_for_automated_clients() {
+    let (_sample, gate) = start_auto_approving("").await;
+    let body = auto_approved_tokens(&gate).await;
     assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "local:alice");
+}
+
+#[tokio::test]
+async fn changing_the_signing_algorithm_brings_a_key_of_it() {
+    let (_sample, gate) = start_auto_approving("").await;
+    let before = auto_approved_tokens(&gate).await["access_token"].as_str().unwrap().to_owned();
+    let header = jsonwebtoken::decode_header(&before).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256, "the default");
+
+    let port: u16 = gate.base.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = gate.kill().await;
+    let path = dir.path.join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("[gateway]\n", "[gateway]\nsigning_alg = \"RS256\"\n");
+    std::fs::write(&path, text).unwrap();
+    let gate = Gate::start_at(&path, port, dir, &[]).await;
+
+    let after = auto_approved_tokens(&gate).await["access_token"].as_str().unwrap().to_owned();
+    let new_header = jsonwebtoken::decode_header(&after).unwrap();
+    assert_eq!(new_header.alg, jsonwebtoken::Algorithm::RS256);
+    let jwks: Value = client().get(gate.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let published: Vec<(&str, &str)> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kid"].as_str().unwrap(), k["alg"].as_str().unwrap()))
+        .collect();
+    assert!(published.contains(&(new_header.kid.as_deref().unwrap(), "RS256")), "{jwks}");
+    assert!(
+        published.contains(&(header.kid.as_deref().unwrap(), "ES256")),
+        "the retired key verifies until its tokens expire"
+    );
+    let meta: Value =
+        client().get(gate.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    // Tokens of both keys are accepted at the protected server.
+    for t in [&before, &after] {
+        let r = mcp_post(&client(), &gate.url("/mcp"), call(9, "echo", json!({"text": "alg"})))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
 }

@@ -258,13 +258,18 @@ pub struct Idp {
 
 impl Idp {
     pub async fn start(profile: &str) -> Idp {
+        Self::start_with(profile, &[]).await
+    }
+
+    /// With environment settings (`IDP_AT_TTL`, the access-token lifetime in seconds, say).
+    pub async fn start_with(profile: &str, env: &[(&str, &str)]) -> Idp {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
             "the test IdP's packages are not installed: run ./scripts/test (it runs npm ci in tests/interop)"
         );
         let mut cmd = Command::new("node");
-        cmd.arg(dir.join("idp.mjs")).args(["--profile", profile]);
+        cmd.arg(dir.join("idp.mjs")).args(["--profile", profile]).envs(env.iter().copied());
         let (child, line) = spawn_until(cmd, "\"issuer\"").await;
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         Idp { child, issuer: v["issuer"].as_str().unwrap().to_owned() }
@@ -291,6 +296,13 @@ impl Idp {
         let r = client().post(format!("{}/__test/rotate{q}", self.issuer)).send().await.unwrap();
         assert_eq!(r.status(), 200);
         r.json::<serde_json::Value>().await.unwrap()["kid"].as_str().unwrap().to_owned()
+    }
+
+    /// Forgets every refresh token the IdP issued: later refreshes get `invalid_grant`.
+    pub async fn end_sessions(&self) -> u64 {
+        let r = client().post(format!("{}/__test/end-sessions", self.issuer)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()["ended"].as_u64().unwrap()
     }
 
     pub async fn jwks_fetches(&self) -> u64 {
