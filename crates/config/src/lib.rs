@@ -105,6 +105,8 @@ pub struct GatewayConfig {
     pub registration: bool,
     /// Registrations accepted per client IP per minute.
     pub registrations_per_minute: u32,
+    /// Whether `https://` client ids name client ID metadata documents, fetched on first use.
+    pub client_metadata_documents: bool,
     /// Directory with `login.html`, `consent.html`, `error.html` overriding the built-in pages.
     pub templates_dir: Option<PathBuf>,
     pub clients: Vec<ConfiguredClient>,
@@ -222,6 +224,9 @@ pub struct Dangerous {
     /// Gateway mode: every authorization request is signed in as this local account and approved
     /// without showing a page — for automated test clients that cannot drive HTML. Loopback only.
     pub auto_approve_as: Option<String>,
+    /// Gateway mode: client ID metadata documents may be fetched from loopback addresses — for tests
+    /// that serve documents locally. Loopback only.
+    pub client_metadata_from_loopback: bool,
 }
 
 /// One protected MCP server.

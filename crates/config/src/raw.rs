@@ -45,6 +45,7 @@ pub(crate) struct RawGateway {
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) registration: Option<bool>,
     pub(crate) registrations_per_minute: Option<u32>,
+    pub(crate) client_metadata_documents: Option<bool>,
     pub(crate) templates_dir: Option<String>,
     #[serde(default)]
     pub(crate) clients: Vec<RawClient>,
@@ -107,6 +108,8 @@ pub(crate) struct RawDangerous {
     #[serde(default)]
     pub(crate) allow_unauthenticated: bool,
     pub(crate) auto_approve_as: Option<String>,
+    #[serde(default)]
+    pub(crate) client_metadata_from_loopback: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -128,10 +128,16 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let dangerous = Dangerous {
         allow_unauthenticated: raw.dangerous.allow_unauthenticated,
         auto_approve_as: raw.dangerous.auto_approve_as.clone().filter(|s| !s.is_empty()),
+        client_metadata_from_loopback: raw.dangerous.client_metadata_from_loopback,
     };
     // Skipping sign-in and consent is for test machines only: refuse it anywhere but on loopback.
     if dangerous.auto_approve_as.is_some() && !listen.is_some_and(|l| l.ip().is_loopback()) {
         errors.push("dangerous.auto_approve_as", "only allowed when listening on a loopback address");
+    }
+    // Fetching client metadata from loopback on a reachable server would let anyone probe its local
+    // services.
+    if dangerous.client_metadata_from_loopback && !listen.is_some_and(|l| l.ip().is_loopback()) {
+        errors.push("dangerous.client_metadata_from_loopback", "only allowed when listening on a loopback address");
     }
 
     let mut servers = Vec::new();
@@ -294,6 +300,7 @@ fn resolve_gateway(
         scopes,
         registration: raw.registration.unwrap_or(true),
         registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
+        client_metadata_documents: raw.client_metadata_documents.unwrap_or(true),
         templates_dir: raw.templates_dir.clone().map(PathBuf::from),
         clients,
         upstream,

@@ -142,8 +142,13 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
         ),
         None => None,
     };
-    let serves =
-        Serves { resources, default_scopes, auto_approve_as: config.dangerous.auto_approve_as.clone(), upstream };
+    let serves = Serves {
+        resources,
+        default_scopes,
+        auto_approve_as: config.dangerous.auto_approve_as.clone(),
+        upstream,
+        client_metadata_from_loopback: config.dangerous.client_metadata_from_loopback,
+    };
     let gateway = Gateway::start(g, serves, store, operator, clock)
         .await
         .map_err(|e| anyhow::anyhow!("starting the authorization server: {e}"))?;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use super::gateway::{Gateway, GatewayError, hash};
+use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::redirect;
 use super::register::random_string;
@@ -54,6 +54,14 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// For a client known by its metadata document: the host that published it, shown on the consent
+    /// page (the only part of the client's identity that was verified).
+    pub fn metadata_host(&self) -> Option<String> {
+        super::cimd::is_document_url(&self.client_id)
+            .then(|| Url::parse(&self.client_id).ok()?.host_str().map(str::to_owned))
+            .flatten()
+    }
+
     /// The redirect URI's host, shown on the consent page.
     pub fn redirect_host(&self) -> String {
         Url::parse(&self.redirect_uri)
@@ -142,12 +150,12 @@ impl Gateway {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| page("Missing client", "The authorization request has no client_id."))?;
-        let client = self.store.get_client(client_id).await?.ok_or_else(|| {
-            page(
-                "Unknown client",
-                format!("No client is registered with the id {client_id:?}. Register it again and retry."),
-            )
-        })?;
+        let client = match self.find_client(client_id).await? {
+            ClientLookup::Known(client, _) => client,
+            ClientLookup::Unknown(why) => {
+                return Err(page("Unknown client", format!("This application cannot be used here: {why}.")));
+            }
+        };
         let registered: Vec<String> = client.metadata["redirect_uris"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())

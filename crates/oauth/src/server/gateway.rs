@@ -9,6 +9,7 @@ use portcullis_types::{Clock, IssuerUrl};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::cimd::{ClientMetadataDocuments, Document, is_document_url};
 use super::keys::{KeyAlg, KeyError, KeyRing, OperatorKey, RingKey, generate};
 use super::metadata::Advertised;
 use super::register::{RegisterError, RegisterPolicy, Registration, register};
@@ -60,6 +61,8 @@ pub struct Serves {
     pub auto_approve_as: Option<String>,
     /// Sign-in at an upstream IdP instead of local accounts.
     pub upstream: Option<super::upstream::Upstream>,
+    /// `dangerous.client_metadata_from_loopback`.
+    pub client_metadata_from_loopback: bool,
 }
 
 /// The gateway.
@@ -76,6 +79,8 @@ pub struct Gateway {
     pub(crate) upstream: Option<super::upstream::Upstream>,
     /// Upstream tokens unsealed for forwarding, and the locks that serialise their refreshes.
     pub(crate) forward: super::forward::ForwardState,
+    /// Client ID metadata documents, when accepted.
+    documents: Option<ClientMetadataDocuments>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -107,7 +112,7 @@ impl Gateway {
         operator: OperatorKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, GatewayError> {
-        let Serves { resources, default_scopes, auto_approve_as, upstream } = serves;
+        let Serves { resources, default_scopes, auto_approve_as, upstream, client_metadata_from_loopback } = serves;
         let signing_alg = KeyAlg::parse(&config.signing_alg)
             .ok_or_else(|| GatewayError::Other(format!("unsupported signing algorithm {}", config.signing_alg)))?;
         let settings = Settings {
@@ -150,6 +155,13 @@ impl Gateway {
                 })
                 .await?;
         }
+        let documents = match config.client_metadata_documents {
+            true => Some(
+                ClientMetadataDocuments::new(register_policy(&settings), client_metadata_from_loopback)
+                    .map_err(GatewayError::Other)?,
+            ),
+            false => None,
+        };
         let public_keys = JwksCache::fixed(KeySet::default(), clock.clone());
         let gateway = Arc::new(Self {
             issuer: config.issuer.clone(),
@@ -161,6 +173,7 @@ impl Gateway {
             public_keys,
             upstream,
             forward: Default::default(),
+            documents,
         });
         gateway.reload_keys().await?;
         Ok(gateway)
@@ -245,17 +258,42 @@ impl Gateway {
             scopes: self.settings.scopes.clone(),
             signing_alg: self.settings.signing_alg.as_str().to_owned(),
             registration: self.settings.registration,
-            client_id_metadata_documents: false,
+            client_id_metadata_documents: self.documents.is_some(),
         }
+    }
+
+    /// A client by id: registered (configured or dynamic), or known by its metadata document.
+    pub(crate) async fn find_client(&self, client_id: &str) -> Result<ClientLookup, GatewayError> {
+        if is_document_url(client_id) {
+            let Some(documents) = &self.documents else {
+                return Ok(ClientLookup::Unknown("client ID metadata documents are not accepted here".into()));
+            };
+            return Ok(match documents.get(client_id).await {
+                Ok(document) => ClientLookup::Known(
+                    ClientRecord {
+                        client_id: client_id.to_owned(),
+                        secret_hash: None,
+                        metadata: Value::Object(document.metadata.clone()),
+                        source: ClientSource::MetadataDocument,
+                        created_at: self.now(),
+                    },
+                    Some(document),
+                ),
+                Err(e) => {
+                    tracing::info!(client_id, error = %e, "client metadata document refused");
+                    ClientLookup::Unknown(e.to_string())
+                }
+            });
+        }
+        Ok(match self.store.get_client(client_id).await? {
+            Some(record) => ClientLookup::Known(record, None),
+            None => ClientLookup::Unknown(format!("client {client_id:?} is not registered here; register again")),
+        })
     }
 
     /// RFC 7591 registration: validates, stores, and returns the 201 body.
     pub async fn register(&self, request: &Value) -> Result<Result<Value, RegisterError>, GatewayError> {
-        let policy = RegisterPolicy {
-            allowed_scopes: self.settings.scopes.clone(),
-            id_token_alg: self.settings.signing_alg.as_str().to_owned(),
-        };
-        let reg: Registration = match register(request, &policy) {
+        let reg: Registration = match register(request, &register_policy(&self.settings)) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -327,6 +365,20 @@ impl Gateway {
             .map_err(|e| GatewayError::Other(e.to_string()))?;
         Ok(subject.filter(|_| ok))
     }
+}
+
+/// What registrations and metadata documents may ask for.
+fn register_policy(settings: &Settings) -> RegisterPolicy {
+    RegisterPolicy { allowed_scopes: settings.scopes.clone(), id_token_alg: settings.signing_alg.as_str().to_owned() }
+}
+
+/// The outcome of looking a client up.
+#[derive(Debug)]
+pub(crate) enum ClientLookup {
+    /// The client, and its metadata document when it is known by one.
+    Known(ClientRecord, Option<Arc<Document>>),
+    /// Why no client can be used under that id.
+    Unknown(String),
 }
 
 /// An argon2id PHC string (the crate's default parameters) with a random 16-byte salt.

@@ -51,8 +51,31 @@ pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
     if adv.registration {
         doc["registration_endpoint"] = json!(endpoint(issuer, "/register"));
     }
+    if adv.client_id_metadata_documents {
+        // Clients known by a metadata document may sign assertions with a published key (RFC 7523).
+        for field in [
+            "token_endpoint_auth_methods_supported",
+            "revocation_endpoint_auth_methods_supported",
+            "introspection_endpoint_auth_methods_supported",
+        ] {
+            if let Some(list) = doc[field].as_array_mut() {
+                list.push(json!("private_key_jwt"));
+            }
+        }
+        // RFC 8414 §2: required when private_key_jwt is listed; asymmetric algorithms only.
+        for field in [
+            "token_endpoint_auth_signing_alg_values_supported",
+            "revocation_endpoint_auth_signing_alg_values_supported",
+            "introspection_endpoint_auth_signing_alg_values_supported",
+        ] {
+            doc[field] = json!(ASSERTION_ALGS);
+        }
+    }
     doc
 }
+
+/// The algorithms accepted on `private_key_jwt` assertions.
+const ASSERTION_ALGS: [&str; 9] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 
 /// The OpenID Connect discovery alias: the same document plus what OIDC discovery requires, so that
 /// clients trying `openid-configuration` first find the same issuer (MCP SDK clients parse it with the
@@ -98,5 +121,24 @@ mod tests {
         assert_eq!(authorization_server(&iss, &adv())["authorization_endpoint"], "https://example.com/auth/authorize");
         let no_dcr = Advertised { registration: false, ..adv() };
         assert!(authorization_server(&iss, &no_dcr).get("registration_endpoint").is_none());
+    }
+
+    #[test]
+    fn private_key_jwt_is_advertised_with_metadata_documents_only() {
+        let iss = IssuerUrl::parse("https://mcp.example.com").unwrap();
+        let without = authorization_server(&iss, &adv());
+        assert_eq!(without["client_id_metadata_document_supported"], false);
+        assert!(
+            !without["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("private_key_jwt"))
+        );
+        assert!(without.get("token_endpoint_auth_signing_alg_values_supported").is_none());
+        let with = authorization_server(&iss, &Advertised { client_id_metadata_documents: true, ..adv() });
+        assert_eq!(with["client_id_metadata_document_supported"], true);
+        assert_eq!(
+            with["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post", "none", "private_key_jwt"])
+        );
+        let algs = with["token_endpoint_auth_signing_alg_values_supported"].as_array().unwrap();
+        assert!(algs.contains(&json!("ES256")) && !algs.iter().any(|a| a.as_str().unwrap().starts_with("HS")));
     }
 }

@@ -3,14 +3,18 @@
 //! - [`metadata`]: the RFC 8414 / OpenID discovery documents, one `issuer` everywhere.
 //! - [`redirect`]: redirect URI rules (RFC 8252, OAuth 2.1 §2.3.1) and exact matching.
 //! - [`pkce`]: RFC 7636 S256 checks.
+//! - [`assertion`]: `private_key_jwt` client assertions (RFC 7523).
 //! - [`client_auth`]: client credentials from `Authorization: Basic` (RFC 6749 §2.3.1, form-urlencoded
 //!   before base64) or the form body.
 //! - [`keys`]: signing keys, sealed at rest under the operator key; the key ring and its JWKS.
 //! - [`upstream`]: signing users in at an upstream OpenID Connect or OAuth 2 IdP.
 //! - [`forward`]: the user's upstream token for the MCP upstream, refreshed before it expires.
+//! - [`cimd`]: client ID metadata documents: the guarded fetch, its cache and the document rules.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 
+pub mod assertion;
 pub mod authorize;
+pub mod cimd;
 pub mod client_auth;
 pub mod forward;
 pub mod gateway;

@@ -82,10 +82,36 @@ pub struct RegisterPolicy {
     pub id_token_alg: String,
 }
 
+/// Which `token_endpoint_auth_method` values a kind of client may use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuthMethods {
+    pub(crate) allowed: &'static [&'static str],
+    /// When the metadata names none.
+    pub(crate) default: &'static str,
+}
+
+/// Dynamic registration: shared secrets or none (RFC 7591 §2: `client_secret_basic` by default).
+const REGISTRATION_METHODS: AuthMethods =
+    AuthMethods { allowed: &["client_secret_basic", "client_secret_post", "none"], default: "client_secret_basic" };
+
 /// Validates a registration request body and mints credentials.
 pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration, RegisterError> {
+    let out = client_metadata(request, policy, REGISTRATION_METHODS)?;
+    let method = out["token_endpoint_auth_method"].as_str().unwrap_or_default();
+    let client_secret = (method != "none").then(|| random_string(SECRET_LEN));
+    let client_id = format!("{CLIENT_ID_PREFIX}{}", random_string(CLIENT_ID_RANDOM_LEN));
+    Ok(Registration { client_id, client_secret, metadata: out })
+}
+
+/// Validates client metadata (RFC 7591 §2, shared by registration requests and client ID metadata
+/// documents) and returns what is kept: known fields only, defaults filled in.
+pub(crate) fn client_metadata(
+    request: &Value,
+    policy: &RegisterPolicy,
+    methods: AuthMethods,
+) -> Result<Map<String, Value>, RegisterError> {
     let Value::Object(req) = request else {
-        return Err(RegisterError::InvalidClientMetadata("the request body must be a JSON object".into()));
+        return Err(RegisterError::InvalidClientMetadata("the metadata must be a JSON object".into()));
     };
     let meta_err = |m: String| RegisterError::InvalidClientMetadata(m);
     let mut out = Map::new();
@@ -106,13 +132,12 @@ pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration
     out.insert("redirect_uris".into(), Value::Array(redirect_uris));
 
     let method = match req.get("token_endpoint_auth_method") {
-        None => "client_secret_basic", // RFC 7591 §2 default
-        Some(Value::String(m)) if matches!(m.as_str(), "client_secret_basic" | "client_secret_post" | "none") => {
-            m.as_str()
-        }
+        None => methods.default,
+        Some(Value::String(m)) if methods.allowed.contains(&m.as_str()) => m.as_str(),
         Some(Value::String(m)) => {
             return Err(meta_err(format!(
-                "token_endpoint_auth_method {m:?} is not supported here (client_secret_basic, client_secret_post, none)"
+                "token_endpoint_auth_method {m:?} is not supported here ({})",
+                methods.allowed.join(", ")
             )));
         }
         Some(_) => return Err(meta_err("token_endpoint_auth_method must be a string".into())),
@@ -190,9 +215,7 @@ pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration
         }
     }
 
-    let client_secret = (method != "none").then(|| random_string(SECRET_LEN));
-    let client_id = format!("{CLIENT_ID_PREFIX}{}", random_string(CLIENT_ID_RANDOM_LEN));
-    Ok(Registration { client_id, client_secret, metadata: out })
+    Ok(out)
 }
 
 fn string_list(req: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, RegisterError> {

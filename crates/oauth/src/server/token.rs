@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 
-use portcullis_store::{ClientRecord, CodeRedemption, RefreshRecord, Rotation};
+use portcullis_store::{ClientRecord, CodeRedemption, PendingRecord, RefreshRecord, Rotation};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use super::assertion::{self, JWT_BEARER};
 use super::client_auth::{AuthMethod, presented};
-use super::gateway::{Gateway, GatewayError, hash};
+use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::register::random_string;
 use crate::audience::same_resource;
@@ -68,6 +69,9 @@ impl Gateway {
         form: &HashMap<String, String>,
         authorization: Option<&str>,
     ) -> Result<ClientRecord, TokenOutcome> {
+        if let Some(kind) = form.get("client_assertion_type") {
+            return self.authenticate_assertion(form, authorization, kind).await;
+        }
         let creds = presented(
             authorization,
             form.get("client_id").map(String::as_str),
@@ -84,9 +88,13 @@ impl Gateway {
         let basic = creds.method == AuthMethod::ClientSecretBasic;
         // Unknown clients get invalid_client, so that clients which lost their registration register
         // again (Claude Code and the MCP SDKs do exactly that).
-        let client = self.store.get_client(&creds.client_id).await?.ok_or_else(|| {
-            TokenFailure::client(format!("client {:?} is not registered here; register again", creds.client_id), basic)
-        })?;
+        let client = match self.find_client(&creds.client_id).await? {
+            ClientLookup::Known(client, _) => client,
+            ClientLookup::Unknown(why) => return Err(TokenFailure::client(why, basic).into()),
+        };
+        if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" {
+            return Err(TokenFailure::client("this client must authenticate with private_key_jwt", basic).into());
+        }
         match (&client.secret_hash, &creds.secret) {
             (Some(expected), Some(_)) => {
                 let matches =
@@ -106,6 +114,72 @@ impl Gateway {
             (None, None) => {}
         }
         Ok(client)
+    }
+
+    /// `private_key_jwt` (RFC 7523 §2.2): a signed assertion instead of a secret, for clients whose
+    /// metadata document publishes their keys. Each assertion is accepted once.
+    async fn authenticate_assertion(
+        &self,
+        form: &HashMap<String, String>,
+        authorization: Option<&str>,
+        kind: &str,
+    ) -> Result<ClientRecord, TokenOutcome> {
+        if kind != JWT_BEARER {
+            return Err(TokenFailure::client(format!("client_assertion_type {kind:?} is not supported"), false).into());
+        }
+        if authorization.is_some_and(|a| a.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")))
+            || form.contains_key("client_secret")
+        {
+            return Err(TokenFailure::new(
+                "invalid_request",
+                "client credentials were sent in more than one way (RFC 6749 §2.3)",
+            )
+            .into());
+        }
+        let assertion = form
+            .get("client_assertion")
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| TokenFailure::new("invalid_request", "client_assertion is required"))?;
+        let client_id = assertion::claimed_client(assertion).map_err(|e| TokenFailure::client(e, false))?;
+        if form.get("client_id").is_some_and(|c| *c != client_id) {
+            return Err(TokenFailure::client("client_id differs from the client_assertion's sub", false).into());
+        }
+        let (client, keys) = match self.find_client(&client_id).await? {
+            ClientLookup::Known(client, Some(document))
+                if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" =>
+            {
+                (client, document)
+            }
+            ClientLookup::Known(..) => {
+                return Err(
+                    TokenFailure::client("this client does not authenticate with private_key_jwt", false).into()
+                );
+            }
+            ClientLookup::Unknown(why) => return Err(TokenFailure::client(why, false).into()),
+        };
+        let keys = keys.keys.as_ref().ok_or_else(|| TokenFailure::client("the client published no keys", false))?;
+        let audiences: Vec<String> = std::iter::once(self.issuer.to_string())
+            .chain(["/token", "/revoke", "/introspect"].iter().map(|p| super::metadata::endpoint(&self.issuer, p)))
+            .collect();
+        let accepted = assertion::verify(assertion, keys, &client_id, &audiences, self.now())
+            .map_err(|e| TokenFailure::client(e, false))?;
+        let remembered = self
+            .store
+            .put_pending(PendingRecord {
+                id_hash: hash(&format!("client_assertion\n{client_id}\n{}", accepted.jti)),
+                kind: "client_assertion".into(),
+                data: Value::Null,
+                expires_at: accepted.remember_until,
+            })
+            .await;
+        match remembered {
+            Ok(()) => Ok(client),
+            Err(portcullis_store::StoreError::Conflict(_)) => {
+                tracing::warn!(client_id, "client assertion replayed");
+                Err(TokenFailure::client("this client_assertion was already used (jti)", false).into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Handles a token request: `grant_type` `authorization_code` or `refresh_token`.

@@ -1,0 +1,502 @@
+//! Client ID metadata documents (draft-ietf-oauth-client-id-metadata-document, the MCP default for
+//! clients without a prior relationship): the `client_id` is an https URL, and the document found there
+//! is the client's registration.
+//!
+//! Fetching a URL a stranger chose is a server-side request forgery risk, so the fetch is narrow: https
+//! only, no redirects, no proxy, every resolved address checked against the special-use ranges
+//! (loopback, private, link-local, …) before connecting (the checked addresses are the ones connected
+//! to, so a rebinding DNS answer cannot slip through), 200 only, at most 5 KB. The document must name
+//! its own URL as `client_id`, and may not use a shared secret. Documents are cached as their HTTP
+//! headers allow; failures never are.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::register::{AuthMethods, RegisterPolicy, client_metadata};
+use crate::jwks::KeySet;
+
+/// The largest document accepted (the draft's recommendation).
+pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
+/// The largest key set accepted at a document's `jwks_uri`.
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+/// How long a document is reused when its response says nothing about caching.
+const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// The longest a document is reused, whatever its headers say.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Clients known by a metadata document may not hold a shared secret.
+const DOCUMENT_METHODS: AuthMethods = AuthMethods { allowed: &["none", "private_key_jwt"], default: "none" };
+
+/// Why a client ID metadata document cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CimdError {
+    #[error("the client_id {0:?} is not a valid client ID metadata document URL: {1}")]
+    BadUrl(String, &'static str),
+    #[error("{0} is a special-use address ({1}); client metadata is only fetched from public addresses")]
+    Blocked(IpAddr, &'static str),
+    #[error("fetching {0} failed: {1}")]
+    Fetch(String, String),
+    #[error("{0} answered with a redirect; client metadata documents are fetched without following redirects")]
+    Redirect(String),
+    #[error("{0} answered HTTP {1}; a client metadata document must be served with 200")]
+    Status(String, u16),
+    #[error("{0} is larger than {1} bytes")]
+    TooLarge(String, usize),
+    #[error("the document at {0} is not a JSON object")]
+    NotJson(String),
+    #[error("the document's client_id {found:?} differs from its URL {url}")]
+    ClientIdMismatch { url: String, found: String },
+    #[error("the client metadata document is invalid: {0}")]
+    Invalid(String),
+}
+
+/// A validated document: the client's metadata and, for `private_key_jwt`, its keys.
+#[derive(Debug)]
+pub struct Document {
+    pub metadata: Map<String, Value>,
+    pub keys: Option<KeySet>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    document: Arc<Document>,
+    until: Instant,
+}
+
+/// The fetcher and its cache.
+pub struct ClientMetadataDocuments {
+    http: reqwest::Client,
+    allow_loopback: bool,
+    policy: RegisterPolicy,
+    cache: moka::future::Cache<String, Cached>,
+}
+
+impl std::fmt::Debug for ClientMetadataDocuments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientMetadataDocuments").field("allow_loopback", &self.allow_loopback).finish_non_exhaustive()
+    }
+}
+
+/// Whether a `client_id` names a metadata document (rather than a registered client).
+pub fn is_document_url(client_id: &str) -> bool {
+    client_id.starts_with("https://")
+}
+
+/// The URL rules of the draft (§3): https, a path other than `/`, no fragment, no credentials, no dot
+/// segments.
+pub fn check_url(client_id: &str) -> Result<Url, CimdError> {
+    let bad = |why| CimdError::BadUrl(client_id.to_owned(), why);
+    let url = Url::parse(client_id).map_err(|_| bad("not a URL"))?;
+    if url.scheme() != "https" {
+        return Err(bad("the scheme must be https"));
+    }
+    if url.fragment().is_some() || client_id.contains('#') {
+        return Err(bad("it must not have a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("it must not carry credentials"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Err(bad("it must have a path"));
+    }
+    // The parser removes dot segments; a URL that changed in parsing had some (or was not normalised).
+    if url.as_str() != client_id {
+        return Err(bad("it must be in normal form, without dot segments"));
+    }
+    Ok(url)
+}
+
+/// The special-use range an address belongs to, if any (RFC 6890 and its IPv6 counterparts).
+pub fn special_use(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => special_use_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return special_use_v4(v4);
+            }
+            let seg = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if seg[0] == 0x64 && seg[1] == 0xff9b {
+                // NAT64 (RFC 6052, 8215): judged by the IPv4 address it embeds.
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                special_use_v4(Ipv4Addr::new(a, b, c, d)).or(if seg[2..6] == [0; 4] { None } else { Some("NAT64") })
+            } else if seg[0] & 0xfe00 == 0xfc00 {
+                Some("unique local")
+            } else if seg[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if seg[0] & 0xff00 == 0xff00 {
+                Some("multicast")
+            } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
+                Some("documentation")
+            } else if seg[0] == 0x2002 {
+                Some("6to4")
+            } else if seg[0] == 0x2001 && seg[1] < 0x0200 {
+                Some("IETF protocol assignments")
+            } else if seg[0] == 0x0100 && seg[1..4] == [0; 3] {
+                Some("discard-only")
+            } else if seg[0] == 0 {
+                Some("reserved")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn special_use_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    match (a, b, c) {
+        (127, ..) => Some("loopback"),
+        (0, ..) => Some("this network"),
+        (10, ..) | (192, 168, _) => Some("private"),
+        (172, 16..=31, _) => Some("private"),
+        (100, 64..=127, _) => Some("shared address space"),
+        (169, 254, _) => Some("link-local"),
+        (192, 0, 0) => Some("IETF protocol assignments"),
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => Some("documentation"),
+        (192, 88, 99) => Some("6to4 relay"),
+        (198, 18..=19, _) => Some("benchmarking"),
+        (224..=239, ..) => Some("multicast"),
+        (240..=255, ..) => Some("reserved"),
+        _ => None,
+    }
+}
+
+fn permitted(ip: IpAddr, allow_loopback: bool) -> Result<(), CimdError> {
+    match special_use(ip) {
+        None => Ok(()),
+        Some("loopback") if allow_loopback => Ok(()),
+        Some(range) => Err(CimdError::Blocked(ip, range)),
+    }
+}
+
+/// A resolver that hands reqwest only public addresses.
+struct PublicAddresses {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut last = None;
+            let mut usable = Vec::new();
+            for addr in resolved {
+                match permitted(addr.ip(), allow_loopback) {
+                    Ok(()) => usable.push(addr),
+                    Err(e) => last = Some(e),
+                }
+            }
+            match (usable.is_empty(), last) {
+                (false, _) => Ok(Box::new(usable.into_iter()) as reqwest::dns::Addrs),
+                (true, Some(e)) => Err(e.into()),
+                (true, None) => Err(format!("{host} has no address").into()),
+            }
+        })
+    }
+}
+
+/// How long a response may be reused: `Cache-Control` (`no-store`/`no-cache`: not at all; `max-age`),
+/// else `Expires` against `Date`, else [`DEFAULT_TTL`]; never longer than [`MAX_TTL`].
+pub fn cache_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(cc) = text(reqwest::header::CACHE_CONTROL) {
+        let mut max_age = None;
+        for directive in cc.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+            if directive == "no-store" || directive == "no-cache" {
+                return Duration::ZERO;
+            }
+            if let Some(v) = directive.strip_prefix("max-age=") {
+                max_age = v.trim_matches('"').parse::<u64>().ok();
+            }
+        }
+        if let Some(secs) = max_age {
+            return Duration::from_secs(secs).min(MAX_TTL);
+        }
+    }
+    if let Some(expires) = text(reqwest::header::EXPIRES) {
+        let Ok(expires) = httpdate::parse_http_date(expires) else { return Duration::ZERO };
+        let date = text(reqwest::header::DATE)
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .unwrap_or_else(std::time::SystemTime::now);
+        return expires.duration_since(date).unwrap_or(Duration::ZERO).min(MAX_TTL);
+    }
+    DEFAULT_TTL
+}
+
+impl ClientMetadataDocuments {
+    /// `allow_loopback` lets documents be served from loopback addresses: for tests only
+    /// (`dangerous.client_metadata_from_loopback`).
+    pub fn new(policy: RegisterPolicy, allow_loopback: bool) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(true)
+            .dns_resolver(PublicAddresses { allow_loopback })
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(FETCH_TIMEOUT)
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("building the client metadata fetcher: {e}"))?;
+        Ok(Self { http, allow_loopback, policy, cache: moka::future::Cache::builder().max_capacity(10_000).build() })
+    }
+
+    /// The document for `client_id`, from the cache or fetched now.
+    pub async fn get(&self, client_id: &str) -> Result<Arc<Document>, CimdError> {
+        if let Some(c) = self.cache.get(client_id).await {
+            if c.until > Instant::now() {
+                return Ok(c.document);
+            }
+            self.cache.invalidate(client_id).await;
+        }
+        let url = check_url(client_id)?;
+        let (body, ttl) = self.fetch(&url, MAX_DOCUMENT_BYTES).await?;
+        let document: Value = serde_json::from_slice(&body).map_err(|_| CimdError::NotJson(url.to_string()))?;
+        let (metadata, keys_at) = self.validate(client_id, &document)?;
+        let (keys, ttl) = match (keys_at, document.get("jwks")) {
+            (Some(jwks_uri), _) => {
+                let jwks_uri = Url::parse(&jwks_uri)
+                    .ok()
+                    .filter(|u| u.scheme() == "https")
+                    .ok_or_else(|| CimdError::Invalid("jwks_uri must be an https URL".into()))?;
+                let (body, jwks_ttl) = self.fetch(&jwks_uri, MAX_JWKS_BYTES).await?;
+                (Some(parse_keys(&body)?), ttl.min(jwks_ttl))
+            }
+            (None, Some(jwks)) => (Some(parse_keys(jwks.to_string().as_bytes())?), ttl),
+            (None, None) => (None, ttl),
+        };
+        let document = Arc::new(Document { metadata, keys });
+        if !ttl.is_zero() {
+            let cached = Cached { document: document.clone(), until: Instant::now() + ttl };
+            self.cache.insert(client_id.to_owned(), cached).await;
+        }
+        tracing::info!(client_id, cached_secs = ttl.as_secs(), "client metadata document fetched");
+        Ok(document)
+    }
+
+    /// The document's rules beyond those of registration: `client_id` is its own URL, no secrets, keys for
+    /// `private_key_jwt`. Returns the metadata kept and the `jwks_uri` to fetch, if any.
+    fn validate(&self, url: &str, document: &Value) -> Result<(Map<String, Value>, Option<String>), CimdError> {
+        let Value::Object(doc) = document else { return Err(CimdError::NotJson(url.to_owned())) };
+        match doc.get("client_id").and_then(Value::as_str) {
+            Some(id) if id == url => {}
+            Some(id) => return Err(CimdError::ClientIdMismatch { url: url.to_owned(), found: id.to_owned() }),
+            None => return Err(CimdError::Invalid("it has no client_id".into())),
+        }
+        for field in ["client_secret", "client_secret_expires_at"] {
+            if doc.contains_key(field) {
+                return Err(CimdError::Invalid(format!("it contains {field}; such clients hold no shared secret")));
+            }
+        }
+        let mut metadata =
+            client_metadata(document, &self.policy, DOCUMENT_METHODS).map_err(|e| CimdError::Invalid(e.to_string()))?;
+        let jwks_uri = doc.get("jwks_uri").map(|v| v.as_str().map(str::to_owned));
+        let jwks_uri = match (jwks_uri, doc.get("jwks")) {
+            (Some(_), Some(_)) => return Err(CimdError::Invalid("jwks and jwks_uri must not both be present".into())),
+            (Some(None), _) => return Err(CimdError::Invalid("jwks_uri must be a string".into())),
+            (Some(Some(u)), None) => Some(u),
+            (None, _) => None,
+        };
+        let has_keys = jwks_uri.is_some() || doc.contains_key("jwks");
+        if metadata["token_endpoint_auth_method"] == "private_key_jwt" && !has_keys {
+            return Err(CimdError::Invalid("private_key_jwt needs jwks or jwks_uri".into()));
+        }
+        metadata.insert("client_id".into(), Value::String(url.to_owned()));
+        Ok((metadata, jwks_uri))
+    }
+
+    async fn fetch(&self, url: &Url, limit: usize) -> Result<(Vec<u8>, Duration), CimdError> {
+        let fail = |e: String| CimdError::Fetch(url.to_string(), e);
+        // Addresses written as literals never reach the resolver.
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => permitted(IpAddr::V4(ip), self.allow_loopback)?,
+            Some(url::Host::Ipv6(ip)) => permitted(IpAddr::V6(ip), self.allow_loopback)?,
+            Some(url::Host::Domain(_)) => {}
+            None => return Err(CimdError::BadUrl(url.to_string(), "it has no host")),
+        }
+        let mut resp =
+            self.http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(
+                |e| match blocked_cause(&e) {
+                    Some(blocked) => blocked,
+                    None => fail(crate::error_chain(&e)),
+                },
+            )?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(CimdError::Redirect(url.to_string()));
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(CimdError::Status(url.to_string(), status.as_u16()));
+        }
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(CimdError::TooLarge(url.to_string(), limit));
+        }
+        let ttl = cache_ttl(resp.headers());
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(crate::error_chain(&e)))? {
+            if body.len() + chunk.len() > limit {
+                return Err(CimdError::TooLarge(url.to_string(), limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, ttl))
+    }
+}
+
+/// The resolver's refusal, when that is why a request failed.
+fn blocked_cause(e: &reqwest::Error) -> Option<CimdError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(blocked) = s.downcast_ref::<CimdError>() {
+            return Some(blocked.clone());
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn parse_keys(body: &[u8]) -> Result<KeySet, CimdError> {
+    let (keys, _skipped) = KeySet::parse(body).map_err(|e| CimdError::Invalid(format!("its key set: {e}")))?;
+    if keys.keys.is_empty() {
+        return Err(CimdError::Invalid("its key set has no usable signing key".into()));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy() -> RegisterPolicy {
+        RegisterPolicy { allowed_scopes: vec!["mcp:tools".into()], id_token_alg: "ES256".into() }
+    }
+
+    #[test]
+    fn document_urls() {
+        assert!(check_url("https://app.example.com/oauth/client.json").is_ok());
+        assert!(check_url("https://app.example.com:8443/c?v=1").is_ok(), "port and query are allowed");
+        for (bad, why) in [
+            ("http://app.example.com/c.json", "https"),
+            ("https://app.example.com/", "path"),
+            ("https://app.example.com", "path"),
+            ("https://app.example.com/c.json#x", "fragment"),
+            ("https://user:pw@app.example.com/c.json", "credentials"),
+            ("https://app.example.com/a/../c.json", "dot segments"),
+            ("https://app.example.com/./c.json", "dot segments"),
+        ] {
+            let e = check_url(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(is_document_url("https://x/y") && !is_document_url("pc_abc"));
+    }
+
+    #[test]
+    fn special_use_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2002:7f00:1::",
+            "2001::1",
+            "100::1",
+        ] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert!(special_use(addr).is_some(), "{ip} must be blocked");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111", "64:ff9b::808:808", "::ffff:8.8.8.8"] {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(special_use(addr), None, "{ip} is public");
+        }
+        assert!(permitted("127.0.0.1".parse().unwrap(), true).is_ok(), "the test switch");
+        assert!(permitted("10.0.0.1".parse().unwrap(), true).is_err(), "only loopback is switched on");
+    }
+
+    #[test]
+    fn cache_lifetimes_follow_the_headers() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = reqwest::header::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            cache_ttl(&m)
+        };
+        assert_eq!(h(&[]), DEFAULT_TTL);
+        assert_eq!(h(&[("cache-control", "public, max-age=60")]), Duration::from_secs(60));
+        assert_eq!(h(&[("cache-control", "max-age=60, no-store")]), Duration::ZERO);
+        assert_eq!(h(&[("cache-control", "no-cache")]), Duration::ZERO);
+        assert_eq!(h(&[("cache-control", "max-age=99999999")]), MAX_TTL);
+        let date = "Tue, 24 Nov 2026 10:00:00 GMT";
+        assert_eq!(h(&[("date", date), ("expires", "Tue, 24 Nov 2026 10:02:00 GMT")]), Duration::from_secs(120));
+        assert_eq!(h(&[("date", date), ("expires", "0")]), Duration::ZERO, "an invalid Expires means expired");
+    }
+
+    #[test]
+    fn document_rules() {
+        let docs = ClientMetadataDocuments::new(policy(), false).unwrap();
+        let url = "https://app.example.com/client.json";
+        let ok = json!({"client_id": url, "client_name": "App", "redirect_uris": ["http://127.0.0.1/cb"]});
+        let (meta, jwks_uri) = docs.validate(url, &ok).unwrap();
+        assert_eq!(meta["token_endpoint_auth_method"], "none", "public by default");
+        assert_eq!(meta["client_id"], url);
+        assert!(jwks_uri.is_none());
+
+        let cases = [
+            (
+                json!({"client_id": "https://other.example/c.json", "redirect_uris": ["https://a.example/cb"]}),
+                "differs",
+            ),
+            (json!({"redirect_uris": ["https://a.example/cb"]}), "no client_id"),
+            (json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "client_secret": "s"}), "secret"),
+            (
+                json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+                "not supported",
+            ),
+            (
+                json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+                "needs jwks",
+            ),
+            (
+                json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "jwks": {"keys": []}, "jwks_uri": "https://a.example/k"}),
+                "both",
+            ),
+            (json!({"client_id": url, "redirect_uris": ["http://evil.example/cb"]}), "https"),
+            (json!([]), "not a JSON object"),
+        ];
+        for (doc, expected) in cases {
+            let e = docs.validate(url, &doc).unwrap_err().to_string();
+            assert!(e.contains(expected), "{doc}: {e}");
+        }
+    }
+}
