@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, free_port, mcp_post, write_config};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 pub(crate) fn config(upstream: &str) -> String {
     format!(
@@ -48,7 +48,7 @@ pub(crate) async fn start() -> (Sample, Gate) {
     (sample, gate)
 }
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(crate::support::STEP)
@@ -56,7 +56,7 @@ fn no_redirects() -> reqwest::Client {
         .unwrap()
 }
 
-fn pkce() -> (String, String) {
+pub(crate) fn pkce() -> (String, String) {
     let verifier = format!("v{}", "x".repeat(50));
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     (verifier, challenge)
@@ -77,14 +77,14 @@ fn csrf_cookie(resp: &reqwest::Response) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
-struct Signed {
-    code: String,
-    state: String,
-    iss: String,
+pub(crate) struct Signed {
+    pub(crate) code: String,
+    pub(crate) state: String,
+    pub(crate) iss: String,
 }
 
 /// Runs /authorize → sign-in → consent (when asked) and returns what reached the redirect URI.
-async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
+pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
     let c = no_redirects();
     let resource = gate.url("/mcp");
     let r = c
@@ -119,6 +119,9 @@ async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &s
         let page = r.text().await.unwrap();
         assert!(page.contains("Allow access?"), "{page}");
         assert!(page.contains("127.0.0.1"), "the consent page names the redirect host");
+        if client_id.starts_with("https://") {
+            assert!(page.contains("Published by"), "the consent page names the metadata document's host");
+        }
         let form = [
             ("step", "consent".to_owned()),
             ("handle", hidden(&page, "handle")),
@@ -134,7 +137,7 @@ async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &s
     Signed { code: q["code"].clone(), state: q["state"].clone(), iss: q["iss"].clone() }
 }
 
-async fn token(
+pub(crate) async fn token(
     gate: &Gate,
     basic: Option<(&str, &str)>,
     form: &[(&str, &str)],

@@ -5,8 +5,10 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::unwrap_used)]
 
+mod cimd;
 mod doctor;
 mod gateway;
 mod proxy;
 mod support;
+mod tls;
 mod verify;
