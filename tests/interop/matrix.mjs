@@ -54,6 +54,15 @@ const OPAQUE_CLIENTS = [
   { client: 'oauth4webapi', registration: 'dcr', authMethod: 'client_secret_basic' },
 ];
 
+// Gateway mode, clients without registration: the client id is the URL of the
+// client's metadata document, published on its (loopback, TLS) site.
+const DOCUMENT_CLIENTS = [
+  { client: 'sdk-v1', registration: 'cimd', authMethod: 'none' },
+  { client: 'sdk-v2', registration: 'cimd', authMethod: 'none' },
+  { client: 'oauth4webapi', registration: 'cimd', authMethod: 'none' },
+  { client: 'oauth4webapi', registration: 'cimd', authMethod: 'private_key_jwt' },
+];
+
 // Gateway mode: the client configured in [[gateway.clients]].
 const CONFIGURED_CLIENTS = PREREGISTERED_CLIENTS.map((c) => ({ ...c, registration: 'configured' }));
 
@@ -66,6 +75,7 @@ const CELLS = [
   ...OPAQUE_CLIENTS.map((c) => ({ ...c, mode: 'verify', profile: 'opaque' })),
   ...DYNAMIC_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
   ...CONFIGURED_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
+  ...DOCUMENT_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
   // Gateway mode signing users in at an upstream OpenID provider (the IdP as
   // portcullis's own client; its `iss` never reaches the MCP client).
   ...DYNAMIC_CLIENTS.map((c) => ({ ...c, mode: 'gateway-oidc', profile: 'aud-client-id' })),
@@ -92,7 +102,13 @@ async function runCell(cell, bin) {
   const abort = new AbortController();
   let stack;
   let timer;
-  const starting = startStack({ bin, mode: cell.mode, profile: cell.profile, timeoutMs: START_TIMEOUT_MS });
+  const starting = startStack({
+    bin,
+    mode: cell.mode,
+    profile: cell.profile,
+    metadataDocuments: cell.registration === 'cimd',
+    timeoutMs: START_TIMEOUT_MS,
+  });
   starting.catch(() => {}); // handled through `work`; this only keeps it from counting as unhandled
   const work = (async () => {
     const driver = await DRIVERS[cell.client]();
@@ -104,7 +120,7 @@ async function runCell(cell, bin) {
       // gateway mode they are always portcullis's own (`aud` = the resource).
       profile: cell.mode === 'verify' ? cell.profile : '-',
       authMethod: cell.authMethod,
-      preregistered: cell.registration === 'dcr' ? undefined : stack.preregisteredClient,
+      preregistered: ['dcr', 'cimd'].includes(cell.registration) ? undefined : stack.preregisteredClient,
       signal: abort.signal,
     });
   })();

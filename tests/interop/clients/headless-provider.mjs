@@ -21,9 +21,12 @@ export class HeadlessOAuthProvider {
    *   static credentials.
    * @param {AbortSignal} [options.signal]
    * @param {Function} [options.fillForm] fills in the authorization server's HTML forms (see harness/agent.mjs)
+   * @param {string} [options.clientMetadataUrl] the client's metadata document: used as the client id
+   *   when the authorization server accepts such documents, instead of registering
    */
-  constructor({ redirectUrl, clientMetadata, preregistered, signal, fillForm }) {
+  constructor({ redirectUrl, clientMetadata, preregistered, signal, fillForm, clientMetadataUrl }) {
     this.redirectUrlValue = redirectUrl;
+    if (clientMetadataUrl) this.clientMetadataUrl = clientMetadataUrl;
     this.metadata = clientMetadata;
     this.signal = signal;
     this.fillForm = fillForm;
@@ -36,7 +39,8 @@ export class HeadlessOAuthProvider {
       this.#clientInformation = preregistered;
     } else {
       this.saveClientInformation = (info) => {
-        this.registrations += 1;
+        // The SDK also saves the metadata document URL it uses as the client id: not a registration.
+        if (info.client_id !== this.clientMetadataUrl) this.registrations += 1;
         this.#clientInformation = info;
       };
     }

@@ -25,12 +25,22 @@ export async function runSdkFlow(sdk, ctx, { clientMetadata, preregistered }) {
   await expectAnonymousChallenge(ctx);
 
   const redirectUrl = `http://127.0.0.1:${await freePort()}/callback`;
+  // With a metadata document, the client publishes its metadata instead of registering it; a loopback
+  // redirect URI matches on any port (RFC 8252 §7.3), as for native apps.
+  const documentPath = `/${sdk.name}/client.json`;
+  const clientMetadataUrl = ctx.documents?.publish(documentPath, {
+    ...clientMetadata,
+    client_id: ctx.documents.url(documentPath),
+    redirect_uris: ['http://127.0.0.1/callback'],
+    token_endpoint_auth_method: 'none',
+  });
   const provider = new HeadlessOAuthProvider({
     redirectUrl,
     clientMetadata: { ...clientMetadata, redirect_uris: [redirectUrl] },
     preregistered,
     signal: ctx.signal,
     fillForm: ctx.fillForm,
+    clientMetadataUrl,
   });
   const url = new URL(ctx.mcpUrl);
   const newClient = () => new sdk.Client({ name: `portcullis-interop-${sdk.name}`, version: '1.0.0' });
@@ -50,7 +60,16 @@ export async function runSdkFlow(sdk, ctx, { clientMetadata, preregistered }) {
     `authorization request resource=${authUrl.searchParams.get('resource')}, expected ${ctx.mcpUrl}`);
   check(authUrl.searchParams.get('code_challenge_method') === 'S256', 'authorization request without S256 PKCE');
   notes.push(`scope=${JSON.stringify(authUrl.searchParams.get('scope'))}`);
-  if (!preregistered) check(provider.registrations === 1, `expected one registration, saw ${provider.registrations}`);
+  if (clientMetadataUrl) {
+    check(ctx.asMetadata.client_id_metadata_document_supported === true, 'metadata documents not advertised');
+    check(provider.registrations === 0, `registered ${provider.registrations} times despite the metadata document`);
+    check(authUrl.searchParams.get('client_id') === clientMetadataUrl,
+      `authorization request client_id=${authUrl.searchParams.get('client_id')}, expected ${clientMetadataUrl}`);
+    check(ctx.documents.fetches(documentPath) >= 1, 'portcullis never fetched the metadata document');
+    notes.push('client id = metadata document');
+  } else if (!preregistered) {
+    check(provider.registrations === 1, `expected one registration, saw ${provider.registrations}`);
+  }
 
   // 2. The application hands the callback to the transport, then reconnects.
   await sdk.finishAuth(transport, params);

@@ -1,7 +1,8 @@
 // A strict OAuth client built on oauth4webapi, doing each step of MCP
 // authorization itself: the 401 challenge, RFC 9728 protected resource
 // metadata, RFC 8414 discovery with the exact issuer check, RFC 7591
-// registration, PKCE S256 with `resource` (RFC 8707), the RFC 9207 `iss`
+// registration or a client ID metadata document (with `none` or
+// `private_key_jwt`, RFC 7523), PKCE S256 with `resource` (RFC 8707), the RFC 9207 `iss`
 // check, the code and refresh grants, and JSON-RPC over plain fetch.
 
 import * as oauth from 'oauth4webapi';
@@ -17,7 +18,42 @@ const AUTH = {
   client_secret_basic: (client) => oauth.ClientSecretBasic(client.client_secret),
   client_secret_post: (client) => oauth.ClientSecretPost(client.client_secret),
   none: () => oauth.None(),
+  private_key_jwt: (_client, privateKey) => oauth.PrivateKeyJwt(privateKey),
 };
+
+/**
+ * The client's metadata document, published on its site (`ctx.documents`): the document URL is the
+ * client id. For `private_key_jwt` it carries the public half of a key made now; returns the client and
+ * the private key.
+ */
+async function publishDocument(ctx, as, method) {
+  check(as.client_id_metadata_document_supported === true, 'metadata documents are not advertised');
+  check(as.token_endpoint_auth_methods_supported?.includes(method), `${method} is not advertised`);
+  const documentPath = `/oauth4webapi-${method}/client.json`;
+  const clientId = ctx.documents.url(documentPath);
+  const client = {
+    client_id: clientId,
+    token_endpoint_auth_method: method,
+    id_token_signed_response_alg: as.id_token_signing_alg_values_supported[0],
+  };
+  const document = {
+    ...client,
+    client_name: `portcullis interop (oauth4webapi, metadata document, ${method})`,
+    // Loopback redirect URIs match on any port (RFC 8252 §7.3).
+    redirect_uris: ['http://127.0.0.1/callback'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+  };
+  let privateKey;
+  if (method === 'private_key_jwt') {
+    const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+    const jwk = await crypto.subtle.exportKey('jwk', pair.publicKey);
+    document.jwks = { keys: [{ ...jwk, kid: 'interop-1', alg: 'ES256', use: 'sig' }] };
+    privateKey = { key: pair.privateKey, kid: 'interop-1' };
+  }
+  ctx.documents.publish(documentPath, document);
+  return { client, privateKey, documentPath };
+}
 
 /** `tools/call echo` through portcullis with oauth4webapi's protected resource request. */
 async function callEcho(ctx, accessToken, text, options) {
@@ -80,7 +116,11 @@ export async function run(ctx) {
   // 4. Registration, or the pre-registered client.
   const redirectUri = `http://127.0.0.1:${await freePort()}/callback`;
   let client;
-  if (ctx.preregistered) {
+  let privateKey;
+  let documentPath;
+  if (ctx.documents) {
+    ({ client, privateKey, documentPath } = await publishDocument(ctx, as, method));
+  } else if (ctx.preregistered) {
     client = {
       client_id: ctx.preregistered.client_id,
       client_secret: ctx.preregistered.client_secret,
@@ -104,7 +144,7 @@ export async function run(ctx) {
     check((method === 'none') === (client.client_secret === undefined),
       `client_secret ${client.client_secret === undefined ? 'missing' : 'present'} for ${method}`);
   }
-  const clientAuth = AUTH[method](client);
+  const clientAuth = AUTH[method](client, privateKey);
 
   // 5. Authorization request: PKCE S256, state, resource, the challenge's scope.
   const codeVerifier = oauth.generateRandomCodeVerifier();
@@ -159,6 +199,10 @@ export async function run(ctx) {
   check(refreshed.access_token !== tokens.access_token, 'the refresh returned the same access token');
   await callEcho(ctx, refreshed.access_token, 'after refresh', options);
   const notes = [`refresh token ${refreshed.refresh_token === tokens.refresh_token || !refreshed.refresh_token ? 'kept' : 'rotated'}`];
+  if (documentPath) {
+    check(ctx.documents.fetches(documentPath) >= 1, 'portcullis never fetched the metadata document');
+    notes.push(`client id = metadata document${privateKey ? ', assertions signed with its key' : ''}`);
+  }
 
   if (ctx.profile === 'opaque') {
     notes.push(await checkIntrospectionAndRevocation(ctx, as, options, refresh, refreshed.refresh_token ?? tokens.refresh_token));

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { parseForm } from './agent.mjs';
+import { CA_FILE, startDocumentServer } from './documents.mjs';
 import { freePort, run, start } from './processes.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -116,7 +117,7 @@ function verifySection(profile, idp) {
  * comes from freePort(), so another socket may take it before portcullis
  * binds it; that case is retried on a new port.
  */
-async function startPortcullis(bin, configFor, dir, { timeoutMs } = {}) {
+async function startPortcullis(bin, configFor, dir, { timeoutMs, env } = {}) {
   const file = path.join(dir, 'portcullis.toml');
   for (let attempt = 1; ; attempt += 1) {
     const config = configFor(await freePort());
@@ -125,6 +126,7 @@ async function startPortcullis(bin, configFor, dir, { timeoutMs } = {}) {
       const { proc, match } = await start('portcullis', bin, ['serve', '--config', file], {
         ready: /^portcullis listening on (http:\/\/\S+)$/,
         timeoutMs,
+        env,
       });
       return { gate: { proc, url: match[1] }, config };
     } catch (err) {
@@ -136,18 +138,25 @@ async function startPortcullis(bin, configFor, dir, { timeoutMs } = {}) {
 /**
  * portcullis as the authorization server, in `dir`: SQLite state, one configured
  * client (public when it has no `client_secret`), the local account `user`,
- * optionally `[gateway.upstream]` lines and `dangerous.auto_approve_as`.
- * Resolves to `{ gate, config }` once it listens.
+ * optionally `[gateway.upstream]` lines, `dangerous.auto_approve_as`, and client
+ * ID metadata documents fetched from loopback (`metadataDocuments`, trusting the
+ * test CA). Resolves to `{ gate, config }` once it listens.
  */
-export async function startGateway(bin, dir, { upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, timeoutMs }) {
+export async function startGateway(bin, dir, {
+  upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, metadataDocuments, timeoutMs,
+}) {
   const state = path.join(dir, 'state');
   fs.mkdirSync(state, { recursive: true });
+  const dangerous = [
+    ...(autoApproveAs ? [`auto_approve_as = ${tomlString(autoApproveAs)}`] : []),
+    ...(metadataDocuments ? ['client_metadata_from_loopback = true'] : []),
+  ];
   const configFor = (port) => [
     `public_url = "http://127.0.0.1:${port}"`,
     `listen = "127.0.0.1:${port}"`,
     '',
     // Before any other table: keys after a table header belong to that table.
-    ...(autoApproveAs ? ['[dangerous]', `auto_approve_as = ${tomlString(autoApproveAs)}`, ''] : []),
+    ...(dangerous.length ? ['[dangerous]', ...dangerous, ''] : []),
     '[store]',
     `url = ${tomlString(`sqlite://${path.join(state, 'portcullis.db')}`)}`,
     '',
@@ -174,7 +183,7 @@ export async function startGateway(bin, dir, { upstreamUrl, upstreamLogin = [], 
     input: `${user.password}\n`,
     timeoutMs,
   });
-  return startPortcullis(bin, configFor, dir, { timeoutMs });
+  return startPortcullis(bin, configFor, dir, { timeoutMs, env: metadataDocuments ? { SSL_CERT_FILE: CA_FILE } : {} });
 }
 
 /**
@@ -186,7 +195,7 @@ export async function startGateway(bin, dir, { upstreamUrl, upstreamLogin = [], 
  * authorization server shows forms; plus `procs` for diagnostics and `dir` to
  * remove afterwards.
  */
-export async function startStack({ bin, mode, profile, timeoutMs }) {
+export async function startStack({ bin, mode, profile, metadataDocuments, timeoutMs }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-interop-'));
   tempDirs.add(dir);
   const procs = [];
@@ -241,6 +250,11 @@ export async function startStack({ bin, mode, profile, timeoutMs }) {
         const failedStart = started.find((s) => s.status === 'rejected');
         if (failedStart) throw failedStart.reason;
         const [upstream, idp] = started.map((s) => s.value);
+        // Clients known by a metadata document publish it on their own (loopback) site.
+        if (metadataDocuments) {
+          stack.documents = await startDocumentServer();
+          procs.push(stack.documents);
+        }
         const upstreamLogin = idp
           ? [
               '[gateway.upstream]',
@@ -257,6 +271,7 @@ export async function startStack({ bin, mode, profile, timeoutMs }) {
           upstreamLogin,
           user: GATEWAY_USER,
           client: { ...GATEWAY_CLIENT, name: 'portcullis interop (configured)' },
+          metadataDocuments,
           timeoutMs,
         });
         procs.push(gate.proc);
