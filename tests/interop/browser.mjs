@@ -323,7 +323,7 @@ async function main() {
   try {
     console.log(`portcullis browser test: binary ${bin}, ${args.chromium}`);
     const [started, launched, client] = await Promise.allSettled([
-      startStack({ bin, mode: 'gateway', profile: '-', timeoutMs: START_TIMEOUT_MS }),
+      startStack({ bin, mode: 'gateway', profile: '-', metadataDocuments: true, timeoutMs: START_TIMEOUT_MS }),
       chromium.launch({
         executablePath: args.chromium,
         headless: true,
@@ -448,6 +448,42 @@ async function main() {
           const callback = await submitToCallback(page, page.getByRole('button', { name: 'Deny' }), listener.redirectUri);
           check(callback.get('error') === 'access_denied', `error is ${callback.get('error')}, expected access_denied: ?${callback}`);
           check(!callback.has('code'), `a denied request got a code: ?${callback}`);
+          expectCallback(callback, listener, { state: auth.state, iss: stack.issuer });
+        }],
+      ]);
+      await context?.close();
+    }
+
+    // --- A client without registration: its id is the URL of its metadata document.
+    {
+      let auth;
+      let context;
+      let page;
+      let documentUrl;
+      await scenario('a client known by its metadata document', [
+        ['the consent page names the host that published the document', async () => {
+          documentUrl = stack.documents.publish('/browser/client.json', {
+            client_id: stack.documents.url('/browser/client.json'),
+            client_name: 'Document Client',
+            redirect_uris: [listener.redirectUri],
+            token_endpoint_auth_method: 'none',
+          });
+          auth = authorizationRequest(stack, { client_id: documentUrl }, listener.redirectUri);
+          ({ context, page } = await newPage(browser));
+          await page.goto(auth.url);
+          await page.getByLabel('Username').fill(USER.username);
+          await page.getByLabel('Password').fill(USER.password);
+          await submit(page, page.getByRole('button', { name: 'Sign in' }));
+          await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+          const publisher = await consentDetail(page, 'Published by');
+          const host = new URL(documentUrl).hostname;
+          check(publisher.startsWith(host), `Published by: ${JSON.stringify(publisher)}, expected ${host}`);
+          check(await consentDetail(page, 'Client ID') === documentUrl, 'the consent page does not show the document URL');
+          await screenshot(page, '5-consent-metadata-document');
+        }],
+        ['Allow lands on the callback with a code', async () => {
+          const callback = await submitToCallback(page, page.getByRole('button', { name: 'Allow' }), listener.redirectUri);
+          check(callback.get('code'), `no code on the callback: ?${callback}`);
           expectCallback(callback, listener, { state: auth.state, iss: stack.issuer });
         }],
       ]);
