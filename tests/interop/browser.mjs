@@ -479,6 +479,9 @@ async function main() {
           const host = new URL(documentUrl).hostname;
           check(publisher.startsWith(host), `Published by: ${JSON.stringify(publisher)}, expected ${host}`);
           check(await consentDetail(page, 'Client ID') === documentUrl, 'the consent page does not show the document URL');
+          const warning = await page.locator('p.warning').innerText().catch(() => '');
+          check(/any program here can present itself/.test(warning),
+            `no warning that a loopback redirect may reach another local program: ${JSON.stringify(warning)}`);
           await screenshot(page, '5-consent-metadata-document');
         }],
         ['Allow lands on the callback with a code', async () => {

@@ -278,7 +278,7 @@ fn step_response(gw: &GatewayHttp, step: Step) -> Response {
                 json!({"action": action, "handle": handle, "csrf": flow.csrf,
                        "client_name": flow.client_name.clone().unwrap_or_else(|| "An application".to_owned()),
                        "client_id": flow.client_id, "redirect_host": flow.redirect_host(), "resource": flow.resource,
-                       "metadata_host": flow.metadata_host(),
+                       "metadata_host": flow.metadata_host(), "loopback_redirect": flow.loopback_redirect(),
                        "scopes": flow.scope.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>()}),
             ),
             flow.csrf,

@@ -62,6 +62,13 @@ impl Flow {
             .flatten()
     }
 
+    /// Whether the code goes to a program on the user's own machine (a loopback redirect URI). For a
+    /// client known by its metadata document that is worth a warning: any local program can name a
+    /// well-known document and receive the code on a loopback port.
+    pub fn loopback_redirect(&self) -> bool {
+        super::redirect::classify(&self.redirect_uri) == Ok(super::redirect::RedirectKind::Loopback)
+    }
+
     /// The redirect URI's host, shown on the consent page.
     pub fn redirect_host(&self) -> String {
         Url::parse(&self.redirect_uri)

@@ -309,6 +309,10 @@ impl ClientMetadataDocuments {
             (Some(Some(u)), None) => Some(u),
             (None, _) => None,
         };
+        // The draft's required fields: a name to show on the consent page, besides the redirect URIs.
+        if !metadata.get("client_name").and_then(Value::as_str).is_some_and(|n| !n.trim().is_empty()) {
+            return Err(CimdError::Invalid("it has no client_name".into()));
+        }
         let has_keys = jwks_uri.is_some() || doc.contains_key("jwks");
         if metadata["token_endpoint_auth_method"] == "private_key_jwt" && !has_keys {
             return Err(CimdError::Invalid("private_key_jwt needs jwks or jwks_uri".into()));
@@ -484,7 +488,7 @@ mod tests {
                 "not supported",
             ),
             (
-                json!({"client_id": url, "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+                json!({"client_id": url, "client_name": "A", "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
                 "needs jwks",
             ),
             (
@@ -493,6 +497,11 @@ mod tests {
             ),
             (json!({"client_id": url, "redirect_uris": ["http://evil.example/cb"]}), "https"),
             (json!([]), "not a JSON object"),
+            (json!({"client_id": url, "redirect_uris": ["https://a.example/cb"]}), "no client_name"),
+            (
+                json!({"client_id": url, "client_name": " ", "redirect_uris": ["https://a.example/cb"]}),
+                "no client_name",
+            ),
         ];
         for (doc, expected) in cases {
             let e = docs.validate(url, &doc).unwrap_err().to_string();

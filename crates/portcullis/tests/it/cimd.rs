@@ -108,6 +108,13 @@ async fn a_client_known_by_its_metadata_document() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(docs.hits("/fresh.json"), 2, "once at /authorize, once at /token");
 
+    // A web client (https redirect URI): no loopback warning on its consent page (checked in sign_in).
+    let web = json!({"redirect_uris": ["https://app.example.com/cb"]});
+    docs.set("/web.json", Canned::json(&document(&docs, "/web.json", web), ""));
+    let (_, challenge) = pkce();
+    let signed = sign_in(&gate, &docs.url("/web.json"), "https://app.example.com/cb", &challenge, "mcp:tools").await;
+    assert!(!signed.code.is_empty());
+
     // A shared-secret method is refused; the client then has no way to authenticate.
     let (status, body, _) =
         token(&gate, Some((&id, "guess")), &[("grant_type", "refresh_token"), ("refresh_token", "x")]).await;

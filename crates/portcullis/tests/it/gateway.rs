@@ -121,6 +121,8 @@ pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, ch
         assert!(page.contains("127.0.0.1"), "the consent page names the redirect host");
         if client_id.starts_with("https://") {
             assert!(page.contains("Published by"), "the consent page names the metadata document's host");
+            let loopback = redirect_uri.starts_with("http://127.0.0.1");
+            assert_eq!(page.contains("any program here can present itself"), loopback, "the loopback warning");
         }
         let form = [
             ("step", "consent".to_owned()),
