@@ -310,7 +310,7 @@ impl ClientMetadataDocuments {
             (None, _) => None,
         };
         // The draft's required fields: a name to show on the consent page, besides the redirect URIs.
-        if !metadata.get("client_name").and_then(Value::as_str).is_some_and(|n| !n.trim().is_empty()) {
+        if metadata.get("client_name").and_then(Value::as_str).is_none_or(|n| n.trim().is_empty()) {
             return Err(CimdError::Invalid("it has no client_name".into()));
         }
         let has_keys = jwks_uri.is_some() || doc.contains_key("jwks");
