@@ -115,7 +115,7 @@ impl Introspector {
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
-pub(crate) fn form_encode(s: &str) -> String {
+pub fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

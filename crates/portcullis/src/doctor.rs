@@ -518,7 +518,7 @@ async fn check_registration(http: &reqwest::Client, meta: &Value, r: &mut Report
     };
     // Seed 001: a token endpoint that ignores client_secret_basic answers invalid_client or "missing
     // client_id"; one that decodes it correctly fails the bogus code with invalid_grant.
-    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let enc = portcullis_oauth::introspect::form_encode;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(client_id), enc(secret)));
     let resp = http
         .post(token_endpoint)

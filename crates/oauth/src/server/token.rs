@@ -398,7 +398,9 @@ impl Gateway {
         verify_access: impl AsyncFnOnce(&str) -> Option<Value>,
     ) -> Result<Value, TokenOutcome> {
         let client = self.authenticate_client(form, authorization).await?;
-        if client.secret_hash.is_none() {
+        let confidential =
+            client.secret_hash.is_some() || client.metadata["token_endpoint_auth_method"] == "private_key_jwt";
+        if !confidential {
             return Err(TokenFailure::client("introspection is for confidential clients", false).into());
         }
         let token = form

@@ -249,6 +249,15 @@ async fn private_key_jwt_for_metadata_document_clients() {
     // The token endpoint URL is an accepted audience too.
     let (status, body) = refresh_with(assertion(TestKey::Es256, &id, &gate.url("/token"), "jti-5")).await;
     assert_eq!(status, 200, "{body}");
+    // A private_key_jwt client is confidential: it may introspect.
+    let a = assertion(TestKey::Es256, &id, &gate.url("/introspect"), "jti-7");
+    let form = [
+        ("token", body["access_token"].as_str().unwrap()),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", a.as_str()),
+    ];
+    let answer: Value = client().post(gate.url("/introspect")).form(&form).send().await.unwrap().json().await.unwrap();
+    assert_eq!((answer["active"].as_bool(), answer["client_id"].as_str()), (Some(true), Some(id.as_str())), "{answer}");
     // Without an assertion, a private_key_jwt client cannot authenticate.
     let (status, body, _) =
         token(&gate, None, &[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", &id)]).await;
