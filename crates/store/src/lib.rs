@@ -23,6 +23,7 @@
 //! - `open`: store URL → backend.
 //! - `sql`: migrations, SQL text and row decoding shared by the two SQL backends; the schema itself is
 //!   in `migrations/sqlite` and `migrations/postgres`, compiled into the binary.
+//! - `sql_store`: the one `Store` implementation of the two SQL backends, instantiated by each.
 //! - `sqlite`, `postgres`, [`memory`]: the backends.
 //!
 //! The conformance suite that every backend passes is the `store` integration test (`tests/store/`). Its
@@ -40,6 +41,7 @@ mod open;
 mod postgres;
 pub mod records;
 mod sql;
+mod sql_store;
 mod sqlite;
 mod verdict;
 
