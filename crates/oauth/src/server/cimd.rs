@@ -209,7 +209,7 @@ impl reqwest::dns::Resolve for PublicAddresses {
 }
 
 /// How long a response may be reused: `Cache-Control` (`no-store`/`no-cache`: not at all; `max-age`),
-/// else `Expires` against `Date`, else [`DEFAULT_TTL`]; never longer than [`MAX_TTL`].
+/// else `Expires` against `Date`, else five minutes; never longer than a day.
 pub fn cache_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(cc) = text(reqwest::header::CACHE_CONTROL) {
