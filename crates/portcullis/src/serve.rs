@@ -209,6 +209,12 @@ fn announce(config: &Config) {
              (dangerous.auto_approve_as); for automated tests on loopback only"
         );
     }
+    if config.dangerous.client_metadata_from_loopback {
+        tracing::warn!(
+            "DANGEROUS: client metadata documents may be fetched from loopback addresses \
+             (dangerous.client_metadata_from_loopback); for tests on loopback only"
+        );
+    }
     if config.origins.any {
         tracing::warn!("DANGEROUS: any Origin may call the MCP endpoints (origins.allowed contains \"*\")");
     }

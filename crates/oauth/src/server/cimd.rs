@@ -28,6 +28,9 @@ const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// The longest a document is reused, whatever its headers say.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fetches (documents and key sets) per minute, all clients together: anyone can make us fetch a URL
+/// of their choosing through `/authorize`, so the rate at which they can is bounded.
+const FETCHES_PER_MINUTE: u32 = 120;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Clients known by a metadata document may not hold a shared secret.
@@ -54,6 +57,8 @@ pub enum CimdError {
     ClientIdMismatch { url: String, found: String },
     #[error("the client metadata document is invalid: {0}")]
     Invalid(String),
+    #[error("too many client metadata documents are being fetched right now; try again in a minute")]
+    Busy,
 }
 
 /// A validated document: the client's metadata and, for `private_key_jwt`, its keys.
@@ -69,12 +74,38 @@ struct Cached {
     until: Instant,
 }
 
+/// A fixed one-minute window of admissions.
+struct RateWindow {
+    limit: u32,
+    window: std::sync::Mutex<(Instant, u32)>,
+}
+
+impl RateWindow {
+    fn new(limit: u32) -> Self {
+        Self { limit, window: std::sync::Mutex::new((Instant::now(), 0)) }
+    }
+
+    /// Whether one more may go at `now`.
+    fn admit(&self, now: Instant) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(w.0) >= Duration::from_secs(60) {
+            *w = (now, 0);
+        }
+        if w.1 >= self.limit {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
+}
+
 /// The fetcher and its cache.
 pub struct ClientMetadataDocuments {
     http: reqwest::Client,
     allow_loopback: bool,
     policy: RegisterPolicy,
     cache: moka::future::Cache<String, Cached>,
+    fetches: RateWindow,
 }
 
 impl std::fmt::Debug for ClientMetadataDocuments {
@@ -250,7 +281,13 @@ impl ClientMetadataDocuments {
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the client metadata fetcher: {e}"))?;
-        Ok(Self { http, allow_loopback, policy, cache: moka::future::Cache::builder().max_capacity(10_000).build() })
+        Ok(Self {
+            http,
+            allow_loopback,
+            policy,
+            cache: moka::future::Cache::builder().max_capacity(10_000).build(),
+            fetches: RateWindow::new(FETCHES_PER_MINUTE),
+        })
     }
 
     /// The document for `client_id`, from the cache or fetched now.
@@ -329,6 +366,10 @@ impl ClientMetadataDocuments {
             Some(url::Host::Ipv6(ip)) => permitted(IpAddr::V6(ip), self.allow_loopback)?,
             Some(url::Host::Domain(_)) => {}
             None => return Err(CimdError::BadUrl(url.to_string(), "it has no host")),
+        }
+        if !self.fetches.admit(Instant::now()) {
+            tracing::warn!(url = %url, "client metadata fetch refused: over {FETCHES_PER_MINUTE} per minute");
+            return Err(CimdError::Busy);
         }
         let mut resp =
             self.http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(
@@ -464,6 +505,24 @@ mod tests {
         let date = "Tue, 24 Nov 2026 10:00:00 GMT";
         assert_eq!(h(&[("date", date), ("expires", "Tue, 24 Nov 2026 10:02:00 GMT")]), Duration::from_secs(120));
         assert_eq!(h(&[("date", date), ("expires", "0")]), Duration::ZERO, "an invalid Expires means expired");
+    }
+
+    #[test]
+    fn fetches_are_rate_limited_per_minute() {
+        let w = RateWindow::new(2);
+        let t0 = Instant::now();
+        assert!(w.admit(t0) && w.admit(t0));
+        assert!(!w.admit(t0 + Duration::from_secs(59)), "the third within the minute");
+        assert!(w.admit(t0 + Duration::from_secs(60)), "a new minute");
+    }
+
+    #[tokio::test]
+    async fn a_refused_fetch_is_not_cached() {
+        let mut docs = ClientMetadataDocuments::new(policy(), false).unwrap();
+        docs.fetches = RateWindow::new(0);
+        let url = "https://app.example.com/client.json";
+        assert_eq!(docs.get(url).await.unwrap_err(), CimdError::Busy);
+        assert!(docs.cache.get(url).await.is_none());
     }
 
     #[test]

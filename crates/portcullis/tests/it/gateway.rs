@@ -522,7 +522,8 @@ async fn whoami(gate: &Gate, token: &str, extra: &[(&str, &str)]) -> serde_json:
 
 #[tokio::test]
 async fn the_upstream_token_is_forwarded_and_refreshed() {
-    // The IdP's access tokens live 4 s, so the gateway refreshes them from 3 s on.
+    // The IdP's access tokens live 4 s, so the gateway refreshes them from 3 s on. The IdP is another
+    // process on its own clock: this test has to let real time pass (twice 3.2 s).
     let idp = crate::support::Idp::start_with("aud-client-id", &[("IDP_AT_TTL", "4")]).await;
     let (_sample, gate) = start_with_upstream(&idp, "forward_token_header = \"X-Upstream-Token\"\n").await;
     let (body, _) = sign_in_upstream(&gate, &idp).await;
