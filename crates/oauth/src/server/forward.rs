@@ -110,14 +110,18 @@ impl Gateway {
         let (tokens, stored_at) = self.unseal_upstream_tokens(subject).await?;
         let now = self.now();
         let due = refresh_at(stored_at, tokens.expires_at);
-        let tokens = match (&tokens.access_token, due) {
-            (Some(_), Some(r)) if now < r => tokens,
-            (Some(_), None) => tokens,
-            _ => self.refresh_upstream(subject, &tokens).await?,
+        let (tokens, due) = match (&tokens.access_token, due) {
+            (Some(_), Some(r)) if now < r => (tokens, due),
+            (Some(_), None) => (tokens, due),
+            _ => {
+                let fresh = self.refresh_upstream(subject, &tokens).await?;
+                let due = refresh_at(now, fresh.expires_at);
+                (fresh, due)
+            }
         };
         let access_token: Arc<str> =
             tokens.access_token.as_deref().ok_or_else(|| ForwardError::Ended("no access token".into()))?.into();
-        let unsealed = Unsealed { access_token: access_token.clone(), refresh_at: refresh_at(now, tokens.expires_at) };
+        let unsealed = Unsealed { access_token: access_token.clone(), refresh_at: due };
         self.forward.cache.insert(subject.to_owned(), unsealed);
         Ok(access_token)
     }
