@@ -412,6 +412,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
             "offer CIMD or RFC 7591 registration",
         ),
     }
+    check_assertion_algs(&meta, r);
     if meta.get("authorization_response_iss_parameter_supported") == Some(&Value::Bool(true)) {
         r.pass(A, "as.iss-parameter", "RFC 9207 iss parameter advertised");
     } else {
@@ -453,6 +454,48 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
         );
     }
     true
+}
+
+/// RFC 8414 §2: a server that lists `private_key_jwt` or `client_secret_jwt` must say which algorithms
+/// it accepts on client assertions, and `none` is never one of them. Clients pick their signing
+/// algorithm from that list.
+fn check_assertion_algs(meta: &Value, r: &mut Report) {
+    const A: &str = "authorization server";
+    let methods: Vec<&str> = meta
+        .get("token_endpoint_auth_methods_supported")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let jwt_methods: Vec<&str> =
+        methods.into_iter().filter(|m| matches!(*m, "private_key_jwt" | "client_secret_jwt")).collect();
+    if jwt_methods.is_empty() {
+        r.pass(A, "as.assertion-algs", "no JWT client authentication advertised");
+        return;
+    }
+    let algs: Option<Vec<&str>> = meta
+        .get("token_endpoint_auth_signing_alg_values_supported")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    match algs {
+        Some(algs) if !algs.is_empty() && !algs.contains(&"none") => {
+            r.pass(A, "as.assertion-algs", format!("{} with {}", jwt_methods.join(", "), algs.join(", ")))
+        }
+        Some(algs) if algs.contains(&"none") => r.fail(
+            A,
+            "as.assertion-algs",
+            "token_endpoint_auth_signing_alg_values_supported contains \"none\"",
+            "remove \"none\": an unsigned assertion authenticates nobody (RFC 8414 §2)",
+        ),
+        _ => r.fail(
+            A,
+            "as.assertion-algs",
+            format!(
+                "{} is advertised without token_endpoint_auth_signing_alg_values_supported",
+                jwt_methods.join(", ")
+            ),
+            "list the algorithms accepted on client assertions (RFC 8414 §2)",
+        ),
+    }
 }
 
 async fn check_registration(http: &reqwest::Client, meta: &Value, r: &mut Report) {

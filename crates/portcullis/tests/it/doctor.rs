@@ -93,6 +93,8 @@ enum Fault {
     ResourceMismatch,
     /// Seed 000: an ID token whose `iss` is not the metadata issuer.
     IdTokenIssuer,
+    /// `private_key_jwt` advertised without the algorithms accepted on assertions.
+    AssertionAlgsMissing,
 }
 
 async fn fixture(fault: Fault) -> String {
@@ -129,7 +131,12 @@ async fn fixture(fault: Fault) -> String {
                         return StatusCode::NOT_FOUND.into_response();
                     }
                     let issuer = if fault == Fault::IssuerTrailingSlash { format!("{b}/") } else { b.clone() };
-                    Json(json!({"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
+                    let methods = if fault == Fault::AssertionAlgsMissing {
+                        json!(["client_secret_basic", "private_key_jwt"])
+                    } else {
+                        json!(["client_secret_basic"])
+                    };
+                    Json(json!({"token_endpoint_auth_methods_supported": methods,"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
                         "registration_endpoint": format!("{b}/register"), "response_types_supported": ["code"],
                         "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true,
                         "jwks_uri": format!("{b}/jwks")}))
@@ -171,6 +178,7 @@ async fn each_fault_is_named_and_nothing_else_fails() {
         (Fault::Registration200, "dcr.status-201"),
         (Fault::TokenIgnoresBasic, "token.basic-form-decoding"),
         (Fault::ResourceMismatch, "prm.resource-matches"),
+        (Fault::AssertionAlgsMissing, "as.assertion-algs"),
     ];
     for (fault, id) in cases {
         let url = fixture(fault).await;
