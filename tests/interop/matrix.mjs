@@ -54,6 +54,10 @@ const OPAQUE_CLIENTS = [
   { client: 'oauth4webapi', registration: 'dcr', authMethod: 'client_secret_basic' },
 ];
 
+// Gateway mode only: a client registering its public key and authenticating
+// with signed assertions (RFC 7523).
+const KEYED_CLIENTS = [{ client: 'oauth4webapi', registration: 'dcr', authMethod: 'private_key_jwt' }];
+
 // Gateway mode, clients without registration: the client id is the URL of the
 // client's metadata document, published on its (loopback, TLS) site.
 const DOCUMENT_CLIENTS = [
@@ -75,6 +79,7 @@ const CELLS = [
   ...OPAQUE_CLIENTS.map((c) => ({ ...c, mode: 'verify', profile: 'opaque' })),
   ...DYNAMIC_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
   ...CONFIGURED_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
+  ...KEYED_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
   ...DOCUMENT_CLIENTS.map((c) => ({ ...c, mode: 'gateway', profile: '-' })),
   // Gateway mode signing users in at an upstream OpenID provider (the IdP as
   // portcullis's own client; its `iss` never reaches the MCP client).

@@ -45,14 +45,19 @@ async function publishDocument(ctx, as, method) {
     response_types: ['code'],
   };
   let privateKey;
-  if (method === 'private_key_jwt') {
-    const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-    const jwk = await crypto.subtle.exportKey('jwk', pair.publicKey);
-    document.jwks = { keys: [{ ...jwk, kid: 'interop-1', alg: 'ES256', use: 'sig' }] };
-    privateKey = { key: pair.privateKey, kid: 'interop-1' };
-  }
+  if (method === 'private_key_jwt') ({ privateKey, jwks: document.jwks } = await clientKey());
   ctx.documents.publish(documentPath, document);
   return { client, privateKey, documentPath };
+}
+
+/** A key made for this run: the private half for PrivateKeyJwt, the public half as a JWKS. */
+async function clientKey() {
+  const pair = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const jwk = await crypto.subtle.exportKey('jwk', pair.publicKey);
+  return {
+    privateKey: { key: pair.privateKey, kid: 'interop-1' },
+    jwks: { keys: [{ ...jwk, kid: 'interop-1', alg: 'ES256', use: 'sig' }] },
+  };
 }
 
 /** `tools/call echo` through portcullis with oauth4webapi's protected resource request. */
@@ -131,17 +136,21 @@ export async function run(ctx) {
     };
   } else {
     check(as.registration_endpoint, 'authorization server has no registration_endpoint');
+    // private_key_jwt: the public key is registered with the client (RFC 7591 `jwks`).
+    let jwks;
+    if (method === 'private_key_jwt') ({ privateKey, jwks } = await clientKey());
     const registration = await oauth.dynamicClientRegistrationRequest(as, {
       client_name: `portcullis interop (oauth4webapi, ${method})`,
       redirect_uris: [redirectUri],
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: method,
+      ...(jwks ? { jwks } : {}),
     }, options);
     client = await oauth.processDynamicClientRegistrationResponse(registration);
     check(client.token_endpoint_auth_method === method,
       `registered ${client.token_endpoint_auth_method}, asked for ${method}`);
-    check((method === 'none') === (client.client_secret === undefined),
+    check(method.startsWith('client_secret_') === (client.client_secret !== undefined),
       `client_secret ${client.client_secret === undefined ? 'missing' : 'present'} for ${method}`);
   }
   const clientAuth = AUTH[method](client, privateKey);

@@ -51,8 +51,9 @@ pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
     if adv.registration {
         doc["registration_endpoint"] = json!(endpoint(issuer, "/register"));
     }
-    if adv.client_id_metadata_documents {
-        // Clients known by a metadata document may sign assertions with a published key (RFC 7523).
+    if adv.client_id_metadata_documents || adv.registration {
+        // Clients known by a metadata document, or registered with their public keys, may sign assertions
+        // (RFC 7523).
         for field in [
             "token_endpoint_auth_methods_supported",
             "revocation_endpoint_auth_methods_supported",
@@ -124,9 +125,9 @@ mod tests {
     }
 
     #[test]
-    fn private_key_jwt_is_advertised_with_metadata_documents_only() {
+    fn private_key_jwt_is_advertised_with_metadata_documents_or_registration() {
         let iss = IssuerUrl::parse("https://mcp.example.com").unwrap();
-        let without = authorization_server(&iss, &adv());
+        let without = authorization_server(&iss, &Advertised { registration: false, ..adv() });
         assert_eq!(without["client_id_metadata_document_supported"], false);
         assert!(
             !without["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("private_key_jwt"))

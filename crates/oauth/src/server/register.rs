@@ -90,15 +90,21 @@ pub(crate) struct AuthMethods {
     pub(crate) default: &'static str,
 }
 
-/// Dynamic registration: shared secrets or none (RFC 7591 §2: `client_secret_basic` by default).
-const REGISTRATION_METHODS: AuthMethods =
-    AuthMethods { allowed: &["client_secret_basic", "client_secret_post", "none"], default: "client_secret_basic" };
+/// Dynamic registration: shared secrets, a registered key, or none (RFC 7591 §2: `client_secret_basic`
+/// by default).
+const REGISTRATION_METHODS: AuthMethods = AuthMethods {
+    allowed: &["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+    default: "client_secret_basic",
+};
 
 /// Validates a registration request body and mints credentials.
 pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration, RegisterError> {
-    let out = client_metadata(request, policy, REGISTRATION_METHODS)?;
-    let method = out["token_endpoint_auth_method"].as_str().unwrap_or_default();
-    let client_secret = (method != "none").then(|| random_string(SECRET_LEN));
+    let mut out = client_metadata(request, policy, REGISTRATION_METHODS)?;
+    let method = out["token_endpoint_auth_method"].as_str().unwrap_or_default().to_owned();
+    if method == "private_key_jwt" {
+        out.insert("jwks".into(), registered_keys(request)?);
+    }
+    let client_secret = method.starts_with("client_secret_").then(|| random_string(SECRET_LEN));
     let client_id = format!("{CLIENT_ID_PREFIX}{}", random_string(CLIENT_ID_RANDOM_LEN));
     Ok(Registration { client_id, client_secret, metadata: out })
 }
@@ -218,6 +224,22 @@ pub(crate) fn client_metadata(
     Ok(out)
 }
 
+/// `private_key_jwt` at registration: the client's public keys, inline (RFC 7591 §2 `jwks`). A `jwks_uri`
+/// would have us fetch a URL of the registrant's choosing at every assertion; registering the keys
+/// themselves avoids that.
+fn registered_keys(request: &Value) -> Result<Value, RegisterError> {
+    let meta_err = |m: &str| RegisterError::InvalidClientMetadata(m.to_owned());
+    if request.get("jwks_uri").is_some() {
+        return Err(meta_err("jwks_uri is not accepted at registration: register the public keys as jwks"));
+    }
+    let jwks = request.get("jwks").ok_or_else(|| meta_err("private_key_jwt needs the client's public keys (jwks)"))?;
+    match crate::jwks::KeySet::parse(jwks.to_string().as_bytes()) {
+        Ok((keys, _)) if !keys.keys.is_empty() => Ok(jwks.clone()),
+        Ok(_) => Err(meta_err("jwks holds no usable public signing key")),
+        Err(e) => Err(RegisterError::InvalidClientMetadata(format!("jwks: {e}"))),
+    }
+}
+
 fn string_list(req: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, RegisterError> {
     match req.get(field) {
         None => Ok(None),
@@ -275,6 +297,36 @@ mod tests {
         assert_eq!(body["id_token_signed_response_alg"], "ES256", "stated, since RS256 is the default otherwise");
         let rs = json!({"redirect_uris": ["https://a.example/cb"], "id_token_signed_response_alg": "RS256"});
         assert_eq!(register(&rs, &policy()).unwrap_err().code(), "invalid_client_metadata");
+    }
+
+    #[test]
+    fn private_key_jwt_registers_public_keys_and_gets_no_secret() {
+        let jwk = portcullis_test_support::TestKey::Es256.jwk();
+        let req = json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [jwk]}});
+        let body = register(&req, &policy()).unwrap().response(1);
+        assert!(body.get("client_secret").is_none() && body.get("client_secret_expires_at").is_none());
+        assert_eq!(body["jwks"]["keys"][0]["kid"], "test-es256");
+        for (req, expected) in [
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+                "needs",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks_uri": "https://a.example/keys"}),
+                "jwks_uri",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt",
+                    "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+                "no usable",
+            ),
+        ] {
+            let e = register(&req, &policy()).unwrap_err();
+            assert_eq!(e.code(), "invalid_client_metadata");
+            assert!(e.to_string().contains(expected), "{expected}: {e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::register::random_string;
 use crate::audience::same_resource;
+use crate::jwks::KeySet;
 
 /// A token endpoint error (RFC 6749 §5.2).
 #[derive(Debug)]
@@ -144,8 +145,8 @@ impl Gateway {
         if form.get("client_id").is_some_and(|c| *c != client_id) {
             return Err(TokenFailure::client("client_id differs from the client_assertion's sub", false).into());
         }
-        let (client, keys) = match self.find_client(&client_id).await? {
-            ClientLookup::Known(client, Some(document))
+        let (client, document) = match self.find_client(&client_id).await? {
+            ClientLookup::Known(client, document)
                 if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" =>
             {
                 (client, document)
@@ -157,7 +158,16 @@ impl Gateway {
             }
             ClientLookup::Unknown(why) => return Err(TokenFailure::client(why, false).into()),
         };
-        let keys = keys.keys.as_ref().ok_or_else(|| TokenFailure::client("the client published no keys", false))?;
+        // Keys from the metadata document, or registered with the client (RFC 7591 `jwks`).
+        let registered = match &document {
+            Some(_) => None,
+            None => KeySet::parse(client.metadata["jwks"].to_string().as_bytes()).ok().map(|(keys, _)| keys),
+        };
+        let keys = document
+            .as_ref()
+            .and_then(|d| d.keys.as_ref())
+            .or(registered.as_ref())
+            .ok_or_else(|| TokenFailure::client("the client has no usable keys", false))?;
         let audiences: Vec<String> = std::iter::once(self.issuer.to_string())
             .chain(["/token", "/revoke", "/introspect"].iter().map(|p| super::metadata::endpoint(&self.issuer, p)))
             .collect();

@@ -1,4 +1,5 @@
-//! Client ID metadata documents and `private_key_jwt`, end to end: the documents are served over real
+//! Client ID metadata documents and `private_key_jwt` (for document clients and for clients registered
+//! with their public keys), end to end: the documents are served over real
 //! TLS on loopback (portcullis trusts the test CA through `SSL_CERT_FILE`, and fetches from loopback only
 //! because `dangerous.client_metadata_from_loopback` says so).
 
@@ -271,4 +272,36 @@ async fn private_key_jwt_for_metadata_document_clients() {
         code_grant(&gate, &uri_id, &[("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(docs.hits("/jwks.json"), 1);
+}
+
+#[tokio::test]
+async fn private_key_jwt_for_registered_clients() {
+    let (_sample, gate) = start(false).await;
+    let registration = json!({"redirect_uris": [REDIRECT], "client_name": "Keyed", "token_endpoint_auth_method": "private_key_jwt",
+        "grant_types": ["authorization_code", "refresh_token"], "jwks": {"keys": [TestKey::EdDsa.jwk()]}});
+    let r = client().post(gate.url("/register")).json(&registration).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let registered: Value = r.json().await.unwrap();
+    assert!(registered.get("client_secret").is_none(), "{registered}");
+    let id = registered["client_id"].as_str().unwrap();
+
+    let a = assertion(TestKey::EdDsa, id, &gate.base, "reg-1");
+    let (status, body) =
+        code_grant(&gate, id, &[("client_assertion_type", JWT_BEARER), ("client_assertion", &a)]).await;
+    assert_eq!(status, 200, "{body}");
+    // Another key, or no assertion at all, is refused.
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let other = assertion(TestKey::Es256, id, &gate.base, "reg-2");
+    for form in [
+        vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", other.as_str()),
+        ],
+        vec![("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", id)],
+    ] {
+        let (status, body, _) = token(&gate, None, &form).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    }
 }
