@@ -202,8 +202,12 @@ async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -
     }
 }
 
-async fn authorize(State((_, gw)): State<GwState>, Query(params): Query<AuthorizeParams>) -> Response {
-    match gw.gateway.begin(&params).await {
+async fn authorize(
+    State((_, gw)): State<GwState>,
+    Peer(peer): Peer,
+    Query(params): Query<AuthorizeParams>,
+) -> Response {
+    match gw.gateway.begin(&params, peer).await {
         Ok(step) => step_response(&gw, step),
         Err(f) => failure_response(&gw, f),
     }
@@ -332,28 +336,43 @@ fn token_response(result: Result<Value, TokenOutcome>) -> Response {
     }
 }
 
+/// The address a request came from (absent when served without connection info, as in-process tests
+/// do).
+struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip())))
+    }
+}
+
 fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
 }
 
 async fn token(
     State((_, gw)): State<GwState>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    token_response(gw.gateway.token(&form, authorization(&headers)).await)
+    token_response(gw.gateway.token(&form, authorization(&headers), peer).await)
 }
 
 async fn revoke(
     State((_, gw)): State<GwState>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    token_response(gw.gateway.revoke(&form, authorization(&headers)).await.map(|()| json!({})))
+    token_response(gw.gateway.revoke(&form, authorization(&headers), peer).await.map(|()| json!({})))
 }
 
 async fn introspect(
     State((state, gw)): State<GwState>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -368,5 +387,5 @@ async fn introspect(
         }
         None
     };
-    token_response(gw.gateway.introspect(&form, authorization(&headers), check).await)
+    token_response(gw.gateway.introspect(&form, authorization(&headers), peer, check).await)
 }

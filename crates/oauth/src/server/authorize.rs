@@ -5,6 +5,8 @@
 //! §4.1.2.1: an unverified redirect URI must not receive anything); every other failure goes back to the
 //! client's redirect URI with `error`, `state` and `iss`.
 
+use std::net::IpAddr;
+
 use portcullis_store::{CodeRecord, ConsentRecord, PendingRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -149,15 +151,15 @@ impl Gateway {
         ))
     }
 
-    /// Validates an authorization request and starts a flow.
-    pub async fn begin(&self, p: &AuthorizeParams) -> Result<Step, AuthorizeFailure> {
+    /// Validates an authorization request and starts a flow. `requester` is the address it came from.
+    pub async fn begin(&self, p: &AuthorizeParams, requester: Option<IpAddr>) -> Result<Step, AuthorizeFailure> {
         // 1. The client and its redirect URI, before anything can be sent anywhere.
         let client_id = p
             .client_id
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| page("Missing client", "The authorization request has no client_id."))?;
-        let client = match self.find_client(client_id).await? {
+        let client = match self.find_client(client_id, requester).await? {
             ClientLookup::Known(client, _) => client,
             ClientLookup::Unknown(why) => {
                 return Err(page("Unknown client", format!("This application cannot be used here: {why}.")));

@@ -28,9 +28,11 @@ const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// The longest a document is reused, whatever its headers say.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Fetches (documents and key sets) per minute, all clients together: anyone can make us fetch a URL
-/// of their choosing through `/authorize`, so the rate at which they can is bounded.
-const FETCHES_PER_MINUTE: u32 = 120;
+/// Fetches (documents and key sets) per minute for one requesting address, and for all together: anyone
+/// can make us fetch a URL of their choosing through `/authorize`, so the rate at which they can is
+/// bounded, per address so that one of them cannot use up everybody's allowance.
+const FETCHES_PER_MINUTE_PER_ADDRESS: u32 = 30;
+const FETCHES_PER_MINUTE: u32 = 600;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Clients known by a metadata document may not hold a shared secret.
@@ -57,7 +59,7 @@ pub enum CimdError {
     ClientIdMismatch { url: String, found: String },
     #[error("the client metadata document is invalid: {0}")]
     Invalid(String),
-    #[error("too many client metadata documents are being fetched right now; try again in a minute")]
+    #[error("too many client metadata documents were fetched for this address; try again in a minute")]
     Busy,
 }
 
@@ -106,6 +108,8 @@ pub struct ClientMetadataDocuments {
     policy: RegisterPolicy,
     cache: moka::future::Cache<String, Cached>,
     fetches: RateWindow,
+    per_address: moka::sync::Cache<IpAddr, Arc<RateWindow>>,
+    per_address_limit: u32,
 }
 
 impl std::fmt::Debug for ClientMetadataDocuments {
@@ -287,11 +291,28 @@ impl ClientMetadataDocuments {
             policy,
             cache: moka::future::Cache::builder().max_capacity(10_000).build(),
             fetches: RateWindow::new(FETCHES_PER_MINUTE),
+            per_address: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(120))
+                .build(),
+            per_address_limit: FETCHES_PER_MINUTE_PER_ADDRESS,
         })
     }
 
-    /// The document for `client_id`, from the cache or fetched now.
-    pub async fn get(&self, client_id: &str) -> Result<Arc<Document>, CimdError> {
+    /// Counts one fetch for `requester` (the address the request came from, when known).
+    fn admit(&self, requester: Option<IpAddr>) -> Result<(), CimdError> {
+        let now = Instant::now();
+        if let Some(ip) = requester {
+            let window = self.per_address.get_with(ip, || Arc::new(RateWindow::new(self.per_address_limit)));
+            if !window.admit(now) {
+                return Err(CimdError::Busy);
+            }
+        }
+        if self.fetches.admit(now) { Ok(()) } else { Err(CimdError::Busy) }
+    }
+
+    /// The document for `client_id`, from the cache or fetched now on behalf of `requester`.
+    pub async fn get(&self, client_id: &str, requester: Option<IpAddr>) -> Result<Arc<Document>, CimdError> {
         if let Some(c) = self.cache.get(client_id).await {
             if c.until > Instant::now() {
                 return Ok(c.document);
@@ -299,7 +320,7 @@ impl ClientMetadataDocuments {
             self.cache.invalidate(client_id).await;
         }
         let url = check_url(client_id)?;
-        let (body, ttl) = self.fetch(&url, MAX_DOCUMENT_BYTES).await?;
+        let (body, ttl) = self.fetch(&url, MAX_DOCUMENT_BYTES, requester).await?;
         let document: Value = serde_json::from_slice(&body).map_err(|_| CimdError::NotJson(url.to_string()))?;
         let (metadata, keys_at) = self.validate(client_id, &document)?;
         let (keys, ttl) = match (keys_at, document.get("jwks")) {
@@ -308,7 +329,7 @@ impl ClientMetadataDocuments {
                     .ok()
                     .filter(|u| u.scheme() == "https")
                     .ok_or_else(|| CimdError::Invalid("jwks_uri must be an https URL".into()))?;
-                let (body, jwks_ttl) = self.fetch(&jwks_uri, MAX_JWKS_BYTES).await?;
+                let (body, jwks_ttl) = self.fetch(&jwks_uri, MAX_JWKS_BYTES, requester).await?;
                 (Some(parse_keys(&body)?), ttl.min(jwks_ttl))
             }
             (None, Some(jwks)) => (Some(parse_keys(jwks.to_string().as_bytes())?), ttl),
@@ -358,7 +379,12 @@ impl ClientMetadataDocuments {
         Ok((metadata, jwks_uri))
     }
 
-    async fn fetch(&self, url: &Url, limit: usize) -> Result<(Vec<u8>, Duration), CimdError> {
+    async fn fetch(
+        &self,
+        url: &Url,
+        limit: usize,
+        requester: Option<IpAddr>,
+    ) -> Result<(Vec<u8>, Duration), CimdError> {
         let fail = |e: String| CimdError::Fetch(url.to_string(), e);
         // Addresses written as literals never reach the resolver.
         match url.host() {
@@ -367,9 +393,9 @@ impl ClientMetadataDocuments {
             Some(url::Host::Domain(_)) => {}
             None => return Err(CimdError::BadUrl(url.to_string(), "it has no host")),
         }
-        if !self.fetches.admit(Instant::now()) {
-            tracing::warn!(url = %url, "client metadata fetch refused: over {FETCHES_PER_MINUTE} per minute");
-            return Err(CimdError::Busy);
+        if let Err(busy) = self.admit(requester) {
+            tracing::warn!(url = %url, ?requester, "client metadata fetch refused: too many this minute");
+            return Err(busy);
         }
         let mut resp =
             self.http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(
@@ -516,12 +542,25 @@ mod tests {
         assert!(w.admit(t0 + Duration::from_secs(60)), "a new minute");
     }
 
+    #[test]
+    fn each_address_has_its_own_allowance_within_the_total() {
+        let mut docs = ClientMetadataDocuments::new(policy(), false).unwrap();
+        docs.per_address_limit = 1;
+        docs.fetches = RateWindow::new(3);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert_eq!(docs.admit(Some(a)), Ok(()));
+        assert_eq!(docs.admit(Some(a)), Err(CimdError::Busy), "a's allowance is spent");
+        assert_eq!(docs.admit(Some(b)), Ok(()), "b is not affected");
+        assert_eq!(docs.admit(None), Ok(()));
+        assert_eq!(docs.admit(None), Err(CimdError::Busy), "the total is spent");
+    }
+
     #[tokio::test]
     async fn a_refused_fetch_is_not_cached() {
         let mut docs = ClientMetadataDocuments::new(policy(), false).unwrap();
         docs.fetches = RateWindow::new(0);
         let url = "https://app.example.com/client.json";
-        assert_eq!(docs.get(url).await.unwrap_err(), CimdError::Busy);
+        assert_eq!(docs.get(url, None).await.unwrap_err(), CimdError::Busy);
         assert!(docs.cache.get(url).await.is_none());
     }
 

@@ -1,6 +1,7 @@
 //! The gateway's authorization server state: its issuer, keys, store and settings, and the operations
 //! that are not part of one sign-in (bootstrapping keys, configured clients, registration, accounts).
 
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use portcullis_config::GatewayConfig;
@@ -263,12 +264,17 @@ impl Gateway {
     }
 
     /// A client by id: registered (configured or dynamic), or known by its metadata document.
-    pub(crate) async fn find_client(&self, client_id: &str) -> Result<ClientLookup, GatewayError> {
+    /// `requester` is the address the request came from: metadata-document fetches are limited per address.
+    pub(crate) async fn find_client(
+        &self,
+        client_id: &str,
+        requester: Option<IpAddr>,
+    ) -> Result<ClientLookup, GatewayError> {
         if is_document_url(client_id) {
             let Some(documents) = &self.documents else {
                 return Ok(ClientLookup::Unknown("client ID metadata documents are not accepted here".into()));
             };
-            return Ok(match documents.get(client_id).await {
+            return Ok(match documents.get(client_id, requester).await {
                 Ok(document) => ClientLookup::Known(
                     ClientRecord {
                         client_id: client_id.to_owned(),

@@ -4,6 +4,7 @@
 //! by us, with our `iss`: an upstream IdP's ID token never leaves portcullis.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use portcullis_store::{ClientRecord, CodeRedemption, PendingRecord, RefreshRecord, Rotation};
 use serde_json::{Value, json};
@@ -69,9 +70,10 @@ impl Gateway {
         &self,
         form: &HashMap<String, String>,
         authorization: Option<&str>,
+        requester: Option<IpAddr>,
     ) -> Result<ClientRecord, TokenOutcome> {
         if let Some(kind) = form.get("client_assertion_type") {
-            return self.authenticate_assertion(form, authorization, kind).await;
+            return self.authenticate_assertion(form, authorization, kind, requester).await;
         }
         let creds = presented(
             authorization,
@@ -89,7 +91,7 @@ impl Gateway {
         let basic = creds.method == AuthMethod::ClientSecretBasic;
         // Unknown clients get invalid_client, so that clients which lost their registration register
         // again (Claude Code and the MCP SDKs do exactly that).
-        let client = match self.find_client(&creds.client_id).await? {
+        let client = match self.find_client(&creds.client_id, requester).await? {
             ClientLookup::Known(client, _) => client,
             ClientLookup::Unknown(why) => return Err(TokenFailure::client(why, basic).into()),
         };
@@ -124,6 +126,7 @@ impl Gateway {
         form: &HashMap<String, String>,
         authorization: Option<&str>,
         kind: &str,
+        requester: Option<IpAddr>,
     ) -> Result<ClientRecord, TokenOutcome> {
         if kind != JWT_BEARER {
             return Err(TokenFailure::client(format!("client_assertion_type {kind:?} is not supported"), false).into());
@@ -145,7 +148,7 @@ impl Gateway {
         if form.get("client_id").is_some_and(|c| *c != client_id) {
             return Err(TokenFailure::client("client_id differs from the client_assertion's sub", false).into());
         }
-        let (client, document) = match self.find_client(&client_id).await? {
+        let (client, document) = match self.find_client(&client_id, requester).await? {
             ClientLookup::Known(client, document)
                 if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" =>
             {
@@ -192,13 +195,15 @@ impl Gateway {
         }
     }
 
-    /// Handles a token request: `grant_type` `authorization_code` or `refresh_token`.
+    /// Handles a token request: `grant_type` `authorization_code` or `refresh_token`. `requester` is the
+    /// address the request came from.
     pub async fn token(
         &self,
         form: &HashMap<String, String>,
         authorization: Option<&str>,
+        requester: Option<IpAddr>,
     ) -> Result<Value, TokenOutcome> {
-        let client = self.authenticate_client(form, authorization).await?;
+        let client = self.authenticate_client(form, authorization, requester).await?;
         let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
         match param("grant_type") {
             Some("authorization_code") => self.code_grant(&client, form).await,
@@ -386,8 +391,9 @@ impl Gateway {
         &self,
         form: &HashMap<String, String>,
         authorization: Option<&str>,
+        requester: Option<IpAddr>,
     ) -> Result<(), TokenOutcome> {
-        let client = self.authenticate_client(form, authorization).await?;
+        let client = self.authenticate_client(form, authorization, requester).await?;
         let token = form
             .get("token")
             .filter(|t| !t.is_empty())
@@ -405,9 +411,10 @@ impl Gateway {
         &self,
         form: &HashMap<String, String>,
         authorization: Option<&str>,
+        requester: Option<IpAddr>,
         verify_access: impl AsyncFnOnce(&str) -> Option<Value>,
     ) -> Result<Value, TokenOutcome> {
-        let client = self.authenticate_client(form, authorization).await?;
+        let client = self.authenticate_client(form, authorization, requester).await?;
         let confidential =
             client.secret_hash.is_some() || client.metadata["token_endpoint_auth_method"] == "private_key_jwt";
         if !confidential {
