@@ -68,6 +68,37 @@ pub enum CimdError {
 pub struct Document {
     pub metadata: Map<String, Value>,
     pub keys: Option<KeySet>,
+    /// The key set as published (inline or at `jwks_uri`), kept to store the document.
+    jwks: Option<Value>,
+}
+
+/// Where a stored document's key set and expiry are kept beside its metadata.
+const STORED_JWKS: &str = "jwks";
+const STORED_UNTIL: &str = "cached_until";
+
+impl Document {
+    /// The form kept in the store's client table until `until` (Unix seconds): the metadata, the key
+    /// set, and the expiry.
+    pub fn to_stored(&self, until: i64) -> Value {
+        let mut stored = self.metadata.clone();
+        if let Some(jwks) = &self.jwks {
+            stored.insert(STORED_JWKS.into(), jwks.clone());
+        }
+        stored.insert(STORED_UNTIL.into(), Value::from(until));
+        Value::Object(stored)
+    }
+
+    /// A stored document still valid at `now`, and how many seconds it has left.
+    pub fn from_stored(stored: &Value, now: i64) -> Option<(Document, i64)> {
+        let mut metadata = stored.as_object()?.clone();
+        let until = metadata.remove(STORED_UNTIL)?.as_i64().filter(|u| *u > now)?;
+        let jwks = metadata.remove(STORED_JWKS);
+        let keys = match &jwks {
+            Some(j) => Some(parse_keys(j.to_string().as_bytes()).ok()?),
+            None => None,
+        };
+        Some((Document { metadata, keys, jwks }, until - now))
+    }
 }
 
 #[derive(Clone)]
@@ -311,37 +342,64 @@ impl ClientMetadataDocuments {
         if self.fetches.admit(now) { Ok(()) } else { Err(CimdError::Busy) }
     }
 
-    /// The document for `client_id`, from the cache or fetched now on behalf of `requester`.
-    pub async fn get(&self, client_id: &str, requester: Option<IpAddr>) -> Result<Arc<Document>, CimdError> {
-        if let Some(c) = self.cache.get(client_id).await {
-            if c.until > Instant::now() {
-                return Ok(c.document);
-            }
-            self.cache.invalidate(client_id).await;
+    /// The document for `client_id` if this process holds a valid copy.
+    pub async fn cached(&self, client_id: &str) -> Option<Arc<Document>> {
+        let c = self.cache.get(client_id).await?;
+        if c.until > Instant::now() {
+            return Some(c.document);
         }
+        self.cache.invalidate(client_id).await;
+        None
+    }
+
+    /// Keeps `document` in memory for `ttl`.
+    pub async fn remember(&self, client_id: &str, document: Arc<Document>, ttl: Duration) {
+        if !ttl.is_zero() {
+            self.cache.insert(client_id.to_owned(), Cached { document, until: Instant::now() + ttl }).await;
+        }
+    }
+
+    /// The document for `client_id`, from memory or fetched now on behalf of `requester`.
+    pub async fn get(&self, client_id: &str, requester: Option<IpAddr>) -> Result<Arc<Document>, CimdError> {
+        match self.cached(client_id).await {
+            Some(document) => Ok(document),
+            None => Ok(self.fetch(client_id, requester).await?.0),
+        }
+    }
+
+    /// Fetches and validates the document for `client_id` now (and its `jwks_uri`), keeps it in memory
+    /// for as long as its headers allow, and returns it with that lifetime (zero: not to be kept).
+    pub async fn fetch(
+        &self,
+        client_id: &str,
+        requester: Option<IpAddr>,
+    ) -> Result<(Arc<Document>, Duration), CimdError> {
         let url = check_url(client_id)?;
-        let (body, ttl) = self.fetch(&url, MAX_DOCUMENT_BYTES, requester).await?;
+        let (body, ttl) = self.download(&url, MAX_DOCUMENT_BYTES, requester).await?;
         let document: Value = serde_json::from_slice(&body).map_err(|_| CimdError::NotJson(url.to_string()))?;
         let (metadata, keys_at) = self.validate(client_id, &document)?;
-        let (keys, ttl) = match (keys_at, document.get("jwks")) {
+        let (jwks, ttl) = match (keys_at, document.get("jwks")) {
             (Some(jwks_uri), _) => {
                 let jwks_uri = Url::parse(&jwks_uri)
                     .ok()
                     .filter(|u| u.scheme() == "https")
                     .ok_or_else(|| CimdError::Invalid("jwks_uri must be an https URL".into()))?;
-                let (body, jwks_ttl) = self.fetch(&jwks_uri, MAX_JWKS_BYTES, requester).await?;
-                (Some(parse_keys(&body)?), ttl.min(jwks_ttl))
+                let (body, jwks_ttl) = self.download(&jwks_uri, MAX_JWKS_BYTES, requester).await?;
+                let jwks: Value = serde_json::from_slice(&body)
+                    .map_err(|_| CimdError::Invalid("its jwks_uri does not answer JSON".into()))?;
+                (Some(jwks), ttl.min(jwks_ttl))
             }
-            (None, Some(jwks)) => (Some(parse_keys(jwks.to_string().as_bytes())?), ttl),
+            (None, Some(jwks)) => (Some(jwks.clone()), ttl),
             (None, None) => (None, ttl),
         };
-        let document = Arc::new(Document { metadata, keys });
-        if !ttl.is_zero() {
-            let cached = Cached { document: document.clone(), until: Instant::now() + ttl };
-            self.cache.insert(client_id.to_owned(), cached).await;
-        }
+        let keys = match &jwks {
+            Some(j) => Some(parse_keys(j.to_string().as_bytes())?),
+            None => None,
+        };
+        let document = Arc::new(Document { metadata, keys, jwks });
+        self.remember(client_id, document.clone(), ttl).await;
         tracing::info!(client_id, cached_secs = ttl.as_secs(), "client metadata document fetched");
-        Ok(document)
+        Ok((document, ttl))
     }
 
     /// The document's rules beyond those of registration: `client_id` is its own URL, no secrets, keys for
@@ -379,7 +437,7 @@ impl ClientMetadataDocuments {
         Ok((metadata, jwks_uri))
     }
 
-    async fn fetch(
+    async fn download(
         &self,
         url: &Url,
         limit: usize,
@@ -562,6 +620,24 @@ mod tests {
         let url = "https://app.example.com/client.json";
         assert_eq!(docs.get(url, None).await.unwrap_err(), CimdError::Busy);
         assert!(docs.cache.get(url).await.is_none());
+    }
+
+    #[test]
+    fn stored_documents_keep_their_keys_and_expire() {
+        let jwks = serde_json::json!({"keys": [portcullis_test_support::TestKey::Es256.jwk()]});
+        let mut metadata = Map::new();
+        metadata.insert("client_id".into(), json!("https://app.example.com/c.json"));
+        let doc = Document {
+            metadata: metadata.clone(),
+            keys: Some(parse_keys(jwks.to_string().as_bytes()).unwrap()),
+            jwks: Some(jwks),
+        };
+        let stored = doc.to_stored(1_000);
+        let (back, left) = Document::from_stored(&stored, 900).unwrap();
+        assert_eq!((back.metadata, left), (metadata, 100));
+        assert!(back.keys.unwrap().by_kid("test-es256").is_some());
+        assert!(Document::from_stored(&stored, 1_000).is_none(), "expired");
+        assert!(Document::from_stored(&json!({"client_id": "x"}), 0).is_none(), "never stored by us");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use portcullis_config::GatewayConfig;
 use portcullis_store::{ClientRecord, ClientSource, KeyRecord, Store, StoreError, UserRecord};
@@ -10,7 +11,7 @@ use portcullis_types::{Clock, IssuerUrl};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::cimd::{ClientMetadataDocuments, Document, is_document_url};
+use super::cimd::{CimdError, ClientMetadataDocuments, Document, is_document_url};
 use super::keys::{KeyAlg, KeyError, KeyRing, OperatorKey, RingKey, generate};
 use super::metadata::Advertised;
 use super::register::{RegisterError, RegisterPolicy, Registration, register};
@@ -253,6 +254,47 @@ impl Gateway {
         self.ring().jwks(self.now(), keep_after_retirement(&self.settings))
     }
 
+    /// A metadata document: from this process's memory, else from the store (where any replica may have
+    /// put it, and where it survives restarts), else fetched now and stored for as long as its headers
+    /// allow. A failed fetch is never stored, and an expired copy never used.
+    async fn document(
+        &self,
+        documents: &ClientMetadataDocuments,
+        client_id: &str,
+        requester: Option<IpAddr>,
+    ) -> Result<Arc<Document>, CimdError> {
+        if let Some(document) = documents.cached(client_id).await {
+            return Ok(document);
+        }
+        let now = self.now();
+        match self.store.get_client(client_id).await {
+            Ok(Some(stored)) if stored.source == ClientSource::MetadataDocument => {
+                if let Some((document, left)) = Document::from_stored(&stored.metadata, now) {
+                    let document = Arc::new(document);
+                    documents.remember(client_id, document.clone(), Duration::from_secs(left as u64)).await;
+                    return Ok(document);
+                }
+            }
+            Ok(_) => {}
+            // The store only saves a fetch here: without it, fetch.
+            Err(e) => tracing::warn!(error = %e, "reading a stored client metadata document failed"),
+        }
+        let (document, ttl) = documents.fetch(client_id, requester).await?;
+        if !ttl.is_zero() {
+            let record = ClientRecord {
+                client_id: client_id.to_owned(),
+                secret_hash: None,
+                metadata: document.to_stored(now + ttl.as_secs() as i64),
+                source: ClientSource::MetadataDocument,
+                created_at: now,
+            };
+            if let Err(e) = self.store.upsert_client(record).await {
+                tracing::warn!(error = %e, "storing a client metadata document failed");
+            }
+        }
+        Ok(document)
+    }
+
     /// What the discovery documents advertise.
     pub fn advertised(&self) -> Advertised {
         Advertised {
@@ -274,7 +316,7 @@ impl Gateway {
             let Some(documents) = &self.documents else {
                 return Ok(ClientLookup::Unknown("client ID metadata documents are not accepted here".into()));
             };
-            return Ok(match documents.get(client_id, requester).await {
+            return Ok(match self.document(documents, client_id, requester).await {
                 Ok(document) => ClientLookup::Known(
                     ClientRecord {
                         client_id: client_id.to_owned(),

@@ -102,6 +102,15 @@ async fn a_client_known_by_its_metadata_document() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(docs.hits("/client.json"), 1);
 
+    // The copy is in the store too: a restarted gateway (or another replica) does not fetch it again.
+    let port: u16 = gate.base.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = gate.kill().await;
+    let path = dir.path.join("portcullis.toml");
+    let gate = Gate::start_at(&path, port, dir, &[("SSL_CERT_FILE", &ca_file())]).await;
+    let (status, body) = code_grant(&gate, &id, &[("client_id", &id)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(docs.hits("/client.json"), 1, "served from the store after the restart");
+
     // A document that must not be stored is fetched at every use.
     docs.set("/fresh.json", Canned::json(&document(&docs, "/fresh.json", json!({})), "no-store"));
     let fresh = docs.url("/fresh.json");
