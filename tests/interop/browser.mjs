@@ -242,6 +242,15 @@ async function expectStylesheetIntact(page, what) {
 }
 
 /** The text of the `<dd>` after the `<dt>` named `term` on the consent page. */
+/** Opens the authorization URL and signs in as USER, up to the consent page. */
+async function signInToConsent(page, url) {
+  await page.goto(url);
+  await page.getByLabel('Username').fill(USER.username);
+  await page.getByLabel('Password').fill(USER.password);
+  await submit(page, page.getByRole('button', { name: 'Sign in' }));
+  await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+}
+
 async function consentDetail(page, term) {
   return (await page.locator(`dt:text-is("${term}") + dd`).innerText()).trim();
 }
@@ -438,11 +447,7 @@ async function main() {
           const registered = await registerClient(stack, listener.redirectUri, 'Browser Test Client (deny)');
           auth = authorizationRequest(stack, registered, listener.redirectUri);
           ({ context, page } = await newPage(browser));
-          await page.goto(auth.url);
-          await page.getByLabel('Username').fill(USER.username);
-          await page.getByLabel('Password').fill(USER.password);
-          await submit(page, page.getByRole('button', { name: 'Sign in' }));
-          await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+          await signInToConsent(page, auth.url);
         }],
         ['Deny lands on the callback with error=access_denied, state and iss', async () => {
           const callback = await submitToCallback(page, page.getByRole('button', { name: 'Deny' }), listener.redirectUri);
@@ -470,11 +475,7 @@ async function main() {
           });
           auth = authorizationRequest(stack, { client_id: documentUrl }, listener.redirectUri);
           ({ context, page } = await newPage(browser));
-          await page.goto(auth.url);
-          await page.getByLabel('Username').fill(USER.username);
-          await page.getByLabel('Password').fill(USER.password);
-          await submit(page, page.getByRole('button', { name: 'Sign in' }));
-          await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+          await signInToConsent(page, auth.url);
           const publisher = await consentDetail(page, 'Published by');
           const host = new URL(documentUrl).hostname;
           check(publisher.startsWith(host), `Published by: ${JSON.stringify(publisher)}, expected ${host}`);
