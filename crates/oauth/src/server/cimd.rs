@@ -359,14 +359,6 @@ impl ClientMetadataDocuments {
         }
     }
 
-    /// The document for `client_id`, from memory or fetched now on behalf of `requester`.
-    pub async fn get(&self, client_id: &str, requester: Option<IpAddr>) -> Result<Arc<Document>, CimdError> {
-        match self.cached(client_id).await {
-            Some(document) => Ok(document),
-            None => Ok(self.fetch(client_id, requester).await?.0),
-        }
-    }
-
     /// Fetches and validates the document for `client_id` now (and its `jwks_uri`), keeps it in memory
     /// for as long as its headers allow, and returns it with that lifetime (zero: not to be kept).
     pub async fn fetch(
@@ -618,7 +610,7 @@ mod tests {
         let mut docs = ClientMetadataDocuments::new(policy(), false).unwrap();
         docs.fetches = RateWindow::new(0);
         let url = "https://app.example.com/client.json";
-        assert_eq!(docs.get(url, None).await.unwrap_err(), CimdError::Busy);
+        assert_eq!(docs.fetch(url, None).await.unwrap_err(), CimdError::Busy);
         assert!(docs.cache.get(url).await.is_none());
     }
 

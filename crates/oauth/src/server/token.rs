@@ -120,7 +120,7 @@ impl Gateway {
     }
 
     /// `private_key_jwt` (RFC 7523 §2.2): a signed assertion instead of a secret, for clients whose
-    /// metadata document publishes their keys. Each assertion is accepted once.
+    /// metadata document publishes their keys or who registered them. Each assertion is accepted once.
     async fn authenticate_assertion(
         &self,
         form: &HashMap<String, String>,
