@@ -370,8 +370,7 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
     };
     let forward_token_header = raw.forward_token_header.as_deref().map(str::to_ascii_lowercase);
     if let Some(name) = &forward_token_header {
-        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid {
+        if !is_header_name(name) {
             errors.push(format!("{at}.forward_token_header"), format!("{name:?} is not a valid header name"));
         } else if name != "authorization" && is_reserved_header(name) {
             errors.push(format!("{at}.forward_token_header"), format!("{name:?} is managed by the proxy"));
@@ -523,8 +522,7 @@ fn resolve_server(
         .iter()
         .filter_map(|(header, claim)| {
             let name = header.to_ascii_lowercase();
-            let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid {
+            if !is_header_name(&name) {
                 errors.push(format!("{at}.identity_headers"), format!("{header:?} is not a valid header name"));
                 return None;
             }
@@ -582,6 +580,11 @@ fn resolve_server(
 }
 
 /// Headers the proxy itself decides about; an identity mapping must not overwrite them.
+/// Header names we accept in configuration: letters, digits, `-` and `_`.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn is_reserved_header(name: &str) -> bool {
     matches!(
         name,
