@@ -135,18 +135,45 @@ fn parse_key(raw: &Value) -> Result<(Option<Algorithm>, DecodingKey), String> {
     Ok((alg, key))
 }
 
+/// One `Cache-Control` directive (RFC 9111 §5.2), as far as a cache of ours cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheDirective {
+    /// `no-store` or `no-cache`: do not reuse the response.
+    NoStore,
+    /// `max-age=N` (`None` when N is not a number).
+    MaxAge(Option<u64>),
+    /// `s-maxage=N`, for shared caches.
+    SharedMaxAge(Option<u64>),
+    Other,
+}
+
+/// The directives of a `Cache-Control` value, in order.
+pub(crate) fn cache_directives(cache_control: &str) -> impl Iterator<Item = CacheDirective> + '_ {
+    cache_control.split(',').map(|d| {
+        let lower = d.trim().to_ascii_lowercase();
+        let seconds = |v: &str| v.trim_matches('"').parse::<u64>().ok();
+        if lower == "no-cache" || lower == "no-store" {
+            CacheDirective::NoStore
+        } else if let Some(v) = lower.strip_prefix("max-age=") {
+            CacheDirective::MaxAge(seconds(v))
+        } else if let Some(v) = lower.strip_prefix("s-maxage=") {
+            CacheDirective::SharedMaxAge(seconds(v))
+        } else {
+            CacheDirective::Other
+        }
+    })
+}
+
 /// `max-age` (or `s-maxage`) from a `Cache-Control` value, bounded to
 /// [`MIN_MAX_AGE`, `MAX_MAX_AGE`]; `no-cache`/`no-store` mean the minimum.
 pub fn max_age(cache_control: Option<&str>) -> u64 {
     let Some(cc) = cache_control else { return DEFAULT_MAX_AGE };
     let mut age = None;
-    for directive in cc.split(',').map(str::trim) {
-        let lower = directive.to_ascii_lowercase();
-        if lower == "no-cache" || lower == "no-store" {
-            return MIN_MAX_AGE;
-        }
-        if let Some(v) = lower.strip_prefix("max-age=").or_else(|| lower.strip_prefix("s-maxage=")) {
-            age = v.trim_matches('"').parse::<u64>().ok().or(age);
+    for directive in cache_directives(cc) {
+        match directive {
+            CacheDirective::NoStore => return MIN_MAX_AGE,
+            CacheDirective::MaxAge(v) | CacheDirective::SharedMaxAge(v) => age = v.or(age),
+            CacheDirective::Other => {}
         }
     }
     age.unwrap_or(DEFAULT_MAX_AGE).clamp(MIN_MAX_AGE, MAX_MAX_AGE)

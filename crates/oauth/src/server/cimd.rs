@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::register::{AuthMethods, RegisterPolicy, client_metadata};
-use crate::jwks::KeySet;
+use crate::jwks::{CacheDirective, KeySet, cache_directives};
 
 /// The largest document accepted (the draft's recommendation).
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
@@ -280,12 +280,11 @@ pub fn cache_ttl(headers: &reqwest::header::HeaderMap) -> Duration {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(cc) = text(reqwest::header::CACHE_CONTROL) {
         let mut max_age = None;
-        for directive in cc.split(',').map(|d| d.trim().to_ascii_lowercase()) {
-            if directive == "no-store" || directive == "no-cache" {
-                return Duration::ZERO;
-            }
-            if let Some(v) = directive.strip_prefix("max-age=") {
-                max_age = v.trim_matches('"').parse::<u64>().ok();
+        for directive in cache_directives(cc) {
+            match directive {
+                CacheDirective::NoStore => return Duration::ZERO,
+                CacheDirective::MaxAge(v) => max_age = v,
+                CacheDirective::SharedMaxAge(_) | CacheDirective::Other => {}
             }
         }
         if let Some(secs) = max_age {
