@@ -1,7 +1,7 @@
 //! The authentication layer of a protected server: the bearer token from the `Authorization` header
 //! (RFC 6750 §2.1; never the query string, MCP authorization "Token Requirements") is verified and the
 //! proof inserted into the request for the proxy. Scope checks need the JSON-RPC body, so they happen in
-//! [`authorize`] once the proxy has read it.
+//! [`authorize`] once the proxy has read and classified it.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use portcullis_oauth::VerifiedToken;
 use portcullis_types::ScopeSet;
 
 use crate::error::{AuthError, ChallengeContext};
-use crate::proxy::RpcInfo;
+use crate::rpc;
 use crate::{AppState, ServerRuntime};
 
 /// Middleware state: the app and the server this route belongs to.
@@ -64,11 +64,12 @@ fn bearer<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Result<&'a s
     Ok(token)
 }
 
-/// Scopes the request needs: the server's base scopes, plus for `tools/call` those of every rule
-/// matching the tool name (MCP 2026-07-28: all scopes for the operation in one challenge).
-pub(crate) fn required_scopes(server: &ServerRuntime, rpc: &RpcInfo) -> ScopeSet {
+/// Scopes the request needs: the server's base scopes, plus those of every rule matching the name of any
+/// `tools/call` in the body, every element of a batch included (MCP 2026-07-28: all scopes for the
+/// operation in one challenge).
+pub(crate) fn required_scopes(server: &ServerRuntime, body: &rpc::Body<'_>) -> ScopeSet {
     let mut needed = server.config.scopes.clone();
-    if let Some(tool) = &rpc.tool {
+    for tool in body.messages().iter().filter_map(rpc::Message::tool) {
         for rule in server.config.tool_scopes.iter().filter(|r| r.matcher.is_match(tool)) {
             needed = needed.union(&rule.scopes);
         }
@@ -76,15 +77,25 @@ pub(crate) fn required_scopes(server: &ServerRuntime, rpc: &RpcInfo) -> ScopeSet
     needed
 }
 
-/// 403 `insufficient_scope` unless the token carries every scope the request needs.
-pub(crate) fn authorize(server: &ServerRuntime, token: &VerifiedToken, rpc: &RpcInfo) -> Result<(), AuthError> {
+/// 403 `insufficient_scope` unless the token carries every scope the request needs. `body` is what the
+/// gate itself parsed; `None` for requests without one (GET, DELETE), which need the base scopes.
+pub(crate) fn authorize(
+    server: &ServerRuntime,
+    token: &VerifiedToken,
+    body: Option<&rpc::Body<'_>>,
+) -> Result<(), AuthError> {
+    let rules = &server.config.tool_scopes;
     // The common case (no tool rule applies) is checked without building a new set.
-    let tool_rule_applies =
-        rpc.tool.as_ref().is_some_and(|t| server.config.tool_scopes.iter().any(|r| r.matcher.is_match(t)));
+    let tool_rule_applies = body.is_some_and(|b| {
+        b.messages().iter().filter_map(rpc::Message::tool).any(|t| rules.iter().any(|r| r.matcher.is_match(t)))
+    });
     if !tool_rule_applies && token.scopes.contains_all(&server.config.scopes) {
         return Ok(());
     }
-    let needed = required_scopes(server, rpc);
+    let needed = match body {
+        Some(b) => required_scopes(server, b),
+        None => server.config.scopes.clone(),
+    };
     if token.scopes.contains_all(&needed) { Ok(()) } else { Err(AuthError::InsufficientScope { needed }) }
 }
 

@@ -27,6 +27,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("could not read the request body: {0}")]
     BadRequestBody(String),
+    /// The body is not a JSON-RPC message the gate can classify: the JSON-RPC error code and why.
+    #[error("{1}")]
+    InvalidMessage(i64, String),
     #[error("upstream unreachable: {0}")]
     UpstreamUnavailable(String),
     #[error("upstream did not answer within {0} ms")]
@@ -39,9 +42,11 @@ impl ProxyError {
     /// Who caused it.
     pub fn blame(&self) -> Blame {
         match self {
-            Self::NotFound | Self::OriginRejected(_) | Self::BodyTooLarge(_) | Self::BadRequestBody(_) => {
-                Blame::Downstream
-            }
+            Self::NotFound
+            | Self::OriginRejected(_)
+            | Self::BodyTooLarge(_)
+            | Self::BadRequestBody(_)
+            | Self::InvalidMessage(..) => Blame::Downstream,
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Blame::Upstream,
             Self::Internal(_) => Blame::Internal,
         }
@@ -53,7 +58,7 @@ impl ProxyError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::OriginRejected(_) => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequestBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequestBody(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,6 +80,7 @@ impl ProxyError {
     fn rpc_code(&self) -> i64 {
         match self {
             Self::BodyTooLarge(_) | Self::BadRequestBody(_) => -32600,
+            Self::InvalidMessage(code, _) => *code,
             Self::UpstreamTimeout(_) => -32001,
             _ => -32000,
         }

@@ -3,13 +3,15 @@
 //! # Layout
 //! - [`router`]: assembles the routes and layers for a validated configuration.
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
+//! - `rpc`: what a POST body is (JSON-RPC classification), decided by the gate alone; fails closed.
 //! - `origin`: `Origin` validation and CORS.
 //! - `auth`: the bearer-token layer and scope checks.
 //! - `well_known`: RFC 9728 protected resource metadata.
 //! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
 //! One request passes, outermost first: request id → trace span → CORS → `Origin` check →
-//! authentication (inserts the `VerifiedToken`) → proxy (reads the body, checks scopes, forwards).
+//! authentication (inserts the `VerifiedToken`) → proxy (reads and classifies the body, checks scopes,
+//! forwards).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod error;
 pub mod gateway;
 mod origin;
 pub mod proxy;
+mod rpc;
 mod well_known;
 
 use std::sync::Arc;

@@ -22,10 +22,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis_config::ProxyConfig;
 use portcullis_oauth::{VerifiedToken, error_chain};
-use serde_json::Value;
 
 use crate::error::ProxyError;
-use crate::{AppState, ServerRuntime};
+use crate::{AppState, ServerRuntime, rpc};
 
 /// Plain HTTP when every upstream is `http://` (loading the TLS trust store costs ~9 MiB of memory for
 /// nothing then), TLS-capable otherwise.
@@ -88,35 +87,6 @@ impl Proxy {
     /// The configured limits.
     pub fn config(&self) -> &ProxyConfig {
         &self.config
-    }
-}
-
-/// What the proxy learned from a JSON-RPC request body, used for error shapes and tool scopes.
-#[derive(Debug, Default)]
-pub(crate) struct RpcInfo {
-    /// `Some` when the body is JSON-RPC: the request `id`, or `null` (batches, notifications).
-    pub(crate) id: Option<Value>,
-    /// `params.name` of a `tools/call`.
-    pub(crate) tool: Option<String>,
-}
-
-impl RpcInfo {
-    pub(crate) fn parse(body: &[u8]) -> Self {
-        if body.is_empty() {
-            return Self::default();
-        }
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(m)) if m.contains_key("jsonrpc") => {
-                let method = m.get("method").and_then(Value::as_str);
-                let tool = (method == Some("tools/call"))
-                    .then(|| m.get("params").and_then(|p| p.get("name")).and_then(Value::as_str).map(str::to_owned))
-                    .flatten();
-                Self { id: Some(m.get("id").cloned().unwrap_or(Value::Null)), tool }
-            }
-            // Batches (2025-03-26) are checked against the base scopes only; no tool name to read.
-            Ok(Value::Array(_)) => Self { id: Some(Value::Null), tool: None },
-            _ => Self::default(),
-        }
     }
 }
 
@@ -192,6 +162,79 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers the gate sets itself, besides the identity headers: a client's own values never pass.
+const MANAGED: [&str; 8] = [
+    "host",
+    "authorization",
+    "cookie",
+    "content-length",
+    "forwarded",
+    "x-real-ip",
+    "proxy-authorization",
+    "x-forwarded-for",
+];
+
+/// A header name as CGI and WSGI upstreams see it: `X_User_Sub` and `x-user-sub` both become
+/// `HTTP_X_USER_SUB` there, so names are compared case-insensitively with `_` read as `-`.
+fn cgi_name(name: &str) -> String {
+    name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
+}
+
+/// Removes every inbound header that names, or normalises to, something the gate manages: credentials,
+/// forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), identity headers and the forwarded
+/// IdP token's header. Clients cannot spoof them under any spelling.
+fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(HeaderName, HeaderValue)]) {
+    let managed = |name: &str| {
+        let name = cgi_name(name);
+        MANAGED.contains(&name.as_str())
+            || HOP_BY_HOP.contains(&name.as_str())
+            || name.starts_with("x-forwarded-")
+            || server.config.identity_headers.iter().any(|ih| cgi_name(&ih.header) == name)
+            || identity.iter().any(|(n, _)| n.as_str() == name)
+    };
+    let doomed: Vec<HeaderName> = headers.keys().filter(|k| managed(k.as_str())).cloned().collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Who called, as the gate saw it: `X-Forwarded-For`, `X-Real-IP` and RFC 7239 `Forwarded` (the peer
+/// address), `X-Forwarded-Proto` and `-Host` (the public origin the request came in on).
+fn forwarding_headers(peer: Option<std::net::IpAddr>, origin: &url::Url) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(5);
+    let host = match (origin.host_str(), origin.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => String::new(),
+    };
+    let mut forwarded = Vec::new();
+    if let Some(ip) = peer {
+        let ip_text = ip.to_string();
+        // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
+        forwarded.push(if ip.is_ipv6() { format!("for=\"[{ip_text}]\"") } else { format!("for={ip_text}") });
+        if let Ok(v) = HeaderValue::from_str(&ip_text) {
+            out.push((HeaderName::from_static("x-forwarded-for"), v.clone()));
+            out.push((HeaderName::from_static("x-real-ip"), v));
+        }
+    }
+    forwarded.push(format!("proto={}", origin.scheme()));
+    if !host.is_empty() {
+        forwarded.push(format!("host=\"{host}\""));
+    }
+    if let Ok(v) = HeaderValue::from_str(origin.scheme()) {
+        out.push((HeaderName::from_static("x-forwarded-proto"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&host)
+        && !host.is_empty()
+    {
+        out.push((HeaderName::from_static("x-forwarded-host"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded.join(";")) {
+        out.push((header::FORWARDED, v));
+    }
+    out
+}
+
 /// Reads the request body up to the configured limit. MCP requests are small JSON-RPC messages; reading
 /// them whole lets the gate see the method and tool name before anything is forwarded.
 pub(crate) async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, ProxyError> {
@@ -230,39 +273,14 @@ pub(crate) async fn forward(
     let origin = state.public_origin(&crate::request_host(&parts)).clone();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    // Never pass the client's credentials upstream (MCP authorization: no token passthrough).
-    for name in [header::HOST, header::AUTHORIZATION, header::COOKIE, header::CONTENT_LENGTH, header::FORWARDED] {
-        headers.remove(name);
-    }
-    let forwarded: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("x-forwarded-")).cloned().collect();
-    for name in forwarded {
-        headers.remove(name);
-    }
-    // Inbound headers named like identity headers are dropped so clients cannot spoof them.
-    for ih in &server.config.identity_headers {
-        headers.remove(ih.header.as_str());
-    }
+    strip_managed(&mut headers, server, &identity);
     // `insert` replaces every inbound value of the name: a client cannot smuggle its own.
     for (name, value) in identity {
         headers.insert(name, value);
     }
-    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
-        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
-    {
-        headers.insert("x-forwarded-for", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(origin.scheme()) {
-        headers.insert("x-forwarded-proto", v);
-    }
-    if let Some(host) = origin.host_str() {
-        let host = match origin.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.to_owned(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            headers.insert("x-forwarded-host", v);
-        }
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    for (name, value) in forwarding_headers(peer, &origin) {
+        headers.insert(name, value);
     }
 
     let uri: axum::http::Uri =
@@ -354,14 +372,27 @@ impl http_body::Body for IdleBounded {
     }
 }
 
-/// The whole proxy step for one server: read the body, forward, map failures.
+/// The whole proxy step for one server: read the body, classify it, authorize, forward, map failures.
 pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, &parts.headers, state.proxy.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response_for(None),
     };
-    let rpc = RpcInfo::parse(&bytes);
+    // Fail closed: a POST body the gate cannot classify never reaches the upstream, and the other methods
+    // carry none (Streamable HTTP: GET opens a stream, DELETE ends a session).
+    let classified = if parts.method == axum::http::Method::POST {
+        match rpc::classify(&bytes).and_then(|b| rpc::check_headers(&parts.headers, &b).map(|()| b)) {
+            Ok(b) => Some(b),
+            Err(r) => return ProxyError::InvalidMessage(r.code, r.message).into_response_for(Some(r.id)),
+        }
+    } else if !bytes.is_empty() {
+        return ProxyError::BadRequestBody(format!("a {} request to an MCP endpoint carries no body", parts.method))
+            .into_response();
+    } else {
+        None
+    };
+    let rpc_id = classified.as_ref().map(rpc::Body::error_id);
     let mut identity = Vec::new();
     if server.verifier.is_some() {
         // The authentication layer ran before us; without its proof nothing goes upstream.
@@ -369,7 +400,7 @@ pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Reques
             return ProxyError::Internal("a protected request arrived without a verified token".to_owned())
                 .into_response();
         };
-        if let Err(e) = crate::auth::authorize(server, &token, &rpc) {
+        if let Err(e) = crate::auth::authorize(server, &token, classified.as_ref()) {
             return e.into_response(&crate::auth::challenge_context(state, server, &parts));
         }
         identity = identity_headers(server, &token);
@@ -380,25 +411,18 @@ pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Reques
             }
         }
     }
+    drop(classified);
     match forward(state, server, parts, bytes, identity).await {
         Ok(r) => r,
-        Err(e) => e.into_response_for(rpc.id),
+        Err(e) => e.into_response_for(rpc_id),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::HashMap;
 
-    #[test]
-    fn rpc_info_reads_id_method_and_tool() {
-        let info = RpcInfo::parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#);
-        assert_eq!(info.id, Some(Value::from(7)));
-        assert_eq!(info.tool.as_deref(), Some("echo"));
-        assert_eq!(RpcInfo::parse(b"[]").id, Some(Value::Null));
-        assert!(RpcInfo::parse(b"not json").id.is_none());
-        assert!(RpcInfo::parse(br#"{"jsonrpc":"2.0","method":"tools/list","id":"a"}"#).tool.is_none());
-    }
+    use super::*;
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed() {
@@ -410,5 +434,25 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("mcp-session-id"));
+    }
+
+    #[test]
+    fn forwarding_headers_name_the_peer_and_the_public_origin() {
+        let origin = url::Url::parse("https://mcp.example.com:8443").unwrap();
+        let h: HashMap<String, String> = forwarding_headers(Some("2001:db8::1".parse().unwrap()), &origin)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=https;host=\"mcp.example.com:8443\"");
+        assert_eq!(h["x-real-ip"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-host"], "mcp.example.com:8443");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn cgi_spellings_collide() {
+        assert_eq!(cgi_name("X_User_Sub"), "x-user-sub");
+        assert_eq!(cgi_name("X_Forwarded_For"), "x-forwarded-for");
     }
 }

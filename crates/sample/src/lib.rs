@@ -41,6 +41,8 @@ pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-03-26", "2025-06-18", "2025-11-2
 pub(crate) struct Sample {
     sessions: Mutex<HashSet<String>>,
     gates: Mutex<HashMap<String, Arc<Notify>>>,
+    /// POST bodies received, whatever they held.
+    received: AtomicU64,
     /// Requests whose handling was dropped before it finished (client went away).
     cancelled: AtomicU64,
     /// Requests finished normally.
@@ -120,6 +122,7 @@ async fn release(State(sample): State<Arc<Sample>>, Path(gate): Path<String>) ->
 
 async fn stats(State(sample): State<Arc<Sample>>) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
+        "received": sample.received.load(Ordering::SeqCst),
         "cancelled": sample.cancelled.load(Ordering::SeqCst),
         "completed": sample.completed.load(Ordering::SeqCst),
         "open_streams": sample.open_streams.load(Ordering::SeqCst),

@@ -8,6 +8,7 @@
 mod cimd;
 mod doctor;
 mod gateway;
+mod hostile;
 mod proxy;
 mod support;
 mod tls;

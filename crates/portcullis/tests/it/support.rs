@@ -340,3 +340,42 @@ pub fn claims_of(jwt: &str) -> serde_json::Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
+
+/// A minimal IdP in the test process: RFC 8414 metadata and a JWKS of the test keys on loopback, and
+/// tokens minted here with the ES256 test key. For tests about the gate, not about IdPs.
+pub struct KeyIdp {
+    pub issuer: String,
+}
+
+impl KeyIdp {
+    pub async fn start() -> KeyIdp {
+        use portcullis_test_support::{TestKey, jwks};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let metadata = serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        let keys = jwks(&[TestKey::Es256]);
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                axum::routing::get(move || async move { axum::Json(metadata) }),
+            )
+            .route("/jwks", axum::routing::get(move || async move { axum::Json(keys) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        KeyIdp { issuer }
+    }
+
+    /// A token for `resource` with `scope`, valid for ten minutes.
+    pub fn token(&self, resource: &str, scope: &str) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({"iss": self.issuer, "sub": "user-1", "aud": resource, "scope": scope,
+            "client_id": "client-1", "iat": now, "exp": now + 600, "jti": format!("j-{now}")});
+        portcullis_test_support::mint(portcullis_test_support::TestKey::Es256, &claims)
+    }
+}

@@ -1,0 +1,443 @@
+//! What an MCP POST body is, decided by the gate alone: the JSON-RPC classification that scope checks
+//! (and every later policy) are made from.
+//!
+//! Fail closed: a body the gate cannot read as JSON-RPC 2.0 is refused before the upstream, because an
+//! upstream with a laxer parser (a UTF-8 BOM, `NaN`, UTF-16, duplicate keys, a different depth limit)
+//! could run something the gate never saw. The parser is strict JSON (RFC 8259); values the gate does not
+//! read (`arguments`, `result`, …) are checked for syntax but never built, at any depth; duplicate members among the fields the gate reads (`jsonrpc`, `id`, `method`,
+//! `params`, `result`, `error`, and `params.name` / `params.uri`) are refused, since JSON parsers
+//! disagree on which one wins (RFC 8259 §4).
+//!
+//! Batches (JSON-RPC 2.0 §6; MCP 2025-03-26 only, removed in 2025-06-18) are classified element by
+//! element, so a rule applies to every call in a batch. The body is scanned, never built into a tree:
+//! strings are borrowed where they carry no escapes.
+
+use std::borrow::Cow;
+
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// JSON-RPC 2.0 §5.1 and MCP error codes used for refusals.
+pub(crate) mod code {
+    /// Invalid JSON.
+    pub(crate) const PARSE_ERROR: i64 = -32700;
+    /// Valid JSON, not a valid request object.
+    pub(crate) const INVALID_REQUEST: i64 = -32600;
+    /// Invalid method parameters.
+    pub(crate) const INVALID_PARAMS: i64 = -32602;
+    /// MCP 2026-07-28 Streamable HTTP, "Server Validation": `Mcp-Method` / `Mcp-Name` disagree with the
+    /// body (`HeaderMismatch`).
+    pub(crate) const HEADER_MISMATCH: i64 = -32020;
+}
+
+/// One JSON-RPC message of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Message<'a> {
+    /// A request: a `method` and an `id` (a string or a number; MCP forbids `null`).
+    Request { id: Value, method: Cow<'a, str>, target: Option<Cow<'a, str>> },
+    /// A notification: a `method` and no `id`.
+    Notification { method: Cow<'a, str> },
+    /// A response to a request of the server's: an `id` and exactly one of `result` and `error`.
+    Response { id: Value },
+}
+
+impl Message<'_> {
+    /// The method, for requests and notifications.
+    pub(crate) fn method(&self) -> Option<&str> {
+        match self {
+            Self::Request { method, .. } | Self::Notification { method } => Some(method),
+            Self::Response { .. } => None,
+        }
+    }
+
+    /// What a request acts on: `params.name` of `tools/call` and `prompts/get`, `params.uri` of
+    /// `resources/read` (the value MCP 2026-07-28 mirrors into `Mcp-Name`).
+    pub(crate) fn target(&self) -> Option<&str> {
+        match self {
+            Self::Request { target, .. } => target.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The tool a `tools/call` names.
+    pub(crate) fn tool(&self) -> Option<&str> {
+        match self {
+            Self::Request { method, target, .. } if method == "tools/call" => target.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// A classified POST body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body<'a> {
+    Single(Message<'a>),
+    Batch(Vec<Message<'a>>),
+}
+
+impl<'a> Body<'a> {
+    /// Every message, in order.
+    pub(crate) fn messages(&self) -> &[Message<'a>] {
+        match self {
+            Self::Single(m) => std::slice::from_ref(m),
+            Self::Batch(ms) => ms,
+        }
+    }
+
+    /// The `id` an error answer carries: the request's, else `null` (notifications, responses, batches).
+    pub(crate) fn error_id(&self) -> Value {
+        match self {
+            Self::Single(Message::Request { id, .. }) => id.clone(),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Why a body was refused; `id` is the request's when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) code: i64,
+    pub(crate) message: String,
+    pub(crate) id: Value,
+}
+
+impl Refusal {
+    fn new(code: i64, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), id: Value::Null }
+    }
+}
+
+/// The message as the wire has it, every field optional so that the shape is judged here.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    // `Some(Value::Null)` for `"id": null`, `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct NameParams<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct UriParams<'a> {
+    #[serde(borrow)]
+    uri: Option<Cow<'a, str>>,
+}
+
+/// Classifies a POST body. Syntax errors are `-32700`; JSON that is not a JSON-RPC 2.0 message (or a
+/// non-empty batch of them) is `-32600`; a `tools/call`, `prompts/get` or `resources/read` without its
+/// string `name` / `uri` is `-32602`.
+pub(crate) fn classify(body: &[u8]) -> Result<Body<'_>, Refusal> {
+    let first = body.iter().find(|b| !b" \t\r\n".contains(b));
+    if first == Some(&b'[') {
+        let wires: Vec<Wire<'_>> = serde_json::from_slice(body).map_err(json_refusal)?;
+        if wires.is_empty() {
+            return Err(Refusal::new(code::INVALID_REQUEST, "an empty batch is not a request (JSON-RPC 2.0 §6)"));
+        }
+        let messages = wires.into_iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        Ok(Body::Batch(messages))
+    } else {
+        let wire: Wire<'_> = serde_json::from_slice(body).map_err(json_refusal)?;
+        message(wire).map(Body::Single)
+    }
+}
+
+fn json_refusal(e: serde_json::Error) -> Refusal {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => Refusal::new(code::INVALID_REQUEST, format!("not a JSON-RPC 2.0 message: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            Refusal::new(code::PARSE_ERROR, format!("the body is not valid JSON: {e}"))
+        }
+    }
+}
+
+fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
+    if wire.jsonrpc.as_deref() != Some("2.0") {
+        return Err(Refusal::new(code::INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\""));
+    }
+    let invalid = |message: &str| Refusal::new(code::INVALID_REQUEST, message);
+    match (wire.method, wire.id) {
+        (Some(method), id) => {
+            if wire.result.is_some() || wire.error.is_some() {
+                return Err(invalid("a message with a method cannot carry a result or an error"));
+            }
+            if let Some(p) = wire.params
+                && !p.get().starts_with('{')
+            {
+                // MCP params are always objects; positional params would be read differently by others.
+                return Err(invalid("\"params\" must be an object"));
+            }
+            match id {
+                None => Ok(Message::Notification { method }),
+                Some(id @ (Value::String(_) | Value::Number(_))) => {
+                    let target = target(&method, wire.params).map_err(|message| Refusal {
+                        code: code::INVALID_PARAMS,
+                        message,
+                        id: id.clone(),
+                    })?;
+                    Ok(Message::Request { id, method, target })
+                }
+                Some(_) => Err(invalid("a request \"id\" must be a string or a number")),
+            }
+        }
+        (None, Some(id)) => {
+            if !matches!(id, Value::String(_) | Value::Number(_) | Value::Null) {
+                return Err(invalid("a response \"id\" must be a string, a number or null"));
+            }
+            match (wire.result.is_some(), wire.error.is_some()) {
+                (true, false) | (false, true) if wire.params.is_none() => Ok(Message::Response { id }),
+                _ => Err(invalid("a response carries exactly one of \"result\" and \"error\"")),
+            }
+        }
+        (None, None) => Err(invalid("neither a request, a notification nor a response")),
+    }
+}
+
+/// The `name` / `uri` of the methods that act on a named thing; required there.
+fn target<'a>(method: &str, params: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, String> {
+    let field = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return Ok(None),
+    };
+    let missing = || format!("{method} needs a string params.{field}");
+    let params = params.ok_or_else(missing)?;
+    let value = if field == "name" {
+        serde_json::from_str::<NameParams<'a>>(params.get()).map(|p| p.name)
+    } else {
+        serde_json::from_str::<UriParams<'a>>(params.get()).map(|p| p.uri)
+    };
+    match value {
+        Ok(Some(v)) => Ok(Some(v)),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(format!("{method} params: {e}")),
+    }
+}
+
+/// MCP 2026-07-28 (SEP-2243): `Mcp-Method` and `Mcp-Name`, when present, must equal the body's method and
+/// target. They are checked, never trusted: authorization is decided from the body alone. `Mcp-Name`
+/// may carry the `=?base64?…?=` sentinel form, decoded before comparing.
+pub(crate) fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal> {
+    let mismatch = |message: String| Refusal { code: code::HEADER_MISMATCH, message, id: body.error_id() };
+    let single = match body {
+        Body::Single(m) => Some(m),
+        Body::Batch(_) => None,
+    };
+    if let Some(header) = one_header(headers, "mcp-method").map_err(mismatch)? {
+        let method = single.and_then(Message::method);
+        if method != Some(header.as_str()) {
+            return Err(mismatch(format!(
+                "Header mismatch: Mcp-Method header value '{}' does not match body value '{}'",
+                printable(&header),
+                printable(method.unwrap_or("")),
+            )));
+        }
+    }
+    if let Some(header) = one_header(headers, "mcp-name").map_err(mismatch)? {
+        let decoded = decode_sentinel(&header)
+            .ok_or_else(|| mismatch("Header mismatch: Mcp-Name is not valid base64 UTF-8".to_owned()))?;
+        let target = single.and_then(Message::target);
+        if target != Some(decoded.as_str()) {
+            return Err(mismatch(format!(
+                "Header mismatch: Mcp-Name header value '{}' does not match body value '{}'",
+                printable(&decoded),
+                printable(target.unwrap_or("")),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The one value of a header; more than one, or one that is not visible ASCII, is an error.
+fn one_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, String> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(format!("Header mismatch: more than one {name} header"));
+    }
+    value.to_str().map(|v| Some(v.to_owned())).map_err(|_| format!("Header mismatch: {name} is not visible ASCII"))
+}
+
+/// `=?base64?…?=` → the UTF-8 it encodes; any other value is taken as it is.
+fn decode_sentinel(value: &str) -> Option<String> {
+    use base64::Engine;
+    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(value.to_owned()),
+    }
+}
+
+/// A value for an error message: at most 100 characters, control characters replaced.
+fn printable(s: &str) -> String {
+    s.chars().take(100).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: &[u8]) -> i64 {
+        classify(body).expect_err("refused").code
+    }
+
+    #[test]
+    fn requests_notifications_and_responses() {
+        let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+        let Body::Single(m) = classify(body).unwrap() else { panic!() };
+        assert_eq!(m.tool(), Some("echo"));
+        assert_eq!(m, Message::Request { id: 7.into(), method: "tools/call".into(), target: Some("echo".into()) });
+        let m = classify(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(m, Body::Single(Message::Notification { method: "notifications/initialized".into() }));
+        let m = classify(br#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#).unwrap();
+        assert_eq!(m, Body::Single(Message::Response { id: "s-1".into() }));
+        let Body::Single(m) =
+            classify(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((m.target(), m.tool()), (Some("file:///a"), None));
+    }
+
+    #[test]
+    fn escaped_names_are_read_as_the_upstream_reads_them() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools\u002fcall","params":{"name":"admin\u005fdelete"}}"#;
+        let Body::Single(m) = classify(body).unwrap() else { panic!() };
+        assert_eq!(m.tool(), Some("admin_delete"));
+    }
+
+    #[test]
+    fn every_element_of_a_batch_is_classified() {
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},
+                        {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"admin_delete"}}]"#;
+        let Body::Batch(ms) = classify(body).unwrap() else { panic!() };
+        assert_eq!(ms.iter().filter_map(Message::tool).collect::<Vec<_>>(), ["admin_delete"]);
+        assert_eq!(refused(b"[]"), code::INVALID_REQUEST);
+        assert_eq!(refused(br#"[{"jsonrpc":"2.0","id":1,"method":"x"}, 5]"#), code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn what_a_laxer_parser_would_accept_is_refused() {
+        let call =
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_delete","arguments":ARGS}}"#;
+        // A UTF-8 byte order mark.
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend_from_slice(call.replace("ARGS", "{}").as_bytes());
+        assert_eq!(refused(&bom), code::PARSE_ERROR);
+        // UTF-16.
+        let utf16: Vec<u8> = call.replace("ARGS", "{}").encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(refused(&utf16), code::PARSE_ERROR);
+        // NaN and friends.
+        for bad in ["{\"x\":NaN}", "{\"x\":Infinity}", "{\"x\":-Infinity}", "{'x':1}", "{\"x\":1,}"] {
+            assert_eq!(refused(call.replace("ARGS", bad).as_bytes()), code::PARSE_ERROR, "{bad}");
+        }
+        // Arguments nested deeper than a tree parser's limit are skipped, not parsed: the call is still
+        // seen for what it is.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep = call.replace("ARGS", &deep);
+        let Body::Single(m) = classify(deep.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(m.tool(), Some("admin_delete"));
+        let unbalanced = format!("{}{}", "[".repeat(200), "]".repeat(199));
+        assert_eq!(refused(call.replace("ARGS", &unbalanced).as_bytes()), code::PARSE_ERROR);
+        // Trailing content after the message.
+        assert_eq!(refused(format!("{} {{}}", call.replace("ARGS", "{}")).as_bytes()), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        let dup_method =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"x"}}"#;
+        assert_eq!(refused(dup_method), code::INVALID_REQUEST);
+        let dup_name =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"admin_delete"}}"#;
+        assert_eq!(refused(dup_name), code::INVALID_PARAMS);
+        let dup_params =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"params":{"name":"admin"}}"#;
+        assert_eq!(refused(dup_params), code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn shapes_that_are_not_json_rpc_are_refused() {
+        for (body, code) in [
+            (&b""[..], code::PARSE_ERROR),
+            (b"not json", code::PARSE_ERROR),
+            (b"5", code::INVALID_REQUEST),
+            (br#""tools/call""#, code::INVALID_REQUEST),
+            (br#"{"id":1,"method":"tools/list"}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"1.0","id":1,"method":"tools/list"}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":null,"method":"tools/list"}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":{},"method":"tools/list"}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1,"method":5}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["admin_delete"]}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","result":{}}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0"}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#, code::INVALID_PARAMS),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#, code::INVALID_PARAMS),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{}}"#, code::INVALID_PARAMS),
+        ] {
+            assert_eq!(refused(body), code, "{}", String::from_utf8_lossy(body));
+        }
+        // The request's id is kept for the error answer when it could be read.
+        let e = classify(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{}}"#).unwrap_err();
+        assert_eq!(e.id, Value::from(9));
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn mcp_method_and_name_headers_must_agree_with_the_body() {
+        let body = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_weather"}}"#;
+        let b = classify(body).unwrap();
+        assert!(check_headers(&headers(&[]), &b).is_ok());
+        assert!(check_headers(&headers(&[("mcp-method", "tools/call"), ("mcp-name", "get_weather")]), &b).is_ok());
+        // Base64 sentinel form (SEP-2243 "Value Encoding").
+        assert!(check_headers(&headers(&[("mcp-name", "=?base64?Z2V0X3dlYXRoZXI=?=")]), &b).is_ok());
+        for bad in [
+            vec![("mcp-method", "tools/list")],
+            vec![("mcp-method", "Tools/Call")],
+            vec![("mcp-name", "admin_delete")],
+            vec![("mcp-name", "=?base64?YWRtaW4=?=")],
+            vec![("mcp-name", "=?base64?!!?=")],
+            vec![("mcp-method", "tools/call"), ("mcp-method", "tools/call")],
+        ] {
+            let e = check_headers(&headers(&bad), &b).unwrap_err();
+            assert_eq!((e.code, e.id.clone()), (code::HEADER_MISMATCH, Value::from(3)), "{bad:?}");
+        }
+        // A method without a target cannot be named.
+        let list = classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        assert!(check_headers(&headers(&[("mcp-name", "x")]), &list).is_err());
+        // A batch has no single method.
+        let batch = classify(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#).unwrap();
+        assert!(check_headers(&headers(&[("mcp-method", "tools/list")]), &batch).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! What an attacker sends, through a real portcullis process: bodies the gate cannot classify, batches
+//! that hide a tool, `Mcp-Method` / `Mcp-Name` headers that disagree with the body, and spoofed
+//! forwarding and identity headers. Every refusal happens before the upstream sees anything.
+
+use serde_json::{Value, json};
+
+use crate::support::{Gate, KeyIdp, Sample, call, client, mcp_post};
+
+async fn start() -> (KeyIdp, Sample, Gate) {
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    // Tables after `[server.verify]` still belong to the `[[server]]`.
+    let extra = "[server.tool_scopes]\n\"admin_*\" = [\"mcp:admin\"]\n[server.identity_headers]\nx-user-sub = \"sub\"";
+    let gate = Gate::start(&crate::verify::config(&sample, &idp.issuer, extra)).await;
+    (idp, sample, gate)
+}
+
+async fn received(sample: &Sample) -> u64 {
+    sample.stats().await["received"].as_u64().unwrap()
+}
+
+async fn post(gate: &Gate, token: &str, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = client()
+        .post(gate.url("/mcp"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_batch_cannot_hide_a_tool_from_its_scope_rule() {
+    let (idp, sample, gate) = start().await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "admin_delete", "arguments": {}}},
+    ]);
+    let before = received(&sample).await;
+    let (status, body) = post(&gate, &token, batch.to_string(), &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "insufficient_scope");
+    assert_eq!(received(&sample).await, before, "the upstream saw the batch");
+    // A batch of allowed calls passes, element by element.
+    let fine = json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]);
+    let (status, _) = post(&gate, &token, fine.to_string(), &[]).await;
+    assert_ne!(status, 403);
+    assert_eq!(received(&sample).await, before + 1);
+}
+
+#[tokio::test]
+async fn bodies_the_gate_cannot_parse_never_reach_the_upstream() {
+    let (idp, sample, gate) = start().await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let admin = |args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"admin_delete","arguments":{args}}}}}"#
+        )
+    };
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(admin("{}").as_bytes());
+    let utf16: Vec<u8> = admin("{}").encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let cases: Vec<(&str, Vec<u8>, i64)> = vec![
+        ("a UTF-8 byte order mark", bom, -32700),
+        ("UTF-16", utf16, -32700),
+        ("NaN in the arguments", admin(r#"{"n":NaN}"#).into_bytes(), -32700),
+        (
+            "two method members",
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"admin_delete"}}"#
+                .to_vec(),
+            -32600,
+        ),
+        (
+            "two names",
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"admin_delete"}}"#
+                .to_vec(),
+            -32602,
+        ),
+        (
+            "positional params",
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["admin_delete"]}"#.to_vec(),
+            -32600,
+        ),
+        ("not JSON at all", b"tools/call admin_delete".to_vec(), -32700),
+        ("an empty body", Vec::new(), -32700),
+    ];
+    let before = received(&sample).await;
+    for (what, body, code) in cases {
+        let (status, answer) = post(&gate, &token, body, &[]).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert_eq!(answer["jsonrpc"], "2.0", "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
+    }
+    assert_eq!(received(&sample).await, before, "the upstream saw a body the gate could not classify");
+    // Nested 200 deep, the call is still read for what it is: the scope rule applies.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let (status, answer) = post(&gate, &token, admin(&deep), &[]).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(received(&sample).await, before);
+}
+
+#[tokio::test]
+async fn mcp_method_and_name_headers_must_agree_with_the_body() {
+    let (idp, sample, gate) = start().await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let echo = call(5, "echo", json!({"text": "hi"}));
+    let before = received(&sample).await;
+    for headers in [
+        vec![("mcp-method", "tools/list")],
+        vec![("mcp-method", "tools/call"), ("mcp-name", "admin_delete")],
+        vec![("mcp-name", "=?base64?YWRtaW5fZGVsZXRl?=")],
+    ] {
+        let (status, answer) = post(&gate, &token, echo.clone(), &headers).await;
+        assert_eq!(status, 400, "{headers:?}: {answer}");
+        assert_eq!(answer["error"]["code"], -32020, "{headers:?}: {answer}");
+        assert_eq!(answer["id"], 5);
+    }
+    assert_eq!(received(&sample).await, before);
+    // Headers naming an allowed tool do not authorize a body that calls another one.
+    let admin = call(6, "admin_delete", json!({}));
+    let (status, _) = post(&gate, &token, admin, &[("mcp-method", "tools/call"), ("mcp-name", "echo")]).await;
+    assert_eq!(status, 400);
+    // Agreeing headers (plain and base64 sentinel) pass.
+    for name in ["echo", "=?base64?ZWNobw==?="] {
+        let (status, answer) =
+            post(&gate, &token, echo.clone(), &[("mcp-method", "tools/call"), ("mcp-name", name)]).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["result"]["content"][0]["text"], "hi");
+    }
+}
+
+#[tokio::test]
+async fn spoofed_forwarding_and_identity_headers_never_reach_the_upstream() {
+    let (idp, _sample, gate) = start().await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(1, "whoami", json!({})))
+        .bearer_auth(&token)
+        .header("x_user_sub", "admin")
+        .header("X_User_Sub", "admin")
+        .header("X_Forwarded_For", "10.9.9.9")
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("X-Real-IP", "10.9.9.9")
+        .header("Forwarded", "for=10.9.9.9;proto=https")
+        .header("x_forwarded_host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let seen: Value = serde_json::from_str(body["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let seen = seen.as_object().unwrap();
+    for (name, value) in seen {
+        let v = value.as_str().unwrap_or_default();
+        assert!(
+            !v.contains("10.9.9.9") && !v.contains("evil.example") && v != "admin",
+            "{name}: {v} reached the upstream"
+        );
+        assert!(!name.contains('_'), "{name} reached the upstream");
+    }
+    assert_eq!(seen["x-user-sub"], "user-1");
+    assert_eq!(seen["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        seen["forwarded"],
+        format!("for=127.0.0.1;proto=http;host=\"{}\"", gate.base.trim_start_matches("http://"))
+    );
+}
