@@ -204,6 +204,13 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// How long in-flight requests may run on after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long a client connection may take to send a complete request head, counted from when the
+    /// connection opens or its previous exchange ends; so it is also how long an idle kept-alive
+    /// connection stays open. Past it the connection is closed.
+    pub client_header_timeout: Duration,
+    /// Client connections served at once; further connections wait in the kernel's accept queue until
+    /// one closes.
+    pub max_connections: usize,
 }
 
 /// `Origin` validation (MCP Streamable HTTP transport: servers MUST validate `Origin`, 403 otherwise).

@@ -122,6 +122,23 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             None => 4 * 1024 * 1024,
         },
         shutdown_grace: ms(raw.proxy.shutdown_grace_ms, 10_000, "proxy.shutdown_grace_ms", &mut errors),
+        // Long enough for a slow mobile link to send a request head, short enough that a connection
+        // which sends nothing (or half a head) gives its slot back soon.
+        client_header_timeout: ms(
+            raw.proxy.client_header_timeout_ms,
+            20_000,
+            "proxy.client_header_timeout_ms",
+            &mut errors,
+        ),
+        max_connections: match raw.proxy.max_connections {
+            Some(0) => {
+                errors.push("proxy.max_connections", "must be greater than 0");
+                1
+            }
+            Some(n) => n,
+            // Well below common file-descriptor limits, far above what one gate serves at once.
+            None => 4096,
+        },
     };
 
     let origins = resolve_origins(raw.origins.allowed.as_deref(), &mut errors);

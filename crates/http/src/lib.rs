@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`router`]: assembles the routes and layers for a validated configuration.
+//! - [`listener`]: accepts and serves connections: a connection bound, a request-head deadline, and
+//!   early answers that never silently end a kept-alive connection.
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
 //! - `rpc`: what a POST body is (JSON-RPC classification), decided by the gate alone; fails closed.
 //! - `origin`: `Origin` validation and CORS.
@@ -18,6 +20,7 @@
 mod auth;
 pub mod error;
 pub mod gateway;
+pub mod listener;
 mod origin;
 pub mod proxy;
 mod rpc;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use portcullis_config::{Config, Env, GatewayConfig, MapEnv, ProcessEnv, ServerAuth};
 use portcullis_http::AppState;
 use portcullis_http::gateway::GatewayHttp;
@@ -72,20 +71,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Without TCP_NODELAY, a response written as headers then body waits on Nagle and the client's
-    // delayed ACK: ~200 µs per request on loopback, measured.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-        }
-    });
-    let app = portcullis_http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-
+    let app = portcullis_http::router(state.clone());
+    let limits = portcullis_http::listener::Limits {
+        client_header_timeout: config.proxy.client_header_timeout,
+        max_connections: config.proxy.max_connections,
+        max_drain_bytes: config.proxy.max_body_bytes,
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+    let server = portcullis_http::listener::serve(listener, app, limits, async {
         let _ = stop_rx.await;
     });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
     state.set_ready(true);
     tracing::info!(%addr, "listening");
     println!("portcullis listening on http://{addr}");

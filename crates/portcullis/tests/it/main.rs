@@ -6,6 +6,7 @@
 #![allow(unreachable_pub, missing_debug_implementations, clippy::unwrap_used)]
 
 mod cimd;
+mod connections;
 mod doctor;
 mod gateway;
 mod hostile;

@@ -1,0 +1,170 @@
+//! The listener under slow and impatient clients, over raw TCP: answers given before the body was read
+//! keep the connection usable, request heads have a deadline, and the connection bound holds.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Gate, KeyIdp, STEP, Sample};
+
+async fn start(proxy: &str) -> (KeyIdp, Sample, Gate) {
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    let extra = format!("[proxy]\n{proxy}");
+    let gate = Gate::start(&crate::verify::config(&sample, &idp.issuer, &extra)).await;
+    (idp, sample, gate)
+}
+
+fn addr(gate: &Gate) -> String {
+    gate.base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body: status and head.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, String)> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a response"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("a content-length");
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed mid-body"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.drain(..head_end + length);
+    Ok((status, head))
+}
+
+/// A POST whose body arrives 50 ms after its headers, refused (401) before the body is read, then a
+/// second request on the same connection.
+async fn refused_then_reused(addr: &str) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect(addr).await?;
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(body).await?;
+    let mut buf = Vec::new();
+    let (status, _) = read_response(&mut s, &mut buf).await?;
+    assert_eq!(status, 401);
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    Ok(read_response(&mut s, &mut buf).await?.0)
+}
+
+#[tokio::test]
+async fn an_early_answer_leaves_the_connection_usable() {
+    let (_idp, _sample, gate) = start("").await;
+    let addr = addr(&gate);
+    // 300 pairs: ten connections at a time, thirty rounds.
+    let mut failures = Vec::new();
+    for _ in 0..30 {
+        let rounds: Vec<_> = (0..10)
+            .map(|_| {
+                tokio::spawn({
+                    let addr = addr.clone();
+                    async move { tokio::time::timeout(STEP, refused_then_reused(&addr)).await }
+                })
+            })
+            .collect();
+        for r in rounds {
+            match r.await.unwrap() {
+                Ok(Ok(200)) => {}
+                other => failures.push(format!("{other:?}")),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 300 second requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+#[tokio::test]
+async fn a_body_too_large_to_drain_ends_the_connection_openly() {
+    let (_idp, _sample, gate) = start("max_body_bytes = 1000").await;
+    let addr = addr(&gate);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5000\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let (status, head) = tokio::time::timeout(STEP, read_response(&mut s, &mut buf)).await.unwrap().unwrap();
+    assert_eq!(status, 401);
+    assert!(head.contains("connection: close"), "{head}");
+}
+
+/// `true` when the server closed the connection (EOF or reset) within `within`, `false` when it is still
+/// open then.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // A 408 before the close is fine; keep reading to the close.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_heads_have_a_deadline() {
+    let (_idp, _sample, gate) = start("client_header_timeout_ms = 1000").await;
+    let addr = addr(&gate);
+    let mut silent = Vec::new();
+    let mut half = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes()).await.unwrap();
+        half.push(s);
+    }
+    // Others keep being served meanwhile.
+    let r = crate::support::client().get(gate.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for s in silent.iter_mut().chain(half.iter_mut()) {
+        assert!(closed_within(s, Duration::from_secs(5)).await, "a connection outlived the request-head deadline");
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_for_a_free_slot() {
+    let (_idp, _sample, gate) = start("client_header_timeout_ms = 1500\nmax_connections = 3").await;
+    let addr = addr(&gate);
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // Give the listener a moment to take the three slots.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(&addr).await.unwrap();
+    fourth.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let early = tokio::time::timeout(Duration::from_millis(400), read_response(&mut fourth, &mut buf)).await;
+    assert!(early.is_err(), "a fourth connection was served while three held every slot");
+    // The idle three reach their deadline; the fourth is then served.
+    let (status, _) = tokio::time::timeout(STEP, read_response(&mut fourth, &mut buf)).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+}
