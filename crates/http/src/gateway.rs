@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -20,6 +20,7 @@ use portcullis_oauth::server::token::TokenOutcome;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::form::OAuthForm;
 
 /// The CSRF double-submit cookie. `__Host-`: Secure, path `/`, no Domain — it cannot be set or
 /// overwritten by a sibling subdomain.
@@ -202,11 +203,18 @@ async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -
     }
 }
 
-async fn authorize(
-    State((_, gw)): State<GwState>,
-    Peer(peer): Peer,
-    Query(params): Query<AuthorizeParams>,
-) -> Response {
+async fn authorize(State((_, gw)): State<GwState>, Peer(peer): Peer, RawQuery(query): RawQuery) -> Response {
+    // RFC 6749 §3.1: no parameter twice. Until the client and its redirect URI are known to be the ones
+    // asked for, an error can only be shown here, not sent anywhere.
+    let query = query.unwrap_or_default();
+    let params = match crate::form::parse(query.as_bytes()).and_then(|pairs| {
+        serde_json::to_value(pairs)
+            .and_then(serde_json::from_value::<AuthorizeParams>)
+            .map_err(|_| crate::form::FormError::Unreadable)
+    }) {
+        Ok(p) => p,
+        Err(e) => return gw.error_page(StatusCode::BAD_REQUEST, "Request refused", &e.to_string()),
+    };
     match gw.gateway.begin(&params, peer).await {
         Ok(step) => step_response(&gw, step),
         Err(f) => failure_response(&gw, f),
@@ -215,15 +223,20 @@ async fn authorize(
 
 async fn authorize_post(
     State((_, gw)): State<GwState>,
+    Peer(peer): Peer,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<OAuthForm, crate::form::FormError>,
 ) -> Response {
+    let form = match form {
+        Ok(OAuthForm(f)) => f,
+        Err(e) => return gw.error_page(StatusCode::BAD_REQUEST, "Request refused", &e.to_string()),
+    };
     let cookie = csrf_cookie(&headers);
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     let result = match field("step") {
         "login" => {
             gw.gateway
-                .login(field("handle"), field("csrf"), cookie.as_deref(), field("username"), field("password"))
+                .login(field("handle"), field("csrf"), cookie.as_deref(), field("username"), field("password"), peer)
                 .await
         }
         "consent" => gw
@@ -356,7 +369,7 @@ async fn token(
     State((_, gw)): State<GwState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    OAuthForm(form): OAuthForm,
 ) -> Response {
     token_response(gw.gateway.token(&form, authorization(&headers), peer).await)
 }
@@ -365,7 +378,7 @@ async fn revoke(
     State((_, gw)): State<GwState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    OAuthForm(form): OAuthForm,
 ) -> Response {
     token_response(gw.gateway.revoke(&form, authorization(&headers), peer).await.map(|()| json!({})))
 }
@@ -374,7 +387,7 @@ async fn introspect(
     State((state, gw)): State<GwState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    OAuthForm(form): OAuthForm,
 ) -> Response {
     let verifiers: Vec<_> = state.servers.iter().filter_map(|s| s.verifier.clone()).collect();
     let check = async |token: &str| -> Option<Value> {

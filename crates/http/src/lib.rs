@@ -9,6 +9,7 @@
 //! - `origin`: `Origin` validation and CORS.
 //! - `auth`: the bearer-token layer and scope checks.
 //! - `well_known`: RFC 9728 protected resource metadata.
+//! - `form`: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
 //! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
 //! One request passes, outermost first: request id → trace span → CORS → `Origin` check →
@@ -19,6 +20,7 @@
 
 mod auth;
 pub mod error;
+mod form;
 pub mod gateway;
 pub mod listener;
 mod origin;

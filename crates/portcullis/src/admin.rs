@@ -78,18 +78,131 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let (_, gateway, store) = open(&config).await?;
             let operator = crate::serve::operator_key(&gateway, &ProcessEnv)?;
             let alg = KeyAlg::parse(&gateway.signing_alg).context("unsupported signing algorithm")?;
-            let kid = Gateway::rotate_keys(store.as_ref(), &operator, alg, now(), publish_ahead)
+            let now = now();
+            let (kid, signs_from) = Gateway::rotate_keys(store.as_ref(), &operator, alg, now, publish_ahead)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("published key {kid}; it signs from {} seconds from now", publish_ahead);
+            if signs_from <= now {
+                println!("key {kid} published; it signs now (no key was signing, so there was nothing to wait for)");
+            } else {
+                println!("key {kid} published; it signs from {} ({})", utc(signs_from), span(signs_from - now));
+            }
         }
         KeysCommand::List { config } => {
-            let (_, _, store) = open(&config).await?;
-            for k in store.list_keys().await? {
-                let retired = k.retired_at.map(|r| format!("retires at {r}")).unwrap_or_else(|| "active".to_owned());
-                println!("{}\t{}\tsigns from {}\t{retired}", k.kid, k.alg, k.not_before);
+            let (config, _, store) = open(&config).await?;
+            let keys = store.list_keys().await?;
+            if keys.is_empty() {
+                println!("no signing keys yet: `portcullis serve` creates one at its first start");
+                return Ok(ExitCode::SUCCESS);
             }
+            let keep = config.gateway.as_ref().map_or(0, |g| g.access_token_ttl.as_secs() as i64 + 300);
+            print!("{}", key_table(&keys, now(), keep));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The keys as a table, with what each does at `now` and what happens next. `keep` is how long a
+/// retired key stays published.
+fn key_table(keys: &[portcullis_store::KeyRecord], now: i64, keep: i64) -> String {
+    use portcullis_oauth::server::gateway::signs_at;
+    // The newest key whose time has come signs (as the key ring decides).
+    let signer = keys.iter().filter(|k| signs_at(k, now)).max_by_key(|k| k.not_before).map(|k| k.kid.as_str());
+    let mut rows = vec![["KID".to_owned(), "ALG".to_owned(), "STATUS".to_owned()]];
+    for k in keys {
+        let status = if Some(k.kid.as_str()) == signer {
+            match k.retired_at {
+                Some(r) => format!("signing now, until {} ({})", utc(r), span(r - now)),
+                None => "signing now".to_owned(),
+            }
+        } else if k.not_before > now && k.retired_at.is_none_or(|r| r > k.not_before) {
+            format!("next: published, signs from {} ({})", utc(k.not_before), span(k.not_before - now))
+        } else {
+            match k.retired_at {
+                Some(r) if r + keep > now => {
+                    format!("retired {}; published until {} for its tokens", utc(r), utc(r + keep))
+                }
+                Some(r) => format!("retired {}; no longer published", utc(r)),
+                None => "superseded by a newer key".to_owned(),
+            }
+        };
+        rows.push([k.kid.clone(), k.alg.clone(), status]);
+    }
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    rows.iter().map(|r| format!("{:w0$}  {:w1$}  {}\n", r[0], r[1], r[2])).collect()
+}
+
+/// Unix seconds as `2026-11-30 06:42:11 UTC`.
+fn utc(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// A duration from now, in words: `in 9 min`, `3 h ago`.
+fn span(secs: i64) -> String {
+    let a = secs.unsigned_abs();
+    let text = match a {
+        0..60 => format!("{a} s"),
+        60..7_200 => format!("{} min", a / 60),
+        7_200..172_800 => format!("{} h", a / 3600),
+        _ => format!("{} days", a / 86_400),
+    };
+    if secs >= 0 { format!("in {text}") } else { format!("{text} ago") }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_store::KeyRecord;
+
+    use super::*;
+
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_800_000_000), "2027-01-15 08:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(span(600), "in 10 min");
+        assert_eq!(span(-7_200), "2 h ago");
+    }
+
+    fn key(kid: &str, not_before: i64, retired_at: Option<i64>) -> KeyRecord {
+        KeyRecord {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            public_jwk: serde_json::json!({}),
+            private_sealed: Vec::new(),
+            created_at: 0,
+            not_before,
+            retired_at,
+        }
+    }
+
+    #[test]
+    fn the_table_says_which_key_signs_and_what_comes_next() {
+        let now = 1_800_000_000;
+        let keys = [
+            key("old", now - 9_000, Some(now - 4_000)),
+            key("cur", now - 4_000, Some(now + 600)),
+            key("next", now + 600, None),
+        ];
+        let table = key_table(&keys, now, 3_900);
+        let line = |kid: &str| table.lines().find(|l| l.starts_with(kid)).unwrap().to_owned();
+        assert!(line("cur").contains("signing now, until 2027-01-15 08:10:00 UTC (in 10 min)"), "{table}");
+        assert!(line("next").contains("next: published, signs from 2027-01-15 08:10:00 UTC"), "{table}");
+        assert!(line("old").contains("retired 2027-01-15 06:53:20 UTC; no longer published"), "{table}");
+        // A key waiting to sign is never called active.
+        let pending_only = key_table(&[key("p", now + 600, None)], now, 0);
+        assert!(pending_only.contains("next: published") && !pending_only.contains("signing now"), "{pending_only}");
+    }
 }

@@ -53,8 +53,8 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use open::open;
 pub use records::{
-    ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord,
-    Rotation, UpstreamTokenRecord, UserRecord,
+    ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, Failures, KeyRecord, PendingRecord,
+    RefreshRecord, Rotation, UpstreamTokenRecord, UserRecord,
 };
 
 /// How long, in seconds, an authorization code row is kept after its expiry, so that a replay of a
@@ -188,10 +188,27 @@ pub trait Store: Send + Sync + fmt::Debug {
         provider: &str,
     ) -> Result<Option<UpstreamTokenRecord>, StoreError>;
 
+    // ---- failed attempts (sign-in throttling) ----
+
+    /// Counts one failed attempt under `key` and returns the count: a window of `window` seconds opens at
+    /// the first failure, and a failure after it has closed opens a new one. Atomic: concurrent failures,
+    /// on any instance sharing the store, are all counted.
+    async fn record_failure(&self, key: &str, now: i64, window: i64) -> Result<Failures, StoreError>;
+
+    /// The failures under `key` in its open window; `None` when there are none or the window has closed.
+    async fn failures(&self, key: &str, now: i64) -> Result<Option<Failures>, StoreError>;
+
+    /// Forgets the failures under `key` (a successful sign-in).
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
     // ---- housekeeping ----
 
+    /// Writes one row in a transaction of its own and reads it back: proves the store is reachable and
+    /// writable (a read-only file, a full disk or a database that went away fail here).
+    async fn probe(&self, now: i64) -> Result<(), StoreError>;
+
     /// Removes expired flow state, codes past `expires_at + CODE_REPLAY_WINDOW`, expired refresh tokens,
-    /// and families (revoked or not) past their expiry, in one transaction. Returns how many rows went.
+    /// families (revoked or not) past their expiry, and failure windows that have closed, in one transaction. Returns how many rows went.
     /// Upstream tokens are kept: their sealed refresh token may outlive the access token.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::verdict::{self, CodeStep, RotationStep};
 use crate::{ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord};
-use crate::{Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord};
+use crate::{Failures, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord};
 
 /// A store that keeps everything in process memory.
 #[derive(Debug, Default)]
@@ -31,6 +31,7 @@ struct State {
     refresh: HashMap<String, (RefreshRecord, Option<i64>)>,
     keys: HashMap<String, KeyRecord>,
     upstream: HashMap<(String, String), UpstreamTokenRecord>,
+    failures: HashMap<String, Failures>,
 }
 
 #[derive(Debug)]
@@ -311,6 +312,31 @@ impl Store for MemoryStore {
         Ok(self.state().upstream.get(&(subject.to_owned(), provider.to_owned())).cloned())
     }
 
+    async fn record_failure(&self, key: &str, now: i64, window: i64) -> Result<Failures, StoreError> {
+        let mut state = self.state();
+        if let Some(f) = state.failures.get_mut(key).filter(|f| f.window_ends > now) {
+            f.count = f.count.saturating_add(1);
+            f.last_at = now;
+            return Ok(*f);
+        }
+        let fresh = Failures { count: 1, last_at: now, window_ends: now.saturating_add(window) };
+        state.failures.insert(key.to_owned(), fresh);
+        Ok(fresh)
+    }
+
+    async fn failures(&self, key: &str, now: i64) -> Result<Option<Failures>, StoreError> {
+        Ok(self.state().failures.get(key).filter(|f| f.window_ends > now).copied())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        self.state().failures.remove(key);
+        Ok(())
+    }
+
+    async fn probe(&self, _now: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let mut state = self.state();
         let before = state.pending.len() + state.codes.len() + state.refresh.len() + state.families.len();
@@ -321,7 +347,9 @@ impl Store for MemoryStore {
         state.families.retain(|_, f| f.expires_at > now);
         let State { families, refresh, .. } = &mut *state;
         refresh.retain(|_, (t, _)| families.contains_key(&t.family_id));
+        let failures_before = state.failures.len();
+        state.failures.retain(|_, f| f.window_ends > now);
         let after = state.pending.len() + state.codes.len() + state.refresh.len() + state.families.len();
-        Ok((before - after) as u64)
+        Ok((before - after + failures_before - state.failures.len()) as u64)
     }
 }

@@ -145,6 +145,18 @@ pub struct UpstreamTokenRecord {
     pub updated_at: i64,
 }
 
+/// Failed attempts counted under one key (an account, an address) within a window that opens at the
+/// first failure: see [`Store::record_failure`](crate::Store::record_failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failures {
+    /// Failures since the window opened.
+    pub count: u32,
+    /// The latest one.
+    pub last_at: i64,
+    /// When the window closes and counting starts again.
+    pub window_ends: i64,
+}
+
 /// The outcome of [`Store::redeem_code`](crate::Store::redeem_code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeRedemption {

@@ -24,11 +24,38 @@ pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator 
     )
 }
 
-pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial schema", include_str!("../migrations/sqlite/0001_initial.sql"))];
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("../migrations/sqlite/0001_initial.sql")),
+    (2, "failures and probe", include_str!("../migrations/sqlite/0002_failures_and_probe.sql")),
+];
 
-pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial schema", include_str!("../migrations/postgres/0001_initial.sql"))];
+pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("../migrations/postgres/0001_initial.sql")),
+    (2, "failures and probe", include_str!("../migrations/postgres/0002_failures_and_probe.sql")),
+];
+
+// ---- failures and the probe ----------------------------------------------------------------------------
+
+/// One statement, so concurrent failures are all counted: a closed window restarts at 1.
+pub(crate) const RECORD_FAILURE: &str = "INSERT INTO failures (key, count, last_at, window_ends) \
+     VALUES ($1, 1, $2, $3) ON CONFLICT (key) DO UPDATE SET \
+     count = CASE WHEN failures.window_ends <= $2 THEN 1 ELSE failures.count + 1 END, \
+     window_ends = CASE WHEN failures.window_ends <= $2 THEN $3 ELSE failures.window_ends END, \
+     last_at = $2 \
+     RETURNING count, last_at, window_ends";
+pub(crate) const SELECT_FAILURES: &str =
+    "SELECT count, last_at, window_ends FROM failures WHERE key = $1 AND window_ends > $2";
+pub(crate) const DELETE_FAILURES: &str = "DELETE FROM failures WHERE key = $1";
+pub(crate) const PURGE_FAILURES: &str = "DELETE FROM failures WHERE window_ends <= $1";
+pub(crate) const PROBE_WRITE: &str = "INSERT INTO probe (id, probed_at) VALUES (1, $1) \
+     ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at";
+pub(crate) const PROBE_READ: &str = "SELECT probed_at FROM probe WHERE id = 1";
+
+pub(crate) type FailuresRow = (i64, i64, i64);
+
+pub(crate) fn failures_from_row((count, last_at, window_ends): FailuresRow) -> crate::Failures {
+    crate::Failures { count: u32::try_from(count).unwrap_or(u32::MAX), last_at, window_ends }
+}
 
 // ---- clients -------------------------------------------------------------------------------------------
 

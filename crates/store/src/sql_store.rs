@@ -17,7 +17,7 @@ macro_rules! impl_sql_store {
             use $crate::{
                 ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord,
             };
-            use $crate::{Rotation, StoreError, UpstreamTokenRecord, UserRecord};
+            use $crate::{Failures, Rotation, StoreError, UpstreamTokenRecord, UserRecord};
 
             #[async_trait]
             impl $crate::Store for $store {
@@ -317,6 +317,38 @@ macro_rules! impl_sql_store {
                     Ok(row.map(sql::upstream_from_row))
                 }
 
+                async fn record_failure(&self, key: &str, now: i64, window: i64) -> Result<Failures, StoreError> {
+                    let row: sql::FailuresRow = sqlx::query_as(sql::RECORD_FAILURE)
+                        .bind(key)
+                        .bind(now)
+                        .bind(now.saturating_add(window))
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok(sql::failures_from_row(row))
+                }
+
+                async fn failures(&self, key: &str, now: i64) -> Result<Option<Failures>, StoreError> {
+                    let row: Option<sql::FailuresRow> =
+                        sqlx::query_as(sql::SELECT_FAILURES).bind(key).bind(now).fetch_optional(&self.pool).await?;
+                    Ok(row.map(sql::failures_from_row))
+                }
+
+                async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+                    sqlx::query(sql::DELETE_FAILURES).bind(key).execute(&self.pool).await?;
+                    Ok(())
+                }
+
+                async fn probe(&self, now: i64) -> Result<(), StoreError> {
+                    let mut tx = self.write().await?;
+                    sqlx::query(sql::PROBE_WRITE).bind(now).execute(&mut *tx).await?;
+                    let (read,): (i64,) = sqlx::query_as(sql::PROBE_READ).fetch_one(&mut *tx).await?;
+                    tx.commit().await?;
+                    if read != now {
+                        return Err(StoreError::Corrupt(format!("probe: wrote {now}, read {read}")));
+                    }
+                    Ok(())
+                }
+
                 async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
                     let mut tx = self.write().await?;
                     let mut purged = 0;
@@ -325,6 +357,7 @@ macro_rules! impl_sql_store {
                         (sql::PURGE_CODES, now.saturating_sub(crate::CODE_REPLAY_WINDOW)),
                         (sql::PURGE_REFRESH, now),
                         (sql::PURGE_FAMILIES, now),
+                        (sql::PURGE_FAILURES, now),
                     ] {
                         purged += sqlx::query(statement).bind(cutoff).execute(&mut *tx).await?.rows_affected();
                     }

@@ -16,6 +16,7 @@ use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::redirect;
 use super::register::random_string;
+use super::throttle;
 use crate::audience::same_resource;
 
 /// How long a sign-in may take from `/authorize` to the final redirect.
@@ -298,7 +299,7 @@ impl Gateway {
         Ok(flow)
     }
 
-    /// The sign-in form was posted.
+    /// The sign-in form was posted, from `requester`.
     pub async fn login(
         &self,
         handle: &str,
@@ -306,10 +307,23 @@ impl Gateway {
         csrf_cookie: Option<&str>,
         username: &str,
         password: &str,
+        requester: Option<IpAddr>,
     ) -> Result<Step, AuthorizeFailure> {
         let mut flow = self.take(handle, csrf_form, csrf_cookie).await?;
+        // Throttled: the password is not even checked (the same answer whether the account exists).
+        if let Some(secs) = self.sign_in_wait(username, requester).await? {
+            tracing::info!(client_id = %flow.client_id, wait_secs = secs, "sign-in throttled");
+            self.save(handle, &flow).await?;
+            return Ok(Step::Login {
+                handle: handle.to_owned(),
+                flow,
+                error: Some(format!("Too many failed sign-ins. Try again in {}.", throttle::in_words(secs))),
+                username: Some(username.to_owned()),
+            });
+        }
         let Some(subject) = self.check_password(username, password).await? else {
             flow.attempts += 1;
+            let next_wait = self.sign_in_failed(username, requester).await?;
             tracing::info!(client_id = %flow.client_id, attempts = flow.attempts, "failed sign-in");
             if flow.attempts >= MAX_LOGIN_ATTEMPTS {
                 return Err(self.error_redirect(
@@ -320,13 +334,21 @@ impl Gateway {
                 ));
             }
             self.save(handle, &flow).await?;
+            let error = match next_wait {
+                Some(secs) => format!(
+                    "Wrong username or password. Too many failed sign-ins: try again in {}.",
+                    throttle::in_words(secs)
+                ),
+                None => "Wrong username or password.".to_owned(),
+            };
             return Ok(Step::Login {
                 handle: handle.to_owned(),
                 flow,
-                error: Some("Wrong username or password.".into()),
+                error: Some(error),
                 username: Some(username.to_owned()),
             });
         };
+        self.sign_in_succeeded(username).await?;
         flow.subject = Some(subject.clone());
         flow.auth_time = Some(self.now());
         // Consent already given for at least these scopes: no second question.

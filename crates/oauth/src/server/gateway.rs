@@ -22,6 +22,11 @@ fn keep_after_retirement(settings: &Settings) -> i64 {
     settings.access_token_ttl as i64 + 300
 }
 
+/// `true` when `key` signs at `now`: its time has come and it is not retired.
+pub fn signs_at(key: &KeyRecord, now: i64) -> bool {
+    key.not_before <= now && key.retired_at.is_none_or(|r| r > now)
+}
+
 /// Errors of gateway operations that are not the client's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -129,13 +134,7 @@ impl Gateway {
             auto_approve_as,
         };
         let now = clock.now_unix() as i64;
-        // First start, or the configured algorithm changed: a key of that algorithm signs from now on, and
-        // the others retire (still published until their tokens expire).
-        let keys = store.list_keys().await?;
-        if !keys.iter().any(|k| k.retired_at.is_none() && k.alg == signing_alg.as_str()) {
-            let kid = Self::rotate_keys(store.as_ref(), &operator, signing_alg, now, 0).await?;
-            tracing::info!(%kid, alg = signing_alg.as_str(), "generated a signing key");
-        }
+        Self::ensure_signing_key(store.as_ref(), &operator, signing_alg, now).await?;
         for c in &config.clients {
             let mut metadata = json!({
                 "redirect_uris": c.redirect_uris,
@@ -196,21 +195,34 @@ impl Gateway {
     }
 
     /// Adds the next signing key: published now, signing from `now + publish_ahead` seconds; the
-    /// current key retires then, and stays published until its tokens expire.
+    /// current key retires then, and stays published until its tokens expire. When no key signs at
+    /// `now` (a new store), nothing has been published that caches must catch up with: the new key
+    /// signs at once. Returns the new key's id and when it signs.
     pub async fn rotate_keys(
         store: &dyn Store,
         operator: &OperatorKey,
         alg: KeyAlg,
         now: i64,
         publish_ahead: i64,
+    ) -> Result<(String, i64), GatewayError> {
+        let existing = store.list_keys().await?;
+        let signing_now = existing.iter().any(|k| signs_at(k, now));
+        let switch = if signing_now { now + publish_ahead } else { now };
+        for k in existing.iter().filter(|k| k.retired_at.is_none()) {
+            store.retire_key(&k.kid, switch).await?;
+        }
+        let kid = Self::put_new_key(store, operator, alg, now, switch).await?;
+        Ok((kid, switch))
+    }
+
+    async fn put_new_key(
+        store: &dyn Store,
+        operator: &OperatorKey,
+        alg: KeyAlg,
+        now: i64,
+        not_before: i64,
     ) -> Result<String, GatewayError> {
         let key = generate(alg)?;
-        let switch = now + publish_ahead;
-        for existing in store.list_keys().await? {
-            if existing.retired_at.is_none() {
-                store.retire_key(&existing.kid, switch).await?;
-            }
-        }
         store
             .put_key(KeyRecord {
                 kid: key.kid.clone(),
@@ -218,11 +230,50 @@ impl Gateway {
                 public_jwk: key.public_jwk.clone(),
                 private_sealed: operator.seal(&key.pkcs8, &key.kid)?,
                 created_at: now,
-                not_before: switch,
+                not_before,
                 retired_at: None,
             })
             .await?;
         Ok(key.kid)
+    }
+
+    /// Makes sure a key of `alg` signs at `now`: a gateway is never up without one. A first start
+    /// generates it; a changed algorithm retires the others (still published until their tokens
+    /// expire); a store whose only key of `alg` is still waiting to sign (rotated before any start) gets
+    /// a key that signs until that one takes over.
+    async fn ensure_signing_key(
+        store: &dyn Store,
+        operator: &OperatorKey,
+        alg: KeyAlg,
+        now: i64,
+    ) -> Result<(), GatewayError> {
+        let keys = store.list_keys().await?;
+        let of_alg = |k: &&KeyRecord| k.alg == alg.as_str();
+        if keys.iter().filter(of_alg).any(|k| signs_at(k, now)) {
+            return Ok(());
+        }
+        let pending = keys
+            .iter()
+            .filter(of_alg)
+            .filter(|k| k.retired_at.is_none() && k.not_before > now)
+            .min_by_key(|k| k.not_before);
+        match pending {
+            Some(next) => {
+                let kid = Self::put_new_key(store, operator, alg, now, now).await?;
+                store.retire_key(&kid, next.not_before).await?;
+                tracing::info!(%kid, until = next.not_before, next = %next.kid, "generated a signing key to bridge until the next key signs");
+            }
+            None => {
+                let (kid, _) = Self::rotate_keys(store, operator, alg, now, 0).await?;
+                tracing::info!(%kid, alg = alg.as_str(), "generated a signing key");
+            }
+        }
+        Ok(())
+    }
+
+    /// `true` when a key signs now. Readiness depends on it.
+    pub fn has_signing_key(&self) -> bool {
+        self.ring().active(self.now()).is_some()
     }
 
     /// Seals a secret at rest under the operator key, bound to `context`.

@@ -11,6 +11,7 @@
 //! - [`forward`]: the user's upstream token for the MCP upstream, refreshed before it expires.
 //! - [`cimd`]: client ID metadata documents: the guarded fetch, its cache and the document rules.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
+//! - [`throttle`]: failed sign-ins counted per account and address in the store; waits that double.
 
 pub mod assertion;
 pub mod authorize;
@@ -23,5 +24,6 @@ pub mod metadata;
 pub mod pkce;
 pub mod redirect;
 pub mod register;
+pub mod throttle;
 pub mod token;
 pub mod upstream;

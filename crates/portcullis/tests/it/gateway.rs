@@ -62,13 +62,13 @@ pub(crate) fn pkce() -> (String, String) {
     (verifier, challenge)
 }
 
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in page:\n{html}")) + marker.len();
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-fn csrf_cookie(resp: &reqwest::Response) -> String {
+pub(crate) fn csrf_cookie(resp: &reqwest::Response) -> String {
     let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("__Host-portcullis-csrf="), "{set}");
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {

@@ -172,3 +172,126 @@ async fn spoofed_forwarding_and_identity_headers_never_reach_the_upstream() {
         format!("for=127.0.0.1;proto=http;host=\"{}\"", gate.base.trim_start_matches("http://"))
     );
 }
+
+#[tokio::test]
+async fn oauth_parameters_may_not_repeat() {
+    use crate::gateway::{pkce, sign_in, token};
+    let (_sample, gate) = crate::gateway::start().await;
+    let (verifier, challenge) = pkce();
+    let redirect = "http://127.0.0.1:40001/cb";
+    let signed = sign_in(&gate, "configured", redirect, &challenge, "mcp:tools").await;
+    let basic = Some(("configured", "a+b %c:d"));
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", "bogus"),
+        ("code", signed.code.as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body, _) = token(&gate, basic, &form).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("\"code\""), "{body}");
+    let mut several = form.clone();
+    several.remove(1);
+    several.push(("resource", "http://a.example/mcp"));
+    several.push(("resource", "http://b.example/mcp"));
+    let (status, body, _) = token(&gate, basic, &several).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
+
+    // RFC 6749 §5.2: a JSON body is an invalid request, answered in JSON.
+    let r = client()
+        .post(gate.url("/token"))
+        .json(&json!({"grant_type": "authorization_code", "code": signed.code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+
+    // Nothing was spent by the refusals: the code still works, once.
+    form.remove(1);
+    let (status, body, _) = token(&gate, basic, &form).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The authorization request too (RFC 6749 §3.1).
+    let r = crate::gateway::no_redirects()
+        .get(gate.url("/authorize"))
+        .query(&[("response_type", "code"), ("client_id", "configured"), ("client_id", "other")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("appears more than once"));
+}
+
+/// One sign-in attempt in a fresh flow: the login page's error, or `None` when it went on (to consent or
+/// back to the client).
+async fn sign_in_attempt(gate: &Gate, username: &str, password: &str) -> Option<String> {
+    use crate::gateway::{csrf_cookie, hidden, no_redirects, pkce};
+    let c = no_redirects();
+    let (_, challenge) = pkce();
+    let resource = gate.url("/mcp");
+    let r = c
+        .get(gate.url("/authorize"))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", "configured"),
+            ("redirect_uri", "http://127.0.0.1/cb"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("scope", "mcp:tools"),
+            ("resource", resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = csrf_cookie(&r);
+    let page = r.text().await.unwrap();
+    let form = [
+        ("step", "login"),
+        ("handle", &hidden(&page, "handle")),
+        ("csrf", &hidden(&page, "csrf")),
+        ("username", username),
+        ("password", password),
+    ];
+    let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    let page = r.text().await.unwrap();
+    if page.contains("Allow access?") || page.is_empty() {
+        return None;
+    }
+    let start = page.find("class=\"error\"").map(|i| i + page[i..].find('>').unwrap() + 1)?;
+    Some(page[start..start + page[start..].find('<').unwrap()].trim().to_owned())
+}
+
+#[tokio::test]
+async fn sign_ins_are_throttled_per_account_and_address_across_flows_and_restarts() {
+    let (_sample, gate) = crate::gateway::start().await;
+    let password = crate::gateway::PASSWORD;
+    for _ in 0..5 {
+        let error = sign_in_attempt(&gate, "alice", "wrong password").await.unwrap();
+        assert!(error.contains("Wrong username or password"), "{error}");
+    }
+    // A fresh flow, the right password: still refused, and told when to try again.
+    let throttled = sign_in_attempt(&gate, "alice", password).await.expect("throttled");
+    assert!(throttled.starts_with("Too many failed sign-ins. Try again in "), "{throttled}");
+    // An account that does not exist is answered in the same words.
+    let words = |e: &str| e.trim_end_matches(|c: char| !c.is_alphabetic()).replace(char::is_numeric, "");
+    for _ in 0..5 {
+        sign_in_attempt(&gate, "nobody-here", "wrong password").await.unwrap();
+    }
+    assert_eq!(words(&sign_in_attempt(&gate, "nobody-here", "x").await.unwrap()), words(&throttled));
+    // The counts are in the store: a restart keeps them.
+    let port: u16 = gate.base.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = gate.kill().await;
+    let gate = Gate::start_at(&dir.path.join("portcullis.toml"), port, dir, &[]).await;
+    assert_eq!(words(&sign_in_attempt(&gate, "alice", password).await.unwrap()), words(&throttled));
+    // Twenty failures from one address, across accounts, throttle the address.
+    for i in 0..10 {
+        let error = sign_in_attempt(&gate, &format!("user-{i}"), "wrong password").await.unwrap();
+        assert!(error.starts_with("Wrong username or password"), "{error}");
+    }
+    assert!(sign_in_attempt(&gate, "carol", "x").await.unwrap().starts_with("Too many failed sign-ins"));
+}

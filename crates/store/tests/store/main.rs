@@ -72,4 +72,7 @@ conformance_suite!(
     upstream_tokens,
     purge,
     survives_restart,
+    failures_are_counted_per_key_within_a_window,
+    concurrent_failures_are_all_counted,
+    the_probe_writes,
 );

@@ -4,6 +4,7 @@
 mod accounts;
 mod codes;
 mod durability;
+mod failures;
 mod refresh;
 
 use std::future::Future;
@@ -15,6 +16,7 @@ use tokio::sync::Barrier;
 pub(crate) use accounts::*;
 pub(crate) use codes::*;
 pub(crate) use durability::*;
+pub(crate) use failures::*;
 pub(crate) use refresh::*;
 
 /// The time every test pretends it is.

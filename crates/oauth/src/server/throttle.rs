@@ -1,0 +1,129 @@
+//! Sign-in throttling: failed sign-ins are counted per account and per source address in the store, so
+//! every replica sees the same counts, and past a few free attempts each further one waits a delay that
+//! doubles with every failure, up to a cap. A fresh `/authorize` starts a new flow but not a new count.
+//!
+//! The account is counted by what was typed, whether or not such an account exists, and the answer is the
+//! same either way, so throttling never tells which accounts exist. What was typed is stored only as a
+//! SHA-256 (people type passwords into the username field). IPv6 sources are counted per /64, the block
+//! one host can trivially spread over.
+
+use std::net::IpAddr;
+
+use portcullis_store::Failures;
+
+use super::gateway::{Gateway, GatewayError, hash};
+
+/// Failures are counted in windows of this long, opened by the first failure.
+pub const WINDOW_SECS: i64 = 15 * 60;
+/// Failures one account may have in a window before each further attempt waits.
+pub const FREE_PER_ACCOUNT: u32 = 5;
+/// Failures one source address may have in a window (across accounts) before each further attempt
+/// waits.
+pub const FREE_PER_ADDRESS: u32 = 20;
+/// The first wait; it doubles with each further failure.
+pub const FIRST_DELAY_SECS: i64 = 30;
+/// The longest wait.
+pub const MAX_DELAY_SECS: i64 = WINDOW_SECS;
+
+/// Seconds to wait before the next attempt after `failures`, given `free` attempts; `None` when an
+/// attempt may be made now.
+pub fn wait(failures: Option<Failures>, free: u32, now: i64) -> Option<i64> {
+    let f = failures?;
+    let over = f.count.checked_sub(free)?;
+    let delay = FIRST_DELAY_SECS.checked_shl(over).filter(|d| *d <= MAX_DELAY_SECS).unwrap_or(MAX_DELAY_SECS);
+    let until = f.last_at.saturating_add(delay);
+    (until > now).then_some(until - now)
+}
+
+fn account_key(username: &str) -> String {
+    format!("account:{}", hash(&username.to_lowercase()))
+}
+
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("address:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("address:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("address:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+impl Gateway {
+    /// How long the next sign-in for `username` from `from` must wait; `None` when it may go ahead.
+    pub(crate) async fn sign_in_wait(&self, username: &str, from: Option<IpAddr>) -> Result<Option<i64>, GatewayError> {
+        let now = self.now();
+        let account = wait(self.store.failures(&account_key(username), now).await?, FREE_PER_ACCOUNT, now);
+        let address = match from {
+            Some(ip) => wait(self.store.failures(&address_key(ip), now).await?, FREE_PER_ADDRESS, now),
+            None => None,
+        };
+        Ok(account.max(address))
+    }
+
+    /// Counts a failed sign-in; returns how long the next attempt must wait.
+    pub(crate) async fn sign_in_failed(
+        &self,
+        username: &str,
+        from: Option<IpAddr>,
+    ) -> Result<Option<i64>, GatewayError> {
+        let now = self.now();
+        let f = self.store.record_failure(&account_key(username), now, WINDOW_SECS).await?;
+        let mut next = wait(Some(f), FREE_PER_ACCOUNT, now);
+        if let Some(ip) = from {
+            let f = self.store.record_failure(&address_key(ip), now, WINDOW_SECS).await?;
+            next = next.max(wait(Some(f), FREE_PER_ADDRESS, now));
+        }
+        Ok(next)
+    }
+
+    /// A successful sign-in forgets the account's failures (not the address's: one good account must
+    /// not reset an address that is guessing others).
+    pub(crate) async fn sign_in_succeeded(&self, username: &str) -> Result<(), GatewayError> {
+        Ok(self.store.clear_failures(&account_key(username)).await?)
+    }
+}
+
+/// A wait in words for the sign-in page.
+pub fn in_words(secs: i64) -> String {
+    match secs {
+        ..=1 => "1 second".to_owned(),
+        2..=90 => format!("{secs} seconds"),
+        _ => format!("{} minutes", (secs + 59) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failures(count: u32, last_at: i64) -> Option<Failures> {
+        Some(Failures { count, last_at, window_ends: last_at + WINDOW_SECS })
+    }
+
+    #[test]
+    fn free_attempts_then_a_doubling_wait_up_to_the_cap() {
+        assert_eq!(wait(None, 5, 100), None);
+        assert_eq!(wait(failures(4, 100), 5, 100), None);
+        assert_eq!(wait(failures(5, 100), 5, 100), Some(30));
+        assert_eq!(wait(failures(6, 100), 5, 100), Some(60));
+        assert_eq!(wait(failures(7, 100), 5, 110), Some(110));
+        assert_eq!(wait(failures(40, 100), 5, 100), Some(MAX_DELAY_SECS));
+        assert_eq!(wait(failures(5, 100), 5, 130), None, "the wait is over");
+    }
+
+    #[test]
+    fn keys_count_accounts_by_what_was_typed_and_ipv6_per_64() {
+        assert_eq!(account_key("Alice"), account_key("alice"));
+        assert!(!account_key("alice").contains("alice"));
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_eq!(address_key("::ffff:192.0.2.7".parse().unwrap()), "address:192.0.2.7");
+        assert_eq!(in_words(30), "30 seconds");
+        assert_eq!(in_words(600), "10 minutes");
+    }
+}
