@@ -68,7 +68,7 @@ pub(crate) fn hidden(html: &str, name: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-pub(crate) fn csrf_cookie(resp: &reqwest::Response) -> String {
+fn csrf_cookie(resp: &reqwest::Response) -> String {
     let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("__Host-portcullis-csrf="), "{set}");
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
@@ -83,30 +83,31 @@ pub(crate) struct Signed {
     pub(crate) iss: String,
 }
 
-/// Runs /authorize → sign-in → consent (when asked) and returns what reached the redirect URI.
-pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
-    let c = no_redirects();
+/// Opens `/authorize` for `params` (besides `response_type=code`, S256 and this gate's resource) and
+/// returns the CSRF cookie and the page.
+pub(crate) async fn authorize_page(gate: &Gate, params: &[(&str, &str)]) -> (String, String) {
     let resource = gate.url("/mcp");
-    let r = c
-        .get(gate.url("/authorize"))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", redirect_uri),
-            ("code_challenge", challenge),
-            ("code_challenge_method", "S256"),
-            ("state", "st-123"),
-            ("scope", scope),
-            ("resource", &resource),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let mut query = vec![("response_type", "code"), ("code_challenge_method", "S256"), ("resource", &resource)];
+    query.extend_from_slice(params);
+    let r = no_redirects().get(gate.url("/authorize")).query(&query).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     let cookie = csrf_cookie(&r);
-    let page = r.text().await.unwrap();
+    (cookie, r.text().await.unwrap())
+}
+
+/// Runs /authorize → sign-in → consent (when asked) and returns what reached the redirect URI.
+pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
+    let c = no_redirects();
+    let params = [
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("code_challenge", challenge),
+        ("state", "st-123"),
+        ("scope", scope),
+    ];
+    let (cookie, page) = authorize_page(gate, &params).await;
     let form = [
         ("step", "login".to_owned()),
         ("handle", hidden(&page, "handle")),
@@ -436,26 +437,15 @@ async fn sign_in_upstream(gate: &Gate, idp: &crate::support::Idp) -> (Value, Str
     let (verifier, challenge) = pkce();
     let redirect_uri = "http://127.0.0.1:40002/cb";
     let c = no_redirects();
-    let resource = gate.url("/mcp");
-    let r = c
-        .get(gate.url("/authorize"))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", "configured"),
-            ("redirect_uri", redirect_uri),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-            ("state", "up-1"),
-            ("scope", "mcp:tools openid"),
-            ("resource", &resource),
-            ("nonce", "client-nonce"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = csrf_cookie(&r);
-    let page = r.text().await.unwrap();
+    let params = [
+        ("client_id", "configured"),
+        ("redirect_uri", redirect_uri),
+        ("code_challenge", &challenge),
+        ("state", "up-1"),
+        ("scope", "mcp:tools openid"),
+        ("nonce", "client-nonce"),
+    ];
+    let (cookie, page) = authorize_page(gate, &params).await;
     assert!(page.contains("Allow access?"), "consent comes before any redirect to the upstream IdP");
     let form = [
         ("step", "consent".to_owned()),

@@ -229,27 +229,16 @@ async fn oauth_parameters_may_not_repeat() {
 /// One sign-in attempt in a fresh flow: the login page's error, or `None` when it went on (to consent or
 /// back to the client).
 async fn sign_in_attempt(gate: &Gate, username: &str, password: &str) -> Option<String> {
-    use crate::gateway::{csrf_cookie, hidden, no_redirects, pkce};
+    use crate::gateway::{authorize_page, hidden, no_redirects, pkce};
     let c = no_redirects();
     let (_, challenge) = pkce();
-    let resource = gate.url("/mcp");
-    let r = c
-        .get(gate.url("/authorize"))
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", "configured"),
-            ("redirect_uri", "http://127.0.0.1/cb"),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-            ("scope", "mcp:tools"),
-            ("resource", resource.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookie = csrf_cookie(&r);
-    let page = r.text().await.unwrap();
+    let params = [
+        ("client_id", "configured"),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("code_challenge", challenge.as_str()),
+        ("scope", "mcp:tools"),
+    ];
+    let (cookie, page) = authorize_page(gate, &params).await;
     let form = [
         ("step", "login"),
         ("handle", &hidden(&page, "handle")),
