@@ -55,6 +55,8 @@ pub struct AppState {
     /// The authorization server, in gateway mode.
     pub gateway: Option<Arc<gateway::GatewayHttp>>,
     ready: AtomicBool,
+    /// The last store probe succeeded (always, without a store).
+    store_healthy: AtomicBool,
 }
 
 /// One protected MCP server at run time.
@@ -88,12 +90,39 @@ impl AppState {
             .zip(verifiers)
             .map(|(s, verifier)| Arc::new(ServerRuntime { config: s.clone(), verifier }))
             .collect();
-        Ok(Self { config, proxy, servers, gateway, ready: AtomicBool::new(false) })
+        Ok(Self {
+            config,
+            proxy,
+            servers,
+            gateway,
+            ready: AtomicBool::new(false),
+            store_healthy: AtomicBool::new(true),
+        })
     }
 
     /// Marks the process ready to take traffic (`/readyz` answers 200 from now on).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records the outcome of the latest store probe; `/readyz` answers 503 while it failed.
+    pub fn set_store_healthy(&self, healthy: bool) {
+        self.store_healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Why the process cannot take traffic now, if it cannot: starting or stopping, the store failing
+    /// its probe, or (gateway mode) no key that signs now.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("starting or stopping");
+        }
+        if !self.store_healthy.load(Ordering::SeqCst) {
+            return Some("the store cannot be written");
+        }
+        if self.gateway.as_ref().is_some_and(|g| !g.gateway.has_signing_key()) {
+            return Some("no signing key is active");
+        }
+        None
     }
 
     /// The public origin a request came in on: the configured origin whose authority equals the
@@ -190,11 +219,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        let mut r = (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
+    if let Some(why) = state.not_ready() {
+        let mut r = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         r
+    } else {
+        (StatusCode::OK, "ready").into_response()
     }
 }

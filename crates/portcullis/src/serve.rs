@@ -64,10 +64,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )),
         _ => None,
     };
+    let state = Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?);
     if let Some(gw) = &gateway {
         background.push(spawn_housekeeping(gw.clone()));
+        background.push(spawn_store_probe(gw.clone(), state.clone()));
     }
-    let state = Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?);
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -119,7 +120,15 @@ pub(crate) fn operator_key(g: &GatewayConfig, env: &dyn Env) -> anyhow::Result<O
 async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gateway>> {
     let store = portcullis_store::open(&config.store.url)
         .await
-        .with_context(|| format!("opening the store {}", config.store.url))?;
+        .with_context(|| format!("opening the store {}", redacted_store(&config.store.url)))?;
+    // A store that opens but cannot be written (a read-only file, a full disk) would fail the first
+    // registration: refuse to start instead, naming it.
+    store.probe(clock.now_unix() as i64).await.with_context(|| {
+        format!(
+            "the store {} cannot be written (check its permissions and free space)",
+            redacted_store(&config.store.url)
+        )
+    })?;
     let operator = operator_key(g, &ProcessEnv)?;
     let gateway_servers = config.servers.iter().filter(|s| matches!(s.auth, ServerAuth::Gateway));
     let mut resources = Vec::new();
@@ -180,6 +189,32 @@ fn spawn_housekeeping(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
             {
                 tracing::warn!(error = %e, "purging expired state failed");
             }
+        }
+    })
+}
+
+/// How often the store is probed for `/readyz`.
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Probes the store every [`STORE_PROBE_EVERY`]: `/readyz` answers 503 while the store cannot be written
+/// (a database that went away, a full disk), and 200 again once it can, without a restart.
+fn spawn_store_probe(gateway: Arc<Gateway>, state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORE_PROBE_EVERY);
+        let mut healthy = true;
+        loop {
+            tick.tick().await;
+            let outcome = match tokio::time::timeout(STORE_PROBE_EVERY, gateway.probe_store()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {} ms", STORE_PROBE_EVERY.as_millis())),
+            };
+            match (&outcome, healthy) {
+                (Err(e), true) => tracing::error!(error = %e, "the store cannot be written; not ready until it can"),
+                (Ok(()), false) => tracing::info!("the store can be written again; ready"),
+                _ => {}
+            }
+            healthy = outcome.is_ok();
+            state.set_store_healthy(healthy);
         }
     })
 }

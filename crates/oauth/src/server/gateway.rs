@@ -445,6 +445,11 @@ impl Gateway {
         Ok(store.set_password(username, hash_password(password)?).await?)
     }
 
+    /// Writes to the store and reads back: `Ok` when it is reachable and writable.
+    pub async fn probe_store(&self) -> Result<(), GatewayError> {
+        Ok(self.store.probe(self.now()).await?)
+    }
+
     /// Removes expired codes, flows and refresh tokens.
     pub async fn purge_expired(&self) -> Result<u64, GatewayError> {
         Ok(self.store.purge_expired(self.now()).await?)
@@ -500,4 +505,55 @@ fn verify_password(password: &str, phc: &str) -> bool {
 fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| hash_password("portcullis-dummy-password").unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_store::MemoryStore;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn operator() -> OperatorKey {
+        OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap()
+    }
+
+    async fn signers(store: &dyn Store, at: i64) -> Vec<String> {
+        store.list_keys().await.unwrap().into_iter().filter(|k| signs_at(k, at)).map(|k| k.kid).collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_store_gets_a_key_that_signs_at_once() {
+        let store = MemoryStore::new();
+        Gateway::ensure_signing_key(&store, &operator(), KeyAlg::Es256, NOW).await.unwrap();
+        assert_eq!(signers(&store, NOW).await.len(), 1);
+        // Idempotent.
+        Gateway::ensure_signing_key(&store, &operator(), KeyAlg::Es256, NOW + 5).await.unwrap();
+        assert_eq!(store.list_keys().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_waiting_to_sign_is_bridged_until_its_time() {
+        let store = MemoryStore::new();
+        let pending = Gateway::put_new_key(&store, &operator(), KeyAlg::Es256, NOW, NOW + 600).await.unwrap();
+        assert!(signers(&store, NOW).await.is_empty());
+        Gateway::ensure_signing_key(&store, &operator(), KeyAlg::Es256, NOW).await.unwrap();
+        let bridge = signers(&store, NOW).await;
+        assert_eq!(bridge.len(), 1);
+        assert_ne!(bridge[0], pending);
+        // At its time the waiting key takes over, and the bridge retires.
+        assert_eq!(signers(&store, NOW + 600).await, [pending]);
+    }
+
+    #[tokio::test]
+    async fn rotation_on_an_empty_store_signs_now_and_otherwise_waits() {
+        let store = MemoryStore::new();
+        let (first, at) = Gateway::rotate_keys(&store, &operator(), KeyAlg::Es256, NOW, 600).await.unwrap();
+        assert_eq!(at, NOW);
+        let (next, at) = Gateway::rotate_keys(&store, &operator(), KeyAlg::Es256, NOW + 10, 600).await.unwrap();
+        assert_eq!(at, NOW + 610);
+        assert_eq!(signers(&store, NOW + 10).await, [first]);
+        assert_eq!(signers(&store, NOW + 610).await, [next]);
+    }
 }

@@ -251,11 +251,10 @@ async fn dcr_sign_in_token_tool_call_and_refresh() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
 }
 
-#[tokio::test]
-async fn refresh_rotation_reuse_and_restart() {
-    let (_sample, gate) = start().await;
+/// The configured client signs alice in and redeems the code: the token response.
+pub(crate) async fn configured_tokens(gate: &Gate) -> Value {
     let (verifier, challenge) = pkce();
-    let signed = sign_in(&gate, "configured", "http://127.0.0.1:40001/cb", &challenge, "mcp:tools").await;
+    let signed = sign_in(gate, "configured", "http://127.0.0.1:40001/cb", &challenge, "mcp:tools").await;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", signed.code.as_str()),
@@ -263,8 +262,15 @@ async fn refresh_rotation_reuse_and_restart() {
         ("code_verifier", verifier.as_str()),
     ];
     // Seed 001: Basic credentials with `+`, `%`, `:` and a space, form-urlencoded, no client_id in the body.
-    let (status, body, _) = token(&gate, Some(("configured", "a+b %c:d")), &form).await;
+    let (status, body, _) = token(gate, Some(("configured", "a+b %c:d")), &form).await;
     assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn refresh_rotation_reuse_and_restart() {
+    let (_sample, gate) = start().await;
+    let body = configured_tokens(&gate).await;
     let r1 = body["refresh_token"].as_str().unwrap().to_owned();
 
     // A restart (even a kill) loses nothing: same key, same client, same refresh family.

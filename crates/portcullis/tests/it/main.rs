@@ -8,6 +8,7 @@
 mod cimd;
 mod connections;
 mod doctor;
+mod faults;
 mod gateway;
 mod hostile;
 mod proxy;
