@@ -12,11 +12,11 @@ use serde_json::json;
 
 /// Token, revocation and introspection requests are a few short parameters; client assertions are
 /// the largest of them.
-pub(crate) const MAX_FORM_BYTES: usize = 64 * 1024;
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// Why parameters were refused. The answer is an RFC 6749 §5.2 error body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FormError {
+pub enum FormError {
     #[error("the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)")]
     ContentType,
     #[error("the body is larger than {MAX_FORM_BYTES} bytes")]
@@ -33,7 +33,7 @@ pub(crate) enum FormError {
 
 impl FormError {
     /// The RFC 6749 §5.2 / RFC 8707 §2 error code.
-    pub(crate) fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Self::SeveralResources => "invalid_target",
             _ => "invalid_request",
@@ -56,7 +56,7 @@ impl IntoResponse for FormError {
 }
 
 /// `application/x-www-form-urlencoded` pairs, each name at most once.
-pub(crate) fn parse(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
+pub fn parse(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
     let mut out = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(input) {
         if out.contains_key(name.as_ref()) {
@@ -73,7 +73,7 @@ pub(crate) fn parse(input: &[u8]) -> Result<HashMap<String, String>, FormError> 
 
 /// A form body read by [`parse`], behind a form content type.
 #[derive(Debug)]
-pub(crate) struct OAuthForm(pub(crate) HashMap<String, String>);
+pub struct OAuthForm(pub HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequest<S> for OAuthForm {
     type Rejection = FormError;

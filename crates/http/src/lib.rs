@@ -5,11 +5,11 @@
 //! - [`listener`]: accepts and serves connections: a connection bound, a request-head deadline, and
 //!   early answers that never silently end a kept-alive connection.
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
-//! - `rpc`: what a POST body is (JSON-RPC classification), decided by the gate alone; fails closed.
+//! - [`rpc`]: what a POST body is (JSON-RPC classification), decided by the gate alone; fails closed.
 //! - `origin`: `Origin` validation and CORS.
 //! - `auth`: the bearer-token layer and scope checks.
 //! - `well_known`: RFC 9728 protected resource metadata.
-//! - `form`: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
+//! - [`form`]: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
 //! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
 //! One request passes, outermost first: request id → trace span → CORS → `Origin` check →
@@ -20,12 +20,12 @@
 
 mod auth;
 pub mod error;
-mod form;
+pub mod form;
 pub mod gateway;
 pub mod listener;
 mod origin;
 pub mod proxy;
-mod rpc;
+pub mod rpc;
 mod well_known;
 
 use std::sync::Arc;

@@ -20,21 +20,21 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// JSON-RPC 2.0 §5.1 and MCP error codes used for refusals.
-pub(crate) mod code {
+pub mod code {
     /// Invalid JSON.
-    pub(crate) const PARSE_ERROR: i64 = -32700;
+    pub const PARSE_ERROR: i64 = -32700;
     /// Valid JSON, not a valid request object.
-    pub(crate) const INVALID_REQUEST: i64 = -32600;
+    pub const INVALID_REQUEST: i64 = -32600;
     /// Invalid method parameters.
-    pub(crate) const INVALID_PARAMS: i64 = -32602;
+    pub const INVALID_PARAMS: i64 = -32602;
     /// MCP 2026-07-28 Streamable HTTP, "Server Validation": `Mcp-Method` / `Mcp-Name` disagree with the
     /// body (`HeaderMismatch`).
-    pub(crate) const HEADER_MISMATCH: i64 = -32020;
+    pub const HEADER_MISMATCH: i64 = -32020;
 }
 
 /// One JSON-RPC message of a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Message<'a> {
+pub enum Message<'a> {
     /// A request: a `method` and an `id` (a string or a number; MCP forbids `null`).
     Request { id: Value, method: Cow<'a, str>, target: Option<Cow<'a, str>> },
     /// A notification: a `method` and no `id`.
@@ -45,7 +45,7 @@ pub(crate) enum Message<'a> {
 
 impl Message<'_> {
     /// The method, for requests and notifications.
-    pub(crate) fn method(&self) -> Option<&str> {
+    pub fn method(&self) -> Option<&str> {
         match self {
             Self::Request { method, .. } | Self::Notification { method } => Some(method),
             Self::Response { .. } => None,
@@ -54,7 +54,7 @@ impl Message<'_> {
 
     /// What a request acts on: `params.name` of `tools/call` and `prompts/get`, `params.uri` of
     /// `resources/read` (the value MCP 2026-07-28 mirrors into `Mcp-Name`).
-    pub(crate) fn target(&self) -> Option<&str> {
+    pub fn target(&self) -> Option<&str> {
         match self {
             Self::Request { target, .. } => target.as_deref(),
             _ => None,
@@ -62,7 +62,7 @@ impl Message<'_> {
     }
 
     /// The tool a `tools/call` names.
-    pub(crate) fn tool(&self) -> Option<&str> {
+    pub fn tool(&self) -> Option<&str> {
         match self {
             Self::Request { method, target, .. } if method == "tools/call" => target.as_deref(),
             _ => None,
@@ -72,14 +72,14 @@ impl Message<'_> {
 
 /// A classified POST body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Body<'a> {
+pub enum Body<'a> {
     Single(Message<'a>),
     Batch(Vec<Message<'a>>),
 }
 
 impl<'a> Body<'a> {
     /// Every message, in order.
-    pub(crate) fn messages(&self) -> &[Message<'a>] {
+    pub fn messages(&self) -> &[Message<'a>] {
         match self {
             Self::Single(m) => std::slice::from_ref(m),
             Self::Batch(ms) => ms,
@@ -87,7 +87,7 @@ impl<'a> Body<'a> {
     }
 
     /// The `id` an error answer carries: the request's, else `null` (notifications, responses, batches).
-    pub(crate) fn error_id(&self) -> Value {
+    pub fn error_id(&self) -> Value {
         match self {
             Self::Single(Message::Request { id, .. }) => id.clone(),
             _ => Value::Null,
@@ -97,10 +97,10 @@ impl<'a> Body<'a> {
 
 /// Why a body was refused; `id` is the request's when it could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    pub(crate) code: i64,
-    pub(crate) message: String,
-    pub(crate) id: Value,
+pub struct Refusal {
+    pub code: i64,
+    pub message: String,
+    pub id: Value,
 }
 
 impl Refusal {
@@ -146,19 +146,62 @@ struct UriParams<'a> {
 /// Classifies a POST body. Syntax errors are `-32700`; JSON that is not a JSON-RPC 2.0 message (or a
 /// non-empty batch of them) is `-32600`; a `tools/call`, `prompts/get` or `resources/read` without its
 /// string `name` / `uri` is `-32602`.
-pub(crate) fn classify(body: &[u8]) -> Result<Body<'_>, Refusal> {
-    let first = body.iter().find(|b| !b" \t\r\n".contains(b));
-    if first == Some(&b'[') {
-        let wires: Vec<Wire<'_>> = serde_json::from_slice(body).map_err(json_refusal)?;
+pub fn classify(body: &[u8]) -> Result<Body<'_>, Refusal> {
+    // RFC 8259 §8.1: JSON exchanged between systems is UTF-8. Checked whole, since values the gate skips
+    // are not decoded.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Refusal::new(code::PARSE_ERROR, format!("the body is not valid UTF-8: {e}")))?;
+    let first = text.bytes().find(|b| !b" \t\r\n".contains(b));
+    let classified = if first == Some(b'[') {
+        let wires: Vec<Wire<'_>> = serde_json::from_str(text).map_err(json_refusal)?;
         if wires.is_empty() {
             return Err(Refusal::new(code::INVALID_REQUEST, "an empty batch is not a request (JSON-RPC 2.0 §6)"));
         }
         let messages = wires.into_iter().map(message).collect::<Result<Vec<_>, _>>()?;
-        Ok(Body::Batch(messages))
+        Body::Batch(messages)
     } else {
-        let wire: Wire<'_> = serde_json::from_slice(body).map_err(json_refusal)?;
-        message(wire).map(Body::Single)
+        let wire: Wire<'_> = serde_json::from_str(text).map_err(json_refusal)?;
+        Body::Single(message(wire)?)
+    };
+    if !escapes_are_unicode(text) {
+        return Err(Refusal::new(code::PARSE_ERROR, "a \\u escape in the body is a lone surrogate (RFC 8259 §8.2)"));
     }
+    Ok(classified)
+}
+
+/// `true` when every `\uXXXX` escape of syntactically valid JSON names a Unicode scalar value: surrogates
+/// only as a high-low pair. Skipped values are not decoded by the parser, so this is checked here, or
+/// parsers that decode lone surrogates differently would see different strings.
+fn escapes_are_unicode(text: &str) -> bool {
+    let b = text.as_bytes();
+    let hex4 = |at: usize| {
+        b.get(at..at + 4).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(unit) = hex4(i + 2) else { return false };
+        i += 6;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (b.get(i..i + 2) == Some(b"\\u")).then(|| hex4(i + 2)).flatten();
+                if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
+                    return false;
+                }
+                i += 6;
+            }
+            0xDC00..=0xDFFF => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 fn json_refusal(e: serde_json::Error) -> Refusal {
@@ -237,7 +280,7 @@ fn target<'a>(method: &str, params: Option<&'a RawValue>) -> Result<Option<Cow<'
 /// MCP 2026-07-28 (SEP-2243): `Mcp-Method` and `Mcp-Name`, when present, must equal the body's method and
 /// target. They are checked, never trusted: authorization is decided from the body alone. `Mcp-Name`
 /// may carry the `=?base64?…?=` sentinel form, decoded before comparing.
-pub(crate) fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal> {
+pub fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal> {
     let mismatch = |message: String| Refusal { code: code::HEADER_MISMATCH, message, id: body.error_id() };
     let single = match body {
         Body::Single(m) => Some(m),
@@ -363,6 +406,23 @@ mod tests {
         assert_eq!(refused(call.replace("ARGS", &unbalanced).as_bytes()), code::PARSE_ERROR);
         // Trailing content after the message.
         assert_eq!(refused(format!("{} {{}}", call.replace("ARGS", "{}")).as_bytes()), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn bytes_and_escapes_a_strict_parser_refuses_are_refused_in_skipped_values_too() {
+        let with = |v: &[u8]| {
+            let mut b =
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":""#.to_vec();
+            b.extend_from_slice(v);
+            b.extend_from_slice(br#""}}}"#);
+            b
+        };
+        assert_eq!(refused(&with(b"\xFF")), code::PARSE_ERROR);
+        assert_eq!(refused(&with(br"\ud800")), code::PARSE_ERROR);
+        assert_eq!(refused(&with(br"\udc00")), code::PARSE_ERROR);
+        assert_eq!(refused(&with(br"\ud800\u0041")), code::PARSE_ERROR);
+        assert!(classify(&with(br"\ud83d\ude00 \\ud800 \u00e9")).is_ok(), "a pair, an escaped backslash, a BMP escape");
+        assert!(classify(&with("é".as_bytes())).is_ok());
     }
 
     #[test]

@@ -591,8 +591,8 @@ async fn check_registration(http: &reqwest::Client, meta: &Value, r: &mut Report
     }
 }
 
-/// A parameter of a challenge, quoted or not.
-fn param(challenge: &str, name: &str) -> Option<String> {
+/// A parameter of a `WWW-Authenticate` challenge, quoted or not.
+pub fn param(challenge: &str, name: &str) -> Option<String> {
     let lower = challenge.to_ascii_lowercase();
     let key = format!("{name}=");
     let mut from = 0;

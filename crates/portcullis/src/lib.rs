@@ -21,6 +21,12 @@ mod serve;
 
 use std::process::ExitCode;
 
+/// The parsers of this crate that read what a stranger sends, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod parsers {
+    pub use crate::doctor::param as challenge_param;
+}
+
 use clap::Parser;
 
 /// Parses the command line and runs the chosen subcommand.

@@ -63,6 +63,16 @@ pub enum CimdError {
     Busy,
 }
 
+/// What [`ClientMetadataDocuments::check_document`] keeps of a document.
+#[derive(Debug)]
+pub struct Checked {
+    pub metadata: Map<String, Value>,
+    /// Where its keys are, to be fetched.
+    pub jwks_uri: Option<String>,
+    /// Its inline key set, already checked.
+    pub jwks: Option<Value>,
+}
+
 /// A validated document: the client's metadata and, for `private_key_jwt`, its keys.
 #[derive(Debug)]
 pub struct Document {
@@ -367,9 +377,8 @@ impl ClientMetadataDocuments {
     ) -> Result<(Arc<Document>, Duration), CimdError> {
         let url = check_url(client_id)?;
         let (body, ttl) = self.download(&url, MAX_DOCUMENT_BYTES, requester).await?;
-        let document: Value = serde_json::from_slice(&body).map_err(|_| CimdError::NotJson(url.to_string()))?;
-        let (metadata, keys_at) = self.validate(client_id, &document)?;
-        let (jwks, ttl) = match (keys_at, document.get("jwks")) {
+        let Checked { metadata, jwks_uri, jwks } = self.check_document(client_id, &body)?;
+        let (jwks, ttl) = match (jwks_uri, jwks) {
             (Some(jwks_uri), _) => {
                 let jwks_uri = Url::parse(&jwks_uri)
                     .ok()
@@ -380,8 +389,7 @@ impl ClientMetadataDocuments {
                     .map_err(|_| CimdError::Invalid("its jwks_uri does not answer JSON".into()))?;
                 (Some(jwks), ttl.min(jwks_ttl))
             }
-            (None, Some(jwks)) => (Some(jwks.clone()), ttl),
-            (None, None) => (None, ttl),
+            (None, jwks) => (jwks, ttl),
         };
         let keys = match &jwks {
             Some(j) => Some(parse_keys(j.to_string().as_bytes())?),
@@ -391,6 +399,18 @@ impl ClientMetadataDocuments {
         self.remember(client_id, document.clone(), ttl).await;
         tracing::info!(client_id, cached_secs = ttl.as_secs(), "client metadata document fetched");
         Ok((document, ttl))
+    }
+
+    /// A downloaded document, checked: JSON, the rules below, and its inline key set if any. What a
+    /// stranger's server sends goes through here before anything else looks at it.
+    pub fn check_document(&self, client_id: &str, body: &[u8]) -> Result<Checked, CimdError> {
+        let document: Value = serde_json::from_slice(body).map_err(|_| CimdError::NotJson(client_id.to_owned()))?;
+        let (metadata, jwks_uri) = self.validate(client_id, &document)?;
+        let jwks = document.get("jwks").cloned();
+        if let Some(j) = &jwks {
+            parse_keys(j.to_string().as_bytes())?;
+        }
+        Ok(Checked { metadata, jwks_uri, jwks })
     }
 
     /// The document's rules beyond those of registration: `client_id` is its own URL, no secrets, keys for

@@ -88,6 +88,12 @@ async fn bodies_the_gate_cannot_parse_never_reach_the_upstream() {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["admin_delete"]}"#.to_vec(),
             -32600,
         ),
+        (
+            "invalid UTF-8 in the arguments",
+            admin(r#"{"x":"@"}"#).bytes().map(|b| if b == b'@' { 0xFF } else { b }).collect(),
+            -32700,
+        ),
+        ("a lone surrogate in the arguments", admin(r#"{"x":"\ud800"}"#).into_bytes(), -32700),
         ("not JSON at all", b"tools/call admin_delete".to_vec(), -32700),
         ("an empty body", Vec::new(), -32700),
     ];
