@@ -19,8 +19,10 @@ pub enum Blame {
 /// Failures of the proxy path.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("no MCP server is configured at this path")]
+    #[error("nothing is served at this path")]
     NotFound,
+    #[error("method {0} is not served on an MCP endpoint (POST, GET and DELETE are)")]
+    MethodNotAllowed(String),
     #[error("Origin {0:?} is not allowed")]
     OriginRejected(String),
     #[error("request body exceeds the limit of {0} bytes")]
@@ -43,6 +45,7 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             Self::NotFound
+            | Self::MethodNotAllowed(_)
             | Self::OriginRejected(_)
             | Self::BodyTooLarge(_)
             | Self::BadRequestBody(_)
@@ -56,6 +59,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::OriginRejected(_) => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequestBody(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
@@ -102,6 +106,10 @@ impl ProxyError {
         };
         let mut resp = (self.status(), Json(body)).into_response();
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::MethodNotAllowed(_)) {
+            // RFC 9110 §15.5.6: a 405 lists what is allowed.
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
         resp
     }
 }
@@ -115,6 +123,7 @@ impl IntoResponse for ProxyError {
 fn error_name(status: StatusCode) -> &'static str {
     match status {
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::BAD_REQUEST => "invalid_request",

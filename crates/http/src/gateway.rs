@@ -184,11 +184,20 @@ async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -
             json!({"error": "invalid_client_metadata", "error_description": "the registration request is too large"}),
         );
     };
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return json_no_store(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "invalid_client_metadata", "error_description": "the body must be a JSON object"}),
-        );
+    // RFC 7591 §3.2.2: anything unreadable is invalid metadata; a member named twice is too, since
+    // parsers disagree on which one counts.
+    let request = match portcullis_oauth::server::json::parse(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let description = match e.classify() {
+                serde_json::error::Category::Data => format!("the metadata is ambiguous: {e}"),
+                _ => "the body must be a JSON object".to_owned(),
+            };
+            return json_no_store(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_client_metadata", "error_description": description}),
+            );
+        }
     };
     match gw.gateway.register(&request).await {
         // RFC 7591 §3.2.1: 201 Created.

@@ -374,6 +374,12 @@ impl http_body::Body for IdleBounded {
 
 /// The whole proxy step for one server: read the body, classify it, authorize, forward, map failures.
 pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
+    use axum::http::Method;
+    // Streamable HTTP has POST (messages), GET (a stream) and DELETE (end a session); anything else is
+    // nothing the gate can classify.
+    if ![Method::POST, Method::GET, Method::DELETE].contains(req.method()) {
+        return ProxyError::MethodNotAllowed(req.method().to_string()).into_response();
+    }
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, &parts.headers, state.proxy.config.max_body_bytes).await {
         Ok(b) => b,
@@ -381,7 +387,7 @@ pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Reques
     };
     // Fail closed: a POST body the gate cannot classify never reaches the upstream, and the other methods
     // carry none (Streamable HTTP: GET opens a stream, DELETE ends a session).
-    let classified = if parts.method == axum::http::Method::POST {
+    let classified = if parts.method == Method::POST {
         match rpc::classify(&bytes).and_then(|b| rpc::check_headers(&parts.headers, &b).map(|()| b)) {
             Ok(b) => Some(b),
             Err(r) => return ProxyError::InvalidMessage(r.code, r.message).into_response_for(Some(r.id)),

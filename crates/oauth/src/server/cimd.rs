@@ -404,7 +404,10 @@ impl ClientMetadataDocuments {
     /// A downloaded document, checked: JSON, the rules below, and its inline key set if any. What a
     /// stranger's server sends goes through here before anything else looks at it.
     pub fn check_document(&self, client_id: &str, body: &[u8]) -> Result<Checked, CimdError> {
-        let document: Value = serde_json::from_slice(body).map_err(|_| CimdError::NotJson(client_id.to_owned()))?;
+        let document = super::json::parse(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => CimdError::Invalid(e.to_string()),
+            _ => CimdError::NotJson(client_id.to_owned()),
+        })?;
         let (metadata, jwks_uri) = self.validate(client_id, &document)?;
         let jwks = document.get("jwks").cloned();
         if let Some(j) = &jwks {

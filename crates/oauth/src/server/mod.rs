@@ -10,6 +10,7 @@
 //! - [`upstream`]: signing users in at an upstream OpenID Connect or OAuth 2 IdP.
 //! - [`forward`]: the user's upstream token for the MCP upstream, refreshed before it expires.
 //! - [`cimd`]: client ID metadata documents: the guarded fetch, its cache and the document rules.
+//! - [`json`]: JSON documents from strangers, duplicate members refused.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 //! - [`throttle`]: failed sign-ins counted per account and address in the store; waits that double.
 
@@ -19,6 +20,7 @@ pub mod cimd;
 pub mod client_auth;
 pub mod forward;
 pub mod gateway;
+pub mod json;
 pub mod keys;
 pub mod metadata;
 pub mod pkce;

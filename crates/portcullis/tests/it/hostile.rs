@@ -221,6 +221,19 @@ async fn oauth_parameters_may_not_repeat() {
     let (status, body, _) = token(&gate, basic, &form).await;
     assert_eq!(status, 200, "{body}");
 
+    // A registration naming a member twice is ambiguous metadata (RFC 7591 §3.2.2).
+    let r = client()
+        .post(gate.url("/register"))
+        .header("content-type", "application/json")
+        .body(r#"{"redirect_uris":["http://127.0.0.1/cb"],"redirect_uris":["https://evil.example/cb"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client_metadata");
+    assert!(body["error_description"].as_str().unwrap().contains("redirect_uris"), "{body}");
+
     // The authorization request too (RFC 6749 §3.1).
     let r = crate::gateway::no_redirects()
         .get(gate.url("/authorize"))
@@ -289,4 +302,26 @@ async fn sign_ins_are_throttled_per_account_and_address_across_flows_and_restart
         assert!(error.starts_with("Wrong username or password"), "{error}");
     }
     assert!(sign_in_attempt(&gate, "carol", "x").await.unwrap().starts_with("Too many failed sign-ins"));
+}
+
+#[tokio::test]
+async fn methods_streamable_http_does_not_use_are_refused() {
+    let (idp, sample, gate) = start().await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let before = received(&sample).await;
+    for method in ["PUT", "PATCH", "TRACE", "PROPFIND"] {
+        let r = client()
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), gate.url("/mcp"))
+            .bearer_auth(&token)
+            .body(call(1, "admin_delete", json!({})))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(r.headers()["allow"], "GET, POST, DELETE");
+    }
+    // A GET carries no body.
+    let r = client().get(gate.url("/mcp")).bearer_auth(&token).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(received(&sample).await, before);
 }
