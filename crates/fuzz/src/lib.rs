@@ -23,9 +23,9 @@
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
+use portcullis_authz::cimd::ClientMetadataDocuments;
+use portcullis_authz::register::{RegisterPolicy, register};
 use portcullis_config::{Config, MapEnv, ServerAuth};
-use portcullis_oauth::server::cimd::ClientMetadataDocuments;
-use portcullis_oauth::server::register::{RegisterPolicy, register};
 use portcullis_oauth::{JwksCache, KeySet, Verifier};
 use portcullis_test_support::{TestKey, jwks};
 use portcullis_types::ManualClock;
@@ -77,7 +77,7 @@ hs256_secret = "{SHARED_SECRET}"
         let config = Config::from_toml(&text, &MapEnv::default()).unwrap();
         let server = &config.servers[0];
         let ServerAuth::Verify(v) = &server.auth else { unreachable!() };
-        let mut cfg = portcullis_oauth::setup::verifier_config(server, v);
+        let mut cfg = portcullis_oauth::VerifierConfig::for_server(server, v);
         // Every input is verified, never answered from the cache.
         cfg.cache_ttl = 0;
         let clock = Arc::new(ManualClock::at(NOW));
@@ -135,7 +135,7 @@ pub fn basic(data: &[u8]) {
     let authorization = lines.next();
     let id = lines.next().filter(|v| !v.is_empty());
     let secret = lines.next().filter(|v| !v.is_empty());
-    if let Ok(p) = portcullis_oauth::server::client_auth::presented(authorization, id, secret) {
+    if let Ok(p) = portcullis_authz::client_auth::presented(authorization, id, secret) {
         assert!(!p.client_id.is_empty() || authorization.is_some_and(|a| a.len() > 6));
     }
 }
@@ -149,7 +149,7 @@ pub fn form(data: &[u8]) {
 
 /// Redirect URIs: an accepted URI matches itself as registered.
 pub fn redirect_uri(data: &[u8]) {
-    use portcullis_oauth::server::redirect::{classify, matches};
+    use portcullis_authz::redirect::{classify, matches};
     let Ok(uri) = std::str::from_utf8(data) else { return };
     if classify(uri).is_ok() {
         assert!(matches(uri, &[uri.to_owned()]), "{uri:?} does not match itself");

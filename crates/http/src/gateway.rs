@@ -1,6 +1,6 @@
 //! Gateway-mode routes: the authorization server MCP clients see. Discovery documents, the JWKS,
 //! registration, the sign-in pages, and the token, revocation and introspection endpoints. The protocol
-//! decisions live in `portcullis_oauth::server`; this module turns HTTP into calls and answers back.
+//! decisions live in `portcullis_authz`; this module turns HTTP into calls and answers back.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,10 +13,10 @@ use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use portcullis_oauth::server::authorize::{AuthorizeFailure, AuthorizeParams, Step};
-use portcullis_oauth::server::gateway::Gateway;
-use portcullis_oauth::server::metadata;
-use portcullis_oauth::server::token::TokenOutcome;
+use portcullis_authz::authorize::{AuthorizeFailure, AuthorizeParams, Step};
+use portcullis_authz::gateway::Gateway;
+use portcullis_authz::metadata;
+use portcullis_authz::token::TokenOutcome;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -186,7 +186,7 @@ async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -
     };
     // RFC 7591 §3.2.2: anything unreadable is invalid metadata; a member named twice is too, since
     // parsers disagree on which one counts.
-    let request = match portcullis_oauth::server::json::parse(&body) {
+    let request = match portcullis_authz::json::parse(&body) {
         Ok(r) => r,
         Err(e) => {
             let description = match e.classify() {

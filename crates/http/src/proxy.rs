@@ -112,8 +112,8 @@ async fn upstream_token_header(
     server: &ServerRuntime,
     token: &VerifiedToken,
 ) -> Option<Result<(HeaderName, HeaderValue), crate::AuthError>> {
+    use portcullis_authz::forward::ForwardError;
     use portcullis_oauth::TokenError;
-    use portcullis_oauth::server::forward::ForwardError;
     if !matches!(server.config.auth, portcullis_config::ServerAuth::Gateway) {
         return None;
     }

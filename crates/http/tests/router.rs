@@ -12,8 +12,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use portcullis_config::{Config, MapEnv};
 use portcullis_http::{AppState, router};
-use portcullis_oauth::setup::verifier_config;
-use portcullis_oauth::{Introspector, JwksCache, KeySet, Verifier};
+use portcullis_oauth::{Introspector, JwksCache, KeySet, Verifier, VerifierConfig};
 use portcullis_test_support::{TestKey, jwks, mint};
 use portcullis_types::{ManualClock, Secret};
 use serde_json::{Value, json};
@@ -81,7 +80,7 @@ async fn harness() -> Harness {
                     clock.clone(),
                 )
             });
-            Some(Arc::new(Verifier::new(verifier_config(s, v), keys.clone(), clock.clone(), introspector)))
+            Some(Arc::new(Verifier::new(VerifierConfig::for_server(s, v), keys.clone(), clock.clone(), introspector)))
         })
         .collect();
     let state = Arc::new(AppState::new(config, verifiers, None).unwrap());

@@ -63,7 +63,7 @@ fn quoted(items: &[&str]) -> String {
 /// slash is ignored, which MCP asks resource servers to tolerate ("SHOULD accept uppercase scheme and
 /// host"). Non-URL audiences never reach this function's lenient branch. The gateway compares `resource`
 /// parameters with it too.
-pub(crate) fn same_resource(got: &str, ours: &str) -> bool {
+pub fn same_resource(got: &str, ours: &str) -> bool {
     if got == ours {
         return true;
     }

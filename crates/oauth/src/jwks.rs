@@ -28,7 +28,7 @@ pub struct Key {
     pub kid: Option<String>,
     /// The key's `alg`, when the JWK pins one.
     pub alg: Option<Algorithm>,
-    pub(crate) key: DecodingKey,
+    pub key: DecodingKey,
 }
 
 impl std::fmt::Debug for Key {
@@ -40,7 +40,7 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// Whether this key may verify a token signed with `alg` (same family, and the JWK's own `alg`
     /// agrees when it names one).
-    pub(crate) fn fits(&self, alg: Algorithm) -> bool {
+    pub fn fits(&self, alg: Algorithm) -> bool {
         self.alg.is_none_or(|a| a == alg) && self.key.family() == alg.family()
     }
 }
@@ -137,7 +137,7 @@ fn parse_key(raw: &Value) -> Result<(Option<Algorithm>, DecodingKey), String> {
 
 /// One `Cache-Control` directive (RFC 9111 §5.2), as far as a cache of ours cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CacheDirective {
+pub enum CacheDirective {
     /// `no-store` or `no-cache`: do not reuse the response.
     NoStore,
     /// `max-age=N` (`None` when N is not a number).
@@ -148,7 +148,7 @@ pub(crate) enum CacheDirective {
 }
 
 /// The directives of a `Cache-Control` value, in order.
-pub(crate) fn cache_directives(cache_control: &str) -> impl Iterator<Item = CacheDirective> + '_ {
+pub fn cache_directives(cache_control: &str) -> impl Iterator<Item = CacheDirective> + '_ {
     cache_control.split(',').map(|d| {
         let lower = d.trim().to_ascii_lowercase();
         let seconds = |v: &str| v.trim_matches('"').parse::<u64>().ok();

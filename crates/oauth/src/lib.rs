@@ -1,5 +1,6 @@
-//! OAuth protocol logic, with no HTTP server: discovery, the JWKS cache, token verification and the
-//! audience policy.
+//! Token verification, stateless: discovery, the JWKS cache, the verifier and the audience policy,
+//! introspection. It never touches the store (the authorization server of gateway mode is
+//! `portcullis-authz`), so it scales with CPUs and any replica verifies alike.
 //!
 //! # Layout
 //! - [`discovery`]: RFC 8414 / OpenID Connect discovery with exact `issuer` comparison.
@@ -7,9 +8,6 @@
 //! - [`verify`]: the verifier and its proof type, [`VerifiedToken`].
 //! - [`audience`]: which `aud` (and `resource`) values a server accepts.
 //! - [`introspect`]: RFC 7662 introspection for opaque tokens.
-//! - [`server`]: the authorization server rules of gateway mode (PKCE, client authentication, DCR,
-//!   redirect URIs, metadata).
-//! - [`setup`]: builds the verifiers of a configuration at start-up.
 //! - [`error`]: [`TokenError`] and [`DiscoveryError`].
 
 #![forbid(unsafe_code)]
@@ -19,8 +17,6 @@ pub mod discovery;
 pub mod error;
 pub mod introspect;
 pub mod jwks;
-pub mod server;
-pub mod setup;
 pub mod verify;
 
 pub use audience::AudiencePolicy;
@@ -29,6 +25,18 @@ pub use error::{DiscoveryError, TokenError};
 pub use introspect::Introspector;
 pub use jwks::{JwksCache, KeySet};
 pub use verify::{VerifiedToken, Verifier, VerifierConfig};
+
+/// The HTTP client for talking to IdPs: bounded in time, never following redirects (a discovery or key
+/// URL that redirects is reported, not silently trusted).
+pub fn idp_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
 
 /// An error with its sources, for messages and logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

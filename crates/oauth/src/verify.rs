@@ -40,6 +40,29 @@ pub struct VerifierConfig {
     pub cache_ttl: u64,
 }
 
+/// Capacity of each server's verified-token cache.
+pub const TOKEN_CACHE_CAPACITY: u64 = 100_000;
+
+impl VerifierConfig {
+    /// The verifier settings of a verify-mode server.
+    pub fn for_server(server: &portcullis_config::ServerConfig, v: &portcullis_config::VerifyConfig) -> Self {
+        Self {
+            issuers: std::iter::once(&v.issuer).chain(&v.extra_issuers).map(ToString::to_string).collect(),
+            audience: AudiencePolicy {
+                resources: server.resources.iter().map(ToString::to_string).collect(),
+                extra: v.audiences.clone(),
+                resource_claim_audiences: v.resource_claim_audiences.clone(),
+            },
+            leeway: v.leeway.as_secs(),
+            require_at_jwt: v.require_at_jwt,
+            algorithms: v.algorithms.clone(),
+            hs256_secret: v.hs256_secret.clone(),
+            cache_capacity: TOKEN_CACHE_CAPACITY,
+            cache_ttl: v.cache.as_secs(),
+        }
+    }
+}
+
 /// Proof of a verified token. `non_exhaustive` means no other crate can construct one.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

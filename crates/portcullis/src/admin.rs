@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use portcullis_authz::gateway::Gateway;
+use portcullis_authz::keys::KeyAlg;
 use portcullis_config::{Config, GatewayConfig, ProcessEnv};
-use portcullis_oauth::server::gateway::Gateway;
-use portcullis_oauth::server::keys::KeyAlg;
 use portcullis_store::Store;
 use portcullis_types::{Clock, SystemClock};
 
@@ -105,7 +105,7 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
 /// The keys as a table, with what each does at `now` and what happens next. `keep` is how long a
 /// retired key stays published.
 fn key_table(keys: &[portcullis_store::KeyRecord], now: i64, keep: i64) -> String {
-    use portcullis_oauth::server::gateway::signs_at;
+    use portcullis_authz::gateway::signs_at;
     // The newest key whose time has come signs (as the key ring decides).
     let signer = keys.iter().filter(|k| signs_at(k, now)).max_by_key(|k| k.not_before).map(|k| k.kid.as_str());
     let mut rows = vec![["KID".to_owned(), "ALG".to_owned(), "STATUS".to_owned()]];

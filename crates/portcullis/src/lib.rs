@@ -3,6 +3,7 @@
 //! # Layout
 //! - `cli`: the clap definitions.
 //! - `serve`: wiring: configuration → state → listener, signals and shutdown.
+//! - `setup`: the verifiers of a configuration, built at start-up.
 //! - `check_config`: validation without serving.
 //! - `sample`: runs the bundled sample MCP server.
 //! - `admin`: `users` and `keys`, working on the gateway's store.
@@ -18,6 +19,7 @@ mod doctor;
 mod logging;
 mod sample;
 mod serve;
+mod setup;
 
 use std::process::ExitCode;
 

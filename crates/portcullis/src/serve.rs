@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use portcullis_authz::gateway::{Gateway, Serves};
+use portcullis_authz::keys::OperatorKey;
+use portcullis_authz::upstream::Upstream;
 use portcullis_config::{Config, Env, GatewayConfig, MapEnv, ProcessEnv, ServerAuth};
 use portcullis_http::AppState;
 use portcullis_http::gateway::GatewayHttp;
-use portcullis_oauth::server::gateway::{Gateway, Serves};
-use portcullis_oauth::server::keys::OperatorKey;
-use portcullis_oauth::server::upstream::Upstream;
 use portcullis_types::{Clock, SystemClock};
 use tokio::net::TcpListener;
 
@@ -53,10 +53,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // Every IdP is discovered and its keys loaded before we listen: a gate that cannot check tokens
     // must not start (and must say which URL failed, and why).
-    let verifiers =
-        portcullis_oauth::setup::verifiers(&config, &portcullis_oauth::setup::idp_client(), clock, gateway.as_deref())
-            .await
-            .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;
+    let verifiers = crate::setup::verifiers(&config, &portcullis_oauth::idp_client(), clock, gateway.as_deref())
+        .await
+        .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;
     let gateway_http = match (&gateway, &config.gateway) {
         (Some(gw), Some(g)) => Some(Arc::new(
             GatewayHttp::new(gw.clone(), g.templates_dir.as_deref(), g.registrations_per_minute)
@@ -141,7 +140,7 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
     }
     let upstream = match &g.upstream {
         Some(u) => Some(
-            Upstream::start(u, portcullis_oauth::setup::idp_client(), clock.clone())
+            Upstream::start(u, portcullis_oauth::idp_client(), clock.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         ),
@@ -308,7 +307,7 @@ async fn dev_account(gateway: &Gateway) -> anyhow::Result<()> {
     let exists = gateway.user_exists(DEV_USER).await?;
     match (exists, wanted) {
         (false, wanted) => {
-            let password = wanted.clone().unwrap_or_else(|| portcullis_oauth::server::register::random_string(16));
+            let password = wanted.clone().unwrap_or_else(|| portcullis_authz::register::random_string(16));
             gateway.create_user(DEV_USER, &password).await?;
             if wanted.is_none() {
                 println!("  sign in as {DEV_USER} / {password}");

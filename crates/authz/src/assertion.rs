@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::jwks::KeySet;
+use portcullis_oauth::jwks::KeySet;
 
 /// The one `client_assertion_type` (RFC 7523 §2.2).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -77,7 +77,7 @@ mod tests {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
-    use crate::server::keys::{KeyAlg, generate};
+    use crate::keys::{KeyAlg, generate};
 
     const CLIENT: &str = "https://app.example.com/client.json";
     const NOW: i64 = 1_800_000_000;

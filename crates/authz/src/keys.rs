@@ -343,7 +343,7 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwks::KeySet;
+    use portcullis_oauth::jwks::KeySet;
 
     fn operator() -> OperatorKey {
         OperatorKey::from_text(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32])).unwrap()

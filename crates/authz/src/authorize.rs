@@ -17,7 +17,7 @@ use super::pkce;
 use super::redirect;
 use super::register::random_string;
 use super::throttle;
-use crate::audience::same_resource;
+use portcullis_oauth::audience::same_resource;
 
 /// How long a sign-in may take from `/authorize` to the final redirect.
 pub const FLOW_TTL_SECS: i64 = 600;

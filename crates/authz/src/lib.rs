@@ -1,5 +1,11 @@
-//! The authorization server side (gateway mode): the protocol rules, free of HTTP and storage.
+//! The authorization server of gateway mode: the protocol rules, free of HTTP serving. It keeps its state
+//! in the store; token verification (`portcullis-oauth`) stays stateless and never sees the store.
 //!
+//! # Layout
+//! - [`gateway`]: [`gateway::Gateway`], the authorization server's state (settings, store, key ring,
+//!   clock) and its start-up: signing keys, configured clients.
+//! - [`authorize`]: one sign-in: the authorization request, sign-in, consent, the code.
+//! - [`token`]: the token endpoint's grants, revocation (RFC 7009) and introspection (RFC 7662).
 //! - [`metadata`]: the RFC 8414 / OpenID discovery documents, one `issuer` everywhere.
 //! - [`redirect`]: redirect URI rules (RFC 8252, OAuth 2.1 §2.3.1) and exact matching.
 //! - [`pkce`]: RFC 7636 S256 checks.
@@ -13,6 +19,8 @@
 //! - [`json`]: JSON documents from strangers, duplicate members refused.
 //! - [`register`]: RFC 7591 dynamic client registration requests and responses.
 //! - [`throttle`]: failed sign-ins counted per account and address in the store; waits that double.
+
+#![forbid(unsafe_code)]
 
 pub mod assertion;
 pub mod authorize;

@@ -15,8 +15,8 @@ use super::client_auth::{AuthMethod, presented};
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::register::random_string;
-use crate::audience::same_resource;
-use crate::jwks::KeySet;
+use portcullis_oauth::audience::same_resource;
+use portcullis_oauth::jwks::KeySet;
 
 /// A token endpoint error (RFC 6749 §5.2).
 #[derive(Debug)]

@@ -233,7 +233,7 @@ fn registered_keys(request: &Value) -> Result<Value, RegisterError> {
         return Err(meta_err("jwks_uri is not accepted at registration: register the public keys as jwks"));
     }
     let jwks = request.get("jwks").ok_or_else(|| meta_err("private_key_jwt needs the client's public keys (jwks)"))?;
-    match crate::jwks::KeySet::parse(jwks.to_string().as_bytes()) {
+    match portcullis_oauth::jwks::KeySet::parse(jwks.to_string().as_bytes()) {
         Ok((keys, _)) if !keys.keys.is_empty() => Ok(jwks.clone()),
         Ok(_) => Err(meta_err("jwks holds no usable public signing key")),
         Err(e) => Err(RegisterError::InvalidClientMetadata(format!("jwks: {e}"))),

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::register::{AuthMethods, RegisterPolicy, client_metadata};
-use crate::jwks::{CacheDirective, KeySet, cache_directives};
+use portcullis_oauth::jwks::{CacheDirective, KeySet, cache_directives};
 
 /// The largest document accepted (the draft's recommendation).
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
@@ -473,7 +473,7 @@ impl ClientMetadataDocuments {
             self.http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(
                 |e| match blocked_cause(&e) {
                     Some(blocked) => blocked,
-                    None => fail(crate::error_chain(&e)),
+                    None => fail(portcullis_oauth::error_chain(&e)),
                 },
             )?;
         let status = resp.status();
@@ -488,7 +488,7 @@ impl ClientMetadataDocuments {
         }
         let ttl = cache_ttl(resp.headers());
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(crate::error_chain(&e)))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(portcullis_oauth::error_chain(&e)))? {
             if body.len() + chunk.len() > limit {
                 return Err(CimdError::TooLarge(url.to_string(), limit));
             }

@@ -15,7 +15,7 @@ use super::cimd::{CimdError, ClientMetadataDocuments, Document, is_document_url}
 use super::keys::{KeyAlg, KeyError, KeyRing, OperatorKey, RingKey, generate};
 use super::metadata::Advertised;
 use super::register::{RegisterError, RegisterPolicy, Registration, register};
-use crate::jwks::{JwksCache, KeySet};
+use portcullis_oauth::jwks::{JwksCache, KeySet};
 
 /// How long a retired key stays published: long enough for every token it signed to expire.
 fn keep_after_retirement(settings: &Settings) -> i64 {
@@ -269,6 +269,31 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+
+    /// What a gateway-mode server accepts: exactly what this gateway mints (our issuer, our keys, `typ`
+    /// `at+jwt`, `aud` one of the server's resource URLs).
+    pub fn verifier_config(&self, server: &portcullis_config::ServerConfig) -> portcullis_oauth::VerifierConfig {
+        portcullis_oauth::VerifierConfig {
+            issuers: vec![self.issuer.to_string()],
+            audience: portcullis_oauth::AudiencePolicy {
+                resources: server.resources.iter().map(ToString::to_string).collect(),
+                extra: Vec::new(),
+                resource_claim_audiences: Vec::new(),
+            },
+            leeway: 30,
+            require_at_jwt: true,
+            // Every algorithm the gateway can sign with: after a change of `signing_alg`, tokens of the
+            // retired key stay valid until they expire. Only our own published keys verify.
+            algorithms: vec![
+                portcullis_types::SigningAlg::ES256,
+                portcullis_types::SigningAlg::EdDSA,
+                portcullis_types::SigningAlg::RS256,
+            ],
+            hs256_secret: None,
+            cache_capacity: portcullis_oauth::verify::TOKEN_CACHE_CAPACITY,
+            cache_ttl: portcullis_oauth::verify::TOKEN_CACHE_SECS,
+        }
     }
 
     /// `true` when a key signs now. Readiness depends on it.

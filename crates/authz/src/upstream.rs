@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::gateway::GatewayError;
-use crate::discovery::discover;
-use crate::introspect::form_encode;
-use crate::jwks::JwksCache;
+use portcullis_oauth::discovery::discover;
+use portcullis_oauth::introspect::form_encode;
+use portcullis_oauth::jwks::JwksCache;
 
 /// The upstream IdP, resolved at start-up.
 pub struct Upstream {
@@ -185,7 +185,7 @@ impl Upstream {
             .form(form)
             .send()
             .await
-            .map_err(|e| err(format!("token endpoint unreachable ({})", crate::error_chain(&e))))?;
+            .map_err(|e| err(format!("token endpoint unreachable ({})", portcullis_oauth::error_chain(&e))))?;
         let status = resp.status();
         let tokens: Value = resp.json().await.map_err(|e| err(format!("token response is not JSON ({e})")))?;
         if !status.is_success() {
@@ -278,7 +278,7 @@ impl Upstream {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| err(format!("unreachable ({})", crate::error_chain(&e))))?;
+            .map_err(|e| err(format!("unreachable ({})", portcullis_oauth::error_chain(&e))))?;
         if !resp.status().is_success() {
             return Err(err(format!("HTTP {}", resp.status().as_u16())));
         }
