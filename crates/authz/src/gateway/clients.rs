@@ -1,0 +1,125 @@
+//! Finding a client: configured and registered clients from the store, metadata-document clients from
+//! memory, the store or a fetch; and RFC 7591 registration.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_store::{ClientRecord, ClientSource};
+use serde_json::Value;
+
+use super::{Gateway, GatewayError, Settings, hash};
+use crate::cimd::{CimdError, ClientMetadataDocuments, Document, is_document_url};
+use crate::register::{RegisterError, RegisterPolicy, Registration, register};
+
+impl Gateway {
+    /// A metadata document: from this process's memory, else from the store (where any replica may have
+    /// put it, and where it survives restarts), else fetched now and stored for as long as its headers
+    /// allow. A failed fetch is never stored, and an expired copy never used.
+    async fn document(
+        &self,
+        documents: &ClientMetadataDocuments,
+        client_id: &str,
+        requester: Option<IpAddr>,
+    ) -> Result<Arc<Document>, CimdError> {
+        if let Some(document) = documents.cached(client_id).await {
+            return Ok(document);
+        }
+        let now = self.now();
+        match self.store.get_client(client_id).await {
+            Ok(Some(stored)) if stored.source == ClientSource::MetadataDocument => {
+                if let Some((document, left)) = Document::from_stored(&stored.metadata, now) {
+                    let document = Arc::new(document);
+                    documents.remember(client_id, document.clone(), Duration::from_secs(left as u64)).await;
+                    return Ok(document);
+                }
+            }
+            Ok(_) => {}
+            // The store only saves a fetch here: without it, fetch.
+            Err(e) => tracing::warn!(error = %e, "reading a stored client metadata document failed"),
+        }
+        let (document, ttl) = documents.fetch(client_id, requester).await?;
+        if !ttl.is_zero() {
+            let record = ClientRecord {
+                client_id: client_id.to_owned(),
+                secret_hash: None,
+                metadata: document.to_stored(now + ttl.as_secs() as i64),
+                source: ClientSource::MetadataDocument,
+                created_at: now,
+            };
+            if let Err(e) = self.store.upsert_client(record).await {
+                tracing::warn!(error = %e, "storing a client metadata document failed");
+            }
+        }
+        Ok(document)
+    }
+
+    /// A client by id: registered (configured or dynamic), or known by its metadata document.
+    /// `requester` is the address the request came from: metadata-document fetches are limited per address.
+    pub(crate) async fn find_client(
+        &self,
+        client_id: &str,
+        requester: Option<IpAddr>,
+    ) -> Result<ClientLookup, GatewayError> {
+        if is_document_url(client_id) {
+            let Some(documents) = &self.documents else {
+                return Ok(ClientLookup::Unknown("client ID metadata documents are not accepted here".into()));
+            };
+            return Ok(match self.document(documents, client_id, requester).await {
+                Ok(document) => ClientLookup::Known(
+                    ClientRecord {
+                        client_id: client_id.to_owned(),
+                        secret_hash: None,
+                        metadata: Value::Object(document.metadata.clone()),
+                        source: ClientSource::MetadataDocument,
+                        created_at: self.now(),
+                    },
+                    Some(document),
+                ),
+                Err(e) => {
+                    tracing::info!(client_id, error = %e, "client metadata document refused");
+                    ClientLookup::Unknown(e.to_string())
+                }
+            });
+        }
+        Ok(match self.store.get_client(client_id).await? {
+            Some(record) => ClientLookup::Known(record, None),
+            None => ClientLookup::Unknown(format!("client {client_id:?} is not registered here; register again")),
+        })
+    }
+
+    /// RFC 7591 registration: validates, stores, and returns the 201 body.
+    pub async fn register(&self, request: &Value) -> Result<Result<Value, RegisterError>, GatewayError> {
+        let reg: Registration = match register(request, &register_policy(&self.settings)) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let now = self.now();
+        let body = reg.response(now.max(0) as u64);
+        self.store
+            .put_client(ClientRecord {
+                client_id: reg.client_id.clone(),
+                secret_hash: reg.client_secret.as_deref().map(hash),
+                metadata: Value::Object(reg.metadata.clone()),
+                source: ClientSource::Dynamic,
+                created_at: now,
+            })
+            .await?;
+        tracing::info!(client_id = %reg.client_id, "client registered");
+        Ok(Ok(body))
+    }
+}
+
+/// What registrations and metadata documents may ask for.
+pub(super) fn register_policy(settings: &Settings) -> RegisterPolicy {
+    RegisterPolicy { allowed_scopes: settings.scopes.clone(), id_token_alg: settings.signing_alg.as_str().to_owned() }
+}
+
+/// The outcome of looking a client up.
+#[derive(Debug)]
+pub(crate) enum ClientLookup {
+    /// The client, and its metadata document when it is known by one.
+    Known(ClientRecord, Option<Arc<Document>>),
+    /// Why no client can be used under that id.
+    Unknown(String),
+}
