@@ -71,6 +71,29 @@ pub struct Serves {
     pub client_metadata_from_loopback: bool,
 }
 
+impl Serves {
+    /// What a configuration asks the gateway to serve: its gateway-mode servers' resources and base
+    /// scopes, and the `[dangerous]` switches that concern it. Sign-in at an upstream IdP is added by
+    /// the caller, once the IdP is discovered.
+    pub fn from_config(config: &portcullis_config::Config) -> Self {
+        let mut resources = Vec::new();
+        let mut default_scopes = Vec::new();
+        for s in config.servers.iter().filter(|s| matches!(s.auth, portcullis_config::ServerAuth::Gateway)) {
+            for r in &s.resources {
+                resources.push(r.to_string());
+                default_scopes.push((r.to_string(), s.scopes.to_space_separated()));
+            }
+        }
+        Self {
+            resources,
+            default_scopes,
+            auto_approve_as: config.dangerous.auto_approve_as.clone(),
+            upstream: None,
+            client_metadata_from_loopback: config.dangerous.client_metadata_from_loopback,
+        }
+    }
+}
+
 /// The gateway.
 pub struct Gateway {
     pub issuer: IssuerUrl,

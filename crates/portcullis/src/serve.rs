@@ -129,30 +129,14 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
         )
     })?;
     let operator = operator_key(g, &ProcessEnv)?;
-    let gateway_servers = config.servers.iter().filter(|s| matches!(s.auth, ServerAuth::Gateway));
-    let mut resources = Vec::new();
-    let mut default_scopes = Vec::new();
-    for s in gateway_servers {
-        for r in &s.resources {
-            resources.push(r.to_string());
-            default_scopes.push((r.to_string(), s.scopes.to_space_separated()));
-        }
-    }
-    let upstream = match &g.upstream {
-        Some(u) => Some(
+    let mut serves = Serves::from_config(config);
+    if let Some(u) = &g.upstream {
+        serves.upstream = Some(
             Upstream::start(u, portcullis_oauth::idp_client(), clock.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-        None => None,
-    };
-    let serves = Serves {
-        resources,
-        default_scopes,
-        auto_approve_as: config.dangerous.auto_approve_as.clone(),
-        upstream,
-        client_metadata_from_loopback: config.dangerous.client_metadata_from_loopback,
-    };
+        );
+    }
     let gateway = Gateway::start(g, serves, store, operator, clock)
         .await
         .map_err(|e| anyhow::anyhow!("starting the authorization server: {e}"))?;

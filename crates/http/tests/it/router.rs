@@ -1,22 +1,19 @@
 //! The router in process: protected resource metadata and challenges against golden files, scope
 //! checks, identity headers and the no-passthrough rule, with the sample MCP server as upstream.
 //!
-//! Golden files live in `tests/golden/`; `UPDATE_GOLDEN=1 cargo test -p portcullis-http` rewrites them.
-
-#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::Request;
 use portcullis_config::{Config, MapEnv};
 use portcullis_http::{AppState, router};
 use portcullis_oauth::{Introspector, JwksCache, KeySet, Verifier, VerifierConfig};
 use portcullis_test_support::{TestKey, jwks, mint};
 use portcullis_types::{ManualClock, Secret};
 use serde_json::{Value, json};
-use tower::ServiceExt;
+
+use crate::support::{Answer, golden, send};
 
 const NOW: u64 = 1_800_000_000;
 const ISS: &str = "https://idp.example.com/";
@@ -109,52 +106,8 @@ fn post(body: String) -> axum::http::request::Builder {
         .header("accept", "application/json, text/event-stream")
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap()
-    }
-
-    fn challenge(&self) -> &str {
-        self.headers.get("www-authenticate").map(|v| v.to_str().unwrap()).unwrap_or("")
-    }
-
-    /// Status, challenge and body: what a client parses.
-    fn transcript(&self) -> String {
-        let body: Value = serde_json::from_str(&self.body).unwrap();
-        format!(
-            "{}\nWWW-Authenticate: {}\n{}\n",
-            self.status.as_u16(),
-            self.challenge(),
-            serde_json::to_string_pretty(&body).unwrap()
-        )
-    }
-}
-
-async fn send(h: &Harness, req: Request<Body>) -> Answer {
-    let resp = h.app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    Answer { status, headers, body }
-}
-
-fn golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
-    assert_eq!(actual, expected, "differs from {}", path.display());
-}
-
 async fn get(h: &Harness, path: &str, host: &str) -> Answer {
-    send(h, Request::get(path).header("host", host).body(Body::empty()).unwrap()).await
+    send(&h.app, Request::get(path).header("host", host).body(Body::empty()).unwrap()).await
 }
 
 #[tokio::test]
@@ -175,7 +128,7 @@ async fn protected_resource_metadata() {
     assert_eq!(a.status, 404);
     // Readable from any browser origin.
     let a = send(
-        &h,
+        &h.app,
         Request::get("/.well-known/oauth-protected-resource/opaque")
             .header("origin", "https://app.example")
             .body(Body::empty())
@@ -189,7 +142,7 @@ async fn protected_resource_metadata() {
 #[tokio::test]
 async fn challenge_without_a_token() {
     let h = harness().await;
-    let a = send(&h, post(call("echo")).body(Body::from(call("echo"))).unwrap()).await;
+    let a = send(&h.app, post(call("echo")).body(Body::from(call("echo"))).unwrap()).await;
     assert_eq!(a.status, 401);
     assert_eq!(a.headers.get_all("www-authenticate").iter().count(), 1, "a single challenge");
     golden("challenge_no_token.txt", &a.transcript());
@@ -198,7 +151,7 @@ async fn challenge_without_a_token() {
         .header("host", "mcp.example.com")
         .body(Body::from(call("echo")))
         .unwrap();
-    assert_eq!(send(&h, req).await.status, 401);
+    assert_eq!(send(&h.app, req).await.status, 401);
 }
 
 #[tokio::test]
@@ -225,7 +178,7 @@ async fn challenges_name_the_precise_cause() {
     for (file, t) in cases {
         let req =
             post(call("echo")).header("authorization", format!("Bearer {t}")).body(Body::from(call("echo"))).unwrap();
-        let a = send(&h, req).await;
+        let a = send(&h.app, req).await;
         assert_eq!(a.status, 401, "{file}");
         golden(file, &a.transcript());
     }
@@ -239,13 +192,14 @@ async fn step_up_scopes_per_tool() {
         .header("authorization", format!("Bearer {t}"))
         .body(Body::from(call("admin_reset")))
         .unwrap();
-    let a = send(&h, req).await;
+    let a = send(&h.app, req).await;
     assert_eq!(a.status, 403);
     golden("challenge_insufficient_scope.txt", &a.transcript());
     // Base scopes are enough to list and to call other tools.
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
-    let a = send(&h, post(list.clone()).header("authorization", format!("Bearer {t}")).body(Body::from(list)).unwrap())
-        .await;
+    let a =
+        send(&h.app, post(list.clone()).header("authorization", format!("Bearer {t}")).body(Body::from(list)).unwrap())
+            .await;
     assert_eq!(a.status, 200);
     assert!(a.headers.get("www-authenticate").is_none(), "no challenge on 2xx");
     // With the extra scope the tool call goes through (the sample answers "unknown tool", 200).
@@ -254,11 +208,11 @@ async fn step_up_scopes_per_tool() {
         .header("authorization", format!("Bearer {t}"))
         .body(Body::from(call("admin_reset")))
         .unwrap();
-    assert_eq!(send(&h, req).await.status, 200);
+    assert_eq!(send(&h.app, req).await.status, 200);
     // No scopes at all: the base scope is missing.
     let t = token(json!({"scope": "openid"}));
     let req = post(call("echo")).header("authorization", format!("Bearer {t}")).body(Body::from(call("echo"))).unwrap();
-    let a = send(&h, req).await;
+    let a = send(&h.app, req).await;
     assert_eq!(a.status, 403);
     assert!(a.challenge().contains("scope=\"mcp:tools\""), "{}", a.challenge());
 }
@@ -273,7 +227,7 @@ async fn identity_headers_replace_spoofed_ones_and_the_token_stays_here() {
         .header("cookie", "sid=1")
         .body(Body::from(call("whoami")))
         .unwrap();
-    let a = send(&h, req).await;
+    let a = send(&h.app, req).await;
     assert_eq!(a.status, 200);
     let seen: Value = serde_json::from_str(a.json()["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
     assert_eq!(seen["x-user-sub"], "user-1");
@@ -290,7 +244,7 @@ async fn malformed_credentials_and_unreachable_introspection() {
         .header("authorization", "Bearer b")
         .body(Body::from(call("echo")))
         .unwrap();
-    let a = send(&h, req).await;
+    let a = send(&h.app, req).await;
     assert_eq!(a.status, 400);
     assert!(a.challenge().starts_with("Bearer error=\"invalid_request\""), "{}", a.challenge());
     // An opaque token at a server with introspection whose endpoint is down: not the client's fault.
@@ -299,7 +253,7 @@ async fn malformed_credentials_and_unreachable_introspection() {
         .header("authorization", "Bearer opaque-value")
         .body(Body::from(call("echo")))
         .unwrap();
-    let a = send(&h, req).await;
+    let a = send(&h.app, req).await;
     assert_eq!(a.status, 503);
     assert_eq!(a.json()["error"], "temporarily_unavailable");
     assert!(a.headers.get("retry-after").is_some());

@@ -1,0 +1,192 @@
+//! The authorization server's routes in process, over the memory store and a manual clock: every
+//! document it publishes and every answer a client parses, against golden files (random values —
+//! ids, secrets, tokens, key material — replaced by their names).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use base64::Engine;
+use portcullis_authz::gateway::{Gateway, Serves};
+use portcullis_authz::keys::OperatorKey;
+use portcullis_config::{Config, MapEnv};
+use portcullis_http::gateway::GatewayHttp;
+use portcullis_http::{AppState, router};
+use portcullis_oauth::Verifier;
+use portcullis_store::MemoryStore;
+use portcullis_types::ManualClock;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::support::{Answer, golden, send};
+
+const NOW: u64 = 1_800_000_000;
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const REDIRECT: &str = "http://127.0.0.1:33418/callback";
+
+const CONFIG: &str = r#"
+public_url = "https://mcp.example.com"
+listen = "127.0.0.1:8080"
+[dangerous]
+auto_approve_as = "alice"
+[store]
+url = "memory:"
+[gateway]
+operator_key_file = "/nonexistent/operator.key"
+[[gateway.clients]]
+client_id = "configured"
+client_secret = "s3cret"
+redirect_uris = ["http://127.0.0.1/callback"]
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+scopes = ["mcp:tools"]
+gateway = true
+"#;
+
+async fn app() -> axum::Router {
+    let config = Arc::new(Config::from_toml(CONFIG, &MapEnv::default()).unwrap());
+    let g = config.gateway.clone().unwrap();
+    let clock = Arc::new(ManualClock::at(NOW));
+    let store = Arc::new(MemoryStore::new());
+    Gateway::add_user(store.as_ref(), "alice", "correct horse battery", NOW as i64).await.unwrap();
+    let operator = OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
+    let gateway = Gateway::start(&g, Serves::from_config(&config), store, operator, clock.clone()).await.unwrap();
+    let verifiers = config
+        .servers
+        .iter()
+        .map(|s| Some(Arc::new(Verifier::new(gateway.verifier_config(s), gateway.public_keys(), clock.clone(), None))))
+        .collect();
+    let http = Arc::new(GatewayHttp::new(gateway, None, 10).unwrap());
+    router(Arc::new(AppState::new(config, verifiers, Some(http)).unwrap()))
+}
+
+/// The JSON with every random value replaced by its member's name.
+fn stable(mut v: Value) -> Value {
+    const RANDOM: [&str; 9] =
+        ["client_id", "client_secret", "access_token", "refresh_token", "id_token", "kid", "x", "y", "jti"];
+    match &mut v {
+        Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                *val = if RANDOM.contains(&k.as_str()) && val.is_string() {
+                    Value::String(format!("<{k}>"))
+                } else {
+                    stable(val.take())
+                };
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|e| *e = stable(e.take())),
+        _ => {}
+    }
+    v
+}
+
+fn pretty(v: Value) -> String {
+    serde_json::to_string_pretty(&stable(v)).unwrap() + "\n"
+}
+
+async fn get(app: &axum::Router, path: &str) -> Answer {
+    send(app, Request::get(path).header("host", "mcp.example.com").body(Body::empty()).unwrap()).await
+}
+
+async fn post(app: &axum::Router, path: &str, content_type: &str, body: String, basic: Option<(&str, &str)>) -> Answer {
+    let mut req = Request::post(path).header("host", "mcp.example.com").header("content-type", content_type);
+    if let Some((id, secret)) = basic {
+        let raw = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        req = req.header("authorization", format!("Basic {raw}"));
+    }
+    send(app, req.body(Body::from(body)).unwrap()).await
+}
+
+/// Status, the headers a client acts on, and the body with random values named.
+fn transcript(a: &Answer) -> String {
+    let mut out = format!("{}\n", a.status.as_u16());
+    for name in ["content-type", "cache-control", "www-authenticate"] {
+        if let Some(v) = a.headers.get(name) {
+            out.push_str(&format!("{name}: {}\n", v.to_str().unwrap()));
+        }
+    }
+    out + &pretty(a.json())
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+#[tokio::test]
+async fn discovery_documents_and_the_key_set() {
+    let app = app().await;
+    let a = get(&app, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(a.status, 200);
+    golden("as_metadata.json", &pretty(a.json()));
+    let a = get(&app, "/.well-known/openid-configuration").await;
+    golden("openid_configuration.json", &pretty(a.json()));
+    let a = get(&app, "/jwks.json").await;
+    assert_eq!(a.headers["content-type"], "application/jwk-set+json");
+    golden("jwks.json", &pretty(a.json()));
+}
+
+#[tokio::test]
+async fn registration_answers() {
+    let app = app().await;
+    let request = json!({"redirect_uris": [REDIRECT], "client_name": "Example", "token_endpoint_auth_method": "client_secret_basic",
+        "grant_types": ["authorization_code", "refresh_token"], "scope": "mcp:tools"});
+    let a = post(&app, "/register", "application/json", request.to_string(), None).await;
+    assert_eq!(a.status, 201);
+    golden("register_201.txt", &transcript(&a));
+    let a = post(&app, "/register", "application/json", json!({"client_name": "x"}).to_string(), None).await;
+    golden("register_no_redirect_uris.txt", &transcript(&a));
+    let a =
+        post(&app, "/register", "application/json", r#"{"redirect_uris":[],"redirect_uris":[]}"#.into(), None).await;
+    golden("register_duplicate_member.txt", &transcript(&a));
+}
+
+/// A code for the configured client, through `dangerous.auto_approve_as`.
+async fn code(app: &axum::Router) -> String {
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
+    let query = form(&[
+        ("response_type", "code"),
+        ("client_id", "configured"),
+        ("redirect_uri", "http://127.0.0.1/callback"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "st"),
+        ("resource", "https://mcp.example.com/mcp"),
+    ]);
+    let a = get(app, &format!("/authorize?{query}")).await;
+    assert_eq!(a.status, 303);
+    let location = url::Url::parse(a.headers["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("st", "https://mcp.example.com"));
+    q["code"].clone()
+}
+
+#[tokio::test]
+async fn token_answers() {
+    let app = app().await;
+    let code = code(&app).await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://127.0.0.1/callback"),
+        ("code_verifier", VERIFIER),
+    ];
+    let form_type = "application/x-www-form-urlencoded";
+    let a = post(&app, "/token", form_type, form(&exchange), Some(("configured", "wrong"))).await;
+    golden("token_invalid_client_basic.txt", &transcript(&a));
+    let a = post(&app, "/token", form_type, form(&exchange), Some(("configured", "s3cret"))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    golden("token_200.txt", &transcript(&a));
+    let claims = a.json()["access_token"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    golden("access_token_claims.json", &pretty(claims));
+    let a = post(&app, "/token", form_type, form(&exchange), Some(("configured", "s3cret"))).await;
+    golden("token_code_replayed.txt", &transcript(&a));
+    let a = post(&app, "/token", "application/json", json!({"grant_type": "x"}).to_string(), None).await;
+    golden("token_not_a_form.txt", &transcript(&a));
+    let a = post(&app, "/token", form_type, "grant_type=password&grant_type=x".into(), None).await;
+    golden("token_repeated_parameter.txt", &transcript(&a));
+    let a = post(&app, "/token", form_type, form(&[("grant_type", "password")]), Some(("configured", "s3cret"))).await;
+    golden("token_unsupported_grant_type.txt", &transcript(&a));
+}
