@@ -1,0 +1,210 @@
+//! The authorization server in process, over the memory store and a manual clock: a whole sign-in
+//! (authorization request, sign-in, consent, code, tokens), refresh rotation and reuse detection, code
+//! and refresh expiry, and sign-in throttling that lifts when its wait is over. Time moves by
+//! `clock.advance`, never by sleeping.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use portcullis_authz::authorize::{AuthorizeFailure, AuthorizeParams, Step};
+use portcullis_authz::gateway::{Gateway, Serves};
+use portcullis_authz::keys::OperatorKey;
+use portcullis_authz::token::TokenOutcome;
+use portcullis_config::{Config, MapEnv};
+use portcullis_store::MemoryStore;
+use portcullis_types::ManualClock;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const NOW: u64 = 1_800_000_000;
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const REDIRECT: &str = "http://127.0.0.1:40001/cb";
+const PASSWORD: &str = "correct horse battery";
+const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+struct Harness {
+    gateway: Arc<Gateway>,
+    clock: Arc<ManualClock>,
+}
+
+async fn harness() -> Harness {
+    let config = Config::from_toml(
+        r#"
+public_url = "https://mcp.example.com"
+[store]
+url = "memory:"
+[gateway]
+operator_key_file = "/nonexistent/operator.key"
+refresh_token_ttl_secs = 86400
+[[gateway.clients]]
+client_id = "app"
+redirect_uris = ["http://127.0.0.1/cb"]
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+scopes = ["mcp:tools"]
+gateway = true
+"#,
+        &MapEnv::default(),
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock::at(NOW));
+    let store = Arc::new(MemoryStore::new());
+    Gateway::add_user(store.as_ref(), "alice", PASSWORD, NOW as i64).await.unwrap();
+    let operator = OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
+    let g = config.gateway.clone().unwrap();
+    let gateway = Gateway::start(&g, Serves::from_config(&config), store, operator, clock.clone()).await.unwrap();
+    Harness { gateway, clock }
+}
+
+fn request() -> AuthorizeParams {
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
+    AuthorizeParams {
+        response_type: Some("code".into()),
+        client_id: Some("app".into()),
+        redirect_uri: Some(REDIRECT.into()),
+        scope: Some("mcp:tools".into()),
+        state: Some("st".into()),
+        code_challenge: Some(challenge),
+        code_challenge_method: Some("S256".into()),
+        resource: Some(RESOURCE.into()),
+        nonce: None,
+    }
+}
+
+/// The sign-in page's handle and CSRF token.
+fn login_page(step: Step) -> (String, String, Option<String>) {
+    match step {
+        Step::Login { handle, flow, error, .. } => (handle, flow.csrf, error),
+        other => panic!("expected the sign-in page, got {other:?}"),
+    }
+}
+
+/// A sign-in attempt in a fresh flow: the next step, or the error shown on the page.
+async fn attempt(h: &Harness, username: &str, password: &str) -> Result<Step, String> {
+    let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
+    match h.gateway.login(&handle, &csrf, Some(&csrf), username, password, None).await.unwrap() {
+        Step::Login { error, .. } => Err(error.unwrap()),
+        step => Ok(step),
+    }
+}
+
+/// A full sign-in: the code that reached the redirect URI.
+async fn code(h: &Harness) -> String {
+    let step = attempt(h, "alice", PASSWORD).await.unwrap();
+    let url = match step {
+        Step::Consent { handle, flow } => h.gateway.consent(&handle, &flow.csrf, Some(&flow.csrf), true).await.unwrap(),
+        Step::Done(url) => url,
+        Step::Login { .. } => unreachable!(),
+    };
+    let url = url::Url::parse(&url).unwrap();
+    let q: HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert!(url.as_str().starts_with(REDIRECT));
+    assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("st", "https://mcp.example.com"));
+    q["code"].clone()
+}
+
+async fn token(h: &Harness, pairs: &[(&str, &str)]) -> Result<Value, (String, String)> {
+    let form: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    match h.gateway.token(&form, None, None).await {
+        Ok(v) => Ok(v),
+        Err(TokenOutcome::Failure(f)) => Err((f.error.to_owned(), f.description)),
+        Err(TokenOutcome::Internal(e)) => panic!("internal: {e}"),
+    }
+}
+
+async fn exchange(h: &Harness, code: &str) -> Result<Value, (String, String)> {
+    token(
+        h,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "app"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
+async fn refresh(h: &Harness, refresh_token: &str) -> Result<Value, (String, String)> {
+    token(h, &[("grant_type", "refresh_token"), ("client_id", "app"), ("refresh_token", refresh_token)]).await
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sign_in_consent_code_tokens_and_rotation() {
+    let h = harness().await;
+    let code = code(&h).await;
+    let tokens = exchange(&h, &code).await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["scope"], "mcp:tools");
+    // A code works once; its replay revokes what it granted.
+    assert_eq!(exchange(&h, &code).await.unwrap_err().0, "invalid_grant");
+    assert_eq!(refresh(&h, &text(&tokens, "refresh_token")).await.unwrap_err().0, "invalid_grant");
+
+    // A second sign-in: consent is remembered, so no second question.
+    let step = attempt(&h, "alice", PASSWORD).await.unwrap();
+    assert!(matches!(step, Step::Done(_)), "{step:?}");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let h = harness().await;
+    let tokens = exchange(&h, &code(&h).await).await.unwrap();
+    let r1 = text(&tokens, "refresh_token");
+    h.clock.advance(60);
+    let rotated = refresh(&h, &r1).await.unwrap();
+    let r2 = text(&rotated, "refresh_token");
+    assert_ne!(r1, r2);
+    // The old one again: reuse. The whole family is revoked, the current token too.
+    assert_eq!(refresh(&h, &r1).await.unwrap_err().0, "invalid_grant");
+    assert_eq!(refresh(&h, &r2).await.unwrap_err().0, "invalid_grant");
+}
+
+#[tokio::test]
+async fn codes_and_refresh_tokens_expire() {
+    let h = harness().await;
+    let stale = code(&h).await;
+    h.clock.advance(3_600);
+    assert_eq!(exchange(&h, &stale).await.unwrap_err().0, "invalid_grant");
+    let tokens = exchange(&h, &code(&h).await).await.unwrap();
+    h.clock.advance(86_400 + 1);
+    assert_eq!(refresh(&h, &text(&tokens, "refresh_token")).await.unwrap_err().0, "invalid_grant");
+}
+
+#[tokio::test]
+async fn throttled_sign_ins_wait_and_then_may_try_again() {
+    let h = harness().await;
+    for _ in 0..5 {
+        let error = attempt(&h, "alice", "wrong").await.unwrap_err();
+        assert!(error.starts_with("Wrong username or password"), "{error}");
+    }
+    let error = attempt(&h, "alice", PASSWORD).await.unwrap_err();
+    assert_eq!(error, "Too many failed sign-ins. Try again in 30 seconds.");
+    h.clock.advance(29);
+    assert!(attempt(&h, "alice", PASSWORD).await.is_err());
+    h.clock.advance(1);
+    // The wait is over: the right password works, and forgets the failures.
+    assert!(attempt(&h, "alice", PASSWORD).await.is_ok());
+    let error = attempt(&h, "alice", "wrong").await.unwrap_err();
+    assert_eq!(error, "Wrong username or password.");
+}
+
+#[tokio::test]
+async fn a_flow_expires_and_a_wrong_csrf_token_is_refused() {
+    let h = harness().await;
+    let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
+    let refused = h.gateway.login(&handle, &csrf, Some("another"), "alice", PASSWORD, None).await;
+    assert!(matches!(refused, Err(AuthorizeFailure::Page { .. })), "{refused:?}");
+    let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
+    h.clock.advance(601);
+    let expired = h.gateway.login(&handle, &csrf, Some(&csrf), "alice", PASSWORD, None).await;
+    assert!(matches!(expired, Err(AuthorizeFailure::Page { .. })), "{expired:?}");
+}
