@@ -25,17 +25,21 @@ fn random(len: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn login(
-    http: &reqwest::Client,
-    meta: &Value,
-    mcp_url: &Url,
-    resource: &str,
-    scope: Option<&str>,
-    issuer: &str,
-    wait: Duration,
-    r: &mut Report,
-) {
+/// What the sign-in is for, as the earlier stages found it.
+pub(super) struct Target<'a> {
+    /// The authorization server's metadata.
+    pub(super) meta: &'a Value,
+    pub(super) mcp_url: &'a Url,
+    /// The protected resource metadata's `resource`, sent as RFC 8707 `resource`.
+    pub(super) resource: &'a str,
+    /// The scopes the challenge named.
+    pub(super) scope: Option<&'a str>,
+    /// The issuer the RFC 9207 `iss` must equal.
+    pub(super) issuer: &'a str,
+}
+
+pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Duration, r: &mut Report) {
+    let Target { meta, mcp_url, resource, scope, issuer } = *target;
     let (Some(auth_endpoint), Some(token_endpoint)) = (
         meta.get("authorization_endpoint").and_then(Value::as_str),
         meta.get("token_endpoint").and_then(Value::as_str),
