@@ -8,10 +8,12 @@
 use std::net::IpAddr;
 
 use portcullis_store::{CodeRecord, ConsentRecord, PendingRecord};
+use portcullis_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::error::AuthzError;
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::redirect;
@@ -81,31 +83,6 @@ impl Flow {
     }
 }
 
-/// Why the request cannot proceed.
-#[derive(Debug)]
-pub enum AuthorizeFailure {
-    /// Shown to the user; nothing is sent to the client.
-    Page {
-        title: String,
-        detail: String,
-    },
-    /// Sent to the client's verified redirect URI.
-    Redirect(String),
-    Internal(GatewayError),
-}
-
-impl From<GatewayError> for AuthorizeFailure {
-    fn from(e: GatewayError) -> Self {
-        Self::Internal(e)
-    }
-}
-
-impl From<portcullis_store::StoreError> for AuthorizeFailure {
-    fn from(e: portcullis_store::StoreError) -> Self {
-        Self::Internal(e.into())
-    }
-}
-
 /// What to show next.
 #[derive(Debug)]
 pub enum Step {
@@ -117,8 +94,8 @@ pub enum Step {
     Done(String),
 }
 
-fn page(title: &str, detail: impl Into<String>) -> AuthorizeFailure {
-    AuthorizeFailure::Page { title: title.to_owned(), detail: detail.into() }
+fn page(title: &str, detail: impl Into<String>) -> AuthzError {
+    AuthzError::page(title, detail)
 }
 
 impl Gateway {
@@ -142,18 +119,18 @@ impl Gateway {
         &self,
         redirect_uri: &str,
         state: Option<&str>,
-        error: &str,
+        error: ErrorCode,
         description: &str,
-    ) -> AuthorizeFailure {
-        AuthorizeFailure::Redirect(self.response_url(
+    ) -> AuthzError {
+        AuthzError::Redirect(self.response_url(
             redirect_uri,
-            &[("error", error), ("error_description", description)],
+            &[("error", error.as_str()), ("error_description", description)],
             state,
         ))
     }
 
     /// Validates an authorization request and starts a flow. `requester` is the address it came from.
-    pub async fn begin(&self, p: &AuthorizeParams, requester: Option<IpAddr>) -> Result<Step, AuthorizeFailure> {
+    pub async fn begin(&self, p: &AuthorizeParams, requester: Option<IpAddr>) -> Result<Step, AuthzError> {
         // 1. The client and its redirect URI, before anything can be sent anywhere.
         let client_id = p
             .client_id
@@ -188,12 +165,12 @@ impl Gateway {
             return Err(self.error_redirect(
                 &redirect_uri,
                 state,
-                "unsupported_response_type",
+                ErrorCode::UnsupportedResponseType,
                 "response_type must be code",
             ));
         }
         let code_challenge = pkce::check_challenge(p.code_challenge.as_deref(), p.code_challenge_method.as_deref())
-            .map_err(|e| self.error_redirect(&redirect_uri, state, "invalid_request", &e.to_string()))?;
+            .map_err(|e| self.error_redirect(&redirect_uri, state, ErrorCode::InvalidRequest, &e.to_string()))?;
         // RFC 8707 §2: the resource must be one we protect.
         let resource = match p.resource.as_deref() {
             Some(r) => {
@@ -201,7 +178,7 @@ impl Gateway {
                     self.error_redirect(
                         &redirect_uri,
                         state,
-                        "invalid_target",
+                        ErrorCode::InvalidTarget,
                         &format!("{r:?} is not a resource this server protects"),
                     )
                 })?
@@ -211,7 +188,7 @@ impl Gateway {
                 return Err(self.error_redirect(
                     &redirect_uri,
                     state,
-                    "invalid_target",
+                    ErrorCode::InvalidTarget,
                     "resource is required (RFC 8707)",
                 ));
             }
@@ -228,7 +205,7 @@ impl Gateway {
                 return Err(self.error_redirect(
                     &redirect_uri,
                     state,
-                    "invalid_scope",
+                    ErrorCode::InvalidScope,
                     &format!("scope {s:?} is not available to this client"),
                 ));
             }
@@ -267,9 +244,8 @@ impl Gateway {
         self.settings.default_scopes.iter().find(|(r, _)| r == resource).map(|(_, s)| s.clone()).unwrap_or_default()
     }
 
-    async fn save(&self, handle: &str, flow: &Flow) -> Result<(), AuthorizeFailure> {
-        let data =
-            serde_json::to_value(flow).map_err(|e| AuthorizeFailure::Internal(GatewayError::Other(e.to_string())))?;
+    async fn save(&self, handle: &str, flow: &Flow) -> Result<(), AuthzError> {
+        let data = serde_json::to_value(flow).map_err(|e| AuthzError::Internal(GatewayError::Other(e.to_string())))?;
         self.store
             .put_pending(PendingRecord {
                 id_hash: hash(handle),
@@ -282,7 +258,7 @@ impl Gateway {
     }
 
     /// Takes a flow by its handle, checking the double-submitted CSRF token.
-    async fn take(&self, handle: &str, csrf_form: &str, csrf_cookie: Option<&str>) -> Result<Flow, AuthorizeFailure> {
+    async fn take(&self, handle: &str, csrf_form: &str, csrf_cookie: Option<&str>) -> Result<Flow, AuthzError> {
         let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
         let record = self.store.take_pending(&hash(handle), self.now()).await?.ok_or_else(expired)?;
         if record.kind != "authorize" {
@@ -308,7 +284,7 @@ impl Gateway {
         username: &str,
         password: &str,
         requester: Option<IpAddr>,
-    ) -> Result<Step, AuthorizeFailure> {
+    ) -> Result<Step, AuthzError> {
         let mut flow = self.take(handle, csrf_form, csrf_cookie).await?;
         // Throttled: the password is not even checked (the same answer whether the account exists).
         if let Some(secs) = self.sign_in_wait(username, requester).await? {
@@ -329,7 +305,7 @@ impl Gateway {
                 return Err(self.error_redirect(
                     &flow.redirect_uri,
                     flow.state.as_deref(),
-                    "access_denied",
+                    ErrorCode::AccessDenied,
                     "too many failed sign-in attempts",
                 ));
             }
@@ -369,13 +345,13 @@ impl Gateway {
         csrf_form: &str,
         csrf_cookie: Option<&str>,
         approve: bool,
-    ) -> Result<String, AuthorizeFailure> {
+    ) -> Result<String, AuthzError> {
         let flow = self.take(handle, csrf_form, csrf_cookie).await?;
         if !approve {
             return Err(self.error_redirect(
                 &flow.redirect_uri,
                 flow.state.as_deref(),
-                "access_denied",
+                ErrorCode::AccessDenied,
                 "the user declined",
             ));
         }
@@ -394,7 +370,7 @@ impl Gateway {
     }
 
     /// `dangerous.auto_approve_as`: the fixed account, no pages.
-    async fn auto_approve(&self, mut flow: Flow, username: &str) -> Result<Step, AuthorizeFailure> {
+    async fn auto_approve(&self, mut flow: Flow, username: &str) -> Result<Step, AuthzError> {
         let user = self.store.get_user(username).await?.ok_or_else(|| {
             page(
                 "Automatic approval misconfigured",
@@ -413,7 +389,7 @@ impl Gateway {
     }
 
     /// After consent: the upstream `state` is created now (never before consent), single-use and short-lived.
-    async fn to_upstream(&self, flow: Flow) -> Result<String, AuthorizeFailure> {
+    async fn to_upstream(&self, flow: Flow) -> Result<String, AuthzError> {
         let Some(upstream) = &self.upstream else {
             return Err(page("Request refused", "Sign in first."));
         };
@@ -437,7 +413,7 @@ impl Gateway {
         code: Option<&str>,
         state: Option<&str>,
         error: Option<&str>,
-    ) -> Result<String, AuthorizeFailure> {
+    ) -> Result<String, AuthzError> {
         let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
         let (Some(upstream), Some(state)) = (&self.upstream, state) else { return Err(expired()) };
         let record = self.store.take_pending(&hash(state), self.now()).await?.ok_or_else(expired)?;
@@ -452,7 +428,7 @@ impl Gateway {
             return Err(self.error_redirect(
                 &flow.redirect_uri,
                 flow.state.as_deref(),
-                "access_denied",
+                ErrorCode::AccessDenied,
                 "the identity provider refused the sign-in",
             ));
         }
@@ -464,7 +440,7 @@ impl Gateway {
                 return Err(self.error_redirect(
                     &flow.redirect_uri,
                     flow.state.as_deref(),
-                    "server_error",
+                    ErrorCode::ServerError,
                     "signing in at the identity provider failed",
                 ));
             }
@@ -484,7 +460,7 @@ impl Gateway {
         self.issue_code(&flow).await
     }
 
-    async fn issue_code(&self, flow: &Flow) -> Result<String, AuthorizeFailure> {
+    async fn issue_code(&self, flow: &Flow) -> Result<String, AuthzError> {
         let code = random_string(43);
         let now = self.now();
         self.store

@@ -6,6 +6,7 @@
 //!   clock) and its start-up: signing keys, configured clients.
 //! - [`authorize`]: one sign-in: the authorization request, sign-in, consent, the code.
 //! - [`token`]: the token endpoint's grants, revocation (RFC 7009) and introspection (RFC 7662).
+//! - [`error`]: [`error::AuthzError`], the one error of every endpoint, with the RFC error code.
 //! - [`metadata`]: the RFC 8414 / OpenID discovery documents, one `issuer` everywhere.
 //! - [`redirect`]: redirect URI rules (RFC 8252, OAuth 2.1 §2.3.1) and exact matching.
 //! - [`pkce`]: RFC 7636 S256 checks.
@@ -26,6 +27,7 @@ pub mod assertion;
 pub mod authorize;
 pub mod cimd;
 pub mod client_auth;
+pub mod error;
 pub mod forward;
 pub mod gateway;
 pub mod json;

@@ -27,10 +27,10 @@ pub enum RegisterError {
 
 impl RegisterError {
     /// The `error` code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> portcullis_types::ErrorCode {
         match self {
-            Self::InvalidRedirectUri(_) => "invalid_redirect_uri",
-            Self::InvalidClientMetadata(_) => "invalid_client_metadata",
+            Self::InvalidRedirectUri(_) => portcullis_types::ErrorCode::InvalidRedirectUri,
+            Self::InvalidClientMetadata(_) => portcullis_types::ErrorCode::InvalidClientMetadata,
         }
     }
 }
@@ -296,7 +296,7 @@ mod tests {
         assert!(body.get("unknown_extension").is_none());
         assert_eq!(body["id_token_signed_response_alg"], "ES256", "stated, since RS256 is the default otherwise");
         let rs = json!({"redirect_uris": ["https://a.example/cb"], "id_token_signed_response_alg": "RS256"});
-        assert_eq!(register(&rs, &policy()).unwrap_err().code(), "invalid_client_metadata");
+        assert_eq!(register(&rs, &policy()).unwrap_err().code().as_str(), "invalid_client_metadata");
     }
 
     #[test]
@@ -324,7 +324,7 @@ mod tests {
             ),
         ] {
             let e = register(&req, &policy()).unwrap_err();
-            assert_eq!(e.code(), "invalid_client_metadata");
+            assert_eq!(e.code().as_str(), "invalid_client_metadata");
             assert!(e.to_string().contains(expected), "{expected}: {e}");
         }
     }
@@ -363,7 +363,7 @@ mod tests {
             (json!([1]), "invalid_client_metadata"),
         ];
         for (req, code) in cases {
-            assert_eq!(register(&req, &policy()).unwrap_err().code(), code, "{req}");
+            assert_eq!(register(&req, &policy()).unwrap_err().code().as_str(), code, "{req}");
         }
     }
 

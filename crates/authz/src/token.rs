@@ -12,57 +12,13 @@ use subtle::ConstantTimeEq;
 
 use super::assertion::{self, JWT_BEARER};
 use super::client_auth::{AuthMethod, presented};
+use super::error::{AuthzError, Refusal};
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::register::random_string;
 use portcullis_oauth::audience::same_resource;
 use portcullis_oauth::jwks::KeySet;
-
-/// A token endpoint error (RFC 6749 §5.2).
-#[derive(Debug)]
-pub struct TokenFailure {
-    /// 400, or 401 for `invalid_client`.
-    pub status: u16,
-    pub error: &'static str,
-    pub description: String,
-    /// The client tried HTTP Basic: a 401 then carries `WWW-Authenticate: Basic` (RFC 6749 §5.2).
-    pub basic: bool,
-}
-
-impl TokenFailure {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
-        Self { status: 400, error, description: description.into(), basic: false }
-    }
-
-    fn client(description: impl Into<String>, basic: bool) -> Self {
-        Self { status: 401, error: "invalid_client", description: description.into(), basic }
-    }
-}
-
-/// Either a protocol failure for the client or an internal one.
-#[derive(Debug)]
-pub enum TokenOutcome {
-    Failure(TokenFailure),
-    Internal(GatewayError),
-}
-
-impl From<TokenFailure> for TokenOutcome {
-    fn from(f: TokenFailure) -> Self {
-        Self::Failure(f)
-    }
-}
-
-impl From<GatewayError> for TokenOutcome {
-    fn from(e: GatewayError) -> Self {
-        Self::Internal(e)
-    }
-}
-
-impl From<portcullis_store::StoreError> for TokenOutcome {
-    fn from(e: portcullis_store::StoreError) -> Self {
-        Self::Internal(e.into())
-    }
-}
+use portcullis_types::ErrorCode;
 
 impl Gateway {
     /// Authenticates the client of a token, revocation or introspection request.
@@ -71,7 +27,7 @@ impl Gateway {
         form: &HashMap<String, String>,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
-    ) -> Result<ClientRecord, TokenOutcome> {
+    ) -> Result<ClientRecord, AuthzError> {
         if let Some(kind) = form.get("client_assertion_type") {
             return self.authenticate_assertion(form, authorization, kind, requester).await;
         }
@@ -81,38 +37,34 @@ impl Gateway {
             form.get("client_secret").map(String::as_str),
         )
         .map_err(|e| match e {
-            super::client_auth::ClientAuthError::Missing => {
-                TokenFailure::client("client authentication is required", false)
-            }
+            super::client_auth::ClientAuthError::Missing => Refusal::client("client authentication is required", false),
             // Credentials that cannot be read are a failed client authentication (RFC 6749 §5.2).
-            super::client_auth::ClientAuthError::MalformedBasic => TokenFailure::client(e.to_string(), true),
-            other => TokenFailure::new("invalid_request", other.to_string()),
+            super::client_auth::ClientAuthError::MalformedBasic => Refusal::client(e.to_string(), true),
+            other => Refusal::new(ErrorCode::InvalidRequest, other.to_string()),
         })?;
         let basic = creds.method == AuthMethod::ClientSecretBasic;
         // Unknown clients get invalid_client, so that clients which lost their registration register
         // again (Claude Code and the MCP SDKs do exactly that).
         let client = match self.find_client(&creds.client_id, requester).await? {
             ClientLookup::Known(client, _) => client,
-            ClientLookup::Unknown(why) => return Err(TokenFailure::client(why, basic).into()),
+            ClientLookup::Unknown(why) => return Err(Refusal::client(why, basic).into()),
         };
         if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" {
-            return Err(TokenFailure::client("this client must authenticate with private_key_jwt", basic).into());
+            return Err(Refusal::client("this client must authenticate with private_key_jwt", basic).into());
         }
         match (&client.secret_hash, &creds.secret) {
             (Some(expected), Some(_)) => {
                 let matches =
                     creds.secret_candidates().any(|c| bool::from(hash(c).as_bytes().ct_eq(expected.as_bytes())));
                 if !matches {
-                    return Err(TokenFailure::client("the client secret is wrong", basic).into());
+                    return Err(Refusal::client("the client secret is wrong", basic).into());
                 }
             }
             (Some(_), None) => {
-                return Err(TokenFailure::client("this client must authenticate with its secret", basic).into());
+                return Err(Refusal::client("this client must authenticate with its secret", basic).into());
             }
             (None, Some(_)) => {
-                return Err(
-                    TokenFailure::client("this is a public client: send client_id only (method none)", basic).into()
-                );
+                return Err(Refusal::client("this is a public client: send client_id only (method none)", basic).into());
             }
             (None, None) => {}
         }
@@ -127,15 +79,15 @@ impl Gateway {
         authorization: Option<&str>,
         kind: &str,
         requester: Option<IpAddr>,
-    ) -> Result<ClientRecord, TokenOutcome> {
+    ) -> Result<ClientRecord, AuthzError> {
         if kind != JWT_BEARER {
-            return Err(TokenFailure::client(format!("client_assertion_type {kind:?} is not supported"), false).into());
+            return Err(Refusal::client(format!("client_assertion_type {kind:?} is not supported"), false).into());
         }
         if authorization.is_some_and(|a| a.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")))
             || form.contains_key("client_secret")
         {
-            return Err(TokenFailure::new(
-                "invalid_request",
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
                 "client credentials were sent in more than one way (RFC 6749 §2.3)",
             )
             .into());
@@ -143,10 +95,10 @@ impl Gateway {
         let assertion = form
             .get("client_assertion")
             .filter(|a| !a.is_empty())
-            .ok_or_else(|| TokenFailure::new("invalid_request", "client_assertion is required"))?;
-        let client_id = assertion::claimed_client(assertion).map_err(|e| TokenFailure::client(e, false))?;
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "client_assertion is required"))?;
+        let client_id = assertion::claimed_client(assertion).map_err(|e| Refusal::client(e, false))?;
         if form.get("client_id").is_some_and(|c| *c != client_id) {
-            return Err(TokenFailure::client("client_id differs from the client_assertion's sub", false).into());
+            return Err(Refusal::client("client_id differs from the client_assertion's sub", false).into());
         }
         let (client, document) = match self.find_client(&client_id, requester).await? {
             ClientLookup::Known(client, document)
@@ -155,11 +107,9 @@ impl Gateway {
                 (client, document)
             }
             ClientLookup::Known(..) => {
-                return Err(
-                    TokenFailure::client("this client does not authenticate with private_key_jwt", false).into()
-                );
+                return Err(Refusal::client("this client does not authenticate with private_key_jwt", false).into());
             }
-            ClientLookup::Unknown(why) => return Err(TokenFailure::client(why, false).into()),
+            ClientLookup::Unknown(why) => return Err(Refusal::client(why, false).into()),
         };
         // Keys from the metadata document, or registered with the client (RFC 7591 `jwks`).
         let registered = match &document {
@@ -170,12 +120,12 @@ impl Gateway {
             .as_ref()
             .and_then(|d| d.keys.as_ref())
             .or(registered.as_ref())
-            .ok_or_else(|| TokenFailure::client("the client has no usable keys", false))?;
+            .ok_or_else(|| Refusal::client("the client has no usable keys", false))?;
         let audiences: Vec<String> = std::iter::once(self.issuer.to_string())
             .chain(["/token", "/revoke", "/introspect"].iter().map(|p| super::metadata::endpoint(&self.issuer, p)))
             .collect();
         let accepted = assertion::verify(assertion, keys, &client_id, &audiences, self.now())
-            .map_err(|e| TokenFailure::client(e, false))?;
+            .map_err(|e| Refusal::client(e, false))?;
         let remembered = self
             .store
             .put_pending(PendingRecord {
@@ -189,7 +139,7 @@ impl Gateway {
             Ok(()) => Ok(client),
             Err(portcullis_store::StoreError::Conflict(_)) => {
                 tracing::warn!(client_id, "client assertion replayed");
-                Err(TokenFailure::client("this client_assertion was already used (jti)", false).into())
+                Err(Refusal::client("this client_assertion was already used (jti)", false).into())
             }
             Err(e) => Err(e.into()),
         }
@@ -202,55 +152,57 @@ impl Gateway {
         form: &HashMap<String, String>,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
-    ) -> Result<Value, TokenOutcome> {
+    ) -> Result<Value, AuthzError> {
         let client = self.authenticate_client(form, authorization, requester).await?;
         let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
         match param("grant_type") {
             Some("authorization_code") => self.code_grant(&client, form).await,
             Some("refresh_token") => self.refresh_grant(&client, form).await,
             Some(other) => {
-                Err(TokenFailure::new("unsupported_grant_type", format!("grant_type {other:?} is not supported"))
+                Err(Refusal::new(ErrorCode::UnsupportedGrantType, format!("grant_type {other:?} is not supported"))
                     .into())
             }
-            None => Err(TokenFailure::new("invalid_request", "grant_type is required").into()),
+            None => Err(Refusal::new(ErrorCode::InvalidRequest, "grant_type is required").into()),
         }
     }
 
-    async fn code_grant(&self, client: &ClientRecord, form: &HashMap<String, String>) -> Result<Value, TokenOutcome> {
+    async fn code_grant(&self, client: &ClientRecord, form: &HashMap<String, String>) -> Result<Value, AuthzError> {
         let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let code = param("code").ok_or_else(|| TokenFailure::new("invalid_request", "code is required"))?;
+        let code = param("code").ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code is required"))?;
         let verifier = param("code_verifier")
-            .ok_or_else(|| TokenFailure::new("invalid_request", "code_verifier is required (PKCE)"))?;
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code_verifier is required (PKCE)"))?;
         let record = match self.store.redeem_code(&hash(code), self.now()).await? {
             CodeRedemption::Redeemed(r) => r,
             // OAuth 2.1 §4.1.3: a code used twice revokes what the first use issued.
             CodeRedemption::Replayed(r) => {
                 let revoked = self.store.revoke_family(&r.family_id).await?;
                 tracing::warn!(client_id = %r.client_id, revoked, "authorization code replayed; its tokens are revoked");
-                return Err(TokenFailure::new("invalid_grant", "the authorization code was already used").into());
+                return Err(Refusal::new(ErrorCode::InvalidGrant, "the authorization code was already used").into());
             }
             CodeRedemption::Expired => {
-                return Err(TokenFailure::new("invalid_grant", "the authorization code expired").into());
+                return Err(Refusal::new(ErrorCode::InvalidGrant, "the authorization code expired").into());
             }
             CodeRedemption::Unknown => {
-                return Err(TokenFailure::new("invalid_grant", "the authorization code is not valid").into());
+                return Err(Refusal::new(ErrorCode::InvalidGrant, "the authorization code is not valid").into());
             }
         };
         if record.client_id != client.client_id {
             return Err(
-                TokenFailure::new("invalid_grant", "the authorization code was issued to another client").into()
+                Refusal::new(ErrorCode::InvalidGrant, "the authorization code was issued to another client").into()
             );
         }
         if param("redirect_uri").is_some_and(|r| r != record.redirect_uri) || param("redirect_uri").is_none() {
             return Err(
-                TokenFailure::new("invalid_grant", "redirect_uri differs from the authorization request").into()
+                Refusal::new(ErrorCode::InvalidGrant, "redirect_uri differs from the authorization request").into()
             );
         }
         if param("resource").is_some_and(|r| !same_resource(r, &record.resource)) {
-            return Err(TokenFailure::new("invalid_target", "resource differs from the authorization request").into());
+            return Err(
+                Refusal::new(ErrorCode::InvalidTarget, "resource differs from the authorization request").into()
+            );
         }
         pkce::verify(verifier, &record.code_challenge)
-            .map_err(|e| TokenFailure::new("invalid_grant", e.to_string()))?;
+            .map_err(|e| Refusal::new(ErrorCode::InvalidGrant, e.to_string()))?;
 
         let mut body = self.access_token(&client.client_id, &record.subject, &record.resource, &record.scope)?;
         if wants_refresh(client) {
@@ -277,32 +229,30 @@ impl Gateway {
         Ok(body)
     }
 
-    async fn refresh_grant(
-        &self,
-        client: &ClientRecord,
-        form: &HashMap<String, String>,
-    ) -> Result<Value, TokenOutcome> {
+    async fn refresh_grant(&self, client: &ClientRecord, form: &HashMap<String, String>) -> Result<Value, AuthzError> {
         let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let token =
-            param("refresh_token").ok_or_else(|| TokenFailure::new("invalid_request", "refresh_token is required"))?;
+        let token = param("refresh_token")
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "refresh_token is required"))?;
         let old_hash = hash(token);
         let old = self
             .store
             .get_refresh(&old_hash)
             .await?
-            .ok_or_else(|| TokenFailure::new("invalid_grant", "the refresh token is not valid"))?;
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidGrant, "the refresh token is not valid"))?;
         if old.client_id != client.client_id {
-            return Err(TokenFailure::new("invalid_grant", "the refresh token was issued to another client").into());
+            return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token was issued to another client").into());
         }
         if param("resource").is_some_and(|r| !same_resource(r, &old.resource)) {
-            return Err(TokenFailure::new("invalid_target", "resource differs from the original grant").into());
+            return Err(Refusal::new(ErrorCode::InvalidTarget, "resource differs from the original grant").into());
         }
         // RFC 6749 §6: a narrower scope may be asked for, never a wider one.
         let scope = match param("scope") {
             Some(s) => {
                 let granted: Vec<&str> = old.scope.split(' ').collect();
                 if let Some(extra) = s.split(' ').filter(|x| !x.is_empty()).find(|x| !granted.contains(x)) {
-                    return Err(TokenFailure::new("invalid_scope", format!("scope {extra:?} was not granted")).into());
+                    return Err(
+                        Refusal::new(ErrorCode::InvalidScope, format!("scope {extra:?} was not granted")).into()
+                    );
                 }
                 s.to_owned()
             }
@@ -313,7 +263,7 @@ impl Gateway {
         if self.forward_token_header().is_some()
             && let Err(super::forward::ForwardError::Ended(why)) = self.upstream_access_token(&old.subject).await
         {
-            return Err(TokenFailure::new("invalid_grant", format!("sign in again: {why}")).into());
+            return Err(Refusal::new(ErrorCode::InvalidGrant, format!("sign in again: {why}")).into());
         }
         let new_token = random_string(43);
         let now = self.now();
@@ -332,12 +282,14 @@ impl Gateway {
             // OAuth 2.1 §4.3.1: reuse of a rotated refresh token revokes the whole family.
             Rotation::Reused { family_id } => {
                 tracing::warn!(client_id = %client.client_id, %family_id, "refresh token reused; its family is revoked");
-                return Err(TokenFailure::new("invalid_grant", "the refresh token was already used").into());
+                return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token was already used").into());
             }
-            Rotation::Revoked => return Err(TokenFailure::new("invalid_grant", "the refresh token was revoked").into()),
-            Rotation::Expired => return Err(TokenFailure::new("invalid_grant", "the refresh token expired").into()),
+            Rotation::Revoked => {
+                return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token was revoked").into());
+            }
+            Rotation::Expired => return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token expired").into()),
             Rotation::Unknown => {
-                return Err(TokenFailure::new("invalid_grant", "the refresh token is not valid").into());
+                return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token is not valid").into());
             }
         }
         let mut body = self.access_token(&client.client_id, &old.subject, &old.resource, &scope)?;
@@ -346,7 +298,7 @@ impl Gateway {
     }
 
     /// The token response with a fresh RFC 9068 access token.
-    fn access_token(&self, client_id: &str, subject: &str, resource: &str, scope: &str) -> Result<Value, TokenOutcome> {
+    fn access_token(&self, client_id: &str, subject: &str, resource: &str, scope: &str) -> Result<Value, AuthzError> {
         let now = self.now();
         let ttl = self.settings.access_token_ttl as i64;
         let claims = json!({
@@ -369,7 +321,7 @@ impl Gateway {
         subject: &str,
         auth_time: i64,
         nonce: Option<&str>,
-    ) -> Result<String, TokenOutcome> {
+    ) -> Result<String, AuthzError> {
         let now = self.now();
         let mut claims = json!({
             "iss": self.issuer.as_str(),
@@ -392,12 +344,12 @@ impl Gateway {
         form: &HashMap<String, String>,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
-    ) -> Result<(), TokenOutcome> {
+    ) -> Result<(), AuthzError> {
         let client = self.authenticate_client(form, authorization, requester).await?;
         let token = form
             .get("token")
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| TokenFailure::new("invalid_request", "token is required"))?;
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "token is required"))?;
         if let Some(r) = self.store.get_refresh(&hash(token)).await?
             && r.client_id == client.client_id
         {
@@ -413,17 +365,17 @@ impl Gateway {
         authorization: Option<&str>,
         requester: Option<IpAddr>,
         verify_access: impl AsyncFnOnce(&str) -> Option<Value>,
-    ) -> Result<Value, TokenOutcome> {
+    ) -> Result<Value, AuthzError> {
         let client = self.authenticate_client(form, authorization, requester).await?;
         let confidential =
             client.secret_hash.is_some() || client.metadata["token_endpoint_auth_method"] == "private_key_jwt";
         if !confidential {
-            return Err(TokenFailure::client("introspection is for confidential clients", false).into());
+            return Err(Refusal::client("introspection is for confidential clients", false).into());
         }
         let token = form
             .get("token")
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| TokenFailure::new("invalid_request", "token is required"))?;
+            .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "token is required"))?;
         if let Some(mut claims) = verify_access(token).await {
             claims["active"] = json!(true);
             claims["token_type"] = json!("Bearer");

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use portcullis_authz::authorize::{AuthorizeFailure, AuthorizeParams, Step};
+use portcullis_authz::authorize::{AuthorizeParams, Step};
+use portcullis_authz::error::AuthzError;
 use portcullis_authz::gateway::{Gateway, Serves};
 use portcullis_authz::keys::OperatorKey;
-use portcullis_authz::token::TokenOutcome;
 use portcullis_config::{Config, MapEnv};
 use portcullis_store::MemoryStore;
 use portcullis_types::ManualClock;
@@ -111,8 +111,8 @@ async fn token(h: &Harness, pairs: &[(&str, &str)]) -> Result<Value, (String, St
     let form: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     match h.gateway.token(&form, None, None).await {
         Ok(v) => Ok(v),
-        Err(TokenOutcome::Failure(f)) => Err((f.error.to_owned(), f.description)),
-        Err(TokenOutcome::Internal(e)) => panic!("internal: {e}"),
+        Err(AuthzError::Refused(r)) => Err((r.code.as_str().to_owned(), r.description)),
+        Err(other) => panic!("not a refusal: {other}"),
     }
 }
 
@@ -202,9 +202,9 @@ async fn a_flow_expires_and_a_wrong_csrf_token_is_refused() {
     let h = harness().await;
     let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
     let refused = h.gateway.login(&handle, &csrf, Some("another"), "alice", PASSWORD, None).await;
-    assert!(matches!(refused, Err(AuthorizeFailure::Page { .. })), "{refused:?}");
+    assert!(matches!(refused, Err(AuthzError::Page { .. })), "{refused:?}");
     let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
     h.clock.advance(601);
     let expired = h.gateway.login(&handle, &csrf, Some(&csrf), "alice", PASSWORD, None).await;
-    assert!(matches!(expired, Err(AuthorizeFailure::Page { .. })), "{expired:?}");
+    assert!(matches!(expired, Err(AuthzError::Page { .. })), "{expired:?}");
 }

@@ -5,6 +5,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use portcullis_authz::error::AuthzError;
+use portcullis_types::ErrorCode;
 use serde_json::{Value, json};
 
 /// Who caused a failure, which decides the status class (downstream → 4xx, upstream → 502/504,
@@ -182,12 +184,14 @@ impl AuthError {
     pub fn into_response(self, ctx: &ChallengeContext) -> Response {
         let (status, code, scope) = match &self {
             Self::Missing => (StatusCode::UNAUTHORIZED, None, ctx.scopes.clone()),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, Some("invalid_request"), ctx.scopes.clone()),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::InvalidRequest), ctx.scopes.clone()),
             Self::Invalid(e) if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, None, ctx.scopes.clone()),
-            Self::Invalid(_) => (StatusCode::UNAUTHORIZED, Some("invalid_token"), ctx.scopes.clone()),
-            Self::InsufficientScope { needed } => (StatusCode::FORBIDDEN, Some("insufficient_scope"), needed.clone()),
+            Self::Invalid(_) => (StatusCode::UNAUTHORIZED, Some(ErrorCode::InvalidToken), ctx.scopes.clone()),
+            Self::InsufficientScope { needed } => {
+                (StatusCode::FORBIDDEN, Some(ErrorCode::InsufficientScope), needed.clone())
+            }
         };
-        match (&self, code) {
+        match (&self, &code) {
             (Self::Missing, _) => tracing::debug!("no bearer token"),
             (_, None) => tracing::warn!(error = %self, "token could not be checked"),
             _ => tracing::info!(error = %self, "token refused"),
@@ -199,10 +203,10 @@ impl AuthError {
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return r;
         }
-        let description = code.map(|_| quotable(&self.to_string()));
+        let description = code.as_ref().map(|_| quotable(&self.to_string()));
         let mut challenge = String::from("Bearer ");
         let mut params = Vec::new();
-        if let Some(code) = code {
+        if let Some(code) = &code {
             params.push(format!("error=\"{code}\""));
         }
         if let Some(d) = &description {
@@ -214,7 +218,7 @@ impl AuthError {
         }
         challenge.push_str(&params.join(", "));
         let body = match (code, &description) {
-            (Some(code), Some(d)) => json!({"error": code, "error_description": d}),
+            (Some(code), Some(d)) => json!({"error": code.as_str(), "error_description": d}),
             _ => json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
         };
         let mut r = (status, Json(body)).into_response();
@@ -237,4 +241,98 @@ pub(crate) fn quotable(s: &str) -> String {
             _ => '?',
         })
         .collect()
+}
+
+/// An answer of the authorization server's JSON endpoints (`/register`, `/token`, `/revoke`,
+/// `/introspect`): the status follows the RFC error code (`invalid_client` 401, `access_denied` 403,
+/// `temporarily_unavailable` 503, every other refusal 400), the body is the OAuth error object, never
+/// cached, and a failed HTTP Basic authentication gets its `Basic` challenge (RFC 6749 §5.2). Internal
+/// failures are logged with their sources and answered `server_error` without them.
+pub fn oauth_error(e: AuthzError) -> Response {
+    let (status, code, description, basic) = match e {
+        AuthzError::Refused(r) => {
+            tracing::info!(error = %r, "OAuth request refused");
+            let status = match r.code {
+                ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+                ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+                ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, r.code, Some(r.description), r.basic_challenge)
+        }
+        AuthzError::Internal(e) => {
+            tracing::error!(error = %portcullis_oauth::error_chain(&e), "the authorization server failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError, None, false)
+        }
+        // Front-channel outcomes do not arise at these endpoints; answered in their terms all the same.
+        AuthzError::Page { detail, .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, Some(detail), false),
+        AuthzError::Redirect(url) => {
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response();
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+    };
+    let body = match description {
+        Some(d) => json!({"error": code.as_str(), "error_description": d}),
+        None => json!({"error": code.as_str()}),
+    };
+    let mut r = (status, Json(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if status == StatusCode::UNAUTHORIZED && basic {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
+    }
+    r
+}
+
+/// What the browser gets from the front channel (`/authorize`, `/callback`).
+#[derive(Debug)]
+pub enum FrontChannel {
+    /// A page for the user (rendered by the gateway's templates).
+    Page { status: StatusCode, title: String, detail: String },
+    /// A redirect (303) to the client's verified redirect URI, carrying the error.
+    Redirect(String),
+}
+
+/// The front-channel answer to an error: pages for what may not go to the client, the redirect for what
+/// may, a page without detail (and a log line with it) for internal failures.
+pub fn front_channel(e: AuthzError) -> FrontChannel {
+    match e {
+        AuthzError::Page { title, detail } => {
+            tracing::info!(%title, %detail, "authorization request refused on a page");
+            FrontChannel::Page { status: StatusCode::BAD_REQUEST, title, detail }
+        }
+        AuthzError::Redirect(url) => FrontChannel::Redirect(url),
+        AuthzError::Refused(r) => {
+            tracing::info!(error = %r, "authorization request refused on a page");
+            FrontChannel::Page {
+                status: StatusCode::BAD_REQUEST,
+                title: "Request refused".into(),
+                detail: r.description,
+            }
+        }
+        AuthzError::Internal(e) => {
+            tracing::error!(error = %portcullis_oauth::error_chain(&e), "authorization failed");
+            FrontChannel::Page {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                title: "Something went wrong".into(),
+                detail: "Try again in a moment.".into(),
+            }
+        }
+    }
+}
+
+impl IntoResponse for crate::form::FormError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        tracing::info!(error = %self, "OAuth request refused");
+        let body = json!({"error": self.code().as_str(), "error_description": self.to_string()});
+        let mut r = (status, Json(body)).into_response();
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
 }

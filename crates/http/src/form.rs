@@ -4,17 +4,14 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::http::header;
 
 /// Token, revocation and introspection requests are a few short parameters; client assertions are
 /// the largest of them.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
-/// Why parameters were refused. The answer is an RFC 6749 §5.2 error body.
+/// Why parameters were refused. The answer is an RFC 6749 §5.2 error body (see `crate::error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormError {
     #[error("the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)")]
@@ -33,25 +30,11 @@ pub enum FormError {
 
 impl FormError {
     /// The RFC 6749 §5.2 / RFC 8707 §2 error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> portcullis_types::ErrorCode {
         match self {
-            Self::SeveralResources => "invalid_target",
-            _ => "invalid_request",
+            Self::SeveralResources => portcullis_types::ErrorCode::InvalidTarget,
+            _ => portcullis_types::ErrorCode::InvalidRequest,
         }
-    }
-}
-
-impl IntoResponse for FormError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        tracing::info!(error = %self, "OAuth request refused");
-        let mut r =
-            (status, Json(json!({"error": self.code(), "error_description": self.to_string()}))).into_response();
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
     }
 }
 
@@ -109,7 +92,7 @@ mod tests {
         assert_eq!(parse(b"code=bogus&code=real").unwrap_err(), FormError::Repeated("code".into()));
         // The same name however it is encoded.
         assert_eq!(parse(b"code=a&c%6Fde=b").unwrap_err(), FormError::Repeated("code".into()));
-        assert_eq!(parse(b"resource=a&resource=b").unwrap_err().code(), "invalid_target");
+        assert_eq!(parse(b"resource=a&resource=b").unwrap_err().code(), portcullis_types::ErrorCode::InvalidTarget);
         assert!(parse(b"").unwrap().is_empty());
     }
 }

@@ -13,13 +13,14 @@ use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use portcullis_authz::authorize::{AuthorizeFailure, AuthorizeParams, Step};
+use portcullis_authz::authorize::{AuthorizeParams, Step};
+use portcullis_authz::error::AuthzError;
 use portcullis_authz::gateway::Gateway;
 use portcullis_authz::metadata;
-use portcullis_authz::token::TokenOutcome;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::error::FrontChannel;
 use crate::form::OAuthForm;
 
 /// The CSRF double-submit cookie. `__Host-`: Secure, path `/`, no Domain — it cannot be set or
@@ -164,12 +165,6 @@ const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
-    if !gw.gateway.settings.registration {
-        return json_no_store(
-            StatusCode::FORBIDDEN,
-            json!({"error": "access_denied", "error_description": "registration is closed"}),
-        );
-    }
     if !gw.allow_registration(peer.map(|ConnectInfo(a)| a.ip())) {
         let mut r = json_no_store(
             StatusCode::TOO_MANY_REQUESTS,
@@ -184,31 +179,10 @@ async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -
             json!({"error": "invalid_client_metadata", "error_description": "the registration request is too large"}),
         );
     };
-    // RFC 7591 §3.2.2: anything unreadable is invalid metadata; a member named twice is too, since
-    // parsers disagree on which one counts.
-    let request = match portcullis_authz::json::parse(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            let description = match e.classify() {
-                serde_json::error::Category::Data => format!("the metadata is ambiguous: {e}"),
-                _ => "the body must be a JSON object".to_owned(),
-            };
-            return json_no_store(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "invalid_client_metadata", "error_description": description}),
-            );
-        }
-    };
-    match gw.gateway.register(&request).await {
+    match gw.gateway.register(&body).await {
         // RFC 7591 §3.2.1: 201 Created.
-        Ok(Ok(body)) => json_no_store(StatusCode::CREATED, body),
-        Ok(Err(e)) => {
-            json_no_store(StatusCode::BAD_REQUEST, json!({"error": e.code(), "error_description": e.to_string()}))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "registration failed");
-            json_no_store(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "server_error"}))
-        }
+        Ok(body) => json_no_store(StatusCode::CREATED, body),
+        Err(e) => crate::error::oauth_error(e),
     }
 }
 
@@ -326,35 +300,17 @@ fn see_other(url: &str) -> Response {
     r
 }
 
-fn failure_response(gw: &GatewayHttp, f: AuthorizeFailure) -> Response {
-    match f {
-        AuthorizeFailure::Page { title, detail } => gw.error_page(StatusCode::BAD_REQUEST, &title, &detail),
-        AuthorizeFailure::Redirect(url) => see_other(&url),
-        AuthorizeFailure::Internal(e) => {
-            tracing::error!(error = %e, "authorization failed");
-            gw.error_page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Try again in a moment.")
-        }
+fn failure_response(gw: &GatewayHttp, e: AuthzError) -> Response {
+    match crate::error::front_channel(e) {
+        FrontChannel::Page { status, title, detail } => gw.error_page(status, &title, &detail),
+        FrontChannel::Redirect(url) => see_other(&url),
     }
 }
 
-fn token_response(result: Result<Value, TokenOutcome>) -> Response {
+fn token_response(result: Result<Value, AuthzError>) -> Response {
     match result {
         Ok(body) => json_no_store(StatusCode::OK, body),
-        Err(TokenOutcome::Failure(f)) => {
-            tracing::info!(error = f.error, description = %f.description, "token request refused");
-            let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
-            let mut r = json_no_store(status, json!({"error": f.error, "error_description": f.description}));
-            // RFC 6749 §5.2: a 401 after Basic authentication names the scheme.
-            if status == StatusCode::UNAUTHORIZED && f.basic {
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
-            }
-            r
-        }
-        Err(TokenOutcome::Internal(e)) => {
-            tracing::error!(error = %e, "token endpoint failed");
-            json_no_store(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "server_error"}))
-        }
+        Err(e) => crate::error::oauth_error(e),
     }
 }
 

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use super::{Gateway, GatewayError, Settings, hash};
 use crate::cimd::{CimdError, ClientMetadataDocuments, Document, is_document_url};
-use crate::register::{RegisterError, RegisterPolicy, Registration, register};
+use crate::error::{AuthzError, Refusal};
+use crate::register::{RegisterPolicy, Registration, register};
+use portcullis_types::ErrorCode;
 
 impl Gateway {
     /// A metadata document: from this process's memory, else from the store (where any replica may have
@@ -88,12 +90,22 @@ impl Gateway {
         })
     }
 
-    /// RFC 7591 registration: validates, stores, and returns the 201 body.
-    pub async fn register(&self, request: &Value) -> Result<Result<Value, RegisterError>, GatewayError> {
-        let reg: Registration = match register(request, &register_policy(&self.settings)) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
+    /// RFC 7591 registration of the JSON `body`: validates, stores, and returns the 201 body. Anything
+    /// unreadable is invalid metadata (§3.2.2), and so is a member named twice, since parsers disagree
+    /// on which one counts.
+    pub async fn register(&self, body: &[u8]) -> Result<Value, AuthzError> {
+        if !self.settings.registration {
+            return Err(Refusal::new(ErrorCode::AccessDenied, "registration is closed").into());
+        }
+        let request = crate::json::parse(body).map_err(|e| {
+            let description = match e.classify() {
+                serde_json::error::Category::Data => format!("the metadata is ambiguous: {e}"),
+                _ => "the body must be a JSON object".to_owned(),
+            };
+            Refusal::new(ErrorCode::InvalidClientMetadata, description)
+        })?;
+        let request = &request;
+        let reg: Registration = register(request, &register_policy(&self.settings))?;
         let now = self.now();
         let body = reg.response(now.max(0) as u64);
         self.store
@@ -106,7 +118,7 @@ impl Gateway {
             })
             .await?;
         tracing::info!(client_id = %reg.client_id, "client registered");
-        Ok(Ok(body))
+        Ok(body)
     }
 }
 
