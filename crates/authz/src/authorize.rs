@@ -40,6 +40,25 @@ pub struct AuthorizeParams {
     pub nonce: Option<String>,
 }
 
+/// A flow's CSRF double-submit token: in the page's form and in a `__Host-` cookie, compared in
+/// constant time. Redacted in `Debug`, so a logged flow does not carry it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CsrfToken(String);
+
+impl CsrfToken {
+    /// The token, for the form and the cookie.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CsrfToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfToken([redacted])")
+    }
+}
+
 /// A sign-in in progress, kept in the store between the pages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flow {
@@ -52,7 +71,7 @@ pub struct Flow {
     pub code_challenge: String,
     pub nonce: Option<String>,
     /// Double-submit token: in the form and in a cookie.
-    pub csrf: String,
+    pub csrf: CsrfToken,
     pub subject: Option<String>,
     pub auth_time: Option<i64>,
     pub attempts: u32,
@@ -219,7 +238,7 @@ impl Gateway {
             state: p.state.clone(),
             code_challenge,
             nonce: p.nonce.clone(),
-            csrf: random_string(32),
+            csrf: CsrfToken(random_string(32)),
             subject: None,
             auth_time: None,
             attempts: 0,
@@ -266,7 +285,7 @@ impl Gateway {
         }
         let flow: Flow = serde_json::from_value(record.data).map_err(|_| expired())?;
         let same = |a: &str, b: &str| -> bool { subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into() };
-        if !same(csrf_form, &flow.csrf) || !csrf_cookie.is_some_and(|c| same(c, &flow.csrf)) {
+        if !same(csrf_form, flow.csrf.expose()) || !csrf_cookie.is_some_and(|c| same(c, flow.csrf.expose())) {
             return Err(page(
                 "Request refused",
                 "The form did not come from this sign-in (CSRF check failed). Start again.",

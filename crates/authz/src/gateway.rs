@@ -142,8 +142,7 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, GatewayError> {
         let Serves { resources, default_scopes, auto_approve_as, upstream, client_metadata_from_loopback } = serves;
-        let signing_alg = KeyAlg::parse(&config.signing_alg)
-            .ok_or_else(|| GatewayError::Other(format!("unsupported signing algorithm {}", config.signing_alg)))?;
+        let signing_alg = config.signing_alg;
         let settings = Settings {
             access_token_ttl: config.access_token_ttl.as_secs(),
             refresh_token_ttl: config.refresh_token_ttl.as_secs(),

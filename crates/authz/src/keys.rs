@@ -15,41 +15,14 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-/// Signing algorithms the gateway can mint tokens with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyAlg {
-    /// The default: small tokens, fast, accepted everywhere.
-    Es256,
-    EdDsa,
-    /// RSA 2048 with SHA-256: for clients and upstreams that know nothing else (OpenID Connect's default
-    /// ID token algorithm).
-    Rs256,
-}
+pub use portcullis_types::KeyAlg;
 
-impl KeyAlg {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ES256" => Some(Self::Es256),
-            "EdDSA" => Some(Self::EdDsa),
-            "RS256" => Some(Self::Rs256),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Es256 => "ES256",
-            Self::EdDsa => "EdDSA",
-            Self::Rs256 => "RS256",
-        }
-    }
-
-    fn jws(self) -> Algorithm {
-        match self {
-            Self::Es256 => Algorithm::ES256,
-            Self::EdDsa => Algorithm::EdDSA,
-            Self::Rs256 => Algorithm::RS256,
-        }
+/// The `jsonwebtoken` algorithm of a gateway signing algorithm.
+fn jws(alg: KeyAlg) -> Algorithm {
+    match alg {
+        KeyAlg::Es256 => Algorithm::ES256,
+        KeyAlg::EdDsa => Algorithm::EdDSA,
+        KeyAlg::Rs256 => Algorithm::RS256,
     }
 }
 
@@ -245,7 +218,7 @@ fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 fn public_jwk(alg: KeyAlg, pkcs8: &[u8]) -> Result<(String, Value), KeyError> {
     let jwk =
-        Jwk::from_encoding_key(&encoding_key(alg, pkcs8)?, alg.jws()).map_err(|e| KeyError::Generate(e.to_string()))?;
+        Jwk::from_encoding_key(&encoding_key(alg, pkcs8)?, jws(alg)).map_err(|e| KeyError::Generate(e.to_string()))?;
     let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|e| KeyError::Generate(e.to_string()))?;
     let mut v = serde_json::to_value(&jwk).map_err(|e| KeyError::Generate(e.to_string()))?;
     v["kid"] = json!(kid);
@@ -325,7 +298,7 @@ impl KeyRing {
     /// Signs `claims` as a compact JWS with `typ` (e.g. `at+jwt`) and the active key's `kid`.
     pub fn sign<T: Serialize>(&self, claims: &T, typ: &str, now: i64) -> Result<String, KeyError> {
         let key = self.active(now).ok_or(KeyError::NoActiveKey)?;
-        let mut header = Header::new(key.alg.jws());
+        let mut header = Header::new(jws(key.alg));
         header.typ = Some(typ.to_owned());
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))
@@ -396,9 +369,9 @@ mod tests {
             assert!(skipped.is_empty());
             let header = jsonwebtoken::decode_header(&token).unwrap();
             assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-            assert_eq!(header.alg, alg.jws());
+            assert_eq!(header.alg, jws(alg));
             let key = set.by_kid(header.kid.as_deref().unwrap()).unwrap();
-            let mut v = jsonwebtoken::Validation::new(alg.jws());
+            let mut v = jsonwebtoken::Validation::new(jws(alg));
             v.validate_aud = false;
             jsonwebtoken::decode::<Value>(&token, &key.key, &v).unwrap();
         }

@@ -78,7 +78,7 @@ fn request() -> AuthorizeParams {
 /// The sign-in page's handle and CSRF token.
 fn login_page(step: Step) -> (String, String, Option<String>) {
     match step {
-        Step::Login { handle, flow, error, .. } => (handle, flow.csrf, error),
+        Step::Login { handle, flow, error, .. } => (handle, flow.csrf.expose().to_owned(), error),
         other => panic!("expected the sign-in page, got {other:?}"),
     }
 }
@@ -96,7 +96,9 @@ async fn attempt(h: &Harness, username: &str, password: &str) -> Result<Step, St
 async fn code(h: &Harness) -> String {
     let step = attempt(h, "alice", PASSWORD).await.unwrap();
     let url = match step {
-        Step::Consent { handle, flow } => h.gateway.consent(&handle, &flow.csrf, Some(&flow.csrf), true).await.unwrap(),
+        Step::Consent { handle, flow } => {
+            h.gateway.consent(&handle, flow.csrf.expose(), Some(flow.csrf.expose()), true).await.unwrap()
+        }
         Step::Done(url) => url,
         Step::Login { .. } => unreachable!(),
     };

@@ -93,7 +93,7 @@ pub struct GatewayConfig {
     /// One issuer everywhere: metadata, tokens, RFC 9207 `iss`.
     pub issuer: IssuerUrl,
     /// `ES256` (default), `EdDSA` or `RS256`.
-    pub signing_alg: String,
+    pub signing_alg: portcullis_types::KeyAlg,
     /// Seals private keys at rest; `PORTCULLIS_OPERATOR_KEY` overrides it.
     pub operator_key_file: PathBuf,
     pub access_token_ttl: Duration,

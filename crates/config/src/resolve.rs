@@ -233,10 +233,13 @@ fn resolve_gateway(
             format!("{issuer_text:?} must not end with '/': strict clients compare it with the URL they derive"),
         );
     }
-    let signing_alg = raw.signing_alg.clone().unwrap_or_else(|| "ES256".to_owned());
-    if !matches!(signing_alg.as_str(), "ES256" | "EdDSA" | "RS256") {
-        errors.push("gateway.signing_alg", format!("{signing_alg:?} is not supported (ES256, EdDSA or RS256)"));
-    }
+    let signing_alg = match raw.signing_alg.as_deref() {
+        None => portcullis_types::KeyAlg::Es256,
+        Some(s) => portcullis_types::KeyAlg::parse(s).unwrap_or_else(|| {
+            errors.push("gateway.signing_alg", format!("{s:?} is not supported (ES256, EdDSA or RS256)"));
+            portcullis_types::KeyAlg::Es256
+        }),
+    };
     let secs = |v: Option<u64>, default: u64, path: &str, errors: &mut Errors| match v {
         Some(0) => {
             errors.push(path, "must be greater than 0");

@@ -267,21 +267,21 @@ fn step_response(gw: &GatewayHttp, step: Step) -> Response {
         Step::Login { handle, flow, error, username } => (
             gw.render(
                 "login.html",
-                json!({"action": action, "handle": handle, "csrf": flow.csrf, "error": error, "username": username,
+                json!({"action": action, "handle": handle, "csrf": flow.csrf.expose(), "error": error, "username": username,
                        "client_name": flow.client_name.clone().unwrap_or_else(|| flow.client_id.clone())}),
             ),
-            flow.csrf,
+            flow.csrf.expose().to_owned(),
         ),
         Step::Consent { handle, flow } => (
             gw.render(
                 "consent.html",
-                json!({"action": action, "handle": handle, "csrf": flow.csrf,
+                json!({"action": action, "handle": handle, "csrf": flow.csrf.expose(),
                        "client_name": flow.client_name.clone().unwrap_or_else(|| "An application".to_owned()),
                        "client_id": flow.client_id, "redirect_host": flow.redirect_host(), "resource": flow.resource,
                        "metadata_host": flow.metadata_host(), "loopback_redirect": flow.loopback_redirect(),
                        "scopes": flow.scope.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>()}),
             ),
-            flow.csrf,
+            flow.csrf.expose().to_owned(),
         ),
         Step::Done(url) => return see_other(&url),
     };

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use portcullis_authz::gateway::Gateway;
-use portcullis_authz::keys::KeyAlg;
 use portcullis_config::{Config, GatewayConfig, ProcessEnv};
 use portcullis_store::Store;
 use portcullis_types::{Clock, SystemClock};
@@ -77,7 +76,7 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(publish_ahead >= 0, "--publish-ahead cannot be negative");
             let (_, gateway, store) = open(&config).await?;
             let operator = crate::serve::operator_key(&gateway, &ProcessEnv)?;
-            let alg = KeyAlg::parse(&gateway.signing_alg).context("unsupported signing algorithm")?;
+            let alg = gateway.signing_alg;
             let now = now();
             let (kid, signs_from) = Gateway::rotate_keys(store.as_ref(), &operator, alg, now, publish_ahead)
                 .await

@@ -82,3 +82,45 @@ mod tests {
         assert_eq!("EdDSA".parse::<SigningAlg>(), Ok(SigningAlg::EdDSA));
     }
 }
+
+/// The algorithms the gateway signs its own tokens with (a subset of what it verifies): parsed once, from
+/// the configuration, and named the same everywhere after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyAlg {
+    /// The default: small tokens, fast, accepted everywhere.
+    Es256,
+    EdDsa,
+    /// RSA 2048 with SHA-256: for clients and upstreams that know nothing else (OpenID Connect's default
+    /// ID token algorithm).
+    Rs256,
+}
+
+impl KeyAlg {
+    /// `ES256`, `EdDSA` or `RS256`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(Self::Es256),
+            "EdDSA" => Some(Self::EdDsa),
+            "RS256" => Some(Self::Rs256),
+            _ => None,
+        }
+    }
+
+    /// The JWS `alg` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+            Self::Rs256 => "RS256",
+        }
+    }
+
+    /// The same algorithm on the verification side.
+    pub fn verifies_as(self) -> SigningAlg {
+        match self {
+            Self::Es256 => SigningAlg::ES256,
+            Self::EdDsa => SigningAlg::EdDSA,
+            Self::Rs256 => SigningAlg::RS256,
+        }
+    }
+}

@@ -19,7 +19,7 @@ pub mod ids;
 pub mod scope;
 pub mod secret;
 
-pub use alg::SigningAlg;
+pub use alg::{KeyAlg, SigningAlg};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ErrorCode;
 pub use ids::{ClientId, IdError, IssuerUrl, Kid, ResourceUrl};

@@ -4,8 +4,12 @@ use std::fmt;
 
 /// A secret string (client secret, shared HMAC key, upstream credential).
 ///
-/// Deliberately not `Clone`-by-accident friendly in logs: `Debug` and `Display` are redacted, and there
-/// is no `Serialize`, so a secret cannot end up in a JSON log line or response by a derive.
+/// `Debug` and `Display` are redacted, and there is no `Serialize`, so a secret cannot end up in a JSON
+/// log line or response by a derive.
+///
+/// `Clone` because the validated configuration is cloned into each server's verifier settings and the
+/// gateway's state at start-up; copies stay in process memory, as redacted as the original. Code that
+/// handles a secret per request borrows it (`expose`) instead.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
