@@ -3,7 +3,6 @@
 //! resource, `sub`, `client_id`, `scope`, `exp`, `iat`, `jti`. An ID token is minted only for `openid`,
 //! by us, with our `iss`: an upstream IdP's ID token never leaves portcullis.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use portcullis_store::{ClientRecord, CodeRedemption, PendingRecord, RefreshRecord, Rotation};
@@ -18,30 +17,90 @@ use super::pkce;
 use super::register::random_string;
 use portcullis_oauth::audience::same_resource;
 use portcullis_oauth::jwks::KeySet;
-use portcullis_types::ErrorCode;
+use portcullis_types::{ErrorCode, Secret};
+
+/// A `grant_type` (RFC 6749 §4.1.3, §6); unknown ones are kept to be named in the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    Extension(String),
+}
+
+/// The parameters of a token, revocation or introspection request, read once at the boundary. Empty
+/// values count as absent; unknown parameters are ignored (RFC 6749 §3.2). Credentials and tokens are
+/// [`Secret`]s, so a logged request carries none of them.
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    pub grant_type: Option<GrantType>,
+    pub code: Option<Secret>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub client_assertion_type: Option<String>,
+    pub client_assertion: Option<Secret>,
+    /// The token to revoke or introspect (RFC 7009 §2.1, RFC 7662 §2.1).
+    pub token: Option<Secret>,
+}
+
+impl TokenRequest {
+    /// From form pairs, each name at most once (the HTTP layer refuses repeats).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut r = Self::default();
+        for (name, value) in pairs {
+            if value.is_empty() {
+                continue;
+            }
+            match name.as_str() {
+                "grant_type" => {
+                    r.grant_type = Some(match value.as_str() {
+                        "authorization_code" => GrantType::AuthorizationCode,
+                        "refresh_token" => GrantType::RefreshToken,
+                        _ => GrantType::Extension(value),
+                    })
+                }
+                "code" => r.code = Some(Secret::new(value)),
+                "redirect_uri" => r.redirect_uri = Some(value),
+                "code_verifier" => r.code_verifier = Some(Secret::new(value)),
+                "refresh_token" => r.refresh_token = Some(Secret::new(value)),
+                "scope" => r.scope = Some(value),
+                "resource" => r.resource = Some(value),
+                "client_id" => r.client_id = Some(value),
+                "client_secret" => r.client_secret = Some(Secret::new(value)),
+                "client_assertion_type" => r.client_assertion_type = Some(value),
+                "client_assertion" => r.client_assertion = Some(Secret::new(value)),
+                "token" => r.token = Some(Secret::new(value)),
+                _ => {}
+            }
+        }
+        r
+    }
+}
 
 impl Gateway {
     /// Authenticates the client of a token, revocation or introspection request.
     async fn authenticate_client(
         &self,
-        form: &HashMap<String, String>,
+        req: &TokenRequest,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<ClientRecord, AuthzError> {
-        if let Some(kind) = form.get("client_assertion_type") {
-            return self.authenticate_assertion(form, authorization, kind, requester).await;
+        if let Some(kind) = &req.client_assertion_type {
+            return self.authenticate_assertion(req, authorization, kind, requester).await;
         }
-        let creds = presented(
-            authorization,
-            form.get("client_id").map(String::as_str),
-            form.get("client_secret").map(String::as_str),
-        )
-        .map_err(|e| match e {
-            super::client_auth::ClientAuthError::Missing => Refusal::client("client authentication is required", false),
-            // Credentials that cannot be read are a failed client authentication (RFC 6749 §5.2).
-            super::client_auth::ClientAuthError::MalformedBasic => Refusal::client(e.to_string(), true),
-            other => Refusal::new(ErrorCode::InvalidRequest, other.to_string()),
-        })?;
+        let creds = presented(authorization, req.client_id.as_deref(), req.client_secret.as_ref().map(Secret::expose))
+            .map_err(|e| match e {
+                super::client_auth::ClientAuthError::Missing => {
+                    Refusal::client("client authentication is required", false)
+                }
+                // Credentials that cannot be read are a failed client authentication (RFC 6749 §5.2).
+                super::client_auth::ClientAuthError::MalformedBasic => Refusal::client(e.to_string(), true),
+                other => Refusal::new(ErrorCode::InvalidRequest, other.to_string()),
+            })?;
         let basic = creds.method == AuthMethod::ClientSecretBasic;
         // Unknown clients get invalid_client, so that clients which lost their registration register
         // again (Claude Code and the MCP SDKs do exactly that).
@@ -75,7 +134,7 @@ impl Gateway {
     /// metadata document publishes their keys or who registered them. Each assertion is accepted once.
     async fn authenticate_assertion(
         &self,
-        form: &HashMap<String, String>,
+        req: &TokenRequest,
         authorization: Option<&str>,
         kind: &str,
         requester: Option<IpAddr>,
@@ -84,7 +143,7 @@ impl Gateway {
             return Err(Refusal::client(format!("client_assertion_type {kind:?} is not supported"), false).into());
         }
         if authorization.is_some_and(|a| a.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")))
-            || form.contains_key("client_secret")
+            || req.client_secret.is_some()
         {
             return Err(Refusal::new(
                 ErrorCode::InvalidRequest,
@@ -92,12 +151,13 @@ impl Gateway {
             )
             .into());
         }
-        let assertion = form
-            .get("client_assertion")
-            .filter(|a| !a.is_empty())
+        let assertion = req
+            .client_assertion
+            .as_ref()
+            .map(Secret::expose)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "client_assertion is required"))?;
         let client_id = assertion::claimed_client(assertion).map_err(|e| Refusal::client(e, false))?;
-        if form.get("client_id").is_some_and(|c| *c != client_id) {
+        if req.client_id.as_ref().is_some_and(|c| *c != client_id) {
             return Err(Refusal::client("client_id differs from the client_assertion's sub", false).into());
         }
         let (client, document) = match self.find_client(&client_id, requester).await? {
@@ -149,16 +209,15 @@ impl Gateway {
     /// address the request came from.
     pub async fn token(
         &self,
-        form: &HashMap<String, String>,
+        req: &TokenRequest,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<Value, AuthzError> {
-        let client = self.authenticate_client(form, authorization, requester).await?;
-        let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        match param("grant_type") {
-            Some("authorization_code") => self.code_grant(&client, form).await,
-            Some("refresh_token") => self.refresh_grant(&client, form).await,
-            Some(other) => {
+        let client = self.authenticate_client(req, authorization, requester).await?;
+        match &req.grant_type {
+            Some(GrantType::AuthorizationCode) => self.code_grant(&client, req).await,
+            Some(GrantType::RefreshToken) => self.refresh_grant(&client, req).await,
+            Some(GrantType::Extension(other)) => {
                 Err(Refusal::new(ErrorCode::UnsupportedGrantType, format!("grant_type {other:?} is not supported"))
                     .into())
             }
@@ -166,10 +225,13 @@ impl Gateway {
         }
     }
 
-    async fn code_grant(&self, client: &ClientRecord, form: &HashMap<String, String>) -> Result<Value, AuthzError> {
-        let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let code = param("code").ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code is required"))?;
-        let verifier = param("code_verifier")
+    async fn code_grant(&self, client: &ClientRecord, req: &TokenRequest) -> Result<Value, AuthzError> {
+        let code = req.code.as_ref().map(Secret::expose);
+        let code = code.ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code is required"))?;
+        let verifier = req
+            .code_verifier
+            .as_ref()
+            .map(Secret::expose)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code_verifier is required (PKCE)"))?;
         let record = match self.store.redeem_code(&hash(code), self.now()).await? {
             CodeRedemption::Redeemed(r) => r,
@@ -191,12 +253,12 @@ impl Gateway {
                 Refusal::new(ErrorCode::InvalidGrant, "the authorization code was issued to another client").into()
             );
         }
-        if param("redirect_uri").is_some_and(|r| r != record.redirect_uri) || param("redirect_uri").is_none() {
+        if req.redirect_uri.as_ref().is_none_or(|r| *r != record.redirect_uri) {
             return Err(
                 Refusal::new(ErrorCode::InvalidGrant, "redirect_uri differs from the authorization request").into()
             );
         }
-        if param("resource").is_some_and(|r| !same_resource(r, &record.resource)) {
+        if req.resource.as_ref().is_some_and(|r| !same_resource(r, &record.resource)) {
             return Err(
                 Refusal::new(ErrorCode::InvalidTarget, "resource differs from the authorization request").into()
             );
@@ -229,9 +291,11 @@ impl Gateway {
         Ok(body)
     }
 
-    async fn refresh_grant(&self, client: &ClientRecord, form: &HashMap<String, String>) -> Result<Value, AuthzError> {
-        let param = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
-        let token = param("refresh_token")
+    async fn refresh_grant(&self, client: &ClientRecord, req: &TokenRequest) -> Result<Value, AuthzError> {
+        let token = req
+            .refresh_token
+            .as_ref()
+            .map(Secret::expose)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "refresh_token is required"))?;
         let old_hash = hash(token);
         let old = self
@@ -242,11 +306,11 @@ impl Gateway {
         if old.client_id != client.client_id {
             return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token was issued to another client").into());
         }
-        if param("resource").is_some_and(|r| !same_resource(r, &old.resource)) {
+        if req.resource.as_ref().is_some_and(|r| !same_resource(r, &old.resource)) {
             return Err(Refusal::new(ErrorCode::InvalidTarget, "resource differs from the original grant").into());
         }
         // RFC 6749 §6: a narrower scope may be asked for, never a wider one.
-        let scope = match param("scope") {
+        let scope = match req.scope.as_deref() {
             Some(s) => {
                 let granted: Vec<&str> = old.scope.split(' ').collect();
                 if let Some(extra) = s.split(' ').filter(|x| !x.is_empty()).find(|x| !granted.contains(x)) {
@@ -341,14 +405,15 @@ impl Gateway {
     /// expire on their own. Unknown tokens are not an error (§2.2).
     pub async fn revoke(
         &self,
-        form: &HashMap<String, String>,
+        req: &TokenRequest,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<(), AuthzError> {
-        let client = self.authenticate_client(form, authorization, requester).await?;
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
+        let client = self.authenticate_client(req, authorization, requester).await?;
+        let token = req
+            .token
+            .as_ref()
+            .map(Secret::expose)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "token is required"))?;
         if let Some(r) = self.store.get_refresh(&hash(token)).await?
             && r.client_id == client.client_id
@@ -361,20 +426,21 @@ impl Gateway {
     /// RFC 7662 for confidential clients: our access tokens (by signature) and refresh tokens.
     pub async fn introspect(
         &self,
-        form: &HashMap<String, String>,
+        req: &TokenRequest,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
         verify_access: impl AsyncFnOnce(&str) -> Option<Value>,
     ) -> Result<Value, AuthzError> {
-        let client = self.authenticate_client(form, authorization, requester).await?;
+        let client = self.authenticate_client(req, authorization, requester).await?;
         let confidential =
             client.secret_hash.is_some() || client.metadata["token_endpoint_auth_method"] == "private_key_jwt";
         if !confidential {
             return Err(Refusal::client("introspection is for confidential clients", false).into());
         }
-        let token = form
-            .get("token")
-            .filter(|t| !t.is_empty())
+        let token = req
+            .token
+            .as_ref()
+            .map(Secret::expose)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "token is required"))?;
         if let Some(mut claims) = verify_access(token).await {
             claims["active"] = json!(true);

@@ -13,6 +13,7 @@ use portcullis_authz::authorize::{AuthorizeParams, Step};
 use portcullis_authz::error::AuthzError;
 use portcullis_authz::gateway::{Gateway, Serves};
 use portcullis_authz::keys::OperatorKey;
+use portcullis_authz::token::TokenRequest;
 use portcullis_config::{Config, MapEnv};
 use portcullis_store::MemoryStore;
 use portcullis_types::ManualClock;
@@ -110,8 +111,8 @@ async fn code(h: &Harness) -> String {
 }
 
 async fn token(h: &Harness, pairs: &[(&str, &str)]) -> Result<Value, (String, String)> {
-    let form: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    match h.gateway.token(&form, None, None).await {
+    let request = TokenRequest::from_pairs(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    match h.gateway.token(&request, None, None).await {
         Ok(v) => Ok(v),
         Err(AuthzError::Refused(r)) => Err((r.code.as_str().to_owned(), r.description)),
         Err(other) => panic!("not a refusal: {other}"),

@@ -17,6 +17,7 @@ use portcullis_authz::authorize::{AuthorizeParams, Step};
 use portcullis_authz::error::AuthzError;
 use portcullis_authz::gateway::Gateway;
 use portcullis_authz::metadata;
+use portcullis_authz::token::TokenRequest;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -336,7 +337,7 @@ async fn token(
     headers: HeaderMap,
     OAuthForm(form): OAuthForm,
 ) -> Response {
-    token_response(gw.gateway.token(&form, authorization(&headers), peer).await)
+    token_response(gw.gateway.token(&TokenRequest::from_pairs(form), authorization(&headers), peer).await)
 }
 
 async fn revoke(
@@ -345,7 +346,8 @@ async fn revoke(
     headers: HeaderMap,
     OAuthForm(form): OAuthForm,
 ) -> Response {
-    token_response(gw.gateway.revoke(&form, authorization(&headers), peer).await.map(|()| json!({})))
+    let request = TokenRequest::from_pairs(form);
+    token_response(gw.gateway.revoke(&request, authorization(&headers), peer).await.map(|()| json!({})))
 }
 
 async fn introspect(
@@ -365,5 +367,5 @@ async fn introspect(
         }
         None
     };
-    token_response(gw.gateway.introspect(&form, authorization(&headers), peer, check).await)
+    token_response(gw.gateway.introspect(&TokenRequest::from_pairs(form), authorization(&headers), peer, check).await)
 }
