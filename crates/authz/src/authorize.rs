@@ -150,6 +150,8 @@ impl Gateway {
 
     /// Validates an authorization request and starts a flow. `requester` is the address it came from.
     pub async fn begin(&self, p: &AuthorizeParams, requester: Option<IpAddr>) -> Result<Step, AuthzError> {
+        // Long by design: the checks of RFC 6749 §4.1.2.1 / OAuth 2.1 §4.1.1 in the order the spec sets
+        // (client, then redirect URI, then everything that may be reported to it), numbered below.
         // 1. The client and its redirect URI, before anything can be sent anywhere.
         let client_id = p
             .client_id

@@ -116,6 +116,8 @@ pub(crate) fn client_metadata(
     policy: &RegisterPolicy,
     methods: AuthMethods,
 ) -> Result<Map<String, Value>, RegisterError> {
+    // Long by design: one check per RFC 7591 §2 field, in the specification's order, each with its own
+    // message; split up, the order a registrant reads its errors in would be lost.
     let Value::Object(req) = request else {
         return Err(RegisterError::InvalidClientMetadata("the metadata must be a JSON object".into()));
     };

@@ -72,6 +72,8 @@ fn expand_value(value: &mut toml::Value, path: &str, env: &dyn Env, errors: &mut
 }
 
 pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    // Long by design: one validation per top-level key, every error collected with its path so that
+    // one run reports them all; each key's block stands alone.
     let mut errors = Errors::default();
 
     let public_url = match raw.public_url.as_deref() {
@@ -223,6 +225,7 @@ fn resolve_gateway(
     servers: &[ServerConfig],
     errors: &mut Errors,
 ) -> Option<GatewayConfig> {
+    // Long by design: one validation per `[gateway]` key, every error collected with its path.
     let before = errors.0.len();
     // No trailing slash: the issuer clients derive from our metadata URL and compare byte for byte.
     let issuer_text = raw.issuer.clone().unwrap_or_else(|| public_url.origin().ascii_serialization());
@@ -474,6 +477,7 @@ fn resolve_server(
     dangerous: &Dangerous,
     errors: &mut Errors,
 ) -> Option<ServerConfig> {
+    // Long by design: one validation per `[[server]]` key, every error collected with its path.
     let before = errors.0.len();
     let path = match raw.path.as_deref() {
         None => {
@@ -636,6 +640,7 @@ pub(crate) fn parse_scopes(raw: &[String], path: &str, errors: &mut Errors) -> S
 }
 
 fn resolve_verify(raw: &RawVerify, at: &str, errors: &mut Errors) -> Option<VerifyConfig> {
+    // Long by design: one validation per `[server.verify]` key, every error collected with its path.
     let before = errors.0.len();
     let issuer = match raw.issuer.as_deref() {
         None => {

@@ -25,6 +25,7 @@ const DEV_DIR: &str = ".portcullis";
 const DEV_USER: &str = "dev";
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // The one place wiring happens (configuration, state, listener, signals), in start-up order.
     let mut background = Vec::new();
     let config = if args.dev {
         let (config, sample) = dev_config(args.dev_listen).await?;

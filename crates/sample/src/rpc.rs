@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::{Outcome, PROTOCOL_VERSIONS, Sample, stream};
 
 pub(crate) async fn post(State(sample): State<Arc<Sample>>, headers: HeaderMap, body: Bytes) -> Response {
+    // Long by design: the sample server's whole dispatch in one match, so its behaviour reads at a glance.
     sample.received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if let Some(v) = headers.get("mcp-protocol-version")
         && !PROTOCOL_VERSIONS.iter().any(|p| v.as_bytes() == p.as_bytes())

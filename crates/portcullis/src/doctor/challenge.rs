@@ -18,6 +18,7 @@ pub(super) enum Outcome {
 }
 
 pub(super) async fn check(http: &reqwest::Client, url: &Url, r: &mut Report) -> Outcome {
+    // Long by design: the stage's checks in the order a client meets them, each reporting on its own.
     const S: &str = "challenge";
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
         "capabilities": {}, "clientInfo": {"name": "portcullis-doctor", "version": env!("CARGO_PKG_VERSION")}}});

@@ -38,6 +38,9 @@ pub(super) struct Target<'a> {
     pub(super) issuer: &'a str,
 }
 
+/// Signs in as an MCP client would: registers a public client, sends the browser to the authorization
+/// endpoint with PKCE, catches the redirect on a loopback port, checks it, exchanges the code and calls
+/// `tools/list` with the token.
 pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Duration, r: &mut Report) {
     let Target { meta, mcp_url, resource, scope, issuer } = *target;
     let (Some(auth_endpoint), Some(token_endpoint)) = (
@@ -62,6 +65,44 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+    let Some(client_id) = register_public_client(http, meta, r).await else { return };
+    let verifier = random(48);
+    let state = random(24);
+    let request = Request { client_id: &client_id, redirect_uri: &redirect_uri, verifier: &verifier, state: &state };
+    let Some(auth) = authorization_url(auth_endpoint, &request, resource, scope, r) else { return };
+    eprintln!("Sign in to continue: open this URL in a browser (waiting {} s):\n{auth}", wait.as_secs());
+    let _ = std::process::Command::new("xdg-open")
+        .arg(auth.as_str())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let callback = match tokio::time::timeout(wait, accept_callback(listener)).await {
+        Ok(Some(c)) => c,
+        _ => {
+            r.fail(
+                L,
+                "login.callback",
+                format!("no redirect reached {redirect_uri} within {} s", wait.as_secs()),
+                "finish the sign-in in the browser",
+            );
+            return;
+        }
+    };
+    let Some(code) = check_callback(&callback, &state, issuer, r) else { return };
+    let Some(access) = exchange(http, token_endpoint, &request, code, resource, r).await else { return };
+    tools_list(http, mcp_url, &access, r).await;
+}
+
+/// What the authorization request and the code exchange share.
+struct Request<'a> {
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    verifier: &'a str,
+    state: &'a str,
+}
+
+/// Registers a public client for the loopback redirect (RFC 7591, RFC 8252 §7.3).
+async fn register_public_client(http: &reqwest::Client, meta: &Value, r: &mut Report) -> Option<String> {
     let Some(registration) = meta.get("registration_endpoint").and_then(Value::as_str) else {
         r.add(
             L,
@@ -70,7 +111,7 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
             "no registration_endpoint: sign-in needs a pre-registered client",
             None,
         );
-        return;
+        return None;
     };
     let reg = http
         .post(registration)
@@ -91,13 +132,23 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
             "registering a public client failed",
             "allow public clients with token_endpoint_auth_method none (RFC 7591)",
         );
-        return;
+        return None;
     };
     r.pass(L, "login.registered", format!("public client {client_id}"));
 
-    let verifier = random(48);
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let state = random(24);
+    Some(client_id)
+}
+
+/// The authorization request: PKCE S256, `state`, RFC 8707 `resource` and the challenge's scopes.
+fn authorization_url(
+    auth_endpoint: &str,
+    request: &Request<'_>,
+    resource: &str,
+    scope: Option<&str>,
+    r: &mut Report,
+) -> Option<Url> {
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(request.verifier.as_bytes()));
     let mut auth = match Url::parse(auth_endpoint) {
         Ok(u) => u,
         Err(e) => {
@@ -107,41 +158,27 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
                 format!("authorization_endpoint is not a URL: {e} (RFC 8414 §2)"),
                 "publish an absolute https URL",
             );
-            return;
+            return None;
         }
     };
     {
         let mut q = auth.query_pairs_mut();
         q.append_pair("response_type", "code")
-            .append_pair("client_id", &client_id)
-            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("client_id", request.client_id)
+            .append_pair("redirect_uri", request.redirect_uri)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256")
-            .append_pair("state", &state)
+            .append_pair("state", request.state)
             .append_pair("resource", resource);
         if let Some(s) = scope {
             q.append_pair("scope", s);
         }
     }
-    eprintln!("Sign in to continue: open this URL in a browser (waiting {} s):\n{auth}", wait.as_secs());
-    let _ = std::process::Command::new("xdg-open")
-        .arg(auth.as_str())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
+    Some(auth)
+}
 
-    let callback = match tokio::time::timeout(wait, accept_callback(listener)).await {
-        Ok(Some(c)) => c,
-        _ => {
-            r.fail(
-                L,
-                "login.callback",
-                format!("no redirect reached {redirect_uri} within {} s", wait.as_secs()),
-                "finish the sign-in in the browser",
-            );
-            return;
-        }
-    };
+/// The redirect: no error, `state` unchanged, RFC 9207 `iss` equal to the issuer; the code.
+fn check_callback<'c>(callback: &'c Callback, state: &str, issuer: &str, r: &mut Report) -> Option<&'c str> {
     let p = &callback.params;
     if let Some(e) = p.get("error") {
         r.fail(
@@ -150,9 +187,9 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
             format!("the authorization server answered error={e} instead of a code (RFC 6749 §4.1.2.1)"),
             "see the server's log",
         );
-        return;
+        return None;
     }
-    if p.get("state") == Some(&state) {
+    if p.get("state").map(String::as_str) == Some(state) {
         r.pass(L, "login.state", "state returned unchanged");
     } else {
         r.fail(L, "login.state", "state missing or changed (RFC 6749 §4.1.2)", "return state exactly");
@@ -169,16 +206,28 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
     }
     let Some(code) = p.get("code") else {
         r.fail(L, "login.callback", "no code in the redirect (RFC 6749 §4.1.2)", "return code, state and iss");
-        return;
+        return None;
     };
+    Some(code)
+}
+
+/// The code exchange (RFC 6749 §4.1.3 with PKCE and `resource`): the access token.
+async fn exchange(
+    http: &reqwest::Client,
+    token_endpoint: &str,
+    request: &Request<'_>,
+    code: &str,
+    resource: &str,
+    r: &mut Report,
+) -> Option<String> {
     let resp = http
         .post(token_endpoint)
         .form(&[
             ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", &redirect_uri),
-            ("code_verifier", &verifier),
-            ("client_id", &client_id),
+            ("code", code),
+            ("redirect_uri", request.redirect_uri),
+            ("code_verifier", request.verifier),
+            ("client_id", request.client_id),
             ("resource", resource),
         ])
         .send()
@@ -189,7 +238,7 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap_or_default();
             r.fail(L, "login.token", format!("the code exchange answered HTTP {status}: {body}"), "see RFC 6749 §5.2");
-            return;
+            return None;
         }
         Err(e) => {
             r.fail(
@@ -198,14 +247,19 @@ pub(super) async fn login(http: &reqwest::Client, target: &Target<'_>, wait: Dur
                 format!("the token endpoint could not be reached: {e}"),
                 "check the token endpoint",
             );
-            return;
+            return None;
         }
     };
     let Some(access) = tokens.get("access_token").and_then(Value::as_str) else {
         r.fail(L, "login.token", "no access_token in the token response", "return one (RFC 6749 §5.1)");
-        return;
+        return None;
     };
     r.pass(L, "login.token", "code exchanged for an access token");
+    Some(access.to_owned())
+}
+
+/// `tools/list` with the new token: the server accepts what its authorization server issued for it.
+async fn tools_list(http: &reqwest::Client, mcp_url: &Url, access: &str, r: &mut Report) {
     let list = http
         .post(mcp_url.clone())
         .bearer_auth(access)

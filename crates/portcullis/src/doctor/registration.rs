@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{Report, Status};
 
 pub(super) async fn check(http: &reqwest::Client, meta: &Value, r: &mut Report) {
+    // Long by design: the stage's checks in the order a client meets them, each reporting on its own.
     const D: &str = "registration";
     let Some(endpoint) = meta.get("registration_endpoint").and_then(Value::as_str) else {
         r.add(D, "dcr.status-201", Status::Skipped, "no registration_endpoint", None);

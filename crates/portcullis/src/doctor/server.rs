@@ -11,6 +11,7 @@ use super::Report;
 
 /// The metadata, when it was found.
 pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Report) -> Option<Value> {
+    // Long by design: the stage's checks in the order a client meets them, each reporting on its own.
     const A: &str = "authorization server metadata";
     let issuer = match IssuerUrl::parse(as_issuer) {
         Ok(i) => i,

@@ -64,6 +64,8 @@ pub(super) async fn check(
     resource: &Url,
     r: &mut Report,
 ) {
+    // Long by design: the token checks in the order a resource server applies them, each reporting on
+    // its own.
     let stage = kind.stage();
     let claims = match claims_unverified(token) {
         Ok(c) => c,
