@@ -97,9 +97,84 @@ pub(crate) async fn authorize_page(gate: &Gate, params: &[(&str, &str)]) -> (Str
     (cookie, r.text().await.unwrap())
 }
 
-/// Runs /authorize → sign-in → consent (when asked) and returns what reached the redirect URI.
-pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
+/// How the user signs in at the gateway.
+pub(crate) enum Via<'a> {
+    /// The local account `alice`.
+    Password,
+    /// At the upstream IdP, which signs its test user in by itself.
+    Upstream(&'a crate::support::Idp),
+}
+
+/// What reached the client's redirect URI, and (upstream) the gateway callback URL the IdP sent the
+/// browser to.
+pub(crate) struct Landed {
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) callback: Option<String>,
+}
+
+/// The one sign-in driver: `/authorize` with `params` → the sign-in page (local accounts) → the consent
+/// page (when asked; before any redirect to an upstream IdP) → the IdP and back (upstream) → the
+/// client's redirect URI.
+pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) -> Landed {
+    let param = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| *v).unwrap_or_default();
+    let (client_id, redirect_uri) = (param("client_id"), param("redirect_uri"));
     let c = no_redirects();
+    let (cookie, mut page) = authorize_page(gate, params).await;
+    let mut answer = None;
+    if let Via::Password = via {
+        let form = [
+            ("step", "login".to_owned()),
+            ("handle", hidden(&page, "handle")),
+            ("csrf", hidden(&page, "csrf")),
+            ("username", "alice".to_owned()),
+            ("password", PASSWORD.to_owned()),
+        ];
+        let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+        if r.status() == 200 {
+            page = r.text().await.unwrap();
+        } else {
+            answer = Some(r);
+        }
+    }
+    let r = match answer {
+        Some(r) => r,
+        None => {
+            assert!(page.contains("Allow access?"), "{page}");
+            assert!(page.contains("127.0.0.1"), "the consent page names the redirect host");
+            if client_id.starts_with("https://") {
+                assert!(page.contains("Published by"), "the consent page names the metadata document's host");
+                let loopback = redirect_uri.starts_with("http://127.0.0.1");
+                assert_eq!(page.contains("any program here can present itself"), loopback, "the loopback warning");
+            }
+            let form = [
+                ("step", "consent".to_owned()),
+                ("handle", hidden(&page, "handle")),
+                ("csrf", hidden(&page, "csrf")),
+                ("decision", "approve".to_owned()),
+            ];
+            c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap()
+        }
+    };
+    assert_eq!(r.status(), 303);
+    let mut location = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut callback = None;
+    if let Via::Upstream(idp) = via {
+        assert!(location.starts_with(&idp.issuer), "{location}");
+        for p in ["code_challenge_method=S256", "state=", "nonce=", "client_id=client-rs"] {
+            assert!(location.contains(p), "{p} missing from {location}");
+        }
+        // The IdP signs the user in and sends the browser back to the gateway, which sends it on.
+        let back = follow_until(&location, &gate.url("/callback")).await;
+        location = follow_until(&back, redirect_uri).await;
+        callback = Some(back);
+    }
+    assert!(location.starts_with(redirect_uri), "{location}");
+    let query = url::Url::parse(&location).unwrap().query_pairs().into_owned().collect();
+    Landed { query, callback }
+}
+
+/// A local sign-in with state `st-123`: what reached the redirect URI.
+pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, challenge: &str, scope: &str) -> Signed {
     let params = [
         ("client_id", client_id),
         ("redirect_uri", redirect_uri),
@@ -107,36 +182,7 @@ pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, ch
         ("state", "st-123"),
         ("scope", scope),
     ];
-    let (cookie, page) = authorize_page(gate, &params).await;
-    let form = [
-        ("step", "login".to_owned()),
-        ("handle", hidden(&page, "handle")),
-        ("csrf", hidden(&page, "csrf")),
-        ("username", "alice".to_owned()),
-        ("password", PASSWORD.to_owned()),
-    ];
-    let mut r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
-    if r.status() == 200 {
-        let page = r.text().await.unwrap();
-        assert!(page.contains("Allow access?"), "{page}");
-        assert!(page.contains("127.0.0.1"), "the consent page names the redirect host");
-        if client_id.starts_with("https://") {
-            assert!(page.contains("Published by"), "the consent page names the metadata document's host");
-            let loopback = redirect_uri.starts_with("http://127.0.0.1");
-            assert_eq!(page.contains("any program here can present itself"), loopback, "the loopback warning");
-        }
-        let form = [
-            ("step", "consent".to_owned()),
-            ("handle", hidden(&page, "handle")),
-            ("csrf", hidden(&page, "csrf")),
-            ("decision", "approve".to_owned()),
-        ];
-        r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
-    }
-    assert_eq!(r.status(), 303);
-    let location = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    assert!(location.as_str().starts_with(redirect_uri), "{location}");
-    let q: HashMap<String, String> = location.query_pairs().into_owned().collect();
+    let q = drive(gate, &params, Via::Password).await.query;
     Signed { code: q["code"].clone(), state: q["state"].clone(), iss: q["iss"].clone() }
 }
 
@@ -442,7 +488,6 @@ async fn start_with_upstream(idp: &crate::support::Idp, extra: &str) -> (Sample,
 async fn sign_in_upstream(gate: &Gate, idp: &crate::support::Idp) -> (Value, String) {
     let (verifier, challenge) = pkce();
     let redirect_uri = "http://127.0.0.1:40002/cb";
-    let c = no_redirects();
     let params = [
         ("client_id", "configured"),
         ("redirect_uri", redirect_uri),
@@ -451,25 +496,8 @@ async fn sign_in_upstream(gate: &Gate, idp: &crate::support::Idp) -> (Value, Str
         ("scope", "mcp:tools openid"),
         ("nonce", "client-nonce"),
     ];
-    let (cookie, page) = authorize_page(gate, &params).await;
-    assert!(page.contains("Allow access?"), "consent comes before any redirect to the upstream IdP");
-    let form = [
-        ("step", "consent".to_owned()),
-        ("handle", hidden(&page, "handle")),
-        ("csrf", hidden(&page, "csrf")),
-        ("decision", "approve".to_owned()),
-    ];
-    let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    let to_idp = r.headers()["location"].to_str().unwrap().to_owned();
-    assert!(to_idp.starts_with(&idp.issuer), "{to_idp}");
-    for p in ["code_challenge_method=S256", "state=", "nonce=", "client_id=client-rs"] {
-        assert!(to_idp.contains(p), "{p} missing from {to_idp}");
-    }
-    // The IdP signs the user in and sends the browser back to the gateway, which sends it on.
-    let back = follow_until(&to_idp, &gate.url("/callback")).await;
-    let done = follow_until(&back, redirect_uri).await;
-    let q: HashMap<String, String> = url::Url::parse(&done).unwrap().query_pairs().into_owned().collect();
+    let Landed { query: q, callback } = drive(gate, &params, Via::Upstream(idp)).await;
+    let back = callback.unwrap();
     assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("up-1", gate.base.as_str()));
 
     let form = [
