@@ -36,7 +36,11 @@ pub fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::CheckConfig(args) => check_config::run(&args),
-        cli::Command::Serve(args) => runtime().and_then(|rt| rt.block_on(serve::run(args))).unwrap_or_else(report),
+        cli::Command::Serve(args) => {
+            // Before any thread exists: taking the sockets clears their environment variables.
+            let activated = serve::activated_listener();
+            runtime().and_then(|rt| rt.block_on(serve::run(args, activated))).unwrap_or_else(report)
+        }
         cli::Command::Doctor(args) => runtime().and_then(|rt| rt.block_on(doctor::run(args))).unwrap_or_else(report),
         cli::Command::Users(cmd) => runtime().and_then(|rt| rt.block_on(admin::users(cmd))).unwrap_or_else(report),
         cli::Command::Keys(cmd) => runtime().and_then(|rt| rt.block_on(admin::keys(cmd))).unwrap_or_else(report),

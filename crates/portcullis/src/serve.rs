@@ -24,7 +24,27 @@ const DEV_DIR: &str = ".portcullis";
 /// `--dev`'s account.
 const DEV_USER: &str = "dev";
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// A listening socket handed over by the service manager (systemd socket activation: `LISTEN_FDS`, the
+/// socket at descriptor 3), taken before any thread starts. With one, `listen` is not bound: the
+/// manager owns the address, can restart portcullis without refusing a connection, and tests can hand
+/// over a socket they bound to port 0 instead of guessing a free port.
+pub(crate) fn activated_listener() -> anyhow::Result<Option<std::net::TcpListener>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(fds.len() == 1, "socket activation passed {} sockets; portcullis listens on one", fds.len());
+    let listener = fds.take_tcp_listener(0).context("the socket passed by the service manager")?;
+    let listener = listener.context("the socket passed by the service manager is not a TCP listener")?;
+    listener.set_nonblocking(true)?;
+    Ok(Some(listener))
+}
+
+pub(crate) async fn run(
+    args: ServeArgs,
+    activated: anyhow::Result<Option<std::net::TcpListener>>,
+) -> anyhow::Result<ExitCode> {
+    let activated = activated?;
     // The one place wiring happens (configuration, state, listener, signals), in start-up order.
     let mut background = Vec::new();
     let config = if args.dev {
@@ -69,8 +89,24 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         background.push(spawn_housekeeping(gw.clone()));
         background.push(spawn_store_probe(gw.clone(), state.clone()));
     }
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = match activated {
+        Some(l) => {
+            let l = TcpListener::from_std(l)?;
+            let addr = l.local_addr()?;
+            // The loopback-only switches were checked against `listen`; hold the real socket to that too.
+            let loopback_only =
+                config.dangerous.auto_approve_as.is_some() || config.dangerous.client_metadata_from_loopback;
+            anyhow::ensure!(
+                !loopback_only || addr.ip().is_loopback(),
+                "the socket passed by the service manager ({addr}) is not on loopback, which the [dangerous] settings require"
+            );
+            tracing::info!(%addr, "listening on the socket passed by the service manager");
+            l
+        }
+        None => {
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?
+        }
+    };
     let addr = listener.local_addr()?;
     let app = portcullis_http::router(state.clone());
     let limits = portcullis_http::listener::Limits {

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::gateway::{PASSWORD, no_redirects, pkce, sign_in, token};
-use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, free_port, mcp_post, write_config};
+use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, mcp_post, reserve_port, write_config};
 use crate::tls::{Canned, TlsServer, ca_file};
 use portcullis_test_support::{TestKey, mint_with};
 
@@ -16,7 +16,7 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 /// A gateway with the account alice that fetches metadata documents (from loopback when `loopback`).
 async fn start(loopback: bool) -> (Sample, Gate) {
     let sample = Sample::start().await;
-    let port = free_port();
+    let port = reserve_port();
     let dir = TempDir::new();
     let mut text = crate::gateway::config(&sample.mcp());
     if loopback {

@@ -72,7 +72,7 @@ async fn portcullis_in_verify_mode_with_an_idp_passes() {
 
 #[tokio::test]
 async fn an_unreachable_server_exits_2() {
-    let port = crate::support::free_port();
+    let port = crate::support::closed_port();
     let (code, checks) = doctor(&format!("http://127.0.0.1:{port}/mcp")).await;
     assert_eq!(code, 2);
     assert_eq!(with_status(&checks, "fail"), BTreeSet::from(["challenge.reachable"]));
@@ -220,7 +220,7 @@ fn assert_one_failure(fault: Fault, id: &str, code: i32, checks: &[Value]) {
 async fn login_signs_in_and_lists_tools() {
     use tokio::io::AsyncBufReadExt;
     let sample = crate::support::Sample::start().await;
-    let port = crate::support::free_port();
+    let port = crate::support::reserve_port();
     let dir = crate::support::TempDir::new();
     // Approval without pages stands in for the person at the browser.
     let text =

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Gate, STEP, Sample, TempDir, admin, bin, client, free_port, write_config};
+use crate::support::{Gate, STEP, Sample, TempDir, admin, bin, client, reserve_port, write_config};
 
 /// A base64url operator key, so a process of another user needs no key file.
 const OPERATOR_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
@@ -26,7 +26,7 @@ fn chmod(path: &std::path::Path, mode: u32) {
 #[tokio::test]
 async fn a_store_that_cannot_be_written_is_refused_at_start() {
     let sample = Sample::start().await;
-    let port = free_port();
+    let port = reserve_port();
     let dir = TempDir::new();
     let path = write_config(&crate::gateway::config(&sample.mcp()), port, &dir);
     // A first run creates the store (and leaves its -wal and -shm files behind).
@@ -157,7 +157,7 @@ async fn readiness_follows_the_database_and_recovers_without_a_restart() {
 #[tokio::test]
 async fn keys_rotated_before_the_first_start_still_leave_a_key_that_signs() {
     let sample = Sample::start().await;
-    let port = free_port();
+    let port = reserve_port();
     let dir = TempDir::new();
     let path = write_config(&crate::gateway::config(&sample.mcp()), port, &dir);
     let path_text = path.display().to_string();
@@ -181,7 +181,7 @@ async fn keys_rotated_before_the_first_start_still_leave_a_key_that_signs() {
 async fn keys_list_on_an_empty_store_says_so() {
     let sample = Sample::start().await;
     let dir = TempDir::new();
-    let path = write_config(&crate::gateway::config(&sample.mcp()), free_port(), &dir);
+    let path = write_config(&crate::gateway::config(&sample.mcp()), reserve_port(), &dir);
     let out = admin(&["keys", "list", "--config", &path.display().to_string()], "").await;
     assert!(out.contains("no signing keys yet"), "{out}");
 }

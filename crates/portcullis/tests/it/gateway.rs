@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, free_port, mcp_post, write_config};
+use crate::support::{Gate, Sample, TempDir, admin, call, claims_of, client, mcp_post, reserve_port, write_config};
 
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
@@ -39,7 +39,7 @@ gateway = true
 /// A gateway with one local account, `alice`.
 pub(crate) async fn start() -> (Sample, Gate) {
     let sample = Sample::start().await;
-    let port = free_port();
+    let port = reserve_port();
     let dir = TempDir::new();
     let path = write_config(&config(&sample.mcp()), port, &dir);
     let path_text = path.display().to_string();
@@ -598,7 +598,7 @@ async fn the_upstream_token_is_forwarded_and_refreshed() {
 /// A gateway whose authorization requests are approved for alice without pages.
 async fn start_auto_approving(extra_gateway: &str) -> (Sample, Gate) {
     let sample = Sample::start().await;
-    let port = free_port();
+    let port = reserve_port();
     let dir = TempDir::new();
     let text = config(&sample.mcp())
         .replace("[store]", "[dangerous]\nauto_approve_as = \"alice\"\n[store]")

@@ -142,7 +142,7 @@ async fn sessions_notifications_and_delete() {
 
 #[tokio::test]
 async fn upstream_down_is_502_with_a_json_rpc_error() {
-    let port = crate::support::free_port();
+    let port = crate::support::closed_port();
     let gate = Gate::start(&unauthenticated(&format!("http://127.0.0.1:{port}/mcp"), "")).await;
     let r = mcp_post(&client(), &gate.url("/mcp"), call(17, "echo", json!({"text": "x"}))).send().await.unwrap();
     assert_eq!(r.status(), 502);

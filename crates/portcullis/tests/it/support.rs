@@ -14,8 +14,29 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_portcullis")
 }
 
-/// A free loopback port. The listener is dropped before use; on loopback the reuse race is harmless.
-pub fn free_port() -> u16 {
+/// Ports reserved for a gate: bound here, and handed to the gate's process when it starts, so no other
+/// process can take the port in between.
+static RESERVED: std::sync::Mutex<Vec<std::net::TcpListener>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback port for a gate to listen on, bound until [`Gate::start_at`] hands it over.
+pub fn reserve_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    RESERVED.lock().unwrap().push(listener);
+    port
+}
+
+/// The listener for `port`: the reserved one, or (a restart on a port its gate released) bound now.
+fn listener_for(port: u16) -> std::net::TcpListener {
+    let mut reserved = RESERVED.lock().unwrap();
+    match reserved.iter().position(|l| l.local_addr().unwrap().port() == port) {
+        Some(i) => reserved.swap_remove(i),
+        None => std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+    }
+}
+
+/// A loopback port nothing listens on, for "unreachable" cases.
+pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -90,7 +111,7 @@ impl Gate {
     }
 
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gate {
-        let port = free_port();
+        let port = reserve_port();
         let dir = TempDir::new();
         let path = write_config(config, port, &dir);
         Self::start_at(&path, port, dir, env).await
@@ -104,6 +125,7 @@ impl Gate {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        hand_over(&mut cmd, port);
         let (child, _) = spawn_until(cmd, "portcullis listening on").await;
         Gate { child, base, dir }
     }
@@ -111,13 +133,14 @@ impl Gate {
     /// Starts `portcullis serve` without a file, configured by `env` only; `{public_url}` and
     /// `{listen}` in values are replaced as in [`Gate::start`].
     pub async fn start_env(env: &[(&str, &str)]) -> Gate {
-        let port = free_port();
+        let port = reserve_port();
         let base = format!("http://127.0.0.1:{port}");
         let mut cmd = Command::new(bin());
         cmd.arg("serve").env_clear().env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base));
         }
+        hand_over(&mut cmd, port);
         let (child, _) = spawn_until(cmd, "portcullis listening on").await;
         Gate { child, base, dir: TempDir::new() }
     }
@@ -138,6 +161,14 @@ impl Gate {
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
     }
+}
+
+/// Passes the gate's listening socket to `cmd` by systemd socket activation (descriptor 3).
+fn hand_over(cmd: &mut Command, port: u16) {
+    use command_fds::{CommandFdExt, FdMapping};
+    let fd = std::os::fd::OwnedFd::from(listener_for(port));
+    cmd.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }]).unwrap();
+    cmd.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
 }
 
 /// Writes `config` (with `{listen}`, `{public_url}` and `{dir}` filled in) into `dir`.
@@ -313,7 +344,7 @@ impl Idp {
 
 /// Runs `portcullis serve` expecting it to refuse to start; returns its stderr.
 pub async fn serve_fails(config: &str, env: &[(&str, &str)]) -> String {
-    let port = free_port();
+    let port = closed_port();
     let base = format!("http://127.0.0.1:{port}");
     let text = config.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base);
     let dir = TempDir::new();

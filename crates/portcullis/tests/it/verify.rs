@@ -154,7 +154,7 @@ async fn start_up_refuses_an_issuer_mismatch_naming_both_strings() {
 #[tokio::test]
 async fn start_up_refuses_an_unreachable_issuer_naming_each_url() {
     let sample = Sample::start().await;
-    let port = crate::support::free_port();
+    let port = crate::support::closed_port();
     let issuer = format!("http://127.0.0.1:{port}/tenant");
     let stderr = serve_fails(&config(&sample, &issuer, ""), &[]).await;
     for url in [
