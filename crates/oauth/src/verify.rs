@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use portcullis_types::{Clock, Scope, ScopeSet, Secret, SigningAlg};
+use portcullis_types::{ClientId, Clock, Kid, Scope, ScopeSet, Secret, SigningAlg};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -68,13 +68,13 @@ impl VerifierConfig {
 #[non_exhaustive]
 pub struct VerifiedToken {
     pub subject: Option<String>,
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     pub scopes: ScopeSet,
     /// `exp`, seconds since the epoch.
     pub expires_at: Option<u64>,
     pub claims: Arc<Map<String, Value>>,
     /// The key that verified it (`None` for introspected or HS256 tokens).
-    pub kid: Option<String>,
+    pub kid: Option<Kid>,
 }
 
 impl VerifiedToken {
@@ -189,7 +189,7 @@ impl Verifier {
     /// A cached token stays good while unexpired and while the key that verified it is still published.
     fn still_good(&self, token: &VerifiedToken, now: u64) -> bool {
         token.expires_at.is_none_or(|exp| now <= exp + self.cfg.leeway)
-            && token.kid.as_deref().is_none_or(|kid| self.keys.current().by_kid(kid).is_some())
+            && token.kid.as_ref().is_none_or(|kid| self.keys.current().by_kid(kid.as_str()).is_some())
     }
 
     fn parse_header(&self, token: &str) -> Result<Header, TokenError> {
@@ -312,11 +312,11 @@ impl Verifier {
         self.cfg.audience.check(&claims)?;
         Ok(VerifiedToken {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            client_id: claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(str::to_owned),
+            client_id: claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(ClientId::new),
             scopes: scopes(&claims),
             expires_at: exp,
             kid: match source {
-                Source::Jwt { kid } => kid,
+                Source::Jwt { kid } => kid.map(Kid::new),
                 Source::Introspection => None,
             },
             claims,
