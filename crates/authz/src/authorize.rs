@@ -382,7 +382,7 @@ impl Gateway {
         self.store
             .put_consent(ConsentRecord {
                 subject,
-                client_id: flow.client_id.clone(),
+                client_id: flow.client_id.as_str().into(),
                 scope: flow.scope.clone(),
                 granted_at: self.now(),
             })
@@ -473,7 +473,7 @@ impl Gateway {
         self.store
             .put_consent(ConsentRecord {
                 subject: identity.subject,
-                client_id: flow.client_id.clone(),
+                client_id: flow.client_id.as_str().into(),
                 scope: flow.scope.clone(),
                 granted_at: now,
             })
@@ -487,7 +487,7 @@ impl Gateway {
         self.store
             .put_code(CodeRecord {
                 code_hash: hash(&code),
-                client_id: flow.client_id.clone(),
+                client_id: flow.client_id.as_str().into(),
                 subject: flow.subject.clone().unwrap_or_default(),
                 redirect_uri: flow.redirect_uri.clone(),
                 resource: flow.resource.clone(),

@@ -169,7 +169,7 @@ impl Gateway {
             }
             store
                 .upsert_client(ClientRecord {
-                    client_id: c.client_id.clone(),
+                    client_id: c.client_id.as_str().into(),
                     secret_hash: c.client_secret.as_ref().map(|s| hash(s.expose())),
                     metadata,
                     source: ClientSource::Configured,

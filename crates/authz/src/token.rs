@@ -266,7 +266,8 @@ impl Gateway {
         pkce::verify(verifier, &record.code_challenge)
             .map_err(|e| Refusal::new(ErrorCode::InvalidGrant, e.to_string()))?;
 
-        let mut body = self.access_token(&client.client_id, &record.subject, &record.resource, &record.scope)?;
+        let mut body =
+            self.access_token(client.client_id.as_str(), &record.subject, &record.resource, &record.scope)?;
         if wants_refresh(client) {
             let refresh = random_string(43);
             let now = self.now();
@@ -285,8 +286,12 @@ impl Gateway {
             body["refresh_token"] = json!(refresh);
         }
         if record.scope.split(' ').any(|s| s == "openid") {
-            body["id_token"] =
-                json!(self.id_token(&client.client_id, &record.subject, record.auth_time, record.nonce.as_deref())?);
+            body["id_token"] = json!(self.id_token(
+                client.client_id.as_str(),
+                &record.subject,
+                record.auth_time,
+                record.nonce.as_deref()
+            )?);
         }
         Ok(body)
     }
@@ -356,7 +361,7 @@ impl Gateway {
                 return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token is not valid").into());
             }
         }
-        let mut body = self.access_token(&client.client_id, &old.subject, &old.resource, &scope)?;
+        let mut body = self.access_token(client.client_id.as_str(), &old.subject, &old.resource, &scope)?;
         body["refresh_token"] = json!(new_token);
         Ok(body)
     }

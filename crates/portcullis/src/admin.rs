@@ -125,7 +125,7 @@ fn key_table(keys: &[portcullis_store::KeyRecord], now: i64, keep: i64) -> Strin
                 None => "superseded by a newer key".to_owned(),
             }
         };
-        rows.push([k.kid.clone(), k.alg.clone(), status]);
+        rows.push([k.kid.to_string(), k.alg.clone(), status]);
     }
     let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
     let (w0, w1) = (width(0), width(1));

@@ -70,7 +70,7 @@ impl State {
         if self.refresh.contains_key(&token.token_hash) {
             return Err(StoreError::Conflict("refresh token"));
         }
-        self.upsert_family(&token.family_id, &token.client_id, &token.subject, token.expires_at);
+        self.upsert_family(&token.family_id, token.client_id.as_str(), &token.subject, token.expires_at);
         self.refresh.insert(token.token_hash.clone(), (token, None));
         Ok(())
     }
@@ -97,19 +97,19 @@ impl State {
 impl Store for MemoryStore {
     async fn put_client(&self, client: ClientRecord) -> Result<(), StoreError> {
         let mut state = self.state();
-        if state.clients.contains_key(&client.client_id) {
+        if state.clients.contains_key(client.client_id.as_str()) {
             return Err(StoreError::Conflict("client"));
         }
-        state.clients.insert(client.client_id.clone(), client);
+        state.clients.insert(client.client_id.to_string(), client);
         Ok(())
     }
 
     async fn upsert_client(&self, client: ClientRecord) -> Result<(), StoreError> {
         let mut state = self.state();
-        match state.clients.get_mut(&client.client_id) {
+        match state.clients.get_mut(client.client_id.as_str()) {
             Some(existing) => *existing = ClientRecord { created_at: existing.created_at, ..client },
             None => {
-                state.clients.insert(client.client_id.clone(), client);
+                state.clients.insert(client.client_id.to_string(), client);
             }
         }
         Ok(())
@@ -165,7 +165,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_consent(&self, consent: ConsentRecord) -> Result<(), StoreError> {
-        self.state().consents.insert((consent.subject.clone(), consent.client_id.clone()), consent);
+        self.state().consents.insert((consent.subject.clone(), consent.client_id.to_string()), consent);
         Ok(())
     }
 
@@ -211,7 +211,7 @@ impl Store for MemoryStore {
         if let Some((_, redeemed_at)) = state.codes.get_mut(code_hash) {
             *redeemed_at = Some(now);
         }
-        state.upsert_family(&code.family_id, &code.client_id, &code.subject, verdict::family_expiry_for(&code));
+        state.upsert_family(&code.family_id, code.client_id.as_str(), &code.subject, verdict::family_expiry_for(&code));
         Ok(CodeRedemption::Redeemed(code))
     }
 
@@ -229,7 +229,7 @@ impl Store for MemoryStore {
             let revoked = state.families.get(&token.family_id).is_none_or(|f| f.revoked);
             (token.clone(), *rotated_at, revoked)
         });
-        match verdict::judge_rotation(read, &new.client_id, now) {
+        match verdict::judge_rotation(read, new.client_id.as_str(), now) {
             RotationStep::Answer(answer) => Ok(answer),
             RotationStep::RevokeFamily(family_id) => {
                 state.revoke_family(&family_id);
@@ -272,16 +272,16 @@ impl Store for MemoryStore {
 
     async fn put_key(&self, key: KeyRecord) -> Result<(), StoreError> {
         let mut state = self.state();
-        if state.keys.contains_key(&key.kid) {
+        if state.keys.contains_key(key.kid.as_str()) {
             return Err(StoreError::Conflict("key"));
         }
-        state.keys.insert(key.kid.clone(), key);
+        state.keys.insert(key.kid.to_string(), key);
         Ok(())
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let mut keys: Vec<KeyRecord> = self.state().keys.values().cloned().collect();
-        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        keys.sort_by(|a, b| (a.created_at, a.kid.as_str()).cmp(&(b.created_at, b.kid.as_str())));
         Ok(keys)
     }
 

@@ -5,6 +5,7 @@
 //! only by their first characters, never shows password hashes or flow data, and shows sealed blobs by
 //! length, so a record in a log line leaks nothing an attacker could replay or crack offline.
 
+use portcullis_types::{ClientId, Kid};
 use std::fmt;
 
 /// How a client came to be known.
@@ -42,7 +43,7 @@ impl ClientSource {
 /// An OAuth client.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientRecord {
-    pub client_id: String,
+    pub client_id: ClientId,
     /// SHA-256 of the client secret; `None` for public clients.
     pub secret_hash: Option<String>,
     /// The full registered metadata, as echoed by the registration response.
@@ -66,7 +67,7 @@ pub struct UserRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentRecord {
     pub subject: String,
-    pub client_id: String,
+    pub client_id: ClientId,
     /// Space-separated scopes.
     pub scope: String,
     pub granted_at: i64,
@@ -88,7 +89,7 @@ pub struct PendingRecord {
 #[derive(Clone, PartialEq, Eq)]
 pub struct CodeRecord {
     pub code_hash: String,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub subject: String,
     pub redirect_uri: String,
     pub resource: String,
@@ -110,7 +111,7 @@ pub struct RefreshRecord {
     /// All tokens descended from one authorization code share a family; reuse of a rotated token
     /// revokes the whole family (RFC 9700 §4.14.2).
     pub family_id: String,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub subject: String,
     pub resource: String,
     pub scope: String,
@@ -121,7 +122,7 @@ pub struct RefreshRecord {
 /// A signing key of the authorization server.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyRecord {
-    pub kid: String,
+    pub kid: Kid,
     pub alg: String,
     /// The public JWK as published in `/jwks.json`.
     pub public_jwk: serde_json::Value,

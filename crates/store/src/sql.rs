@@ -11,6 +11,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::{ClientRecord, ClientSource, CodeRecord, KeyRecord, PendingRecord, RefreshRecord, StoreError};
 use crate::{ConsentRecord, UpstreamTokenRecord, UserRecord};
+use portcullis_types::{ClientId, Kid};
 
 /// Builds a migrator from SQL files compiled into the binary, so a deployment carries its schema.
 pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -81,7 +82,7 @@ pub(crate) fn client_from_row(
     let metadata = json(&metadata, "clients.metadata")?;
     let source = ClientSource::parse(&source)
         .ok_or_else(|| StoreError::Corrupt(format!("clients.source: unknown value {source:?}")))?;
-    Ok(ClientRecord { client_id, secret_hash, metadata, source, created_at })
+    Ok(ClientRecord { client_id: ClientId::new(client_id), secret_hash, metadata, source, created_at })
 }
 
 // ---- users ---------------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ pub(crate) const SELECT_CONSENT: &str =
 pub(crate) type ConsentRow = (String, String, String, i64);
 
 pub(crate) fn consent_from_row((subject, client_id, scope, granted_at): ConsentRow) -> ConsentRecord {
-    ConsentRecord { subject, client_id, scope, granted_at }
+    ConsentRecord { subject, client_id: ClientId::new(client_id), scope, granted_at }
 }
 
 // ---- pending flows -------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ pub(crate) fn code_from_row(row: CodeRow) -> (CodeRecord, Option<i64>) {
     ) = row;
     let code = CodeRecord {
         code_hash,
-        client_id,
+        client_id: ClientId::new(client_id),
         subject,
         redirect_uri,
         resource,
@@ -213,7 +214,16 @@ pub(crate) type RefreshRow = (String, String, String, String, String, String, i6
 
 pub(crate) fn refresh_from_row(row: RefreshRow) -> RefreshRecord {
     let (token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at) = row;
-    RefreshRecord { token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at }
+    RefreshRecord {
+        token_hash,
+        family_id,
+        client_id: ClientId::new(client_id),
+        subject,
+        resource,
+        scope,
+        expires_at,
+        created_at,
+    }
 }
 
 /// A refresh token read for rotation: the record, when it was rotated, and whether its family is revoked.
@@ -221,7 +231,7 @@ pub(crate) type RotationRow = (String, String, String, String, String, String, i
 
 pub(crate) fn rotation_from_row(row: RotationRow) -> (RefreshRecord, Option<i64>, bool) {
     let (token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at, rotated_at, revoked) = row;
-    let record = RefreshRecord { token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at };
+    let record = refresh_from_row((token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at));
     (record, rotated_at, revoked)
 }
 
@@ -240,7 +250,7 @@ pub(crate) type KeyRow = (String, String, String, Vec<u8>, i64, i64, Option<i64>
 pub(crate) fn key_from_row(row: KeyRow) -> Result<KeyRecord, StoreError> {
     let (kid, alg, public_jwk, private_sealed, created_at, not_before, retired_at) = row;
     let public_jwk = json(&public_jwk, "signing_keys.public_jwk")?;
-    Ok(KeyRecord { kid, alg, public_jwk, private_sealed, created_at, not_before, retired_at })
+    Ok(KeyRecord { kid: Kid::new(kid), alg, public_jwk, private_sealed, created_at, not_before, retired_at })
 }
 
 // ---- upstream tokens -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ macro_rules! impl_sql_store {
             impl $crate::Store for $store {
                 async fn put_client(&self, c: ClientRecord) -> Result<(), StoreError> {
                     sqlx::query(sql::INSERT_CLIENT)
-                        .bind(&c.client_id)
+                        .bind(c.client_id.as_str())
                         .bind(&c.secret_hash)
                         .bind(c.metadata.to_string())
                         .bind(c.source.as_str())
@@ -36,7 +36,7 @@ macro_rules! impl_sql_store {
 
                 async fn upsert_client(&self, c: ClientRecord) -> Result<(), StoreError> {
                     sqlx::query(sql::UPSERT_CLIENT)
-                        .bind(&c.client_id)
+                        .bind(c.client_id.as_str())
                         .bind(&c.secret_hash)
                         .bind(c.metadata.to_string())
                         .bind(c.source.as_str())
@@ -111,7 +111,7 @@ macro_rules! impl_sql_store {
                 async fn put_consent(&self, c: ConsentRecord) -> Result<(), StoreError> {
                     sqlx::query(sql::UPSERT_CONSENT)
                         .bind(&c.subject)
-                        .bind(&c.client_id)
+                        .bind(c.client_id.as_str())
                         .bind(&c.scope)
                         .bind(c.granted_at)
                         .execute(&self.pool)
@@ -159,7 +159,7 @@ macro_rules! impl_sql_store {
                 async fn put_code(&self, c: CodeRecord) -> Result<(), StoreError> {
                     sqlx::query(sql::INSERT_CODE)
                         .bind(&c.code_hash)
-                        .bind(&c.client_id)
+                        .bind(c.client_id.as_str())
                         .bind(&c.subject)
                         .bind(&c.redirect_uri)
                         .bind(&c.resource)
@@ -185,7 +185,7 @@ macro_rules! impl_sql_store {
                             sqlx::query(sql::MARK_CODE_REDEEMED).bind(code_hash).bind(now).execute(&mut *tx).await?;
                             sqlx::query(sql::UPSERT_FAMILY)
                                 .bind(&code.family_id)
-                                .bind(&code.client_id)
+                                .bind(code.client_id.as_str())
                                 .bind(&code.subject)
                                 .bind(verdict::family_expiry_for(&code))
                                 .execute(&mut *tx)
@@ -221,19 +221,24 @@ macro_rules! impl_sql_store {
                     let mut tx = self.write().await?;
                     let row: Option<sql::RotationRow> =
                         sqlx::query_as(SELECT_REFRESH_FOR_ROTATION).bind(old_hash).fetch_optional(&mut *tx).await?;
-                    let answer = match verdict::judge_rotation(row.map(sql::rotation_from_row), &new.client_id, now) {
-                        RotationStep::Answer(answer) => answer,
-                        RotationStep::RevokeFamily(family_id) => {
-                            sqlx::query(sql::REVOKE_FAMILY).bind(&family_id).execute(&mut *tx).await?;
-                            Rotation::Reused { family_id }
-                        }
-                        RotationStep::Rotate(old) => {
-                            sqlx::query(sql::MARK_REFRESH_ROTATED).bind(old_hash).bind(now).execute(&mut *tx).await?;
-                            new.family_id.clone_from(&old.family_id);
-                            insert_refresh(&mut tx, &new).await?;
-                            Rotation::Rotated(old)
-                        }
-                    };
+                    let answer =
+                        match verdict::judge_rotation(row.map(sql::rotation_from_row), new.client_id.as_str(), now) {
+                            RotationStep::Answer(answer) => answer,
+                            RotationStep::RevokeFamily(family_id) => {
+                                sqlx::query(sql::REVOKE_FAMILY).bind(&family_id).execute(&mut *tx).await?;
+                                Rotation::Reused { family_id }
+                            }
+                            RotationStep::Rotate(old) => {
+                                sqlx::query(sql::MARK_REFRESH_ROTATED)
+                                    .bind(old_hash)
+                                    .bind(now)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                new.family_id.clone_from(&old.family_id);
+                                insert_refresh(&mut tx, &new).await?;
+                                Rotation::Rotated(old)
+                            }
+                        };
                     tx.commit().await?;
                     Ok(answer)
                 }
@@ -264,7 +269,7 @@ macro_rules! impl_sql_store {
 
                 async fn put_key(&self, k: KeyRecord) -> Result<(), StoreError> {
                     sqlx::query(sql::INSERT_KEY)
-                        .bind(&k.kid)
+                        .bind(k.kid.as_str())
                         .bind(&k.alg)
                         .bind(k.public_jwk.to_string())
                         .bind(&k.private_sealed)
@@ -373,7 +378,7 @@ macro_rules! impl_sql_store {
             ) -> Result<(), StoreError> {
                 sqlx::query(sql::UPSERT_FAMILY)
                     .bind(&t.family_id)
-                    .bind(&t.client_id)
+                    .bind(t.client_id.as_str())
                     .bind(&t.subject)
                     .bind(t.expires_at)
                     .execute(&mut **tx)
@@ -381,7 +386,7 @@ macro_rules! impl_sql_store {
                 sqlx::query(sql::INSERT_REFRESH)
                     .bind(&t.token_hash)
                     .bind(&t.family_id)
-                    .bind(&t.client_id)
+                    .bind(t.client_id.as_str())
                     .bind(&t.subject)
                     .bind(&t.resource)
                     .bind(&t.scope)

@@ -54,7 +54,7 @@ pub(crate) fn judge_rotation(
     let Some((old, rotated_at, revoked)) = read else {
         return RotationStep::Answer(Rotation::Unknown);
     };
-    if old.client_id != client_id {
+    if old.client_id.as_str() != client_id {
         RotationStep::Answer(Rotation::Unknown)
     } else if revoked {
         RotationStep::Answer(Rotation::Revoked)

@@ -43,7 +43,7 @@ impl Gateway {
         let (document, ttl) = documents.fetch(client_id, requester).await?;
         if !ttl.is_zero() {
             let record = ClientRecord {
-                client_id: client_id.to_owned(),
+                client_id: client_id.into(),
                 secret_hash: None,
                 metadata: document.to_stored(now + ttl.as_secs() as i64),
                 source: ClientSource::MetadataDocument,
@@ -70,7 +70,7 @@ impl Gateway {
             return Ok(match self.document(documents, client_id, requester).await {
                 Ok(document) => ClientLookup::Known(
                     ClientRecord {
-                        client_id: client_id.to_owned(),
+                        client_id: client_id.into(),
                         secret_hash: None,
                         metadata: Value::Object(document.metadata.clone()),
                         source: ClientSource::MetadataDocument,
@@ -110,7 +110,7 @@ impl Gateway {
         let body = reg.response(now.max(0) as u64);
         self.store
             .put_client(ClientRecord {
-                client_id: reg.client_id.clone(),
+                client_id: reg.client_id.as_str().into(),
                 secret_hash: reg.client_secret.as_deref().map(hash),
                 metadata: Value::Object(reg.metadata.clone()),
                 source: ClientSource::Dynamic,

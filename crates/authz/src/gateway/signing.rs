@@ -17,7 +17,14 @@ impl Gateway {
     pub async fn reload_keys(&self) -> Result<(), GatewayError> {
         let mut keys = Vec::new();
         for r in self.store.list_keys().await? {
-            keys.push(RingKey::unseal(&self.operator, &r.kid, &r.alg, &r.private_sealed, r.not_before, r.retired_at)?);
+            keys.push(RingKey::unseal(
+                &self.operator,
+                r.kid.as_str(),
+                &r.alg,
+                &r.private_sealed,
+                r.not_before,
+                r.retired_at,
+            )?);
         }
         let ring = Arc::new(KeyRing::new(keys));
         let jwks = ring.jwks(self.now(), keep_after_retirement(&self.settings));
@@ -42,7 +49,7 @@ impl Gateway {
         let signing_now = existing.iter().any(|k| signs_at(k, now));
         let switch = if signing_now { now + publish_ahead } else { now };
         for k in existing.iter().filter(|k| k.retired_at.is_none()) {
-            store.retire_key(&k.kid, switch).await?;
+            store.retire_key(k.kid.as_str(), switch).await?;
         }
         let kid = Self::put_new_key(store, operator, alg, now, switch).await?;
         Ok((kid, switch))
@@ -58,7 +65,7 @@ impl Gateway {
         let key = generate(alg)?;
         store
             .put_key(KeyRecord {
-                kid: key.kid.clone(),
+                kid: key.kid.as_str().into(),
                 alg: alg.as_str().to_owned(),
                 public_jwk: key.public_jwk.clone(),
                 private_sealed: operator.seal(&key.pkcs8, &key.kid)?,
@@ -158,7 +165,7 @@ mod tests {
     }
 
     async fn signers(store: &dyn Store, at: i64) -> Vec<String> {
-        store.list_keys().await.unwrap().into_iter().filter(|k| signs_at(k, at)).map(|k| k.kid).collect()
+        store.list_keys().await.unwrap().into_iter().filter(|k| signs_at(k, at)).map(|k| k.kid.to_string()).collect()
     }
 
     #[tokio::test]
