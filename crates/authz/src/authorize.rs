@@ -10,13 +10,13 @@ use std::net::IpAddr;
 use portcullis_store::{CodeRecord, ConsentRecord, PendingRecord};
 use portcullis_types::ErrorCode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use url::Url;
 
 use super::error::AuthzError;
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::redirect;
+use super::register::ClientMetadata;
 use super::register::random_string;
 use super::throttle;
 use portcullis_oauth::audience::same_resource;
@@ -158,18 +158,15 @@ impl Gateway {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| page("Missing client", "The authorization request has no client_id."))?;
-        let client = match self.find_client(client_id, requester).await? {
-            ClientLookup::Known(client, _) => client,
+        let metadata = match self.find_client(client_id, requester).await? {
+            ClientLookup::Known(_, metadata, _) => metadata,
             ClientLookup::Unknown(why) => {
                 return Err(page("Unknown client", format!("This application cannot be used here: {why}.")));
             }
         };
-        let registered: Vec<String> = client.metadata["redirect_uris"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default();
+        let registered = &metadata.redirect_uris;
         let redirect_uri = match p.redirect_uri.as_deref() {
-            Some(r) if redirect::matches(r, &registered) => r.to_owned(),
+            Some(r) if redirect::matches(r, registered) => r.to_owned(),
             Some(r) => {
                 return Err(page(
                     "Redirect URI not registered",
@@ -216,9 +213,9 @@ impl Gateway {
         };
         let scope = match p.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             Some(s) => s.to_owned(),
-            None => self.default_scope(&resource, &client.metadata),
+            None => self.default_scope(&resource, &metadata),
         };
-        let registered_scope: Option<Vec<&str>> = client.metadata["scope"].as_str().map(|s| s.split(' ').collect());
+        let registered_scope: Option<Vec<&str>> = metadata.scope.as_deref().map(|s| s.split(' ').collect());
         for s in scope.split(' ').filter(|s| !s.is_empty()) {
             let offered = self.settings.scopes.iter().any(|a| a == s);
             let allowed_for_client = registered_scope.as_ref().is_none_or(|r| r.contains(&s));
@@ -233,7 +230,7 @@ impl Gateway {
         }
         let flow = Flow {
             client_id: client_id.to_owned(),
-            client_name: client.metadata["client_name"].as_str().map(str::to_owned),
+            client_name: metadata.client_name.clone(),
             redirect_uri,
             scope,
             resource,
@@ -258,9 +255,9 @@ impl Gateway {
         Ok(Step::Login { handle, flow, error: None, username: None })
     }
 
-    fn default_scope(&self, resource: &str, metadata: &Value) -> String {
-        if let Some(s) = metadata["scope"].as_str() {
-            return s.to_owned();
+    fn default_scope(&self, resource: &str, metadata: &ClientMetadata) -> String {
+        if let Some(s) = &metadata.scope {
+            return s.clone();
         }
         self.settings.default_scopes.iter().find(|(r, _)| r == resource).map(|(_, s)| s.clone()).unwrap_or_default()
     }

@@ -13,10 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
-use super::register::{AuthMethods, RegisterPolicy, client_metadata};
+use super::register::{AuthMethods, ClientMetadata, RegisterPolicy, TokenAuthMethod, client_metadata};
 use portcullis_oauth::jwks::{CacheDirective, KeySet, cache_directives};
 
 /// The largest document accepted (the draft's recommendation).
@@ -66,7 +66,7 @@ pub enum CimdError {
 /// What [`ClientMetadataDocuments::check_document`] keeps of a document.
 #[derive(Debug)]
 pub struct Checked {
-    pub metadata: Map<String, Value>,
+    pub metadata: ClientMetadata,
     /// Where its keys are, to be fetched.
     pub jwks_uri: Option<String>,
     /// Its inline key set, already checked.
@@ -76,7 +76,7 @@ pub struct Checked {
 /// A validated document: the client's metadata and, for `private_key_jwt`, its keys.
 #[derive(Debug)]
 pub struct Document {
-    pub metadata: Map<String, Value>,
+    pub metadata: ClientMetadata,
     pub keys: Option<KeySet>,
     /// The key set as published (inline or at `jwks_uri`), kept to store the document.
     jwks: Option<Value>,
@@ -90,7 +90,7 @@ impl Document {
     /// The form kept in the store's client table until `until` (Unix seconds): the metadata, the key
     /// set, and the expiry.
     pub fn to_stored(&self, until: i64) -> Value {
-        let mut stored = self.metadata.clone();
+        let mut stored = self.metadata.to_json();
         if let Some(jwks) = &self.jwks {
             stored.insert(STORED_JWKS.into(), jwks.clone());
         }
@@ -100,9 +100,10 @@ impl Document {
 
     /// A stored document still valid at `now`, and how many seconds it has left.
     pub fn from_stored(stored: &Value, now: i64) -> Option<(Document, i64)> {
-        let mut metadata = stored.as_object()?.clone();
-        let until = metadata.remove(STORED_UNTIL)?.as_i64().filter(|u| *u > now)?;
-        let jwks = metadata.remove(STORED_JWKS);
+        let mut fields = stored.as_object()?.clone();
+        let until = fields.remove(STORED_UNTIL)?.as_i64().filter(|u| *u > now)?;
+        let jwks = fields.remove(STORED_JWKS);
+        let metadata = ClientMetadata::from_stored(&Value::Object(fields)).ok()?;
         let keys = match &jwks {
             Some(j) => Some(parse_keys(j.to_string().as_bytes()).ok()?),
             None => None,
@@ -418,7 +419,7 @@ impl ClientMetadataDocuments {
 
     /// The document's rules beyond those of registration: `client_id` is its own URL, no secrets, keys for
     /// `private_key_jwt`. Returns the metadata kept and the `jwks_uri` to fetch, if any.
-    fn validate(&self, url: &str, document: &Value) -> Result<(Map<String, Value>, Option<String>), CimdError> {
+    fn validate(&self, url: &str, document: &Value) -> Result<(ClientMetadata, Option<String>), CimdError> {
         let Value::Object(doc) = document else { return Err(CimdError::NotJson(url.to_owned())) };
         match doc.get("client_id").and_then(Value::as_str) {
             Some(id) if id == url => {}
@@ -440,14 +441,14 @@ impl ClientMetadataDocuments {
             (None, _) => None,
         };
         // The draft's required fields: a name to show on the consent page, besides the redirect URIs.
-        if metadata.get("client_name").and_then(Value::as_str).is_none_or(|n| n.trim().is_empty()) {
+        if metadata.client_name.as_deref().is_none_or(|n| n.trim().is_empty()) {
             return Err(CimdError::Invalid("it has no client_name".into()));
         }
         let has_keys = jwks_uri.is_some() || doc.contains_key("jwks");
-        if metadata["token_endpoint_auth_method"] == "private_key_jwt" && !has_keys {
+        if metadata.token_endpoint_auth_method == TokenAuthMethod::PrivateKeyJwt && !has_keys {
             return Err(CimdError::Invalid("private_key_jwt needs jwks or jwks_uri".into()));
         }
-        metadata.insert("client_id".into(), Value::String(url.to_owned()));
+        metadata.client_id = Some(url.to_owned());
         Ok((metadata, jwks_uri))
     }
 
@@ -639,8 +640,11 @@ mod tests {
     #[test]
     fn stored_documents_keep_their_keys_and_expire() {
         let jwks = serde_json::json!({"keys": [portcullis_test_support::TestKey::Es256.jwk()]});
-        let mut metadata = Map::new();
-        metadata.insert("client_id".into(), json!("https://app.example.com/c.json"));
+        let docs = ClientMetadataDocuments::new(policy(), false).unwrap();
+        let url = "https://app.example.com/c.json";
+        let ok = json!({"client_id": url, "client_name": "App", "redirect_uris": ["http://127.0.0.1/cb"],
+            "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks});
+        let (metadata, _) = docs.validate(url, &ok).unwrap();
         let doc = Document {
             metadata: metadata.clone(),
             keys: Some(parse_keys(jwks.to_string().as_bytes()).unwrap()),
@@ -660,8 +664,8 @@ mod tests {
         let url = "https://app.example.com/client.json";
         let ok = json!({"client_id": url, "client_name": "App", "redirect_uris": ["http://127.0.0.1/cb"]});
         let (meta, jwks_uri) = docs.validate(url, &ok).unwrap();
-        assert_eq!(meta["token_endpoint_auth_method"], "none", "public by default");
-        assert_eq!(meta["client_id"], url);
+        assert_eq!(meta.token_endpoint_auth_method, TokenAuthMethod::NoSecret, "public by default");
+        assert_eq!(meta.client_id.as_deref(), Some(url));
         assert!(jwks_uri.is_none());
 
         let cases = [

@@ -2,6 +2,7 @@
 //! strict clients expect (201, every field echoed, `client_id_issued_at`, `client_secret_expires_at: 0`
 //! whenever a secret is issued, no secret for public clients).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::redirect::{RedirectError, classify};
@@ -41,6 +42,93 @@ impl From<RedirectError> for RegisterError {
     }
 }
 
+/// How a client authenticates at the token endpoint (RFC 7591 §2 `token_endpoint_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    /// A public client.
+    #[serde(rename = "none")]
+    NoSecret,
+}
+
+impl TokenAuthMethod {
+    /// The registered name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::NoSecret => "none",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::ClientSecretBasic, Self::ClientSecretPost, Self::PrivateKeyJwt, Self::NoSecret]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// Client metadata (RFC 7591 §2) as portcullis keeps it: validated once, from a registration request or
+/// a client ID metadata document, with the defaults filled in; stored as JSON and read back typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: TokenAuthMethod,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    pub id_token_signed_response_alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_type: Option<String>,
+    /// Public keys registered for `private_key_jwt` (RFC 7591 §2 `jwks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Value>,
+    /// A metadata document's own URL (the client id it is published under).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl ClientMetadata {
+    /// As stored with a client: the metadata portcullis validated when it registered it.
+    pub fn from_stored(stored: &Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(stored.clone())
+    }
+
+    /// The JSON object stored and echoed.
+    pub fn to_json(&self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// Whether the client may use the refresh-token grant.
+    pub fn refreshes(&self) -> bool {
+        self.grant_types.iter().any(|g| g == "refresh_token")
+    }
+}
+
 /// A validated registration, ready to store.
 #[derive(Clone)]
 pub struct Registration {
@@ -48,7 +136,7 @@ pub struct Registration {
     /// The secret, shown once in the response; only its hash is stored.
     pub client_secret: Option<String>,
     /// The registered metadata (without credentials), as echoed.
-    pub metadata: Map<String, Value>,
+    pub metadata: ClientMetadata,
 }
 
 impl std::fmt::Debug for Registration {
@@ -60,7 +148,7 @@ impl std::fmt::Debug for Registration {
 impl Registration {
     /// The 201 response body.
     pub fn response(&self, issued_at: u64) -> Value {
-        let mut body = self.metadata.clone();
+        let mut body = self.metadata.to_json();
         body.insert("client_id".into(), json!(self.client_id));
         body.insert("client_id_issued_at".into(), json!(issued_at));
         if let Some(secret) = &self.client_secret {
@@ -100,29 +188,29 @@ const REGISTRATION_METHODS: AuthMethods = AuthMethods {
 /// Validates a registration request body and mints credentials.
 pub fn register(request: &Value, policy: &RegisterPolicy) -> Result<Registration, RegisterError> {
     let mut out = client_metadata(request, policy, REGISTRATION_METHODS)?;
-    let method = out["token_endpoint_auth_method"].as_str().unwrap_or_default().to_owned();
-    if method == "private_key_jwt" {
-        out.insert("jwks".into(), registered_keys(request)?);
+    let method = out.token_endpoint_auth_method;
+    if method == TokenAuthMethod::PrivateKeyJwt {
+        out.jwks = Some(registered_keys(request)?);
     }
-    let client_secret = method.starts_with("client_secret_").then(|| random_string(SECRET_LEN));
+    let client_secret = matches!(method, TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost)
+        .then(|| random_string(SECRET_LEN));
     let client_id = format!("{CLIENT_ID_PREFIX}{}", random_string(CLIENT_ID_RANDOM_LEN));
     Ok(Registration { client_id, client_secret, metadata: out })
 }
 
 /// Validates client metadata (RFC 7591 §2, shared by registration requests and client ID metadata
-/// documents) and returns what is kept: known fields only, defaults filled in.
+/// documents) into what is kept: known fields only, defaults filled in.
 pub(crate) fn client_metadata(
     request: &Value,
     policy: &RegisterPolicy,
     methods: AuthMethods,
-) -> Result<Map<String, Value>, RegisterError> {
+) -> Result<ClientMetadata, RegisterError> {
     // Long by design: one check per RFC 7591 §2 field, in the specification's order, each with its own
     // message; split up, the order a registrant reads its errors in would be lost.
     let Value::Object(req) = request else {
         return Err(RegisterError::InvalidClientMetadata("the metadata must be a JSON object".into()));
     };
     let meta_err = |m: String| RegisterError::InvalidClientMetadata(m);
-    let mut out = Map::new();
 
     let uris = match req.get("redirect_uris") {
         Some(Value::Array(a)) if !a.is_empty() => a,
@@ -135,9 +223,8 @@ pub(crate) fn client_metadata(
     for u in uris {
         let s = u.as_str().ok_or_else(|| RegisterError::InvalidRedirectUri("redirect_uris must be strings".into()))?;
         classify(s)?;
-        redirect_uris.push(json!(s));
+        redirect_uris.push(s.to_owned());
     }
-    out.insert("redirect_uris".into(), Value::Array(redirect_uris));
 
     let method = match req.get("token_endpoint_auth_method") {
         None => methods.default,
@@ -150,7 +237,8 @@ pub(crate) fn client_metadata(
         }
         Some(_) => return Err(meta_err("token_endpoint_auth_method must be a string".into())),
     };
-    out.insert("token_endpoint_auth_method".into(), json!(method));
+    let token_endpoint_auth_method = TokenAuthMethod::parse(method)
+        .ok_or_else(|| meta_err(format!("token_endpoint_auth_method {method:?} is not supported here")))?;
 
     let grant_types = string_list(req, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
     if let Some(g) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
@@ -164,41 +252,48 @@ pub(crate) fn client_metadata(
     if !grant_types.iter().any(|g| g == "authorization_code") {
         return Err(meta_err("grant_types must include authorization_code, the only way to obtain tokens here".into()));
     }
-    out.insert("grant_types".into(), json!(grant_types));
-    out.insert("response_types".into(), json!(response_types));
 
-    if let Some(scope) = req.get("scope") {
-        let scope = scope.as_str().ok_or_else(|| meta_err("scope must be a space-separated string".into()))?;
-        for s in scope.split(' ').filter(|s| !s.is_empty()) {
-            if !policy.allowed_scopes.iter().any(|a| a == s) {
-                return Err(meta_err(format!(
-                    "scope {s:?} is not offered (offered: {})",
-                    policy.allowed_scopes.join(" ")
-                )));
+    let scope = match req.get("scope") {
+        None => None,
+        Some(scope) => {
+            let scope = scope.as_str().ok_or_else(|| meta_err("scope must be a space-separated string".into()))?;
+            for s in scope.split(' ').filter(|s| !s.is_empty()) {
+                if !policy.allowed_scopes.iter().any(|a| a == s) {
+                    return Err(meta_err(format!(
+                        "scope {s:?} is not offered (offered: {})",
+                        policy.allowed_scopes.join(" ")
+                    )));
+                }
             }
+            Some(scope.to_owned())
         }
-        out.insert("scope".into(), json!(scope));
-    }
-    for field in ["client_name", "software_id", "software_version"] {
-        if let Some(v) = req.get(field) {
-            let s = v
+    };
+    let text = |field: &str| -> Result<Option<String>, RegisterError> {
+        match req.get(field) {
+            None => Ok(None),
+            Some(v) => v
                 .as_str()
                 .filter(|s| s.chars().count() <= 200)
-                .ok_or_else(|| meta_err(format!("{field} must be a string of at most 200 characters")))?;
-            out.insert(field.into(), json!(s));
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| meta_err(format!("{field} must be a string of at most 200 characters"))),
         }
-    }
-    for field in ["client_uri", "logo_uri", "tos_uri", "policy_uri"] {
-        if let Some(v) = req.get(field) {
-            let s = v.as_str().ok_or_else(|| meta_err(format!("{field} must be a string")))?;
-            match url::Url::parse(s) {
-                Ok(u) if u.scheme() == "https" => {
-                    out.insert(field.into(), json!(s));
+    };
+    let https = |field: &str| -> Result<Option<String>, RegisterError> {
+        match req.get(field) {
+            None => Ok(None),
+            Some(v) => {
+                let s = v.as_str().ok_or_else(|| meta_err(format!("{field} must be a string")))?;
+                match url::Url::parse(s) {
+                    Ok(u) if u.scheme() == "https" => Ok(Some(s.to_owned())),
+                    _ => Err(meta_err(format!("{field} must be an https URL"))),
                 }
-                _ => return Err(meta_err(format!("{field} must be an https URL"))),
             }
         }
-    }
+    };
+    let (client_name, software_id, software_version) =
+        (text("client_name")?, text("software_id")?, text("software_version")?);
+    let (client_uri, logo_uri, tos_uri, policy_uri) =
+        (https("client_uri")?, https("logo_uri")?, https("tos_uri")?, https("policy_uri")?);
     match req.get("id_token_signed_response_alg").map(|v| v.as_str()) {
         None => {}
         Some(Some(a)) if a == policy.id_token_alg => {}
@@ -210,20 +305,34 @@ pub(crate) fn client_metadata(
             )));
         }
     }
-    out.insert("id_token_signed_response_alg".into(), json!(policy.id_token_alg));
-    if let Some(c) = string_list(req, "contacts")? {
-        out.insert("contacts".into(), json!(c));
-    }
-    if let Some(v) = req.get("application_type") {
-        match v.as_str() {
-            Some(t @ ("web" | "native")) => {
-                out.insert("application_type".into(), json!(t));
-            }
+    let contacts = string_list(req, "contacts")?;
+    let application_type = match req.get("application_type") {
+        None => None,
+        Some(v) => match v.as_str() {
+            Some(t @ ("web" | "native")) => Some(t.to_owned()),
             _ => return Err(meta_err("application_type must be \"web\" or \"native\"".into())),
-        }
-    }
+        },
+    };
 
-    Ok(out)
+    Ok(ClientMetadata {
+        redirect_uris,
+        token_endpoint_auth_method,
+        grant_types,
+        response_types,
+        scope,
+        client_name,
+        software_id,
+        software_version,
+        client_uri,
+        logo_uri,
+        tos_uri,
+        policy_uri,
+        id_token_signed_response_alg: policy.id_token_alg.clone(),
+        contacts,
+        application_type,
+        jwks: None,
+        client_id: None,
+    })
 }
 
 /// `private_key_jwt` at registration: the client's public keys, inline (RFC 7591 §2 `jwks`). A `jwks_uri`

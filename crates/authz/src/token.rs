@@ -14,7 +14,7 @@ use super::client_auth::{AuthMethod, presented};
 use super::error::{AuthzError, Refusal};
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
-use super::register::random_string;
+use super::register::{ClientMetadata, TokenAuthMethod, random_string};
 use portcullis_oauth::audience::same_resource;
 use portcullis_oauth::jwks::KeySet;
 use portcullis_types::{ErrorCode, Secret};
@@ -88,7 +88,7 @@ impl Gateway {
         req: &TokenRequest,
         authorization: Option<&str>,
         requester: Option<IpAddr>,
-    ) -> Result<ClientRecord, AuthzError> {
+    ) -> Result<(ClientRecord, ClientMetadata), AuthzError> {
         if let Some(kind) = &req.client_assertion_type {
             return self.authenticate_assertion(req, authorization, kind, requester).await;
         }
@@ -104,11 +104,11 @@ impl Gateway {
         let basic = creds.method == AuthMethod::ClientSecretBasic;
         // Unknown clients get invalid_client, so that clients which lost their registration register
         // again (Claude Code and the MCP SDKs do exactly that).
-        let client = match self.find_client(&creds.client_id, requester).await? {
-            ClientLookup::Known(client, _) => client,
+        let (client, metadata) = match self.find_client(&creds.client_id, requester).await? {
+            ClientLookup::Known(client, metadata, _) => (client, *metadata),
             ClientLookup::Unknown(why) => return Err(Refusal::client(why, basic).into()),
         };
-        if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" {
+        if metadata.token_endpoint_auth_method == TokenAuthMethod::PrivateKeyJwt {
             return Err(Refusal::client("this client must authenticate with private_key_jwt", basic).into());
         }
         match (&client.secret_hash, &creds.secret) {
@@ -127,7 +127,7 @@ impl Gateway {
             }
             (None, None) => {}
         }
-        Ok(client)
+        Ok((client, metadata))
     }
 
     /// `private_key_jwt` (RFC 7523 §2.2): a signed assertion instead of a secret, for clients whose
@@ -138,7 +138,7 @@ impl Gateway {
         authorization: Option<&str>,
         kind: &str,
         requester: Option<IpAddr>,
-    ) -> Result<ClientRecord, AuthzError> {
+    ) -> Result<(ClientRecord, ClientMetadata), AuthzError> {
         if kind != JWT_BEARER {
             return Err(Refusal::client(format!("client_assertion_type {kind:?} is not supported"), false).into());
         }
@@ -160,11 +160,11 @@ impl Gateway {
         if req.client_id.as_ref().is_some_and(|c| *c != client_id) {
             return Err(Refusal::client("client_id differs from the client_assertion's sub", false).into());
         }
-        let (client, document) = match self.find_client(&client_id, requester).await? {
-            ClientLookup::Known(client, document)
-                if client.metadata["token_endpoint_auth_method"] == "private_key_jwt" =>
+        let (client, metadata, document) = match self.find_client(&client_id, requester).await? {
+            ClientLookup::Known(client, metadata, document)
+                if metadata.token_endpoint_auth_method == TokenAuthMethod::PrivateKeyJwt =>
             {
-                (client, document)
+                (client, *metadata, document)
             }
             ClientLookup::Known(..) => {
                 return Err(Refusal::client("this client does not authenticate with private_key_jwt", false).into());
@@ -174,7 +174,9 @@ impl Gateway {
         // Keys from the metadata document, or registered with the client (RFC 7591 `jwks`).
         let registered = match &document {
             Some(_) => None,
-            None => KeySet::parse(client.metadata["jwks"].to_string().as_bytes()).ok().map(|(keys, _)| keys),
+            None => {
+                metadata.jwks.as_ref().and_then(|j| KeySet::parse(j.to_string().as_bytes()).ok()).map(|(keys, _)| keys)
+            }
         };
         let keys = document
             .as_ref()
@@ -196,7 +198,7 @@ impl Gateway {
             })
             .await;
         match remembered {
-            Ok(()) => Ok(client),
+            Ok(()) => Ok((client, metadata)),
             Err(portcullis_store::StoreError::Conflict(_)) => {
                 tracing::warn!(client_id, "client assertion replayed");
                 Err(Refusal::client("this client_assertion was already used (jti)", false).into())
@@ -213,9 +215,9 @@ impl Gateway {
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<Value, AuthzError> {
-        let client = self.authenticate_client(req, authorization, requester).await?;
+        let (client, metadata) = self.authenticate_client(req, authorization, requester).await?;
         match &req.grant_type {
-            Some(GrantType::AuthorizationCode) => self.code_grant(&client, req).await,
+            Some(GrantType::AuthorizationCode) => self.code_grant(&client, &metadata, req).await,
             Some(GrantType::RefreshToken) => self.refresh_grant(&client, req).await,
             Some(GrantType::Extension(other)) => {
                 Err(Refusal::new(ErrorCode::UnsupportedGrantType, format!("grant_type {other:?} is not supported"))
@@ -225,7 +227,12 @@ impl Gateway {
         }
     }
 
-    async fn code_grant(&self, client: &ClientRecord, req: &TokenRequest) -> Result<Value, AuthzError> {
+    async fn code_grant(
+        &self,
+        client: &ClientRecord,
+        metadata: &ClientMetadata,
+        req: &TokenRequest,
+    ) -> Result<Value, AuthzError> {
         let code = req.code.as_ref().map(Secret::expose);
         let code = code.ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code is required"))?;
         let verifier = req
@@ -268,7 +275,8 @@ impl Gateway {
 
         let mut body =
             self.access_token(client.client_id.as_str(), &record.subject, &record.resource, &record.scope)?;
-        if wants_refresh(client) {
+        // Refresh tokens for clients registered for the refresh grant.
+        if metadata.refreshes() {
             let refresh = random_string(43);
             let now = self.now();
             self.store
@@ -414,7 +422,7 @@ impl Gateway {
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<(), AuthzError> {
-        let client = self.authenticate_client(req, authorization, requester).await?;
+        let (client, _) = self.authenticate_client(req, authorization, requester).await?;
         let token = req
             .token
             .as_ref()
@@ -436,9 +444,9 @@ impl Gateway {
         requester: Option<IpAddr>,
         verify_access: impl AsyncFnOnce(&str) -> Option<Value>,
     ) -> Result<Value, AuthzError> {
-        let client = self.authenticate_client(req, authorization, requester).await?;
+        let (client, metadata) = self.authenticate_client(req, authorization, requester).await?;
         let confidential =
-            client.secret_hash.is_some() || client.metadata["token_endpoint_auth_method"] == "private_key_jwt";
+            client.secret_hash.is_some() || metadata.token_endpoint_auth_method == TokenAuthMethod::PrivateKeyJwt;
         if !confidential {
             return Err(Refusal::client("introspection is for confidential clients", false).into());
         }
@@ -463,9 +471,4 @@ impl Gateway {
         }
         Ok(json!({"active": false}))
     }
-}
-
-/// Refresh tokens for clients registered for the refresh grant.
-fn wants_refresh(client: &ClientRecord) -> bool {
-    client.metadata["grant_types"].as_array().is_some_and(|g| g.iter().any(|v| v == "refresh_token"))
 }

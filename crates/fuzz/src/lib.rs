@@ -202,7 +202,7 @@ fn documents() -> &'static ClientMetadataDocuments {
 pub fn client_metadata(data: &[u8]) {
     let url = "https://client.example.com/metadata.json";
     if let Ok(checked) = documents().check_document(url, data) {
-        assert_eq!(checked.metadata.get("client_id").and_then(Value::as_str), Some(url));
+        assert_eq!(checked.metadata.client_id.as_deref(), Some(url));
     }
 }
 

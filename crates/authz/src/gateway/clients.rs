@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{Gateway, GatewayError, Settings, hash};
 use crate::cimd::{CimdError, ClientMetadataDocuments, Document, is_document_url};
 use crate::error::{AuthzError, Refusal};
-use crate::register::{RegisterPolicy, Registration, register};
+use crate::register::{ClientMetadata, RegisterPolicy, Registration, register};
 use portcullis_types::ErrorCode;
 
 impl Gateway {
@@ -72,10 +72,11 @@ impl Gateway {
                     ClientRecord {
                         client_id: client_id.into(),
                         secret_hash: None,
-                        metadata: Value::Object(document.metadata.clone()),
+                        metadata: Value::Object(document.metadata.to_json()),
                         source: ClientSource::MetadataDocument,
                         created_at: self.now(),
                     },
+                    Box::new(document.metadata.clone()),
                     Some(document),
                 ),
                 Err(e) => {
@@ -85,7 +86,12 @@ impl Gateway {
             });
         }
         Ok(match self.store.get_client(client_id).await? {
-            Some(record) => ClientLookup::Known(record, None),
+            Some(record) => {
+                let metadata = ClientMetadata::from_stored(&record.metadata).map_err(|e| {
+                    GatewayError::Other(format!("the stored metadata of client {client_id:?} cannot be read: {e}"))
+                })?;
+                ClientLookup::Known(record, Box::new(metadata), None)
+            }
             None => ClientLookup::Unknown(format!("client {client_id:?} is not registered here; register again")),
         })
     }
@@ -112,7 +118,7 @@ impl Gateway {
             .put_client(ClientRecord {
                 client_id: reg.client_id.as_str().into(),
                 secret_hash: reg.client_secret.as_deref().map(hash),
-                metadata: Value::Object(reg.metadata.clone()),
+                metadata: Value::Object(reg.metadata.to_json()),
                 source: ClientSource::Dynamic,
                 created_at: now,
             })
@@ -130,8 +136,8 @@ pub(super) fn register_policy(settings: &Settings) -> RegisterPolicy {
 /// The outcome of looking a client up.
 #[derive(Debug)]
 pub(crate) enum ClientLookup {
-    /// The client, and its metadata document when it is known by one.
-    Known(ClientRecord, Option<Arc<Document>>),
+    /// The client, its metadata, and its metadata document when it is known by one.
+    Known(ClientRecord, Box<ClientMetadata>, Option<Arc<Document>>),
     /// Why no client can be used under that id.
     Unknown(String),
 }
