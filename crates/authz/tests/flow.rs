@@ -1,19 +1,23 @@
 //! The authorization server in process, over the memory store and a manual clock: a whole sign-in
 //! (authorization request, sign-in, consent, code, tokens), refresh rotation and reuse detection, code
-//! and refresh expiry, and sign-in throttling that lifts when its wait is over. Time moves by
+//! and refresh expiry, sign-in throttling that lifts when its wait is over, and the upstream IdP token
+//! forwarded, refreshed ahead of its expiry and reported ended when the IdP refuses. Time moves by
 //! `clock.advance`, never by sleeping.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine;
 use portcullis_authz::authorize::{AuthorizeParams, Step};
 use portcullis_authz::error::AuthzError;
+use portcullis_authz::forward::ForwardError;
 use portcullis_authz::gateway::{Gateway, Serves};
 use portcullis_authz::keys::OperatorKey;
 use portcullis_authz::token::TokenRequest;
+use portcullis_authz::upstream::{StoredTokens, Upstream};
 use portcullis_config::{Config, MapEnv};
 use portcullis_store::MemoryStore;
 use portcullis_types::ManualClock;
@@ -32,14 +36,21 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with("").await
+}
+
+/// The gateway, with `upstream` as its `[gateway.upstream]` section (none when empty).
+async fn harness_with(upstream: &str) -> Harness {
     let config = Config::from_toml(
-        r#"
+        &format!(
+            r#"
 public_url = "https://mcp.example.com"
 [store]
 url = "memory:"
 [gateway]
 operator_key_file = "/nonexistent/operator.key"
 refresh_token_ttl_secs = 86400
+{upstream}
 [[gateway.clients]]
 client_id = "app"
 redirect_uris = ["http://127.0.0.1/cb"]
@@ -48,7 +59,8 @@ path = "/mcp"
 upstream = "http://127.0.0.1:9/mcp"
 scopes = ["mcp:tools"]
 gateway = true
-"#,
+"#
+        ),
         &MapEnv::default(),
     )
     .unwrap();
@@ -57,7 +69,11 @@ gateway = true
     Gateway::add_user(store.as_ref(), "alice", PASSWORD, NOW as i64).await.unwrap();
     let operator = OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
     let g = config.gateway.clone().unwrap();
-    let gateway = Gateway::start(&g, Serves::from_config(&config), store, operator, clock.clone()).await.unwrap();
+    let mut serves = Serves::from_config(&config);
+    if let Some(u) = &g.upstream {
+        serves.upstream = Some(Upstream::start(u, reqwest::Client::new(), clock.clone()).await.unwrap());
+    }
+    let gateway = Gateway::start(&g, serves, store, operator, clock.clone()).await.unwrap();
     Harness { gateway, clock }
 }
 
@@ -210,4 +226,61 @@ async fn a_flow_expires_and_a_wrong_csrf_token_is_refused() {
     h.clock.advance(601);
     let expired = h.gateway.login(&handle, &csrf, Some(&csrf), "alice", PASSWORD, None).await;
     assert!(matches!(expired, Err(AuthzError::Page { .. })), "{expired:?}");
+}
+
+/// A plain OAuth 2 IdP on loopback whose token endpoint rotates `r1` into `r2` once and refuses
+/// everything else; its base URL and the number of token requests it got.
+async fn refreshing_idp() -> (String, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    let token = axum::routing::post(move |axum::Form(form): axum::Form<HashMap<String, String>>| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            match form.get("refresh_token").map(String::as_str) {
+                Some("r1") => (
+                    axum::http::StatusCode::OK,
+                    axum::Json(serde_json::json!({"access_token": "a2", "refresh_token": "r2", "expires_in": 60})),
+                ),
+                _ => (axum::http::StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_grant"}))),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/token", token)).await });
+    (base, calls)
+}
+
+#[tokio::test]
+async fn the_upstream_token_is_refreshed_before_it_expires_and_the_end_is_reported() {
+    let (idp, calls) = refreshing_idp().await;
+    let h = harness_with(&format!(
+        "[gateway.upstream]\nkind = \"oauth2\"\nauthorization_endpoint = \"{idp}/authorize\"\n\
+         token_endpoint = \"{idp}/token\"\nuserinfo_endpoint = \"{idp}/user\"\nclient_id = \"gate\"\n\
+         client_secret = \"s\"\nforward_token_header = \"x-upstream-token\""
+    ))
+    .await;
+    let g = &h.gateway;
+    assert_eq!(g.forward_token_header(), Some("x-upstream-token"));
+    let first = StoredTokens {
+        access_token: Some("a1".into()),
+        refresh_token: Some("r1".into()),
+        expires_at: Some(NOW as i64 + 60),
+    };
+    g.store_upstream_tokens("local:alice", &first).await.unwrap();
+    // Fresh: forwarded as it is, from memory the second time.
+    assert_eq!(&*g.upstream_access_token("local:alice").await.unwrap(), "a1");
+    assert_eq!(&*g.upstream_access_token("local:alice").await.unwrap(), "a1");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // A quarter of its lifetime before expiry (15 s of 60), it is refreshed, once.
+    h.clock.advance(45);
+    assert_eq!(&*g.upstream_access_token("local:alice").await.unwrap(), "a2");
+    assert_eq!(&*g.upstream_access_token("local:alice").await.unwrap(), "a2");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The IdP refuses the next refresh: the sign-in has ended.
+    h.clock.advance(60);
+    assert!(matches!(g.upstream_access_token("local:alice").await, Err(ForwardError::Ended(_))));
+    // A user whose sign-in kept nothing has no token to forward.
+    assert!(matches!(g.upstream_access_token("local:bob").await, Err(ForwardError::Ended(_))));
 }
