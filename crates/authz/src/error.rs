@@ -57,6 +57,14 @@ impl std::fmt::Display for Refusal {
 }
 
 impl AuthzError {
+    /// Who caused it: the request (refusals, pages, redirects) or the authorization server itself.
+    pub fn blame(&self) -> portcullis_types::Blame {
+        match self {
+            Self::Refused(_) | Self::Page { .. } | Self::Redirect(_) => portcullis_types::Blame::Downstream,
+            Self::Internal(_) => portcullis_types::Blame::Internal,
+        }
+    }
+
     /// A page for the user, for what cannot be sent to the client.
     pub fn page(title: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Page { title: title.into(), detail: detail.into() }
@@ -86,5 +94,25 @@ impl From<StoreError> for AuthzError {
 impl From<RegisterError> for AuthzError {
     fn from(e: RegisterError) -> Self {
         Self::Refused(Refusal::new(e.code(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_types::Blame;
+
+    use super::*;
+
+    #[test]
+    fn refusals_are_the_clients_and_carry_their_code() {
+        let e: AuthzError = RegisterError::InvalidRedirectUri("x".into()).into();
+        assert_eq!(e.refusal().map(|r| r.code.clone()), Some(ErrorCode::InvalidRedirectUri));
+        assert_eq!(e.blame(), Blame::Downstream);
+        let basic = Refusal::client("wrong secret", true);
+        assert_eq!((basic.code.clone(), basic.basic_challenge), (ErrorCode::InvalidClient, true));
+        assert_eq!(basic.to_string(), "invalid_client: wrong secret");
+        let internal: AuthzError = StoreError::Backend("gone".into()).into();
+        assert_eq!(internal.blame(), Blame::Internal);
+        assert!(internal.refusal().is_none());
     }
 }

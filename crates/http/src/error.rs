@@ -9,14 +9,7 @@ use portcullis_authz::error::AuthzError;
 use portcullis_types::ErrorCode;
 use serde_json::{Value, json};
 
-/// Who caused a failure, which decides the status class (downstream → 4xx, upstream → 502/504,
-/// internal → 500).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
-    Downstream,
-    Upstream,
-    Internal,
-}
+pub use portcullis_types::Blame;
 
 /// Failures of the proxy path.
 #[derive(Debug, thiserror::Error)]

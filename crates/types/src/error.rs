@@ -77,6 +77,15 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Who caused a failure (pingora's habit): it decides the status class — downstream (the client) → 4xx,
+/// upstream (the MCP server, an IdP) → 502/504, internal → 500 — and how loudly it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ pub mod secret;
 
 pub use alg::{KeyAlg, SigningAlg};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::ErrorCode;
+pub use error::{Blame, ErrorCode};
 pub use ids::{ClientId, IdError, IssuerUrl, Kid, ResourceUrl};
 pub use scope::{Scope, ScopeSet};
 pub use secret::Secret;
