@@ -27,10 +27,11 @@
 //! - `sqlite`, `postgres`, [`memory`]: the backends.
 //!
 //! The conformance suite that every backend passes is the `store` integration test (`tests/store/`). Its
-//! PostgreSQL half runs only when `DATABASE_URL` is set, each test in a schema of its own:
+//! PostgreSQL half is `#[ignore]`d unless asked for (a run without a database reports it as ignored),
+//! each test in a schema of its own:
 //!
 //! ```text
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p portcullis-store
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p portcullis-store -- --include-ignored
 //! ```
 
 #![forbid(unsafe_code)]
