@@ -208,6 +208,9 @@ pub struct ProxyConfig {
     /// connection opens or its previous exchange ends; so it is also how long an idle kept-alive
     /// connection stays open. Past it the connection is closed.
     pub client_header_timeout: Duration,
+    /// How long a request body may take to arrive, from the start of its request; past it the request
+    /// fails (408) and the connection is closed.
+    pub client_body_timeout: Duration,
     /// Client connections served at once; further connections wait in the kernel's accept queue until
     /// one closes.
     pub max_connections: usize,

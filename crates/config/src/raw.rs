@@ -95,6 +95,7 @@ pub(crate) struct RawProxy {
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) shutdown_grace_ms: Option<u64>,
     pub(crate) client_header_timeout_ms: Option<u64>,
+    pub(crate) client_body_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
 }
 

@@ -132,6 +132,8 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "proxy.client_header_timeout_ms",
             &mut errors,
         ),
+        // MCP requests are small: a body that takes longer than this is trickled on purpose.
+        client_body_timeout: ms(raw.proxy.client_body_timeout_ms, 30_000, "proxy.client_body_timeout_ms", &mut errors),
         max_connections: match raw.proxy.max_connections {
             Some(0) => {
                 errors.push("proxy.max_connections", "must be greater than 0");

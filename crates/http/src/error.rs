@@ -24,6 +24,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("could not read the request body: {0}")]
     BadRequestBody(String),
+    /// The body did not arrive within the body deadline (ms).
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u128),
     /// The body is not a JSON-RPC message the gate can classify: the JSON-RPC error code and why.
     #[error("{1}")]
     InvalidMessage(i64, String),
@@ -44,6 +47,7 @@ impl ProxyError {
             | Self::OriginRejected(_)
             | Self::BodyTooLarge(_)
             | Self::BadRequestBody(_)
+            | Self::BodyTimeout(_)
             | Self::InvalidMessage(..) => Blame::Downstream,
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Blame::Upstream,
             Self::Internal(_) => Blame::Internal,
@@ -58,6 +62,7 @@ impl ProxyError {
             Self::OriginRejected(_) => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequestBody(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,7 +83,7 @@ impl ProxyError {
     /// implementation-defined server errors).
     fn rpc_code(&self) -> i64 {
         match self {
-            Self::BodyTooLarge(_) | Self::BadRequestBody(_) => -32600,
+            Self::BodyTooLarge(_) | Self::BadRequestBody(_) | Self::BodyTimeout(_) => -32600,
             Self::InvalidMessage(code, _) => *code,
             Self::UpstreamTimeout(_) => -32001,
             _ => -32000,
@@ -121,7 +126,7 @@ fn error_name(status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => "invalid_request",
         StatusCode::BAD_GATEWAY => "bad_gateway",
         StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
         _ => "server_error",

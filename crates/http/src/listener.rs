@@ -6,6 +6,8 @@
 //! - **Request-head deadline.** A connection that sends nothing, or half a request head, is closed
 //!   `client_header_timeout` after it opened or after its previous exchange ended (hyper's HTTP/1 header
 //!   read timer, which therefore also bounds idle keep-alive).
+//! - **Body deadline.** A request body must arrive within `client_body_timeout` of the request's start;
+//!   past it, reading it fails with [`BodyTimeout`] (408 at the proxy) and the connection is closed.
 //! - **Early answers.** When the gate answers before reading the request body (a 401, 403, 404 or
 //!   413), hyper would close the keep-alive connection without saying so, and a client that wrote the
 //!   headers first and reuses pooled connections then fails its next request ("server disconnected
@@ -43,6 +45,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub client_header_timeout: Duration,
+    /// How long a request body may take to arrive, from the request's start.
+    pub client_body_timeout: Duration,
     pub max_connections: usize,
     /// The most of an unread body drained after an early answer (the request body limit).
     pub max_drain_bytes: u64,
@@ -89,7 +93,7 @@ pub async fn serve(
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(exchange(app, req, peer, limits.max_drain_bytes).await) }
+            async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) }
         });
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -114,19 +118,33 @@ pub async fn serve(
 }
 
 /// One request through the app, with the early-answer rule applied.
-async fn exchange(app: Router, req: Request<Incoming>, peer: SocketAddr, max_drain: u64) -> Response<Body> {
+async fn exchange(app: Router, req: Request<Incoming>, peer: SocketAddr, limits: Limits) -> Response<Body> {
+    let max_drain = limits.max_drain_bytes;
     let http1 = req.version() < Version::HTTP_2;
     // A client waiting for `100 Continue` has not sent the body: there is nothing to drain.
     let expects_continue = req.headers().contains_key(header::EXPECT);
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let (back, mut unread) = oneshot::channel();
-    let mut req = req.map(|b| Body::new(Tracked { inner: Some(b), back: Some(back) }));
+    let started = tokio::time::Instant::now();
+    let mut req = req.map(|b| {
+        Body::new(Tracked {
+            inner: Some(b),
+            back: Some(back),
+            started,
+            limit: limits.client_body_timeout,
+            deadline: None,
+        })
+    });
     req.extensions_mut().insert(ConnectInfo(peer));
     let mut resp = match app.oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    // A body that missed its deadline was not read to its end: say the connection ends.
+    if resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT && http1 {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(rest) = unread.try_recv() {
         let drainable = !expects_continue && declared.is_none_or(|n| n <= max_drain);
         if !(drainable && drain(rest, max_drain).await) && http1 {
@@ -155,24 +173,56 @@ async fn drain(mut body: Incoming, max: u64) -> bool {
     tokio::time::timeout(DRAIN_TIMEOUT, read).await.unwrap_or(false)
 }
 
-/// A request body that, when dropped before its end, hands the rest back to [`exchange`].
+/// A request body whose end did not arrive within the body deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0} ms")]
+pub struct BodyTimeout(pub u128);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body that, when dropped before its end, hands the rest back to [`exchange`], and that fails
+/// with [`BodyTimeout`] when its end has not arrived by the deadline (a client trickling a body must not
+/// hold a connection and a task for ever). The timer is armed only when the body is not already there.
 struct Tracked {
     inner: Option<Incoming>,
     back: Option<oneshot::Sender<Incoming>>,
+    started: tokio::time::Instant,
+    limit: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         let polled = Pin::new(inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            // Read to its end (or failed): nothing to hand back.
-            self.back = None;
+        match polled {
+            Poll::Ready(None) => {
+                // Read to its end: nothing to hand back.
+                this.back = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.back = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Pending => {
+                let (started, limit) = (this.started, this.limit);
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + limit)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.back = None;
+                        this.inner = None;
+                        Poll::Ready(Some(Err(Box::new(BodyTimeout(limit.as_millis())))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

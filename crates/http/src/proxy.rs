@@ -247,7 +247,17 @@ pub(crate) async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Re
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ProxyError::BodyTooLarge(limit)),
-        Err(e) => Err(ProxyError::BadRequestBody(e.to_string())),
+        Err(e) => {
+            // The listener's body deadline, however deep in the error's sources.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(s) = source {
+                if let Some(t) = s.downcast_ref::<crate::listener::BodyTimeout>() {
+                    return Err(ProxyError::BodyTimeout(t.0));
+                }
+                source = s.source();
+            }
+            Err(ProxyError::BadRequestBody(e.to_string()))
+        }
     }
 }
 

@@ -168,3 +168,22 @@ async fn connections_beyond_the_bound_wait_for_a_free_slot() {
     let (status, _) = tokio::time::timeout(STEP, read_response(&mut fourth, &mut buf)).await.unwrap().unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_trickled_body_meets_its_deadline() {
+    let (idp, sample, gate) = start("client_body_timeout_ms = 1000").await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let addr = addr(&gate);
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\":"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let before = sample.stats().await["received"].as_u64().unwrap();
+    let mut buf = Vec::new();
+    let (status, head) = tokio::time::timeout(STEP, read_response(&mut s, &mut buf)).await.unwrap().unwrap();
+    assert_eq!(status, 408, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closed_within(&mut s, Duration::from_secs(5)).await);
+    assert_eq!(sample.stats().await["received"].as_u64().unwrap(), before, "nothing went upstream");
+}
