@@ -18,7 +18,9 @@ pub(crate) enum Command {
     /// Run the gate in front of the configured MCP servers.
     ///
     /// Without --config, one verify-mode server is configured from the environment: OAUTH_ISSUER_URL,
-    /// OAUTH_AUDIENCE, PORTCULLIS_UPSTREAM, PORTCULLIS_PUBLIC_URL, PORTCULLIS_PATH, PORTCULLIS_LISTEN.
+    /// OAUTH_AUDIENCE, PORTCULLIS_UPSTREAM, PORTCULLIS_PUBLIC_URL, PORTCULLIS_PATH, PORTCULLIS_LISTEN,
+    /// PORTCULLIS_SCOPES, PORTCULLIS_LOG_FORMAT. Under systemd socket activation (LISTEN_FDS), the socket
+    /// passed is used instead of the listen address.
     Serve(ServeArgs),
     /// Load and validate a configuration file; print every problem with its path.
     CheckConfig(CheckConfigArgs),
@@ -109,7 +111,9 @@ pub(crate) struct ServeArgs {
     /// The TOML configuration file.
     #[arg(long, short, value_name = "FILE", conflicts_with = "dev")]
     pub(crate) config: Option<PathBuf>,
-    /// Try portcullis locally: the bundled sample MCP server behind the proxy on loopback.
+    /// Try portcullis locally: gateway mode on loopback, with a local account `dev` (its password printed
+    /// on first start, or PORTCULLIS_DEV_PASSWORD) and the bundled sample MCP server; state in
+    /// ./.portcullis/.
     #[arg(long)]
     pub(crate) dev: bool,
     /// With --dev: the address to listen on.

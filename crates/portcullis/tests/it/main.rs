@@ -6,6 +6,7 @@
 #![allow(unreachable_pub, missing_debug_implementations, clippy::unwrap_used)]
 
 mod cimd;
+mod cli;
 mod connections;
 mod doctor;
 mod faults;
