@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod env;
 mod from_env;
 mod raw;
@@ -23,6 +24,7 @@ use globset::GlobMatcher;
 use portcullis_types::{IssuerUrl, ResourceUrl, ScopeSet, Secret, SigningAlg};
 use url::Url;
 
+pub use admin::AdminSettings;
 pub use env::{Env, MapEnv, ProcessEnv};
 
 /// One problem in the configuration, located by its path (`server[1].verify.issuer`).

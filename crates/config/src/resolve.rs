@@ -51,7 +51,7 @@ pub(crate) fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigError
     resolve(raw)
 }
 
-fn expand_value(value: &mut toml::Value, path: &str, env: &dyn Env, errors: &mut Errors) {
+pub(crate) fn expand_value(value: &mut toml::Value, path: &str, env: &dyn Env, errors: &mut Errors) {
     match value {
         toml::Value::String(s) => match expand(s, env) {
             Ok(v) => *s = v,

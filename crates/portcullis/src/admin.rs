@@ -7,32 +7,40 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use portcullis_authz::gateway::Gateway;
-use portcullis_config::{Config, GatewayConfig, ProcessEnv};
-use portcullis_store::Store;
+use portcullis_authz::gateway::{Gateway, GatewayError};
+use portcullis_config::{AdminSettings, ProcessEnv};
+use portcullis_store::{Store, StoreError};
 use portcullis_types::{Clock, SystemClock};
 
 use crate::cli::{KeysCommand, UsersCommand};
 
-async fn open(path: &Path) -> anyhow::Result<(Config, GatewayConfig, Arc<dyn Store>)> {
-    let config = Config::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
-    let gateway =
-        config.gateway.clone().context("the configuration has no gateway-mode server ([[server]] gateway = true)")?;
-    let store = portcullis_store::open(&config.store.url)
+/// The store a configuration names, read with only what administration needs from it.
+async fn open(path: &Path) -> anyhow::Result<(AdminSettings, Arc<dyn Store>)> {
+    let settings = AdminSettings::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let store = portcullis_store::open(&settings.store_url)
         .await
-        .with_context(|| format!("opening the store {}", config.store.url))?;
-    Ok((config, gateway, store))
+        .with_context(|| format!("opening the store {}", crate::serve::redacted_store(&settings.store_url)))?;
+    Ok((settings, store))
 }
 
 fn now() -> i64 {
     SystemClock.now_unix() as i64
 }
 
-/// The first line of standard input, without its line ending.
-fn read_password() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+/// A new password for `username`: asked twice, without echo, on a terminal; otherwise the first line of
+/// standard input, for scripts.
+fn read_password(username: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {username}: "))?;
+        let again = rpassword::prompt_password("Once more: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
     anyhow::ensure!(password.chars().count() >= 8, "the password must have at least 8 characters");
     Ok(password)
 }
@@ -44,25 +52,35 @@ pub(crate) async fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 !username.is_empty() && !username.contains(char::is_whitespace),
                 "invalid username {username:?}"
             );
-            let (_, _, store) = open(&config).await?;
-            let password = read_password()?;
-            Gateway::add_user(store.as_ref(), &username, &password, now())
-                .await
-                .map_err(|e| anyhow::anyhow!("adding {username}: {e}"))?;
+            let (_, store) = open(&config).await?;
+            let password = read_password(&username)?;
+            Gateway::add_user(store.as_ref(), &username, &password, now()).await.map_err(|e| match e {
+                GatewayError::Store(StoreError::Conflict(_)) => anyhow::anyhow!(
+                    "an account named {username} already exists; `portcullis users passwd {username}` changes its password"
+                ),
+                e => anyhow::anyhow!("adding {username}: {e}"),
+            })?;
             println!("added {username}");
         }
         UsersCommand::Passwd { username, config } => {
-            let (_, _, store) = open(&config).await?;
-            let password = read_password()?;
+            let (_, store) = open(&config).await?;
+            let password = read_password(&username)?;
             let changed = Gateway::change_password(store.as_ref(), &username, &password)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            anyhow::ensure!(changed, "no account named {username}");
+            anyhow::ensure!(
+                changed,
+                "there is no account named {username}; `portcullis users add {username}` creates it"
+            );
             println!("password of {username} changed");
         }
         UsersCommand::List { config } => {
-            let (_, _, store) = open(&config).await?;
-            for u in store.list_users().await? {
+            let (_, store) = open(&config).await?;
+            let users = store.list_users().await?;
+            if users.is_empty() {
+                println!("no local accounts yet: `portcullis users add NAME --config FILE` creates one");
+            }
+            for u in users {
                 println!("{}\t{}", u.username, u.subject);
             }
         }
@@ -74,9 +92,9 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeysCommand::Rotate { config, publish_ahead } => {
             anyhow::ensure!(publish_ahead >= 0, "--publish-ahead cannot be negative");
-            let (_, gateway, store) = open(&config).await?;
-            let operator = crate::serve::operator_key(&gateway, &ProcessEnv)?;
-            let alg = gateway.signing_alg;
+            let (settings, store) = open(&config).await?;
+            let operator = crate::serve::operator_key(&settings.operator_key_file, &ProcessEnv)?;
+            let alg = settings.signing_alg;
             let now = now();
             let (kid, signs_from) = Gateway::rotate_keys(store.as_ref(), &operator, alg, now, publish_ahead)
                 .await
@@ -88,13 +106,13 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::List { config } => {
-            let (config, _, store) = open(&config).await?;
+            let (settings, store) = open(&config).await?;
             let keys = store.list_keys().await?;
             if keys.is_empty() {
                 println!("no signing keys yet: `portcullis serve` creates one at its first start");
                 return Ok(ExitCode::SUCCESS);
             }
-            let keep = config.gateway.as_ref().map_or(0, |g| g.access_token_ttl.as_secs() as i64 + 300);
+            let keep = settings.access_token_ttl.as_secs() as i64 + 300;
             print!("{}", key_table(&keys, now(), keep));
         }
     }

@@ -66,7 +66,8 @@ pub(crate) struct DoctorArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum UsersCommand {
-    /// Add a local account; the password is read from the first line of standard input.
+    /// Add a local account; the password is asked for twice, hidden, on a terminal, or read from the
+    /// first line of standard input.
     Add {
         /// The account name (the sign-in form's `username`).
         username: String,
@@ -74,7 +75,7 @@ pub(crate) enum UsersCommand {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Replace an account's password (read from standard input).
+    /// Replace an account's password (asked for on a terminal, or read from standard input).
     Passwd {
         username: String,
         #[arg(long, short, value_name = "FILE")]

@@ -147,10 +147,10 @@ pub(crate) async fn run(
 }
 
 /// The operator key: from the environment, or the key file (created on first start).
-pub(crate) fn operator_key(g: &GatewayConfig, env: &dyn Env) -> anyhow::Result<OperatorKey> {
+pub(crate) fn operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow::Result<OperatorKey> {
     match env.var(OPERATOR_KEY_ENV) {
         Some(text) => OperatorKey::from_text(&text).map_err(|e| anyhow::anyhow!("{OPERATOR_KEY_ENV}: {e}")),
-        None => OperatorKey::load_or_create(&g.operator_key_file).map_err(|e| anyhow::anyhow!("{e}")),
+        None => OperatorKey::load_or_create(key_file).map_err(|e| anyhow::anyhow!("{e}")),
     }
 }
 
@@ -166,7 +166,7 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
             redacted_store(&config.store.url)
         )
     })?;
-    let operator = operator_key(g, &ProcessEnv)?;
+    let operator = operator_key(&g.operator_key_file, &ProcessEnv)?;
     let mut serves = Serves::from_config(config);
     if let Some(u) = &g.upstream {
         serves.upstream = Some(
@@ -183,7 +183,7 @@ async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>
 }
 
 /// A store URL for the log, without any password.
-fn redacted_store(url: &str) -> String {
+pub(crate) fn redacted_store(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("redacted"));

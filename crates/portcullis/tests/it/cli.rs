@@ -69,3 +69,39 @@ fn the_readme_command_table_matches_the_help() {
     }
     assert_eq!(documented, offered, "the README's command table and --help list different commands");
 }
+
+/// Runs an admin command; its exit status and everything it printed.
+async fn run(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (bool, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args).envs(env.iter().copied());
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.kill_on_drop(true).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let out = tokio::time::timeout(crate::support::STEP, child.wait_with_output()).await.unwrap().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn account_commands_need_only_the_store_and_speak_plainly() {
+    let dir = crate::support::TempDir::new();
+    // An upstream secret in a variable only `serve` needs: administration works without it.
+    let config = crate::gateway::config("http://127.0.0.1:9/mcp")
+        .replace("client_secret = \"a+b %c:d\"", "client_secret = \"${UNSET_UPSTREAM_SECRET}\"");
+    let path = crate::support::write_config(&config, 1, &dir);
+    let path = path.display().to_string();
+    let (ok, out) = run(&["users", "list", "--config", &path], "", &[]).await;
+    assert!(ok && out.contains("no local accounts yet"), "{out}");
+    let (ok, out) = run(&["users", "add", "alice", "--config", &path], "a long password\n", &[]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["users", "add", "alice", "--config", &path], "a long password\n", &[]).await;
+    assert!(!ok && out.contains("an account named alice already exists"), "{out}");
+    assert!(!out.contains("store:"), "{out}");
+    let (ok, out) = run(&["users", "passwd", "bob", "--config", &path], "a long password\n", &[]).await;
+    assert!(!ok && out.contains("there is no account named bob"), "{out}");
+    let (ok, out) = run(&["users", "add", "carol", "--config", &path], "short\n", &[]).await;
+    assert!(!ok && out.contains("at least 8 characters"), "{out}");
+    // `serve` itself still refuses the unset variable, naming it.
+    let (ok, out) = run(&["check-config", &path], "", &[]).await;
+    assert!(!ok && out.contains("UNSET_UPSTREAM_SECRET"), "{out}");
+}
