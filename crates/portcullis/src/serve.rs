@@ -59,6 +59,26 @@ pub(crate) async fn run(
     };
     crate::logging::init(&config.log);
     let config = Arc::new(config);
+    // The address first: a busy port is reported before anything is set up or announced.
+    let listener = match activated {
+        Some(l) => {
+            let l = TcpListener::from_std(l)?;
+            let addr = l.local_addr()?;
+            // The loopback-only switches were checked against `listen`; hold the real socket to that too.
+            let loopback_only =
+                config.dangerous.auto_approve_as.is_some() || config.dangerous.client_metadata_from_loopback;
+            anyhow::ensure!(
+                !loopback_only || addr.ip().is_loopback(),
+                "the socket passed by the service manager ({addr}) is not on loopback, which the [dangerous] settings require"
+            );
+            tracing::info!(%addr, "listening on the socket passed by the service manager");
+            l
+        }
+        None => TcpListener::bind(config.listen).await.with_context(|| {
+            let hint = if args.dev { " (another portcullis? --dev-listen picks another address)" } else { "" };
+            format!("cannot listen on {}{hint}", config.listen)
+        })?,
+    };
     announce(&config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
@@ -66,11 +86,10 @@ pub(crate) async fn run(
         Some(g) => Some(start_gateway(&config, g, clock.clone()).await?),
         None => None,
     };
-    if args.dev
-        && let Some(gw) = &gateway
-    {
-        dev_account(gw).await?;
-    }
+    let dev_sign_in = match (&gateway, args.dev) {
+        (Some(gw), true) => Some(dev_account(gw).await?),
+        _ => None,
+    };
 
     // Every IdP is discovered and its keys loaded before we listen: a gate that cannot check tokens
     // must not start (and must say which URL failed, and why).
@@ -89,24 +108,6 @@ pub(crate) async fn run(
         background.push(spawn_housekeeping(gw.clone()));
         background.push(spawn_store_probe(gw.clone(), state.clone()));
     }
-    let listener = match activated {
-        Some(l) => {
-            let l = TcpListener::from_std(l)?;
-            let addr = l.local_addr()?;
-            // The loopback-only switches were checked against `listen`; hold the real socket to that too.
-            let loopback_only =
-                config.dangerous.auto_approve_as.is_some() || config.dangerous.client_metadata_from_loopback;
-            anyhow::ensure!(
-                !loopback_only || addr.ip().is_loopback(),
-                "the socket passed by the service manager ({addr}) is not on loopback, which the [dangerous] settings require"
-            );
-            tracing::info!(%addr, "listening on the socket passed by the service manager");
-            l
-        }
-        None => {
-            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?
-        }
-    };
     let addr = listener.local_addr()?;
     let app = portcullis_http::router(state.clone());
     let limits = portcullis_http::listener::Limits {
@@ -128,6 +129,9 @@ pub(crate) async fn run(
     }
     if let Some(gw) = &gateway {
         println!("  authorization server {}", gw.issuer);
+    }
+    if let (Some(sign_in), Some(server)) = (&dev_sign_in, config.servers.first()) {
+        dev_banner(server.resource.as_str(), sign_in);
     }
 
     shutdown_signal().await;
@@ -316,6 +320,10 @@ path = "/mcp"
 upstream = "http://{sample_addr}/mcp"
 scopes = ["mcp:tools"]
 gateway = true
+# The sample server's `whoami` shows who signed in.
+[server.identity_headers]
+x-user-sub = "sub"
+x-user-client = "client_id"
 "#
     );
     let config = Config::from_toml(&text, &MapEnv::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -323,27 +331,36 @@ gateway = true
 }
 
 /// Makes sure the `dev` account exists; its password comes from `PORTCULLIS_DEV_PASSWORD` or is
-/// generated and printed once.
-async fn dev_account(gateway: &Gateway) -> anyhow::Result<()> {
+/// generated (and shown once). Returns how to sign in.
+async fn dev_account(gateway: &Gateway) -> anyhow::Result<String> {
     let wanted = ProcessEnv.var("PORTCULLIS_DEV_PASSWORD").filter(|p| !p.is_empty());
     let exists = gateway.user_exists(DEV_USER).await?;
-    match (exists, wanted) {
+    Ok(match (exists, wanted) {
         (false, wanted) => {
             let password = wanted.clone().unwrap_or_else(|| portcullis_authz::register::random_string(16));
             gateway.create_user(DEV_USER, &password).await?;
-            if wanted.is_none() {
-                println!("  sign in as {DEV_USER} / {password}");
-            } else {
-                println!("  sign in as {DEV_USER} (password from PORTCULLIS_DEV_PASSWORD)");
+            match wanted {
+                None => format!("{DEV_USER} / {password}"),
+                Some(_) => format!("{DEV_USER} (password from PORTCULLIS_DEV_PASSWORD)"),
             }
         }
         (true, Some(password)) => {
             gateway.set_user_password(DEV_USER, &password).await?;
-            println!("  sign in as {DEV_USER} (password from PORTCULLIS_DEV_PASSWORD)");
+            format!("{DEV_USER} (password from PORTCULLIS_DEV_PASSWORD)")
         }
-        (true, None) => println!(
-            "  sign in as {DEV_USER} (password as printed on first start; set PORTCULLIS_DEV_PASSWORD to change it)"
-        ),
-    }
-    Ok(())
+        (true, None) => {
+            format!("{DEV_USER} (password as shown on first start; set PORTCULLIS_DEV_PASSWORD to change it)")
+        }
+    })
+}
+
+/// After the "listening" lines, for a person trying portcullis out: where to point a client, how to
+/// sign in, what to try next and how to stop.
+fn dev_banner(mcp_url: &str, sign_in: &str) {
+    println!();
+    println!("  Connect an MCP client to  {mcp_url}");
+    println!("  Sign in as                {sign_in}");
+    println!("  Check it as a client does portcullis doctor {mcp_url} --login");
+    println!("  Claude Code               claude mcp add --transport http portcullis {mcp_url}");
+    println!("  Stop with                 Ctrl-C");
 }

@@ -105,3 +105,48 @@ async fn account_commands_need_only_the_store_and_speak_plainly() {
     let (ok, out) = run(&["check-config", &path], "", &[]).await;
     assert!(!ok && out.contains("UNSET_UPSTREAM_SECRET"), "{out}");
 }
+
+#[tokio::test]
+async fn serve_dev_shows_the_way_in_and_the_sample_server_knows_who_signed_in() {
+    use crate::gateway::{Via, drive, pkce, token, whoami};
+    let dir = crate::support::TempDir::new();
+    let port = crate::support::reserve_port();
+    let gate = crate::support::Gate::start_dev(&dir, port, &[("PORTCULLIS_DEV_PASSWORD", "a dev password")]).await;
+    assert!(gate.banner.contains(&format!("Connect an MCP client to  http://127.0.0.1:{port}/mcp")), "{}", gate.banner);
+    assert!(gate.banner.contains("Sign in as                dev"), "{}", gate.banner);
+    assert!(gate.banner.contains("--login") && gate.banner.contains("Ctrl-C"), "{}", gate.banner);
+
+    // A second one on the same address says so before announcing anything.
+    let (ok, out) = run(&["serve", "--dev", "--dev-listen", &format!("127.0.0.1:{port}")], "", &[]).await;
+    assert!(!ok && out.contains("cannot listen") && out.contains("--dev-listen"), "{out}");
+    assert!(!out.contains("Sign in as"), "{out}");
+
+    // Signed in as dev, the sample server's whoami names the account.
+    let redirect = "http://127.0.0.1:40003/cb";
+    let reg: serde_json::Value = crate::support::client()
+        .post(gate.url("/register"))
+        .json(&serde_json::json!({"redirect_uris": [redirect], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap();
+    let (verifier, challenge) = pkce();
+    let params =
+        [("client_id", client_id), ("redirect_uri", redirect), ("code_challenge", &challenge), ("scope", "mcp:tools")];
+    let code = drive(&gate, &params, Via::Account("dev", "a dev password")).await.query["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body, _) = token(&gate, None, &form).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = whoami(&gate, body["access_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(seen["x-user-sub"], "local:dev");
+    assert_eq!(seen["x-user-client"], client_id);
+}

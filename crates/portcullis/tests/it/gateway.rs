@@ -99,8 +99,8 @@ pub(crate) async fn authorize_page(gate: &Gate, params: &[(&str, &str)]) -> (Str
 
 /// How the user signs in at the gateway.
 pub(crate) enum Via<'a> {
-    /// The local account `alice`.
-    Password,
+    /// A local account: username and password.
+    Account(&'a str, &'a str),
     /// At the upstream IdP, which signs its test user in by itself.
     Upstream(&'a crate::support::Idp),
 }
@@ -121,13 +121,13 @@ pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) ->
     let c = no_redirects();
     let (cookie, mut page) = authorize_page(gate, params).await;
     let mut answer = None;
-    if let Via::Password = via {
+    if let Via::Account(username, password) = via {
         let form = [
             ("step", "login".to_owned()),
             ("handle", hidden(&page, "handle")),
             ("csrf", hidden(&page, "csrf")),
-            ("username", "alice".to_owned()),
-            ("password", PASSWORD.to_owned()),
+            ("username", username.to_owned()),
+            ("password", password.to_owned()),
         ];
         let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
         if r.status() == 200 {
@@ -182,7 +182,7 @@ pub(crate) async fn sign_in(gate: &Gate, client_id: &str, redirect_uri: &str, ch
         ("state", "st-123"),
         ("scope", scope),
     ];
-    let q = drive(gate, &params, Via::Password).await.query;
+    let q = drive(gate, &params, Via::Account("alice", PASSWORD)).await.query;
     Signed { code: q["code"].clone(), state: q["state"].clone(), iss: q["iss"].clone() }
 }
 
@@ -533,7 +533,7 @@ async fn sign_in_at_an_upstream_openid_provider() {
 }
 
 /// The headers the sample upstream received for a `whoami` call with `token` (and `extra` headers).
-async fn whoami(gate: &Gate, token: &str, extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
+pub(crate) async fn whoami(gate: &Gate, token: &str, extra: &[(&str, &str)]) -> serde_json::Map<String, Value> {
     let mut req = mcp_post(&client(), &gate.url("/mcp"), call(5, "whoami", json!({}))).bearer_auth(token);
     for (k, v) in extra {
         req = req.header(*k, *v);

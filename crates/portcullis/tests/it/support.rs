@@ -42,7 +42,27 @@ pub fn closed_port() -> u16 {
 
 /// Starts `cmd`, waits for a stdout line containing `marker`, returns the child and that line.
 /// Later stdout lines are drained in the background so the child never blocks on a full pipe.
-async fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
+async fn spawn_until(cmd: Command, marker: &str) -> (Child, String) {
+    let (child, mut lines) = spawn_reading(cmd, marker).await;
+    let line = std::mem::take(&mut lines.marker);
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, line)
+}
+
+/// The rest of a child's stdout, after the line that contained the marker (kept in `marker`).
+struct Lines {
+    inner: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    marker: String,
+}
+
+impl Lines {
+    async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        self.inner.next_line().await
+    }
+}
+
+/// Starts `cmd` and waits for a stdout line containing `marker`; the rest of stdout is the caller's.
+async fn spawn_reading(mut cmd: Command, marker: &str) -> (Child, Lines) {
     // Child logs are noise in a passing run; PORTCULLIS_TEST_LOG=1 shows them.
     let stderr = if std::env::var_os("PORTCULLIS_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
     cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::piped()).kill_on_drop(true);
@@ -60,8 +80,7 @@ async fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
     })
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for {marker:?}"));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, line)
+    (child, Lines { inner: lines, marker: line })
 }
 
 /// The sample MCP server, as its own process.
@@ -101,6 +120,8 @@ pub struct Gate {
     /// e.g. `http://127.0.0.1:1234`
     pub base: String,
     pub dir: TempDir,
+    /// What it printed after "listening" within a moment of starting (the `--dev` banner).
+    pub banner: String,
 }
 
 impl Gate {
@@ -127,7 +148,7 @@ impl Gate {
         }
         hand_over(&mut cmd, port);
         let (child, _) = spawn_until(cmd, "portcullis listening on").await;
-        Gate { child, base, dir }
+        Gate { child, base, dir, banner: String::new() }
     }
 
     /// Starts `portcullis serve` without a file, configured by `env` only; `{public_url}` and
@@ -142,7 +163,27 @@ impl Gate {
         }
         hand_over(&mut cmd, port);
         let (child, _) = spawn_until(cmd, "portcullis listening on").await;
-        Gate { child, base, dir: TempDir::new() }
+        Gate { child, base, dir: TempDir::new(), banner: String::new() }
+    }
+
+    /// `portcullis serve --dev` in `dir` (its state goes to `dir/.portcullis`) on `port`, handed over.
+    pub async fn start_dev(dir: &TempDir, port: u16, env: &[(&str, &str)]) -> Gate {
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--dev", "--dev-listen", &format!("127.0.0.1:{port}")]).current_dir(&dir.path);
+        cmd.envs(env.iter().copied());
+        hand_over(&mut cmd, port);
+        let (child, mut lines) = spawn_reading(cmd, "portcullis listening on").await;
+        let mut banner = String::new();
+        while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C") {
+                break;
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Gate { child, base, dir: TempDir::new(), banner }
     }
 
     pub fn url(&self, path: &str) -> String {
