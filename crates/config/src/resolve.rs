@@ -45,10 +45,105 @@ pub(crate) fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigError
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
     }
-    let raw: RawConfig = table.try_into().map_err(|e: toml::de::Error| {
-        ConfigErrors(vec![ConfigError { path: String::new(), message: e.to_string() }])
-    })?;
-    resolve(raw)
+    let raw = shape(table, &mut errors);
+    // Problems with the shape (unknown keys, wrong types) and with the values, all in one report.
+    match raw.map(resolve) {
+        Some(Ok(config)) => errors.finish(config),
+        Some(Err(ConfigErrors(more))) => {
+            // A value taken out for its type is reported once, not again as missing.
+            let reported: Vec<String> = errors.0.iter().map(|e| e.path.clone()).collect();
+            errors.0.extend(more.into_iter().filter(|e| !reported.contains(&e.path)));
+            Err(ConfigErrors(errors.0))
+        }
+        None => Err(ConfigErrors(errors.0)),
+    }
+}
+
+/// The raw shape of `table`. Every unknown key and every value of the wrong type is reported with its
+/// path and taken out, and the rest read again, so that one run reports them all (the values taken out
+/// fall back to their defaults for the checks that follow). `None` when a required key is missing.
+fn shape(mut table: toml::Table, errors: &mut Errors) -> Option<RawConfig> {
+    use serde_path_to_error::Segment;
+    // Bounded: each round takes a key out.
+    for _ in 0..256 {
+        let e = match serde_path_to_error::deserialize::<_, RawConfig>(toml::Value::Table(table.clone())) {
+            Ok(raw) => return Some(raw),
+            Err(e) => e,
+        };
+        let mut at: Vec<Segment> = e.path().iter().cloned().collect();
+        // The TOML error repeats the path on a line of its own; the report puts it in front.
+        let message = e.inner().to_string();
+        let message = message.split("\nin `").next().unwrap_or_default().trim();
+        let message = message
+            .replace("expected u64", "expected a whole number of 0 or more")
+            .replace("expected usize", "expected a whole number of 0 or more")
+            .replace("expected a sequence", "expected a list, e.g. [\"a\", \"b\"]")
+            .replace("expected a map", "expected a table");
+        // An unknown key is named in the message; the path may stop at the table that holds it.
+        let message = match message.strip_prefix("unknown field `").and_then(|m| m.split_once('`')) {
+            Some((key, rest)) => {
+                if !matches!(at.last(), Some(Segment::Map { key: k }) if k == key) {
+                    at.push(Segment::Map { key: key.to_owned() });
+                }
+                format!("unknown key{rest}")
+            }
+            None => message,
+        };
+        errors.push(path_text(&at), message);
+        if !take_out(&mut table, &at) {
+            return None;
+        }
+    }
+    None
+}
+
+/// `server[0].verify.issuer` for a path of segments.
+fn path_text(at: &[serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in at {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    out
+}
+
+/// Removes the value at `at` from `table`; `false` when there is none (a missing key cannot be taken
+/// out).
+fn take_out(table: &mut toml::Table, at: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = at.split_last() else { return false };
+    let mut here = toml::Value::Table(std::mem::take(table));
+    let removed = {
+        let mut cursor = Some(&mut here);
+        for segment in parents {
+            cursor = match (cursor, segment) {
+                (Some(toml::Value::Table(t)), Segment::Map { key }) => t.get_mut(key),
+                (Some(toml::Value::Array(a)), Segment::Seq { index }) => a.get_mut(*index),
+                _ => None,
+            };
+        }
+        match (cursor, last) {
+            (Some(toml::Value::Table(t)), Segment::Map { key }) => t.remove(key).is_some(),
+            (Some(toml::Value::Array(a)), Segment::Seq { index }) if *index < a.len() => {
+                a.remove(*index);
+                true
+            }
+            _ => false,
+        }
+    };
+    if let toml::Value::Table(t) = here {
+        *table = t;
+    }
+    removed
 }
 
 pub(crate) fn expand_value(value: &mut toml::Value, path: &str, env: &dyn Env, errors: &mut Errors) {

@@ -94,7 +94,7 @@ upstream = "http://127.0.0.1:1/"
 #[test]
 fn unknown_keys_are_errors() {
     let errs = errors(&MINIMAL.replace("scopes =", "scope ="));
-    assert!(errs[0].contains("unknown field `scope`"), "{errs:?}");
+    assert!(errs[0].starts_with("server[0].scope: unknown key, expected one of"), "{errs:?}");
 }
 
 #[test]
@@ -305,4 +305,43 @@ upstream = "http://127.0.0.1:3001/mcp"
 gateway = true
 "#;
     assert_eq!(errors(text), ["server[0].path: \"/token\" is an endpoint of the gateway's authorization server"]);
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let text = r#"
+public_url = "https://mcp.example.com"
+listn = "x"
+[proxy]
+connect_timeout_ms = "five"
+bogus = 1
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:1/mcp"
+scopes = "mcp:tools"
+colour = "red"
+[server.verify]
+issuer = 5
+"#;
+    let errors = Config::from_toml(text, &MapEnv::default()).unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "listn",
+            "proxy.bogus",
+            "proxy.connect_timeout_ms",
+            "server[0].colour",
+            "server[0].scopes",
+            "server[0].verify.issuer"
+        ],
+        "{errors}"
+    );
+    let text = errors.to_string();
+    assert!(
+        text.contains("proxy.connect_timeout_ms: invalid type: string \"five\", expected a whole number"),
+        "{text}"
+    );
+    assert!(text.contains("server[0].colour: unknown key, expected one of `path`"), "{text}");
+    assert!(!text.contains("\nin `"), "one line per problem: {text}");
 }
