@@ -537,6 +537,21 @@ async function main() {
           check(heading.length > 0, 'the error page has no heading');
           await screenshot(page, '4-error');
         }],
+        ['the landing page names the MCP server and how to connect clients', async () => {
+          const response = await page.goto(`${stack.issuer}/`);
+          check(response.status() === 200, `GET / answered HTTP ${response.status()}`);
+          await expectPageHeaders(response, 'landing page');
+          const heading = (await page.getByRole('heading', { level: 1 }).innerText()).trim();
+          check(heading === 'MCP servers behind portcullis', `landing heading: ${JSON.stringify(heading)}`);
+          const text = await page.locator('main').innerText();
+          const mcpUrl = `${stack.issuer}/mcp`;
+          check(text.includes(`claude mcp add --transport http mcp ${mcpUrl}`), `no Claude Code snippet for ${mcpUrl} in: ${text.slice(0, 400)}`);
+          check(text.includes('Ready.'), `the landing page does not say the gate is ready: ${text.slice(0, 200)}`);
+          const box = await page.locator('section.server').first().boundingBox();
+          check(box && box.width > 200 && box.height > 100, `the server section is not laid out: ${JSON.stringify(box)}`);
+          await expectStylesheetIntact(page, 'landing page');
+          await screenshot(page, '6-landing');
+        }],
         ['the pages\' stylesheet reaches Chromium intact', async () => {
           await expectStylesheetIntact(page, 'error page');
           await page.goto(framedUrl);

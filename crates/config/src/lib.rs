@@ -69,6 +69,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub log: LogConfig,
     pub proxy: ProxyConfig,
+    /// The page at `/` (servers and how to connect clients); on by default, nothing secret on it.
+    pub landing_page: bool,
     pub origins: OriginPolicy,
     pub servers: Vec<ServerConfig>,
     pub dangerous: Dangerous,

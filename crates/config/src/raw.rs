@@ -12,6 +12,7 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) extra_public_urls: Vec<String>,
     pub(crate) listen: Option<String>,
+    pub(crate) landing_page: Option<bool>,
     #[serde(default)]
     pub(crate) log: RawLog,
     #[serde(default)]

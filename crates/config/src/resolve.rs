@@ -306,6 +306,7 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             listen,
             log,
             proxy,
+            landing_page: raw.landing_page.unwrap_or(true),
             origins,
             servers,
             dangerous,

@@ -7,6 +7,7 @@
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
 //! - [`rpc`]: what a POST body is (JSON-RPC classification), decided by the gate alone; fails closed.
 //! - `origin`: `Origin` validation and CORS.
+//! - `landing`: the page at `/`: the servers behind the gate and how to connect clients.
 //! - `auth`: the bearer-token layer and scope checks.
 //! - `well_known`: RFC 9728 protected resource metadata.
 //! - [`form`]: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
@@ -22,6 +23,7 @@ mod auth;
 pub mod error;
 pub mod form;
 pub mod gateway;
+mod landing;
 pub mod listener;
 mod origin;
 pub mod proxy;
@@ -186,7 +188,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let metadata = metadata.layer(origin::public_cors());
 
     let request_id = HeaderName::from_static("x-request-id");
-    let mut app = Router::new()
+    let mut app = Router::new();
+    // The landing page, unless an MCP server lives at the root itself.
+    if state.servers.iter().all(|s| s.config.path != "/") {
+        app = app.route("/", get(landing::serve));
+    }
+    let mut app = app
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(mcp)

@@ -27,6 +27,7 @@ const REDIRECT: &str = "http://127.0.0.1:33418/callback";
 const CONFIG: &str = r#"
 public_url = "https://mcp.example.com"
 listen = "127.0.0.1:8080"
+landing_page = false
 [dangerous]
 auto_approve_as = "alice"
 [store]
@@ -124,6 +125,8 @@ async fn discovery_documents_and_the_key_set() {
     let a = get(&app, "/jwks.json").await;
     assert_eq!(a.headers["content-type"], "application/jwk-set+json");
     golden("jwks.json", &pretty(a.json()));
+    // `landing_page = false`: nothing at the root.
+    assert_eq!(get(&app, "/").await.status, 404);
 }
 
 #[tokio::test]

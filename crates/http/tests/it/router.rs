@@ -258,3 +258,33 @@ async fn malformed_credentials_and_unreachable_introspection() {
     assert_eq!(a.json()["error"], "temporarily_unavailable");
     assert!(a.headers.get("retry-after").is_some());
 }
+
+#[tokio::test]
+async fn the_landing_page_lists_the_servers_and_how_to_connect() {
+    let h = harness().await;
+    let a = get(&h, "/", "mcp.example.com").await;
+    assert_eq!(a.status, 200);
+    let body = a.json();
+    assert_eq!(body["servers"][0]["mcp_url"], "https://mcp.example.com/mcp");
+    assert_eq!(body["servers"][0]["mode"], "verify");
+    assert_eq!(
+        body["servers"][0]["resource_metadata"],
+        "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    );
+    assert_eq!(body["servers"][1]["mcp_url"], "https://mcp.example.com/opaque");
+    // The harness never marks itself ready; the page says so rather than claiming otherwise.
+    assert_eq!(body["ready"], false);
+    // The second public origin sees its own URLs.
+    let a = get(&h, "/", "internal.example.net:8443").await;
+    assert_eq!(a.json()["servers"][0]["mcp_url"], "https://internal.example.net:8443/mcp");
+    // Browsers get the page, framed by nobody.
+    let req = Request::get("/").header("host", "mcp.example.com").header("accept", "text/html,*/*").body(Body::empty());
+    let a = send(&h.app, req.unwrap()).await;
+    assert_eq!(a.headers["content-type"], "text/html; charset=utf-8");
+    assert!(a.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    // As a browser reads it: the template escapes `/` in values.
+    let text = a.body.replace("&#x2f;", "/");
+    assert!(text.contains("claude mcp add --transport http mcp https://mcp.example.com/mcp"), "{text}");
+    assert!(text.contains("npx mcp-remote https://mcp.example.com/opaque"), "{text}");
+    assert!(!text.contains("client_secret") && !text.contains("\"s\""), "nothing secret on the page");
+}

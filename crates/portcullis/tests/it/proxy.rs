@@ -196,10 +196,12 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn unknown_path_is_404() {
     let (_sample, gate) = setup("").await;
-    for path in ["/", "/mcp/extra", "/other"] {
+    for path in ["/mcp/extra", "/other"] {
         let r = client().post(gate.url(path)).body("{}").send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
+    // The root is the landing page: GET only.
+    assert_eq!(client().post(gate.url("/")).body("{}").send().await.unwrap().status(), 405);
     assert_eq!(client().get(gate.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(client().get(gate.url("/readyz")).send().await.unwrap().status(), 200);
 }
