@@ -98,7 +98,7 @@ impl GatewayHttp {
 }
 
 /// Security headers for every page: no framing (clickjacking on consent), no caching, no sniffing.
-fn html_response(status: StatusCode, html: String) -> Response {
+pub(crate) fn html_response(status: StatusCode, html: String) -> Response {
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_config::ServerAuth;
 use serde_json::{Value, json};
@@ -71,15 +71,5 @@ fn html(body: &Value) -> Option<Response> {
     };
     let ctx = minijinja::context! { css => css, status => status, servers => minijinja::Value::from(minijinja::value::Serde(&body["servers"])) };
     let html = env.get_template("landing.html").and_then(|t| t.render(ctx)).ok()?;
-    let mut r = (StatusCode::OK, html).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'; default-src 'none'; style-src 'unsafe-inline'"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Some(r)
+    Some(crate::gateway::html_response(StatusCode::OK, html))
 }
