@@ -125,6 +125,10 @@ async fn discovery_documents_and_the_key_set() {
     let a = get(&app, "/jwks.json").await;
     assert_eq!(a.headers["content-type"], "application/jwk-set+json");
     golden("jwks.json", &pretty(a.json()));
+    // The protected resource names this authorization server, with the same issuer string.
+    let a = get(&app, "/.well-known/oauth-protected-resource/mcp").await;
+    golden("prm_gateway.json", &pretty(a.json()));
+    assert_eq!(a.json()["authorization_servers"][0], "https://mcp.example.com", "one issuer, no trailing slash");
     // `landing_page = false`: nothing at the root.
     assert_eq!(get(&app, "/").await.status, 404);
 }

@@ -205,29 +205,6 @@ pub(crate) async fn token(
 }
 
 #[tokio::test]
-async fn one_issuer_everywhere() {
-    let (_sample, gate) = start().await;
-    let c = client();
-    let prm: Value =
-        c.get(gate.url("/.well-known/oauth-protected-resource/mcp")).send().await.unwrap().json().await.unwrap();
-    let issuer = prm["authorization_servers"][0].as_str().unwrap().to_owned();
-    assert_eq!(issuer, gate.base, "no trailing slash");
-    let as_meta: Value =
-        c.get(gate.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
-    let oidc: Value = c.get(gate.url("/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(as_meta["issuer"], issuer.as_str());
-    assert_eq!(oidc["issuer"], issuer.as_str());
-    assert_eq!(as_meta["code_challenge_methods_supported"], json!(["S256"]));
-    assert_eq!(as_meta["authorization_response_iss_parameter_supported"], true);
-    for m in ["client_secret_basic", "client_secret_post", "none"] {
-        assert!(as_meta["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!(m)));
-    }
-    let jwks: Value = c.get(as_meta["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
-    assert_eq!(jwks["keys"][0]["alg"], "ES256");
-    assert!(jwks["keys"][0].get("d").is_none(), "no private parts published");
-}
-
-#[tokio::test]
 async fn dcr_sign_in_token_tool_call_and_refresh() {
     let (_sample, gate) = start().await;
     let redirect_uri = "http://127.0.0.1:53124/callback";
