@@ -150,3 +150,38 @@ async fn serve_dev_shows_the_way_in_and_the_sample_server_knows_who_signed_in() 
     assert_eq!(seen["x-user-sub"], "local:dev");
     assert_eq!(seen["x-user-client"], client_id);
 }
+
+#[tokio::test]
+async fn on_a_terminal_the_password_is_asked_twice_and_not_shown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = crate::support::TempDir::new();
+    let path = crate::support::write_config(&crate::gateway::config("http://127.0.0.1:9/mcp"), 1, &dir);
+    // `script` gives the command a terminal of its own; what is typed is echoed unless the program turns
+    // echo off.
+    let command = format!("{} users add dave --config {}", bin(), path.display());
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1), from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    for (prompt, answer) in [("New password for dave:", "a hidden password\n"), ("Once more:", "a hidden password\n")] {
+        while !seen.contains(prompt) {
+            let mut chunk = [0u8; 256];
+            let n = tokio::time::timeout(crate::support::STEP, stdout.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "ended before asking {prompt:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        stdin.write_all(answer.as_bytes()).await.unwrap();
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    tokio::time::timeout(crate::support::STEP, stdout.read_to_string(&mut rest)).await.unwrap().unwrap();
+    seen.push_str(&rest);
+    assert!(seen.contains("added dave"), "{seen}");
+    assert!(!seen.contains("a hidden password"), "the password was shown: {seen}");
+}
