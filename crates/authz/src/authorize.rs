@@ -93,12 +93,15 @@ impl Flow {
         super::redirect::classify(&self.redirect_uri) == Ok(super::redirect::RedirectKind::Loopback)
     }
 
-    /// The redirect URI's host, shown on the consent page.
+    /// Where the code goes, as the consent page says it: the redirect URI's host, or for a private-use
+    /// scheme the application that opens such links on the user's device (any application may claim a
+    /// scheme, so the page names the scheme rather than a host it cannot vouch for).
     pub fn redirect_host(&self) -> String {
-        Url::parse(&self.redirect_uri)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned).or_else(|| Some(format!("{}:", u.scheme()))))
-            .unwrap_or_default()
+        let Ok(url) = Url::parse(&self.redirect_uri) else { return String::new() };
+        match (url.scheme(), url.host_str()) {
+            ("https" | "http", Some(host)) => host.to_owned(),
+            (scheme, _) => format!("the application that opens {scheme}: links on this device"),
+        }
     }
 }
 

@@ -12,9 +12,30 @@ pub enum RedirectError {
     Fragment(String),
     #[error("{0:?} must use https, a loopback http address, or a private-use scheme such as com.example.app:/cb")]
     Insecure(String),
-    #[error("{0:?} uses a private-use scheme without a reverse-domain name (RFC 8252 §7.1)")]
-    BareScheme(String),
+    #[error(
+        "{0:?} is a native application's redirect URI, and this client registered as a web application (OpenID Connect Registration §2: web clients use https)"
+    )]
+    NotForWeb(String),
 }
+
+/// Schemes that hand a browser's navigation to something other than an application that registered
+/// for them: never redirect URIs.
+const DANGEROUS_SCHEMES: [&str; 14] = [
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
+    "blob",
+    "about",
+    "ftp",
+    "ws",
+    "wss",
+    "chrome",
+    "chrome-extension",
+    "view-source",
+    "filesystem",
+    "intent",
+];
 
 /// The kinds RFC 8252 distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +43,8 @@ pub enum RedirectKind {
     Https,
     /// `http://127.0.0.1`, `http://[::1]` or `http://localhost`: the port may vary (RFC 8252 §7.3).
     Loopback,
-    /// `com.example.app:/callback` (RFC 8252 §7.1).
+    /// `com.example.app:/callback` (RFC 8252 §7.1), or a scheme an application claims without a
+    /// reverse-domain name (`cursor://…`): RFC 8252 §7.1 says SHOULD, and clients in use do not.
     PrivateUse,
 }
 
@@ -35,11 +57,25 @@ pub fn classify(uri: &str) -> Result<RedirectKind, RedirectError> {
     match url.scheme() {
         "https" if url.host().is_some() => Ok(RedirectKind::Https),
         "http" if is_loopback_host(&url) => Ok(RedirectKind::Loopback),
-        "http" | "https" | "javascript" | "data" | "file" | "vbscript" | "ftp" | "ws" | "wss" => {
-            Err(RedirectError::Insecure(uri.to_owned()))
+        "http" | "https" => Err(RedirectError::Insecure(uri.to_owned())),
+        scheme if DANGEROUS_SCHEMES.contains(&scheme) => Err(RedirectError::Insecure(uri.to_owned())),
+        _ => Ok(RedirectKind::PrivateUse),
+    }
+}
+
+/// OpenID Connect Registration §2 `application_type`: a client that says it is a web application
+/// redirects to https only; a native one (or one that does not say) may also use loopback and
+/// private-use schemes.
+pub fn check_for_application(
+    uri: &str,
+    kind: RedirectKind,
+    application_type: Option<&str>,
+) -> Result<(), RedirectError> {
+    match (application_type, kind) {
+        (Some("web"), RedirectKind::Loopback | RedirectKind::PrivateUse) => {
+            Err(RedirectError::NotForWeb(uri.to_owned()))
         }
-        scheme if scheme.contains('.') => Ok(RedirectKind::PrivateUse),
-        _ => Err(RedirectError::BareScheme(uri.to_owned())),
+        _ => Ok(()),
     }
 }
 
@@ -86,7 +122,24 @@ mod tests {
         assert!(matches!(classify("http://app.example.com/cb"), Err(RedirectError::Insecure(_))));
         assert!(matches!(classify("https://app.example.com/cb#x"), Err(RedirectError::Fragment(_))));
         assert!(matches!(classify("javascript:alert(1)"), Err(RedirectError::Insecure(_))));
-        assert!(matches!(classify("myapp:/cb"), Err(RedirectError::BareScheme(_))));
+        // Schemes without a reverse-domain name, as Cursor registers them.
+        assert_eq!(classify("cursor://anysphere.cursor-mcp/oauth/callback"), Ok(RedirectKind::PrivateUse));
+        assert_eq!(classify("myapp:/cb"), Ok(RedirectKind::PrivateUse));
+        for bad in [
+            "data:text/html,x",
+            "file:///etc/passwd",
+            "vbscript:x",
+            "blob:https://a/b",
+            "about:blank",
+            "ws://a/b",
+            "view-source:https://a",
+        ] {
+            assert!(matches!(classify(bad), Err(RedirectError::Insecure(_))), "{bad}");
+        }
+        assert!(check_for_application("cursor://a/cb", RedirectKind::PrivateUse, Some("web")).is_err());
+        assert!(check_for_application("http://127.0.0.1/cb", RedirectKind::Loopback, Some("web")).is_err());
+        assert!(check_for_application("cursor://a/cb", RedirectKind::PrivateUse, Some("native")).is_ok());
+        assert!(check_for_application("cursor://a/cb", RedirectKind::PrivateUse, None).is_ok());
         assert!(matches!(classify("/relative"), Err(RedirectError::NotAbsolute(_))));
     }
 

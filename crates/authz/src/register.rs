@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::redirect::{RedirectError, classify};
+use super::redirect::{RedirectError, check_for_application, classify};
 
 /// Length of generated client secrets: 43 characters of a 64-symbol alphabet, 258 bits.
 const SECRET_LEN: usize = 43;
@@ -219,10 +219,11 @@ pub(crate) fn client_metadata(
         }
         Some(_) => return Err(RegisterError::InvalidRedirectUri("redirect_uris must be an array of strings".into())),
     };
+    let declared_type = req.get("application_type").and_then(Value::as_str);
     let mut redirect_uris = Vec::new();
     for u in uris {
         let s = u.as_str().ok_or_else(|| RegisterError::InvalidRedirectUri("redirect_uris must be strings".into()))?;
-        classify(s)?;
+        check_for_application(s, classify(s)?, declared_type)?;
         redirect_uris.push(s.to_owned());
     }
 

@@ -140,7 +140,14 @@ pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) ->
         Some(r) => r,
         None => {
             assert!(page.contains("Allow access?"), "{page}");
-            assert!(page.contains("127.0.0.1"), "the consent page names the redirect host");
+            // The page says where the code goes: the redirect host, or the application that claims a
+            // private-use scheme.
+            let target = url::Url::parse(redirect_uri).unwrap();
+            let returns_to = match target.scheme() {
+                "http" | "https" => target.host_str().unwrap().to_owned(),
+                scheme => format!("opens {scheme}: links"),
+            };
+            assert!(page.contains(&returns_to), "the consent page does not say {returns_to:?}");
             if client_id.starts_with("https://") {
                 assert!(page.contains("Published by"), "the consent page names the metadata document's host");
                 let loopback = redirect_uri.starts_with("http://127.0.0.1");
@@ -662,5 +669,60 @@ async fn changing_the_signing_algorithm_brings_a_key_of_it() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn cursor_registers_its_three_redirect_uris_and_signs_in_through_its_own_scheme() {
+    // Cursor's registration: a private-use scheme without a reverse-domain name, an https callback and a
+    // loopback one, in one request; refusing any of them fails all of it.
+    let (sample, gate) = start().await;
+    let redirects = [
+        "cursor://anysphere.cursor-mcp/oauth/callback",
+        "https://www.cursor.com/agents/mcp/oauth/callback",
+        "http://localhost:8787/callback",
+    ];
+    let r = client()
+        .post(gate.url("/register"))
+        .json(&json!({"client_name": "Cursor", "redirect_uris": redirects, "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let client_id = r.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_owned();
+    let (verifier, challenge) = pkce();
+    let params = [
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", redirects[0]),
+        ("code_challenge", &challenge),
+        ("state", "cursor-1"),
+        ("scope", "mcp:tools"),
+    ];
+    let q = drive(&gate, &params, Via::Account("alice", PASSWORD)).await.query;
+    assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("cursor-1", gate.base.as_str()));
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", redirects[0]),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, body, _) = token(&gate, None, &form).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = whoami(&gate, body["access_token"].as_str().unwrap(), &[]).await;
+    assert!(!seen.contains_key("authorization"));
+    drop(sample);
+    // Dangerous schemes stay refused, and a client that says it is a web application may not use a
+    // native application's redirect URIs (OpenID Connect Registration §2).
+    for (metadata, what) in [
+        (json!({"redirect_uris": ["javascript:alert(1)"]}), "javascript:"),
+        (json!({"redirect_uris": ["data:text/html,x"]}), "data:"),
+        (json!({"redirect_uris": ["cursor://a/cb"], "application_type": "web"}), "web + private-use"),
+        (json!({"redirect_uris": ["http://127.0.0.1/cb"], "application_type": "web"}), "web + loopback"),
+    ] {
+        let r = client().post(gate.url("/register")).json(&metadata).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_redirect_uri", "{what}");
     }
 }
