@@ -121,11 +121,11 @@ pub(crate) fn routes(state: Arc<AppState>, gw: Arc<GatewayHttp>) -> Router {
     let prefix = issuer.url().path().trim_end_matches('/').to_owned();
     let p = |s: &str| format!("{prefix}{s}");
     let st: GwState = (state, gw);
-    let mut r = Router::new()
+    // Endpoints a browser-based client calls with fetch: readable from any origin, never with
+    // credentials (no cookie is involved; client authentication travels in the request itself).
+    let mut api = Router::new()
         .route(&p("/jwks.json"), get(jwks))
         .route(&p("/register"), post(register))
-        .route(&p("/authorize"), get(authorize).post(authorize_post))
-        .route(&p("/callback"), get(callback))
         .route(&p("/token"), post(token))
         .route(&p("/revoke"), post(revoke))
         .route(&p("/introspect"), post(introspect))
@@ -134,9 +134,13 @@ pub(crate) fn routes(state: Arc<AppState>, gw: Arc<GatewayHttp>) -> Router {
         .route(&format!("/.well-known/openid-configuration{prefix}"), get(oidc_metadata));
     if !prefix.is_empty() {
         // OpenID Connect Discovery appends to the issuer instead.
-        r = r.route(&p("/.well-known/openid-configuration"), get(oidc_metadata));
+        api = api.route(&p("/.well-known/openid-configuration"), get(oidc_metadata));
     }
-    r.with_state(st)
+    // The sign-in and consent pages are navigated to, never fetched: no other origin may read them.
+    let pages = Router::new()
+        .route(&p("/authorize"), get(authorize).post(authorize_post))
+        .route(&p("/callback"), get(callback));
+    api.layer(crate::origin::oauth_cors()).merge(pages).with_state(st)
 }
 
 fn json_no_store(status: StatusCode, body: Value) -> Response {

@@ -201,9 +201,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ProxyError::NotFound.into_response() })
         .with_state(state.clone());
     if let Some(gw) = &state.gateway {
-        // Discovery documents and the JWKS are public; the other endpoints are not called by browsers
-        // across origins, so the permissive CORS of the metadata does them no harm.
-        app = app.merge(gateway::routes(state.clone(), gw.clone()).layer(origin::public_cors()));
+        app = app.merge(gateway::routes(state.clone(), gw.clone()));
     }
     app.layer(
         TraceLayer::new_for_http()

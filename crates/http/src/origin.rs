@@ -61,6 +61,18 @@ pub(crate) fn mcp_cors(state: Arc<AppState>) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
+/// CORS for the authorization server's fetch endpoints (discovery, JWKS, registration, token,
+/// revocation, introspection): browser-based MCP clients call them from their own origin. Any origin,
+/// never credentials, so a page elsewhere gains nothing a script without a browser would not have.
+pub(crate) fn oauth_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("mcp-protocol-version")])
+        .expose_headers([header::WWW_AUTHENTICATE])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 /// CORS for public metadata documents: readable from any origin, without credentials.
 pub(crate) fn public_cors() -> CorsLayer {
     CorsLayer::new()

@@ -197,3 +197,49 @@ async fn token_answers() {
     let a = post(&app, "/token", form_type, form(&[("grant_type", "password")]), Some(("configured", "s3cret"))).await;
     golden("token_unsupported_grant_type.txt", &transcript(&a));
 }
+
+#[tokio::test]
+async fn browser_clients_reach_the_fetch_endpoints_but_not_the_pages() {
+    let app = app().await;
+    let preflight = |path: &str| {
+        Request::options(path)
+            .header("host", "mcp.example.com")
+            .header("origin", "https://inspector.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A browser-based client registers and redeems its code with fetch: the preflight admits it.
+    for path in ["/register", "/token", "/revoke"] {
+        let a = send(&app, preflight(path)).await;
+        assert!(a.status.is_success(), "{path}: {}", a.status);
+        assert_eq!(a.headers["access-control-allow-origin"], "*", "{path}");
+        let methods = a.headers["access-control-allow-methods"].to_str().unwrap();
+        assert!(methods.contains("POST"), "{path}: {methods}");
+        assert!(a.headers.get("access-control-allow-credentials").is_none(), "{path}: never with credentials");
+    }
+    let request = json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}).to_string();
+    let req = Request::post("/register")
+        .header("host", "mcp.example.com")
+        .header("origin", "https://inspector.example")
+        .header("content-type", "application/json")
+        .body(Body::from(request))
+        .unwrap();
+    let a = send(&app, req).await;
+    assert_eq!(a.status, 201);
+    assert_eq!(a.headers["access-control-allow-origin"], "*");
+    // The sign-in and consent pages carry no CORS: another origin can neither read them nor preflight a post.
+    let req = Request::get(format!("/authorize?response_type=code&client_id=configured&redirect_uri={REDIRECT}"))
+        .header("host", "mcp.example.com")
+        .header("origin", "https://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&app, req).await;
+    assert!(a.headers.get("access-control-allow-origin").is_none(), "{:?}", a.headers);
+    for path in ["/authorize", "/callback"] {
+        let a = send(&app, preflight(path)).await;
+        assert!(a.headers.get("access-control-allow-origin").is_none(), "{path}: {:?}", a.headers);
+        assert!(!a.status.is_success(), "{path}: {}", a.status);
+    }
+}
