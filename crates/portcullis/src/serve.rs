@@ -354,6 +354,18 @@ async fn dev_account(gateway: &Gateway) -> anyhow::Result<String> {
     })
 }
 
+/// How the common MCP clients are pointed at `mcp_url`: a command or the entry for their configuration
+/// file (docs/clients.md has the rest).
+fn client_snippets(mcp_url: &str) -> [(&'static str, String); 4] {
+    let url = serde_json::Value::String(mcp_url.to_owned());
+    [
+        ("Claude Code", format!("claude mcp add --transport http portcullis {mcp_url}")),
+        ("VS Code .vscode/mcp.json", format!(r#"{{"servers": {{"portcullis": {{"type": "http", "url": {url}}}}}}}"#)),
+        ("Cursor .cursor/mcp.json", format!(r#"{{"mcpServers": {{"portcullis": {{"url": {url}}}}}}}"#)),
+        ("stdio-only clients", format!("npx mcp-remote {mcp_url}")),
+    ]
+}
+
 /// After the "listening" lines, for a person trying portcullis out: where to point a client, how to
 /// sign in, what to try next and how to stop.
 fn dev_banner(mcp_url: &str, sign_in: &str) {
@@ -361,6 +373,9 @@ fn dev_banner(mcp_url: &str, sign_in: &str) {
     println!("  Connect an MCP client to  {mcp_url}");
     println!("  Sign in as                {sign_in}");
     println!("  Check it as a client does portcullis doctor {mcp_url} --login");
-    println!("  Claude Code               claude mcp add --transport http portcullis {mcp_url}");
+    for (client, how) in client_snippets(mcp_url) {
+        println!("  {client:<25} {how}");
+    }
+    println!("  Other clients             docs/clients.md");
     println!("  Stop with                 Ctrl-C");
 }

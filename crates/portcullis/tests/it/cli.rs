@@ -115,6 +115,16 @@ async fn serve_dev_shows_the_way_in_and_the_sample_server_knows_who_signed_in() 
     assert!(gate.banner.contains(&format!("Connect an MCP client to  http://127.0.0.1:{port}/mcp")), "{}", gate.banner);
     assert!(gate.banner.contains("Sign in as                dev"), "{}", gate.banner);
     assert!(gate.banner.contains("--login") && gate.banner.contains("Ctrl-C"), "{}", gate.banner);
+    // The configuration snippets for VS Code and Cursor are JSON naming the MCP URL.
+    let mcp = format!("http://127.0.0.1:{port}/mcp");
+    let snippet = |label: &str| -> serde_json::Value {
+        let line =
+            gate.banner.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("{label}: {}", gate.banner));
+        serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap()
+    };
+    assert_eq!(snippet("VS Code")["servers"]["portcullis"], serde_json::json!({"type": "http", "url": mcp}));
+    assert_eq!(snippet("Cursor")["mcpServers"]["portcullis"]["url"], mcp);
+    assert!(gate.banner.contains(&format!("claude mcp add --transport http portcullis {mcp}")), "{}", gate.banner);
 
     // A second one on the same address says so before announcing anything.
     let (ok, out) = run(&["serve", "--dev", "--dev-listen", &format!("127.0.0.1:{port}")], "", &[]).await;
