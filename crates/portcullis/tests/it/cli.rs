@@ -186,6 +186,9 @@ async fn on_a_terminal_the_password_is_asked_twice_and_not_shown() {
             assert!(n > 0, "ended before asking {prompt:?}: {seen}");
             seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
+        // The prompt is written just before echo is turned off; a person types after reading it, and
+        // so does this test (typed sooner, the terminal would echo it while echo is still on).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         stdin.write_all(answer.as_bytes()).await.unwrap();
     }
     drop(stdin);
