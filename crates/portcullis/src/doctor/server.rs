@@ -1,6 +1,7 @@
 //! The third stage: the authorization server's metadata, through every discovery URL clients try
 //! (RFC 8414 and OpenID Connect Discovery), with the `issuer` byte-identical, S256, `code`, https
-//! endpoints, a way to register, the algorithms of JWT client authentication and RFC 9207 `iss`.
+//! endpoints, a way to register, the algorithms of JWT client authentication, what popular clients look
+//! for, and RFC 9207 `iss`.
 
 use portcullis_oauth::discovery::{discovery_urls, fetch_json};
 use portcullis_types::IssuerUrl;
@@ -64,9 +65,7 @@ pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Repor
         };
         r.fail(A, "as.issuer-exact", format!("issuer is \"{published}\", authorization_servers[0] is \"{as_issuer}\"{hint}; RFC 8414 §3.3 requires them identical"), "publish one issuer string everywhere");
     }
-    let has = |field: &str, value: &str| {
-        meta.get(field).and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == value))
-    };
+    let has = |field: &str, value: &str| lists(&meta, field, value);
     if has("code_challenge_methods_supported", "S256") {
         r.pass(A, "as.pkce-s256", "code_challenge_methods_supported contains S256");
     } else {
@@ -113,6 +112,7 @@ pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Repor
         ),
     }
     check_assertion_algs(&meta, r);
+    check_client_habits(&meta, r);
     if meta.get("authorization_response_iss_parameter_supported") == Some(&Value::Bool(true)) {
         r.pass(A, "as.iss-parameter", "RFC 9207 iss parameter advertised");
     } else {
@@ -125,6 +125,49 @@ pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Repor
     }
 
     Some(meta)
+}
+
+/// Whether the array `field` of `meta` contains `value`.
+fn lists(meta: &Value, field: &str, value: &str) -> bool {
+    meta.get(field).and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == value))
+}
+
+/// What popular MCP clients read in this metadata before they agree to connect; each warning names the
+/// client it would turn away (docs/clients.md).
+fn check_client_habits(meta: &Value, r: &mut Report) {
+    const A: &str = "authorization server metadata";
+    let has = |field: &str, value: &str| lists(meta, field, value);
+    if meta.get("client_id_metadata_document_supported") == Some(&Value::Bool(true)) {
+        if has("token_endpoint_auth_methods_supported", "none") {
+            r.pass(
+                A,
+                "clients.cimd-public",
+                "metadata documents with `none` at the token endpoint, as Claude uses them",
+            );
+        } else {
+            let fallback = if meta.get("registration_endpoint").is_some() {
+                "they fall back to dynamic registration"
+            } else {
+                "with no registration endpoint either, they cannot connect"
+            };
+            r.warn(
+                A,
+                "clients.cimd-public",
+                format!("client_id_metadata_document_supported without `none` in token_endpoint_auth_methods_supported: Claude.ai and Claude Desktop use their metadata document only with both, so {fallback}"),
+                "add \"none\" to token_endpoint_auth_methods_supported (clients known by a metadata document are public, with PKCE)",
+            );
+        }
+    }
+    if has("scopes_supported", "offline_access") {
+        r.pass(A, "clients.offline-access", "scopes_supported lists offline_access");
+    } else {
+        r.warn(
+            A,
+            "clients.offline-access",
+            "scopes_supported does not list offline_access: ChatGPT connectors look for it before asking for a refresh token",
+            "list offline_access in the authorization server's scopes_supported (not in the protected resource metadata)",
+        );
+    }
 }
 
 /// RFC 8414 §2: a server that lists `private_key_jwt` or `client_secret_jwt` must say which algorithms

@@ -95,6 +95,8 @@ enum Fault {
     IdTokenIssuer,
     /// `private_key_jwt` advertised without the algorithms accepted on assertions.
     AssertionAlgsMissing,
+    /// Metadata documents advertised without `none` at the token endpoint.
+    CimdWithoutNone,
 }
 
 async fn fixture(fault: Fault) -> String {
@@ -136,7 +138,8 @@ async fn fixture(fault: Fault) -> String {
                     } else {
                         json!(["client_secret_basic"])
                     };
-                    Json(json!({"token_endpoint_auth_methods_supported": methods,"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
+                    let cimd = fault == Fault::CimdWithoutNone;
+                    Json(json!({"client_id_metadata_document_supported": cimd, "token_endpoint_auth_methods_supported": methods,"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
                         "registration_endpoint": format!("{b}/register"), "response_types_supported": ["code"],
                         "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true,
                         "jwks_uri": format!("{b}/jwks")}))
@@ -207,6 +210,20 @@ async fn an_id_token_from_another_issuer_fails() {
     let (code, checks) = doctor_with(&url, &["--id-token", &own]).await;
     assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
     assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn a_server_some_clients_would_refuse_is_warned_about_by_name() {
+    let url = fixture(Fault::CimdWithoutNone).await;
+    let (code, checks) = doctor(&url).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    assert_eq!(code, 0, "warnings alone do not fail");
+    let warned = with_status(&checks, "warn");
+    for (id, client) in [("clients.cimd-public", "Claude"), ("clients.offline-access", "ChatGPT")] {
+        assert!(warned.contains(id), "{id}: {checks:#?}");
+        let detail = checks.iter().find(|c| c["id"] == id).unwrap()["detail"].as_str().unwrap();
+        assert!(detail.contains(client), "{id} names {client}: {detail}");
+    }
 }
 
 fn assert_one_failure(fault: Fault, id: &str, code: i32, checks: &[Value]) {
