@@ -37,9 +37,12 @@ async fn replay(gate: &Gate, p: &Profile) {
     let (verifier, challenge) = pkce();
     let resource = gate.url("/mcp");
     // `response_type=code`, S256 and `resource` (RFC 8707, which MCP clients send) are added by the driver.
-    let mut params =
-        vec![("client_id", client_id.as_str()), ("redirect_uri", p.redirect), ("code_challenge", challenge.as_str())];
-    params.push(("state", "profile-state"));
+    let mut params = vec![
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", p.redirect),
+        ("code_challenge", challenge.as_str()),
+        ("state", "profile-state"),
+    ];
     if let Some(scope) = p.scope.as_deref() {
         params.push(("scope", scope));
     }
@@ -48,46 +51,52 @@ async fn replay(gate: &Gate, p: &Profile) {
     assert_eq!(q.get("iss"), Some(&gate.base), "{name}: RFC 9207");
     let code = q.get("code").unwrap_or_else(|| panic!("{name}: no code in {q:?}")).clone();
 
-    // The token request, authenticated the way the client registered.
-    let with_auth = |mut form: Vec<(&'static str, String)>| {
-        let mut basic = None;
-        match method {
-            "none" => form.push(("client_id", client_id.clone())),
-            "client_secret_post" => {
-                form.push(("client_id", client_id.clone()));
-                form.push(("client_secret", secret.clone().unwrap()));
-            }
-            _ => basic = Some((client_id.clone(), secret.clone().unwrap())),
-        }
-        (form, basic)
-    };
-    let form = vec![
-        ("grant_type", "authorization_code".to_owned()),
-        ("code", code),
-        ("redirect_uri", p.redirect.to_owned()),
-        ("code_verifier", verifier),
-        ("resource", resource.clone()),
+    let auth = Registered { method, client_id: &client_id, secret: secret.as_deref() };
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", p.redirect),
+        ("code_verifier", verifier.as_str()),
+        ("resource", resource.as_str()),
     ];
-    let (form, basic) = with_auth(form);
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body, _) = token(gate, basic.as_ref().map(|(i, s)| (i.as_str(), s.as_str())), &pairs).await;
+    let (status, body) = auth.token(gate, &form).await;
     assert_eq!(status, 200, "{name}: {body}");
     let refresh =
         body["refresh_token"].as_str().unwrap_or_else(|| panic!("{name}: no refresh token: {body}")).to_owned();
     let seen = whoami(gate, body["access_token"].as_str().unwrap(), &[]).await;
     assert!(!seen.contains_key("authorization"), "{name}: the token never reaches the upstream");
 
-    let form = vec![
-        ("grant_type", "refresh_token".to_owned()),
-        ("refresh_token", refresh.clone()),
-        ("resource", resource.clone()),
-    ];
-    let (form, basic) = with_auth(form);
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, body, _) = token(gate, basic.as_ref().map(|(i, s)| (i.as_str(), s.as_str())), &pairs).await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("resource", resource.as_str())];
+    let (status, body) = auth.token(gate, &form).await;
     assert_eq!(status, 200, "{name}: refresh: {body}");
     assert_ne!(body["refresh_token"].as_str(), Some(refresh.as_str()), "{name}: refresh tokens rotate");
     whoami(gate, body["access_token"].as_str().unwrap(), &[]).await;
+}
+
+/// A registered client, authenticating at the token endpoint the way it registered.
+struct Registered<'a> {
+    method: &'a str,
+    client_id: &'a str,
+    secret: Option<&'a str>,
+}
+
+impl Registered<'_> {
+    async fn token(&self, gate: &Gate, form: &[(&str, &str)]) -> (u16, Value) {
+        let mut form = form.to_vec();
+        let basic = match self.method {
+            "none" => {
+                form.push(("client_id", self.client_id));
+                None
+            }
+            "client_secret_post" => {
+                form.extend([("client_id", self.client_id), ("client_secret", self.secret.unwrap())]);
+                None
+            }
+            _ => Some((self.client_id, self.secret.unwrap())),
+        };
+        let (status, body, _) = token(gate, basic, &form).await;
+        (status, body)
+    }
 }
 
 /// `scopes_supported` of the metadata document at `path`.
