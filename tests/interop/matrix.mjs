@@ -23,7 +23,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 const CELL_TIMEOUT_MS = 30_000;
 const START_TIMEOUT_MS = 10_000;
-const RUN_TIMEOUT_MS = 180_000;
+const RUN_TIMEOUT_MS = 300_000;
 
 // ---------------------------------------------------------------------------
 // The cells
@@ -70,6 +70,18 @@ const DOCUMENT_CLIENTS = [
 // Gateway mode: the client configured in [[gateway.clients]].
 const CONFIGURED_CLIENTS = PREREGISTERED_CLIENTS.map((c) => ({ ...c, registration: 'configured' }));
 
+// The Python MCP SDK registers as the MCP specification's examples do (a public client) and
+// confidentially, and uses metadata documents where offered.
+const PYTHON_CELLS = [
+  { mode: 'verify', profile: 'rfc8707', registration: 'dcr', authMethod: 'none' },
+  { mode: 'verify', profile: 'resource-claim', registration: 'dcr', authMethod: 'client_secret_post' },
+  { mode: 'verify', profile: 'aud-client-id', registration: 'client-rs', authMethod: 'client_secret_basic' },
+  { mode: 'gateway', profile: '-', registration: 'dcr', authMethod: 'none' },
+  { mode: 'gateway', profile: '-', registration: 'dcr', authMethod: 'client_secret_basic' },
+  { mode: 'gateway', profile: '-', registration: 'cimd', authMethod: 'none' },
+  { mode: 'gateway-oidc', profile: 'aud-client-id', registration: 'dcr', authMethod: 'none' },
+].map((c) => ({ client: 'sdk-python', ...c }));
+
 // Verify mode: one row per IdP profile and client. Gateway mode: portcullis is
 // the authorization server (no IdP, so no profile).
 const CELLS = [
@@ -85,12 +97,15 @@ const CELLS = [
   // portcullis's own client; its `iss` never reaches the MCP client).
   ...DYNAMIC_CLIENTS.map((c) => ({ ...c, mode: 'gateway-oidc', profile: 'aud-client-id' })),
   ...CONFIGURED_CLIENTS.slice(0, 2).map((c) => ({ ...c, mode: 'gateway-oidc', profile: 'aud-client-id' })),
+  // The official Python SDK: sign-in, refresh when the token expires, a new authorization after a 401.
+  ...PYTHON_CELLS,
 ];
 
 const DRIVERS = {
   'sdk-v1': () => import('./clients/mcp-sdk-v1.mjs'),
   'sdk-v2': () => import('./clients/mcp-sdk-v2.mjs'),
   oauth4webapi: () => import('./clients/oauth4webapi.mjs'),
+  'sdk-python': () => import('./clients/mcp-sdk-python.mjs'),
 };
 
 // ---------------------------------------------------------------------------
