@@ -14,7 +14,7 @@ const REDIRECT: &str = "http://127.0.0.1:40005/cb";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A gateway with the account alice that fetches metadata documents (from loopback when `loopback`).
-async fn start(loopback: bool) -> (Sample, Gate) {
+pub(crate) async fn start(loopback: bool) -> (Sample, Gate) {
     let sample = Sample::start().await;
     let port = reserve_port();
     let dir = TempDir::new();

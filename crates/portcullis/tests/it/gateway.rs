@@ -150,7 +150,8 @@ pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) ->
             assert!(page.contains(&returns_to), "the consent page does not say {returns_to:?}");
             if client_id.starts_with("https://") {
                 assert!(page.contains("Published by"), "the consent page names the metadata document's host");
-                let loopback = redirect_uri.starts_with("http://127.0.0.1");
+                let loopback =
+                    target.scheme() == "http" && matches!(target.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
                 assert_eq!(page.contains("any program here can present itself"), loopback, "the loopback warning");
             }
             let form = [

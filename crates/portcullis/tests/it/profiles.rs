@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{PASSWORD, Via, drive, pkce, start, token, whoami};
 use crate::support::{Gate, client};
+use crate::tls::{Canned, TlsServer};
 
 /// One client's behaviour.
 struct Profile {
@@ -33,17 +34,22 @@ async fn replay(gate: &Gate, p: &Profile) {
     let method = p.registration["token_endpoint_auth_method"].as_str().unwrap_or("client_secret_basic");
     assert_eq!(reg["token_endpoint_auth_method"], method, "{name}: the method asked for is the one granted");
     assert_eq!(secret.is_some(), method != "none", "{name}: {reg}");
+    let auth = Registered { method, client_id: &client_id, secret: secret.as_deref() };
+    sign_in_and_refresh(gate, name, &auth, p.redirect, p.scope.as_deref()).await;
+}
 
+/// Signs in through `redirect`, redeems the code, calls a tool, refreshes and calls again.
+async fn sign_in_and_refresh(gate: &Gate, name: &str, auth: &Registered<'_>, redirect: &str, scope: Option<&str>) {
     let (verifier, challenge) = pkce();
     let resource = gate.url("/mcp");
     // `response_type=code`, S256 and `resource` (RFC 8707, which MCP clients send) are added by the driver.
     let mut params = vec![
-        ("client_id", client_id.as_str()),
-        ("redirect_uri", p.redirect),
+        ("client_id", auth.client_id),
+        ("redirect_uri", redirect),
         ("code_challenge", challenge.as_str()),
         ("state", "profile-state"),
     ];
-    if let Some(scope) = p.scope.as_deref() {
+    if let Some(scope) = scope {
         params.push(("scope", scope));
     }
     let q = drive(gate, &params, Via::Account("alice", PASSWORD)).await.query;
@@ -51,11 +57,10 @@ async fn replay(gate: &Gate, p: &Profile) {
     assert_eq!(q.get("iss"), Some(&gate.base), "{name}: RFC 9207");
     let code = q.get("code").unwrap_or_else(|| panic!("{name}: no code in {q:?}")).clone();
 
-    let auth = Registered { method, client_id: &client_id, secret: secret.as_deref() };
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
-        ("redirect_uri", p.redirect),
+        ("redirect_uri", redirect),
         ("code_verifier", verifier.as_str()),
         ("resource", resource.as_str()),
     ];
@@ -71,6 +76,30 @@ async fn replay(gate: &Gate, p: &Profile) {
     assert_eq!(status, 200, "{name}: refresh: {body}");
     assert_ne!(body["refresh_token"].as_str(), Some(refresh.as_str()), "{name}: refresh tokens rotate");
     whoami(gate, body["access_token"].as_str().unwrap(), &[]).await;
+}
+
+/// A client known by its metadata document: the client publishes `document` (its own, with `client_id`
+/// set to where it is served here, over TLS on loopback); the client uses it only when the gateway
+/// advertises documents and `none` at the token endpoint, as Claude does. Each redirect is one sign-in.
+async fn replay_document(name: &str, path: &str, document: Value, sign_ins: &[(&str, Option<&str>)]) {
+    let docs = TlsServer::start().await;
+    let client_id = docs.url(path);
+    let mut document = document;
+    document["client_id"] = json!(client_id);
+    docs.set(path, Canned::json(&document, "max-age=300"));
+    let (_sample, gate) = crate::cimd::start(true).await;
+    let meta: Value =
+        client().get(gate.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(meta["client_id_metadata_document_supported"], true, "{name} would register instead");
+    assert!(
+        meta["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("none")),
+        "{name} uses a document only when `none` is offered: {meta}"
+    );
+    let auth = Registered { method: "none", client_id: &client_id, secret: None };
+    for (redirect, scope) in sign_ins {
+        sign_in_and_refresh(&gate, name, &auth, redirect, *scope).await;
+    }
+    assert_eq!(docs.hits(path), 1, "{name}: the document is fetched once and kept for its max-age");
 }
 
 /// A registered client, authenticating at the token endpoint the way it registered.
@@ -131,11 +160,13 @@ async fn mcp_remote_registers_as_mcp_cli_proxy_and_refreshes() {
 #[tokio::test]
 async fn vs_code_registers_its_web_and_loopback_redirects() {
     let (_sample, gate) = start().await;
-    // VS Code (documented behaviour): the vscode.dev redirect and a loopback one on 33418 in one registration; signs in
-    // through the loopback one, on another port when 33418 is busy.
+    // VS Code (documented behaviour; `application_type: native` from its source, though it registers an
+    // https redirect too): the vscode.dev redirect and a loopback one on 33418 in one registration; signs
+    // in through the loopback one, on another port when 33418 is busy.
     let p = Profile {
         name: "VS Code",
         registration: json!({
+            "application_type": "native",
             "client_name": "Visual Studio Code",
             "client_uri": "https://code.visualstudio.com",
             "redirect_uris": ["https://insiders.vscode.dev/redirect", "https://vscode.dev/redirect", "http://127.0.0.1:33418/"],
@@ -193,6 +224,82 @@ async fn codex_asks_for_every_advertised_scope_as_a_native_client() {
         }),
         redirect: "http://127.0.0.1:50000/callback",
         scope: Some(every),
+    };
+    replay(&gate, &p).await;
+}
+
+#[tokio::test]
+async fn claude_code_signs_in_with_its_metadata_document_on_ephemeral_loopback_ports() {
+    // Claude Code (its published document, as reported in its issue tracker): portless loopback
+    // redirects for `localhost` and `127.0.0.1`, no `application_type`, a public client; it listens on an
+    // ephemeral port and asks for the scope of the resource's challenge.
+    let document = json!({
+        "client_name": "Claude Code",
+        "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none"
+    });
+    let sign_ins =
+        [("http://localhost:52163/callback", Some("mcp:tools")), ("http://127.0.0.1:3118/callback", Some("mcp:tools"))];
+    replay_document("Claude Code", "/oauth/claude-code-client-metadata", document, &sign_ins).await;
+}
+
+#[tokio::test]
+async fn claude_code_registers_as_a_native_client_where_documents_are_not_offered() {
+    let (_sample, gate) = start().await;
+    // Claude Code without a metadata document (captured by an operator, as reported): a native public
+    // client on its default callback port 3118.
+    let p = Profile {
+        name: "Claude Code (registration)",
+        registration: json!({
+            "application_type": "native",
+            "client_name": "Claude Code",
+            "redirect_uris": ["http://localhost:3118/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none"
+        }),
+        redirect: "http://localhost:3118/callback",
+        scope: Some("mcp:tools".into()),
+    };
+    replay(&gate, &p).await;
+}
+
+#[tokio::test]
+async fn claude_ai_signs_in_with_its_metadata_document_and_its_web_callback() {
+    // Claude.ai and Claude Desktop (the published document, as reported): the claude.ai callback and its
+    // claude.com twin, a public client.
+    let document = json!({
+        "client_name": "Claude",
+        "redirect_uris": ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none"
+    });
+    let sign_ins = [
+        ("https://claude.ai/api/mcp/auth_callback", Some("mcp:tools")),
+        ("https://claude.com/api/mcp/auth_callback", None),
+    ];
+    replay_document("Claude.ai", "/oauth/mcp-oauth-client-metadata", document, &sign_ins).await;
+}
+
+#[tokio::test]
+async fn claude_ai_registers_confidentially_where_documents_are_not_offered() {
+    let (_sample, gate) = start().await;
+    // Claude.ai's fallback (documented behaviour, request not captured): where an authorization server
+    // does not offer metadata documents together with `none`, Claude registers with `client_secret_post`.
+    let p = Profile {
+        name: "Claude.ai (registration)",
+        registration: json!({
+            "client_name": "Claude",
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_post"
+        }),
+        redirect: "https://claude.ai/api/mcp/auth_callback",
+        scope: Some("mcp:tools".into()),
     };
     replay(&gate, &p).await;
 }
