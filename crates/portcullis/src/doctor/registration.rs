@@ -1,5 +1,6 @@
-//! With `--register`: RFC 7591 registration (201, `client_secret_expires_at`, the metadata echoed) and a
-//! token endpoint that really reads `client_secret_basic`, form-decoding both halves (RFC 6749 §2.3.1).
+//! With `--register`: RFC 7591 registration (201, `client_secret_expires_at`, the metadata echoed), the
+//! registration Cursor sends (a private-use scheme beside https and loopback), and a token endpoint that
+//! really reads `client_secret_basic`, form-decoding both halves (RFC 6749 §2.3.1).
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -65,6 +66,7 @@ pub(super) async fn check(http: &reqwest::Client, meta: &Value, r: &mut Report) 
         ),
         (None, _) => r.add(D, "dcr.secret-expiry", Status::Skipped, "no secret issued", None),
     }
+    check_cursor(http, endpoint, r).await;
     let (Some(secret), Some(token_endpoint)) = (secret, meta.get("token_endpoint").and_then(Value::as_str)) else {
         return;
     };
@@ -98,4 +100,39 @@ pub(super) async fn check(http: &reqwest::Client, meta: &Value, r: &mut Report) 
             "read client credentials from Authorization: Basic, form-urldecoding both halves (RFC 6749 §2.3.1)",
         ),
     }
+}
+
+/// Cursor registers its three redirect URIs in one request, a private-use scheme among them: refusing
+/// any one fails the whole registration, and Cursor cannot connect.
+async fn check_cursor(http: &reqwest::Client, endpoint: &str, r: &mut Report) {
+    const D: &str = "registration";
+    let request = json!({"client_name": "portcullis doctor (as Cursor)", "token_endpoint_auth_method": "none",
+        "redirect_uris": ["cursor://anysphere.cursor-mcp/oauth/callback", "https://www.cursor.com/agents/mcp/oauth/callback", "http://localhost:8787/callback"],
+        "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"]});
+    let answer = match http.post(endpoint).json(&request).send().await {
+        Ok(resp) => resp,
+        Err(e) => {
+            r.warn(
+                D,
+                "clients.custom-scheme",
+                format!("{endpoint} could not be reached: {e}"),
+                "check the registration endpoint",
+            );
+            return;
+        }
+    };
+    let status = answer.status().as_u16();
+    if status == 201 {
+        r.pass(D, "clients.custom-scheme", "Cursor's registration (cursor://, https and loopback redirects) accepted");
+        return;
+    }
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    let error = body.get("error").and_then(Value::as_str).unwrap_or("no error code");
+    let description = body.get("error_description").and_then(Value::as_str).unwrap_or_default();
+    r.warn(
+        D,
+        "clients.custom-scheme",
+        format!("Cursor's registration was refused (HTTP {status}, {error}{}{description}): Cursor registers cursor://anysphere.cursor-mcp/oauth/callback with its other redirects in one request, so it cannot connect", if description.is_empty() { "" } else { ": " }),
+        "accept private-use redirect schemes (RFC 8252 §7.1) other than dangerous ones (javascript:, data:, file:…), with PKCE",
+    );
 }

@@ -113,6 +113,7 @@ pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Repor
     }
     check_assertion_algs(&meta, r);
     check_client_habits(&meta, r);
+    check_browser_clients(http, &meta, r).await;
     if meta.get("authorization_response_iss_parameter_supported") == Some(&Value::Bool(true)) {
         r.pass(A, "as.iss-parameter", "RFC 9207 iss parameter advertised");
     } else {
@@ -168,6 +169,62 @@ fn check_client_habits(meta: &Value, r: &mut Report) {
             "list offline_access in the authorization server's scopes_supported (not in the protected resource metadata)",
         );
     }
+}
+
+/// The origin the MCP Inspector's page runs on; any browser-based client stands in the same place.
+const BROWSER_ORIGIN: &str = "http://localhost:6274";
+
+/// Browser-based clients (the MCP Inspector) call the token and registration endpoints from their own
+/// page: the CORS preflight of a JSON or form POST must allow their origin and `Content-Type`. A
+/// preflight changes nothing on the server.
+async fn check_browser_clients(http: &reqwest::Client, meta: &Value, r: &mut Report) {
+    const A: &str = "authorization server metadata";
+    let mut refused = Vec::new();
+    for field in ["token_endpoint", "registration_endpoint"] {
+        let Some(endpoint) = meta.get(field).and_then(Value::as_str) else { continue };
+        let answer = http
+            .request(reqwest::Method::OPTIONS, endpoint)
+            .header("origin", BROWSER_ORIGIN)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await;
+        let why = match answer {
+            Err(e) => Some(format!("the preflight failed: {e}")),
+            Ok(resp) => preflight_refusal(resp.headers()),
+        };
+        if let Some(why) = why {
+            refused.push(format!("{field} {why}"));
+        }
+    }
+    if refused.is_empty() {
+        r.pass(
+            A,
+            "clients.browser-cors",
+            format!("the token and registration endpoints answer CORS preflights from {BROWSER_ORIGIN}"),
+        );
+    } else {
+        r.warn(
+            A,
+            "clients.browser-cors",
+            format!("browser-based clients such as the MCP Inspector cannot call it from their page: {}", refused.join("; ")),
+            "answer CORS preflights on discovery, registration and token endpoints for any origin, without credentials (never on the sign-in pages)",
+        );
+    }
+}
+
+/// Why a preflight answer does not let the browser send the POST, or `None`.
+fn preflight_refusal(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    let origin = get("access-control-allow-origin");
+    if origin != "*" && origin != BROWSER_ORIGIN {
+        return Some(format!("does not allow the origin {BROWSER_ORIGIN} (Access-Control-Allow-Origin: {origin:?})"));
+    }
+    let allowed = get("access-control-allow-headers");
+    if !allowed.split(',').map(str::trim).any(|h| h == "content-type" || h == "*") {
+        return Some(format!("does not allow Content-Type (Access-Control-Allow-Headers: {allowed:?})"));
+    }
+    None
 }
 
 /// RFC 8414 §2: a server that lists `private_key_jwt` or `client_secret_jwt` must say which algorithms

@@ -97,6 +97,8 @@ enum Fault {
     AssertionAlgsMissing,
     /// Metadata documents advertised without `none` at the token endpoint.
     CimdWithoutNone,
+    /// Registration refuses redirect URIs that are neither https nor loopback http.
+    RefusesCustomSchemes,
 }
 
 async fn fixture(fault: Fault) -> String {
@@ -150,6 +152,11 @@ async fn fixture(fault: Fault) -> String {
         .route(
             "/register",
             post(move |Json(req): Json<Value>| async move {
+                let custom = req["redirect_uris"].as_array().unwrap().iter().any(|u| !u.as_str().unwrap().starts_with("http"));
+                if fault == Fault::RefusesCustomSchemes && custom {
+                    let refusal = json!({"error": "invalid_redirect_uri", "error_description": "redirect URIs must use https"});
+                    return (StatusCode::BAD_REQUEST, Json(refusal));
+                }
                 let status = if fault == Fault::Registration200 { StatusCode::OK } else { StatusCode::CREATED };
                 (status, Json(json!({"client_id": "fixture-client", "client_secret": "s3cret+value", "client_secret_expires_at": 0,
                     "redirect_uris": req["redirect_uris"]})))
@@ -219,11 +226,30 @@ async fn a_server_some_clients_would_refuse_is_warned_about_by_name() {
     assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
     assert_eq!(code, 0, "warnings alone do not fail");
     let warned = with_status(&checks, "warn");
-    for (id, client) in [("clients.cimd-public", "Claude"), ("clients.offline-access", "ChatGPT")] {
+    for (id, client) in [
+        ("clients.cimd-public", "Claude"),
+        ("clients.offline-access", "ChatGPT"),
+        ("clients.browser-cors", "MCP Inspector"),
+    ] {
         assert!(warned.contains(id), "{id}: {checks:#?}");
         let detail = checks.iter().find(|c| c["id"] == id).unwrap()["detail"].as_str().unwrap();
         assert!(detail.contains(client), "{id} names {client}: {detail}");
     }
+}
+
+#[tokio::test]
+async fn a_registration_that_refuses_cursor_is_warned_about() {
+    let url = fixture(Fault::RefusesCustomSchemes).await;
+    let (code, checks) = doctor(&url).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    assert_eq!(code, 0, "warnings alone do not fail");
+    let cursor = checks.iter().find(|c| c["id"] == "clients.custom-scheme").unwrap();
+    assert_eq!(cursor["status"], "warn", "{cursor}");
+    let detail = cursor["detail"].as_str().unwrap();
+    assert!(detail.contains("Cursor") && detail.contains("invalid_redirect_uri"), "{detail}");
+    // A registration that accepts it passes.
+    let (_, checks) = doctor(&fixture(Fault::CimdWithoutNone).await).await;
+    assert_eq!(checks.iter().find(|c| c["id"] == "clients.custom-scheme").unwrap()["status"], "pass");
 }
 
 fn assert_one_failure(fault: Fault, id: &str, code: i32, checks: &[Value]) {
