@@ -310,6 +310,7 @@ impl Gateway {
         // Throttled: the password is not even checked (the same answer whether the account exists).
         if let Some(secs) = self.sign_in_wait(username, requester).await? {
             tracing::info!(client_id = %flow.client_id, wait_secs = secs, "sign-in throttled");
+            self.emit_sign_in(username, &flow, crate::events::SignIn::Throttled, requester);
             self.save(handle, &flow).await?;
             return Ok(Step::Login {
                 handle: handle.to_owned(),
@@ -322,6 +323,7 @@ impl Gateway {
             flow.attempts += 1;
             let next_wait = self.sign_in_failed(username, requester).await?;
             tracing::info!(client_id = %flow.client_id, attempts = flow.attempts, "failed sign-in");
+            self.emit_sign_in(username, &flow, crate::events::SignIn::Failed, requester);
             if flow.attempts >= MAX_LOGIN_ATTEMPTS {
                 return Err(self.error_redirect(
                     &flow.redirect_uri,
@@ -346,6 +348,7 @@ impl Gateway {
             });
         };
         self.sign_in_succeeded(username).await?;
+        self.emit_sign_in(username, &flow, crate::events::SignIn::Succeeded, requester);
         flow.subject = Some(subject.clone());
         flow.auth_time = Some(self.now());
         // Consent already given for at least these scopes: no second question.
@@ -368,6 +371,14 @@ impl Gateway {
         approve: bool,
     ) -> Result<String, AuthzError> {
         let flow = self.take(handle, csrf_form, csrf_cookie).await?;
+        let subject = flow.subject.as_deref().unwrap_or_default();
+        let answered = crate::events::Event::Consent {
+            subject,
+            client_id: flow.client_id.as_str(),
+            scope: &flow.scope,
+            granted: approve,
+        };
+        self.emit(answered);
         if !approve {
             return Err(self.error_redirect(
                 &flow.redirect_uri,
@@ -388,6 +399,11 @@ impl Gateway {
             })
             .await?;
         self.issue_code(&flow).await
+    }
+
+    fn emit_sign_in(&self, username: &str, flow: &Flow, outcome: crate::events::SignIn, address: Option<IpAddr>) {
+        let client_id = flow.client_id.as_str();
+        self.emit(crate::events::Event::SignIn { username, client_id, outcome, address });
     }
 
     /// `dangerous.auto_approve_as`: the fixed account, no pages.

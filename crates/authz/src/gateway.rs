@@ -110,6 +110,8 @@ pub struct Gateway {
     pub(crate) forward: super::forward::ForwardState,
     /// Client ID metadata documents, when accepted.
     documents: Option<ClientMetadataDocuments>,
+    /// Where events go (the audit log and metrics), once installed.
+    events: std::sync::OnceLock<Arc<dyn crate::events::EventSink>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -132,6 +134,18 @@ pub fn hash(value: &str) -> String {
 }
 
 impl Gateway {
+    /// Sends events to `sink` from now on (once; a second sink is ignored).
+    pub fn set_events(&self, sink: Arc<dyn crate::events::EventSink>) {
+        let _ = self.events.set(sink);
+    }
+
+    /// Hands `event` to the sink, if there is one.
+    pub(crate) fn emit(&self, event: crate::events::Event<'_>) {
+        if let Some(sink) = self.events.get() {
+            sink.record(&event);
+        }
+    }
+
     /// Opens the gateway: loads (or on first start generates) the signing keys and writes the
     /// configured clients to the store.
     pub async fn start(
@@ -196,6 +210,7 @@ impl Gateway {
             upstream,
             forward: Default::default(),
             documents,
+            events: std::sync::OnceLock::new(),
         });
         gateway.reload_keys().await?;
         Ok(gateway)

@@ -28,6 +28,7 @@ pub mod authorize;
 pub mod cimd;
 pub mod client_auth;
 pub mod error;
+pub mod events;
 pub mod forward;
 pub mod gateway;
 pub mod json;

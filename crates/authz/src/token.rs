@@ -215,6 +215,25 @@ impl Gateway {
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<Value, AuthzError> {
+        let grant_type = match &req.grant_type {
+            Some(GrantType::AuthorizationCode) => "authorization_code",
+            Some(GrantType::RefreshToken) => "refresh_token",
+            Some(GrantType::Extension(_)) => "other",
+            None => "none",
+        };
+        let result = self.token_grant(req, authorization, requester).await;
+        if let Err(AuthzError::Refused(r)) = &result {
+            self.emit(crate::events::Event::TokenRefused { grant_type, error: r.code.as_str() });
+        }
+        result
+    }
+
+    async fn token_grant(
+        &self,
+        req: &TokenRequest,
+        authorization: Option<&str>,
+        requester: Option<IpAddr>,
+    ) -> Result<Value, AuthzError> {
         let (client, metadata) = self.authenticate_client(req, authorization, requester).await?;
         match &req.grant_type {
             Some(GrantType::AuthorizationCode) => self.code_grant(&client, &metadata, req).await,
@@ -301,6 +320,13 @@ impl Gateway {
                 record.nonce.as_deref()
             )?);
         }
+        self.emit(crate::events::Event::TokenIssued {
+            grant_type: "authorization_code",
+            client_id: client.client_id.as_str(),
+            subject: &record.subject,
+            scope: &record.scope,
+            resource: &record.resource,
+        });
         Ok(body)
     }
 
@@ -359,6 +385,9 @@ impl Gateway {
             // OAuth 2.1 §4.3.1: reuse of a rotated refresh token revokes the whole family.
             Rotation::Reused { family_id } => {
                 tracing::warn!(client_id = %client.client_id, %family_id, "refresh token reused; its family is revoked");
+                let reuse =
+                    crate::events::Event::RefreshReuse { client_id: client.client_id.as_str(), subject: &old.subject };
+                self.emit(reuse);
                 return Err(Refusal::new(ErrorCode::InvalidGrant, "the refresh token was already used").into());
             }
             Rotation::Revoked => {
@@ -371,6 +400,13 @@ impl Gateway {
         }
         let mut body = self.access_token(client.client_id.as_str(), &old.subject, &old.resource, &scope)?;
         body["refresh_token"] = json!(new_token);
+        self.emit(crate::events::Event::TokenIssued {
+            grant_type: "refresh_token",
+            client_id: client.client_id.as_str(),
+            subject: &old.subject,
+            scope: &scope,
+            resource: &old.resource,
+        });
         Ok(body)
     }
 

@@ -6,12 +6,14 @@
 //! - `resolve`: raw → [`Config`], collecting [`ConfigError`]s.
 //! - [`env`](mod@env): the [`Env`] trait and `${VAR}` expansion.
 //! - `from_env`: the environment-only contract (`OAUTH_ISSUER_URL`, …).
+//! - `observe`: `[metrics]` and `[audit]`.
 
 #![forbid(unsafe_code)]
 
 mod admin;
 pub mod env;
 mod from_env;
+mod observe;
 mod raw;
 mod resolve;
 
@@ -26,6 +28,7 @@ use url::Url;
 
 pub use admin::AdminSettings;
 pub use env::{Env, MapEnv, ProcessEnv};
+pub use observe::{AuditSink, MetricsConfig};
 
 /// One problem in the configuration, located by its path (`server[1].verify.issuer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +80,10 @@ pub struct Config {
     /// The authorization server, when any server is in gateway mode.
     pub gateway: Option<GatewayConfig>,
     pub store: StoreConfig,
+    /// Prometheus metrics on their own listener (off by default).
+    pub metrics: MetricsConfig,
+    /// The audit log of every decision (off by default).
+    pub audit: Option<AuditSink>,
 }
 
 /// Where durable state lives.

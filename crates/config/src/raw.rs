@@ -26,6 +26,10 @@ pub(crate) struct RawConfig {
     pub(crate) gateway: Option<RawGateway>,
     #[serde(default)]
     pub(crate) store: RawStore,
+    #[serde(default)]
+    pub(crate) metrics: crate::observe::RawMetrics,
+    #[serde(default)]
+    pub(crate) audit: crate::observe::RawAudit,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -299,6 +299,9 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         errors.push("gateway", "configured, but no [[server]] has gateway = true");
     }
 
+    let metrics = crate::observe::resolve_metrics(&raw.metrics, listen, &mut errors);
+    let audit = crate::observe::resolve_audit(&raw.audit, &mut errors);
+
     match (public_url, listen) {
         (Some(public_url), Some(listen)) => errors.finish(Config {
             public_url,
@@ -312,6 +315,8 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             dangerous,
             gateway,
             store,
+            metrics,
+            audit,
         }),
         _ => Err(ConfigErrors(errors.0)),
     }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use portcullis_config::{Config, MapEnv, ServerAuth};
+use portcullis_config::{AuditSink, Config, MapEnv, ServerAuth};
 
 const MINIMAL: &str = r#"
 public_url = "https://mcp.example.com"
@@ -344,4 +344,28 @@ issuer = 5
     );
     assert!(text.contains("server[0].colour: unknown key, expected one of `path`"), "{text}");
     assert!(!text.contains("\nin `"), "one line per problem: {text}");
+}
+
+#[test]
+fn metrics_and_audit_are_off_until_configured_and_never_on_the_public_listener() {
+    let c = Config::from_toml(MINIMAL, &MapEnv::default()).unwrap();
+    assert_eq!((c.metrics.listen, &c.audit), (None, &None));
+
+    let text = format!(
+        "{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n[audit]\npath = \"/var/log/portcullis/audit.jsonl\"\n"
+    );
+    let c = Config::from_toml(&text, &MapEnv::default()).unwrap();
+    assert_eq!(c.metrics.listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9464"));
+    assert_eq!(c.audit, Some(AuditSink::File("/var/log/portcullis/audit.jsonl".into())));
+    let c = Config::from_toml(&format!("{MINIMAL}\n[audit]\npath = \"-\"\n"), &MapEnv::default()).unwrap();
+    assert_eq!(c.audit, Some(AuditSink::Stdout));
+
+    let errs = errors(&format!("{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:8080\"\n[audit]\npath = \"\"\n"));
+    assert!(errs.iter().any(|e| e.starts_with("metrics.listen: 127.0.0.1:8080 is the public listener")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.starts_with("audit.path: empty")), "{errs:?}");
+    let errs = errors(&format!("listen = \"0.0.0.0:9000\"\n{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9000\"\n"));
+    assert!(
+        errs.iter().any(|e| e.starts_with("metrics.listen:")),
+        "a wildcard public listener owns the port: {errs:?}"
+    );
 }

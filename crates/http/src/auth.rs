@@ -34,7 +34,8 @@ pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut r
         }
         Err(e) => {
             let (parts, _) = req.into_parts();
-            e.into_response(&challenge_context(&state, &server, &parts))
+            let decision = crate::observe::Decision::refused(e.reason());
+            decision.attach(e.into_response(&challenge_context(&state, &server, &parts)))
         }
     }
 }

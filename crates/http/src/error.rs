@@ -39,6 +39,22 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// A name for the refusal from a fixed set (metrics labels, the audit log). Upstream failures come
+    /// after the request was let through, so they are no refusal: `ok`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::OriginRejected(_) => "origin_rejected",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::BadRequestBody(_) => "bad_body",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::InvalidMessage(..) => "invalid_message",
+            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => "ok",
+            Self::Internal(_) => "internal",
+        }
+    }
+
     /// Who caused it.
     pub fn blame(&self) -> Blame {
         match self {
@@ -178,6 +194,16 @@ pub struct ChallengeContext {
 }
 
 impl AuthError {
+    /// A name for the refusal from a fixed set (metrics labels, the audit log).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_token",
+            Self::BadRequest(_) => "malformed_credentials",
+            Self::Invalid(e) => e.reason(),
+            Self::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+
     /// 401 (or 400, 403, 503) with exactly one Bearer challenge and a JSON body.
     pub fn into_response(self, ctx: &ChallengeContext) -> Response {
         let (status, code, scope) = match &self {

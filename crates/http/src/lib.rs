@@ -7,15 +7,16 @@
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
 //! - [`rpc`]: what a POST body is (JSON-RPC classification), decided by the gate alone; fails closed.
 //! - `origin`: `Origin` validation and CORS.
+//! - [`observe`]: metrics and the audit log of every decision.
 //! - `landing`: the page at `/`: the servers behind the gate and how to connect clients.
 //! - `auth`: the bearer-token layer and scope checks.
 //! - `well_known`: RFC 9728 protected resource metadata.
 //! - [`form`]: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
 //! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
-//! One request passes, outermost first: request id → trace span → CORS → `Origin` check →
-//! authentication (inserts the `VerifiedToken`) → proxy (reads and classifies the body, checks scopes,
-//! forwards).
+//! One request passes, outermost first: request id → trace span → CORS → observation (metrics, audit) →
+//! `Origin` check → authentication (inserts the `VerifiedToken`) → proxy (reads and classifies the body,
+//! checks scopes, forwards).
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod form;
 pub mod gateway;
 mod landing;
 pub mod listener;
+pub mod observe;
 mod origin;
 pub mod proxy;
 pub mod rpc;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub servers: Vec<Arc<ServerRuntime>>,
     /// The authorization server, in gateway mode.
     pub gateway: Option<Arc<gateway::GatewayHttp>>,
+    /// Metrics and the audit log (both off unless configured).
+    pub observe: observe::Observe,
     ready: AtomicBool,
     /// The last store probe succeeded (always, without a store).
     store_healthy: AtomicBool,
@@ -97,9 +101,16 @@ impl AppState {
             proxy,
             servers,
             gateway,
+            observe: observe::Observe::default(),
             ready: AtomicBool::new(false),
             store_healthy: AtomicBool::new(true),
         })
+    }
+
+    /// Records metrics (when a recorder is installed) and writes the audit log (when there is one).
+    pub fn with_observe(mut self, observe: observe::Observe) -> Self {
+        self.observe = observe;
+        self
     }
 
     /// Marks the process ready to take traffic (`/readyz` answers 200 from now on).
@@ -171,7 +182,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             let server = handler_server.clone();
             async move { proxy::handle(&state, &server, req).await }
         })
-        .layer(axum::middleware::from_fn_with_state((state.clone(), server.clone()), auth::authenticate));
+        .layer(axum::middleware::from_fn_with_state((state.clone(), server.clone()), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))
+        .layer(axum::middleware::from_fn_with_state((state.clone(), server.clone()), observe::layer));
         mcp = mcp.route(&path, route);
         if server.verifier.is_some() {
             let prm = axum::routing::get(well_known::serve).with_state((state.clone(), server.clone()));
@@ -182,9 +195,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }
         }
     }
-    let mcp = mcp
-        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))
-        .layer(origin::mcp_cors(state.clone()));
+    let mcp = mcp.layer(origin::mcp_cors(state.clone()));
     let metadata = metadata.layer(origin::public_cors());
 
     let request_id = HeaderName::from_static("x-request-id");

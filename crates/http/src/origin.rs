@@ -28,7 +28,8 @@ pub(crate) async fn check(State(state): State<Arc<AppState>>, req: Request, next
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let text = origin.to_str().unwrap_or_default();
         if !allowed(&state, text) {
-            return ProxyError::OriginRejected(text.to_owned()).into_response();
+            let refusal = ProxyError::OriginRejected(text.to_owned());
+            return crate::observe::Decision::refused(refusal.reason()).attach(refusal.into_response());
         }
     }
     next.run(req).await

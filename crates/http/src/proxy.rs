@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -24,6 +24,7 @@ use portcullis_config::ProxyConfig;
 use portcullis_oauth::{VerifiedToken, error_chain};
 
 use crate::error::ProxyError;
+use crate::observe::{self, Decision};
 use crate::{AppState, ServerRuntime, rpc};
 
 /// Plain HTTP when every upstream is `http://` (loading the TLS trust store costs ~9 MiB of memory for
@@ -300,11 +301,21 @@ pub(crate) async fn forward(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
 
+    // Metrics, when recorded, name the server by its configured path.
+    let watch = state.observe.metrics().then_some(server.config.path.as_str());
+    let started = std::time::Instant::now();
     let upstream = match tokio::time::timeout(proxy.config.header_timeout, proxy.client.request(request)).await {
-        Err(_) => return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis())),
-        Ok(Err(e)) => return Err(ProxyError::UpstreamUnavailable(error_chain(&e))),
+        Err(_) => {
+            watch.inspect(|path| observe::upstream_error(path, "timeout"));
+            return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis()));
+        }
+        Ok(Err(e)) => {
+            watch.inspect(|path| observe::upstream_error(path, if e.is_connect() { "connect" } else { "reset" }));
+            return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
+        }
         Ok(Ok(r)) => r,
     };
+    watch.inspect(|path| observe::upstream_answered(path, started.elapsed()));
 
     let (upstream, incoming) = upstream.into_parts();
     let status = upstream.status;
@@ -319,7 +330,9 @@ pub(crate) async fn forward(
         resp_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         resp_headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
     }
-    let mut response = Response::new(Body::new(IdleBounded::new(incoming, proxy.config.idle_timeout)));
+    let watch =
+        watch.map(|path| Watch { _stream: is_sse.then(|| observe::StreamGauge::open(path)), server: path.to_owned() });
+    let mut response = Response::new(Body::new(IdleBounded::new(incoming, proxy.config.idle_timeout, watch)));
     *response.status_mut() = status;
     *response.headers_mut() = resp_headers;
     Ok(response)
@@ -332,11 +345,25 @@ struct IdleBounded {
     inner: Incoming,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    watch: Option<Watch>,
+}
+
+/// What the metrics follow of a response body: its server, and the open-stream count while it is an SSE
+/// stream.
+struct Watch {
+    server: String,
+    _stream: Option<observe::StreamGauge>,
 }
 
 impl IdleBounded {
-    fn new(inner: Incoming, idle: Duration) -> Self {
-        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    fn new(inner: Incoming, idle: Duration, watch: Option<Watch>) -> Self {
+        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)), watch }
+    }
+
+    fn failed(&mut self, kind: &'static str) {
+        if let Some(w) = self.watch.take() {
+            observe::upstream_error(&w.server, kind);
+        }
     }
 }
 
@@ -357,6 +384,7 @@ impl http_body::Body for IdleBounded {
             }
             Poll::Ready(Some(Err(e))) => {
                 tracing::warn!(error = %error_chain(&e), "upstream body failed mid-stream");
+                this.failed("reset");
                 Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -366,6 +394,7 @@ impl http_body::Body for IdleBounded {
                         idle_ms = this.idle.as_millis() as u64,
                         "upstream stream idle for too long; closing it"
                     );
+                    this.failed("idle");
                     Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout"))))
                 }
                 Poll::Pending => Poll::Pending,
@@ -383,54 +412,74 @@ impl http_body::Body for IdleBounded {
 }
 
 /// The whole proxy step for one server: read the body, classify it, authorize, forward, map failures.
+/// The response carries what was decided, for the observing layer.
 pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
+    let (response, decision) = decide(state, server, req).await;
+    decision.attach(response)
+}
+
+async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> (Response, Decision) {
     use axum::http::Method;
+    let refused = |e: ProxyError, id: Option<serde_json::Value>| {
+        let decision = Decision::refused(e.reason());
+        (e.into_response_for(id), decision)
+    };
     // Streamable HTTP has POST (messages), GET (a stream) and DELETE (end a session); anything else is
     // nothing the gate can classify.
     if ![Method::POST, Method::GET, Method::DELETE].contains(req.method()) {
-        return ProxyError::MethodNotAllowed(req.method().to_string()).into_response();
+        return refused(ProxyError::MethodNotAllowed(req.method().to_string()), None);
     }
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body, &parts.headers, state.proxy.config.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return e.into_response_for(None),
+        Err(e) => return refused(e, None),
     };
+    // The authentication layer ran before us; without its proof nothing goes upstream.
+    let token = parts.extensions.get::<Arc<VerifiedToken>>().cloned();
+    if server.verifier.is_some() && token.is_none() {
+        return refused(ProxyError::Internal("a protected request arrived without a verified token".to_owned()), None);
+    }
     // Fail closed: a POST body the gate cannot classify never reaches the upstream, and the other methods
     // carry none (Streamable HTTP: GET opens a stream, DELETE ends a session).
     let classified = if parts.method == Method::POST {
         match rpc::classify(&bytes).and_then(|b| rpc::check_headers(&parts.headers, &b).map(|()| b)) {
             Ok(b) => Some(b),
-            Err(r) => return ProxyError::InvalidMessage(r.code, r.message).into_response_for(Some(r.id)),
+            Err(r) => {
+                let (response, decision) = refused(ProxyError::InvalidMessage(r.code, r.message), Some(r.id));
+                return (response, decision.with(token.as_deref(), None));
+            }
         }
     } else if !bytes.is_empty() {
-        return ProxyError::BadRequestBody(format!("a {} request to an MCP endpoint carries no body", parts.method))
-            .into_response();
+        let e = ProxyError::BadRequestBody(format!("a {} request to an MCP endpoint carries no body", parts.method));
+        let (response, decision) = refused(e, None);
+        return (response, decision.with(token.as_deref(), None));
     } else {
         None
     };
     let rpc_id = classified.as_ref().map(rpc::Body::error_id);
+    let decision = Decision::allowed().with(token.as_deref(), classified.as_ref());
     let mut identity = Vec::new();
-    if server.verifier.is_some() {
-        // The authentication layer ran before us; without its proof nothing goes upstream.
-        let Some(token) = parts.extensions.get::<Arc<VerifiedToken>>().cloned() else {
-            return ProxyError::Internal("a protected request arrived without a verified token".to_owned())
-                .into_response();
+    if let Some(token) = &token {
+        let challenge = |e: crate::AuthError| {
+            let reason = e.reason();
+            let response = e.into_response(&crate::auth::challenge_context(state, server, &parts));
+            (response, Decision { reason, ..decision.clone() })
         };
-        if let Err(e) = crate::auth::authorize(server, &token, classified.as_ref()) {
-            return e.into_response(&crate::auth::challenge_context(state, server, &parts));
+        if let Err(e) = crate::auth::authorize(server, token, classified.as_ref()) {
+            return challenge(e);
         }
-        identity = identity_headers(server, &token);
-        if let Some(forwarded) = upstream_token_header(state, server, &token).await {
+        identity = identity_headers(server, token);
+        if let Some(forwarded) = upstream_token_header(state, server, token).await {
             match forwarded {
                 Ok(header) => identity.push(header),
-                Err(e) => return e.into_response(&crate::auth::challenge_context(state, server, &parts)),
+                Err(e) => return challenge(e),
             }
         }
     }
     drop(classified);
     match forward(state, server, parts, bytes, identity).await {
-        Ok(r) => r,
-        Err(e) => e.into_response_for(rpc_id),
+        Ok(r) => (r, decision),
+        Err(e) => (e.into_response_for(rpc_id), decision),
     }
 }
 

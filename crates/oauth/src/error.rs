@@ -51,6 +51,26 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A name for the refusal from a fixed set, for metrics labels and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotAJwt(_) | Self::MalformedHeader(_) | Self::MalformedClaims(_) | Self::MissingClaim(_) => {
+                "malformed"
+            }
+            Self::AlgNone | Self::AlgNotAllowed { .. } => "algorithm_refused",
+            Self::UnknownKid(_) | Self::NoMatchingKey { .. } => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } | Self::IssuedInFuture { .. } => "not_yet_valid",
+            Self::WrongIssuer { .. } => "wrong_issuer",
+            Self::WrongAudience { .. } | Self::ResourceMismatch { .. } => "wrong_audience",
+            Self::WrongType(_) | Self::IdToken => "wrong_type",
+            Self::Inactive => "inactive",
+            Self::SignInEnded(_) => "sign_in_ended",
+            Self::Unavailable(_) => "idp_unavailable",
+        }
+    }
+
     /// Whether the failure lies with the IdP rather than the token (answered with 503, not 401).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))

@@ -17,6 +17,7 @@ mod check_config;
 mod cli;
 mod doctor;
 mod logging;
+mod observe;
 mod sample;
 mod serve;
 mod setup;

@@ -103,7 +103,13 @@ pub(crate) async fn run(
         )),
         _ => None,
     };
-    let state = Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?);
+    let (observe, metrics_listener) = crate::observe::start(&config).await?;
+    background.extend(metrics_listener);
+    if let (Some(gw), Some(sink)) = (&gateway, observe.gateway_sink()) {
+        gw.set_events(sink);
+    }
+    let state =
+        Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?.with_observe(observe));
     if let Some(gw) = &gateway {
         background.push(spawn_housekeeping(gw.clone()));
         background.push(spawn_store_probe(gw.clone(), state.clone()));

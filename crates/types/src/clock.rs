@@ -50,9 +50,47 @@ impl Clock for ManualClock {
     }
 }
 
+/// A moment in UTC, split for printing: year, month (1–12), day, hour, minute, second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+}
+
+impl Utc {
+    /// `unix` seconds since the epoch (negative ones too) as a civil date and time.
+    pub fn from_unix(unix: i64) -> Self {
+        let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Self { year, month, day, hour: secs / 3600, minute: secs % 3600 / 60, second: secs % 60 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_dates() {
+        let at = |y, mo, d, h, mi, s| Utc { year: y, month: mo, day: d, hour: h, minute: mi, second: s };
+        assert_eq!(Utc::from_unix(0), at(1970, 1, 1, 0, 0, 0));
+        assert_eq!(Utc::from_unix(951_782_400), at(2000, 2, 29, 0, 0, 0));
+        assert_eq!(Utc::from_unix(1_796_031_731), at(2026, 11, 30, 9, 42, 11));
+        assert_eq!(Utc::from_unix(-1), at(1969, 12, 31, 23, 59, 59));
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

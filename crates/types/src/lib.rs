@@ -20,7 +20,7 @@ pub mod scope;
 pub mod secret;
 
 pub use alg::{KeyAlg, SigningAlg};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, Utc};
 pub use error::{Blame, ErrorCode};
 pub use ids::{ClientId, IdError, IssuerUrl, Kid, ResourceUrl};
 pub use scope::{Scope, ScopeSet};

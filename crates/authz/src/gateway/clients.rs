@@ -100,6 +100,14 @@ impl Gateway {
     /// unreadable is invalid metadata (§3.2.2), and so is a member named twice, since parsers disagree
     /// on which one counts.
     pub async fn register(&self, body: &[u8]) -> Result<Value, AuthzError> {
+        let result = self.register_client(body).await;
+        if let Err(AuthzError::Refused(r)) = &result {
+            self.emit(crate::events::Event::RegistrationRefused { error: r.code.as_str() });
+        }
+        result
+    }
+
+    async fn register_client(&self, body: &[u8]) -> Result<Value, AuthzError> {
         if !self.settings.registration {
             return Err(Refusal::new(ErrorCode::AccessDenied, "registration is closed").into());
         }
@@ -124,6 +132,11 @@ impl Gateway {
             })
             .await?;
         tracing::info!(client_id = %reg.client_id, "client registered");
+        let client_name = reg.metadata.to_json().get("client_name").and_then(Value::as_str).map(str::to_owned);
+        self.emit(crate::events::Event::ClientRegistered {
+            client_id: reg.client_id.as_str(),
+            client_name: client_name.as_deref(),
+        });
         Ok(body)
     }
 }

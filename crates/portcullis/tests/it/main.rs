@@ -12,6 +12,7 @@ mod doctor;
 mod faults;
 mod gateway;
 mod hostile;
+mod observe;
 mod profiles;
 mod proxy;
 mod support;

@@ -1,0 +1,579 @@
+//! What the gate decided, for the operator: Prometheus metrics (through the `metrics` facade; the binary
+//! installs the recorder and serves them on its own listener) and the audit log, one JSON line per
+//! decision.
+//!
+//! Every handler on an MCP route leaves a [`Decision`] in its response's extensions; the [`layer`]
+//! around the route reads it once the response is ready and records the request: one place, whatever
+//! path the request took (refused for its `Origin`, its token, its body or its scopes, or forwarded).
+//! Label values are bounded: server paths come from the configuration, MCP methods from a fixed list,
+//! reasons from fixed names; never a subject, client id or token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use portcullis_authz::events::{Event, EventSink};
+use portcullis_oauth::VerifiedToken;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::{AppState, ServerRuntime, rpc};
+
+/// Metric names, in one place (documented in docs/observability.md).
+pub mod name {
+    pub const REQUESTS: &str = "portcullis_requests_total";
+    pub const REQUEST_DURATION: &str = "portcullis_request_duration_seconds";
+    pub const DECISIONS: &str = "portcullis_decisions_total";
+    pub const UPSTREAM_DURATION: &str = "portcullis_upstream_duration_seconds";
+    pub const UPSTREAM_ERRORS: &str = "portcullis_upstream_errors_total";
+    pub const SSE_STREAMS: &str = "portcullis_sse_streams_active";
+    pub const AUDIT_DROPPED: &str = "portcullis_audit_events_dropped_total";
+    pub const REGISTRATIONS: &str = "portcullis_gateway_registrations_total";
+    pub const SIGN_INS: &str = "portcullis_gateway_sign_ins_total";
+    pub const CONSENTS: &str = "portcullis_gateway_consents_total";
+    pub const TOKENS: &str = "portcullis_gateway_token_requests_total";
+    pub const REFRESH_REUSE: &str = "portcullis_gateway_refresh_reuse_total";
+}
+
+/// Describes the metrics recorded here (their HELP lines); called once the recorder is installed.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(name::REQUESTS, Unit::Count, "Requests to MCP endpoints, by server, MCP method and HTTP status.");
+    describe_histogram!(
+        name::REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from the request to its response headers, through every check and the upstream."
+    );
+    describe_counter!(
+        name::DECISIONS,
+        Unit::Count,
+        "Decisions on MCP requests: allow (reason ok) or deny with the reason (missing_token, expired, bad_signature, wrong_audience, insufficient_scope, invalid_message, ...)."
+    );
+    describe_histogram!(name::UPSTREAM_DURATION, Unit::Seconds, "Time the upstream took to answer with headers.");
+    describe_counter!(name::UPSTREAM_ERRORS, Unit::Count, "Upstream failures by kind: connect, timeout, reset, idle.");
+    describe_gauge!(name::SSE_STREAMS, Unit::Count, "SSE streams from upstreams open now.");
+    describe_counter!(name::AUDIT_DROPPED, Unit::Count, "Audit events dropped because the writer fell behind.");
+    describe_gauge!("portcullis_build_info", "Always 1; the version label names the build.");
+    describe_counter!(name::REGISTRATIONS, Unit::Count, "Dynamic client registrations: success or the RFC 7591 error.");
+    describe_counter!(name::SIGN_INS, Unit::Count, "Sign-ins with local accounts: success, failure or throttled.");
+    describe_counter!(name::CONSENTS, Unit::Count, "Answers on the consent page: granted or denied.");
+    describe_counter!(name::TOKENS, Unit::Count, "Token requests by grant type: success or the RFC 6749 error.");
+    describe_counter!(
+        name::REFRESH_REUSE,
+        Unit::Count,
+        "Rotated refresh tokens presented again; each revoked its family."
+    );
+}
+
+/// What a handler decided about one request to an MCP endpoint.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Decision {
+    /// `ok` when let through; otherwise why not, from a fixed set of names.
+    pub(crate) reason: &'static str,
+    pub(crate) subject: Option<String>,
+    pub(crate) client_id: Option<String>,
+    /// The messages of the body, when the gate read it: method and target (tool, prompt or resource).
+    pub(crate) calls: Vec<Call>,
+    /// Whether the gate read and classified the body.
+    pub(crate) read: bool,
+}
+
+/// One JSON-RPC message of a request, as the audit log names it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Call {
+    pub(crate) method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+}
+
+impl Decision {
+    /// Let through (so far).
+    pub(crate) fn allowed() -> Self {
+        Self::refused("ok")
+    }
+
+    /// A refusal for `reason`, before anything about the caller is known.
+    pub(crate) fn refused(reason: &'static str) -> Self {
+        Self { reason, ..Self::default() }
+    }
+
+    /// Adds who called (from the verified token) and what the body asked for.
+    pub(crate) fn with(mut self, token: Option<&VerifiedToken>, body: Option<&rpc::Body<'_>>) -> Self {
+        if let Some(t) = token {
+            self.subject.clone_from(&t.subject);
+            self.client_id = t.client_id.as_ref().map(|c| c.as_str().to_owned());
+        }
+        if let Some(b) = body {
+            self.read = true;
+            self.calls = b
+                .messages()
+                .iter()
+                .filter_map(|m| Some(Call { method: m.method()?.to_owned(), name: m.target().map(str::to_owned) }))
+                .collect();
+        }
+        self
+    }
+
+    /// Leaves the decision in `response` for the observing layer.
+    pub(crate) fn attach(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The MCP methods metrics name; any other method counts as `other`, so a client cannot create series.
+const METHODS: [&str; 22] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/get",
+    "tasks/list",
+    "tasks/cancel",
+    "tasks/result",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+/// The `method` label of a request: its one MCP method, `batch`, `response` (a client's answer to the
+/// server), `stream` (GET), `delete_session` (DELETE), or `unknown` when the gate could not read the body (or refused before reading it).
+fn method_label(http_method: &axum::http::Method, calls: &[Call], read: bool) -> &'static str {
+    use axum::http::Method;
+    match (http_method, calls) {
+        (&Method::GET, _) => "stream",
+        (&Method::DELETE, _) => "delete_session",
+        (_, [one]) => METHODS.iter().find(|m| **m == one.method).copied().unwrap_or("other"),
+        (_, []) if read => "response",
+        (_, []) => "unknown",
+        _ => "batch",
+    }
+}
+
+/// Whether metrics are recorded (a recorder is installed only when `[metrics]` is configured; without
+/// one, nothing is even computed).
+#[derive(Debug, Default)]
+pub struct Observe {
+    metrics: bool,
+    audit: Option<AuditLog>,
+}
+
+impl Observe {
+    /// Metrics on or off, and the audit log if any.
+    pub fn new(metrics: bool, audit: Option<AuditLog>) -> Self {
+        Self { metrics, audit }
+    }
+
+    pub(crate) fn metrics(&self) -> bool {
+        self.metrics
+    }
+
+    /// Where the authorization server's events go, when anything is observed.
+    pub fn gateway_sink(&self) -> Option<Arc<dyn EventSink>> {
+        (self.metrics || self.audit.is_some())
+            .then(|| Arc::new(GatewaySink { metrics: self.metrics, audit: self.audit.clone() }) as Arc<dyn EventSink>)
+    }
+}
+
+/// The layer around each MCP route: times the request and records the decision its handler left.
+pub(crate) async fn layer(
+    State((state, server)): State<(Arc<AppState>, Arc<ServerRuntime>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let observe = &state.observe;
+    if !observe.metrics && observe.audit.is_none() {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    let method = req.method().clone();
+    let request_id = header_text(&req, "x-request-id");
+    let trace_id = header_text(&req, "traceparent").and_then(|t| trace_id_of(&t));
+    let mut response = next.run(req).await;
+    let decision = response.extensions_mut().remove::<Decision>().unwrap_or_else(|| Decision::refused("unknown"));
+    let status = response.status().as_u16();
+    let label = method_label(&method, &decision.calls, decision.read);
+    let path = server.config.path.as_str();
+    if observe.metrics {
+        record_metrics(path, label, status, &decision, started.elapsed());
+    }
+    if let Some(audit) = &observe.audit {
+        let (method_field, name, calls) = match decision.calls.as_slice() {
+            [one] => (Some(one.method.as_str()), one.name.as_deref(), None),
+            [] => (None, None, None),
+            many => (Some("batch"), None, Some(many)),
+        };
+        let event = RequestEvent {
+            request_id: request_id.as_deref(),
+            trace_id: trace_id.as_deref(),
+            server: path,
+            http_method: method.as_str(),
+            subject: decision.subject.as_deref(),
+            client_id: decision.client_id.as_deref(),
+            method: method_field,
+            name,
+            calls,
+            decision: if decision.reason == "ok" { "allow" } else { "deny" },
+            reason: decision.reason,
+            status,
+        };
+        audit.write(&AuditLine { time: now_rfc3339(), kind: "mcp.request", event: &event });
+    }
+    response
+}
+
+fn record_metrics(server: &str, method: &'static str, status: u16, decision: &Decision, took: Duration) {
+    let server = server.to_owned();
+    metrics::counter!(name::REQUESTS, "server" => server.clone(), "method" => method, "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!(name::REQUEST_DURATION, "server" => server.clone()).record(took.as_secs_f64());
+    let outcome = if decision.reason == "ok" { "allow" } else { "deny" };
+    metrics::counter!(name::DECISIONS, "server" => server, "decision" => outcome, "reason" => decision.reason)
+        .increment(1);
+}
+
+/// Status codes as label values without allocating for the common ones.
+fn status_label(status: u16) -> metrics::SharedString {
+    match status {
+        200 => "200".into(),
+        202 => "202".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// An upstream failure, counted by kind: `connect`, `timeout` (no answer in time), `reset` (the stream
+/// broke mid-way), `idle` (the stream fell silent too long).
+pub(crate) fn upstream_error(server: &str, kind: &'static str) {
+    metrics::counter!(name::UPSTREAM_ERRORS, "server" => server.to_owned(), "kind" => kind).increment(1);
+}
+
+/// How long the upstream took to answer with headers.
+pub(crate) fn upstream_answered(server: &str, took: Duration) {
+    metrics::histogram!(name::UPSTREAM_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
+}
+
+/// Counts an open SSE stream for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct StreamGauge(metrics::Gauge);
+
+impl StreamGauge {
+    pub(crate) fn open(server: &str) -> Self {
+        let gauge = metrics::gauge!(name::SSE_STREAMS, "server" => server.to_owned());
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+fn header_text(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is malformed or all
+/// zeros (W3C Trace Context §3.2.2.3).
+pub(crate) fn trace_id_of(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    valid.then(|| trace.to_owned())
+}
+
+/// One audited request to an MCP endpoint.
+#[derive(Debug, Serialize)]
+struct RequestEvent<'a> {
+    request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    server: &'a str,
+    http_method: &'a str,
+    subject: Option<&'a str>,
+    client_id: Option<&'a str>,
+    /// The MCP method, or `batch` (then `calls` lists each message).
+    method: Option<&'a str>,
+    /// The tool, prompt or resource the request names.
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calls: Option<&'a [Call]>,
+    decision: &'static str,
+    reason: &'static str,
+    status: u16,
+}
+
+/// The audit line of an authorization-server event: the fields that apply to it.
+#[derive(Debug, Default, Serialize)]
+struct GatewayLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    /// `success`, `failure`, `throttled`, `granted`, `denied`, or an OAuth error code.
+    result: &'a str,
+}
+
+/// Authorization-server events into the audit log and the metrics.
+#[derive(Debug)]
+pub struct GatewaySink {
+    metrics: bool,
+    audit: Option<AuditLog>,
+}
+
+impl EventSink for GatewaySink {
+    fn record(&self, event: &Event<'_>) {
+        let (kind, line) = match *event {
+            Event::ClientRegistered { client_id, client_name } => (
+                "gateway.client_registered",
+                GatewayLine { client_id: Some(client_id), client_name, result: "success", ..GatewayLine::default() },
+            ),
+            Event::RegistrationRefused { error } => {
+                ("gateway.client_registered", GatewayLine { result: error, ..GatewayLine::default() })
+            }
+            Event::SignIn { username, client_id, outcome, address } => (
+                "gateway.sign_in",
+                GatewayLine {
+                    username: Some(username),
+                    client_id: Some(client_id),
+                    address: address.map(|a| a.to_string()),
+                    result: outcome.as_str(),
+                    ..GatewayLine::default()
+                },
+            ),
+            Event::Consent { subject, client_id, scope, granted } => (
+                "gateway.consent",
+                GatewayLine {
+                    subject: nonempty(subject),
+                    client_id: Some(client_id),
+                    scope: Some(scope),
+                    result: if granted { "granted" } else { "denied" },
+                    ..GatewayLine::default()
+                },
+            ),
+            Event::TokenIssued { grant_type, client_id, subject, scope, resource } => (
+                "gateway.token_issued",
+                GatewayLine {
+                    subject: nonempty(subject),
+                    client_id: Some(client_id),
+                    grant_type: Some(grant_type),
+                    scope: Some(scope),
+                    resource: Some(resource),
+                    result: "success",
+                    ..GatewayLine::default()
+                },
+            ),
+            Event::TokenRefused { grant_type, error } => (
+                "gateway.token_issued",
+                GatewayLine { grant_type: Some(grant_type), result: error, ..GatewayLine::default() },
+            ),
+            Event::RefreshReuse { client_id, subject } => (
+                "gateway.refresh_reuse",
+                GatewayLine {
+                    subject: nonempty(subject),
+                    client_id: Some(client_id),
+                    result: "family_revoked",
+                    ..GatewayLine::default()
+                },
+            ),
+        };
+        if self.metrics {
+            gateway_metrics(event, line.result);
+        }
+        if let Some(audit) = &self.audit {
+            audit.write(&AuditLine { time: now_rfc3339(), kind, event: &line });
+        }
+    }
+}
+
+/// `None` for an empty string (a consent given before an upstream sign-in names nobody yet).
+fn nonempty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The gateway's counters; `result` is `success`, a sign-in outcome or an OAuth error code (a fixed set).
+fn gateway_metrics(event: &Event<'_>, result: &str) {
+    let result = metrics::SharedString::from(result.to_owned());
+    match *event {
+        Event::ClientRegistered { .. } | Event::RegistrationRefused { .. } => {
+            metrics::counter!(name::REGISTRATIONS, "result" => result).increment(1);
+        }
+        Event::SignIn { .. } => metrics::counter!(name::SIGN_INS, "result" => result).increment(1),
+        Event::Consent { .. } => metrics::counter!(name::CONSENTS, "result" => result).increment(1),
+        Event::TokenIssued { grant_type, .. } | Event::TokenRefused { grant_type, .. } => {
+            metrics::counter!(name::TOKENS, "grant_type" => grant_type, "result" => result).increment(1);
+        }
+        Event::RefreshReuse { .. } => metrics::counter!(name::REFRESH_REUSE).increment(1),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct AuditLine<'a, E: Serialize> {
+    time: String,
+    #[serde(rename = "event")]
+    kind: &'a str,
+    #[serde(flatten)]
+    event: &'a E,
+}
+
+/// The audit log: lines are written by one task, in order, so a slow disk never holds a request; a
+/// line that cannot be queued (the writer far behind) is counted, never silently lost.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// Lines queued before new ones are dropped (and counted).
+const AUDIT_QUEUE: usize = 65_536;
+
+impl AuditLog {
+    /// Starts the writer for `sink`; the file is opened (created, appended to) before this returns, so a
+    /// path that cannot be written stops start-up.
+    pub async fn start(sink: &portcullis_config::AuditSink) -> std::io::Result<Self> {
+        let out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match sink {
+            portcullis_config::AuditSink::Stdout => Box::new(tokio::io::stdout()),
+            portcullis_config::AuditSink::File(path) => Box::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("the audit log {}: {e}", path.display())))?,
+            ),
+        };
+        let (tx, rx) = mpsc::channel(AUDIT_QUEUE);
+        tokio::spawn(write_lines(out, rx));
+        Ok(Self { tx })
+    }
+
+    fn write<E: Serialize>(&self, line: &E) {
+        let Ok(mut bytes) = serde_json::to_vec(line) else { return };
+        bytes.push(b'\n');
+        if self.tx.try_send(bytes).is_err() {
+            metrics::counter!(name::AUDIT_DROPPED).increment(1);
+            tracing::error!("the audit log is not keeping up; an event was dropped");
+        }
+    }
+}
+
+/// Writes queued lines, flushing whenever the queue is empty: a burst is one write, a quiet line is on
+/// disk at once.
+async fn write_lines(mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(line) = rx.recv().await {
+        buf.extend_from_slice(&line);
+        while buf.len() < 1024 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = async {
+            out.write_all(&buf).await?;
+            out.flush().await
+        }
+        .await
+        {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+        buf.clear();
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds (`2026-11-30T09:40:12.345Z`).
+fn now_rfc3339() -> String {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let t = portcullis_types::Utc::from_unix(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_trace_ids() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_of(ok).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+        // A later version may carry more fields.
+        assert!(trace_id_of("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
+    }
+
+    #[test]
+    fn method_labels_are_bounded() {
+        use axum::http::Method;
+        let call = |m: &str| vec![Call { method: m.to_owned(), name: None }];
+        assert_eq!(method_label(&Method::POST, &call("tools/call"), true), "tools/call");
+        assert_eq!(method_label(&Method::POST, &call("made/up/by/a/client"), true), "other");
+        assert_eq!(method_label(&Method::POST, &[call("ping"), call("ping")].concat(), true), "batch");
+        assert_eq!(method_label(&Method::POST, &[], false), "unknown");
+        assert_eq!(method_label(&Method::GET, &[], false), "stream");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        let year: u32 = t[..4].parse().unwrap();
+        assert!(year >= 2024, "{t}");
+    }
+}

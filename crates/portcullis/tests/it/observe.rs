@@ -1,0 +1,355 @@
+//! What an operator watches, after known traffic: the metrics as a real Prometheus server (Debian's
+//! `prometheus`) scraped them, and the audit log, one line per request with the right decision.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::support::{Gate, KeyIdp, STEP, Sample, TempDir, call, client, closed_port, mcp_post};
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// A Prometheus server scraping one target every second, its storage in a directory of its own.
+struct Prometheus {
+    _child: Child,
+    base: String,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    async fn start(target: &str) -> Prometheus {
+        assert!(
+            std::path::Path::new(PROMETHEUS).exists(),
+            "this test needs a real Prometheus server: apt-get install prometheus (scripts/test installs it when run as root)"
+        );
+        let dir = TempDir::new();
+        let config = dir.path.join("prometheus.yml");
+        let scrape = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: portcullis\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        );
+        std::fs::write(&config, scrape).unwrap();
+        let port = closed_port();
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let ready = async {
+            loop {
+                if client().get(format!("{base}/-/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(STEP, ready).await.expect("Prometheus did not become ready");
+        Prometheus { _child: child, base, _dir: dir }
+    }
+
+    /// The instant vector of `query`: each series' labels and value.
+    async fn query(&self, query: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let r: Value = client()
+            .get(format!("{}/api/v1/query", self.base))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], "success", "{query}: {r}");
+        r["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = serde_json::from_value(s["metric"].clone()).unwrap();
+                (labels, s["value"][1].as_str().unwrap().parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Waits (scrapes come every second) until `query` has one series with `expected`, and returns
+    /// its labels.
+    async fn expect(&self, query: &str, expected: f64) -> BTreeMap<String, String> {
+        let mut last = Vec::new();
+        for _ in 0..100 {
+            last = self.query(query).await;
+            if let [(labels, value)] = last.as_slice()
+                && *value == expected
+            {
+                return labels.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{query}: expected one series with {expected}, Prometheus has {last:?}");
+    }
+}
+
+/// `token` with one character of its signature changed.
+fn forged(token: &str) -> String {
+    let i = token.len() - 2;
+    let swap = if &token[i..=i] == "A" { "B" } else { "A" };
+    format!("{}{swap}{}", &token[..i], &token[i + 1..])
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_decision_and_the_audit_log_has_one_line_per_request() {
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    let metrics_port = closed_port();
+    let config = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[audit]\npath = \"{{dir}}/audit.jsonl\"\n",
+        crate::verify::config(&sample, &idp.issuer, "")
+    );
+    let gate = Gate::start(&config).await;
+    let mcp = gate.url("/mcp");
+    let token = idp.token(&mcp, "mcp:tools");
+    let send = |bearer: Option<String>, body: String| {
+        let mut request = mcp_post(&client(), &mcp, body);
+        if let Some(b) = bearer {
+            request = request.bearer_auth(b);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let echo = || call(1, "echo", json!({"text": "observed"}));
+
+    // Known traffic: 2 allowed calls, 3 forged signatures, 2 without a token, 1 token for another
+    // resource, 1 body the gate cannot read.
+    for _ in 0..2 {
+        assert_eq!(send(Some(token.clone()), echo()).await, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(send(Some(forged(&token)), echo()).await, 401);
+    }
+    for _ in 0..2 {
+        assert_eq!(send(None, echo()).await, 401);
+    }
+    assert_eq!(send(Some(idp.token("http://127.0.0.1:1/other", "mcp:tools")), echo()).await, 401);
+    assert_eq!(send(Some(token.clone()), "{\"jsonrpc\":\"2.0\",\"id\":".to_owned()).await, 400);
+
+    let prometheus = Prometheus::start(&format!("127.0.0.1:{metrics_port}")).await;
+    prometheus.expect(r#"portcullis_decisions_total{reason="bad_signature",decision="deny"}"#, 3.0).await;
+    prometheus.expect(r#"portcullis_decisions_total{reason="missing_token"}"#, 2.0).await;
+    prometheus.expect(r#"portcullis_decisions_total{reason="wrong_audience"}"#, 1.0).await;
+    prometheus.expect(r#"portcullis_decisions_total{reason="invalid_message"}"#, 1.0).await;
+    let allowed = prometheus.expect(r#"portcullis_decisions_total{decision="allow"}"#, 2.0).await;
+    assert_eq!(allowed["server"], "/mcp");
+    prometheus.expect(r#"portcullis_requests_total{method="tools/call",status="200"}"#, 2.0).await;
+    prometheus.expect(r#"sum(portcullis_requests_total)"#, 9.0).await;
+    prometheus.expect(r#"portcullis_upstream_duration_seconds_count{server="/mcp"}"#, 2.0).await;
+    prometheus.expect(r#"portcullis_request_duration_seconds_count{server="/mcp"}"#, 9.0).await;
+    let build = prometheus.expect("portcullis_build_info", 1.0).await;
+    assert_eq!(build["version"], env!("CARGO_PKG_VERSION"));
+    // No series carries a subject, a client id or a token.
+    for (labels, _) in prometheus.query(r#"{__name__=~"portcullis_.*"}"#).await {
+        for value in labels.values() {
+            assert!(!["user-1", "client-1"].contains(&value.as_str()) && !value.starts_with("eyJ"), "{labels:?}");
+        }
+    }
+
+    // The audit log: one line per request, in order, with who, what and why.
+    let audit = std::fs::read_to_string(gate.dir.path.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains(&token[token.len() - 20..]), "no token in the audit log");
+    let events: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "ok",
+            "ok",
+            "bad_signature",
+            "bad_signature",
+            "bad_signature",
+            "missing_token",
+            "missing_token",
+            "wrong_audience",
+            "invalid_message"
+        ]
+    );
+    let first = &events[0];
+    assert_eq!(first["event"], "mcp.request");
+    assert_eq!((first["decision"].as_str(), first["status"].as_u64()), (Some("allow"), Some(200)));
+    assert_eq!((first["subject"].as_str(), first["client_id"].as_str()), (Some("user-1"), Some("client-1")));
+    assert_eq!((first["method"].as_str(), first["name"].as_str()), (Some("tools/call"), Some("echo")));
+    assert_eq!(first["server"], "/mcp");
+    assert!(first["request_id"].as_str().is_some_and(|id| id.len() == 36), "{first}");
+    assert!(first["time"].as_str().unwrap().ends_with('Z'));
+    let forged_event = &events[2];
+    assert_eq!((forged_event["decision"].as_str(), forged_event["status"].as_u64()), (Some("deny"), Some(401)));
+    assert_eq!(forged_event["subject"], Value::Null, "a forged token names nobody");
+    let unreadable = &events[8];
+    assert_eq!(unreadable["subject"], "user-1", "the token was good; the body was not");
+    assert_eq!(unreadable["status"], 400);
+}
+
+#[tokio::test]
+async fn a_client_trace_id_reaches_the_audit_log_and_batches_name_every_call() {
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    let config =
+        format!("{}\n[audit]\npath = \"{{dir}}/audit.jsonl\"\n", crate::verify::config(&sample, &idp.issuer, ""));
+    let gate = Gate::start(&config).await;
+    let mcp = gate.url("/mcp");
+    let token = idp.token(&mcp, "mcp:tools");
+    let r = mcp_post(&client(), &mcp, call(1, "echo", json!({"text": "traced"})))
+        .bearer_auth(&token)
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let batch = format!("[{},{}]", call(2, "echo", json!({"text": "a"})), call(3, "whoami", json!({})));
+    let r = mcp_post(&client(), &mcp, batch).bearer_auth(&token).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Written by a task of its own: give it a moment.
+    let path = gate.dir.path.join("audit.jsonl");
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events = std::fs::read_to_string(&path).unwrap_or_default().lines().map(String::from).collect();
+        if events.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    let traced: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(traced["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let batch: Value = serde_json::from_str(&events[1]).unwrap();
+    assert_eq!(batch["method"], "batch");
+    assert_eq!(batch["trace_id"], Value::Null);
+    assert_eq!(
+        batch["calls"],
+        json!([{"method": "tools/call", "name": "echo"}, {"method": "tools/call", "name": "whoami"}])
+    );
+}
+
+/// The value of the series `series` (name and labels, exactly as rendered) on a `/metrics` page.
+fn sample_of(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tokens() {
+    use crate::gateway::{PASSWORD, Via, authorize_page, drive, hidden, no_redirects, pkce, token};
+    let sample = Sample::start().await;
+    let metrics_port = closed_port();
+    let port = crate::support::reserve_port();
+    let dir = TempDir::new();
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[audit]\npath = \"{{dir}}/audit.jsonl\"\n",
+        crate::gateway::config(&sample.mcp())
+    );
+    let path = crate::support::write_config(&text, port, &dir);
+    let config = path.display().to_string();
+    crate::support::admin(&["users", "add", "alice", "--config", &config], &format!("{PASSWORD}\n")).await;
+    let gate = Gate::start_at(&path, port, dir, &[]).await;
+
+    let registration = json!({"redirect_uris": ["http://127.0.0.1/cb"], "client_name": "Audited App",
+        "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]});
+    let reg: Value =
+        client().post(gate.url("/register")).json(&registration).send().await.unwrap().json().await.unwrap();
+    let client_id = reg["client_id"].as_str().unwrap().to_owned();
+
+    // A wrong password, then the right one and consent.
+    let (verifier, challenge) = pkce();
+    let params = [
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", "http://127.0.0.1:40123/cb"),
+        ("code_challenge", challenge.as_str()),
+        ("state", "s"),
+        ("scope", "mcp:tools"),
+    ];
+    let (cookie, page) = authorize_page(&gate, &params).await;
+    let wrong = [
+        ("step", "login".to_owned()),
+        ("handle", hidden(&page, "handle")),
+        ("csrf", hidden(&page, "csrf")),
+        ("username", "alice".to_owned()),
+        ("password", "not the password".to_owned()),
+    ];
+    let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&wrong).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("Wrong username or password"));
+    let code = drive(&gate, &params, Via::Account("alice", PASSWORD)).await.query["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://127.0.0.1:40123/cb"),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", client_id.as_str()),
+    ];
+    let (status, issued, _) = token(&gate, None, &form).await;
+    assert_eq!(status, 200, "{issued}");
+    let first_refresh = issued["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = [("grant_type", "refresh_token"), ("refresh_token", &first_refresh), ("client_id", &client_id)];
+    let (status, refreshed, _) = token(&gate, None, &refresh).await;
+    assert_eq!(status, 200, "{refreshed}");
+    // The rotated token again: reuse, the family revoked.
+    let (status, reused, _) = token(&gate, None, &refresh).await;
+    assert_eq!((status, reused["error"].as_str()), (400, Some("invalid_grant")), "{reused}");
+
+    let audit_path = gate.dir.path.join("audit.jsonl");
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&audit_path).unwrap_or_default().lines().map(String::from).collect();
+        if lines.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let audit = lines.join("\n");
+    for secret in [PASSWORD, "not the password", first_refresh.as_str(), issued["access_token"].as_str().unwrap()] {
+        assert!(!audit.contains(secret), "a secret reached the audit log");
+    }
+    let events: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(&str, &str)> =
+        events.iter().map(|e| (e["event"].as_str().unwrap(), e["result"].as_str().unwrap())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("gateway.client_registered", "success"),
+            ("gateway.sign_in", "failure"),
+            ("gateway.sign_in", "success"),
+            ("gateway.consent", "granted"),
+            ("gateway.token_issued", "success"),
+            ("gateway.token_issued", "success"),
+            ("gateway.refresh_reuse", "family_revoked"),
+            ("gateway.token_issued", "invalid_grant"),
+        ]
+    );
+    assert_eq!(events[0]["client_name"], "Audited App");
+    assert_eq!((events[1]["username"].as_str(), events[1]["client_id"].as_str()), (Some("alice"), Some(&*client_id)));
+    assert_eq!(events[1]["address"], "127.0.0.1");
+    assert_eq!(
+        (events[4]["grant_type"].as_str(), events[4]["subject"].as_str()),
+        (Some("authorization_code"), Some("local:alice"))
+    );
+    assert_eq!(events[4]["resource"], gate.url("/mcp"));
+    assert_eq!(events[5]["grant_type"], "refresh_token");
+    assert_eq!(events[6]["subject"], "local:alice");
+
+    let page =
+        client().get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
+    for (series, value) in [
+        (r#"portcullis_gateway_registrations_total{result="success"}"#, 1.0),
+        (r#"portcullis_gateway_sign_ins_total{result="failure"}"#, 1.0),
+        (r#"portcullis_gateway_sign_ins_total{result="success"}"#, 1.0),
+        (r#"portcullis_gateway_consents_total{result="granted"}"#, 1.0),
+        (r#"portcullis_gateway_token_requests_total{grant_type="authorization_code",result="success"}"#, 1.0),
+        (r#"portcullis_gateway_token_requests_total{grant_type="refresh_token",result="success"}"#, 1.0),
+        (r#"portcullis_gateway_token_requests_total{grant_type="refresh_token",result="invalid_grant"}"#, 1.0),
+        ("portcullis_gateway_refresh_reuse_total", 1.0),
+    ] {
+        assert_eq!(sample_of(&page, series), Some(value), "{series} in\n{page}");
+    }
+}
