@@ -179,6 +179,27 @@ pub fn max_age(cache_control: Option<&str>) -> u64 {
     age.unwrap_or(DEFAULT_MAX_AGE).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
 }
 
+/// The metrics of key sets, labelled by `jwks_uri` (configured, so bounded).
+pub mod metric {
+    /// Fetches by result (`success`, `failure`).
+    pub const FETCHES: &str = "portcullis_jwks_fetches_total";
+    /// Usable keys in the last good key set.
+    pub const KEYS: &str = "portcullis_jwks_keys";
+    /// When the key set was last fetched successfully (unix seconds); `time() -` this is its age.
+    pub const LAST_SUCCESS: &str = "portcullis_jwks_last_success_timestamp_seconds";
+
+    /// Describes them (their HELP lines).
+    pub fn describe() {
+        metrics::describe_counter!(FETCHES, metrics::Unit::Count, "Key set fetches by result: success or failure.");
+        metrics::describe_gauge!(KEYS, metrics::Unit::Count, "Usable signing keys in the last good key set.");
+        metrics::describe_gauge!(
+            LAST_SUCCESS,
+            metrics::Unit::Seconds,
+            "Unix time of the last successful key set fetch; time() minus this is the keys' age."
+        );
+    }
+}
+
 /// The key set of one IdP, shared by every server that trusts it.
 #[derive(Debug)]
 pub struct JwksCache {
@@ -256,9 +277,22 @@ impl JwksCache {
         self.uri.as_ref()
     }
 
-    /// Fetches the key set now. On failure the last good keys stay in force.
+    /// Fetches the key set now. On failure the last good keys stay in force. Each fetch is counted in
+    /// the metrics, with the key count and the time of the last success.
     pub async fn refresh(&self) -> Result<(), String> {
         let Some(uri) = &self.uri else { return Ok(()) };
+        let result = self.fetch(uri).await;
+        let label = uri.to_string();
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        metrics::counter!(metric::FETCHES, "jwks_uri" => label.clone(), "result" => outcome).increment(1);
+        if result.is_ok() {
+            metrics::gauge!(metric::KEYS, "jwks_uri" => label.clone()).set(self.current().keys.len() as f64);
+            metrics::gauge!(metric::LAST_SUCCESS, "jwks_uri" => label).set(self.clock.now_unix() as f64);
+        }
+        result
+    }
+
+    async fn fetch(&self, uri: &Url) -> Result<(), String> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let resp = self
             .http

@@ -81,6 +81,9 @@ pub(crate) async fn run(
     };
     announce(&config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Before anything is fetched, so that the first key set loads are counted too.
+    let (observe, metrics_listener) = crate::observe::start(&config).await?;
+    background.extend(metrics_listener);
 
     let gateway = match &config.gateway {
         Some(g) => Some(start_gateway(&config, g, clock.clone()).await?),
@@ -103,8 +106,6 @@ pub(crate) async fn run(
         )),
         _ => None,
     };
-    let (observe, metrics_listener) = crate::observe::start(&config).await?;
-    background.extend(metrics_listener);
     if let (Some(gw), Some(sink)) = (&gateway, observe.gateway_sink()) {
         gw.set_events(sink);
     }

@@ -149,6 +149,11 @@ async fn prometheus_scrapes_every_decision_and_the_audit_log_has_one_line_per_re
     prometheus.expect(r#"sum(portcullis_requests_total)"#, 9.0).await;
     prometheus.expect(r#"portcullis_upstream_duration_seconds_count{server="/mcp"}"#, 2.0).await;
     prometheus.expect(r#"portcullis_request_duration_seconds_count{server="/mcp"}"#, 9.0).await;
+    // The IdP's key set: loaded once at start (the forged tokens name a known key), one key, fresh.
+    let jwks = format!("{}/jwks", idp.issuer);
+    prometheus.expect(&format!(r#"portcullis_jwks_fetches_total{{jwks_uri="{jwks}",result="success"}}"#), 1.0).await;
+    prometheus.expect(&format!(r#"portcullis_jwks_keys{{jwks_uri="{jwks}"}}"#), 1.0).await;
+    prometheus.expect("count(time() - portcullis_jwks_last_success_timestamp_seconds < 60)", 1.0).await;
     let build = prometheus.expect("portcullis_build_info", 1.0).await;
     assert_eq!(build["version"], env!("CARGO_PKG_VERSION"));
     // No series carries a subject, a client id or a token.
