@@ -163,6 +163,32 @@ async fn prometheus_scrapes_every_decision_and_the_audit_log_has_one_line_per_re
         }
     }
 
+    // The shipped dashboard's queries all run, and those about traffic find it; the alert rules load.
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let dashboard: Value =
+        serde_json::from_slice(&std::fs::read(deploy.join("grafana/portcullis.json")).unwrap()).unwrap();
+    // Rates need two scrapes in their window.
+    for _ in 0..50 {
+        let scrapes = prometheus.query("count_over_time(portcullis_build_info[1m])").await;
+        if scrapes.first().is_some_and(|(_, n)| *n >= 3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut answered = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$server", ".*").replace("$__rate_interval", "1m");
+            if !prometheus.query(&expr).await.is_empty() {
+                answered += 1;
+            }
+        }
+    }
+    assert!(answered >= 8, "only {answered} dashboard queries found data");
+    let rules = deploy.join("prometheus/alerts.yml");
+    let check = Command::new("promtool").arg("check").arg("rules").arg(&rules).output().await.unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
     // The audit log: one line per request, in order, with who, what and why.
     let audit = std::fs::read_to_string(gate.dir.path.join("audit.jsonl")).unwrap();
     assert!(!audit.contains(&token[token.len() - 20..]), "no token in the audit log");
