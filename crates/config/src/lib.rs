@@ -6,7 +6,7 @@
 //! - `resolve`: raw → [`Config`], collecting [`ConfigError`]s.
 //! - [`env`](mod@env): the [`Env`] trait and `${VAR}` expansion.
 //! - `from_env`: the environment-only contract (`OAUTH_ISSUER_URL`, …).
-//! - `observe`: `[metrics]` and `[audit]`.
+//! - `observe`: `[metrics]`, `[traces]` and `[audit]`.
 
 #![forbid(unsafe_code)]
 
@@ -28,7 +28,7 @@ use url::Url;
 
 pub use admin::AdminSettings;
 pub use env::{Env, MapEnv, ProcessEnv};
-pub use observe::{AuditSink, MetricsConfig};
+pub use observe::{AuditSink, MetricsConfig, TracesConfig};
 
 /// One problem in the configuration, located by its path (`server[1].verify.issuer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit log of every decision (off by default).
     pub audit: Option<AuditSink>,
+    /// OpenTelemetry traces (off by default).
+    pub traces: Option<TracesConfig>,
 }
 
 /// Where durable state lives.

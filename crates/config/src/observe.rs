@@ -1,4 +1,4 @@
-//! `[metrics]` and `[audit]`: what an operator watches. Both are off until configured. Metrics are served
+//! `[metrics]`, `[traces]` and `[audit]`: what an operator watches. Both are off until configured. Metrics are served
 //! on a listener of their own, never on the public one, so scraping needs no route through the gate and
 //! the public port exposes nothing about traffic.
 
@@ -19,6 +19,26 @@ pub(crate) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAudit {
     pub(crate) path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTraces {
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) sample_ratio: Option<f64>,
+    pub(crate) service_name: Option<String>,
+}
+
+/// OpenTelemetry traces, exported over OTLP/HTTP (protobuf) when an endpoint is configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracesConfig {
+    /// Where spans are posted, the signal path included (`http://collector:4318/v1/traces`).
+    pub otlp_endpoint: url::Url,
+    /// The share of traces started here that are recorded (0 to 1); a client's sampling decision in its
+    /// `traceparent` is followed.
+    pub sample_ratio: f64,
+    /// `service.name` of every span.
+    pub service_name: String,
 }
 
 /// Prometheus metrics.
@@ -48,6 +68,29 @@ pub(crate) fn resolve_metrics(raw: &RawMetrics, public: Option<SocketAddr>, erro
         errors.push("metrics.listen", format!("{listen} is the public listener; metrics need an address of their own"));
     }
     MetricsConfig { listen: Some(listen) }
+}
+
+pub(crate) fn resolve_traces(raw: &RawTraces, errors: &mut Errors) -> Option<TracesConfig> {
+    let text = raw.otlp_endpoint.as_deref()?;
+    let endpoint = match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+        _ => {
+            errors.push(
+                "traces.otlp_endpoint",
+                format!("{text:?} is not an http(s) URL, e.g. \"http://127.0.0.1:4318/v1/traces\""),
+            );
+            return None;
+        }
+    };
+    let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        errors.push("traces.sample_ratio", format!("{sample_ratio} is not between 0 and 1"));
+    }
+    let service_name = raw.service_name.clone().unwrap_or_else(|| "portcullis".to_owned());
+    if service_name.is_empty() {
+        errors.push("traces.service_name", "must not be empty");
+    }
+    Some(TracesConfig { otlp_endpoint: endpoint, sample_ratio, service_name })
 }
 
 pub(crate) fn resolve_audit(raw: &RawAudit, errors: &mut Errors) -> Option<AuditSink> {

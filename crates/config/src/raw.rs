@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     pub(crate) metrics: crate::observe::RawMetrics,
     #[serde(default)]
     pub(crate) audit: crate::observe::RawAudit,
+    #[serde(default)]
+    pub(crate) traces: crate::observe::RawTraces,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -301,6 +301,7 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
 
     let metrics = crate::observe::resolve_metrics(&raw.metrics, listen, &mut errors);
     let audit = crate::observe::resolve_audit(&raw.audit, &mut errors);
+    let traces = crate::observe::resolve_traces(&raw.traces, &mut errors);
 
     match (public_url, listen) {
         (Some(public_url), Some(listen)) => errors.finish(Config {
@@ -317,6 +318,7 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             store,
             metrics,
             audit,
+            traces,
         }),
         _ => Err(ConfigErrors(errors.0)),
     }

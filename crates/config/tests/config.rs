@@ -369,3 +369,20 @@ fn metrics_and_audit_are_off_until_configured_and_never_on_the_public_listener()
         "a wildcard public listener owns the port: {errs:?}"
     );
 }
+
+#[test]
+fn traces_are_off_until_an_otlp_endpoint_is_configured() {
+    let c = Config::from_toml(MINIMAL, &MapEnv::default()).unwrap();
+    assert!(c.traces.is_none());
+    let text = format!("{MINIMAL}\n[traces]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n");
+    let t = Config::from_toml(&text, &MapEnv::default()).unwrap().traces.unwrap();
+    assert_eq!(
+        (t.otlp_endpoint.as_str(), t.sample_ratio, t.service_name.as_str()),
+        ("http://127.0.0.1:4318/v1/traces", 1.0, "portcullis")
+    );
+    let errs = errors(&format!("{MINIMAL}\n[traces]\notlp_endpoint = \"collector:4318\"\nsample_ratio = 1.5\n"));
+    assert!(errs.iter().any(|e| e.starts_with("traces.otlp_endpoint:")), "{errs:?}");
+    let errs =
+        errors(&format!("{MINIMAL}\n[traces]\notlp_endpoint = \"http://c:4318/v1/traces\"\nsample_ratio = 1.5\n"));
+    assert!(errs.iter().any(|e| e.starts_with("traces.sample_ratio: 1.5 is not between 0 and 1")), "{errs:?}");
+}

@@ -219,7 +219,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             .make_span_with(|req: &Request<Body>| {
                 // Only the method, path and request id: headers may carry tokens and never reach logs.
                 let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                let span = tracing::info_span!("request", otel.kind = "server", method = %req.method(), path = %req.uri().path(), request_id = %id);
+                // A client's trace (W3C `traceparent`) continues here when traces are exported.
+                observe::adopt_parent(&span, req.headers());
+                span
             })
             .on_request(())
             .on_response(

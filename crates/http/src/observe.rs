@@ -294,6 +294,64 @@ fn header_text(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// Whether spans are exported (set once at start when `[traces]` is configured); when not, no trace
+/// context is read or written.
+static TRACES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns on trace context handling: a client's `traceparent` parents the request's span, and the
+/// upstream gets one naming the gate's span.
+pub fn enable_traces() {
+    TRACES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes the trace context in `headers` (W3C `traceparent`, `tracestate`) the parent of `span`.
+pub(crate) fn adopt_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !TRACES.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Writes the current span's trace context into `headers` (replacing the client's own: the upstream's
+/// parent is the gate's span, a child of the client's).
+pub(crate) fn inject(headers: &mut axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !TRACES.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeadersMut(headers)));
+}
+
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) =
+            (axum::http::HeaderName::from_bytes(key.as_bytes()), axum::http::HeaderValue::from_str(&value))
+        {
+            self.0.insert(name, value);
+        }
+    }
+}
+
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is malformed or all
 /// zeros (W3C Trace Context §3.2.2.3).
 pub(crate) fn trace_id_of(traceparent: &str) -> Option<String> {

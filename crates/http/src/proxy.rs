@@ -296,6 +296,9 @@ pub(crate) async fn forward(
 
     let uri: axum::http::Uri =
         url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?;
+    // The upstream call's span (traces only), whose context the upstream receives as its parent.
+    let span = tracing::debug_span!("upstream", otel.kind = "client", server = %server.config.path, status = tracing::field::Empty);
+    span.in_scope(|| observe::inject(&mut headers));
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
@@ -304,7 +307,8 @@ pub(crate) async fn forward(
     // Metrics, when recorded, name the server by its configured path.
     let watch = state.observe.metrics().then_some(server.config.path.as_str());
     let started = std::time::Instant::now();
-    let upstream = match tokio::time::timeout(proxy.config.header_timeout, proxy.client.request(request)).await {
+    let call = tokio::time::timeout(proxy.config.header_timeout, proxy.client.request(request));
+    let upstream = match tracing::Instrument::instrument(call, span.clone()).await {
         Err(_) => {
             watch.inspect(|path| observe::upstream_error(path, "timeout"));
             return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis()));
@@ -315,6 +319,7 @@ pub(crate) async fn forward(
         }
         Ok(Ok(r)) => r,
     };
+    span.record("status", upstream.status().as_u16());
     watch.inspect(|path| observe::upstream_answered(path, started.elapsed()));
 
     let (upstream, incoming) = upstream.into_parts();

@@ -66,6 +66,11 @@ impl Introspector {
     /// The claims of an active token; `Inactive` when the IdP says so; `Unavailable` when it cannot
     /// be asked. Only active answers are cached, for at most the token's remaining lifetime.
     pub async fn introspect(&self, token: &str, hash: [u8; 32]) -> Result<Arc<Map<String, Value>>, TokenError> {
+        let span = tracing::debug_span!("introspect", endpoint = %self.endpoint);
+        tracing::Instrument::instrument(self.ask(token, hash), span).await
+    }
+
+    async fn ask(&self, token: &str, hash: [u8; 32]) -> Result<Arc<Map<String, Value>>, TokenError> {
         if let Some(hit) = self.cache.get(&hash).await {
             let exp = hit.claims.get("exp").and_then(Value::as_u64);
             if exp.is_none_or(|e| e > self.clock.now_unix()) {

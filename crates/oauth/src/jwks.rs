@@ -281,7 +281,8 @@ impl JwksCache {
     /// the metrics, with the key count and the time of the last success.
     pub async fn refresh(&self) -> Result<(), String> {
         let Some(uri) = &self.uri else { return Ok(()) };
-        let result = self.fetch(uri).await;
+        let span = tracing::debug_span!("jwks.fetch", jwks_uri = %uri);
+        let result = tracing::Instrument::instrument(self.fetch(uri), span).await;
         let label = uri.to_string();
         let outcome = if result.is_ok() { "success" } else { "failure" };
         metrics::counter!(metric::FETCHES, "jwks_uri" => label.clone(), "result" => outcome).increment(1);

@@ -146,15 +146,31 @@ impl Verifier {
 
     /// Verifies a bearer token.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        // A span for traces only (debug: not built unless a trace or debug log wants it).
+        let span =
+            tracing::debug_span!("authenticate", cached = tracing::field::Empty, outcome = tracing::field::Empty);
+        let result = tracing::Instrument::instrument(self.verify_token(token), span.clone()).await;
+        span.record("outcome", result.as_ref().map_or_else(|e| e.reason(), |_| "ok"));
+        result
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = self.clock.now_unix();
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash)) {
             match hit.outcome {
-                Ok(t) if self.still_good(&t, now) => return Ok(t),
+                Ok(t) if self.still_good(&t, now) => {
+                    tracing::Span::current().record("cached", true);
+                    return Ok(t);
+                }
                 Ok(_) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::Span::current().record("cached", true);
+                    return Err(e);
+                }
             }
         }
+        tracing::Span::current().record("cached", false);
         let mut has_kid = false;
         let outcome = match self.parse_header(token) {
             Ok(header) => {

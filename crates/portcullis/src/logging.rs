@@ -1,16 +1,63 @@
-//! Structured logs: text for people, JSON for collectors. `RUST_LOG` overrides the configured level.
+//! Structured logs (text for people, JSON for collectors; `RUST_LOG` overrides the configured level) and,
+//! when `[traces]` is configured, OpenTelemetry spans exported over OTLP/HTTP.
 
-use portcullis_config::{LogConfig, LogFormat};
-use tracing_subscriber::EnvFilter;
+use anyhow::Context;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use portcullis_config::{LogConfig, LogFormat, TracesConfig};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-pub(crate) fn init(log: &LogConfig) {
+/// The spans of these crates become OpenTelemetry spans: the request (`info`) and its children
+/// (`debug`: authentication, introspection, key set fetches, the upstream call), whatever the log level.
+/// Without `[traces]` the children are not even built.
+const TRACED: [&str; 5] = ["portcullis", "portcullis_http", "portcullis_oauth", "portcullis_authz", "portcullis_store"];
+
+/// Installs the log (and trace) subscriber. Returns the tracer provider, to be shut down (flushing what
+/// is queued) when the process stops.
+pub(crate) fn init(log: &LogConfig, traces: Option<&TracesConfig>) -> anyhow::Result<Option<SdkTracerProvider>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     // Colour only for a person at a terminal; a pipe or a file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    // A second init (tests calling in-process) is harmless, so its error is ignored.
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let fmt = match log.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
     };
+    let provider = traces.map(tracer_provider).transpose()?;
+    let otel = provider.as_ref().map(|p| {
+        let targets = TRACED.iter().fold(Targets::new(), |t, name| t.with_target(*name, LevelFilter::DEBUG));
+        tracing_opentelemetry::layer().with_tracer(p.tracer("portcullis")).with_filter(targets)
+    });
+    // A second init (tests calling in-process) is harmless, so its error is ignored.
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
+    if provider.is_some() {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        portcullis_http::observe::enable_traces();
+    }
+    Ok(provider)
+}
+
+/// Batches spans on the runtime and posts them to the collector; a trace a client started keeps its
+/// sampling decision, new ones are sampled at `sample_ratio`.
+fn tracer_provider(traces: &TracesConfig) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces.otlp_endpoint.as_str())
+        .build()
+        .context("the OTLP exporter")?;
+    let batch = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(traces.service_name.clone()).build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(traces.sample_ratio))))
+        .with_resource(resource)
+        .build())
 }

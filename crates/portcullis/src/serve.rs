@@ -57,7 +57,7 @@ pub(crate) async fn run(
         Config::from_env(&ProcessEnv)
             .map_err(|e| anyhow::anyhow!("no --config given, and the environment is incomplete:\n{e}"))?
     };
-    crate::logging::init(&config.log);
+    let tracer = crate::logging::init(&config.log, config.traces.as_ref())?;
     let config = Arc::new(config);
     // The address first: a busy port is reported before anything is set up or announced.
     let listener = match activated {
@@ -153,6 +153,10 @@ pub(crate) async fn run(
     }
     for task in background {
         task.abort();
+    }
+    // Spans still queued go to the collector before the process ends.
+    if let Some(tracer) = tracer {
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -384,3 +384,106 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
         assert_eq!(sample_of(&page, series), Some(value), "{series} in\n{page}");
     }
 }
+
+/// An OTLP/HTTP trace receiver on loopback, decoding what it gets with the official OTLP protobuf
+/// definitions (`opentelemetry-proto`): the spans, each with its resource's `service.name`.
+struct Collector {
+    url: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+        use prost::Message;
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    assert_eq!(headers["content-type"], "application/x-protobuf");
+                    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP trace export");
+                    for resource in request.resource_spans {
+                        let service = resource
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|a| a.key == "service.name")
+                            .and_then(|a| a.value.as_ref())
+                            .map(|v| format!("{:?}", v.value))
+                            .unwrap_or_default();
+                        for scope in resource.scope_spans {
+                            sink.lock().unwrap().extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                        }
+                    }
+                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                    ([("content-type", "application/x-protobuf")], answer)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Collector { url, spans }
+    }
+
+    /// Waits for the spans of `trace_id` until one is named `name`, and returns them all.
+    async fn trace(&self, trace_id: &[u8], until: &str) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+        for _ in 0..100 {
+            let spans: Vec<_> =
+                self.spans.lock().unwrap().iter().filter(|(_, s)| s.trace_id == trace_id).cloned().collect();
+            if spans.iter().any(|(_, s)| s.name == until) {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no {until} span of the trace arrived; got {:?}",
+            self.spans.lock().unwrap().iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_client_trace_continues_through_the_gate_to_the_upstream() {
+    let collector = Collector::start().await;
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    let config = format!(
+        "{}\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"gate-under-test\"\n",
+        crate::verify::config(&sample, &idp.issuer, ""),
+        collector.url
+    );
+    // Batches leave every 200 ms instead of every 5 s (the SDK's standard variable).
+    let gate = Gate::start_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "200")]).await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let (trace, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let seen = crate::gateway::whoami(&gate, &token, &[("traceparent", &format!("00-{trace}-{client_span}-01"))]).await;
+
+    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let spans = collector.trace(&trace_bytes, "upstream").await;
+    let span = |name: &str| {
+        spans.iter().find(|(_, s)| s.name == name).unwrap_or_else(|| panic!("no {name} span in {spans:?}")).1.clone()
+    };
+    let (request, authenticate, upstream) = (span("request"), span("authenticate"), span("upstream"));
+    assert!(spans.iter().all(|(service, _)| service.contains("gate-under-test")), "{spans:?}");
+    // The gate's request span continues the client's trace; authentication and the upstream call are its
+    // children.
+    assert_eq!(hex(&request.parent_span_id), client_span);
+    assert_eq!(authenticate.parent_span_id, request.span_id);
+    assert_eq!(upstream.parent_span_id, request.span_id);
+    // The upstream's parent is the gate's upstream span, in the client's trace.
+    let forwarded = seen["traceparent"].as_str().unwrap();
+    assert_eq!(forwarded, format!("00-{trace}-{}-01", hex(&upstream.span_id)), "{seen:?}");
+    // The key set fetched at start is traced too, in a trace of its own.
+    assert!(
+        collector.spans.lock().unwrap().iter().any(|(_, s)| s.name == "jwks.fetch" && s.trace_id != trace_bytes),
+        "no jwks.fetch span"
+    );
+}
