@@ -16,13 +16,7 @@ GW_PORT="${GW_PORT:-19512}"
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-[ -d tests/interop/node_modules ] || (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
-
-mkfifo "$WORK/idp.out"
-$LOAD node tests/interop/idp.mjs --profile rfc8707 --ignore-stdin >"$WORK/idp.out" 2>/dev/null &
-pids+=($!)
-ISSUER=$(head -n1 "$WORK/idp.out" | sed -E 's/.*"issuer":"([^"]+)".*/\1/')
-cat "$WORK/idp.out" >/dev/null &
+start_idp
 
 start_upstream "$UP_PORT"
 cat >"$WORK/bench.toml" <<TOML

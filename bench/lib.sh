@@ -11,6 +11,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+start_idp() { # sets ISSUER: the loopback test IdP (oidc-provider), profile rfc8707
+  [ -d tests/interop/node_modules ] || (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+  mkfifo "$WORK/idp.out"
+  $LOAD node tests/interop/idp.mjs --profile rfc8707 --ignore-stdin >"$WORK/idp.out" 2>/dev/null &
+  pids+=($!)
+  ISSUER=$(head -n1 "$WORK/idp.out" | sed -E 's/.*"issuer":"([^"]+)".*/\1/')
+  cat "$WORK/idp.out" >/dev/null &
+}
+
 start_upstream() { # port
   $LOAD "$BIN" sample-upstream --listen "127.0.0.1:$1" >/dev/null &
   pids+=($!)

@@ -35,7 +35,7 @@ pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut r
         Err(e) => {
             let (parts, _) = req.into_parts();
             let decision = crate::observe::Decision::refused(e.reason());
-            decision.attach(e.into_response(&challenge_context(&state, &server, &parts)))
+            decision.attach(&state.observe, e.into_response(&challenge_context(&state, &server, &parts)))
         }
     }
 }

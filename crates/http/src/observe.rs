@@ -101,8 +101,17 @@ impl Decision {
         Self { reason, ..Self::default() }
     }
 
-    /// Adds who called (from the verified token) and what the body asked for.
-    pub(crate) fn with(mut self, token: Option<&VerifiedToken>, body: Option<&rpc::Body<'_>>) -> Self {
+    /// Adds who called (from the verified token) and what the body asked for, when anything is observed
+    /// (otherwise nothing is copied).
+    pub(crate) fn with(
+        mut self,
+        observe: &Observe,
+        token: Option<&VerifiedToken>,
+        body: Option<&rpc::Body<'_>>,
+    ) -> Self {
+        if !observe.active() {
+            return self;
+        }
         if let Some(t) = token {
             self.subject.clone_from(&t.subject);
             self.client_id = t.client_id.as_ref().map(|c| c.as_str().to_owned());
@@ -118,9 +127,11 @@ impl Decision {
         self
     }
 
-    /// Leaves the decision in `response` for the observing layer.
-    pub(crate) fn attach(self, mut response: Response) -> Response {
-        response.extensions_mut().insert(self);
+    /// Leaves the decision in `response` for the observing layer, when anything is observed.
+    pub(crate) fn attach(self, observe: &Observe, mut response: Response) -> Response {
+        if observe.active() {
+            response.extensions_mut().insert(self);
+        }
         response
     }
 }
@@ -183,6 +194,11 @@ impl Observe {
         self.metrics
     }
 
+    /// Whether metrics or the audit log want decisions.
+    pub fn active(&self) -> bool {
+        self.metrics || self.audit.is_some()
+    }
+
     /// Where the authorization server's events go, when anything is observed.
     pub fn gateway_sink(&self) -> Option<Arc<dyn EventSink>> {
         (self.metrics || self.audit.is_some())
@@ -197,7 +213,7 @@ pub(crate) async fn layer(
     next: Next,
 ) -> Response {
     let observe = &state.observe;
-    if !observe.metrics && observe.audit.is_none() {
+    if !observe.active() {
         return next.run(req).await;
     }
     let started = Instant::now();

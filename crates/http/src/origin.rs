@@ -29,7 +29,8 @@ pub(crate) async fn check(State(state): State<Arc<AppState>>, req: Request, next
         let text = origin.to_str().unwrap_or_default();
         if !allowed(&state, text) {
             let refusal = ProxyError::OriginRejected(text.to_owned());
-            return crate::observe::Decision::refused(refusal.reason()).attach(refusal.into_response());
+            let decision = crate::observe::Decision::refused(refusal.reason());
+            return decision.attach(&state.observe, refusal.into_response());
         }
     }
     next.run(req).await

@@ -420,7 +420,7 @@ impl http_body::Body for IdleBounded {
 /// The response carries what was decided, for the observing layer.
 pub(crate) async fn handle(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
     let (response, decision) = decide(state, server, req).await;
-    decision.attach(response)
+    decision.attach(&state.observe, response)
 }
 
 async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> (Response, Decision) {
@@ -451,18 +451,18 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
             Ok(b) => Some(b),
             Err(r) => {
                 let (response, decision) = refused(ProxyError::InvalidMessage(r.code, r.message), Some(r.id));
-                return (response, decision.with(token.as_deref(), None));
+                return (response, decision.with(&state.observe, token.as_deref(), None));
             }
         }
     } else if !bytes.is_empty() {
         let e = ProxyError::BadRequestBody(format!("a {} request to an MCP endpoint carries no body", parts.method));
         let (response, decision) = refused(e, None);
-        return (response, decision.with(token.as_deref(), None));
+        return (response, decision.with(&state.observe, token.as_deref(), None));
     } else {
         None
     };
     let rpc_id = classified.as_ref().map(rpc::Body::error_id);
-    let decision = Decision::allowed().with(token.as_deref(), classified.as_ref());
+    let decision = Decision::allowed().with(&state.observe, token.as_deref(), classified.as_ref());
     let mut identity = Vec::new();
     if let Some(token) = &token {
         let challenge = |e: crate::AuthError| {

@@ -29,6 +29,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<(Observe, Option<to
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
     portcullis_http::observe::describe();
+    portcullis_store::observed::metric::describe();
     metrics::gauge!("portcullis_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let task = tokio::spawn(serve(listener, handle));
     tracing::info!(addr = %addr, "metrics at /metrics");

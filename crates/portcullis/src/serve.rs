@@ -86,7 +86,7 @@ pub(crate) async fn run(
     background.extend(metrics_listener);
 
     let gateway = match &config.gateway {
-        Some(g) => Some(start_gateway(&config, g, clock.clone()).await?),
+        Some(g) => Some(start_gateway(&config, g, clock.clone(), observe.active() || config.traces.is_some()).await?),
         None => None,
     };
     let dev_sign_in = match (&gateway, args.dev) {
@@ -169,10 +169,18 @@ pub(crate) fn operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow:
     }
 }
 
-async fn start_gateway(config: &Config, g: &GatewayConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Gateway>> {
-    let store = portcullis_store::open(&config.store.url)
+async fn start_gateway(
+    config: &Config,
+    g: &GatewayConfig,
+    clock: Arc<dyn Clock>,
+    observed: bool,
+) -> anyhow::Result<Arc<Gateway>> {
+    let mut store = portcullis_store::open(&config.store.url)
         .await
         .with_context(|| format!("opening the store {}", redacted_store(&config.store.url)))?;
+    if observed {
+        store = Arc::new(portcullis_store::Observed::new(store));
+    }
     // A store that opens but cannot be written (a read-only file, a full disk) would fail the first
     // registration: refuse to start instead, naming it.
     store.probe(clock.now_unix() as i64).await.with_context(|| {

@@ -25,6 +25,7 @@
 //!   in `migrations/sqlite` and `migrations/postgres`, compiled into the binary.
 //! - `sql_store`: the one `Store` implementation of the two SQL backends, instantiated by each.
 //! - `sqlite`, `postgres`, [`memory`]: the backends.
+//! - [`observed`]: any backend, each operation timed for metrics and traces.
 //!
 //! The conformance suite that every backend passes is the `store` integration test (`tests/store/`). Its
 //! PostgreSQL half is `#[ignore]`d unless asked for (a run without a database reports it as ignored),
@@ -38,6 +39,7 @@
 
 pub mod error;
 pub mod memory;
+pub mod observed;
 mod open;
 mod postgres;
 pub mod records;
@@ -52,6 +54,7 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use observed::Observed;
 pub use open::open;
 pub use records::{
     ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, Failures, KeyRecord, PendingRecord,
