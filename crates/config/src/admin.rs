@@ -19,6 +19,8 @@ pub struct AdminSettings {
     pub signing_alg: KeyAlg,
     /// How long a retired key stays published after its last token (the access-token lifetime).
     pub access_token_ttl: Duration,
+    /// The audit log, which records what administration changes.
+    pub audit: Option<crate::AuditSink>,
 }
 
 impl AdminSettings {
@@ -62,6 +64,7 @@ impl AdminSettings {
         let store_url = text("store", "url", DEFAULT_STORE_URL);
         let operator_key_file = PathBuf::from(text("gateway", "operator_key_file", DEFAULT_OPERATOR_KEY_FILE));
         let alg = text("gateway", "signing_alg", "ES256");
+        let audit_path = text("audit", "path", "");
         let signing_alg = KeyAlg::parse(&alg).unwrap_or_else(|| {
             errors.push("gateway.signing_alg", format!("{alg:?} is not supported (ES256, EdDSA or RS256)"));
             KeyAlg::Es256
@@ -74,7 +77,18 @@ impl AdminSettings {
                 3_600
             }
         };
-        errors.finish(Self { store_url, operator_key_file, signing_alg, access_token_ttl: Duration::from_secs(ttl) })
+        let audit = match audit_path.as_str() {
+            "" => None,
+            "-" => Some(crate::AuditSink::Stdout),
+            path => Some(crate::AuditSink::File(PathBuf::from(path))),
+        };
+        errors.finish(Self {
+            store_url,
+            operator_key_file,
+            signing_alg,
+            access_token_ttl: Duration::from_secs(ttl),
+            audit,
+        })
     }
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct Decision {
     pub(crate) calls: Vec<Call>,
     /// Whether the gate read and classified the body.
     pub(crate) read: bool,
+    /// The trace id of the request's `_meta` trace context (SEP-414), when its headers had none.
+    pub(crate) trace_id: Option<String>,
 }
 
 /// One JSON-RPC message of a request, as the audit log names it.
@@ -222,6 +224,7 @@ pub(crate) async fn layer(
     let trace_id = header_text(&req, "traceparent").and_then(|t| trace_id_of(&t));
     let mut response = next.run(req).await;
     let decision = response.extensions_mut().remove::<Decision>().unwrap_or_else(|| Decision::refused("unknown"));
+    let trace_id = trace_id.or_else(|| decision.trace_id.clone());
     let status = response.status().as_u16();
     let label = method_label(&method, &decision.calls, decision.read);
     let path = server.config.path.as_str();
@@ -331,6 +334,23 @@ pub(crate) fn adopt_parent(span: &tracing::Span, headers: &axum::http::HeaderMap
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
     }
+}
+
+/// Whether trace context is read and written.
+pub(crate) fn traces_on() -> bool {
+    TRACES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Makes a trace context from a request's `_meta` (SEP-414) the parent of `span`, for requests whose
+/// headers carried none.
+pub(crate) fn adopt_meta_parent(span: &tracing::Span, meta: &rpc::TraceMeta) {
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in [("traceparent", Some(&meta.traceparent)), ("tracestate", meta.tracestate.as_ref())] {
+        if let Some(v) = value.and_then(|v| axum::http::HeaderValue::from_str(v).ok()) {
+            headers.insert(name, v);
+        }
+    }
+    adopt_parent(span, &headers);
 }
 
 /// Writes the current span's trace context into `headers` (replacing the client's own: the upstream's
@@ -591,6 +611,24 @@ async fn write_lines(mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>, mut
             tracing::error!(error = %e, "cannot write the audit log");
         }
         buf.clear();
+    }
+}
+
+/// Appends one event to the audit log at once, for a short-lived process (the administration commands):
+/// `fields` (a JSON object) after `time` and `event`.
+pub fn append_audit(
+    sink: &portcullis_config::AuditSink,
+    kind: &str,
+    fields: &serde_json::Value,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(&AuditLine { time: now_rfc3339(), kind, event: fields })?;
+    line.push(b'\n');
+    match sink {
+        portcullis_config::AuditSink::Stdout => std::io::stdout().lock().write_all(&line),
+        portcullis_config::AuditSink::File(path) => {
+            std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(&line)
+        }
     }
 }
 

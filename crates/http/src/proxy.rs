@@ -270,6 +270,7 @@ pub(crate) async fn forward(
     parts: Parts,
     body: Bytes,
     identity: Vec<(HeaderName, HeaderValue)>,
+    meta_trace: Option<&rpc::TraceMeta>,
 ) -> Result<Response, ProxyError> {
     let proxy = &state.proxy;
     let mut url = server.config.upstream.clone();
@@ -298,6 +299,9 @@ pub(crate) async fn forward(
         url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?;
     // The upstream call's span (traces only), whose context the upstream receives as its parent.
     let span = tracing::debug_span!("upstream", otel.kind = "client", server = %server.config.path, status = tracing::field::Empty);
+    if let Some(meta) = meta_trace {
+        observe::adopt_meta_parent(&span, meta);
+    }
     span.in_scope(|| observe::inject(&mut headers));
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = parts.method;
@@ -482,7 +486,16 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         }
     }
     drop(classified);
-    match forward(state, server, parts, bytes, identity).await {
+    // SEP-414: a trace context in `_meta` stands in for a missing `traceparent` header.
+    let header_trace = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(observe::trace_id_of);
+    let meta_trace = if header_trace.is_none() && (observe::traces_on() || state.observe.active()) {
+        rpc::trace_meta(&bytes).filter(|m| observe::trace_id_of(&m.traceparent).is_some())
+    } else {
+        None
+    };
+    let decision =
+        Decision { trace_id: meta_trace.as_ref().and_then(|m| observe::trace_id_of(&m.traceparent)), ..decision };
+    match forward(state, server, parts, bytes, identity, meta_trace.as_ref()).await {
         Ok(r) => (r, decision),
         Err(e) => (e.into_response_for(rpc_id), decision),
     }

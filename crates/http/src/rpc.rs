@@ -277,6 +277,39 @@ fn target<'a>(method: &str, params: Option<&'a RawValue>) -> Result<Option<Cow<'
     }
 }
 
+/// A W3C trace context carried in a request's `params._meta` (SEP-414): `traceparent` and `tracestate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceMeta {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// The trace context of a single request's `params._meta`, if it has one. Read only for traces, never for
+/// a decision: anything unreadable is simply no context. The body passes to the upstream untouched.
+pub fn trace_meta(body: &[u8]) -> Option<TraceMeta> {
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        params: Option<Params<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<Meta<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow)]
+        traceparent: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        tracestate: Option<Cow<'a, str>>,
+    }
+    // Most bodies carry none: no second parse for them.
+    body.windows(11).position(|w| w == b"traceparent")?;
+    let meta = serde_json::from_slice::<Request<'_>>(body).ok()?.params?.meta?;
+    Some(TraceMeta { traceparent: meta.traceparent?.into_owned(), tracestate: meta.tracestate.map(Cow::into_owned) })
+}
+
 /// MCP 2026-07-28 (SEP-2243): `Mcp-Method` and `Mcp-Name`, when present, must equal the body's method and
 /// target. They are checked, never trusted: authorization is decided from the body alone. `Mcp-Name`
 /// may carry the `=?base64?…?=` sentinel form, decoded before comparing.
@@ -499,5 +532,24 @@ mod tests {
         // A batch has no single method.
         let batch = classify(br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#).unwrap();
         assert!(check_headers(&headers(&[("mcp-method", "tools/list")]), &batch).is_err());
+    }
+
+    #[test]
+    fn trace_context_in_meta() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","_meta":{{"traceparent":"{tp}","tracestate":"a=b"}}}}}}"#
+        );
+        let meta = trace_meta(body.as_bytes()).unwrap();
+        assert_eq!((meta.traceparent.as_str(), meta.tracestate.as_deref()), (tp, Some("a=b")));
+        // None without one, in an argument (not `_meta`), in a batch, or when `_meta` is not an object.
+        for none in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"traceparent":"t"}}}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"t"}}}]"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":"traceparent"}}"#,
+        ] {
+            assert_eq!(trace_meta(none.as_bytes()), None, "{none}");
+        }
     }
 }

@@ -23,6 +23,14 @@ async fn open(path: &Path) -> anyhow::Result<(AdminSettings, Arc<dyn Store>)> {
     Ok((settings, store))
 }
 
+/// Records a change in the audit log, when there is one.
+fn audit(settings: &AdminSettings, kind: &str, fields: serde_json::Value) -> anyhow::Result<()> {
+    if let Some(sink) = &settings.audit {
+        portcullis_http::observe::append_audit(sink, kind, &fields).context("writing the audit log")?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     SystemClock.now_unix() as i64
 }
@@ -52,7 +60,7 @@ pub(crate) async fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 !username.is_empty() && !username.contains(char::is_whitespace),
                 "invalid username {username:?}"
             );
-            let (_, store) = open(&config).await?;
+            let (settings, store) = open(&config).await?;
             let password = read_password(&username)?;
             Gateway::add_user(store.as_ref(), &username, &password, now()).await.map_err(|e| match e {
                 GatewayError::Store(StoreError::Conflict(_)) => anyhow::anyhow!(
@@ -60,10 +68,11 @@ pub(crate) async fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 ),
                 e => anyhow::anyhow!("adding {username}: {e}"),
             })?;
+            audit(&settings, "admin.user_added", serde_json::json!({"username": username, "result": "success"}))?;
             println!("added {username}");
         }
         UsersCommand::Passwd { username, config } => {
-            let (_, store) = open(&config).await?;
+            let (settings, store) = open(&config).await?;
             let password = read_password(&username)?;
             let changed = Gateway::change_password(store.as_ref(), &username, &password)
                 .await
@@ -72,6 +81,8 @@ pub(crate) async fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 changed,
                 "there is no account named {username}; `portcullis users add {username}` creates it"
             );
+            let event = serde_json::json!({"username": username, "result": "success"});
+            audit(&settings, "admin.password_changed", event)?;
             println!("password of {username} changed");
         }
         UsersCommand::List { config } => {
@@ -99,6 +110,9 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             let (kid, signs_from) = Gateway::rotate_keys(store.as_ref(), &operator, alg, now, publish_ahead)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event =
+                serde_json::json!({"kid": kid, "alg": alg.as_str(), "signs_from": signs_from, "result": "success"});
+            audit(&settings, "gateway.key_rotated", event)?;
             if signs_from <= now {
                 println!("key {kid} published; it signs now (no key was signing, so there was nothing to wait for)");
             } else {

@@ -243,17 +243,22 @@ async fn a_client_trace_id_reaches_the_audit_log_and_batches_name_every_call() {
     let batch = format!("[{},{}]", call(2, "echo", json!({"text": "a"})), call(3, "whoami", json!({})));
     let r = mcp_post(&client(), &mcp, batch).bearer_auth(&token).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
+    // SEP-414: a trace context in `_meta`, without the header.
+    let meta = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "echo",
+        "arguments": {"text": "m"}, "_meta": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}});
+    let r = mcp_post(&client(), &mcp, meta.to_string()).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     // Written by a task of its own: give it a moment.
     let path = gate.dir.path.join("audit.jsonl");
     let mut events = Vec::new();
     for _ in 0..50 {
         events = std::fs::read_to_string(&path).unwrap_or_default().lines().map(String::from).collect();
-        if events.len() == 2 {
+        if events.len() == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
     let traced: Value = serde_json::from_str(&events[0]).unwrap();
     assert_eq!(traced["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     let batch: Value = serde_json::from_str(&events[1]).unwrap();
@@ -263,6 +268,8 @@ async fn a_client_trace_id_reaches_the_audit_log_and_batches_name_every_call() {
         batch["calls"],
         json!([{"method": "tools/call", "name": "echo"}, {"method": "tools/call", "name": "whoami"}])
     );
+    let from_meta: Value = serde_json::from_str(&events[2]).unwrap();
+    assert_eq!(from_meta["trace_id"], "0af7651916cd43dd8448eb211c80319c");
 }
 
 /// The value of the series `series` (name and labels, exactly as rendered) on a `/metrics` page.
@@ -333,7 +340,7 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
     let mut lines = Vec::new();
     for _ in 0..50 {
         lines = std::fs::read_to_string(&audit_path).unwrap_or_default().lines().map(String::from).collect();
-        if lines.len() >= 8 {
+        if lines.len() >= 9 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -348,6 +355,7 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
     assert_eq!(
         seen,
         [
+            ("admin.user_added", "success"),
             ("gateway.client_registered", "success"),
             ("gateway.sign_in", "failure"),
             ("gateway.sign_in", "success"),
@@ -358,16 +366,23 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
             ("gateway.token_issued", "invalid_grant"),
         ]
     );
-    assert_eq!(events[0]["client_name"], "Audited App");
-    assert_eq!((events[1]["username"].as_str(), events[1]["client_id"].as_str()), (Some("alice"), Some(&*client_id)));
-    assert_eq!(events[1]["address"], "127.0.0.1");
+    assert_eq!(events[1]["client_name"], "Audited App");
+    assert_eq!((events[2]["username"].as_str(), events[2]["client_id"].as_str()), (Some("alice"), Some(&*client_id)));
+    assert_eq!(events[2]["address"], "127.0.0.1");
     assert_eq!(
-        (events[4]["grant_type"].as_str(), events[4]["subject"].as_str()),
+        (events[5]["grant_type"].as_str(), events[5]["subject"].as_str()),
         (Some("authorization_code"), Some("local:alice"))
     );
-    assert_eq!(events[4]["resource"], gate.url("/mcp"));
-    assert_eq!(events[5]["grant_type"], "refresh_token");
-    assert_eq!(events[6]["subject"], "local:alice");
+    assert_eq!(events[5]["resource"], gate.url("/mcp"));
+    assert_eq!(events[6]["grant_type"], "refresh_token");
+    assert_eq!(events[7]["subject"], "local:alice");
+
+    // Administration in a process of its own writes to the same log.
+    crate::support::admin(&["keys", "rotate", "--config", &config], "").await;
+    let last = std::fs::read_to_string(&audit_path).unwrap().lines().last().map(String::from).unwrap();
+    let rotated: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!((rotated["event"].as_str(), rotated["alg"].as_str()), (Some("gateway.key_rotated"), Some("ES256")));
+    assert!(rotated["kid"].as_str().is_some_and(|k| !k.is_empty()), "{rotated}");
 
     let page =
         client().get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -484,6 +499,20 @@ async fn a_client_trace_continues_through_the_gate_to_the_upstream() {
     // The upstream's parent is the gate's upstream span, in the client's trace.
     let forwarded = seen["traceparent"].as_str().unwrap();
     assert_eq!(forwarded, format!("00-{trace}-{}-01", hex(&upstream.span_id)), "{seen:?}");
+    // SEP-414: without the header, a trace context in the request's `_meta` parents the upstream call.
+    let (trace, meta_span) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}, "_meta": {"traceparent": format!("00-{trace}-{meta_span}-01")}}});
+    let r = mcp_post(&client(), &gate.url("/mcp"), body.to_string()).bearer_auth(&token).send().await.unwrap();
+    let answer: Value = r.json().await.unwrap();
+    let seen: serde_json::Map<String, Value> =
+        serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let spans = collector.trace(&trace_bytes, "upstream").await;
+    let upstream = &spans.iter().find(|(_, s)| s.name == "upstream").unwrap().1;
+    assert_eq!(hex(&upstream.parent_span_id), meta_span);
+    assert_eq!(seen["traceparent"], format!("00-{trace}-{}-01", hex(&upstream.span_id)));
+
     // The key set fetched at start is traced too, in a trace of its own.
     assert!(
         collector.spans.lock().unwrap().iter().any(|(_, s)| s.name == "jwks.fetch" && s.trace_id != trace_bytes),
