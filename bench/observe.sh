@@ -14,6 +14,8 @@ CONCURRENCY="${CONCURRENCY:-16}"
 UP_PORT="${UP_PORT:-19521}"
 GW_PORT="${GW_PORT:-19522}"
 METRICS_PORT="${METRICS_PORT:-19523}"
+# Which configurations, in each round's order: off metrics audit on traced.
+CASES="${CASES:-off metrics audit on traced}"
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
@@ -38,6 +40,10 @@ TOML
   echo "$file"
 }
 OFF=$(config "")
+METRICS=$(config "[metrics]
+listen = \"127.0.0.1:$METRICS_PORT\"")
+AUDIT=$(config "[audit]
+path = \"$WORK/audit.jsonl\"")
 ON=$(config "[metrics]
 listen = \"127.0.0.1:$METRICS_PORT\"
 [audit]
@@ -65,19 +71,22 @@ median() { tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1
 
 declare -A results
 for _ in $(seq "$ROUNDS"); do
-  for name in off on traced; do
-    case $name in off) file=$OFF ;; on) file=$ON ;; traced) file=$TRACED ;; esac
+  for name in $CASES; do
+    case $name in off) file=$OFF ;; metrics) file=$METRICS ;; audit) file=$AUDIT ;; on) file=$ON ;; traced) file=$TRACED ;; esac
     rps=$(measure "$file")
     [ "$rps" != ERR ] || { echo "$name: errors or non-2xx answers" >&2; exit 1; }
     results[$name]="${results[$name]:-} $rps"
   done
 done
-lines=$(wc -l <"$WORK/audit.jsonl")
+lines=$(cat "$WORK/audit.jsonl" 2>/dev/null | wc -l)
 base=$(echo "${results[off]}" | median)
 printf '%-40s %10s %8s\n' case "rps (median)" ratio
-for name in off on traced; do
+for name in $CASES; do
   m=$(echo "${results[$name]}" | median)
-  case $name in off) label="nothing observed" ;; on) label="metrics + audit log" ;; traced) label="metrics + audit + traces (ratio 0)" ;; esac
+  case $name in
+    off) label="nothing observed" ;; metrics) label="metrics only" ;; audit) label="audit log only" ;;
+    on) label="metrics + audit log" ;; traced) label="metrics + audit + traces (ratio 0)" ;;
+  esac
   printf '%-40s %10s %8s\n' "$label" "$m" "$(awk -v a="$m" -v b="$base" 'BEGIN{printf "%.3f", a/b}')"
 done
 echo "audit lines written: $lines"

@@ -71,6 +71,8 @@ pub struct ServerRuntime {
     pub config: ServerConfig,
     /// `None` only for servers configured without authentication.
     pub verifier: Option<Arc<Verifier>>,
+    /// Its metric handles (no-ops without a recorder).
+    pub(crate) metrics: Arc<observe::ServerMetrics>,
 }
 
 impl AppState {
@@ -94,7 +96,13 @@ impl AppState {
             .servers
             .iter()
             .zip(verifiers)
-            .map(|(s, verifier)| Arc::new(ServerRuntime { config: s.clone(), verifier }))
+            .map(|(s, verifier)| {
+                Arc::new(ServerRuntime {
+                    metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
+                    config: s.clone(),
+                    verifier,
+                })
+            })
             .collect();
         Ok(Self {
             config,

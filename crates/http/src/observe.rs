@@ -74,12 +74,14 @@ pub fn describe() {
 pub(crate) struct Decision {
     /// `ok` when let through; otherwise why not, from a fixed set of names.
     pub(crate) reason: &'static str,
+    /// The `method` label: the body's one MCP method, `batch`, `response`, or `unknown` when the gate
+    /// did not read a body it could classify (GET and DELETE are labelled by the layer).
+    pub(crate) method: &'static str,
+    /// Who and what, for the audit log (left empty when there is none).
     pub(crate) subject: Option<String>,
     pub(crate) client_id: Option<String>,
     /// The messages of the body, when the gate read it: method and target (tool, prompt or resource).
     pub(crate) calls: Vec<Call>,
-    /// Whether the gate read and classified the body.
-    pub(crate) read: bool,
     /// The trace id of the request's `_meta` trace context (SEP-414), when its headers had none.
     pub(crate) trace_id: Option<String>,
 }
@@ -100,18 +102,21 @@ impl Decision {
 
     /// A refusal for `reason`, before anything about the caller is known.
     pub(crate) fn refused(reason: &'static str) -> Self {
-        Self { reason, ..Self::default() }
+        Self { reason, method: "unknown", ..Self::default() }
     }
 
-    /// Adds who called (from the verified token) and what the body asked for, when anything is observed
-    /// (otherwise nothing is copied).
+    /// Adds what the body asked for and, for the audit log, who called (from the verified token): only
+    /// what is observed is copied.
     pub(crate) fn with(
         mut self,
         observe: &Observe,
         token: Option<&VerifiedToken>,
         body: Option<&rpc::Body<'_>>,
     ) -> Self {
-        if !observe.active() {
+        if let Some(b) = body {
+            self.method = body_label(b);
+        }
+        if observe.audit.is_none() {
             return self;
         }
         if let Some(t) = token {
@@ -119,7 +124,6 @@ impl Decision {
             self.client_id = t.client_id.as_ref().map(|c| c.as_str().to_owned());
         }
         if let Some(b) = body {
-            self.read = true;
             self.calls = b
                 .messages()
                 .iter()
@@ -164,17 +168,25 @@ const METHODS: [&str; 22] = [
     "notifications/roots/list_changed",
 ];
 
-/// The `method` label of a request: its one MCP method, `batch`, `response` (a client's answer to the
-/// server), `stream` (GET), `delete_session` (DELETE), or `unknown` when the gate could not read the body (or refused before reading it).
-fn method_label(http_method: &axum::http::Method, calls: &[Call], read: bool) -> &'static str {
-    use axum::http::Method;
-    match (http_method, calls) {
-        (&Method::GET, _) => "stream",
-        (&Method::DELETE, _) => "delete_session",
-        (_, [one]) => METHODS.iter().find(|m| **m == one.method).copied().unwrap_or("other"),
-        (_, []) if read => "response",
-        (_, []) => "unknown",
+/// The `method` label of a classified body: its one MCP method (`other` for a method not on the list,
+/// so that a client cannot create series), `batch`, or `response` (a client's answer to the server).
+fn body_label(body: &rpc::Body<'_>) -> &'static str {
+    match body.messages() {
+        [one] => match one.method() {
+            Some(m) => METHODS.iter().find(|known| **known == m).copied().unwrap_or("other"),
+            None => "response",
+        },
         _ => "batch",
+    }
+}
+
+/// The `method` label of a request: GET is a `stream`, DELETE ends a session (`delete_session`), a POST
+/// is labelled by its body.
+fn method_label(http_method: &axum::http::Method, decision: &Decision) -> &'static str {
+    match *http_method {
+        axum::http::Method::GET => "stream",
+        axum::http::Method::DELETE => "delete_session",
+        _ => decision.method,
     }
 }
 
@@ -220,16 +232,17 @@ pub(crate) async fn layer(
     }
     let started = Instant::now();
     let method = req.method().clone();
-    let request_id = header_text(&req, "x-request-id");
-    let trace_id = header_text(&req, "traceparent").and_then(|t| trace_id_of(&t));
+    let (request_id, trace_id) = match observe.audit {
+        Some(_) => (header_text(&req, "x-request-id"), header_text(&req, "traceparent").and_then(|t| trace_id_of(&t))),
+        None => (None, None),
+    };
     let mut response = next.run(req).await;
     let decision = response.extensions_mut().remove::<Decision>().unwrap_or_else(|| Decision::refused("unknown"));
     let trace_id = trace_id.or_else(|| decision.trace_id.clone());
     let status = response.status().as_u16();
-    let label = method_label(&method, &decision.calls, decision.read);
     let path = server.config.path.as_str();
     if observe.metrics {
-        record_metrics(path, label, status, &decision, started.elapsed());
+        server.metrics.record(method_label(&method, &decision), status, decision.reason, started.elapsed());
     }
     if let Some(audit) = &observe.audit {
         let (method_field, name, calls) = match decision.calls.as_slice() {
@@ -256,52 +269,79 @@ pub(crate) async fn layer(
     response
 }
 
-fn record_metrics(server: &str, method: &'static str, status: u16, decision: &Decision, took: Duration) {
-    let server = server.to_owned();
-    metrics::counter!(name::REQUESTS, "server" => server.clone(), "method" => method, "status" => status_label(status))
-        .increment(1);
-    metrics::histogram!(name::REQUEST_DURATION, "server" => server.clone()).record(took.as_secs_f64());
-    let outcome = if decision.reason == "ok" { "allow" } else { "deny" };
-    metrics::counter!(name::DECISIONS, "server" => server, "decision" => outcome, "reason" => decision.reason)
-        .increment(1);
+/// One server's request metrics, their handles kept so that recording a request costs a few atomic
+/// operations and no allocation: the histograms from the start, the counters per label set on first use.
+#[derive(Debug)]
+pub(crate) struct ServerMetrics {
+    server: metrics::SharedString,
+    request_duration: metrics::Histogram,
+    upstream_duration: metrics::Histogram,
+    requests: std::sync::RwLock<std::collections::HashMap<(&'static str, u16), metrics::Counter>>,
+    decisions: std::sync::RwLock<std::collections::HashMap<&'static str, metrics::Counter>>,
 }
 
-/// Status codes as label values without allocating for the common ones.
-fn status_label(status: u16) -> metrics::SharedString {
-    match status {
-        200 => "200".into(),
-        202 => "202".into(),
-        400 => "400".into(),
-        401 => "401".into(),
-        403 => "403".into(),
-        502 => "502".into(),
-        503 => "503".into(),
-        other => other.to_string().into(),
+impl ServerMetrics {
+    /// The handles of the server at `path` (no-ops unless a recorder is installed by then).
+    pub(crate) fn new(path: &str) -> Self {
+        let server = metrics::SharedString::from_shared(Arc::<str>::from(path));
+        Self {
+            request_duration: metrics::histogram!(name::REQUEST_DURATION, "server" => server.clone()),
+            upstream_duration: metrics::histogram!(name::UPSTREAM_DURATION, "server" => server.clone()),
+            server,
+            requests: Default::default(),
+            decisions: Default::default(),
+        }
+    }
+
+    fn record(&self, method: &'static str, status: u16, reason: &'static str, took: Duration) {
+        let requests = cached(
+            &self.requests,
+            (method, status),
+            || metrics::counter!(name::REQUESTS, "server" => self.server.clone(), "method" => method, "status" => status.to_string()),
+        );
+        requests.increment(1);
+        self.request_duration.record(took.as_secs_f64());
+        let decisions = cached(&self.decisions, reason, || {
+            let outcome = if reason == "ok" { "allow" } else { "deny" };
+            metrics::counter!(name::DECISIONS, "server" => self.server.clone(), "decision" => outcome, "reason" => reason)
+        });
+        decisions.increment(1);
+    }
+
+    /// How long the upstream took to answer with headers.
+    pub(crate) fn upstream_answered(&self, took: Duration) {
+        self.upstream_duration.record(took.as_secs_f64());
+    }
+
+    /// An upstream failure, counted by kind: `connect`, `timeout` (no answer in time), `reset` (the
+    /// stream broke mid-way), `idle` (the stream fell silent too long).
+    pub(crate) fn upstream_error(&self, kind: &'static str) {
+        metrics::counter!(name::UPSTREAM_ERRORS, "server" => self.server.clone(), "kind" => kind).increment(1);
+    }
+
+    /// Counts an open SSE stream for as long as the returned guard lives.
+    pub(crate) fn stream_opened(&self) -> StreamGauge {
+        let gauge = metrics::gauge!(name::SSE_STREAMS, "server" => self.server.clone());
+        gauge.increment(1.0);
+        StreamGauge(gauge)
     }
 }
 
-/// An upstream failure, counted by kind: `connect`, `timeout` (no answer in time), `reset` (the stream
-/// broke mid-way), `idle` (the stream fell silent too long).
-pub(crate) fn upstream_error(server: &str, kind: &'static str) {
-    metrics::counter!(name::UPSTREAM_ERRORS, "server" => server.to_owned(), "kind" => kind).increment(1);
-}
-
-/// How long the upstream took to answer with headers.
-pub(crate) fn upstream_answered(server: &str, took: Duration) {
-    metrics::histogram!(name::UPSTREAM_DURATION, "server" => server.to_owned()).record(took.as_secs_f64());
+/// The counter under `key`, registered by `make` the first time.
+fn cached<K: std::hash::Hash + Eq + Copy>(
+    map: &std::sync::RwLock<std::collections::HashMap<K, metrics::Counter>>,
+    key: K,
+    make: impl FnOnce() -> metrics::Counter,
+) -> metrics::Counter {
+    if let Some(c) = map.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return c.clone();
+    }
+    map.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert_with(make).clone()
 }
 
 /// Counts an open SSE stream for as long as it lives.
 #[derive(Debug)]
 pub(crate) struct StreamGauge(metrics::Gauge);
-
-impl StreamGauge {
-    pub(crate) fn open(server: &str) -> Self {
-        let gauge = metrics::gauge!(name::SSE_STREAMS, "server" => server.to_owned());
-        gauge.increment(1.0);
-        Self(gauge)
-    }
-}
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {
@@ -590,12 +630,17 @@ impl AuditLog {
     }
 }
 
-/// Writes queued lines, flushing whenever the queue is empty: a burst is one write, a quiet line is on
-/// disk at once.
+/// How long the writer gathers lines after the first of a batch: under load, one write per window
+/// instead of one per request (and no wake-up of the writer per line); a quiet line is written within it.
+const AUDIT_WINDOW: Duration = Duration::from_millis(20);
+
+/// Writes queued lines in batches, one write and flush per [`AUDIT_WINDOW`] at most.
 async fn write_lines(mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(line) = rx.recv().await {
         buf.extend_from_slice(&line);
+        // Senders do not wake a writer that sleeps: the lines of the window wait in the queue.
+        tokio::time::sleep(AUDIT_WINDOW).await;
         while buf.len() < 1024 * 1024 {
             match rx.try_recv() {
                 Ok(more) => buf.extend_from_slice(&more),
@@ -673,12 +718,16 @@ mod tests {
     #[test]
     fn method_labels_are_bounded() {
         use axum::http::Method;
-        let call = |m: &str| vec![Call { method: m.to_owned(), name: None }];
-        assert_eq!(method_label(&Method::POST, &call("tools/call"), true), "tools/call");
-        assert_eq!(method_label(&Method::POST, &call("made/up/by/a/client"), true), "other");
-        assert_eq!(method_label(&Method::POST, &[call("ping"), call("ping")].concat(), true), "batch");
-        assert_eq!(method_label(&Method::POST, &[], false), "unknown");
-        assert_eq!(method_label(&Method::GET, &[], false), "stream");
+        let label = |body: &[u8]| body_label(&rpc::classify(body).unwrap());
+        assert_eq!(label(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#), "tools/call");
+        assert_eq!(label(br#"{"jsonrpc":"2.0","id":1,"method":"made/up/by/a/client"}"#), "other");
+        assert_eq!(
+            label(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#),
+            "batch"
+        );
+        assert_eq!(label(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), "response");
+        assert_eq!(method_label(&Method::POST, &Decision::refused("bad_body")), "unknown");
+        assert_eq!(method_label(&Method::GET, &Decision::allowed()), "stream");
     }
 
     #[test]

@@ -309,22 +309,22 @@ pub(crate) async fn forward(
     *request.headers_mut() = headers;
 
     // Metrics, when recorded, name the server by its configured path.
-    let watch = state.observe.metrics().then_some(server.config.path.as_str());
+    let watch = state.observe.metrics().then_some(&server.metrics);
     let started = std::time::Instant::now();
     let call = tokio::time::timeout(proxy.config.header_timeout, proxy.client.request(request));
     let upstream = match tracing::Instrument::instrument(call, span.clone()).await {
         Err(_) => {
-            watch.inspect(|path| observe::upstream_error(path, "timeout"));
+            watch.inspect(|m| m.upstream_error("timeout"));
             return Err(ProxyError::UpstreamTimeout(proxy.config.header_timeout.as_millis()));
         }
         Ok(Err(e)) => {
-            watch.inspect(|path| observe::upstream_error(path, if e.is_connect() { "connect" } else { "reset" }));
+            watch.inspect(|m| m.upstream_error(if e.is_connect() { "connect" } else { "reset" }));
             return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
         }
         Ok(Ok(r)) => r,
     };
     span.record("status", upstream.status().as_u16());
-    watch.inspect(|path| observe::upstream_answered(path, started.elapsed()));
+    watch.inspect(|m| m.upstream_answered(started.elapsed()));
 
     let (upstream, incoming) = upstream.into_parts();
     let status = upstream.status;
@@ -339,8 +339,7 @@ pub(crate) async fn forward(
         resp_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         resp_headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
     }
-    let watch =
-        watch.map(|path| Watch { _stream: is_sse.then(|| observe::StreamGauge::open(path)), server: path.to_owned() });
+    let watch = watch.map(|m| Watch { _stream: is_sse.then(|| m.stream_opened()), metrics: Arc::clone(m) });
     let mut response = Response::new(Body::new(IdleBounded::new(incoming, proxy.config.idle_timeout, watch)));
     *response.status_mut() = status;
     *response.headers_mut() = resp_headers;
@@ -360,7 +359,7 @@ struct IdleBounded {
 /// What the metrics follow of a response body: its server, and the open-stream count while it is an SSE
 /// stream.
 struct Watch {
-    server: String,
+    metrics: Arc<observe::ServerMetrics>,
     _stream: Option<observe::StreamGauge>,
 }
 
@@ -371,7 +370,7 @@ impl IdleBounded {
 
     fn failed(&mut self, kind: &'static str) {
         if let Some(w) = self.watch.take() {
-            observe::upstream_error(&w.server, kind);
+            w.metrics.upstream_error(kind);
         }
     }
 }
