@@ -232,13 +232,14 @@ pub(crate) async fn layer(
     }
     let started = Instant::now();
     let method = req.method().clone();
-    let (request_id, trace_id) = match observe.audit {
-        Some(_) => (header_text(&req, "x-request-id"), header_text(&req, "traceparent").and_then(|t| trace_id_of(&t))),
+    let (request_id, traceparent) = match observe.audit {
+        Some(_) => (header_text(&req, "x-request-id"), header_text(&req, "traceparent")),
         None => (None, None),
     };
     let mut response = next.run(req).await;
     let decision = response.extensions_mut().remove::<Decision>().unwrap_or_else(|| Decision::refused("unknown"));
-    let trace_id = trace_id.or_else(|| decision.trace_id.clone());
+    let trace_id =
+        traceparent.as_ref().and_then(|t| trace_id_of(t.to_str().ok()?)).or_else(|| decision.trace_id.clone());
     let status = response.status().as_u16();
     let path = server.config.path.as_str();
     if observe.metrics {
@@ -251,7 +252,9 @@ pub(crate) async fn layer(
             many => (Some("batch"), None, Some(many)),
         };
         let event = RequestEvent {
-            request_id: request_id.as_deref(),
+            time: now_rfc3339(),
+            event: "mcp.request",
+            request_id: request_id.as_ref().and_then(|v| v.to_str().ok()),
             trace_id: trace_id.as_deref(),
             server: path,
             http_method: method.as_str(),
@@ -264,7 +267,7 @@ pub(crate) async fn layer(
             reason: decision.reason,
             status,
         };
-        audit.write(&AuditLine { time: now_rfc3339(), kind: "mcp.request", event: &event });
+        audit.write(&event);
     }
     response
 }
@@ -349,8 +352,9 @@ impl Drop for StreamGauge {
     }
 }
 
-fn header_text(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+/// A header's value, kept past the request (a reference-counted copy, no allocation).
+fn header_text(req: &Request, name: &str) -> Option<axum::http::HeaderValue> {
+    req.headers().get(name).cloned()
 }
 
 /// Whether spans are exported (set once at start when `[traces]` is configured); when not, no trace
@@ -445,9 +449,12 @@ pub(crate) fn trace_id_of(traceparent: &str) -> Option<String> {
     valid.then(|| trace.to_owned())
 }
 
-/// One audited request to an MCP endpoint.
+/// One audited request to an MCP endpoint (its own struct, not flattened into [`AuditLine`]: this line
+/// is written for every request, and serde's flattening costs).
 #[derive(Debug, Serialize)]
 struct RequestEvent<'a> {
+    time: String,
+    event: &'static str,
     request_id: Option<&'a str>,
     trace_id: Option<&'a str>,
     server: &'a str,

@@ -30,7 +30,14 @@ pub(crate) fn init(log: &LogConfig, traces: Option<&TracesConfig>) -> anyhow::Re
     let provider = traces.map(tracer_provider).transpose()?;
     let otel = provider.as_ref().map(|p| {
         let targets = TRACED.iter().fold(Targets::new(), |t, name| t.with_target(*name, LevelFilter::DEBUG));
-        tracing_opentelemetry::layer().with_tracer(p.tracer("portcullis")).with_filter(targets)
+        // No source locations, thread names or busy/idle timing on each span: they cost on every request
+        // and say nothing an operator reads.
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("portcullis"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(targets)
     });
     // A second init (tests calling in-process) is harmless, so its error is ignored.
     let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
