@@ -4,12 +4,12 @@
 # on top (sampling nothing new, as a busy deployment would at a low ratio). The gates run one after the
 # other on the same port, in interleaved rounds; the median of each is reported.
 #
-#   bench/observe.sh          # DURATION=5 ROUNDS=3 CONCURRENCY=16; PIN=1 pins as the peers harness does
+#   bench/observe.sh          # DURATION=5 ROUNDS=5 CONCURRENCY=16; PIN=1 pins as the peers harness does
 # Target: metrics and audit on ≥ 95 % of both off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 CONCURRENCY="${CONCURRENCY:-16}"
 UP_PORT="${UP_PORT:-19521}"
 GW_PORT="${GW_PORT:-19522}"
@@ -69,9 +69,14 @@ measure() { # config -> rps
 }
 median() { tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
+# Each round starts one case later than the one before (off metrics audit, then metrics audit off, …):
+# a case's place in a round changes its rate by several per cent here, so every case takes every place
+# equally often when ROUNDS is a multiple of the number of cases.
+read -r -a cases <<<"$CASES"
 declare -A results
-for _ in $(seq "$ROUNDS"); do
-  for name in $CASES; do
+for round in $(seq 0 $((ROUNDS - 1))); do
+  for i in $(seq 0 $((${#cases[@]} - 1))); do
+    name=${cases[$(((round + i) % ${#cases[@]}))]}
     case $name in off) file=$OFF ;; metrics) file=$METRICS ;; audit) file=$AUDIT ;; on) file=$ON ;; traced) file=$TRACED ;; esac
     rps=$(measure "$file")
     [ "$rps" != ERR ] || { echo "$name: errors or non-2xx answers" >&2; exit 1; }
