@@ -2,7 +2,7 @@
 //! installs the recorder and serves them on its own listener) and the audit log, one JSON line per
 //! decision.
 //!
-//! Every handler on an MCP route leaves a [`Decision`] in its response's extensions; the [`layer`]
+//! Every handler on an MCP route leaves a `Decision` in its response's extensions; the `layer`
 //! around the route reads it once the response is ready and records the request: one place, whatever
 //! path the request took (refused for its `Origin`, its token, its body or its scopes, or forwarded).
 //! Label values are bounded: server paths come from the configuration, MCP methods from a fixed list,
