@@ -75,10 +75,12 @@ pub(crate) fn oauth_cors() -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// CORS for public metadata documents: readable from any origin, without credentials.
+/// CORS for public metadata documents: readable from any origin, without credentials, with the headers
+/// browser clients send on their fetches (the MCP Inspector sends a `Content-Type` even on a GET).
 pub(crate) fn public_cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::any())
         .allow_methods([Method::GET, Method::OPTIONS])
-        .allow_headers([HeaderName::from_static("mcp-protocol-version")])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("mcp-protocol-version")])
+        .max_age(std::time::Duration::from_secs(600))
 }

@@ -219,6 +219,21 @@ async fn browser_clients_reach_the_fetch_endpoints_but_not_the_pages() {
         assert!(methods.contains("POST"), "{path}: {methods}");
         assert!(a.headers.get("access-control-allow-credentials").is_none(), "{path}: never with credentials");
     }
+    // The metadata documents too, fetched with the headers the MCP Inspector sends (a Content-Type on a GET
+    // among them): before, the preflight refused it.
+    for path in ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server"] {
+        let req = Request::options(path)
+            .header("host", "mcp.example.com")
+            .header("origin", "http://localhost:6274")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "content-type,mcp-protocol-version")
+            .body(Body::empty())
+            .unwrap();
+        let a = send(&app, req).await;
+        assert!(a.status.is_success(), "{path}: {}", a.status);
+        let allowed = a.headers["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+        assert!(allowed.contains("content-type") && allowed.contains("mcp-protocol-version"), "{path}: {allowed}");
+    }
     let request = json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}).to_string();
     let req = Request::post("/register")
         .header("host", "mcp.example.com")
