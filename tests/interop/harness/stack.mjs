@@ -143,7 +143,7 @@ async function startPortcullis(bin, configFor, dir, { timeoutMs, env } = {}) {
  * test CA). Resolves to `{ gate, config }` once it listens.
  */
 export async function startGateway(bin, dir, {
-  upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, metadataDocuments, timeoutMs,
+  upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, metadataDocuments, origins = [], timeoutMs,
 }) {
   const state = path.join(dir, 'state');
   fs.mkdirSync(state, { recursive: true });
@@ -157,6 +157,8 @@ export async function startGateway(bin, dir, {
     '',
     // Before any other table: keys after a table header belong to that table.
     ...(dangerous.length ? ['[dangerous]', ...dangerous, ''] : []),
+    // Browser origins allowed to call the MCP endpoint itself (a browser-based client connecting directly).
+    ...(origins.length ? ['[origins]', `allowed = [${origins.map(tomlString).join(', ')}]`, ''] : []),
     '[store]',
     `url = ${tomlString(`sqlite://${path.join(state, 'portcullis.db')}`)}`,
     '',
@@ -195,7 +197,7 @@ export async function startGateway(bin, dir, {
  * authorization server shows forms; plus `procs` for diagnostics and `dir` to
  * remove afterwards.
  */
-export async function startStack({ bin, mode, profile, metadataDocuments, timeoutMs }) {
+export async function startStack({ bin, mode, profile, metadataDocuments, origins, timeoutMs }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-interop-'));
   tempDirs.add(dir);
   const procs = [];
@@ -272,6 +274,7 @@ export async function startStack({ bin, mode, profile, metadataDocuments, timeou
           user: GATEWAY_USER,
           client: { ...GATEWAY_CLIENT, name: 'portcullis interop (configured)' },
           metadataDocuments,
+          origins,
           timeoutMs,
         });
         procs.push(gate.proc);
