@@ -38,10 +38,6 @@ upstream = "http://127.0.0.1:$UP_PORT/mcp"
 TOML
 start_gate "$WORK/bench.toml" "$GW_PORT"
 
-token() { # client secret
-  curl -sf -u "$1:$2" -d grant_type=client_credentials -d scope=mcp:tools \
-    --data-urlencode "resource=http://127.0.0.1:$GW_PORT/mcp" "$ISSUER/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'
-}
 # The first token's header and claims with the second token's signature: same kid, wrong signature.
 forge() { echo "${1%.*}.${2##*.}"; }
 RS=$(token client-rs secret-rs); RS2=$(token client-rs secret-rs)

@@ -20,6 +20,11 @@ start_idp() { # sets ISSUER: the loopback test IdP (oidc-provider), profile rfc8
   cat "$WORK/idp.out" >/dev/null &
 }
 
+token() { # client secret: an access token from the test IdP for portcullis's /mcp at $GW_PORT
+  curl -sf -u "$1:$2" -d grant_type=client_credentials -d scope=mcp:tools \
+    --data-urlencode "resource=http://127.0.0.1:$GW_PORT/mcp" "$ISSUER/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}
+
 start_upstream() { # port
   $LOAD "$BIN" sample-upstream --listen "127.0.0.1:$1" >/dev/null &
   pids+=($!)

@@ -56,8 +56,7 @@ path = \"$WORK/audit.jsonl\"
 otlp_endpoint = \"http://127.0.0.1:9/v1/traces\"
 sample_ratio = 0.0")
 
-TOKEN=$(curl -sf -u client-es256:secret-es -d grant_type=client_credentials -d scope=mcp:tools \
-  --data-urlencode "resource=http://127.0.0.1:$GW_PORT/mcp" "$ISSUER/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+TOKEN=$(token client-es256 secret-es)
 
 measure() { # config -> rps
   start_gate "$1" "$GW_PORT"

@@ -27,6 +27,21 @@ pub enum GrantType {
     Extension(String),
 }
 
+const AUTHORIZATION_CODE: &str = "authorization_code";
+const REFRESH_TOKEN: &str = "refresh_token";
+
+impl GrantType {
+    /// Its name on the wire for the grants served, `other` for any extension: a bounded label for
+    /// metrics and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => AUTHORIZATION_CODE,
+            Self::RefreshToken => REFRESH_TOKEN,
+            Self::Extension(_) => "other",
+        }
+    }
+}
+
 /// The parameters of a token, revocation or introspection request, read once at the boundary. Empty
 /// values count as absent; unknown parameters are ignored (RFC 6749 §3.2). Credentials and tokens are
 /// [`Secret`]s, so a logged request carries none of them.
@@ -58,8 +73,8 @@ impl TokenRequest {
             match name.as_str() {
                 "grant_type" => {
                     r.grant_type = Some(match value.as_str() {
-                        "authorization_code" => GrantType::AuthorizationCode,
-                        "refresh_token" => GrantType::RefreshToken,
+                        AUTHORIZATION_CODE => GrantType::AuthorizationCode,
+                        REFRESH_TOKEN => GrantType::RefreshToken,
                         _ => GrantType::Extension(value),
                     })
                 }
@@ -215,12 +230,7 @@ impl Gateway {
         authorization: Option<&str>,
         requester: Option<IpAddr>,
     ) -> Result<Value, AuthzError> {
-        let grant_type = match &req.grant_type {
-            Some(GrantType::AuthorizationCode) => "authorization_code",
-            Some(GrantType::RefreshToken) => "refresh_token",
-            Some(GrantType::Extension(_)) => "other",
-            None => "none",
-        };
+        let grant_type = req.grant_type.as_ref().map_or("none", GrantType::label);
         let result = self.token_grant(req, authorization, requester).await;
         if let Err(AuthzError::Refused(r)) = &result {
             self.emit(crate::events::Event::TokenRefused { grant_type, error: r.code.as_str() });
@@ -321,7 +331,7 @@ impl Gateway {
             )?);
         }
         self.emit(crate::events::Event::TokenIssued {
-            grant_type: "authorization_code",
+            grant_type: GrantType::AuthorizationCode.label(),
             client_id: client.client_id.as_str(),
             subject: &record.subject,
             scope: &record.scope,
@@ -401,7 +411,7 @@ impl Gateway {
         let mut body = self.access_token(client.client_id.as_str(), &old.subject, &old.resource, &scope)?;
         body["refresh_token"] = json!(new_token);
         self.emit(crate::events::Event::TokenIssued {
-            grant_type: "refresh_token",
+            grant_type: GrantType::RefreshToken.label(),
             client_id: client.client_id.as_str(),
             subject: &old.subject,
             scope: &scope,

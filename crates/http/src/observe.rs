@@ -168,6 +168,11 @@ const METHODS: [&str; 22] = [
     "notifications/roots/list_changed",
 ];
 
+/// `allow` for the reason `ok`, `deny` for any refusal.
+fn outcome(reason: &str) -> &'static str {
+    if reason == "ok" { "allow" } else { "deny" }
+}
+
 /// The `method` label of a classified body: its one MCP method (`other` for a method not on the list,
 /// so that a client cannot create series), `batch`, or `response` (a client's answer to the server).
 fn body_label(body: &rpc::Body<'_>) -> &'static str {
@@ -215,7 +220,7 @@ impl Observe {
 
     /// Where the authorization server's events go, when anything is observed.
     pub fn gateway_sink(&self) -> Option<Arc<dyn EventSink>> {
-        (self.metrics || self.audit.is_some())
+        self.active()
             .then(|| Arc::new(GatewaySink { metrics: self.metrics, audit: self.audit.clone() }) as Arc<dyn EventSink>)
     }
 }
@@ -233,7 +238,7 @@ pub(crate) async fn layer(
     let started = Instant::now();
     let method = req.method().clone();
     let (request_id, traceparent) = match observe.audit {
-        Some(_) => (header_text(&req, "x-request-id"), header_text(&req, "traceparent")),
+        Some(_) => (header_value(&req, "x-request-id"), header_value(&req, "traceparent")),
         None => (None, None),
     };
     let mut response = next.run(req).await;
@@ -263,7 +268,7 @@ pub(crate) async fn layer(
             method: method_field,
             name,
             calls,
-            decision: if decision.reason == "ok" { "allow" } else { "deny" },
+            decision: outcome(decision.reason),
             reason: decision.reason,
             status,
         };
@@ -304,10 +309,11 @@ impl ServerMetrics {
         );
         requests.increment(1);
         self.request_duration.record(took.as_secs_f64());
-        let decisions = cached(&self.decisions, reason, || {
-            let outcome = if reason == "ok" { "allow" } else { "deny" };
-            metrics::counter!(name::DECISIONS, "server" => self.server.clone(), "decision" => outcome, "reason" => reason)
-        });
+        let decisions = cached(
+            &self.decisions,
+            reason,
+            || metrics::counter!(name::DECISIONS, "server" => self.server.clone(), "decision" => outcome(reason), "reason" => reason),
+        );
         decisions.increment(1);
     }
 
@@ -353,7 +359,7 @@ impl Drop for StreamGauge {
 }
 
 /// A header's value, kept past the request (a reference-counted copy, no allocation).
-fn header_text(req: &Request, name: &str) -> Option<axum::http::HeaderValue> {
+fn header_value(req: &Request, name: &str) -> Option<axum::http::HeaderValue> {
     req.headers().get(name).cloned()
 }
 
@@ -380,9 +386,22 @@ pub(crate) fn adopt_parent(span: &tracing::Span, headers: &axum::http::HeaderMap
     }
 }
 
-/// Whether trace context is read and written.
-pub(crate) fn traces_on() -> bool {
-    TRACES.load(std::sync::atomic::Ordering::Relaxed)
+/// SEP-414: the trace context of a request's `_meta` and its trace id, standing in for a missing or
+/// invalid `traceparent` header. Looked for only when traces or the audit log use it.
+pub(crate) fn meta_trace(
+    observe: &Observe,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Option<(rpc::TraceMeta, String)> {
+    if !TRACES.load(std::sync::atomic::Ordering::Relaxed) && observe.audit.is_none() {
+        return None;
+    }
+    if headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace_id_of).is_some() {
+        return None;
+    }
+    let meta = rpc::trace_meta(body)?;
+    let trace_id = trace_id_of(&meta.traceparent)?;
+    Some((meta, trace_id))
 }
 
 /// Makes a trace context from a request's `_meta` (SEP-414) the parent of `span`, for requests whose

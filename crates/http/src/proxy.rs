@@ -485,16 +485,9 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         }
     }
     drop(classified);
-    // SEP-414: a trace context in `_meta` stands in for a missing `traceparent` header.
-    let header_trace = parts.headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(observe::trace_id_of);
-    let meta_trace = if header_trace.is_none() && (observe::traces_on() || state.observe.active()) {
-        rpc::trace_meta(&bytes).filter(|m| observe::trace_id_of(&m.traceparent).is_some())
-    } else {
-        None
-    };
-    let decision =
-        Decision { trace_id: meta_trace.as_ref().and_then(|m| observe::trace_id_of(&m.traceparent)), ..decision };
-    match forward(state, server, parts, bytes, identity, meta_trace.as_ref()).await {
+    let meta_trace = observe::meta_trace(&state.observe, &parts.headers, &bytes);
+    let decision = Decision { trace_id: meta_trace.as_ref().map(|(_, id)| id.clone()), ..decision };
+    match forward(state, server, parts, bytes, identity, meta_trace.as_ref().map(|(meta, _)| meta)).await {
         Ok(r) => (r, decision),
         Err(e) => (e.into_response_for(rpc_id), decision),
     }

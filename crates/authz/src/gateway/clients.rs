@@ -132,10 +132,9 @@ impl Gateway {
             })
             .await?;
         tracing::info!(client_id = %reg.client_id, "client registered");
-        let client_name = reg.metadata.to_json().get("client_name").and_then(Value::as_str).map(str::to_owned);
         self.emit(crate::events::Event::ClientRegistered {
             client_id: reg.client_id.as_str(),
-            client_name: client_name.as_deref(),
+            client_name: reg.metadata.client_name.as_deref(),
         });
         Ok(body)
     }
