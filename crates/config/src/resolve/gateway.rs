@@ -1,0 +1,207 @@
+//! `[gateway]` and `[gateway.upstream]`: portcullis as the authorization server, and where its users sign
+//! in.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portcullis_types::IssuerUrl;
+use url::Url;
+
+use super::server::{is_header_name, is_reserved_header};
+use super::{Errors, parse_scopes, secret};
+use crate::raw::{RawGateway, RawUpstream};
+use crate::{
+    ConfiguredClient, DEFAULT_OPERATOR_KEY_FILE, GatewayConfig, ServerAuth, ServerConfig, UpstreamKind, UpstreamLogin,
+};
+
+pub(super) fn resolve_gateway(
+    raw: &RawGateway,
+    public_url: &Url,
+    servers: &[ServerConfig],
+    errors: &mut Errors,
+) -> Option<GatewayConfig> {
+    // Long by design: one validation per `[gateway]` key, every error collected with its path.
+    let before = errors.0.len();
+    // No trailing slash: the issuer clients derive from our metadata URL and compare byte for byte.
+    let issuer_text = raw.issuer.clone().unwrap_or_else(|| public_url.origin().ascii_serialization());
+    let issuer = IssuerUrl::parse(&issuer_text).map_err(|e| errors.push("gateway.issuer", e.to_string())).ok();
+    if issuer_text.ends_with('/') {
+        errors.push(
+            "gateway.issuer",
+            format!("{issuer_text:?} must not end with '/': strict clients compare it with the URL they derive"),
+        );
+    }
+    let signing_alg = match raw.signing_alg.as_deref() {
+        None => portcullis_types::KeyAlg::Es256,
+        Some(s) => portcullis_types::KeyAlg::parse(s).unwrap_or_else(|| {
+            errors.push("gateway.signing_alg", format!("{s:?} is not supported (ES256, EdDSA or RS256)"));
+            portcullis_types::KeyAlg::Es256
+        }),
+    };
+    let secs = |v: Option<u64>, default: u64, path: &str, errors: &mut Errors| match v {
+        Some(0) => {
+            errors.push(path, "must be greater than 0");
+            Duration::from_secs(default)
+        }
+        Some(v) => Duration::from_secs(v),
+        None => Duration::from_secs(default),
+    };
+    let access_token_ttl = secs(raw.access_token_ttl_secs, 3_600, "gateway.access_token_ttl_secs", errors);
+    let refresh_token_ttl = secs(raw.refresh_token_ttl_secs, 30 * 86_400, "gateway.refresh_token_ttl_secs", errors);
+    let code_ttl = secs(raw.code_ttl_secs, 60, "gateway.code_ttl_secs", errors);
+    if code_ttl > Duration::from_secs(600) {
+        errors
+            .push("gateway.code_ttl_secs", "authorization codes must be short-lived (at most 600 s, RFC 6749 §4.1.2)");
+    }
+    let scopes = match &raw.scopes {
+        Some(list) => parse_scopes(list, "gateway.scopes", errors).iter().map(|s| s.as_str().to_owned()).collect(),
+        None => {
+            let mut all: Vec<String> = servers
+                .iter()
+                .filter(|s| matches!(s.auth, ServerAuth::Gateway))
+                .flat_map(|s| s.scopes.iter().chain(s.tool_scopes.iter().flat_map(|r| r.scopes.iter())))
+                .map(|s| s.as_str().to_owned())
+                .collect();
+            all.extend(["openid".to_owned(), "offline_access".to_owned()]);
+            all.sort();
+            all.dedup();
+            all
+        }
+    };
+    let mut clients = Vec::new();
+    for (i, c) in raw.clients.iter().enumerate() {
+        let at = format!("gateway.clients[{i}]");
+        let before = errors.0.len();
+        let id = c.client_id.clone().filter(|s| !s.is_empty());
+        if id.is_none() {
+            errors.push(format!("{at}.client_id"), "required");
+        }
+        if id.as_deref().is_some_and(|s| s.starts_with("https://")) {
+            errors.push(format!("{at}.client_id"), "must not be an https URL (those name client metadata documents)");
+        }
+        if c.redirect_uris.is_empty() {
+            errors.push(format!("{at}.redirect_uris"), "at least one redirect URI is required");
+        }
+        for (j, u) in c.redirect_uris.iter().enumerate() {
+            match Url::parse(u) {
+                Ok(url) if url.fragment().is_none() && !u.contains('#') => {}
+                _ => errors.push(
+                    format!("{at}.redirect_uris[{j}]"),
+                    format!("{u:?} is not an absolute URI without a fragment"),
+                ),
+            }
+        }
+        let client_secret =
+            secret(c.client_secret.as_deref(), c.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
+        if errors.0.len() == before {
+            clients.push(ConfiguredClient {
+                client_id: id.unwrap_or_default(),
+                client_secret,
+                redirect_uris: c.redirect_uris.clone(),
+                name: c.name.clone(),
+            });
+        }
+    }
+    let upstream = raw.upstream.as_ref().and_then(|u| resolve_upstream(u, errors));
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(GatewayConfig {
+        issuer: issuer?,
+        signing_alg,
+        operator_key_file: PathBuf::from(
+            raw.operator_key_file.clone().unwrap_or_else(|| DEFAULT_OPERATOR_KEY_FILE.to_owned()),
+        ),
+        access_token_ttl,
+        refresh_token_ttl,
+        code_ttl,
+        scopes,
+        registration: raw.registration.unwrap_or(true),
+        registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
+        client_metadata_documents: raw.client_metadata_documents.unwrap_or(true),
+        templates_dir: raw.templates_dir.clone().map(PathBuf::from),
+        clients,
+        upstream,
+    })
+}
+
+fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLogin> {
+    let at = "gateway.upstream";
+    let before = errors.0.len();
+    let url = |field: &str, value: Option<&str>, errors: &mut Errors| -> Option<Url> {
+        match value {
+            None => {
+                errors.push(format!("{at}.{field}"), "required for kind = \"oauth2\"");
+                None
+            }
+            Some(s) => match Url::parse(s) {
+                Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+                _ => {
+                    errors.push(format!("{at}.{field}"), format!("{s:?} must be an https URL (http only on loopback)"));
+                    None
+                }
+            },
+        }
+    };
+    let kind = match raw.kind.as_deref() {
+        None | Some("oidc") => match raw.issuer.as_deref() {
+            Some(i) => IssuerUrl::parse(i)
+                .map(|issuer| UpstreamKind::Oidc { issuer })
+                .map_err(|e| errors.push(format!("{at}.issuer"), e.to_string()))
+                .ok(),
+            None => {
+                errors.push(format!("{at}.issuer"), "required for kind = \"oidc\": the upstream IdP's issuer");
+                None
+            }
+        },
+        Some("oauth2") => {
+            let a = url("authorization_endpoint", raw.authorization_endpoint.as_deref(), errors);
+            let t = url("token_endpoint", raw.token_endpoint.as_deref(), errors);
+            let u = url("userinfo_endpoint", raw.userinfo_endpoint.as_deref(), errors);
+            match (a, t, u) {
+                (Some(a), Some(t), Some(u)) => Some(UpstreamKind::OAuth2 {
+                    authorization_endpoint: a,
+                    token_endpoint: t,
+                    userinfo_endpoint: u,
+                    subject_field: raw.subject_field.clone().unwrap_or_else(|| "id".to_owned()),
+                }),
+                _ => None,
+            }
+        }
+        Some(other) => {
+            errors.push(format!("{at}.kind"), format!("{other:?} is not an upstream kind (oidc or oauth2)"));
+            None
+        }
+    };
+    let client_id = raw.client_id.clone().filter(|s| !s.is_empty());
+    if client_id.is_none() {
+        errors.push(format!("{at}.client_id"), "required: the client portcullis is registered as at the upstream IdP");
+    }
+    let client_secret =
+        secret(raw.client_secret.as_deref(), raw.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
+    if client_secret.is_none() && errors.0.len() == before {
+        errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
+    }
+    let default_scopes = match &kind {
+        Some(UpstreamKind::Oidc { .. }) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
+        _ => Vec::new(),
+    };
+    let forward_token_header = raw.forward_token_header.as_deref().map(str::to_ascii_lowercase);
+    if let Some(name) = &forward_token_header {
+        if !is_header_name(name) {
+            errors.push(format!("{at}.forward_token_header"), format!("{name:?} is not a valid header name"));
+        } else if name != "authorization" && is_reserved_header(name) {
+            errors.push(format!("{at}.forward_token_header"), format!("{name:?} is managed by the proxy"));
+        }
+    }
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(UpstreamLogin {
+        kind: kind?,
+        client_id: client_id?,
+        client_secret: client_secret?,
+        scopes: raw.scopes.clone().unwrap_or(default_scopes),
+        forward_token_header,
+    })
+}
