@@ -66,7 +66,8 @@ measure() { # config -> rps
   echo "$out" | awk '/^SUMMARY/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
     if (v["errors"] + v["non2xx"] > 0) { print "ERR"; exit } print v["rps"] }'
 }
-median() { tr ' ' '\n' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# The middle value (the mean of the two middle ones for an even count) of whitespace-separated numbers.
+median() { tr -s ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
 # Each round starts one case later than the one before (off metrics audit, then metrics audit off, …):
 # a case's place in a round changes its rate by several per cent here, so every case takes every place
