@@ -81,6 +81,7 @@ for round in $(seq 0 $((ROUNDS - 1))); do
     rps=$(measure "$file")
     [ "$rps" != ERR ] || { echo "$name: errors or non-2xx answers" >&2; exit 1; }
     results[$name]="${results[$name]:-} $rps"
+    [ -z "${VERBOSE:-}" ] || echo "round $round $name $rps" >&2
   done
 done
 lines=$(cat "$WORK/audit.jsonl" 2>/dev/null | wc -l)

@@ -269,6 +269,8 @@ pub struct ServerConfig {
     pub tool_scopes: Vec<ToolScopeRule>,
     /// Headers sent upstream, filled from verified claims.
     pub identity_headers: Vec<IdentityHeader>,
+    /// `[[server.policy]]`: who may call which tool (empty: scopes alone decide).
+    pub policy: portcullis_policy::Policy,
     pub auth: ServerAuth,
 }
 

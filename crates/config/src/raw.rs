@@ -136,6 +136,36 @@ pub(crate) struct RawServer {
     pub(crate) tool_scopes: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(crate) identity_headers: BTreeMap<String, String>,
+    /// `[[server.policy]]`: who may call which tool.
+    #[serde(default)]
+    pub(crate) policy: Vec<RawRule>,
+    /// `[server.policy_claims]`: where policy variables come from.
+    pub(crate) policy_claims: Option<RawPolicyClaims>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) tools: Vec<String>,
+    #[serde(default)]
+    pub(crate) resources: Vec<String>,
+    #[serde(default)]
+    pub(crate) prompts: Vec<String>,
+    pub(crate) allow_if: Option<String>,
+    pub(crate) deny_if: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicyClaims {
+    pub(crate) groups: Option<String>,
+    pub(crate) roles: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) tenant: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -386,3 +386,53 @@ fn traces_are_off_until_an_otlp_endpoint_is_configured() {
         errors(&format!("{MINIMAL}\n[traces]\notlp_endpoint = \"http://c:4318/v1/traces\"\nsample_ratio = 1.5\n"));
     assert!(errs.iter().any(|e| e.starts_with("traces.sample_ratio: 1.5 is not between 0 and 1")), "{errs:?}");
 }
+
+#[test]
+fn policy_rules_compile_at_start_up_and_report_at_their_path() {
+    let base = r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9000/mcp"
+[server.verify]
+issuer = "https://idp.example.com"
+"#;
+    let good = format!(
+        r#"{base}
+[[server.policy]]
+name = "finance"
+tools = ["payments_*"]
+allow_if = '"finance" in groups'
+[server.policy_claims]
+groups = "/realm_access/groups"
+"#
+    );
+    let config = Config::from_toml(&good, &MapEnv::default()).unwrap();
+    assert_eq!(config.servers[0].policy.rules().len(), 1);
+    assert_eq!(config.servers[0].policy.rules()[0].name(), "finance");
+
+    let bad = format!(
+        r#"{base}
+[[server.policy]]
+name = "a"
+allow_if = 'subject =='
+[[server.policy]]
+name = "a"
+deny_if = '"x" in group'
+[[server.policy]]
+tools = ["x["]
+scopes = ["ok"]
+[[server.policy]]
+name = "nothing"
+tools = ["*"]
+"#
+    );
+    let errs = errors(&bad);
+    let find = |path: &str| errs.iter().find(|e| e.starts_with(path)).unwrap_or_else(|| panic!("{path}: {errs:?}"));
+    assert!(find("server[0].policy[0].allow_if").contains("does not parse"));
+    assert!(find("server[0].policy[1].name").contains("another rule"));
+    assert!(find("server[0].policy[1].deny_if").contains("\"group\""));
+    assert!(find("server[0].policy[2].name").contains("needs a name"));
+    assert!(find("server[0].policy[2].tools").contains("glob"));
+    assert!(find("server[0].policy[3].allow_if").contains("let everything through"));
+}

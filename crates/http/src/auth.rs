@@ -100,6 +100,71 @@ pub(crate) fn authorize(
     if token.scopes.contains_all(&needed) { Ok(()) } else { Err(AuthError::InsufficientScope { needed }) }
 }
 
+/// Why the server's policy refused a request: the rule that decided, and the answer.
+pub(crate) struct PolicyRefusal {
+    pub(crate) rule: String,
+    pub(crate) answer: PolicyAnswer,
+}
+
+pub(crate) enum PolicyAnswer {
+    /// A scope rule: the caller lacks scopes (403 `insufficient_scope` naming all of them).
+    Scopes(AuthError),
+    /// A condition refused.
+    Denied(crate::ProxyError),
+}
+
+/// The server's `[[server.policy]]` rules applied to every message of the body (every element of a
+/// batch: one refusal refuses the batch), or to the bare request for GET and DELETE.
+pub(crate) fn apply_policy(
+    server: &ServerRuntime,
+    token: Option<&VerifiedToken>,
+    body: Option<&rpc::Body<'_>>,
+) -> Result<(), PolicyRefusal> {
+    use portcullis_policy::{Action, Caller, Verdict};
+    let policy = &server.config.policy;
+    if policy.is_empty() {
+        return Ok(());
+    }
+    let empty_claims = serde_json::Map::new();
+    let empty_scopes = ScopeSet::new();
+    let caller = match token {
+        Some(t) => Caller {
+            subject: t.subject.as_deref(),
+            client_id: t.client_id.as_ref().map(|c| c.as_str()),
+            scopes: &t.scopes,
+            claims: &t.claims,
+        },
+        None => Caller { subject: None, client_id: None, scopes: &empty_scopes, claims: &empty_claims },
+    };
+    let mut evaluation = policy.evaluate(caller);
+    let bare = [Action { method: "", target: portcullis_policy::Target::None }];
+    let actions: Vec<Action<'_>> = match body {
+        Some(b) => b.messages().iter().filter_map(|m| Some(Action::of(m.method()?, m.target()))).collect(),
+        None => bare.to_vec(),
+    };
+    for action in &actions {
+        match evaluation.decide(action) {
+            Verdict::Allow => {}
+            Verdict::Deny { rule, error } => {
+                if error {
+                    tracing::warn!(rule, "a policy condition could not be evaluated; the request is refused");
+                }
+                let e = crate::ProxyError::PolicyDenied { rule: rule.to_owned(), error };
+                return Err(PolicyRefusal { rule: rule.to_owned(), answer: PolicyAnswer::Denied(e) });
+            }
+            Verdict::NeedsScopes { rule, needed } => {
+                let all = match body {
+                    Some(b) => required_scopes(server, b),
+                    None => server.config.scopes.clone(),
+                };
+                let e = AuthError::InsufficientScope { needed: all.union(&needed) };
+                return Err(PolicyRefusal { rule: rule.to_owned(), answer: PolicyAnswer::Scopes(e) });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn challenge_context(
     state: &AppState,
     server: &ServerRuntime,

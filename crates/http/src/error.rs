@@ -30,6 +30,10 @@ pub enum ProxyError {
     /// The body is not a JSON-RPC message the gate can classify: the JSON-RPC error code and why.
     #[error("{1}")]
     InvalidMessage(i64, String),
+    /// A `[[server.policy]]` rule refused the request; `error` when its condition could not be
+    /// evaluated (which refuses too).
+    #[error("refused by policy rule {rule:?}")]
+    PolicyDenied { rule: String, error: bool },
     #[error("upstream unreachable: {0}")]
     UpstreamUnavailable(String),
     #[error("upstream did not answer within {0} ms")]
@@ -50,6 +54,8 @@ impl ProxyError {
             Self::BadRequestBody(_) => "bad_body",
             Self::BodyTimeout(_) => "body_timeout",
             Self::InvalidMessage(..) => "invalid_message",
+            Self::PolicyDenied { error: false, .. } => "policy_denied",
+            Self::PolicyDenied { error: true, .. } => "policy_error",
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => "ok",
             Self::Internal(_) => "internal",
         }
@@ -64,7 +70,8 @@ impl ProxyError {
             | Self::BodyTooLarge(_)
             | Self::BadRequestBody(_)
             | Self::BodyTimeout(_)
-            | Self::InvalidMessage(..) => Blame::Downstream,
+            | Self::InvalidMessage(..)
+            | Self::PolicyDenied { .. } => Blame::Downstream,
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Blame::Upstream,
             Self::Internal(_) => Blame::Internal,
         }
@@ -75,7 +82,7 @@ impl ProxyError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::OriginRejected(_) => StatusCode::FORBIDDEN,
+            Self::OriginRejected(_) | Self::PolicyDenied { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequestBody(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -102,6 +109,8 @@ impl ProxyError {
             Self::BodyTooLarge(_) | Self::BadRequestBody(_) | Self::BodyTimeout(_) => -32600,
             Self::InvalidMessage(code, _) => *code,
             Self::UpstreamTimeout(_) => -32001,
+            // Forbidden by the operator's policy: re-authorizing would not change the answer.
+            Self::PolicyDenied { .. } => -32003,
             _ => -32000,
         }
     }

@@ -77,19 +77,22 @@ pub(crate) struct Decision {
     /// The `method` label: the body's one MCP method, `batch`, `response`, or `unknown` when the gate
     /// did not read a body it could classify (GET and DELETE are labelled by the layer).
     pub(crate) method: &'static str,
-    /// Who and what, for the audit log (left empty when there is none).
-    pub(crate) subject: Option<String>,
-    pub(crate) client_id: Option<String>,
+    /// Who called, for the audit log (left empty when there is none): the verified token itself, shared,
+    /// so that naming the caller copies nothing.
+    pub(crate) token: Option<Arc<VerifiedToken>>,
     /// The messages of the body, when the gate read it: method and target (tool, prompt or resource).
     pub(crate) calls: Vec<Call>,
     /// The trace id of the request's `_meta` trace context (SEP-414), when its headers had none.
     pub(crate) trace_id: Option<String>,
+    /// The `[[server.policy]]` rule that refused the request, if one did.
+    pub(crate) rule: Option<String>,
 }
 
 /// One JSON-RPC message of a request, as the audit log names it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Call {
-    pub(crate) method: String,
+    /// A method MCP defines is named without a copy.
+    pub(crate) method: std::borrow::Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) name: Option<String>,
 }
@@ -110,7 +113,7 @@ impl Decision {
     pub(crate) fn with(
         mut self,
         observe: &Observe,
-        token: Option<&VerifiedToken>,
+        token: Option<&Arc<VerifiedToken>>,
         body: Option<&rpc::Body<'_>>,
     ) -> Self {
         if let Some(b) = body {
@@ -119,15 +122,24 @@ impl Decision {
         if observe.audit.is_none() {
             return self;
         }
-        if let Some(t) = token {
-            self.subject.clone_from(&t.subject);
-            self.client_id = t.client_id.as_ref().map(|c| c.as_str().to_owned());
-        }
+        self.token = token.cloned();
         if let Some(b) = body {
             self.calls = b
                 .messages()
                 .iter()
-                .filter_map(|m| Some(Call { method: m.method()?.to_owned(), name: m.target().map(str::to_owned) }))
+                .filter_map(|m| {
+                    let method = m.method()?;
+                    // A single message's label is already its method, when MCP defines it.
+                    let known = match b {
+                        rpc::Body::Single(_) if self.method != "other" => Some(self.method),
+                        _ => METHODS.iter().find(|known| **known == method).copied(),
+                    };
+                    let method = match known {
+                        Some(known) => std::borrow::Cow::Borrowed(known),
+                        None => std::borrow::Cow::Owned(method.to_owned()),
+                    };
+                    Some(Call { method, name: m.target().map(str::to_owned) })
+                })
                 .collect();
         }
         self
@@ -238,7 +250,7 @@ pub(crate) async fn layer(
     let started = Instant::now();
     let method = req.method().clone();
     let (request_id, traceparent) = match observe.audit {
-        Some(_) => (header_value(&req, "x-request-id"), header_value(&req, "traceparent")),
+        Some(_) => (header_value(&req, &X_REQUEST_ID), header_value(&req, &TRACEPARENT)),
         None => (None, None),
     };
     let mut response = next.run(req).await;
@@ -252,27 +264,27 @@ pub(crate) async fn layer(
     }
     if let Some(audit) = &observe.audit {
         let (method_field, name, calls) = match decision.calls.as_slice() {
-            [one] => (Some(one.method.as_str()), one.name.as_deref(), None),
+            [one] => (Some(&*one.method), one.name.as_deref(), None),
             [] => (None, None, None),
             many => (Some("batch"), None, Some(many)),
         };
+        let token = decision.token.as_deref();
         let event = RequestEvent {
-            time: now_rfc3339(),
-            event: "mcp.request",
             request_id: request_id.as_ref().and_then(|v| v.to_str().ok()),
             trace_id: trace_id.as_deref(),
             server: path,
             http_method: method.as_str(),
-            subject: decision.subject.as_deref(),
-            client_id: decision.client_id.as_deref(),
+            subject: token.and_then(|t| t.subject.as_deref()),
+            client_id: token.and_then(|t| t.client_id.as_ref()).map(|c| c.as_str()),
             method: method_field,
             name,
             calls,
+            rule: decision.rule.as_deref(),
             decision: outcome(decision.reason),
             reason: decision.reason,
             status,
         };
-        audit.write(&event);
+        audit.send(event.line());
     }
     response
 }
@@ -284,8 +296,8 @@ pub(crate) struct ServerMetrics {
     server: metrics::SharedString,
     request_duration: metrics::Histogram,
     upstream_duration: metrics::Histogram,
-    requests: std::sync::RwLock<std::collections::HashMap<(&'static str, u16), metrics::Counter>>,
-    decisions: std::sync::RwLock<std::collections::HashMap<&'static str, metrics::Counter>>,
+    requests: Counters<(&'static str, u16)>,
+    decisions: Counters<&'static str>,
 }
 
 impl ServerMetrics {
@@ -302,19 +314,17 @@ impl ServerMetrics {
     }
 
     fn record(&self, method: &'static str, status: u16, reason: &'static str, took: Duration) {
-        let requests = cached(
+        count(
             &self.requests,
             (method, status),
             || metrics::counter!(name::REQUESTS, "server" => self.server.clone(), "method" => method, "status" => status.to_string()),
         );
-        requests.increment(1);
         self.request_duration.record(took.as_secs_f64());
-        let decisions = cached(
+        count(
             &self.decisions,
             reason,
             || metrics::counter!(name::DECISIONS, "server" => self.server.clone(), "decision" => outcome(reason), "reason" => reason),
         );
-        decisions.increment(1);
     }
 
     /// How long the upstream took to answer with headers.
@@ -336,16 +346,17 @@ impl ServerMetrics {
     }
 }
 
-/// The counter under `key`, registered by `make` the first time.
-fn cached<K: std::hash::Hash + Eq + Copy>(
-    map: &std::sync::RwLock<std::collections::HashMap<K, metrics::Counter>>,
-    key: K,
-    make: impl FnOnce() -> metrics::Counter,
-) -> metrics::Counter {
+/// Counters by label values, hashed with a fast hasher: the keys are the gate's own fixed strings and
+/// numbers, never a client's.
+type Counters<K> = std::sync::RwLock<std::collections::HashMap<K, metrics::Counter, foldhash::fast::FixedState>>;
+
+/// Adds one to the counter under `key`, registered by `make` the first time.
+fn count<K: std::hash::Hash + Eq + Copy>(map: &Counters<K>, key: K, make: impl FnOnce() -> metrics::Counter) {
     if let Some(c) = map.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        return c.clone();
+        c.increment(1);
+        return;
     }
-    map.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert_with(make).clone()
+    map.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert_with(make).increment(1);
 }
 
 /// Counts an open SSE stream for as long as it lives.
@@ -359,9 +370,12 @@ impl Drop for StreamGauge {
 }
 
 /// A header's value, kept past the request (a reference-counted copy, no allocation).
-fn header_value(req: &Request, name: &str) -> Option<axum::http::HeaderValue> {
+fn header_value(req: &Request, name: &axum::http::HeaderName) -> Option<axum::http::HeaderValue> {
     req.headers().get(name).cloned()
 }
+
+static X_REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+static TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
 
 /// Whether spans are exported (set once at start when `[traces]` is configured); when not, no trace
 /// context is read or written.
@@ -396,7 +410,7 @@ pub(crate) fn meta_trace(
     if !TRACES.load(std::sync::atomic::Ordering::Relaxed) && observe.audit.is_none() {
         return None;
     }
-    if headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace_id_of).is_some() {
+    if headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace_id_of).is_some() {
         return None;
     }
     let meta = rpc::trace_meta(body)?;
@@ -468,12 +482,10 @@ pub(crate) fn trace_id_of(traceparent: &str) -> Option<String> {
     valid.then(|| trace.to_owned())
 }
 
-/// One audited request to an MCP endpoint (its own struct, not flattened into [`AuditLine`]: this line
-/// is written for every request, and serde's flattening costs).
-#[derive(Debug, Serialize)]
+/// One audited request to an MCP endpoint. Its line is written by hand rather than by serde: it is
+/// written for every request, and a generic serializer escapes every key byte by byte.
+#[derive(Debug, Clone, Copy)]
 struct RequestEvent<'a> {
-    time: String,
-    event: &'static str,
     request_id: Option<&'a str>,
     trace_id: Option<&'a str>,
     server: &'a str,
@@ -484,11 +496,147 @@ struct RequestEvent<'a> {
     method: Option<&'a str>,
     /// The tool, prompt or resource the request names.
     name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     calls: Option<&'a [Call]>,
+    /// The policy rule that decided, if one did.
+    rule: Option<&'a str>,
     decision: &'static str,
     reason: &'static str,
     status: u16,
+}
+
+impl RequestEvent<'_> {
+    /// The JSON line, newline included, stamped now.
+    fn line(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(320);
+        out.extend_from_slice(b"{\"time\":\"");
+        timestamp(&mut out);
+        out.extend_from_slice(b"\",\"event\":\"mcp.request\",\"request_id\":");
+        json_opt(&mut out, self.request_id);
+        out.extend_from_slice(b",\"trace_id\":");
+        json_opt(&mut out, self.trace_id);
+        out.extend_from_slice(b",\"server\":");
+        json_str(&mut out, self.server);
+        out.extend_from_slice(b",\"http_method\":");
+        // An HTTP method is a token (RFC 9110 §9.1): no quote, backslash or control character.
+        json_name(&mut out, self.http_method);
+        out.extend_from_slice(b",\"subject\":");
+        json_opt(&mut out, self.subject);
+        out.extend_from_slice(b",\"client_id\":");
+        json_opt(&mut out, self.client_id);
+        out.extend_from_slice(b",\"method\":");
+        json_opt(&mut out, self.method);
+        out.extend_from_slice(b",\"name\":");
+        json_opt(&mut out, self.name);
+        if let Some(calls) = self.calls {
+            out.extend_from_slice(b",\"calls\":[");
+            for (i, call) in calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"method\":");
+                json_str(&mut out, &call.method);
+                if let Some(name) = &call.name {
+                    out.extend_from_slice(b",\"name\":");
+                    json_str(&mut out, name);
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"rule\":");
+        json_opt(&mut out, self.rule);
+        out.extend_from_slice(b",\"decision\":");
+        json_name(&mut out, self.decision);
+        out.extend_from_slice(b",\"reason\":");
+        json_name(&mut out, self.reason);
+        out.extend_from_slice(b",\"status\":");
+        let status = self.status;
+        if status >= 1000 {
+            out.extend_from_slice(status.to_string().as_bytes());
+        } else {
+            let digits = [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8];
+            let first = if status >= 100 {
+                0
+            } else if status >= 10 {
+                1
+            } else {
+                2
+            };
+            out.extend_from_slice(&digits[first..]);
+        }
+        out.extend_from_slice(b"}\n");
+        out
+    }
+}
+
+/// `s` as a JSON string (RFC 8259 §7): quotes, backslashes and control characters escaped. A value
+/// with nothing to escape (nearly all) is checked by table and copied whole.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    /// Bytes that need escaping in a JSON string.
+    const ESCAPE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = true;
+            b += 1;
+        }
+        table[b'"' as usize] = true;
+        table[b'\\' as usize] = true;
+        table
+    };
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    match bytes.iter().position(|&b| ESCAPE[usize::from(b)]) {
+        None => out.extend_from_slice(bytes),
+        Some(first) => {
+            out.extend_from_slice(&bytes[..first]);
+            escape_into(out, &bytes[first..]);
+        }
+    }
+    out.push(b'"');
+}
+
+/// A name of the gate's own (a fixed reason, an HTTP method token, an MCP method it knows): never
+/// anything to escape.
+fn json_name(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(s.bytes().all(|b| b > 0x20 && b != b'"' && b != b'\\'), "{s:?}");
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// The slow path of [`json_str`], byte by byte.
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        if short.is_empty() {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+}
+
+fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// The audit line of an authorization-server event: the fields that apply to it.
@@ -649,6 +797,11 @@ impl AuditLog {
     fn write<E: Serialize>(&self, line: &E) {
         let Ok(mut bytes) = serde_json::to_vec(line) else { return };
         bytes.push(b'\n');
+        self.send(bytes);
+    }
+
+    /// Queues one line, its newline included.
+    fn send(&self, bytes: Vec<u8>) {
         if self.tx.try_send(bytes).is_err() {
             metrics::counter!(name::AUDIT_DROPPED).increment(1);
             tracing::error!("the audit log is not keeping up; an event was dropped");
@@ -705,18 +858,48 @@ pub fn append_audit(
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-11-30T09:40:12.345Z`).
 fn now_rfc3339() -> String {
+    let mut out = Vec::with_capacity(24);
+    timestamp(&mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends now as RFC 3339 UTC with milliseconds. The date and time to the second are formatted once a
+/// second per thread, not once a line.
+fn timestamp(out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let t = portcullis_types::Utc::from_unix(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year,
-        t.month,
-        t.day,
-        t.hour,
-        t.minute,
-        t.second,
-        since.subsec_millis()
-    )
+    let secs = since.as_secs();
+    let cached = SECOND.with(|cell| {
+        let (at, text) = cell.get();
+        if at == secs {
+            return Some(text);
+        }
+        let t = portcullis_types::Utc::from_unix(i64::try_from(secs).unwrap_or(i64::MAX));
+        let formatted =
+            format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", t.year, t.month, t.day, t.hour, t.minute, t.second);
+        let text: [u8; 19] = formatted.as_bytes().try_into().ok()?;
+        cell.set((secs, text));
+        Some(text)
+    });
+    match cached {
+        Some(text) => out.extend_from_slice(&text),
+        // A year beyond 9999: not worth a cache.
+        None => {
+            let t = portcullis_types::Utc::from_unix(i64::try_from(secs).unwrap_or(i64::MAX));
+            let text = format!("{}-{:02}-{:02}T{:02}:{:02}:{:02}", t.year, t.month, t.day, t.hour, t.minute, t.second);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
 }
 
 #[cfg(test)]
@@ -754,6 +937,49 @@ mod tests {
         assert_eq!(label(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), "response");
         assert_eq!(method_label(&Method::POST, &Decision::refused("bad_body")), "unknown");
         assert_eq!(method_label(&Method::GET, &Decision::allowed()), "stream");
+    }
+
+    #[test]
+    fn request_lines_are_json_whatever_the_values() {
+        let nasty = "a\"b\\c\nd\re\tf\u{1}g\u{1f}h é \u{2028} 😀";
+        let calls = [
+            Call { method: "tools/call".into(), name: Some(nasty.to_owned()) },
+            Call { method: std::borrow::Cow::Owned("x/y".to_owned()), name: None },
+        ];
+        let event = RequestEvent {
+            request_id: Some("r-1"),
+            trace_id: None,
+            server: "/mcp",
+            http_method: "POST",
+            subject: Some(nasty),
+            client_id: None,
+            method: Some("batch"),
+            name: None,
+            calls: Some(&calls),
+            rule: Some("r"),
+            decision: "deny",
+            reason: "insufficient_scope",
+            status: 403,
+        };
+        let line = event.line();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["subject"], nasty);
+        assert_eq!(v["calls"][0]["name"], nasty);
+        assert_eq!(v["calls"][1], serde_json::json!({"method": "x/y"}));
+        assert_eq!(v["client_id"], serde_json::Value::Null);
+        assert_eq!(v["request_id"], "r-1");
+        assert_eq!(v["status"], 403);
+        assert_eq!(v["event"], "mcp.request");
+        assert_eq!(v["time"].as_str().unwrap().len(), 24);
+        let fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(fields.len(), 15, "{fields:?}");
+        for status in [7, 42, 200, 999, 1000] {
+            let line = RequestEvent { status, calls: None, ..event }.line();
+            let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(v["status"], status, "{}", String::from_utf8_lossy(&line));
+        }
     }
 
     #[test]

@@ -454,28 +454,43 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
             Ok(b) => Some(b),
             Err(r) => {
                 let (response, decision) = refused(ProxyError::InvalidMessage(r.code, r.message), Some(r.id));
-                return (response, decision.with(&state.observe, token.as_deref(), None));
+                return (response, decision.with(&state.observe, token.as_ref(), None));
             }
         }
     } else if !bytes.is_empty() {
         let e = ProxyError::BadRequestBody(format!("a {} request to an MCP endpoint carries no body", parts.method));
         let (response, decision) = refused(e, None);
-        return (response, decision.with(&state.observe, token.as_deref(), None));
+        return (response, decision.with(&state.observe, token.as_ref(), None));
     } else {
         None
     };
     let rpc_id = classified.as_ref().map(rpc::Body::error_id);
-    let decision = Decision::allowed().with(&state.observe, token.as_deref(), classified.as_ref());
+    let decision = Decision::allowed().with(&state.observe, token.as_ref(), classified.as_ref());
     let mut identity = Vec::new();
-    if let Some(token) = &token {
-        let challenge = |e: crate::AuthError| {
-            let reason = e.reason();
-            let response = e.into_response(&crate::auth::challenge_context(state, server, &parts));
-            (response, Decision { reason, ..decision.clone() })
+    let challenge = |e: crate::AuthError| {
+        let reason = e.reason();
+        let response = e.into_response(&crate::auth::challenge_context(state, server, &parts));
+        (response, Decision { reason, ..decision.clone() })
+    };
+    if let Some(token) = &token
+        && let Err(e) = crate::auth::authorize(server, token, classified.as_ref())
+    {
+        return challenge(e);
+    }
+    if let Err(refusal) = crate::auth::apply_policy(server, token.as_deref(), classified.as_ref()) {
+        let (response, reason) = match refusal.answer {
+            crate::auth::PolicyAnswer::Scopes(e) => {
+                let (response, decision) = challenge(e);
+                (response, decision.reason)
+            }
+            crate::auth::PolicyAnswer::Denied(e) => {
+                let reason = e.reason();
+                (e.into_response_for(rpc_id.clone()), reason)
+            }
         };
-        if let Err(e) = crate::auth::authorize(server, token, classified.as_ref()) {
-            return challenge(e);
-        }
+        return (response, Decision { reason, rule: Some(refusal.rule), ..decision.clone() });
+    }
+    if let Some(token) = &token {
         identity = identity_headers(server, token);
         if let Some(forwarded) = upstream_token_header(state, server, token).await {
             match forwarded {

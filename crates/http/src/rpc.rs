@@ -305,7 +305,7 @@ pub fn trace_meta(body: &[u8]) -> Option<TraceMeta> {
         tracestate: Option<Cow<'a, str>>,
     }
     // Most bodies carry none: no second parse for them.
-    body.windows(11).position(|w| w == b"traceparent")?;
+    memchr::memmem::find(body, b"traceparent")?;
     let meta = serde_json::from_slice::<Request<'_>>(body).ok()?.params?.meta?;
     Some(TraceMeta { traceparent: meta.traceparent?.into_owned(), tracestate: meta.tracestate.map(Cow::into_owned) })
 }

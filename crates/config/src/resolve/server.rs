@@ -109,6 +109,8 @@ pub(super) fn resolve_server(
         })
         .collect();
 
+    let policy = resolve_policy(raw, at, errors);
+
     let auth = match (&raw.verify, raw.gateway) {
         (Some(_), true) => {
             errors.push(
@@ -143,8 +145,57 @@ pub(super) fn resolve_server(
         scopes,
         tool_scopes,
         identity_headers,
+        policy,
         auth: auth?,
     })
+}
+
+/// `[[server.policy]]` compiled: every rule's globs and conditions, names unique, errors at their path.
+fn resolve_policy(raw: &RawServer, at: &str, errors: &mut Errors) -> portcullis_policy::Policy {
+    use portcullis_policy::{ClaimNames, Rule, RuleSpec};
+    let mut rules = Vec::with_capacity(raw.policy.len());
+    let mut names = std::collections::BTreeSet::new();
+    for (i, r) in raw.policy.iter().enumerate() {
+        let here = format!("{at}.policy[{i}]");
+        let name = r.name.clone().unwrap_or_default();
+        if !name.is_empty() && !names.insert(name.clone()) {
+            errors.push(format!("{here}.name"), format!("{name:?} names another rule of this server too"));
+        }
+        let spec = RuleSpec {
+            name,
+            tools: r.tools.clone(),
+            resources: r.resources.clone(),
+            prompts: r.prompts.clone(),
+            allow_if: r.allow_if.clone(),
+            deny_if: r.deny_if.clone(),
+            scopes: parse_scopes(&r.scopes, &format!("{here}.scopes"), errors),
+        };
+        match Rule::compile(spec) {
+            Ok(rule) => rules.push(rule),
+            Err(problems) => {
+                for p in problems {
+                    errors.push(format!("{here}.{}", p.field), p.message);
+                }
+            }
+        }
+    }
+    let mut claims = ClaimNames::default();
+    if let Some(c) = &raw.policy_claims {
+        for (value, slot) in [
+            (&c.groups, &mut claims.groups),
+            (&c.roles, &mut claims.roles),
+            (&c.email, &mut claims.email),
+            (&c.tenant, &mut claims.tenant),
+        ] {
+            if let Some(v) = value {
+                slot.clone_from(v);
+            }
+        }
+        if [&claims.groups, &claims.roles, &claims.email, &claims.tenant].iter().any(|n| n.is_empty()) {
+            errors.push(format!("{at}.policy_claims"), "a claim name cannot be empty");
+        }
+    }
+    portcullis_policy::Policy::new(rules, claims)
 }
 
 /// Header names we accept in configuration: letters, digits, `-` and `_`.

@@ -32,6 +32,18 @@ scopes = ["mcp:tools"]
 [server.identity_headers]
 x-user-sub = "sub"
 x-user-client = "client_id"
+[[server.policy]]
+name = "finance-payments"
+tools = ["payments_*"]
+allow_if = '"finance" in groups'
+[[server.policy]]
+name = "no-delete-for-ci"
+tools = ["delete_*"]
+deny_if = 'client_id == "ci-bot"'
+[[server.policy]]
+name = "reports-scope"
+prompts = ["report*"]
+scopes = ["mcp:reports"]
 [server.verify]
 issuer = "{ISS}"
 audiences = ["client-a"]
@@ -215,6 +227,61 @@ async fn step_up_scopes_per_tool() {
     let a = send(&h.app, req).await;
     assert_eq!(a.status, 403);
     assert!(a.challenge().contains("scope=\"mcp:tools\""), "{}", a.challenge());
+}
+
+#[tokio::test]
+async fn policy_rules_decide_per_caller_and_per_message() {
+    let h = harness().await;
+    let as_caller = |t: &str, body: String| {
+        post(body.clone()).header("authorization", format!("Bearer {t}")).body(Body::from(body)).unwrap()
+    };
+    let finance = token(json!({"groups": ["finance"]}));
+    let staff = token(json!({"groups": "staff"}));
+    let ci = token(json!({"client_id": "ci-bot", "groups": ["finance"]}));
+
+    // Allowed by the rule: forwarded (the sample answers "unknown tool" with 200).
+    assert_eq!(send(&h.app, as_caller(&finance, call("payments_send"))).await.status, 200);
+    // Refused: 403, a JSON-RPC error with the request's id naming the rule that decided, and no other.
+    let a = send(&h.app, as_caller(&staff, call("payments_send"))).await;
+    assert_eq!(a.status, 403);
+    let body = a.json();
+    assert_eq!(body["id"], 1);
+    assert_eq!(body["error"]["code"], -32003);
+    assert!(body["error"]["message"].as_str().unwrap().contains("finance-payments"), "{body}");
+    assert!(!a.body.contains("no-delete-for-ci") && !a.body.contains("groups"), "{}", a.body);
+    assert!(a.headers.get("www-authenticate").is_none(), "no re-authorization changes a policy refusal");
+    // Other tools and other callers are not governed by it.
+    assert_eq!(send(&h.app, as_caller(&staff, call("echo"))).await.status, 200);
+    assert_eq!(send(&h.app, as_caller(&ci, call("payments_send"))).await.status, 200);
+    assert_eq!(send(&h.app, as_caller(&ci, call("delete_everything"))).await.status, 403);
+    assert_eq!(send(&h.app, as_caller(&finance, call("delete_everything"))).await.status, 200);
+
+    // A batch is refused whole when one of its calls is.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "a"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "payments_send"}}
+    ])
+    .to_string();
+    let req = post(batch.clone())
+        .header("authorization", format!("Bearer {staff}"))
+        .header("mcp-protocol-version", "2025-03-26")
+        .body(Body::from(batch))
+        .unwrap();
+    let a = send(&h.app, req).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    // A body the gate cannot read is refused before any rule could be skipped.
+    let garbled = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"payments_send"},}"#.to_owned();
+    assert_eq!(send(&h.app, as_caller(&staff, garbled)).await.status, 400);
+
+    // A scope rule: 403 insufficient_scope naming every scope the call needs.
+    let prompt =
+        json!({"jsonrpc": "2.0", "id": 3, "method": "prompts/get", "params": {"name": "report_q3"}}).to_string();
+    let a = send(&h.app, as_caller(&staff, prompt.clone())).await;
+    assert_eq!(a.status, 403);
+    assert!(a.challenge().contains("error=\"insufficient_scope\""), "{}", a.challenge());
+    assert!(a.challenge().contains("scope=\"mcp:reports mcp:tools\""), "{}", a.challenge());
+    let reports = token(json!({"scope": "mcp:tools mcp:reports"}));
+    assert_eq!(send(&h.app, as_caller(&reports, prompt)).await.status, 200);
 }
 
 #[tokio::test]

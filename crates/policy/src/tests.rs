@@ -1,0 +1,179 @@
+use serde_json::json;
+
+use super::*;
+
+fn rule(name: &str, f: impl FnOnce(&mut RuleSpec)) -> Rule {
+    let mut spec = RuleSpec { name: name.into(), ..RuleSpec::default() };
+    f(&mut spec);
+    Rule::compile(spec).unwrap()
+}
+
+fn claims(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn scopes(s: &str) -> ScopeSet {
+    ScopeSet::from_space_separated(s)
+}
+
+fn decide(
+    policy: &Policy,
+    claims: &Map<String, Value>,
+    scopes: &ScopeSet,
+    method: &str,
+    target: Option<&str>,
+) -> String {
+    let caller = Caller {
+        subject: claims.get("sub").and_then(Value::as_str),
+        client_id: claims.get("client_id").and_then(Value::as_str),
+        scopes,
+        claims,
+    };
+    match policy.evaluate(caller).decide(&Action::of(method, target)) {
+        Verdict::Allow => "allow".into(),
+        Verdict::Deny { rule, error: false } => format!("deny {rule}"),
+        Verdict::Deny { rule, error: true } => format!("error {rule}"),
+        Verdict::NeedsScopes { rule, needed } => format!("scopes {rule} {needed}"),
+    }
+}
+
+#[test]
+fn group_only_tools_and_client_bans() {
+    let policy = Policy::new(
+        vec![
+            rule("finance-payments", |r| {
+                r.tools = vec!["payments_*".into()];
+                r.allow_if = Some(r#""finance" in groups"#.into());
+            }),
+            rule("no-delete-for-ci", |r| {
+                r.tools = vec!["delete_*".into()];
+                r.deny_if = Some(r#"client_id == "ci-bot""#.into());
+            }),
+            rule("contractors-read-only", |r| {
+                r.tools = vec!["*".into()];
+                r.deny_if = Some(r#""contractor" in roles && !tool.startsWith("get_")"#.into());
+            }),
+        ],
+        ClaimNames::default(),
+    );
+    let s = scopes("mcp:tools");
+    let alice = claims(json!({"sub": "alice", "client_id": "app", "groups": ["finance", "staff"]}));
+    let bob = claims(json!({"sub": "bob", "client_id": "ci-bot", "groups": "staff"}));
+    let carol = claims(json!({"sub": "carol", "client_id": "app", "roles": ["contractor"], "groups": ["finance"]}));
+
+    assert_eq!(decide(&policy, &alice, &s, "tools/call", Some("payments_send")), "allow");
+    assert_eq!(decide(&policy, &bob, &s, "tools/call", Some("payments_send")), "deny finance-payments");
+    assert_eq!(decide(&policy, &alice, &s, "tools/call", Some("delete_user")), "allow");
+    assert_eq!(decide(&policy, &bob, &s, "tools/call", Some("delete_user")), "deny no-delete-for-ci");
+    assert_eq!(decide(&policy, &carol, &s, "tools/call", Some("get_balance")), "allow");
+    assert_eq!(decide(&policy, &carol, &s, "tools/call", Some("payments_send")), "deny contractors-read-only");
+    // Rules with targets do not govern other methods.
+    assert_eq!(decide(&policy, &bob, &s, "tools/list", None), "allow");
+    assert_eq!(decide(&policy, &bob, &s, "resources/read", Some("payments_x")), "allow");
+}
+
+#[test]
+fn scope_rules_name_every_scope_needed() {
+    let policy = Policy::new(
+        vec![
+            rule("admin", |r| {
+                r.tools = vec!["admin_*".into()];
+                r.scopes = scopes("mcp:admin");
+            }),
+            rule("audit", |r| {
+                r.tools = vec!["admin_audit*".into()];
+                r.scopes = scopes("mcp:audit");
+            }),
+        ],
+        ClaimNames::default(),
+    );
+    let c = claims(json!({"sub": "a"}));
+    assert_eq!(
+        decide(&policy, &c, &scopes("mcp:tools"), "tools/call", Some("admin_audit_log")),
+        "scopes admin mcp:admin mcp:audit"
+    );
+    assert_eq!(
+        decide(&policy, &c, &scopes("mcp:admin"), "tools/call", Some("admin_audit_log")),
+        "scopes audit mcp:admin mcp:audit"
+    );
+    assert_eq!(decide(&policy, &c, &scopes("mcp:admin mcp:audit"), "tools/call", Some("admin_audit_log")), "allow");
+    assert_eq!(decide(&policy, &c, &scopes(""), "tools/call", Some("echo")), "allow");
+}
+
+#[test]
+fn rules_without_targets_govern_every_request() {
+    let policy = Policy::new(
+        vec![rule("employees", |r| r.allow_if = Some(r#"email_domain == "example.com""#.into()))],
+        ClaimNames::default(),
+    );
+    let s = scopes("");
+    let staff = claims(json!({"sub": "a", "email": "A@Example.COM"}));
+    let other = claims(json!({"sub": "b", "email": "b@elsewhere.org"}));
+    assert_eq!(decide(&policy, &staff, &s, "initialize", None), "allow");
+    assert_eq!(decide(&policy, &other, &s, "initialize", None), "deny employees");
+    assert_eq!(decide(&policy, &other, &s, "", None), "deny employees");
+}
+
+#[test]
+fn conditions_that_cannot_be_evaluated_refuse() {
+    let policy = Policy::new(
+        vec![
+            rule("dept", |r| {
+                r.tools = vec!["hr_*".into()];
+                r.allow_if = Some(r#"claims.department == "hr""#.into());
+            }),
+            rule("not-bool", |r| {
+                r.prompts = vec!["*".into()];
+                r.allow_if = Some("subject".into());
+            }),
+        ],
+        ClaimNames::default(),
+    );
+    let s = scopes("");
+    let hr = claims(json!({"sub": "a", "department": "hr"}));
+    let none = claims(json!({"sub": "b"}));
+    assert_eq!(decide(&policy, &hr, &s, "tools/call", Some("hr_read")), "allow");
+    assert_eq!(decide(&policy, &none, &s, "tools/call", Some("hr_read")), "error dept");
+    assert_eq!(decide(&policy, &hr, &s, "prompts/get", Some("p")), "error not-bool");
+}
+
+#[test]
+fn nested_claims_by_json_pointer() {
+    let names = ClaimNames {
+        roles: "/realm_access/roles".into(),
+        groups: "https://example.com/groups".into(),
+        ..ClaimNames::default()
+    };
+    let policy =
+        Policy::new(vec![rule("r", |r| r.allow_if = Some(r#""admin" in roles && "ops" in groups"#.into()))], names);
+    let yes = claims(json!({"realm_access": {"roles": ["admin"]}, "https://example.com/groups": ["ops"]}));
+    let no = claims(json!({"roles": ["admin"], "groups": ["ops"]}));
+    assert_eq!(decide(&policy, &yes, &scopes(""), "ping", None), "allow");
+    assert_eq!(decide(&policy, &no, &scopes(""), "ping", None), "deny r");
+}
+
+#[test]
+fn compile_errors_name_the_field() {
+    let err = |f: fn(&mut RuleSpec)| {
+        let mut spec = RuleSpec { name: "x".into(), ..RuleSpec::default() };
+        f(&mut spec);
+        Rule::compile(spec).unwrap_err()
+    };
+    let e = err(|r| r.allow_if = Some("subject ==".into()));
+    assert_eq!(e[0].field, "allow_if");
+    assert!(e[0].message.contains("does not parse"), "{e:?}");
+    let e = err(|r| r.deny_if = Some(r#""x" in group"#.into()));
+    assert_eq!(e[0].field, "deny_if");
+    assert!(e[0].message.contains("\"group\""), "{e:?}");
+    let e = err(|r| {
+        r.tools = vec!["a[".into()];
+        r.scopes = scopes("s");
+    });
+    assert_eq!(e[0].field, "tools");
+    let e = err(|_| {});
+    assert_eq!(e[0].field, "allow_if");
+    // Variables bound by macros are not taken for unknown names.
+    let mut spec = RuleSpec { name: "m".into(), ..RuleSpec::default() };
+    spec.allow_if = Some(r#"groups.exists(g, g.startsWith("fin"))"#.into());
+    Rule::compile(spec).unwrap();
+}
