@@ -499,11 +499,21 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
             }
         }
     }
+    // List answers are rewritten to what the caller may use.
+    let listing = classified
+        .as_ref()
+        .and_then(|b| crate::listing::ListFilter::for_body(&server.config.policy, token.as_ref(), b));
     drop(classified);
     let meta_trace = observe::meta_trace(&state.observe, &parts.headers, &bytes);
     let decision = Decision { trace_id: meta_trace.as_ref().map(|(_, id)| id.clone()), ..decision };
     match forward(state, server, parts, bytes, identity, meta_trace.as_ref().map(|(meta, _)| meta)).await {
-        Ok(r) => (r, decision),
+        Ok(r) => (
+            match listing {
+                Some(l) => l.apply(r),
+                None => r,
+            },
+            decision,
+        ),
         Err(e) => (e.into_response_for(rpc_id), decision),
     }
 }

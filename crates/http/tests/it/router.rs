@@ -41,6 +41,10 @@ name = "no-delete-for-ci"
 tools = ["delete_*"]
 deny_if = 'client_id == "ci-bot"'
 [[server.policy]]
+name = "night-shift"
+tools = ["sleep"]
+allow_if = '"night" in groups'
+[[server.policy]]
 name = "reports-scope"
 prompts = ["report*"]
 scopes = ["mcp:reports"]
@@ -282,6 +286,19 @@ async fn policy_rules_decide_per_caller_and_per_message() {
     assert!(a.challenge().contains("scope=\"mcp:reports mcp:tools\""), "{}", a.challenge());
     let reports = token(json!({"scope": "mcp:tools mcp:reports"}));
     assert_eq!(send(&h.app, as_caller(&reports, prompt)).await.status, 200);
+
+    // tools/list shows each caller what it may call.
+    let list = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}).to_string();
+    let tools = |a: &crate::support::Answer| -> Vec<String> {
+        a.json()["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let a = send(&h.app, as_caller(&staff, list.clone())).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(tools(&a), ["echo", "whoami", "progress"]);
+    let night = token(json!({"groups": ["night"]}));
+    let a = send(&h.app, as_caller(&night, list)).await;
+    assert_eq!(tools(&a), ["echo", "whoami", "progress", "sleep"]);
+    assert_eq!(send(&h.app, as_caller(&staff, call("sleep"))).await.status, 403);
 }
 
 #[tokio::test]

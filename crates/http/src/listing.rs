@@ -1,0 +1,403 @@
+//! List answers rewritten to what the caller may use: a `tools/list`, `resources/list`,
+//! `resources/templates/list` or `prompts/list` answer loses the entries the server's policy would
+//! refuse the caller, so that models are not offered tools they cannot call.
+//!
+//! Only answers to list requests are touched. A JSON answer is read whole (it is one response); an SSE
+//! answer is rewritten event by event as each completes, every other event (progress, notifications
+//! such as `notifications/tools/list_changed`, answers to other requests) passed on as it came.
+//! Pagination cursors are left as they are: a filtered page may be shorter, or empty, and the client
+//! follows `nextCursor` as before. An answer that cannot be read is not passed on unfiltered: the
+//! stream ends with an error instead (fail closed).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use portcullis_oauth::VerifiedToken;
+use portcullis_policy::{Action, Caller, Policy, Verdict};
+use portcullis_types::ScopeSet;
+use serde_json::Value;
+
+use crate::rpc;
+
+/// The biggest list answer (or SSE event) read to be filtered.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// What a list holds: the result's array, the method whose policy decides an entry, and the entry's
+/// field naming it.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    array: &'static str,
+    method: &'static str,
+    field: &'static str,
+}
+
+fn kind_of(method: &str) -> Option<Kind> {
+    Some(match method {
+        "tools/list" => Kind { array: "tools", method: "tools/call", field: "name" },
+        "prompts/list" => Kind { array: "prompts", method: "prompts/get", field: "name" },
+        "resources/list" => Kind { array: "resources", method: "resources/read", field: "uri" },
+        "resources/templates/list" => {
+            Kind { array: "resourceTemplates", method: "resources/read", field: "uriTemplate" }
+        }
+        _ => return None,
+    })
+}
+
+/// The list requests of one body and who asked.
+pub(crate) struct ListFilter {
+    policy: Policy,
+    token: Option<Arc<VerifiedToken>>,
+    requests: Vec<(Value, Kind)>,
+}
+
+impl ListFilter {
+    /// A filter for the list requests in `body`, or `None` when there are none or no rules.
+    pub(crate) fn for_body(policy: &Policy, token: Option<&Arc<VerifiedToken>>, body: &rpc::Body<'_>) -> Option<Self> {
+        if policy.is_empty() {
+            return None;
+        }
+        let requests: Vec<(Value, Kind)> = body
+            .messages()
+            .iter()
+            .filter_map(|m| match m {
+                rpc::Message::Request { id, method, .. } => Some((id.clone(), kind_of(method)?)),
+                _ => None,
+            })
+            .collect();
+        (!requests.is_empty()).then(|| Self { policy: policy.clone(), token: token.cloned(), requests })
+    }
+
+    /// `response` with its list answers filtered.
+    pub(crate) fn apply(self, response: Response) -> Response {
+        let (mut parts, body) = response.into_parts();
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let sse = content_type.trim_start().starts_with("text/event-stream");
+        let json = content_type.trim_start().starts_with("application/json");
+        if !(sse || json) || !parts.status.is_success() {
+            return Response::from_parts(parts, body);
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let filter = Arc::new(self);
+        let body = if json {
+            let stream = futures_util::stream::once(async move {
+                let bytes = axum::body::to_bytes(body, MAX_ANSWER).await.map_err(std::io::Error::other)?;
+                filter.rewrite_json(&bytes).ok_or_else(|| std::io::Error::other("an unreadable list answer"))
+            });
+            Body::from_stream(stream)
+        } else {
+            Body::from_stream(SseFilter::new(body, filter).into_stream())
+        };
+        parts.headers.insert(header::VARY, HeaderValue::from_static("authorization"));
+        Response::from_parts(parts, body)
+    }
+
+    /// A JSON-RPC message (or batch) with the list answers filtered; `None` when it is not JSON.
+    fn rewrite_json(&self, bytes: &[u8]) -> Option<Bytes> {
+        let mut value: Value = serde_json::from_slice(bytes).ok()?;
+        let changed = match &mut value {
+            Value::Array(items) => items.iter_mut().fold(false, |c, m| self.filter_message(m) | c),
+            message => self.filter_message(message),
+        };
+        if !changed {
+            return Some(Bytes::copy_from_slice(bytes));
+        }
+        serde_json::to_vec(&value).ok().map(Bytes::from)
+    }
+
+    /// Filters `message` when it answers one of the list requests; whether it changed.
+    fn filter_message(&self, message: &mut Value) -> bool {
+        let Some(id) = message.get("id") else { return false };
+        let Some((_, kind)) = self.requests.iter().find(|(request, _)| request == id) else { return false };
+        let Some(entries) = message.get_mut("result").and_then(|r| r.get_mut(kind.array)).and_then(Value::as_array_mut)
+        else {
+            return false;
+        };
+        let empty_claims = serde_json::Map::new();
+        let empty_scopes = ScopeSet::new();
+        let caller = match self.token.as_deref() {
+            Some(t) => Caller {
+                subject: t.subject.as_deref(),
+                client_id: t.client_id.as_ref().map(|c| c.as_str()),
+                scopes: &t.scopes,
+                claims: &t.claims,
+            },
+            None => Caller { subject: None, client_id: None, scopes: &empty_scopes, claims: &empty_claims },
+        };
+        let mut evaluation = self.policy.evaluate(caller);
+        let before = entries.len();
+        entries.retain(|entry| {
+            // An entry without its name cannot be judged: it is not shown.
+            let Some(name) = entry.get(kind.field).and_then(Value::as_str) else { return false };
+            let action = Action::of(kind.method, Some(name));
+            // A template is judged as a read of its URI template.
+            let action = if kind.array == "resourceTemplates" {
+                Action { method: kind.method, target: portcullis_policy::Target::Resource(name) }
+            } else {
+                action
+            };
+            evaluation.decide(&action) == Verdict::Allow
+        });
+        entries.len() != before
+    }
+}
+
+/// An SSE body rewritten event by event.
+struct SseFilter {
+    inner: axum::body::BodyDataStream,
+    filter: Arc<ListFilter>,
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl SseFilter {
+    fn new(body: Body, filter: Arc<ListFilter>) -> Self {
+        Self { inner: body.into_data_stream(), filter, pending: Vec::new(), done: false }
+    }
+
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        futures_util::stream::unfold(self, |mut s| async move {
+            loop {
+                if let Some(end) = event_end(&s.pending) {
+                    let event: Vec<u8> = s.pending.drain(..end).collect();
+                    return Some((Ok(s.filter.rewrite_event(event)), s));
+                }
+                if s.done {
+                    // An incomplete last event is dropped, as clients drop it (WHATWG SSE §9.2.6).
+                    return None;
+                }
+                match s.inner.next().await {
+                    Some(Ok(chunk)) => {
+                        if s.pending.len() + chunk.len() > MAX_ANSWER {
+                            s.done = true;
+                            s.pending.clear();
+                            return Some((Err(std::io::Error::other("an SSE event too large to filter")), s));
+                        }
+                        s.pending.extend_from_slice(&chunk);
+                    }
+                    Some(Err(e)) => {
+                        s.done = true;
+                        s.pending.clear();
+                        return Some((Err(std::io::Error::other(e)), s));
+                    }
+                    None => s.done = true,
+                }
+            }
+        })
+    }
+}
+
+/// Where the first complete event of `buf` ends (after its blank line), if one is complete.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut line_start = 0;
+    while i < buf.len() {
+        let eol = match buf[i] {
+            b'\n' => 1,
+            b'\r' if buf.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' if i + 1 < buf.len() => 1,
+            // A lone `\r` at the end may be the first half of `\r\n`: wait for more.
+            b'\r' => return None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if i == line_start {
+            return Some(i + eol);
+        }
+        i += eol;
+        line_start = i;
+    }
+    None
+}
+
+impl ListFilter {
+    /// One complete SSE event, its data rewritten when it answers a list request; anything else as it
+    /// came.
+    fn rewrite_event(&self, event: Vec<u8>) -> Bytes {
+        let Ok(text) = std::str::from_utf8(&event) else { return Bytes::from(event) };
+        let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|l| l.split_inclusive('\r')).collect();
+        let field = |line: &str| line.trim_end_matches(['\r', '\n']).to_owned();
+        let mut data = String::new();
+        let mut other = Vec::new();
+        let mut has_data = false;
+        for line in &lines {
+            let line = field(line);
+            if line.is_empty() {
+                continue;
+            }
+            match line.strip_prefix("data") {
+                Some(rest) if rest.is_empty() || rest.starts_with(':') => {
+                    let value = rest.strip_prefix(':').unwrap_or(rest);
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    if has_data {
+                        data.push('\n');
+                    }
+                    data.push_str(value);
+                    has_data = true;
+                }
+                _ => other.push(line),
+            }
+        }
+        if !has_data {
+            return Bytes::from(event);
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(&data) else { return Bytes::from(event) };
+        let changed = match &mut value {
+            Value::Array(items) => items.iter_mut().fold(false, |c, m| self.filter_message(m) | c),
+            message => self.filter_message(message),
+        };
+        if !changed {
+            return Bytes::from(event);
+        }
+        let mut out = String::with_capacity(event.len());
+        for line in other {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str("data: ");
+        out.push_str(&value.to_string());
+        out.push_str("\n\n");
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_policy::{ClaimNames, Rule, RuleSpec};
+    use serde_json::json;
+
+    use super::*;
+
+    fn filter(groups: &[&str], body: &str) -> ListFilter {
+        let rule = |name: &str, tools: &[&str], allow_if: &str| {
+            Rule::compile(RuleSpec {
+                name: name.into(),
+                tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+                allow_if: Some(allow_if.into()),
+                ..RuleSpec::default()
+            })
+            .unwrap()
+        };
+        let policy = Policy::new(
+            vec![
+                rule("fin", &["payments_*"], r#""finance" in groups"#),
+                rule("ops", &["restart"], r#""ops" in groups"#),
+            ],
+            ClaimNames::default(),
+        );
+        let token = verified(json!({"groups": groups}));
+        let body = rpc::classify(body.as_bytes()).unwrap();
+        ListFilter::for_body(&policy, Some(&token), &body).unwrap()
+    }
+
+    /// A token verified as the gate verifies them (only the verifier makes a `VerifiedToken`).
+    fn verified(extra: Value) -> Arc<VerifiedToken> {
+        use portcullis_oauth::{JwksCache, KeySet, Verifier, VerifierConfig};
+        use portcullis_test_support::{TestKey, jwks, mint};
+        const NOW: u64 = 1_800_000_000;
+        let config = portcullis_config::Config::from_toml(
+            r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:9/mcp"
+[server.verify]
+issuer = "https://idp.example.com/"
+"#,
+            &portcullis_config::MapEnv::default(),
+        )
+        .unwrap();
+        let server = &config.servers[0];
+        let portcullis_config::ServerAuth::Verify(v) = &server.auth else { panic!("verify mode") };
+        let clock = Arc::new(portcullis_types::ManualClock::at(NOW));
+        let (set, _) = KeySet::parse(jwks(&[TestKey::Es256]).to_string().as_bytes()).unwrap();
+        let verifier =
+            Verifier::new(VerifierConfig::for_server(server, v), JwksCache::fixed(set, clock.clone()), clock, None);
+        let mut claims = json!({"iss": "https://idp.example.com/", "sub": "u", "aud": "https://mcp.example.com/mcp",
+            "exp": NOW + 600, "iat": NOW});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let token = mint(TestKey::Es256, &claims);
+        futures_util::FutureExt::now_or_never(verifier.verify(&token)).unwrap().unwrap()
+    }
+
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"cursor":"c1"}}"#;
+
+    fn answer(id: i64) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+            {"name": "echo"}, {"name": "payments_send"}, {"name": "restart"}, {"description": "no name"}
+        ], "nextCursor": "c2"}})
+    }
+
+    fn names(v: &Value) -> Vec<&str> {
+        v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect()
+    }
+
+    async fn run(f: ListFilter, content_type: &str, chunks: Vec<String>) -> String {
+        let stream = futures_util::stream::iter(chunks.into_iter().map(|c| Ok::<_, std::io::Error>(Bytes::from(c))));
+        let mut response = Response::new(Body::from_stream(stream));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        let response = f.apply(response);
+        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn json_list_answers_keep_what_the_caller_may_use() {
+        let out = run(filter(&["finance"], LIST), "application/json", vec![answer(7).to_string()]).await;
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(names(&v), ["echo", "payments_send"]);
+        assert_eq!(v["result"]["nextCursor"], "c2", "pagination untouched");
+        let out = run(filter(&["ops"], LIST), "application/json", vec![answer(7).to_string()]).await;
+        assert_eq!(names(&serde_json::from_str(&out).unwrap()), ["echo", "restart"]);
+        // An answer to another id is not a list answer.
+        let other = answer(8).to_string();
+        assert_eq!(run(filter(&[], LIST), "application/json", vec![other.clone()]).await, other);
+    }
+
+    #[tokio::test]
+    async fn sse_list_answers_are_filtered_event_by_event() {
+        let progress = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+        let changed = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\r\n\r\n";
+        let list = format!("id: 5\nevent: message\ndata: {}\n\n", answer(7));
+        let all = format!("{progress}{changed}{list}");
+        // Cut anywhere, even inside the list answer's event.
+        let (a, b) = all.split_at(progress.len() + changed.len() + 17);
+        let out = run(filter(&[], LIST), "text/event-stream", vec![a.to_owned(), b.to_owned()]).await;
+        assert!(out.starts_with(&format!("{progress}{changed}")), "{out}");
+        let last = &out[progress.len() + changed.len()..];
+        assert!(last.starts_with("id: 5\nevent: message\ndata: "), "{last}");
+        let data: Value = serde_json::from_str(last.trim_end().rsplit_once("data: ").unwrap().1).unwrap();
+        assert_eq!(names(&data), ["echo"]);
+        // An incomplete last event is not passed on.
+        let out = run(filter(&[], LIST), "text/event-stream", vec![format!("{progress}data: {}", answer(7))]).await;
+        assert_eq!(out, progress);
+    }
+
+    #[tokio::test]
+    async fn a_batch_answer_is_filtered_per_list_request() {
+        let batch = r#"[{"jsonrpc":"2.0","id":7,"method":"tools/list"},{"jsonrpc":"2.0","id":8,"method":"ping"}]"#;
+        let answers = json!([answer(8), answer(7)]).to_string();
+        let out = run(filter(&[], batch), "application/json", vec![answers]).await;
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["result"]["tools"].as_array().unwrap().len(), 4, "the ping's answer (id 8) is left alone");
+        assert_eq!(names(&v[1]), ["echo"]);
+    }
+
+    #[test]
+    fn events_end_at_a_blank_line_whatever_the_line_ending() {
+        assert_eq!(event_end(b"data: x\n\nrest"), Some(9));
+        assert_eq!(event_end(b"data: x\r\n\r\nrest"), Some(11));
+        assert_eq!(event_end(b"data: x\r\rrest"), Some(9));
+        assert_eq!(event_end(b"data: x\n"), None);
+        assert_eq!(event_end(b"data: x\r\n\r"), None);
+        assert_eq!(event_end(b"\n"), Some(1));
+    }
+}
