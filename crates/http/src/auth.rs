@@ -113,6 +113,22 @@ pub(crate) enum PolicyAnswer {
     Denied(crate::ProxyError),
 }
 
+/// The caller as policy conditions see it: the verified token, or nobody (a server without
+/// authentication).
+pub(crate) fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy::Caller<'_> {
+    static NOBODY: std::sync::LazyLock<(serde_json::Map<String, serde_json::Value>, ScopeSet)> =
+        std::sync::LazyLock::new(|| (serde_json::Map::new(), ScopeSet::new()));
+    match token {
+        Some(t) => portcullis_policy::Caller {
+            subject: t.subject.as_deref(),
+            client_id: t.client_id.as_ref().map(|c| c.as_str()),
+            scopes: &t.scopes,
+            claims: &t.claims,
+        },
+        None => portcullis_policy::Caller { subject: None, client_id: None, scopes: &NOBODY.1, claims: &NOBODY.0 },
+    }
+}
+
 /// The server's `[[server.policy]]` rules applied to every message of the body (every element of a
 /// batch: one refusal refuses the batch), or to the bare request for GET and DELETE.
 pub(crate) fn apply_policy(
@@ -120,22 +136,12 @@ pub(crate) fn apply_policy(
     token: Option<&VerifiedToken>,
     body: Option<&rpc::Body<'_>>,
 ) -> Result<(), PolicyRefusal> {
-    use portcullis_policy::{Action, Caller, Verdict};
+    use portcullis_policy::{Action, Verdict};
     let policy = &server.config.policy;
     if policy.is_empty() {
         return Ok(());
     }
-    let empty_claims = serde_json::Map::new();
-    let empty_scopes = ScopeSet::new();
-    let caller = match token {
-        Some(t) => Caller {
-            subject: t.subject.as_deref(),
-            client_id: t.client_id.as_ref().map(|c| c.as_str()),
-            scopes: &t.scopes,
-            claims: &t.claims,
-        },
-        None => Caller { subject: None, client_id: None, scopes: &empty_scopes, claims: &empty_claims },
-    };
+    let caller = policy_caller(token);
     let mut evaluation = policy.evaluate(caller);
     let bare = [Action { method: "", target: portcullis_policy::Target::None }];
     let actions: Vec<Action<'_>> = match body {

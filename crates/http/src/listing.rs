@@ -16,8 +16,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 use portcullis_oauth::VerifiedToken;
-use portcullis_policy::{Action, Caller, Policy, Verdict};
-use portcullis_types::ScopeSet;
+use portcullis_policy::{Action, Policy, Verdict};
 use serde_json::Value;
 
 use crate::rpc;
@@ -115,17 +114,7 @@ impl ListFilter {
         else {
             return false;
         };
-        let empty_claims = serde_json::Map::new();
-        let empty_scopes = ScopeSet::new();
-        let caller = match self.token.as_deref() {
-            Some(t) => Caller {
-                subject: t.subject.as_deref(),
-                client_id: t.client_id.as_ref().map(|c| c.as_str()),
-                scopes: &t.scopes,
-                claims: &t.claims,
-            },
-            None => Caller { subject: None, client_id: None, scopes: &empty_scopes, claims: &empty_claims },
-        };
+        let caller = crate::auth::policy_caller(self.token.as_deref());
         let mut evaluation = self.policy.evaluate(caller);
         let before = entries.len();
         entries.retain(|entry| {
