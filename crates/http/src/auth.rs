@@ -129,6 +129,18 @@ pub(crate) fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy:
     }
 }
 
+/// An evaluation of `policy` for the caller, its variables kept with the verified token.
+pub(crate) fn policy_evaluation<'p>(
+    policy: &'p portcullis_policy::Policy,
+    token: Option<&'p VerifiedToken>,
+) -> portcullis_policy::Evaluation<'p> {
+    let caller = policy_caller(token);
+    match token.and_then(|t| t.derived.get_or_init(portcullis_policy::CallerCache::default)) {
+        Some(cache) => policy.evaluate_cached(caller, cache),
+        None => policy.evaluate(caller),
+    }
+}
+
 /// The server's `[[server.policy]]` rules applied to every message of the body (every element of a
 /// batch: one refusal refuses the batch), or to the bare request for GET and DELETE.
 pub(crate) fn apply_policy(
@@ -141,8 +153,7 @@ pub(crate) fn apply_policy(
     if policy.is_empty() {
         return Ok(());
     }
-    let caller = policy_caller(token);
-    let mut evaluation = policy.evaluate(caller);
+    let mut evaluation = policy_evaluation(policy, token);
     let bare = [Action { method: "", target: portcullis_policy::Target::None }];
     let actions: Vec<Action<'_>> = match body {
         Some(b) => b.messages().iter().filter_map(|m| Some(Action::of(m.method()?, m.target()))).collect(),

@@ -26,7 +26,7 @@ pub mod form;
 pub mod gateway;
 mod landing;
 pub mod listener;
-mod listing;
+pub mod listing;
 pub mod observe;
 mod origin;
 pub mod proxy;

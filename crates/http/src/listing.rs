@@ -16,8 +16,11 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 use portcullis_oauth::VerifiedToken;
-use portcullis_policy::{Action, Policy, Verdict};
+use std::borrow::Cow;
+
+use portcullis_policy::{Action, Policy, Target, Verdict};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::rpc;
 
@@ -46,7 +49,8 @@ fn kind_of(method: &str) -> Option<Kind> {
 }
 
 /// The list requests of one body and who asked.
-pub(crate) struct ListFilter {
+#[derive(Debug)]
+pub struct ListFilter {
     policy: Policy,
     token: Option<Arc<VerifiedToken>>,
     requests: Vec<(Value, Kind)>,
@@ -54,7 +58,7 @@ pub(crate) struct ListFilter {
 
 impl ListFilter {
     /// A filter for the list requests in `body`, or `None` when there are none or no rules.
-    pub(crate) fn for_body(policy: &Policy, token: Option<&Arc<VerifiedToken>>, body: &rpc::Body<'_>) -> Option<Self> {
+    pub fn for_body(policy: &Policy, token: Option<&Arc<VerifiedToken>>, body: &rpc::Body<'_>) -> Option<Self> {
         if policy.is_empty() {
             return None;
         }
@@ -70,7 +74,7 @@ impl ListFilter {
     }
 
     /// `response` with its list answers filtered.
-    pub(crate) fn apply(self, response: Response) -> Response {
+    pub fn apply(self, response: Response) -> Response {
         let (mut parts, body) = response.into_parts();
         let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let sse = content_type.trim_start().starts_with("text/event-stream");
@@ -94,43 +98,142 @@ impl ListFilter {
     }
 
     /// A JSON-RPC message (or batch) with the list answers filtered; `None` when it is not JSON.
-    fn rewrite_json(&self, bytes: &[u8]) -> Option<Bytes> {
-        let mut value: Value = serde_json::from_slice(bytes).ok()?;
-        let changed = match &mut value {
-            Value::Array(items) => items.iter_mut().fold(false, |c, m| self.filter_message(m) | c),
-            message => self.filter_message(message),
-        };
-        if !changed {
-            return Some(Bytes::copy_from_slice(bytes));
+    /// (Public for the benchmarks.)
+    pub fn rewrite_json(&self, bytes: &[u8]) -> Option<Bytes> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        match self.rewrite(text) {
+            Ok(Some(out)) => Some(Bytes::from(out)),
+            Ok(None) => Some(Bytes::copy_from_slice(bytes)),
+            Err(()) => None,
         }
-        serde_json::to_vec(&value).ok().map(Bytes::from)
     }
 
-    /// Filters `message` when it answers one of the list requests; whether it changed.
-    fn filter_message(&self, message: &mut Value) -> bool {
-        let Some(id) = message.get("id") else { return false };
-        let Some((_, kind)) = self.requests.iter().find(|(request, _)| request == id) else { return false };
-        let Some(entries) = message.get_mut("result").and_then(|r| r.get_mut(kind.array)).and_then(Value::as_array_mut)
-        else {
-            return false;
-        };
-        let caller = crate::auth::policy_caller(self.token.as_deref());
-        let mut evaluation = self.policy.evaluate(caller);
-        let before = entries.len();
-        entries.retain(|entry| {
-            // An entry without its name cannot be judged: it is not shown.
-            let Some(name) = entry.get(kind.field).and_then(Value::as_str) else { return false };
-            let action = Action::of(kind.method, Some(name));
-            // A template is judged as a read of its URI template.
-            let action = if kind.array == "resourceTemplates" {
-                Action { method: kind.method, target: portcullis_policy::Target::Resource(name) }
-            } else {
-                action
-            };
-            evaluation.decide(&action) == Verdict::Allow
-        });
-        entries.len() != before
+    /// `json` (a message or a batch) with its list answers filtered: `Ok(None)` when nothing changed,
+    /// `Err` when it is not JSON. Only the envelope and each entry's name are parsed; everything else
+    /// is copied as it came.
+    fn rewrite(&self, json: &str) -> Result<Option<String>, ()> {
+        if json.trim_start().starts_with('[') {
+            let items: Vec<&RawValue> = serde_json::from_str(json).map_err(|_| ())?;
+            let mut changed = false;
+            let mut out = String::with_capacity(json.len());
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                match self.rewrite_message(item.get())? {
+                    Some(m) => {
+                        changed = true;
+                        out.push_str(&m);
+                    }
+                    None => out.push_str(item.get()),
+                }
+            }
+            out.push(']');
+            return Ok(changed.then_some(out));
+        }
+        self.rewrite_message(json)
     }
+
+    /// One message, when it answers a list request and loses entries.
+    fn rewrite_message(&self, json: &str) -> Result<Option<String>, ()> {
+        let fields: Vec<(Cow<'_, str>, &RawValue)> = object(json)?;
+        let Some((_, id)) = fields.iter().find(|(k, _)| k == "id") else { return Ok(None) };
+        let Ok(id) = serde_json::from_str::<Value>(id.get()) else { return Ok(None) };
+        let Some((_, kind)) = self.requests.iter().find(|(request, _)| *request == id) else { return Ok(None) };
+        let Some((_, result)) = fields.iter().find(|(k, _)| k == "result") else { return Ok(None) };
+        let result_fields = object(result.get())?;
+        let Some((_, entries)) = result_fields.iter().find(|(k, _)| k == kind.array) else { return Ok(None) };
+        let entries: Vec<&RawValue> = serde_json::from_str(entries.get()).map_err(|_| ())?;
+        let mut evaluation = crate::auth::policy_evaluation(&self.policy, self.token.as_deref());
+        let kept: Vec<&RawValue> = entries
+            .iter()
+            .copied()
+            .filter(|entry| {
+                // An entry without its name cannot be judged: it is not shown.
+                let Ok(named) = serde_json::from_str::<Named<'_>>(entry.get()) else { return false };
+                let name = match kind.field {
+                    "name" => named.name,
+                    "uri" => named.uri,
+                    _ => named.uri_template,
+                };
+                let Some(name) = name else { return false };
+                // A template is judged as a read of its URI template.
+                let target = match kind.method {
+                    "tools/call" => Target::Tool(&name),
+                    "prompts/get" => Target::Prompt(&name),
+                    _ => Target::Resource(&name),
+                };
+                evaluation.decide(&Action { method: kind.method, target }) == Verdict::Allow
+            })
+            .collect();
+        if kept.len() == entries.len() {
+            return Ok(None);
+        }
+        let mut array = String::with_capacity(entries.iter().map(|e| e.get().len() + 1).sum());
+        array.push('[');
+        for (i, e) in kept.iter().enumerate() {
+            if i > 0 {
+                array.push(',');
+            }
+            array.push_str(e.get());
+        }
+        array.push(']');
+        let result = write_object(&result_fields, |k| (k == kind.array).then_some(array.as_str()));
+        Ok(Some(write_object(&fields, |k| (k == "result").then_some(result.as_str()))))
+    }
+}
+
+/// The names an entry can go by; everything else in it is skipped, not built.
+#[derive(serde::Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "uriTemplate")]
+    uri_template: Option<Cow<'a, str>>,
+}
+
+/// The members of a JSON object, in order, values unparsed.
+fn object(json: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, ()> {
+    struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl<'de> serde::Deserialize<'de> for Members<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                        out.push((k, v));
+                    }
+                    Ok(Members(out))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_str::<Members<'_>>(json).map(|m| m.0).map_err(|_| ())
+}
+
+/// An object written again from its members, the member `replace` names given a new value.
+fn write_object<'r>(fields: &[(Cow<'_, str>, &RawValue)], replace: impl Fn(&str) -> Option<&'r str>) -> String {
+    let mut out = String::with_capacity(fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum());
+    out.push('{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.to_string()).to_string());
+        out.push(':');
+        out.push_str(replace(k).unwrap_or(v.get()));
+    }
+    out.push('}');
+    out
 }
 
 /// An SSE body rewritten event by event.
@@ -234,21 +337,16 @@ impl ListFilter {
         if !has_data {
             return Bytes::from(event);
         }
-        let Ok(mut value) = serde_json::from_str::<Value>(&data) else { return Bytes::from(event) };
-        let changed = match &mut value {
-            Value::Array(items) => items.iter_mut().fold(false, |c, m| self.filter_message(m) | c),
-            message => self.filter_message(message),
-        };
-        if !changed {
-            return Bytes::from(event);
-        }
+        let Ok(Some(rewritten)) = self.rewrite(&data) else { return Bytes::from(event) };
         let mut out = String::with_capacity(event.len());
         for line in other {
             out.push_str(&line);
             out.push('\n');
         }
+        // Line breaks in the JSON are whitespace between its tokens (inside strings they are escaped):
+        // spaces keep the data on its one line.
         out.push_str("data: ");
-        out.push_str(&value.to_string());
+        out.push_str(&rewritten.replace(['\r', '\n'], " "));
         out.push_str("\n\n");
         Bytes::from(out)
     }
@@ -364,6 +462,13 @@ issuer = "https://idp.example.com/"
         let last = &out[progress.len() + changed.len()..];
         assert!(last.starts_with("id: 5\nevent: message\ndata: "), "{last}");
         let data: Value = serde_json::from_str(last.trim_end().rsplit_once("data: ").unwrap().1).unwrap();
+        assert_eq!(names(&data), ["echo"]);
+        // A pretty-printed answer over several data lines is rewritten onto one.
+        let pretty = serde_json::to_string_pretty(&answer(7)).unwrap().replace('\n', "\ndata: ");
+        let out = run(filter(&[], LIST), "text/event-stream", vec![format!("data: {pretty}\r\n\r\n")]).await;
+        assert_eq!(out.matches("data:").count(), 1, "{out}");
+        assert!(out.ends_with("\n\n") && !out.trim_end().contains('\n'), "{out:?}");
+        let data: Value = serde_json::from_str(out.trim_end().strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(names(&data), ["echo"]);
         // An incomplete last event is not passed on.
         let out = run(filter(&[], LIST), "text/event-stream", vec![format!("{progress}data: {}", answer(7))]).await;

@@ -75,6 +75,26 @@ pub struct VerifiedToken {
     pub claims: Arc<Map<String, Value>>,
     /// The key that verified it (`None` for introspected or HS256 tokens).
     pub kid: Option<Kid>,
+    /// What later stages derive from the claims (the policy's view of the caller), made once and kept
+    /// for as long as the verified token is cached.
+    pub derived: Derived,
+}
+
+/// One value of any type, made on first use and shared by every clone.
+#[derive(Clone, Default)]
+pub struct Derived(Arc<std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl Derived {
+    /// The value, made by `make` the first time; `None` if a value of another type was made first.
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Arc::new(make())).downcast_ref::<T>()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Derived(made)" } else { "Derived(empty)" })
+    }
 }
 
 impl VerifiedToken {
@@ -336,6 +356,7 @@ impl Verifier {
                 Source::Introspection => None,
             },
             claims,
+            derived: Derived::default(),
         })
     }
 }

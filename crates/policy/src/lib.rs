@@ -74,9 +74,56 @@ impl std::fmt::Debug for Condition {
 /// What a rule governs.
 #[derive(Debug, Default)]
 struct Targets {
-    tools: Option<GlobSet>,
-    resources: Option<GlobSet>,
-    prompts: Option<GlobSet>,
+    tools: Option<Names>,
+    resources: Option<Names>,
+    prompts: Option<Names>,
+}
+
+/// Globs over names. The common shapes (`*`, `name`, `prefix_*`, `*suffix`) are matched with string
+/// operations; the rest by a compiled glob set (a list of 500 tools is judged name by name, so this is
+/// on the hot path of a filtered list).
+#[derive(Debug)]
+struct Names {
+    simple: Vec<Simple>,
+    globs: Option<GlobSet>,
+}
+
+#[derive(Debug)]
+enum Simple {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl Names {
+    fn is_match(&self, name: &str) -> bool {
+        self.simple.iter().any(|s| match s {
+            Simple::Any => true,
+            Simple::Exact(e) => name == e,
+            Simple::Prefix(p) => name.starts_with(p.as_str()),
+            Simple::Suffix(x) => name.ends_with(x.as_str()),
+        }) || self.globs.as_ref().is_some_and(|g| g.is_match(name))
+    }
+}
+
+/// The string-operation form of `pattern`, when it has one.
+fn simple(pattern: &str) -> Option<Simple> {
+    let special = |s: &str| s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    if pattern == "*" {
+        return Some(Simple::Any);
+    }
+    if let Some(prefix) = pattern.strip_suffix('*')
+        && !special(prefix)
+    {
+        return Some(Simple::Prefix(prefix.to_owned()));
+    }
+    if let Some(suffix) = pattern.strip_prefix('*')
+        && !special(suffix)
+    {
+        return Some(Simple::Suffix(suffix.to_owned()));
+    }
+    (!special(pattern)).then(|| Simple::Exact(pattern.to_owned()))
 }
 
 /// One compiled rule.
@@ -112,20 +159,29 @@ impl Rule {
                 message: "a rule needs allow_if, deny_if or scopes: this one would let everything through".into(),
             });
         }
-        let mut globs = |field: &'static str, patterns: &[String]| -> Option<GlobSet> {
+        let mut globs = |field: &'static str, patterns: &[String]| -> Option<Names> {
             if patterns.is_empty() {
                 return None;
             }
+            let mut names = Names { simple: Vec::new(), globs: None };
             let mut set = GlobSetBuilder::new();
+            let mut complex = 0;
             for p in patterns {
                 match Glob::new(p) {
-                    Ok(g) => {
-                        set.add(g);
-                    }
+                    Ok(g) => match simple(p) {
+                        Some(s) => names.simple.push(s),
+                        None => {
+                            set.add(g);
+                            complex += 1;
+                        }
+                    },
                     Err(e) => errors.push(RuleError { field, message: format!("{p:?} is not a valid glob: {e}") }),
                 }
             }
-            set.build().map_err(|e| errors.push(RuleError { field, message: e.to_string() })).ok()
+            if complex > 0 {
+                names.globs = set.build().map_err(|e| errors.push(RuleError { field, message: e.to_string() })).ok();
+            }
+            Some(names)
         };
         let targets = Targets {
             tools: globs("tools", &spec.tools),
@@ -246,9 +302,19 @@ impl Policy {
     /// An evaluation for one caller: caller variables are built when first read and kept, as are the
     /// values of conditions that do not read the request.
     pub fn evaluate<'p>(&'p self, caller: Caller<'p>) -> Evaluation<'p> {
+        self.evaluation(caller, Cells::Own(Box::default()))
+    }
+
+    /// As [`evaluate`](Self::evaluate), with the caller variables kept in `cache` for the caller's next
+    /// requests (the cache belongs to one caller, i.e. one verified token, and to this policy).
+    pub fn evaluate_cached<'p>(&'p self, caller: Caller<'p>, cache: &'p CallerCache) -> Evaluation<'p> {
+        self.evaluation(caller, Cells::Shared(cache))
+    }
+
+    fn evaluation<'p>(&'p self, caller: Caller<'p>, cells: Cells<'p>) -> Evaluation<'p> {
         Evaluation {
             policy: self,
-            caller: CallerVars::new(caller, &self.claims),
+            caller: CallerVars { caller, names: &self.claims, cells },
             memo: vec![None; self.rules.len() * 2],
         }
     }
@@ -383,18 +449,24 @@ fn stdlib() -> &'static Arc<cel::Env> {
     ENV.get_or_init(|| Arc::new(cel::Env::stdlib()))
 }
 
+/// A caller's variables as conditions read them, each built when first read: kept with the caller's
+/// verified token, they are built once per token, not once per request.
+#[derive(Debug, Default)]
+pub struct CallerCache([OnceLock<Box<dyn Val>>; CALLER_NAMES.len()]);
+
+enum Cells<'a> {
+    Own(Box<CallerCache>),
+    Shared(&'a CallerCache),
+}
+
 /// The caller's variables, each built when first read.
 struct CallerVars<'a> {
     caller: Caller<'a>,
     names: &'a ClaimNames,
-    built: [OnceLock<Box<dyn Val>>; CALLER_NAMES.len()],
+    cells: Cells<'a>,
 }
 
 impl<'a> CallerVars<'a> {
-    fn new(caller: Caller<'a>, names: &'a ClaimNames) -> Self {
-        Self { caller, names, built: Default::default() }
-    }
-
     fn claim(&self, name: &str) -> Option<&'a Value> {
         if let Some(pointer) = name.strip_prefix('/') {
             // A JSON pointer into the claims object.
@@ -445,7 +517,11 @@ impl<'a> CallerVars<'a> {
 
     fn get(&self, name: &str) -> Option<&dyn Val> {
         let index = CALLER_NAMES.iter().position(|n| *n == name)?;
-        let built = self.built[index].get_or_init(|| {
+        let cells = match &self.cells {
+            Cells::Own(c) => &**c,
+            Cells::Shared(c) => *c,
+        };
+        let built = cells.0[index].get_or_init(|| {
             Box::<dyn Val>::try_from(self.build(index)).unwrap_or_else(|_| Box::new(CelString::from(String::new())))
         });
         Some(&**built)

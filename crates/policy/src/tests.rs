@@ -177,3 +177,38 @@ fn compile_errors_name_the_field() {
     spec.allow_if = Some(r#"groups.exists(g, g.startsWith("fin"))"#.into());
     Rule::compile(spec).unwrap();
 }
+
+#[test]
+fn simple_and_full_globs_match_alike() {
+    let cases = [
+        ("*", "anything", true),
+        ("echo", "echo", true),
+        ("echo", "echo2", false),
+        ("payments_*", "payments_send", true),
+        ("payments_*", "payment_send", false),
+        ("*_admin", "db_admin", true),
+        ("*_admin", "db_admins", false),
+        ("get_?", "get_x", true),
+        ("get_?", "get_xy", false),
+        ("{read,list}_*", "list_files", true),
+        ("{read,list}_*", "write_files", false),
+        ("file:///hr/*", "file:///hr/pay.csv", true),
+    ];
+    for (pattern, name, expected) in cases {
+        let policy = Policy::new(
+            vec![rule("r", |r| {
+                r.tools = vec![pattern.into()];
+                r.deny_if = Some("true".into());
+            })],
+            ClaimNames::default(),
+        );
+        let c = claims(json!({"sub": "a"}));
+        let denied = decide(&policy, &c, &scopes(""), "tools/call", Some(name)) != "allow";
+        assert_eq!(denied, expected, "{pattern} ~ {name}");
+        assert_eq!(
+            globset::Glob::new(pattern).unwrap().compile_matcher().is_match(name),
+            expected,
+            "{pattern} ~ {name}"
+        );
+    }
+}
