@@ -20,7 +20,8 @@ CONCURRENCY="${CONCURRENCY:-16}"
 UP_PORT="${UP_PORT:-19521}"
 GW_PORT="${GW_PORT:-19522}"
 METRICS_PORT="${METRICS_PORT:-19540}"
-# Which configurations, in each slice round's order: off metrics audit on traced.
+# Which configurations, in each slice round's order: off metrics audit on traced (and policy: ten
+# [[server.policy]] rules, four governing the call, for the policy issue's throughput aim).
 CASES="${CASES:-off metrics audit on traced}"
 
 # shellcheck source=bench/lib.sh
@@ -56,6 +57,49 @@ path = \"$WORK/audit-$1.jsonl\""
     audit) echo "$audit" ;;
     on) printf '%s\n%s\n' "$metrics" "$audit" ;;
     traced) printf '%s\n%s\n[traces]\notlp_endpoint = "http://127.0.0.1:9/v1/traces"\nsample_ratio = 0.0\n' "$metrics" "$audit" ;;
+    # Not observation but the same method: ten [[server.policy]] rules, four of which govern echo.
+    policy) cat <<'RULES'
+[[server.policy]]
+name = "not-blocked"
+deny_if = 'client_id in ["blocked-1", "blocked-2"]'
+[[server.policy]]
+name = "no-contractors"
+deny_if = '"contractor" in roles'
+[[server.policy]]
+name = "finance"
+tools = ["payments_*", "invoice_*"]
+allow_if = '"finance" in groups'
+[[server.policy]]
+name = "no-delete-for-ci"
+tools = ["delete_*", "drop_*"]
+deny_if = 'client_id == "ci-bot"'
+[[server.policy]]
+name = "read-only-at-night"
+tools = ["*"]
+deny_if = 'has(claims.shift) && claims.shift == "night" && !tool.startsWith("get_")'
+[[server.policy]]
+name = "admin"
+tools = ["admin_*"]
+allow_if = 'groups.exists(g, g == "admins")'
+scopes = ["mcp:admin"]
+[[server.policy]]
+name = "reports"
+prompts = ["report_*"]
+scopes = ["mcp:reports"]
+[[server.policy]]
+name = "hr-files"
+resources = ["file:///hr/*"]
+allow_if = '"hr" in groups'
+[[server.policy]]
+name = "echo-scope"
+tools = ["echo"]
+allow_if = '"mcp:tools" in scopes'
+[[server.policy]]
+name = "tenant"
+tools = ["deploy_*"]
+allow_if = 'tenant == "8f3c0b4e-0000-4000-8000-000000000000"'
+RULES
+    ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac
 }
@@ -99,13 +143,14 @@ done
 # The median of decimal numbers.
 fmedian() { tr -s ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { printf "%.3f", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-lines=$(cat "$WORK"/audit-*.jsonl 2>/dev/null | wc -l)
+lines=$(cat "$WORK"/audit-*.jsonl 2>/dev/null | wc -l || true)
 printf '%-40s %12s %14s\n' case "rps (median)" "ratio (median)"
 for name in "${cases[@]}"; do
   m=$(echo "${results[$name]}" | median)
   case $name in
     off) label="nothing observed" ;; metrics) label="metrics only" ;; audit) label="audit log only" ;;
     on) label="metrics + audit log" ;; traced) label="metrics + audit + traces (ratio 0)" ;;
+    policy) label="ten policy rules" ;;
   esac
   if [ "$name" = "${cases[0]}" ]; then r="1.000"; else r=$(echo "${ratios[$name]}" | fmedian); fi
   printf '%-40s %12s %14s\n' "$label" "$m" "$r"
