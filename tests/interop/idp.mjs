@@ -113,6 +113,8 @@ const DEFAULT_RESOURCE = 'urn:portcullis-test-idp:default-resource';
 
 // Subject of authorization_code logins when the request carries no login_hint.
 const DEFAULT_ACCOUNT = 'test-user';
+// The `groups` claim of the access tokens of some test accounts.
+const ACCOUNT_GROUPS = { alice: ['finance', 'staff'], bob: ['staff'] };
 
 // Profiles whose access tokens name the requested resource in `aud` and
 // therefore need one.
@@ -382,6 +384,10 @@ function buildProvider(issuer, keyState) {
       // `sub`; introspection answers would otherwise have none for them.
       if (PROFILE === 'opaque' && !token.accountId) {
         return { sub: token.clientId };
+      }
+      // Test accounts in groups, for policies that read them (login_hint picks the account).
+      if (token.accountId && ACCOUNT_GROUPS[token.accountId]) {
+        return { groups: ACCOUNT_GROUPS[token.accountId] };
       }
       return undefined;
     },

@@ -24,8 +24,10 @@ export class HeadlessOAuthProvider {
    * @param {string} [options.clientMetadataUrl] the client's metadata document: used as the client id
    *   when the authorization server accepts such documents, instead of registering
    */
-  constructor({ redirectUrl, clientMetadata, preregistered, signal, fillForm, clientMetadataUrl }) {
+  constructor({ redirectUrl, clientMetadata, preregistered, signal, fillForm, clientMetadataUrl, loginHint }) {
     this.redirectUrlValue = redirectUrl;
+    /** Who signs in at the test IdP (its `login_hint`), when not its default account. */
+    this.loginHint = loginHint;
     if (clientMetadataUrl) this.clientMetadataUrl = clientMetadataUrl;
     this.metadata = clientMetadata;
     this.signal = signal;
@@ -103,7 +105,7 @@ export class HeadlessOAuthProvider {
   async redirectToAuthorization(authorizationUrl) {
     const entry = { url: new URL(authorizationUrl) };
     this.authorizations.push(entry);
-    entry.callback = await authorize(authorizationUrl, this.redirectUrlValue, {
+    entry.callback = await authorize(withLoginHint(authorizationUrl, this.loginHint), this.redirectUrlValue, {
       signal: this.signal,
       fillForm: this.fillForm,
     });
@@ -123,4 +125,12 @@ export class HeadlessOAuthProvider {
     if (!params.get('code')) throw new Error(`no code in ${last.callback.href}`);
     return params;
   }
+}
+
+/** `url` with `login_hint` added when there is one (the user typing their name at the IdP). */
+export function withLoginHint(url, loginHint) {
+  if (!loginHint) return url;
+  const hinted = new URL(url);
+  hinted.searchParams.set('login_hint', loginHint);
+  return hinted.href;
 }

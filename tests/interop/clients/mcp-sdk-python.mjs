@@ -14,13 +14,14 @@ import { fileURLToPath } from 'node:url';
 import { authorize } from '../harness/agent.mjs';
 import { check, expectAnonymousChallenge, expectEcho, expectInvalidToken } from '../harness/checks.mjs';
 import { freePort } from '../harness/processes.mjs';
+import { withLoginHint } from './headless-provider.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const PYTHON = path.join(HERE, '..', '.venv', 'bin', 'python');
 const SCRIPT = path.join(HERE, 'mcp_sdk_python.py');
 
 /** Runs the script with `settings`, answering its authorization requests; resolves to its result. */
-function runScript(settings, ctx, redirectUrl) {
+export function runScript(settings, ctx, redirectUrl) {
   if (!fs.existsSync(PYTHON)) {
     throw new Error(`no Python environment at ${PYTHON}: scripts/test creates it from tests/interop/requirements.txt`);
   }
@@ -42,7 +43,8 @@ function runScript(settings, ctx, redirectUrl) {
       }
       if (message.authorize) {
         try {
-          const landed = await authorize(message.authorize, redirectUrl, { signal: ctx.signal, fillForm: ctx.fillForm });
+          const target = withLoginHint(message.authorize, settings.login_hint);
+          const landed = await authorize(target, redirectUrl, { signal: ctx.signal, fillForm: ctx.fillForm });
           child.stdin.write(`${JSON.stringify({ callback: landed.href })}\n`);
         } catch (err) {
           outcome = { error: err };

@@ -13,9 +13,13 @@ Then it uses the SDK as an application does: connect, list tools, call `echo`; a
 refreshed; a token the server refuses with 401 is replaced by a new authorization. It ends with one
 line, `{"result": {...}}`, for the driver to check, or `{"error": "..."}` and exit status 1.
 
+With "policy_tool" in the settings it only lists the tools and calls that one, and reports both
+(tests/interop/policy.mjs; "login_hint" there picks the test IdP's user).
+
 Usage: python mcp_sdk_python.py SETTINGS_JSON
   SETTINGS_JSON: {"mcp_url", "redirect_url", "client_metadata", "client_metadata_url"?,
-                  "preregistered"?: {"client_id", "client_secret"?, "token_endpoint_auth_method"}}
+                  "preregistered"?: {"client_id", "client_secret"?, "token_endpoint_auth_method"},
+                  "policy_tool"?, "login_hint"?}
 """
 
 import json
@@ -108,6 +112,26 @@ async def call_echo(provider: OAuthClientProvider, mcp_url: str, text: str) -> l
             return tools
 
 
+async def policy_probe(provider: OAuthClientProvider, mcp_url: str, tool: str) -> dict:
+    """What one user sees and may do: the tools listed, then one call, allowed or refused."""
+    async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20.0)) as http:
+        async with Client(streamable_http_client(mcp_url, http_client=http)) as client:
+            tools = [t.name for t in (await client.list_tools()).tools]
+    try:
+        with anyio.fail_after(20):
+            async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20.0)) as http:
+                async with Client(streamable_http_client(mcp_url, http_client=http)) as client:
+                    result = await client.call_tool(tool, {"amount": 5})
+                    call = "error" if result.is_error else "ok"
+    except BaseException as err:  # noqa: BLE001 - a refusal surfaces as whatever the SDK raises
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        while isinstance(err, BaseExceptionGroup) and err.exceptions:
+            err = err.exceptions[0]
+        call = f"refused: {type(err).__name__}: {err}"[:300]
+    return {"tools": tools, "call": call}
+
+
 async def main(settings: dict) -> dict:
     preregistered = settings.get("preregistered")
     storage = MemoryStorage(
@@ -131,6 +155,8 @@ async def main(settings: dict) -> dict:
         client_metadata_url=settings.get("client_metadata_url"),
     )
     url = settings["mcp_url"]
+    if settings.get("policy_tool"):
+        return await policy_probe(provider, url, settings["policy_tool"])
 
     # 1. The first request meets the 401; the SDK authorizes and the call goes through.
     await call_echo(provider, url, "hello from the Python SDK")

@@ -117,7 +117,7 @@ function verifySection(profile, idp) {
  * comes from freePort(), so another socket may take it before portcullis
  * binds it; that case is retried on a new port.
  */
-async function startPortcullis(bin, configFor, dir, { timeoutMs, env } = {}) {
+export async function startPortcullis(bin, configFor, dir, { timeoutMs, env } = {}) {
   const file = path.join(dir, 'portcullis.toml');
   for (let attempt = 1; ; attempt += 1) {
     const config = configFor(await freePort());
