@@ -228,8 +228,9 @@ async fn prometheus_scrapes_every_decision_and_the_audit_log_has_one_line_per_re
 async fn a_client_trace_id_reaches_the_audit_log_and_batches_name_every_call() {
     let idp = KeyIdp::start().await;
     let sample = Sample::start().await;
+    let rule = "[[server.policy]]\nname = \"no-sleep\"\ntools = [\"sleep\"]\ndeny_if = 'true'";
     let config =
-        format!("{}\n[audit]\npath = \"{{dir}}/audit.jsonl\"\n", crate::verify::config(&sample, &idp.issuer, ""));
+        format!("{}\n[audit]\npath = \"{{dir}}/audit.jsonl\"\n", crate::verify::config(&sample, &idp.issuer, rule));
     let gate = Gate::start(&config).await;
     let mcp = gate.url("/mcp");
     let token = idp.token(&mcp, "mcp:tools");
@@ -248,17 +249,20 @@ async fn a_client_trace_id_reaches_the_audit_log_and_batches_name_every_call() {
         "arguments": {"text": "m"}, "_meta": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}});
     let r = mcp_post(&client(), &mcp, meta.to_string()).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // A policy refusal names its rule.
+    let r = mcp_post(&client(), &mcp, call(5, "sleep", json!({"ms": 1}))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 403);
     // Written by a task of its own: give it a moment.
     let path = gate.dir.path.join("audit.jsonl");
     let mut events = Vec::new();
     for _ in 0..50 {
         events = std::fs::read_to_string(&path).unwrap_or_default().lines().map(String::from).collect();
-        if events.len() == 3 {
+        if events.len() == 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events.len(), 4, "{events:?}");
     let traced: Value = serde_json::from_str(&events[0]).unwrap();
     assert_eq!(traced["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     let batch: Value = serde_json::from_str(&events[1]).unwrap();
@@ -270,6 +274,12 @@ async fn a_client_trace_id_reaches_the_audit_log_and_batches_name_every_call() {
     );
     let from_meta: Value = serde_json::from_str(&events[2]).unwrap();
     assert_eq!(from_meta["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(from_meta["rule"], Value::Null);
+    let refused: Value = serde_json::from_str(&events[3]).unwrap();
+    assert_eq!(
+        (&refused["decision"], &refused["reason"], &refused["rule"], &refused["name"], &refused["status"]),
+        (&json!("deny"), &json!("policy_denied"), &json!("no-sleep"), &json!("sleep"), &json!(403))
+    );
 }
 
 /// The value of the series `series` (name and labels, exactly as rendered) on a `/metrics` page.
