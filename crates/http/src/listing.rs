@@ -146,6 +146,7 @@ impl ListFilter {
         let Some((_, entries)) = result_fields.iter().find(|(k, _)| k == kind.array) else { return Ok(None) };
         let entries: Vec<&RawValue> = serde_json::from_str(entries.get()).map_err(|_| ())?;
         let mut evaluation = crate::auth::policy_evaluation(&self.policy, self.token.as_deref());
+        evaluation.expect_many();
         let kept: Vec<&RawValue> = entries
             .iter()
             .copied()

@@ -315,7 +315,8 @@ impl Policy {
         Evaluation {
             policy: self,
             caller: CallerVars { caller, names: &self.claims, cells },
-            memo: vec![None; self.rules.len() * 2],
+            memo: vec![Memo::Unknown; self.rules.len() * 2],
+            many: false,
         }
     }
 }
@@ -378,8 +379,20 @@ pub enum Verdict<'p> {
 pub struct Evaluation<'p> {
     policy: &'p Policy,
     caller: CallerVars<'p>,
-    /// Per rule, the value of its `deny_if` and `allow_if` when they do not read the request.
-    memo: Vec<Option<Result<bool, ()>>>,
+    /// Per rule, what is known of its `deny_if` and `allow_if` for this caller.
+    memo: Vec<Memo>,
+    /// Whether many actions will be decided (a list answer's entries).
+    many: bool,
+}
+
+/// What is known of a condition within one evaluation.
+#[derive(Debug, Clone, Copy)]
+enum Memo {
+    Unknown,
+    /// Its value, the same for every request of this caller.
+    Known(Result<bool, ()>),
+    /// It depends on the request: evaluated for each.
+    PerRequest,
 }
 
 impl std::fmt::Debug for Evaluation<'_> {
@@ -423,23 +436,45 @@ impl<'p> Evaluation<'p> {
         }
     }
 
+    /// Many actions will be decided for this caller (the entries of a list answer): a condition that
+    /// reads the request is first evaluated without it, and when its value does not depend on the
+    /// request after all (`"contractor" in roles && …` for a caller without that role) it is not
+    /// evaluated again per action. CEL's `&&`, `||` and macros absorb the error of an unknown operand
+    /// only when the other operands decide the value alone, so such a value holds for every request.
+    pub fn expect_many(&mut self) {
+        self.many = true;
+    }
+
     fn condition(&mut self, slot: usize, condition: &Condition, action: &Action<'_>) -> Result<bool, ()> {
-        if !condition.per_request
-            && let Some(known) = self.memo[slot]
-        {
-            return known;
+        match self.memo[slot] {
+            Memo::Known(value) => return value,
+            Memo::PerRequest => return self.run(condition, Some(action)),
+            Memo::Unknown => {}
         }
+        if !condition.per_request {
+            let value = self.run(condition, Some(action));
+            self.memo[slot] = Memo::Known(value);
+            return value;
+        }
+        if self.many {
+            if let Ok(b) = self.run(condition, None) {
+                self.memo[slot] = Memo::Known(Ok(b));
+                return Ok(b);
+            }
+            self.memo[slot] = Memo::PerRequest;
+        }
+        self.run(condition, Some(action))
+    }
+
+    /// The condition's value; without an action, the request's variables are unknown.
+    fn run(&self, condition: &Condition, action: Option<&Action<'_>>) -> Result<bool, ()> {
         let vars = Vars { caller: &self.caller, action };
         let mut context = cel::Context::with_env(Arc::clone(stdlib()));
         context.set_variable_resolver(&vars);
-        let value = match condition.program.execute(&context) {
+        match condition.program.execute(&context) {
             Ok(cel::Value::Bool(b)) => Ok(b),
             _ => Err(()),
-        };
-        if !condition.per_request {
-            self.memo[slot] = Some(value);
         }
-        value
     }
 }
 
@@ -551,13 +586,20 @@ fn json_to_cel(v: &Value) -> cel::Value {
 /// The variables of one condition's evaluation.
 struct Vars<'e, 'a> {
     caller: &'e CallerVars<'a>,
-    action: &'e Action<'e>,
+    /// `None`: the request's variables are unknown (reading one is an error).
+    action: Option<&'e Action<'e>>,
 }
 
 impl cel::context::VariableResolver for Vars<'_, '_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
-        let a = self.action;
         let text = |s: &'b str| Some(CowVal::owned(CelString::from(s)));
+        let Some(a) = self.action else {
+            return if REQUEST_NAMES.contains(&variable) {
+                None
+            } else {
+                self.caller.get(variable).map(CowVal::Borrowed)
+            };
+        };
         match variable {
             "method" => text(a.method),
             "tool" => text(if let Target::Tool(t) = a.target { t } else { "" }),

@@ -212,3 +212,36 @@ fn simple_and_full_globs_match_alike() {
         );
     }
 }
+
+#[test]
+fn conditions_that_need_not_read_the_request_are_decided_once_for_many() {
+    let policy = Policy::new(
+        vec![rule("contractors", |r| {
+            r.tools = vec!["*".into()];
+            r.deny_if = Some(r#""contractor" in roles && !tool.startsWith("get_")"#.into());
+        })],
+        ClaimNames::default(),
+    );
+    let s = scopes("");
+    for (roles, expected) in
+        [(json!(["employee"]), ["allow", "allow"]), (json!(["contractor"]), ["allow", "deny contractors"])]
+    {
+        let c = claims(json!({"sub": "a", "roles": roles}));
+        let caller = Caller { subject: Some("a"), client_id: None, scopes: &s, claims: &c };
+        let mut many = policy.evaluate(caller);
+        many.expect_many();
+        let verdicts: Vec<String> = ["get_x", "set_x"]
+            .iter()
+            .map(|t| match many.decide(&Action::of("tools/call", Some(t))) {
+                Verdict::Allow => "allow".to_owned(),
+                Verdict::Deny { rule, .. } => format!("deny {rule}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(verdicts, expected, "{roles}");
+        // One at a time gives the same.
+        for (t, e) in ["get_x", "set_x"].iter().zip(expected) {
+            assert_eq!(decide(&policy, &c, &s, "tools/call", Some(t)), e);
+        }
+    }
+}
