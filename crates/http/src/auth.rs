@@ -154,9 +154,13 @@ pub(crate) fn apply_policy(
         return Ok(());
     }
     let mut evaluation = policy_evaluation(policy, token);
-    let bare = [Action { method: "", target: portcullis_policy::Target::None }];
+    let bare = [Action::of("", None)];
     let actions: Vec<Action<'_>> = match body {
-        Some(b) => b.messages().iter().filter_map(|m| Some(Action::of(m.method()?, m.target()))).collect(),
+        Some(b) => b
+            .messages()
+            .iter()
+            .filter_map(|m| Some(Action::of(m.method()?, m.target()).with_arguments(m.arguments())))
+            .collect(),
         None => bare.to_vec(),
     };
     for action in &actions {

@@ -165,7 +165,7 @@ impl ListFilter {
                     "prompts/get" => Target::Prompt(&name),
                     _ => Target::Resource(&name),
                 };
-                evaluation.decide(&Action { method: kind.method, target }) == Verdict::Allow
+                evaluation.decide(&Action { method: kind.method, target, arguments: None }) == Verdict::Allow
             })
             .collect();
         if kept.len() == entries.len() {

@@ -5,7 +5,7 @@
 //! upstream with a laxer parser (a UTF-8 BOM, `NaN`, UTF-16, duplicate keys, a different depth limit)
 //! could run something the gate never saw. The parser is strict JSON (RFC 8259); values the gate does not
 //! read (`arguments`, `result`, …) are checked for syntax but never built, at any depth; duplicate members among the fields the gate reads (`jsonrpc`, `id`, `method`,
-//! `params`, `result`, `error`, and `params.name` / `params.uri`) are refused, since JSON parsers
+//! `params`, `result`, `error`, and `params.name` / `params.uri` / `params.arguments`) are refused, since JSON parsers
 //! disagree on which one wins (RFC 8259 §4).
 //!
 //! Batches (JSON-RPC 2.0 §6; MCP 2025-03-26 only, removed in 2025-06-18) are classified element by
@@ -35,15 +35,16 @@ pub mod code {
 /// One JSON-RPC message of a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
-    /// A request: a `method` and an `id` (a string or a number; MCP forbids `null`).
-    Request { id: Value, method: Cow<'a, str>, target: Option<Cow<'a, str>> },
+    /// A request: a `method` and an `id` (a string or a number; MCP forbids `null`); `arguments` is the
+    /// raw `params.arguments` of `tools/call` and `prompts/get`.
+    Request { id: Value, method: Cow<'a, str>, target: Option<Cow<'a, str>>, arguments: Option<&'a str> },
     /// A notification: a `method` and no `id`.
     Notification { method: Cow<'a, str> },
     /// A response to a request of the server's: an `id` and exactly one of `result` and `error`.
     Response { id: Value },
 }
 
-impl Message<'_> {
+impl<'a> Message<'a> {
     /// The method, for requests and notifications.
     pub fn method(&self) -> Option<&str> {
         match self {
@@ -57,6 +58,14 @@ impl Message<'_> {
     pub fn target(&self) -> Option<&str> {
         match self {
             Self::Request { target, .. } => target.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The raw `params.arguments` of a `tools/call` or `prompts/get`, if it has any.
+    pub fn arguments(&self) -> Option<&'a str> {
+        match self {
+            Self::Request { arguments, .. } => *arguments,
             _ => None,
         }
     }
@@ -135,6 +144,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 struct NameParams<'a> {
     #[serde(borrow)]
     name: Option<Cow<'a, str>>,
+    /// As written, for policy rules that read it (parsed strictly only then).
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -233,12 +245,12 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
             match id {
                 None => Ok(Message::Notification { method }),
                 Some(id @ (Value::String(_) | Value::Number(_))) => {
-                    let target = target(&method, wire.params).map_err(|message| Refusal {
+                    let (target, arguments) = target(&method, wire.params).map_err(|message| Refusal {
                         code: code::INVALID_PARAMS,
                         message,
                         id: id.clone(),
                     })?;
-                    Ok(Message::Request { id, method, target })
+                    Ok(Message::Request { id, method, target, arguments })
                 }
                 Some(_) => Err(invalid("a request \"id\" must be a string or a number")),
             }
@@ -256,23 +268,25 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
     }
 }
 
-/// The `name` / `uri` of the methods that act on a named thing; required there.
-fn target<'a>(method: &str, params: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, String> {
+/// The `name` / `uri` of the methods that act on a named thing (required there), and the raw
+/// `arguments` of those that take them.
+#[allow(clippy::type_complexity)]
+fn target<'a>(method: &str, params: Option<&'a RawValue>) -> Result<(Option<Cow<'a, str>>, Option<&'a str>), String> {
     let field = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
-        _ => return Ok(None),
+        _ => return Ok((None, None)),
     };
     let missing = || format!("{method} needs a string params.{field}");
     let params = params.ok_or_else(missing)?;
     let value = if field == "name" {
-        serde_json::from_str::<NameParams<'a>>(params.get()).map(|p| p.name)
+        serde_json::from_str::<NameParams<'a>>(params.get()).map(|p| (p.name, p.arguments.map(RawValue::get)))
     } else {
-        serde_json::from_str::<UriParams<'a>>(params.get()).map(|p| p.uri)
+        serde_json::from_str::<UriParams<'a>>(params.get()).map(|p| (p.uri, None))
     };
     match value {
-        Ok(Some(v)) => Ok(Some(v)),
-        Ok(None) => Err(missing()),
+        Ok((Some(v), arguments)) => Ok((Some(v), arguments)),
+        Ok((None, _)) => Err(missing()),
         Err(e) => Err(format!("{method} params: {e}")),
     }
 }
@@ -384,7 +398,15 @@ mod tests {
         let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
         let Body::Single(m) = classify(body).unwrap() else { panic!() };
         assert_eq!(m.tool(), Some("echo"));
-        assert_eq!(m, Message::Request { id: 7.into(), method: "tools/call".into(), target: Some("echo".into()) });
+        assert_eq!(
+            m,
+            Message::Request {
+                id: 7.into(),
+                method: "tools/call".into(),
+                target: Some("echo".into()),
+                arguments: Some("{}")
+            }
+        );
         let m = classify(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(m, Body::Single(Message::Notification { method: "notifications/initialized".into() }));
         let m = classify(br#"{"jsonrpc":"2.0","id":"s-1","result":{}}"#).unwrap();

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 pub const CALLER_NAMES: [&str; 10] =
     ["subject", "client_id", "scopes", "groups", "roles", "email", "email_domain", "tenant", "issuer", "claims"];
 /// The names a condition may use about the request.
-pub const REQUEST_NAMES: [&str; 4] = ["method", "tool", "resource", "prompt"];
+pub const REQUEST_NAMES: [&str; 5] = ["method", "tool", "resource", "prompt", "arguments"];
 
 /// A rule as configured, before compiling.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +63,8 @@ struct Condition {
     /// Whether it reads the request (else its value is the same for every request of one caller, and
     /// is computed once per evaluation).
     per_request: bool,
+    /// Whether it reads `arguments`, which a list entry has none of.
+    reads_arguments: bool,
 }
 
 impl std::fmt::Debug for Condition {
@@ -240,7 +242,8 @@ fn compile_condition(source: &str) -> Result<Condition, String> {
         ));
     }
     let per_request = REQUEST_NAMES.iter().any(|n| references.has_variable(n));
-    Ok(Condition { source: source.to_owned(), program, per_request })
+    let reads_arguments = references.has_variable("arguments");
+    Ok(Condition { source: source.to_owned(), program, per_request, reads_arguments })
 }
 
 /// The names macros bind (`groups.exists(g, …)` binds `g`): variables of the expression, not unknown
@@ -344,6 +347,10 @@ pub enum Target<'a> {
 pub struct Action<'a> {
     pub method: &'a str,
     pub target: Target<'a>,
+    /// The raw `params.arguments` (JSON), if any: conditions see it as `arguments`, parsed strictly
+    /// (a member twice, at any depth, is an error, so the gate and the upstream cannot read two
+    /// different values).
+    pub arguments: Option<&'a str>,
 }
 
 impl<'a> Action<'a> {
@@ -355,7 +362,12 @@ impl<'a> Action<'a> {
             ("prompts/get", Some(t)) => Target::Prompt(t),
             _ => Target::None,
         };
-        Self { method, target }
+        Self { method, target, arguments: None }
+    }
+
+    /// The same action with `arguments` (raw JSON).
+    pub fn with_arguments(self, arguments: Option<&'a str>) -> Self {
+        Self { arguments, ..self }
     }
 }
 
@@ -411,17 +423,23 @@ impl<'p> Evaluation<'p> {
             if !rule.governs(action) {
                 continue;
             }
-            let deny = rule.deny_if.as_ref().map(|c| self.condition(2 * i, c, action));
-            match deny {
-                Some(Ok(true)) => return Verdict::Deny { rule: &rule.name, error: false },
-                Some(Err(())) => return Verdict::Deny { rule: &rule.name, error: true },
-                _ => {}
+            // A list entry has no arguments: a condition that needs them to decide cannot hide it (the
+            // call itself is judged with its arguments).
+            let undecided = |c: &Condition, many: bool| many && c.reads_arguments;
+            let many = self.many;
+            if let Some(c) = &rule.deny_if {
+                match self.condition(2 * i, c, action) {
+                    Ok(true) => return Verdict::Deny { rule: &rule.name, error: false },
+                    Err(()) if !undecided(c, many) => return Verdict::Deny { rule: &rule.name, error: true },
+                    _ => {}
+                }
             }
-            let allow = rule.allow_if.as_ref().map(|c| self.condition(2 * i + 1, c, action));
-            match allow {
-                Some(Ok(false)) => return Verdict::Deny { rule: &rule.name, error: false },
-                Some(Err(())) => return Verdict::Deny { rule: &rule.name, error: true },
-                _ => {}
+            if let Some(c) = &rule.allow_if {
+                match self.condition(2 * i + 1, c, action) {
+                    Ok(false) => return Verdict::Deny { rule: &rule.name, error: false },
+                    Err(()) if !undecided(c, many) => return Verdict::Deny { rule: &rule.name, error: true },
+                    _ => {}
+                }
             }
             if !rule.scopes.is_empty() {
                 needed = needed.union(&rule.scopes);
@@ -468,7 +486,7 @@ impl<'p> Evaluation<'p> {
 
     /// The condition's value; without an action, the request's variables are unknown.
     fn run(&self, condition: &Condition, action: Option<&Action<'_>>) -> Result<bool, ()> {
-        let vars = Vars { caller: &self.caller, action };
+        let vars = Vars { caller: &self.caller, action, many: self.many };
         let mut context = cel::Context::with_env(Arc::clone(stdlib()));
         context.set_variable_resolver(&vars);
         match condition.program.execute(&context) {
@@ -583,11 +601,69 @@ fn json_to_cel(v: &Value) -> cel::Value {
     }
 }
 
+/// JSON parsed strictly: a member twice in one object, at any depth, is an error (parsers disagree on
+/// which one wins, RFC 8259 §4, so a rule could read one value and the upstream another).
+fn strict_json(raw: &str) -> Result<Value, serde_json::Error> {
+    struct Strict(Value);
+    impl<'de> serde::Deserialize<'de> for Strict {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Strict;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("JSON")
+                }
+                fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+                    Ok(Strict(Value::Bool(v)))
+                }
+                fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+                    Ok(Strict(Value::from(v)))
+                }
+                fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+                    Ok(Strict(Value::from(v)))
+                }
+                fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+                    Ok(Strict(Value::from(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+                    Ok(Strict(Value::String(v.to_owned())))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+                    Ok(Strict(Value::String(v)))
+                }
+                fn visit_unit<E>(self) -> Result<Strict, E> {
+                    Ok(Strict(Value::Null))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(Strict(v)) = seq.next_element()? {
+                        items.push(v);
+                    }
+                    Ok(Strict(Value::Array(items)))
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                    let mut members = Map::new();
+                    while let Some((k, Strict(v))) = map.next_entry::<String, Strict>()? {
+                        if members.insert(k.clone(), v).is_some() {
+                            return Err(serde::de::Error::custom(format!("member {k:?} appears twice")));
+                        }
+                    }
+                    Ok(Strict(Value::Object(members)))
+                }
+            }
+            d.deserialize_any(Visit)
+        }
+    }
+    serde_json::from_str::<Strict>(raw).map(|s| s.0)
+}
+
 /// The variables of one condition's evaluation.
 struct Vars<'e, 'a> {
     caller: &'e CallerVars<'a>,
     /// `None`: the request's variables are unknown (reading one is an error).
     action: Option<&'e Action<'e>>,
+    /// Deciding list entries: `arguments` is unknown.
+    many: bool,
 }
 
 impl cel::context::VariableResolver for Vars<'_, '_> {
@@ -605,6 +681,11 @@ impl cel::context::VariableResolver for Vars<'_, '_> {
             "tool" => text(if let Target::Tool(t) = a.target { t } else { "" }),
             "resource" => text(if let Target::Resource(t) = a.target { t } else { "" }),
             "prompt" => text(if let Target::Prompt(t) = a.target { t } else { "" }),
+            "arguments" if self.many => None,
+            "arguments" => {
+                let value = strict_json(a.arguments.unwrap_or("{}")).ok()?;
+                Box::<dyn Val>::try_from(json_to_cel(&value)).ok().map(CowVal::Owned)
+            }
             other => self.caller.get(other).map(CowVal::Borrowed),
         }
     }

@@ -245,3 +245,45 @@ fn conditions_that_need_not_read_the_request_are_decided_once_for_many() {
         }
     }
 }
+
+#[test]
+fn arguments_are_read_strictly_and_never_hide_a_listed_entry() {
+    let policy = Policy::new(
+        vec![
+            rule("big-transfers", |r| {
+                r.tools = vec!["transfer".into()];
+                r.deny_if = Some("arguments.amount > 1000".into());
+            }),
+            rule("own-account", |r| {
+                r.tools = vec!["close_account".into()];
+                r.allow_if = Some("arguments.account == subject".into());
+            }),
+        ],
+        ClaimNames::default(),
+    );
+    let s = scopes("");
+    let c = claims(json!({"sub": "acct-1"}));
+    let caller = Caller { subject: Some("acct-1"), client_id: None, scopes: &s, claims: &c };
+    let verdict = |tool: &str, args: Option<&str>| match policy
+        .evaluate(caller)
+        .decide(&Action::of("tools/call", Some(tool)).with_arguments(args))
+    {
+        Verdict::Allow => "allow".to_owned(),
+        Verdict::Deny { rule, error } => format!("{} {rule}", if error { "error" } else { "deny" }),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(verdict("transfer", Some(r#"{"amount": 5}"#)), "allow");
+    assert_eq!(verdict("transfer", Some(r#"{"amount": 5000}"#)), "deny big-transfers");
+    // A member twice: the upstream may read the other one, so the rule cannot be applied: refused.
+    assert_eq!(verdict("transfer", Some(r#"{"amount": 5, "amount": 5000}"#)), "error big-transfers");
+    assert_eq!(verdict("transfer", Some(r#"{"x": {"a": 1, "a": 2}, "amount": 5}"#)), "error big-transfers");
+    // No arguments: `arguments.amount` is no such key, an error: refused.
+    assert_eq!(verdict("transfer", None), "error big-transfers");
+    assert_eq!(verdict("close_account", Some(r#"{"account": "acct-1"}"#)), "allow");
+    assert_eq!(verdict("close_account", Some(r#"{"account": "acct-2"}"#)), "deny own-account");
+    // Listed entries have no arguments: those rules cannot hide them.
+    let mut many = policy.evaluate(caller);
+    many.expect_many();
+    assert_eq!(many.decide(&Action::of("tools/call", Some("transfer"))), Verdict::Allow);
+    assert_eq!(many.decide(&Action::of("tools/call", Some("close_account"))), Verdict::Allow);
+}

@@ -41,6 +41,10 @@ name = "no-delete-for-ci"
 tools = ["delete_*"]
 deny_if = 'client_id == "ci-bot"'
 [[server.policy]]
+name = "short-echoes"
+tools = ["echo"]
+deny_if = 'has(arguments.text) && size(arguments.text) > 100'
+[[server.policy]]
 name = "night-shift"
 tools = ["sleep"]
 allow_if = '"night" in groups'
@@ -286,6 +290,22 @@ async fn policy_rules_decide_per_caller_and_per_message() {
     assert!(a.challenge().contains("scope=\"mcp:reports mcp:tools\""), "{}", a.challenge());
     let reports = token(json!({"scope": "mcp:tools mcp:reports"}));
     assert_eq!(send(&h.app, as_caller(&reports, prompt)).await.status, 200);
+
+    // Rules read arguments strictly: a member twice cannot hide a long text from the rule.
+    let echo = |args: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{args}}}}}"#)
+    };
+    let long = "x".repeat(200);
+    assert_eq!(send(&h.app, as_caller(&staff, echo(r#"{"text":"short"}"#))).await.status, 200);
+    let a = send(&h.app, as_caller(&staff, echo(&format!(r#"{{"text":"{long}"}}"#)))).await;
+    assert_eq!(a.status, 403);
+    assert!(a.body.contains("short-echoes"), "{}", a.body);
+    let twice = echo(&format!(r#"{{"text":"short","text":"{long}"}}"#));
+    assert_eq!(send(&h.app, as_caller(&staff, twice)).await.status, 403);
+    let twice_params = format!(
+        r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"a"}},"arguments":{{"text":"{long}"}}}}}}"#
+    );
+    assert_eq!(send(&h.app, as_caller(&staff, twice_params)).await.status, 400);
 
     // tools/list shows each caller what it may call.
     let list = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}).to_string();
