@@ -115,7 +115,7 @@ pub(crate) enum PolicyAnswer {
 
 /// The caller as policy conditions see it: the verified token, or nobody (a server without
 /// authentication).
-pub(crate) fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy::Caller<'_> {
+fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy::Caller<'_> {
     static NOBODY: std::sync::LazyLock<(serde_json::Map<String, serde_json::Value>, ScopeSet)> =
         std::sync::LazyLock::new(|| (serde_json::Map::new(), ScopeSet::new()));
     match token {
@@ -154,17 +154,11 @@ pub(crate) fn apply_policy(
         return Ok(());
     }
     let mut evaluation = policy_evaluation(policy, token);
-    let bare = [Action::of("", None)];
-    let actions: Vec<Action<'_>> = match body {
-        Some(b) => b
-            .messages()
-            .iter()
-            .filter_map(|m| Some(Action::of(m.method()?, m.target()).with_arguments(m.arguments())))
-            .collect(),
-        None => bare.to_vec(),
-    };
-    for action in &actions {
-        match evaluation.decide(action) {
+    let messages = body.into_iter().flat_map(|b| b.messages());
+    let actions = messages.filter_map(|m| Some(Action::of(m.method()?, m.target()).with_arguments(m.arguments())));
+    let bare = body.is_none().then(|| Action::of("", None));
+    for action in actions.chain(bare) {
+        match evaluation.decide(&action) {
             Verdict::Allow => {}
             Verdict::Deny { rule, error } => {
                 if error {

@@ -114,23 +114,13 @@ impl ListFilter {
     fn rewrite(&self, json: &str) -> Result<Option<String>, ()> {
         if json.trim_start().starts_with('[') {
             let items: Vec<&RawValue> = serde_json::from_str(json).map_err(|_| ())?;
-            let mut changed = false;
-            let mut out = String::with_capacity(json.len());
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                match self.rewrite_message(item.get())? {
-                    Some(m) => {
-                        changed = true;
-                        out.push_str(&m);
-                    }
-                    None => out.push_str(item.get()),
-                }
+            let rewritten =
+                items.iter().map(|item| self.rewrite_message(item.get())).collect::<Result<Vec<_>, ()>>()?;
+            if rewritten.iter().all(Option::is_none) {
+                return Ok(None);
             }
-            out.push(']');
-            return Ok(changed.then_some(out));
+            let members = items.iter().zip(&rewritten).map(|(raw, new)| new.as_deref().unwrap_or(raw.get()));
+            return Ok(Some(json_array(members)));
         }
         self.rewrite_message(json)
     }
@@ -171,15 +161,7 @@ impl ListFilter {
         if kept.len() == entries.len() {
             return Ok(None);
         }
-        let mut array = String::with_capacity(entries.iter().map(|e| e.get().len() + 1).sum());
-        array.push('[');
-        for (i, e) in kept.iter().enumerate() {
-            if i > 0 {
-                array.push(',');
-            }
-            array.push_str(e.get());
-        }
-        array.push(']');
+        let array = json_array(kept.iter().map(|e| e.get()));
         let result = write_object(&result_fields, |k| (k == kind.array).then_some(array.as_str()));
         Ok(Some(write_object(&fields, |k| (k == "result").then_some(result.as_str()))))
     }
@@ -219,6 +201,19 @@ fn object(json: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, ()> {
         }
     }
     serde_json::from_str::<Members<'_>>(json).map(|m| m.0).map_err(|_| ())
+}
+
+/// A JSON array of raw JSON members.
+fn json_array<'m>(members: impl Iterator<Item = &'m str>) -> String {
+    let mut out = String::from("[");
+    for (i, m) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    out.push(']');
+    out
 }
 
 /// An object written again from its members, the member `replace` names given a new value.

@@ -478,17 +478,14 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         return challenge(e);
     }
     if let Err(refusal) = crate::auth::apply_policy(server, token.as_deref(), classified.as_ref()) {
-        let (response, reason) = match refusal.answer {
-            crate::auth::PolicyAnswer::Scopes(e) => {
-                let (response, decision) = challenge(e);
-                (response, decision.reason)
-            }
+        let (response, decided) = match refusal.answer {
+            crate::auth::PolicyAnswer::Scopes(e) => challenge(e),
             crate::auth::PolicyAnswer::Denied(e) => {
                 let reason = e.reason();
-                (e.into_response_for(rpc_id.clone()), reason)
+                (e.into_response_for(rpc_id.clone()), Decision { reason, ..decision.clone() })
             }
         };
-        return (response, Decision { reason, rule: Some(refusal.rule), ..decision.clone() });
+        return (response, Decision { rule: Some(refusal.rule), ..decided });
     }
     if let Some(token) = &token {
         identity = identity_headers(server, token);
