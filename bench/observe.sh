@@ -57,49 +57,9 @@ path = \"$WORK/audit-$1.jsonl\""
     audit) echo "$audit" ;;
     on) printf '%s\n%s\n' "$metrics" "$audit" ;;
     traced) printf '%s\n%s\n[traces]\notlp_endpoint = "http://127.0.0.1:9/v1/traces"\nsample_ratio = 0.0\n' "$metrics" "$audit" ;;
-    # Not observation but the same method: ten [[server.policy]] rules, four of which govern echo.
-    policy) cat <<'RULES'
-[[server.policy]]
-name = "not-blocked"
-deny_if = 'client_id in ["blocked-1", "blocked-2"]'
-[[server.policy]]
-name = "no-contractors"
-deny_if = '"contractor" in roles'
-[[server.policy]]
-name = "finance"
-tools = ["payments_*", "invoice_*"]
-allow_if = '"finance" in groups'
-[[server.policy]]
-name = "no-delete-for-ci"
-tools = ["delete_*", "drop_*"]
-deny_if = 'client_id == "ci-bot"'
-[[server.policy]]
-name = "read-only-at-night"
-tools = ["*"]
-deny_if = 'has(claims.shift) && claims.shift == "night" && !tool.startsWith("get_")'
-[[server.policy]]
-name = "admin"
-tools = ["admin_*"]
-allow_if = 'groups.exists(g, g == "admins")'
-scopes = ["mcp:admin"]
-[[server.policy]]
-name = "reports"
-prompts = ["report_*"]
-scopes = ["mcp:reports"]
-[[server.policy]]
-name = "hr-files"
-resources = ["file:///hr/*"]
-allow_if = '"hr" in groups'
-[[server.policy]]
-name = "echo-scope"
-tools = ["echo"]
-allow_if = '"mcp:tools" in scopes'
-[[server.policy]]
-name = "tenant"
-tools = ["deploy_*"]
-allow_if = 'tenant == "8f3c0b4e-0000-4000-8000-000000000000"'
-RULES
-    ;;
+    # Not observation but the same method: the ten [[server.policy]] rules of bench/policy-rules.toml,
+    # four of which govern echo.
+    policy) cat bench/policy-rules.toml ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac
 }

@@ -18,57 +18,24 @@ use serde_json::{Value, json};
 
 const NOW: u64 = 1_800_000_000;
 
-/// Ten rules of the kinds docs/policy.md describes: groups, clients, roles, tenants, domains, scopes.
-const CONFIG: &str = r#"
+/// The server, with the ten rules the throughput benchmark uses too.
+fn config() -> String {
+    format!(
+        r#"
 public_url = "https://mcp.example.com"
 [[server]]
 path = "/mcp"
 upstream = "http://127.0.0.1:9/mcp"
-[[server.policy]]
-name = "employees"
-allow_if = 'email_domain == "example.com"'
-[[server.policy]]
-name = "tenant"
-allow_if = 'tenant == "" || tenant == "8f3c0b4e-0000-4000-8000-000000000000"'
-[[server.policy]]
-name = "finance"
-tools = ["payments_*", "invoice_*"]
-allow_if = '"finance" in groups'
-[[server.policy]]
-name = "no-delete-for-ci"
-tools = ["delete_*", "drop_*"]
-deny_if = 'client_id == "ci-bot"'
-[[server.policy]]
-name = "contractors"
-tools = ["*"]
-deny_if = '"contractor" in roles && !(tool.startsWith("get_") || tool.startsWith("list_"))'
-[[server.policy]]
-name = "admin"
-tools = ["admin_*"]
-allow_if = 'groups.exists(g, g == "admins")'
-scopes = ["mcp:admin"]
-[[server.policy]]
-name = "reports"
-prompts = ["report_*"]
-scopes = ["mcp:reports"]
-[[server.policy]]
-name = "hr-files"
-resources = ["file:///hr/*"]
-allow_if = '"hr" in groups'
-[[server.policy]]
-name = "no-night-deploys"
-tools = ["deploy_*"]
-deny_if = 'has(claims.shift) && claims.shift == "night"'
-[[server.policy]]
-name = "department"
-tools = ["payments_*"]
-allow_if = 'has(claims.department) && claims.department in ["finance", "treasury"]'
+{}
 [server.verify]
 issuer = "https://idp.example.com/"
-"#;
+"#,
+        include_str!("../../../bench/policy-rules.toml")
+    )
+}
 
 fn setup() -> (portcullis_config::ServerConfig, Arc<VerifiedToken>) {
-    let config = Config::from_toml(CONFIG, &MapEnv::default()).expect("config");
+    let config = Config::from_toml(&config(), &MapEnv::default()).expect("config");
     let server = config.servers[0].clone();
     let ServerAuth::Verify(v) = &server.auth else { panic!("verify mode") };
     let clock = Arc::new(ManualClock::at(NOW));
@@ -114,14 +81,14 @@ fn main() {
     };
     let call = Action::of("tools/call", Some("payments_send"));
     let cache = portcullis_policy::CallerCache::default();
-    measure("tools/call, five of ten rules govern it: a token's later request", 101, 2_000, || {
+    measure("tools/call payments_send, five rules govern it: a later request", 101, 2_000, || {
         black_box(policy.evaluate_cached(caller(), &cache).decide(black_box(&call)));
     });
     measure("the same, the token's first request (its variables built)", 101, 2_000, || {
         black_box(policy.evaluate(caller()).decide(black_box(&call)));
     });
     let other = Action::of("tools/call", Some("echo"));
-    measure("tools/call, three rules govern it: a later request", 101, 2_000, || {
+    measure("tools/call echo, four rules govern it: a later request", 101, 2_000, || {
         black_box(policy.evaluate_cached(caller(), &cache).decide(black_box(&other)));
     });
 
