@@ -24,13 +24,18 @@ pub struct Accepted {
 /// The client an assertion claims to come from (`sub`, which RFC 7523 §3 requires to equal `iss`), read
 /// before anything is verified, to find the keys that verify it.
 pub fn claimed_client(assertion: &str) -> Result<String, String> {
-    let payload = assertion.split('.').nth(1).ok_or("the client_assertion is not a JWT")?;
+    unverified_claim(assertion, "sub", "client_assertion")
+}
+
+/// The string claim `name` of a JWT, read without verifying it; errors call the JWT `what`.
+pub(crate) fn unverified_claim(jwt: &str, name: &str, what: &str) -> Result<String, String> {
+    let payload = jwt.split('.').nth(1).ok_or_else(|| format!("the {what} is not a JWT"))?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
-        .map_err(|_| "the client_assertion's payload is not base64url")?;
+        .map_err(|_| format!("the {what}'s payload is not base64url"))?;
     let claims: Map<String, Value> =
-        serde_json::from_slice(&bytes).map_err(|_| "the client_assertion's payload is not a JSON object")?;
-    claims.get("sub").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| "the client_assertion has no sub".into())
+        serde_json::from_slice(&bytes).map_err(|_| format!("the {what}'s payload is not a JSON object"))?;
+    claims.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| format!("the {what} has no {name}"))
 }
 
 /// Verifies `assertion` for `client_id`: a signature by one of `keys` (asymmetric only), `iss` = `sub` =

@@ -258,7 +258,7 @@ impl Gateway {
         Ok(Step::Login { handle, flow, error: None, username: None })
     }
 
-    fn default_scope(&self, resource: &str, metadata: &ClientMetadata) -> String {
+    pub(crate) fn default_scope(&self, resource: &str, metadata: &ClientMetadata) -> String {
         if let Some(s) = &metadata.scope {
             return s.clone();
         }

@@ -11,7 +11,7 @@ mod signing;
 
 use std::sync::{Arc, RwLock};
 
-use portcullis_config::GatewayConfig;
+use portcullis_config::{CLIENT_CREDENTIALS, GatewayConfig, JWT_BEARER_GRANT};
 use portcullis_store::{ClientRecord, ClientSource, Store, StoreError};
 use portcullis_types::{Clock, IssuerUrl};
 use serde_json::json;
@@ -69,6 +69,9 @@ pub struct Serves {
     pub upstream: Option<super::upstream::Upstream>,
     /// `dangerous.client_metadata_from_loopback`.
     pub client_metadata_from_loopback: bool,
+    /// Enterprise IdPs whose identity assertion grants are accepted, with their keys; added by the
+    /// caller once their keys are found.
+    pub trusted_idps: Vec<crate::id_jag::TrustedIdp>,
 }
 
 impl Serves {
@@ -90,6 +93,7 @@ impl Serves {
             auto_approve_as: config.dangerous.auto_approve_as.clone(),
             upstream: None,
             client_metadata_from_loopback: config.dangerous.client_metadata_from_loopback,
+            trusted_idps: Vec::new(),
         }
     }
 }
@@ -110,6 +114,12 @@ pub struct Gateway {
     pub(crate) forward: super::forward::ForwardState,
     /// Client ID metadata documents, when accepted.
     documents: Option<ClientMetadataDocuments>,
+    /// Enterprise IdPs whose identity assertion grants are accepted.
+    pub(crate) trusted_idps: Vec<crate::id_jag::TrustedIdp>,
+    /// The grants some client may use beyond a user's sign-in and its refresh, for the metadata.
+    headless_grants: Vec<&'static str>,
+    /// Whether some configured client signs `private_key_jwt` assertions with registered keys.
+    configured_key_clients: bool,
     /// Where events go (the audit log and metrics), once installed.
     events: std::sync::OnceLock<Arc<dyn crate::events::EventSink>>,
 }
@@ -121,6 +131,53 @@ impl std::fmt::Debug for Gateway {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// A `[[gateway.clients]]` entry as the store keeps it: its grants, how it authenticates (a secret, its
+/// public keys for `private_key_jwt`, or neither) and the scopes it may be granted.
+fn configured_client(
+    c: &portcullis_config::ConfiguredClient,
+    signing_alg: KeyAlg,
+    now: i64,
+) -> Result<ClientRecord, GatewayError> {
+    let method = match (&c.client_secret, &c.jwks) {
+        (Some(_), _) => "client_secret_basic",
+        (None, Some(_)) => "private_key_jwt",
+        (None, None) => "none",
+    };
+    let signs_in = c.may_use("authorization_code");
+    let mut metadata = json!({
+        "redirect_uris": c.redirect_uris,
+        "grant_types": c.grant_types,
+        "response_types": if signs_in { vec!["code"] } else { Vec::new() },
+        "token_endpoint_auth_method": method,
+        "id_token_signed_response_alg": signing_alg.as_str(),
+    });
+    if let Some(jwks) = &c.jwks {
+        let (keys, skipped) = KeySet::parse(jwks.as_bytes())
+            .map_err(|e| GatewayError::Other(format!("client {:?}: its jwks: {e}", c.client_id)))?;
+        if keys.keys.is_empty() {
+            return Err(GatewayError::Other(format!(
+                "client {:?}: its jwks has no usable signing key ({})",
+                c.client_id,
+                skipped.join("; ")
+            )));
+        }
+        metadata["jwks"] = serde_json::from_str(jwks).map_err(|e| GatewayError::Other(e.to_string()))?;
+    }
+    if let Some(scopes) = &c.scopes {
+        metadata["scope"] = json!(scopes.join(" "));
+    }
+    if let Some(name) = &c.name {
+        metadata["client_name"] = json!(name);
+    }
+    Ok(ClientRecord {
+        client_id: c.client_id.as_str().into(),
+        secret_hash: c.client_secret.as_ref().map(|s| hash(s.expose())),
+        metadata,
+        source: ClientSource::Configured,
+        created_at: now,
+    })
 }
 
 /// Lowercase hex SHA-256, the form in which the store keeps codes, tokens, secrets and flow ids.
@@ -155,7 +212,14 @@ impl Gateway {
         operator: OperatorKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, GatewayError> {
-        let Serves { resources, default_scopes, auto_approve_as, upstream, client_metadata_from_loopback } = serves;
+        let Serves {
+            resources,
+            default_scopes,
+            auto_approve_as,
+            upstream,
+            client_metadata_from_loopback,
+            trusted_idps,
+        } = serves;
         let signing_alg = config.signing_alg;
         let settings = Settings {
             access_token_ttl: config.access_token_ttl.as_secs(),
@@ -171,25 +235,7 @@ impl Gateway {
         let now = clock.now_unix() as i64;
         Self::ensure_signing_key(store.as_ref(), &operator, signing_alg, now).await?;
         for c in &config.clients {
-            let mut metadata = json!({
-                "redirect_uris": c.redirect_uris,
-                "grant_types": ["authorization_code", "refresh_token"],
-                "response_types": ["code"],
-                "token_endpoint_auth_method": if c.client_secret.is_some() { "client_secret_basic" } else { "none" },
-                "id_token_signed_response_alg": signing_alg.as_str(),
-            });
-            if let Some(name) = &c.name {
-                metadata["client_name"] = json!(name);
-            }
-            store
-                .upsert_client(ClientRecord {
-                    client_id: c.client_id.as_str().into(),
-                    secret_hash: c.client_secret.as_ref().map(|s| hash(s.expose())),
-                    metadata,
-                    source: ClientSource::Configured,
-                    created_at: now,
-                })
-                .await?;
+            store.upsert_client(configured_client(c, signing_alg, now)?).await?;
         }
         let documents = match config.client_metadata_documents {
             true => Some(
@@ -210,6 +256,12 @@ impl Gateway {
             upstream,
             forward: Default::default(),
             documents,
+            trusted_idps,
+            headless_grants: [CLIENT_CREDENTIALS, JWT_BEARER_GRANT]
+                .into_iter()
+                .filter(|g| config.clients.iter().any(|c| c.may_use(g)))
+                .collect(),
+            configured_key_clients: config.clients.iter().any(|c| c.jwks.is_some()),
             events: std::sync::OnceLock::new(),
         });
         gateway.reload_keys().await?;
@@ -252,6 +304,8 @@ impl Gateway {
             signing_alg: self.settings.signing_alg.as_str().to_owned(),
             registration: self.settings.registration,
             client_id_metadata_documents: self.documents.is_some(),
+            extra_grants: self.headless_grants.clone(),
+            configured_key_clients: self.configured_key_clients,
         }
     }
 

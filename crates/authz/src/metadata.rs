@@ -16,6 +16,11 @@ pub struct Advertised {
     pub registration: bool,
     /// Whether URL client ids (client ID metadata documents) are accepted.
     pub client_id_metadata_documents: bool,
+    /// Grants beyond `authorization_code` and `refresh_token` that some client may use
+    /// (`client_credentials`, the `jwt-bearer` grant).
+    pub extra_grants: Vec<&'static str>,
+    /// Whether some configured client authenticates with `private_key_jwt`.
+    pub configured_key_clients: bool,
 }
 
 /// `{issuer}{path}`: endpoints live under the issuer, so a path-bearing issuer keeps its prefix.
@@ -51,7 +56,10 @@ pub fn authorization_server(issuer: &IssuerUrl, adv: &Advertised) -> Value {
     if adv.registration {
         doc["registration_endpoint"] = json!(endpoint(issuer, "/register"));
     }
-    if adv.client_id_metadata_documents || adv.registration {
+    if let Some(grants) = doc["grant_types_supported"].as_array_mut() {
+        grants.extend(adv.extra_grants.iter().map(|g| json!(g)));
+    }
+    if adv.client_id_metadata_documents || adv.registration || adv.configured_key_clients {
         // Clients known by a metadata document, or registered with their public keys, may sign assertions
         // (RFC 7523).
         for field in [
@@ -98,6 +106,8 @@ mod tests {
             signing_alg: "ES256".into(),
             registration: true,
             client_id_metadata_documents: false,
+            extra_grants: Vec::new(),
+            configured_key_clients: false,
         }
     }
 

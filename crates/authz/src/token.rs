@@ -15,8 +15,11 @@ use super::error::{AuthzError, Refusal};
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
 use super::register::{ClientMetadata, TokenAuthMethod, random_string};
+use portcullis_config::{CLIENT_CREDENTIALS, JWT_BEARER_GRANT};
 use portcullis_oauth::audience::same_resource;
 use portcullis_oauth::jwks::KeySet;
+
+mod headless;
 use portcullis_types::{ErrorCode, Secret};
 
 /// A `grant_type` (RFC 6749 §4.1.3, §6); unknown ones are kept to be named in the refusal.
@@ -24,6 +27,10 @@ use portcullis_types::{ErrorCode, Secret};
 pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
+    /// RFC 6749 §4.4, for pre-registered confidential clients (MCP's client credentials extension).
+    ClientCredentials,
+    /// RFC 7523 §2.1 with an identity assertion grant (MCP's enterprise-managed authorization).
+    JwtBearer,
     Extension(String),
 }
 
@@ -37,6 +44,8 @@ impl GrantType {
         match self {
             Self::AuthorizationCode => AUTHORIZATION_CODE,
             Self::RefreshToken => REFRESH_TOKEN,
+            Self::ClientCredentials => CLIENT_CREDENTIALS,
+            Self::JwtBearer => JWT_BEARER_GRANT,
             Self::Extension(_) => "other",
         }
     }
@@ -58,6 +67,8 @@ pub struct TokenRequest {
     pub client_secret: Option<Secret>,
     pub client_assertion_type: Option<String>,
     pub client_assertion: Option<Secret>,
+    /// The authorization grant of the `jwt-bearer` grant (RFC 7523 §2.1).
+    pub assertion: Option<Secret>,
     /// The token to revoke or introspect (RFC 7009 §2.1, RFC 7662 §2.1).
     pub token: Option<Secret>,
 }
@@ -75,6 +86,8 @@ impl TokenRequest {
                     r.grant_type = Some(match value.as_str() {
                         AUTHORIZATION_CODE => GrantType::AuthorizationCode,
                         REFRESH_TOKEN => GrantType::RefreshToken,
+                        CLIENT_CREDENTIALS => GrantType::ClientCredentials,
+                        JWT_BEARER_GRANT => GrantType::JwtBearer,
                         _ => GrantType::Extension(value),
                     })
                 }
@@ -88,6 +101,7 @@ impl TokenRequest {
                 "client_secret" => r.client_secret = Some(Secret::new(value)),
                 "client_assertion_type" => r.client_assertion_type = Some(value),
                 "client_assertion" => r.client_assertion = Some(Secret::new(value)),
+                "assertion" => r.assertion = Some(Secret::new(value)),
                 "token" => r.token = Some(Secret::new(value)),
                 _ => {}
             }
@@ -248,6 +262,8 @@ impl Gateway {
         match &req.grant_type {
             Some(GrantType::AuthorizationCode) => self.code_grant(&client, &metadata, req).await,
             Some(GrantType::RefreshToken) => self.refresh_grant(&client, req).await,
+            Some(GrantType::ClientCredentials) => self.client_credentials_grant(&client, &metadata, req).await,
+            Some(GrantType::JwtBearer) => self.jwt_bearer_grant(&client, &metadata, req).await,
             Some(GrantType::Extension(other)) => {
                 Err(Refusal::new(ErrorCode::UnsupportedGrantType, format!("grant_type {other:?} is not supported"))
                     .into())
@@ -422,9 +438,22 @@ impl Gateway {
 
     /// The token response with a fresh RFC 9068 access token.
     fn access_token(&self, client_id: &str, subject: &str, resource: &str, scope: &str) -> Result<Value, AuthzError> {
+        self.sign_access_token(client_id, subject, resource, scope, None)
+    }
+
+    /// The token response with a fresh RFC 9068 access token; `gty` names the grant when no user took
+    /// part (`client_credentials`), so that the server's policy and audit log can tell machines apart.
+    fn sign_access_token(
+        &self,
+        client_id: &str,
+        subject: &str,
+        resource: &str,
+        scope: &str,
+        gty: Option<&str>,
+    ) -> Result<Value, AuthzError> {
         let now = self.now();
         let ttl = self.settings.access_token_ttl as i64;
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.issuer.as_str(),
             "sub": subject,
             "aud": resource,
@@ -434,6 +463,9 @@ impl Gateway {
             "exp": now + ttl,
             "jti": random_string(22),
         });
+        if let Some(g) = gty {
+            claims["gty"] = json!(g);
+        }
         let jwt = self.ring().sign(&claims, "at+jwt", now).map_err(GatewayError::from)?;
         Ok(json!({"access_token": jwt, "token_type": "Bearer", "expires_in": ttl, "scope": scope}))
     }

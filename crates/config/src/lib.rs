@@ -125,7 +125,29 @@ pub struct GatewayConfig {
     pub clients: Vec<ConfiguredClient>,
     /// Where users sign in: built-in local accounts when `None`.
     pub upstream: Option<UpstreamLogin>,
+    /// Enterprise IdPs whose identity assertion grants (ID-JAG, the `jwt-bearer` grant) are accepted.
+    pub trusted_idps: Vec<TrustedIdpConfig>,
 }
+
+/// An enterprise IdP trusted to assert its users to this gateway (MCP enterprise-managed authorization):
+/// it signs ID-JAGs (`typ` `oauth-id-jag+jwt`) that the listed clients exchange for access tokens.
+#[derive(Debug, Clone)]
+pub struct TrustedIdpConfig {
+    pub issuer: IssuerUrl,
+    /// Its key set; `None`: found by discovery from the issuer.
+    pub jwks_uri: Option<Url>,
+    /// The configured clients that may present its assertions.
+    pub clients: Vec<String>,
+    /// The claim naming the user (`sub` by default).
+    pub subject_claim: String,
+    /// Put before that claim's value to form the local subject (empty by default).
+    pub subject_prefix: String,
+}
+
+/// The `grant_type` of the client credentials grant (RFC 6749 §4.4).
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+/// The `grant_type` of the JWT bearer authorization grant (RFC 7523 §2.1).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Signing users in at an upstream IdP.
 #[derive(Debug, Clone)]
@@ -153,10 +175,24 @@ pub enum UpstreamKind {
 #[derive(Debug, Clone)]
 pub struct ConfiguredClient {
     pub client_id: String,
-    /// `None`: a public client (PKCE only).
+    /// `None`: a public client (PKCE only), or one that signs assertions with `jwks`.
     pub client_secret: Option<Secret>,
+    /// The client's public keys (a JWKS JSON document): it authenticates with `private_key_jwt`.
+    pub jwks: Option<String>,
     pub redirect_uris: Vec<String>,
     pub name: Option<String>,
+    /// The grants it may use, by their wire names: `authorization_code` and `refresh_token` by default;
+    /// `client_credentials` and the `jwt-bearer` grant need a confidential client.
+    pub grant_types: Vec<String>,
+    /// The scopes it may be granted; `None`: any the gateway offers.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl ConfiguredClient {
+    /// Whether it may use the grant named `grant_type`.
+    pub fn may_use(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
 }
 
 impl Config {

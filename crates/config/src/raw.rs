@@ -57,6 +57,19 @@ pub(crate) struct RawGateway {
     #[serde(default)]
     pub(crate) clients: Vec<RawClient>,
     pub(crate) upstream: Option<RawUpstream>,
+    #[serde(default)]
+    pub(crate) trusted_idps: Vec<RawTrustedIdp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrustedIdp {
+    pub(crate) issuer: Option<String>,
+    pub(crate) jwks_uri: Option<String>,
+    #[serde(default)]
+    pub(crate) clients: Vec<String>,
+    pub(crate) subject_claim: Option<String>,
+    pub(crate) subject_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +97,10 @@ pub(crate) struct RawClient {
     #[serde(default)]
     pub(crate) redirect_uris: Vec<String>,
     pub(crate) name: Option<String>,
+    pub(crate) grant_types: Option<Vec<String>>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) jwks: Option<String>,
+    pub(crate) jwks_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

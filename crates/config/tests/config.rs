@@ -436,3 +436,81 @@ tools = ["*"]
     assert!(find("server[0].policy[2].tools").contains("glob"));
     assert!(find("server[0].policy[3].allow_if").contains("let everything through"));
 }
+
+#[test]
+fn clients_without_a_browser_and_trusted_idps() {
+    let base = r#"
+public_url = "https://mcp.example.com"
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:3001/mcp"
+scopes = ["mcp:tools"]
+gateway = true
+"#;
+    let good = format!(
+        r#"{base}
+[[gateway.clients]]
+client_id = "nightly"
+client_secret = "s"
+grant_types = ["client_credentials"]
+scopes = ["mcp:tools"]
+[[gateway.clients]]
+client_id = "chat"
+jwks = '{{"keys": [{{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}}]}}'
+grant_types = ["urn:ietf:params:oauth:grant-type:jwt-bearer", "client_credentials"]
+[[gateway.trusted_idps]]
+issuer = "https://acme.okta.example"
+clients = ["chat"]
+subject_claim = "email"
+"#
+    );
+    let c = Config::from_toml(&good, &MapEnv::default()).unwrap();
+    let g = c.gateway.unwrap();
+    assert_eq!(g.clients[0].grant_types, ["client_credentials"]);
+    assert!(g.clients[0].redirect_uris.is_empty() && g.clients[1].jwks.is_some());
+    assert_eq!(g.trusted_idps[0].issuer.as_str(), "https://acme.okta.example");
+    assert_eq!((g.trusted_idps[0].subject_claim.as_str(), g.trusted_idps[0].subject_prefix.as_str()), ("email", ""));
+
+    let bad = format!(
+        r#"{base}
+[[gateway.clients]]
+client_id = "public"
+grant_types = ["client_credentials", "jwt-bearer", "password"]
+redirect_uris = ["http://127.0.0.1/cb"]
+scopes = ["mcp:admin"]
+[[gateway.clients]]
+client_id = "both"
+client_secret = "s"
+jwks = '{{"keys": []}}'
+grant_types = ["refresh_token"]
+[[gateway.clients]]
+client_id = "orphan"
+client_secret = "s"
+grant_types = ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+[[gateway.trusted_idps]]
+clients = ["nobody", "both"]
+[[gateway.trusted_idps]]
+issuer = "https://idp.example"
+jwks_uri = "http://idp.example/jwks"
+"#
+    );
+    let joined = errors(&bad).join("\n");
+    for expected in [
+        "gateway.clients[0].grant_types[1]: \"jwt-bearer\" is not a grant served here",
+        "(that grant is named \"urn:ietf:params:oauth:grant-type:jwt-bearer\")",
+        "gateway.clients[0].grant_types[2]: \"password\" is not a grant served here",
+        "gateway.clients[0].redirect_uris: only clients with the authorization_code grant are redirected",
+        "gateway.clients[0].grant_types: client_credentials and jwt-bearer are for confidential clients",
+        "gateway.clients[0].scopes[0]: \"mcp:admin\" is not in gateway.scopes",
+        "gateway.clients[1].grant_types: refresh_token comes only with authorization_code",
+        "gateway.clients[1].jwks: must be a JWK Set",
+        "gateway.clients[1].jwks: a client authenticates either with a secret or with keys",
+        "gateway.clients[2].grant_types: has the jwt-bearer grant, but no [[gateway.trusted_idps]] entry lists this client",
+        "gateway.trusted_idps[0].issuer: required",
+        "gateway.trusted_idps[0].clients[0]: \"nobody\" is not a [[gateway.clients]] client_id",
+        "gateway.trusted_idps[1].jwks_uri: \"http://idp.example/jwks\" must be an https URL",
+        "gateway.trusted_idps[1].clients: list the configured clients",
+    ] {
+        assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
+    }
+}

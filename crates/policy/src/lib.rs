@@ -21,8 +21,19 @@ use portcullis_types::ScopeSet;
 use serde_json::{Map, Value};
 
 /// The names a condition may use about the caller.
-pub const CALLER_NAMES: [&str; 10] =
-    ["subject", "client_id", "scopes", "groups", "roles", "email", "email_domain", "tenant", "issuer", "claims"];
+pub const CALLER_NAMES: [&str; 11] = [
+    "subject",
+    "client_id",
+    "scopes",
+    "groups",
+    "roles",
+    "email",
+    "email_domain",
+    "tenant",
+    "issuer",
+    "machine",
+    "claims",
+];
 /// The names a condition may use about the request.
 pub const REQUEST_NAMES: [&str; 5] = ["method", "tool", "resource", "prompt", "arguments"];
 
@@ -333,6 +344,19 @@ pub struct Caller<'a> {
     pub claims: &'a Map<String, Value>,
 }
 
+impl Caller<'_> {
+    /// Whether no user took part in issuing the token: a client acting on its own behalf. RFC 9068 §2.2
+    /// has `sub` name the client then; portcullis's gateway also marks such tokens `gty`
+    /// `client_credentials` (as Auth0 does, spelled `client-credentials`), and Entra ID marks them
+    /// `idtyp` `app`.
+    pub fn is_machine(&self) -> bool {
+        let claim = |name: &str| self.claims.get(name).and_then(Value::as_str);
+        matches!(claim("gty"), Some("client_credentials" | "client-credentials"))
+            || claim("idtyp") == Some("app")
+            || self.subject.is_some_and(|s| !s.is_empty() && Some(s) == self.client_id)
+    }
+}
+
 /// What a request acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
@@ -564,6 +588,7 @@ impl<'a> CallerVars<'a> {
             }
             "tenant" => self.text(&self.names.tenant),
             "issuer" => self.text("iss"),
+            "machine" => cel::Value::Bool(c.is_machine()),
             _ => json_to_cel(&Value::Object(c.claims.clone())),
         }
     }

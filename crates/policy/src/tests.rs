@@ -287,3 +287,28 @@ fn arguments_are_read_strictly_and_never_hide_a_listed_entry() {
     assert_eq!(many.decide(&Action::of("tools/call", Some("transfer"))), Verdict::Allow);
     assert_eq!(many.decide(&Action::of("tools/call", Some("close_account"))), Verdict::Allow);
 }
+
+#[test]
+fn machine_callers_are_told_apart_from_users() {
+    let policy = Policy::new(
+        vec![rule("people-only", |r| {
+            r.tools = vec!["approve_*".into()];
+            r.deny_if = Some("machine".into());
+        })],
+        ClaimNames::default(),
+    );
+    let s = scopes("mcp:tools");
+    let cases = [
+        (json!({"sub": "ci-bot", "client_id": "ci-bot", "gty": "client_credentials"}), "deny people-only"),
+        // RFC 9068 §2.2: with no resource owner, sub names the client.
+        (json!({"sub": "svc", "client_id": "svc"}), "deny people-only"),
+        (json!({"sub": "svc@clients", "azp": "svc", "gty": "client-credentials"}), "deny people-only"),
+        (json!({"sub": "8f1c", "client_id": "app", "idtyp": "app"}), "deny people-only"),
+        (json!({"sub": "alice", "client_id": "app"}), "allow"),
+        (json!({"sub": "alice", "client_id": "app", "gty": "password"}), "allow"),
+        (json!({"client_id": "app"}), "allow"),
+    ];
+    for (c, expected) in cases {
+        assert_eq!(decide(&policy, &claims(c.clone()), &s, "tools/call", Some("approve_invoice")), expected, "{c}");
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use portcullis_authz::gateway::{Gateway, Serves};
+use portcullis_authz::id_jag::TrustedIdp;
 use portcullis_authz::keys::OperatorKey;
 use portcullis_authz::upstream::Upstream;
 use portcullis_config::{Config, Env, GatewayConfig, MapEnv, ProcessEnv, ServerAuth};
@@ -197,6 +198,13 @@ async fn start_gateway(
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
+    }
+    for t in &g.trusted_idps {
+        let idp = TrustedIdp::start(t, portcullis_oauth::idp_client(), clock.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(issuer = %idp.issuer, jwks_uri = ?idp.keys.uri().map(|u| u.as_str()), "trusted identity provider ready");
+        serves.trusted_idps.push(idp);
     }
     let gateway = Gateway::start(g, serves, store, operator, clock)
         .await

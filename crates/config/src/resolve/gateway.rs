@@ -9,9 +9,10 @@ use url::Url;
 
 use super::server::{is_header_name, is_reserved_header};
 use super::{Errors, parse_scopes, secret};
-use crate::raw::{RawGateway, RawUpstream};
+use crate::raw::{RawClient, RawGateway, RawUpstream};
 use crate::{
-    ConfiguredClient, DEFAULT_OPERATOR_KEY_FILE, GatewayConfig, ServerAuth, ServerConfig, UpstreamKind, UpstreamLogin,
+    CLIENT_CREDENTIALS, ConfiguredClient, DEFAULT_OPERATOR_KEY_FILE, GatewayConfig, JWT_BEARER_GRANT, ServerAuth,
+    ServerConfig, TrustedIdpConfig, UpstreamKind, UpstreamLogin,
 };
 
 pub(super) fn resolve_gateway(
@@ -68,40 +69,9 @@ pub(super) fn resolve_gateway(
             all
         }
     };
-    let mut clients = Vec::new();
-    for (i, c) in raw.clients.iter().enumerate() {
-        let at = format!("gateway.clients[{i}]");
-        let before = errors.0.len();
-        let id = c.client_id.clone().filter(|s| !s.is_empty());
-        if id.is_none() {
-            errors.push(format!("{at}.client_id"), "required");
-        }
-        if id.as_deref().is_some_and(|s| s.starts_with("https://")) {
-            errors.push(format!("{at}.client_id"), "must not be an https URL (those name client metadata documents)");
-        }
-        if c.redirect_uris.is_empty() {
-            errors.push(format!("{at}.redirect_uris"), "at least one redirect URI is required");
-        }
-        for (j, u) in c.redirect_uris.iter().enumerate() {
-            match Url::parse(u) {
-                Ok(url) if url.fragment().is_none() && !u.contains('#') => {}
-                _ => errors.push(
-                    format!("{at}.redirect_uris[{j}]"),
-                    format!("{u:?} is not an absolute URI without a fragment"),
-                ),
-            }
-        }
-        let client_secret =
-            secret(c.client_secret.as_deref(), c.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
-        if errors.0.len() == before {
-            clients.push(ConfiguredClient {
-                client_id: id.unwrap_or_default(),
-                client_secret,
-                redirect_uris: c.redirect_uris.clone(),
-                name: c.name.clone(),
-            });
-        }
-    }
+    let clients: Vec<ConfiguredClient> =
+        raw.clients.iter().enumerate().filter_map(|(i, c)| resolve_client(c, i, &scopes, errors)).collect();
+    let trusted_idps = resolve_trusted_idps(raw, &clients, errors);
     let upstream = raw.upstream.as_ref().and_then(|u| resolve_upstream(u, errors));
     if errors.0.len() != before {
         return None;
@@ -122,6 +92,7 @@ pub(super) fn resolve_gateway(
         templates_dir: raw.templates_dir.clone().map(PathBuf::from),
         clients,
         upstream,
+        trusted_idps,
     })
 }
 
@@ -204,4 +175,193 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
         scopes: raw.scopes.clone().unwrap_or(default_scopes),
         forward_token_header,
     })
+}
+
+/// The grants a configured client may name.
+const GRANT_TYPES: [&str; 4] = ["authorization_code", "refresh_token", CLIENT_CREDENTIALS, JWT_BEARER_GRANT];
+
+/// One `[[gateway.clients]]` entry: what it may do decides what it must have (redirect URIs to sign users
+/// in, a secret or keys for the grants without a user).
+fn resolve_client(c: &RawClient, i: usize, offered: &[String], errors: &mut Errors) -> Option<ConfiguredClient> {
+    let at = format!("gateway.clients[{i}]");
+    let before = errors.0.len();
+    let id = c.client_id.clone().filter(|s| !s.is_empty());
+    if id.is_none() {
+        errors.push(format!("{at}.client_id"), "required");
+    }
+    if id.as_deref().is_some_and(|s| s.starts_with("https://")) {
+        errors.push(format!("{at}.client_id"), "must not be an https URL (those name client metadata documents)");
+    }
+    let grant_types =
+        c.grant_types.clone().unwrap_or_else(|| vec!["authorization_code".to_owned(), "refresh_token".to_owned()]);
+    if grant_types.is_empty() {
+        errors.push(format!("{at}.grant_types"), "at least one grant is required");
+    }
+    for (j, g) in grant_types.iter().enumerate() {
+        if !GRANT_TYPES.contains(&g.as_str()) {
+            let hint = match g.contains("jwt-bearer") {
+                true => format!(" (that grant is named {JWT_BEARER_GRANT:?})"),
+                false => String::new(),
+            };
+            errors.push(
+                format!("{at}.grant_types[{j}]"),
+                format!("{g:?} is not a grant served here: {}{hint}", GRANT_TYPES.join(", ")),
+            );
+        }
+    }
+    let has = |g: &str| grant_types.iter().any(|x| x == g);
+    if has("refresh_token") && !has("authorization_code") {
+        errors.push(
+            format!("{at}.grant_types"),
+            "refresh_token comes only with authorization_code (refresh tokens are issued at sign-in)",
+        );
+    }
+    if has("authorization_code") && c.redirect_uris.is_empty() {
+        errors.push(format!("{at}.redirect_uris"), "at least one redirect URI is required");
+    }
+    if !has("authorization_code") && !c.redirect_uris.is_empty() {
+        errors.push(format!("{at}.redirect_uris"), "only clients with the authorization_code grant are redirected");
+    }
+    for (j, u) in c.redirect_uris.iter().enumerate() {
+        match Url::parse(u) {
+            Ok(url) if url.fragment().is_none() && !u.contains('#') => {}
+            _ => errors
+                .push(format!("{at}.redirect_uris[{j}]"), format!("{u:?} is not an absolute URI without a fragment")),
+        }
+    }
+    let has_secret = c.client_secret.is_some() || c.client_secret_file.is_some();
+    let client_secret =
+        secret(c.client_secret.as_deref(), c.client_secret_file.as_deref(), &format!("{at}.client_secret"), errors);
+    let jwks = resolve_jwks(c, &at, errors);
+    let has_keys = c.jwks.is_some() || c.jwks_file.is_some();
+    if has_secret && has_keys {
+        errors.push(format!("{at}.jwks"), "a client authenticates either with a secret or with keys, not both");
+    }
+    if (has(CLIENT_CREDENTIALS) || has(JWT_BEARER_GRANT)) && !has_secret && !has_keys {
+        errors.push(
+            format!("{at}.grant_types"),
+            "client_credentials and jwt-bearer are for confidential clients: set client_secret or jwks",
+        );
+    }
+    let scopes = c.scopes.as_ref().map(|list| {
+        let parsed = parse_scopes(list, &format!("{at}.scopes"), errors);
+        for (j, s) in parsed.iter().enumerate() {
+            if !offered.iter().any(|o| o == s.as_str()) {
+                errors.push(format!("{at}.scopes[{j}]"), format!("{:?} is not in gateway.scopes", s.as_str()));
+            }
+        }
+        parsed.iter().map(|s| s.as_str().to_owned()).collect::<Vec<_>>()
+    });
+    if errors.0.len() != before {
+        return None;
+    }
+    Some(ConfiguredClient {
+        client_id: id.unwrap_or_default(),
+        client_secret,
+        jwks,
+        redirect_uris: c.redirect_uris.clone(),
+        name: c.name.clone(),
+        grant_types,
+        scopes,
+    })
+}
+
+/// A client's public keys, inline (`jwks`) or from a file (`jwks_file`): a JSON object with a non-empty
+/// `keys` array. The keys themselves are read when the gateway starts.
+fn resolve_jwks(c: &RawClient, at: &str, errors: &mut Errors) -> Option<String> {
+    let (text, path) = match (&c.jwks, &c.jwks_file) {
+        (Some(_), Some(_)) => {
+            errors.push(format!("{at}.jwks"), "set either jwks or jwks_file, not both");
+            return None;
+        }
+        (Some(t), None) => (t.clone(), format!("{at}.jwks")),
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) => (t, format!("{at}.jwks_file")),
+            Err(e) => {
+                errors.push(format!("{at}.jwks_file"), format!("cannot read {f}: {e}"));
+                return None;
+            }
+        },
+        (None, None) => return None,
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.get("keys").and_then(|k| k.as_array()).is_some_and(|k| !k.is_empty()) => Some(text),
+        Ok(_) => {
+            errors.push(path, "must be a JWK Set: a JSON object with a non-empty \"keys\" array");
+            None
+        }
+        Err(e) => {
+            errors.push(path, format!("is not JSON: {e}"));
+            None
+        }
+    }
+}
+
+/// `[[gateway.trusted_idps]]`: each names an issuer once and lists configured clients with the
+/// `jwt-bearer` grant; every such client is listed by at least one.
+fn resolve_trusted_idps(raw: &RawGateway, clients: &[ConfiguredClient], errors: &mut Errors) -> Vec<TrustedIdpConfig> {
+    let mut out: Vec<TrustedIdpConfig> = Vec::new();
+    for (i, t) in raw.trusted_idps.iter().enumerate() {
+        let at = format!("gateway.trusted_idps[{i}]");
+        let before = errors.0.len();
+        let issuer = match t.issuer.as_deref() {
+            None => {
+                errors.push(format!("{at}.issuer"), "required: the enterprise IdP's issuer, the iss of its assertions");
+                None
+            }
+            Some(s) => IssuerUrl::parse(s).map_err(|e| errors.push(format!("{at}.issuer"), e.to_string())).ok(),
+        };
+        if let Some(issuer) = &issuer
+            && out.iter().any(|o| o.issuer.as_str() == issuer.as_str())
+        {
+            errors.push(format!("{at}.issuer"), format!("{:?} is trusted twice", issuer.as_str()));
+        }
+        let jwks_uri = t.jwks_uri.as_deref().and_then(|s| match Url::parse(s) {
+            Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+            _ => {
+                errors.push(format!("{at}.jwks_uri"), format!("{s:?} must be an https URL (http only on loopback)"));
+                None
+            }
+        });
+        if t.clients.is_empty() {
+            errors.push(format!("{at}.clients"), "list the configured clients that may present its assertions");
+        }
+        for (j, id) in t.clients.iter().enumerate() {
+            match clients.iter().find(|c| c.client_id == *id) {
+                Some(c) if c.may_use(JWT_BEARER_GRANT) => {}
+                Some(_) => errors.push(
+                    format!("{at}.clients[{j}]"),
+                    format!("client {id:?} does not have the grant {JWT_BEARER_GRANT:?} in its grant_types"),
+                ),
+                None => {
+                    errors.push(format!("{at}.clients[{j}]"), format!("{id:?} is not a [[gateway.clients]] client_id"))
+                }
+            }
+        }
+        let subject_claim = t.subject_claim.clone().unwrap_or_else(|| "sub".to_owned());
+        if subject_claim.is_empty() {
+            errors.push(format!("{at}.subject_claim"), "is empty");
+        }
+        if errors.0.len() == before
+            && let Some(issuer) = issuer
+        {
+            out.push(TrustedIdpConfig {
+                issuer,
+                jwks_uri,
+                clients: t.clients.clone(),
+                subject_claim,
+                subject_prefix: t.subject_prefix.clone().unwrap_or_default(),
+            });
+        }
+    }
+    for c in clients.iter().filter(|c| c.may_use(JWT_BEARER_GRANT)) {
+        if !raw.trusted_idps.iter().any(|t| t.clients.contains(&c.client_id)) {
+            let i = raw.clients.iter().position(|r| r.client_id.as_deref() == Some(c.client_id.as_str()));
+            errors.push(
+                format!("gateway.clients[{}].grant_types", i.unwrap_or_default()),
+                "has the jwt-bearer grant, but no [[gateway.trusted_idps]] entry lists this client",
+            );
+        }
+    }
+    out
 }
