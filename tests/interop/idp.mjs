@@ -7,7 +7,11 @@
 //
 // Usage:
 //   node tests/interop/idp.mjs --profile <rfc8707|aud-client-id|resource-claim|opaque>
-//                              [--dcr] [--port N] [--keys-file PATH] [--ignore-stdin]
+//                              [--dcr] [--token-exchange] [--port N] [--keys-file PATH] [--ignore-stdin]
+//
+// With --token-exchange it is also an enterprise IdP (MCP enterprise-managed
+// authorization): its token endpoint takes RFC 8693 token exchanges of its own
+// ID tokens for identity assertion JWT authorization grants (ID-JAG).
 //
 // Contract with the parent process:
 //   * stdout carries exactly one line, `{"issuer":"http://127.0.0.1:PORT","port":PORT}`,
@@ -51,6 +55,8 @@ try {
       'keys-file': { type: 'string' },
       // Dynamic Client Registration (RFC 7591), as MCP clients use it.
       dcr: { type: 'boolean', default: false },
+      // RFC 8693 token exchange of ID tokens for ID-JAGs (enterprise IdP).
+      'token-exchange': { type: 'boolean', default: false },
       // For running the IdP by hand in the background, where stdin is
       // /dev/null and would otherwise make it exit at once.
       'ignore-stdin': { type: 'boolean', default: false },
@@ -67,6 +73,7 @@ if (!PROFILES.has(PROFILE)) {
 }
 
 const DCR = args.dcr;
+const TOKEN_EXCHANGE = args['token-exchange'];
 
 const PORT = Number(args.port);
 if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
@@ -101,6 +108,17 @@ const ALG_BY_CLIENT = new Map(CLIENTS.map((c) => [c.id, c.alg]));
 // The resource server's own client (portcullis), used only to call the RFC 7662
 // introspection endpoint: no grants, no redirects.
 const INTROSPECTION_CLIENT = { id: 'portcullis-rs', secret: 'secret-introspect' };
+
+// Enterprise-managed authorization: the client users sign in to at this IdP,
+// and the client_id the same application has at the MCP authorization server
+// (the mapping an administrator sets up out of band, extension section 6.1).
+const ENTERPRISE_CLIENT = { id: 'enterprise-chat', secret: 'secret-chat', mcpClientId: 'chat-app' };
+// Users the IdP's policy does not let use MCP servers through the exchange.
+const ENTERPRISE_DENIED = new Set(['mallory']);
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
+const ID_JAG_TYPE = 'urn:ietf:params:oauth:token-type:id-jag';
+const ID_JAG_TTL = 300;
 
 // Scopes a resource server (an MCP server behind portcullis) understands.
 // Requested scopes outside this list are silently dropped from access tokens.
@@ -277,6 +295,17 @@ function buildProvider(issuer, keyState) {
         id_token_signed_response_alg: c.alg,
         scope: `openid offline_access ${RESOURCE_SCOPES}`,
       })),
+      ...(TOKEN_EXCHANGE ? [{
+        client_id: ENTERPRISE_CLIENT.id,
+        client_secret: ENTERPRISE_CLIENT.secret,
+        application_type: 'native',
+        grant_types: ['authorization_code', TOKEN_EXCHANGE_GRANT],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+        token_endpoint_auth_method: 'client_secret_basic',
+        id_token_signed_response_alg: 'ES256',
+        scope: 'openid',
+      }] : []),
       {
         client_id: INTROSPECTION_CLIENT.id,
         client_secret: INTROSPECTION_CLIENT.secret,
@@ -324,7 +353,8 @@ function buildProvider(issuer, keyState) {
         // among previously granted resources; keep the library default there.
         async defaultResource(ctx, client, oneOf) {
           if (oneOf) return oneOf;
-          if (RESOURCE_REQUIRED.has(PROFILE)) {
+          // The enterprise application only signs users in (openid): its access token names no resource.
+          if (RESOURCE_REQUIRED.has(PROFILE) && client?.clientId !== ENTERPRISE_CLIENT.id) {
             throw new errors.InvalidTarget('this authorization server requires a resource parameter (RFC 8707)');
           }
           return DEFAULT_RESOURCE;
@@ -426,11 +456,114 @@ function buildProvider(issuer, keyState) {
     },
   });
 
+  if (TOKEN_EXCHANGE) {
+    provider.registerGrantType(
+      TOKEN_EXCHANGE_GRANT,
+      (ctx) => exchangeForIdJag(ctx, issuer, keyState),
+      ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope'],
+    );
+  }
+
   provider.on('server_error', (ctx, err) => {
     console.error(`idp: server_error on ${ctx.method} ${ctx.path}:`, err);
   });
 
   return { provider, handler: provider.callback() };
+}
+
+// ---------------------------------------------------------------------------
+// Enterprise IdP: ID token in, ID-JAG out (RFC 8693; MCP enterprise-managed
+// authorization section 4)
+// ---------------------------------------------------------------------------
+
+function base64urlJson(value) {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
+}
+
+/** A JWT signed ES256 with the IdP's current ES256 key. */
+function signEs256(keyState, header, claims) {
+  const input = `${base64urlJson({ alg: 'ES256', kid: keyState.es256.kid, ...header })}.${base64urlJson(claims)}`;
+  const key = crypto.createPrivateKey({ key: keyState.es256, format: 'jwk' });
+  const signature = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${signature.toString('base64url')}`;
+}
+
+/** The claims of an ID token this IdP issued, or undefined if it is not one (signature, iss, exp). */
+function verifiedIdToken(token, issuerUrl, keyState) {
+  const parts = typeof token === 'string' ? token.split('.') : [];
+  if (parts.length !== 3) return undefined;
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url'));
+    claims = JSON.parse(Buffer.from(parts[1], 'base64url'));
+  } catch {
+    return undefined;
+  }
+  const jwk = [keyState.rs256, keyState.es256, ...keyState.retired].find((k) => k.kid === header.kid);
+  if (!jwk || jwk.alg !== header.alg) return undefined;
+  const { d, ...publicJwk } = jwk;
+  const key = crypto.createPublicKey({ key: publicJwk, format: 'jwk' });
+  const data = Buffer.from(`${parts[0]}.${parts[1]}`);
+  const signature = Buffer.from(parts[2], 'base64url');
+  const ok = header.alg === 'ES256'
+    ? crypto.verify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, signature)
+    : crypto.verify('sha256', data, key, signature);
+  if (!ok || claims.iss !== issuerUrl || !(claims.exp > Date.now() / 1000)) return undefined;
+  return claims;
+}
+
+/** An ID-JAG as the extension's section 4.3 describes it. */
+function mintIdJag(keyState, claims) {
+  const now = Math.floor(Date.now() / 1000);
+  return signEs256(keyState, { typ: 'oauth-id-jag+jwt' }, {
+    jti: crypto.randomBytes(12).toString('base64url'),
+    iat: now,
+    exp: now + ID_JAG_TTL,
+    ...claims,
+  });
+}
+
+async function exchangeForIdJag(ctx, issuerUrl, keyState) {
+  const { params, client } = ctx.oidc;
+  if (params.requested_token_type !== ID_JAG_TYPE) {
+    throw new errors.InvalidRequest(`requested_token_type must be ${ID_JAG_TYPE}`);
+  }
+  if (params.subject_token_type !== ID_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`subject_token_type must be ${ID_TOKEN_TYPE}`);
+  }
+  if (!params.audience || !params.resource) {
+    throw new errors.InvalidRequest('audience and resource are required');
+  }
+  const idToken = verifiedIdToken(params.subject_token, issuerUrl, keyState);
+  // Section 4.1: the subject token must have been issued to the client asking.
+  const audiences = Array.isArray(idToken?.aud) ? idToken.aud : [idToken?.aud];
+  if (!idToken || !audiences.includes(client.clientId)) {
+    throw new errors.InvalidGrant('subject_token is not a valid ID token issued to this client');
+  }
+  if (client.clientId !== ENTERPRISE_CLIENT.id) {
+    throw new errors.UnauthorizedClient('this client is not set up for MCP servers');
+  }
+  // The administrator's policy: who may use MCP servers this way.
+  if (ENTERPRISE_DENIED.has(idToken.sub)) {
+    throw new errors.AccessDenied(`${idToken.sub} may not use MCP servers`);
+  }
+  const scope = typeof params.scope === 'string' && params.scope ? params.scope : 'mcp:tools';
+  ctx.body = {
+    issued_token_type: ID_JAG_TYPE,
+    access_token: mintIdJag(keyState, {
+      iss: issuerUrl,
+      sub: idToken.sub,
+      aud: params.audience,
+      resource: params.resource,
+      client_id: ENTERPRISE_CLIENT.mcpClientId,
+      scope,
+      email: `${idToken.sub}@acme.example`,
+    }),
+    token_type: 'N_A',
+    scope,
+    expires_in: ID_JAG_TTL,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -552,6 +685,15 @@ async function handleTestEndpoint(req, res, url) {
     if (req.method !== 'POST') return sendJson(res, 405, { error: 'use POST' });
     const kid = rotate(url.searchParams.get('keep_old') === '1');
     return sendJson(res, 200, { kid });
+  }
+  // An ID-JAG with the claims given (JSON) over the usual ones, signed with the
+  // IdP's real key: for assertions no exchange would issue (expired ones).
+  if (url.pathname === '/__test/id-jag') {
+    if (req.method !== 'POST' || !TOKEN_EXCHANGE) return sendJson(res, 405, { error: 'POST, with --token-exchange' });
+    let body = '';
+    for await (const chunk of req) body += chunk;
+    const claims = JSON.parse(body || '{}');
+    return sendJson(res, 200, { assertion: mintIdJag(keys, { iss: issuer, ...claims }) });
   }
   if (url.pathname === '/__test/jwks-fetches') {
     if (req.method !== 'GET') return sendJson(res, 405, { error: 'use GET' });

@@ -24,6 +24,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { HeadlessOAuthProvider } from './clients/headless-provider.mjs';
 import { runScript } from './clients/mcp-sdk-python.mjs';
 import { freePort, killAll } from './harness/processes.mjs';
+import { record, runChecks } from './harness/report.mjs';
 import { startIdp, startPortcullis } from './harness/stack.mjs';
 
 const { values: args } = parseArgs({ options: { bin: { type: 'string', default: 'target/debug/portcullis' } } });
@@ -110,12 +111,6 @@ async function pythonProbe(mcpUrl, user, tool, signal) {
   }, { signal }, redirectUrl);
 }
 
-const results = [];
-function record(name, ok, detail) {
-  results.push(ok);
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${ok ? '' : `: ${detail}`}`);
-}
-
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-policy-'));
   const signal = AbortSignal.timeout(TIMEOUT_MS * 4);
@@ -167,13 +162,6 @@ async function main() {
     await killAll();
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  const failed = results.filter((ok) => !ok).length;
-  console.log(`${results.length - failed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
 }
 
-main().catch(async (err) => {
-  console.error(err);
-  await killAll();
-  process.exit(2);
-});
+runChecks(main);

@@ -115,7 +115,7 @@ pub(crate) enum PolicyAnswer {
 
 /// The caller as policy conditions see it: the verified token, or nobody (a server without
 /// authentication).
-fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy::Caller<'_> {
+pub(crate) fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy::Caller<'_> {
     static NOBODY: std::sync::LazyLock<(serde_json::Map<String, serde_json::Value>, ScopeSet)> =
         std::sync::LazyLock::new(|| (serde_json::Map::new(), ScopeSet::new()));
     match token {

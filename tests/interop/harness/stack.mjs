@@ -58,10 +58,15 @@ function signInAndConsent(html, pageUrl) {
 /**
  * The test IdP; resolves to `{ proc, issuer, metadata }`. Registration is open except for the
  * `aud-client-id` profile, which only a pre-registered client can use (its id is the audience): that
- * profile also stands for IdPs without DCR.
+ * profile also stands for IdPs without DCR. `tokenExchange` makes it an enterprise IdP too (RFC 8693 exchanges
+ * of its ID tokens for ID-JAGs).
  */
-export async function startIdp(profile, { timeoutMs } = {}) {
-  const args = [IDP, '--profile', profile, ...(profile === 'aud-client-id' ? [] : ['--dcr'])];
+export async function startIdp(profile, { timeoutMs, tokenExchange = false } = {}) {
+  const args = [
+    IDP, '--profile', profile,
+    ...(profile === 'aud-client-id' ? [] : ['--dcr']),
+    ...(tokenExchange ? ['--token-exchange'] : []),
+  ];
   const { proc, match } = await start('idp', process.execPath, args, {
     ready: /^(\{"issuer".*\})$/,
     timeoutMs,

@@ -19,6 +19,9 @@ pub(super) struct RequestEvent<'a> {
     pub(super) http_method: &'a str,
     pub(super) subject: Option<&'a str>,
     pub(super) client_id: Option<&'a str>,
+    /// `user`, or `machine` when no user took part in issuing the token (client credentials); `None`
+    /// without a token.
+    pub(super) caller: Option<&'static str>,
     /// The MCP method, or `batch` (then `calls` lists each message).
     pub(super) method: Option<&'a str>,
     /// The tool, prompt or resource the request names.
@@ -50,6 +53,8 @@ impl RequestEvent<'_> {
         json_opt(&mut out, self.subject);
         out.extend_from_slice(b",\"client_id\":");
         json_opt(&mut out, self.client_id);
+        out.extend_from_slice(b",\"caller\":");
+        json_opt(&mut out, self.caller);
         out.extend_from_slice(b",\"method\":");
         json_opt(&mut out, self.method);
         out.extend_from_slice(b",\"name\":");
@@ -331,6 +336,7 @@ mod tests {
             http_method: "POST",
             subject: Some(nasty),
             client_id: None,
+            caller: None,
             method: Some("batch"),
             name: None,
             calls: Some(&calls),
@@ -352,7 +358,8 @@ mod tests {
         assert_eq!(v["event"], "mcp.request");
         assert_eq!(v["time"].as_str().unwrap().len(), 24);
         let fields: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(fields.len(), 15, "{fields:?}");
+        assert_eq!(fields.len(), 16, "{fields:?}");
+        assert_eq!(v["caller"], serde_json::Value::Null);
         for status in [7, 42, 200, 999, 1000] {
             let line = RequestEvent { status, calls: None, ..event }.line();
             let v: serde_json::Value = serde_json::from_slice(&line).unwrap();

@@ -282,6 +282,10 @@ pub(crate) async fn layer(
             http_method: method.as_str(),
             subject: token.and_then(|t| t.subject.as_deref()),
             client_id: token.and_then(|t| t.client_id.as_ref()).map(|c| c.as_str()),
+            caller: token.map(|t| match crate::auth::policy_caller(Some(t)).is_machine() {
+                true => "machine",
+                false => "user",
+            }),
             method: method_field,
             name,
             calls,

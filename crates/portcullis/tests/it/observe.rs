@@ -212,6 +212,7 @@ async fn prometheus_scrapes_every_decision_and_the_audit_log_has_one_line_per_re
     assert_eq!(first["event"], "mcp.request");
     assert_eq!((first["decision"].as_str(), first["status"].as_u64()), (Some("allow"), Some(200)));
     assert_eq!((first["subject"].as_str(), first["client_id"].as_str()), (Some("user-1"), Some("client-1")));
+    assert_eq!(first["caller"], "user");
     assert_eq!((first["method"].as_str(), first["name"].as_str()), (Some("tools/call"), Some("echo")));
     assert_eq!(first["server"], "/mcp");
     assert!(first["request_id"].as_str().is_some_and(|id| id.len() == 36), "{first}");
