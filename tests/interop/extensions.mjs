@@ -12,10 +12,12 @@
 //   CrossAppAccessProvider presents it with the jwt-bearer grant: tools are called as alice with no
 //   consent page. Forged, replayed, expired, wrong-audience and wrong-resource assertions are refused
 //   with invalid_grant; the IdP's own policy refuses mallory.
+// * `portcullis doctor` finds both extensions advertised and served.
 //
 // Usage: node tests/interop/extensions.mjs [--bin PATH]
 // Prints one line per check, then `N passed, N failed`; exits 1 if any failed.
 
+import { execFile } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -188,6 +190,19 @@ async function main() {
       const ok = grants.includes('client_credentials') && grants.includes(JWT_BEARER)
         && methods.includes('client_secret_basic') && methods.includes('private_key_jwt') && algs.includes('ES256');
       return ok || JSON.stringify({ grants, methods, algs });
+    });
+
+    await step('portcullis doctor checks both extensions and finds nothing wrong', async () => {
+      const stdout = await new Promise((resolve, reject) => {
+        execFile(args.bin, ['doctor', mcp, '--json'], { timeout: TIMEOUT_MS }, (err, out) => {
+          if (err && err.code !== 1) reject(err);
+          else resolve(out);
+        });
+      });
+      const checks = JSON.parse(stdout).checks;
+      const ext = checks.filter((c) => c.id.startsWith('ext.'));
+      const ok = ext.length === 4 && ext.every((c) => c.status === 'pass') && !checks.some((c) => c.status === 'fail');
+      return ok || JSON.stringify(checks.filter((c) => c.id.startsWith('ext.') || c.status === 'fail'));
     });
 
     // --- Client credentials ---------------------------------------------------------------------

@@ -3,7 +3,8 @@
 //! discovery code, so what it accepts is exactly what portcullis accepts.
 //!
 //! One module per stage, each taking what the one before found: `challenge` (the 401 and `Origin`),
-//! `resource` (RFC 9728 metadata), `server` (RFC 8414 / OpenID discovery), then, when asked,
+//! `resource` (RFC 9728 metadata), `server` (RFC 8414 / OpenID discovery), `extensions` (MCP's
+//! client credentials and enterprise-managed authorization, when advertised), then, when asked,
 //! `registration` (RFC 7591 and Basic decoding), `tokens` (`--token`, `--id-token`) and `login` (a real
 //! sign-in). This module holds the report and prints it.
 
@@ -17,6 +18,7 @@ use url::Url;
 use crate::cli::DoctorArgs;
 
 mod challenge;
+mod extensions;
 mod login;
 mod registration;
 mod resource;
@@ -150,6 +152,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
     };
     let Some(resource) = resource::check(http, url, prm_from_header, r).await else { return true };
     let Some(meta) = server::check(http, &resource.issuer, r).await else { return true };
+    extensions::check(http, &meta, r).await;
     if args.register {
         registration::check(http, &meta, r).await;
     } else {

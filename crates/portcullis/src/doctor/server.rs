@@ -129,7 +129,7 @@ pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Repor
 }
 
 /// Whether the array `field` of `meta` contains `value`.
-fn lists(meta: &Value, field: &str, value: &str) -> bool {
+pub(super) fn lists(meta: &Value, field: &str, value: &str) -> bool {
     meta.get(field).and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == value))
 }
 

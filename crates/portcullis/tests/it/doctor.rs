@@ -99,7 +99,15 @@ enum Fault {
     CimdWithoutNone,
     /// Registration refuses redirect URIs that are neither https nor loopback http.
     RefusesCustomSchemes,
+    /// Both MCP authorization extensions advertised and served.
+    ExtensionsServed,
+    /// `client_credentials` advertised; the token endpoint answers `unsupported_grant_type`.
+    ClientCredentialsNotServed,
+    /// The `jwt-bearer` grant advertised; the token endpoint answers `unsupported_grant_type`.
+    JwtBearerNotServed,
 }
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 async fn fixture(fault: Fault) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -141,7 +149,13 @@ async fn fixture(fault: Fault) -> String {
                         json!(["client_secret_basic"])
                     };
                     let cimd = fault == Fault::CimdWithoutNone;
-                    Json(json!({"client_id_metadata_document_supported": cimd, "token_endpoint_auth_methods_supported": methods,"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
+                    let grants = match fault {
+                        Fault::ExtensionsServed => json!(["authorization_code", "client_credentials", JWT_BEARER]),
+                        Fault::ClientCredentialsNotServed => json!(["authorization_code", "client_credentials"]),
+                        Fault::JwtBearerNotServed => json!(["authorization_code", JWT_BEARER]),
+                        _ => json!(["authorization_code"]),
+                    };
+                    Json(json!({"grant_types_supported": grants, "client_id_metadata_document_supported": cimd, "token_endpoint_auth_methods_supported": methods,"issuer": issuer, "authorization_endpoint": format!("{b}/authorize"), "token_endpoint": format!("{b}/token"),
                         "registration_endpoint": format!("{b}/register"), "response_types_supported": ["code"],
                         "code_challenge_methods_supported": ["S256"], "authorization_response_iss_parameter_supported": true,
                         "jwks_uri": format!("{b}/jwks")}))
@@ -172,6 +186,14 @@ async fn fixture(fault: Fault) -> String {
 }
 
 fn token(fault: Fault, headers: &HeaderMap, body: &str) -> Response {
+    let unsupported = match fault {
+        Fault::ClientCredentialsNotServed => body.contains("grant_type=client_credentials"),
+        Fault::JwtBearerNotServed => body.contains("jwt-bearer"),
+        _ => false,
+    };
+    if unsupported {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "unsupported_grant_type"}))).into_response();
+    }
     let basic = headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Basic "));
     if (fault == Fault::TokenIgnoresBasic || !basic) && !body.contains("client_id=") {
         let missing = json!({"error": "invalid_request", "error_description": "missing client_id"});
@@ -189,6 +211,8 @@ async fn each_fault_is_named_and_nothing_else_fails() {
         (Fault::TokenIgnoresBasic, "token.basic-form-decoding"),
         (Fault::ResourceMismatch, "prm.resource-matches"),
         (Fault::AssertionAlgsMissing, "as.assertion-algs"),
+        (Fault::ClientCredentialsNotServed, "ext.client-credentials-served"),
+        (Fault::JwtBearerNotServed, "ext.jwt-bearer-served"),
     ];
     for (fault, id) in cases {
         let url = fixture(fault).await;
@@ -200,6 +224,25 @@ async fn each_fault_is_named_and_nothing_else_fails() {
     let (_, checks) = doctor(&url).await;
     let detail = checks.iter().find(|c| c["id"] == "as.issuer-exact").unwrap()["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("trailing slash") && detail.contains("RFC 8414 §3.3"), "{detail}");
+}
+
+#[tokio::test]
+async fn advertised_extensions_are_checked_and_skipped_when_absent() {
+    let (code, checks) = doctor(&fixture(Fault::ExtensionsServed).await).await;
+    assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
+    let passed = with_status(&checks, "pass");
+    for id in
+        ["ext.client-credentials-auth", "ext.client-credentials-served", "ext.jwt-bearer-auth", "ext.jwt-bearer-served"]
+    {
+        assert!(passed.contains(id), "{id}: {checks:#?}");
+    }
+    assert_eq!(code, 0);
+    let (_, checks) = doctor(&fixture(Fault::IssuerTrailingSlash).await).await;
+    let skipped = with_status(&checks, "skipped");
+    assert!(
+        skipped.contains("ext.client-credentials-served") && skipped.contains("ext.jwt-bearer-served"),
+        "{checks:#?}"
+    );
 }
 
 #[tokio::test]
