@@ -243,7 +243,13 @@ pub(crate) fn client_metadata(
 
     let grant_types = string_list(req, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
     if let Some(g) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
-        return Err(meta_err(format!("grant type {g:?} is not supported (authorization_code, refresh_token)")));
+        let why = match g.as_str() {
+            "client_credentials" | "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+                format!("grant type {g:?} is only for clients the operator configures, not for registration")
+            }
+            _ => format!("grant type {g:?} is not supported (authorization_code, refresh_token)"),
+        };
+        return Err(meta_err(why));
     }
     let response_types = string_list(req, "response_types")?.unwrap_or_else(|| vec!["code".into()]);
     if let Some(r) = response_types.iter().find(|r| *r != "code") {
@@ -251,7 +257,7 @@ pub(crate) fn client_metadata(
     }
     // RFC 7591 §2.1: the code response type goes with the authorization_code grant.
     if !grant_types.iter().any(|g| g == "authorization_code") {
-        return Err(meta_err("grant_types must include authorization_code, the only way to obtain tokens here".into()));
+        return Err(meta_err("grant_types must include authorization_code: registered clients sign users in".into()));
     }
 
     let scope = match req.get("scope") {
@@ -465,6 +471,10 @@ mod tests {
             ),
             (
                 json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["refresh_token"]}),
+                "invalid_client_metadata",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb"], "grant_types": ["authorization_code", "client_credentials"]}),
                 "invalid_client_metadata",
             ),
             (json!({"redirect_uris": ["https://a.example/cb"], "scope": "mcp:tools admin"}), "invalid_client_metadata"),
