@@ -152,6 +152,8 @@ pub struct ClientMetadataDocuments {
     fetches: RateWindow,
     per_address: moka::sync::Cache<IpAddr, Arc<RateWindow>>,
     per_address_limit: u32,
+    /// When set, the allowances are counted in the store, so that replicas share them.
+    shared: Option<(Arc<dyn portcullis_store::Store>, Arc<dyn portcullis_types::Clock>)>,
 }
 
 impl std::fmt::Debug for ClientMetadataDocuments {
@@ -337,11 +339,37 @@ impl ClientMetadataDocuments {
                 .time_to_idle(Duration::from_secs(120))
                 .build(),
             per_address_limit: FETCHES_PER_MINUTE_PER_ADDRESS,
+            shared: None,
         })
     }
 
-    /// Counts one fetch for `requester` (the address the request came from, when known).
-    fn admit(&self, requester: Option<IpAddr>) -> Result<(), CimdError> {
+    /// Counts fetches in `store` (one-minute windows every replica on it shares) instead of in this
+    /// process.
+    pub fn shared_through(
+        mut self,
+        store: Arc<dyn portcullis_store::Store>,
+        clock: Arc<dyn portcullis_types::Clock>,
+    ) -> Self {
+        self.shared = Some((store, clock));
+        self
+    }
+
+    /// Counts one fetch for `requester` (the address the request came from, when known). A store that
+    /// cannot count refuses the fetch.
+    async fn admit(&self, requester: Option<IpAddr>) -> Result<(), CimdError> {
+        if let Some((store, clock)) = &self.shared {
+            let now = clock.now_unix() as i64;
+            let count = async |key: String| store.count_event(&key, now, 60).await.map_err(|_| CimdError::Busy);
+            if let Some(ip) = requester
+                && count(format!("rate\ncimd\n{ip}")).await? > self.per_address_limit
+            {
+                return Err(CimdError::Busy);
+            }
+            return match count("rate\ncimd".to_owned()).await? <= self.fetches.limit {
+                true => Ok(()),
+                false => Err(CimdError::Busy),
+            };
+        }
         let now = Instant::now();
         if let Some(ip) = requester {
             let window = self.per_address.get_with(ip, || Arc::new(RateWindow::new(self.per_address_limit)));
@@ -466,7 +494,7 @@ impl ClientMetadataDocuments {
             Some(url::Host::Domain(_)) => {}
             None => return Err(CimdError::BadUrl(url.to_string(), "it has no host")),
         }
-        if let Err(busy) = self.admit(requester) {
+        if let Err(busy) = self.admit(requester).await {
             tracing::warn!(url = %url, ?requester, "client metadata fetch refused: too many this minute");
             return Err(busy);
         }
@@ -615,17 +643,29 @@ mod tests {
         assert!(w.admit(t0 + Duration::from_secs(60)), "a new minute");
     }
 
-    #[test]
-    fn each_address_has_its_own_allowance_within_the_total() {
-        let mut docs = ClientMetadataDocuments::new(policy(), false).unwrap();
-        docs.per_address_limit = 1;
-        docs.fetches = RateWindow::new(3);
+    #[tokio::test]
+    async fn each_address_has_its_own_allowance_within_the_total() {
+        let store: Arc<dyn portcullis_store::Store> = Arc::new(portcullis_store::MemoryStore::new());
+        let clock = Arc::new(portcullis_types::ManualClock::at(1_800_000_000));
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        assert_eq!(docs.admit(Some(a)), Ok(()));
-        assert_eq!(docs.admit(Some(a)), Err(CimdError::Busy), "a's allowance is spent");
-        assert_eq!(docs.admit(Some(b)), Ok(()), "b is not affected");
-        assert_eq!(docs.admit(None), Ok(()));
-        assert_eq!(docs.admit(None), Err(CimdError::Busy), "the total is spent");
+        // In this process, and through a store that two instances share.
+        let local = || {
+            let mut docs = ClientMetadataDocuments::new(policy(), false).unwrap();
+            docs.per_address_limit = 1;
+            docs.fetches = RateWindow::new(3);
+            docs
+        };
+        let shared = || local().shared_through(store.clone(), clock.clone());
+        for (first, second) in [(local(), None), (shared(), Some(shared()))] {
+            let second = second.as_ref().unwrap_or(&first);
+            assert_eq!(first.admit(Some(a)).await, Ok(()));
+            assert_eq!(second.admit(Some(a)).await, Err(CimdError::Busy), "a's allowance is spent");
+            assert_eq!(second.admit(Some(b)).await, Ok(()), "b is not affected");
+            assert_eq!(first.admit(None).await, Ok(()));
+            assert_eq!(second.admit(None).await, Err(CimdError::Busy), "the total is spent");
+        }
+        clock.advance(60);
+        assert_eq!(shared().admit(Some(a)).await, Ok(()), "a new minute");
     }
 
     #[tokio::test]

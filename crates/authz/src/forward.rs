@@ -17,6 +17,12 @@ const REFRESH_STRIPES: usize = 32;
 const MEMORY_TTL: Duration = Duration::from_secs(30);
 /// Refresh this long before expiry at most (less for short-lived tokens: a quarter of their lifetime).
 const REFRESH_AHEAD_SECS: i64 = 30;
+/// How long one replica may hold the right to refresh a user's upstream token (longer than a refresh
+/// takes: the IdP request times out before).
+const REFRESH_LEASE_SECS: i64 = 30;
+/// How often a replica waiting for another's refresh looks at the store again, and for how long.
+const LEASE_POLL: Duration = Duration::from_millis(200);
+const LEASE_WAIT: Duration = Duration::from_secs(15);
 
 /// Why there is no upstream token to forward.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,11 @@ impl ForwardState {
     }
 }
 
+/// Whether `tokens`, stored at `stored_at`, hold an access token that need not be refreshed at `now`.
+fn usable(tokens: &StoredTokens, stored_at: i64, now: i64) -> bool {
+    tokens.access_token.is_some() && refresh_at(stored_at, tokens.expires_at).is_none_or(|r| now < r)
+}
+
 /// When to refresh a token stored at `stored_at` that expires at `expires_at`.
 fn refresh_at(stored_at: i64, expires_at: Option<i64>) -> Option<i64> {
     expires_at.map(|exp| exp - ((exp - stored_at) / 4).clamp(0, REFRESH_AHEAD_SECS))
@@ -114,8 +125,8 @@ impl Gateway {
             (Some(_), Some(r)) if now < r => (tokens, due),
             (Some(_), None) => (tokens, due),
             _ => {
-                let fresh = self.refresh_upstream(subject, &tokens).await?;
-                let due = refresh_at(now, fresh.expires_at);
+                let (fresh, at) = self.refresh_across_replicas(subject).await?;
+                let due = refresh_at(at, fresh.expires_at);
                 (fresh, due)
             }
         };
@@ -124,6 +135,38 @@ impl Gateway {
         let unsealed = Unsealed { access_token: access_token.clone(), refresh_at: due };
         self.forward.cache.insert(subject.to_owned(), unsealed);
         Ok(access_token)
+    }
+
+    /// Refreshes the user's upstream token once, whichever replicas ask at the same time: an IdP that
+    /// rotates refresh tokens refuses the second use of one, which would end the user's sign-in. The
+    /// right to refresh is a lease in the store (a counting window only the first taker sees at 1); the
+    /// others wait for the token it stores. A replica that dies holding it delays refreshes of that user
+    /// until the lease lapses.
+    async fn refresh_across_replicas(&self, subject: &str) -> Result<(StoredTokens, i64), ForwardError> {
+        let provider = self.upstream.as_ref().map(|u| u.provider.as_str()).unwrap_or_default();
+        let lease = format!("lease\nupstream-refresh\n{provider}\n{subject}");
+        let give_up = std::time::Instant::now() + LEASE_WAIT;
+        loop {
+            if self.store.count_event(&lease, self.now(), REFRESH_LEASE_SECS).await? == 1 {
+                // Another replica may have refreshed between our read and the lease.
+                let outcome = match self.unseal_upstream_tokens(subject).await? {
+                    (current, at) if usable(&current, at, self.now()) => Ok((current, at)),
+                    (current, _) => self.refresh_upstream(subject, &current).await.map(|t| (t, self.now())),
+                };
+                if let Err(e) = self.store.clear_failures(&lease).await {
+                    tracing::warn!(error = %e, "releasing the upstream refresh lease failed; it lapses by itself");
+                }
+                return outcome;
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+            let (current, at) = self.unseal_upstream_tokens(subject).await?;
+            if usable(&current, at, self.now()) {
+                return Ok((current, at));
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(ForwardError::Unavailable("another replica's refresh of this token did not finish".into()));
+            }
+        }
     }
 
     async fn unseal_upstream_tokens(&self, subject: &str) -> Result<(StoredTokens, i64), ForwardError> {

@@ -37,6 +37,13 @@ pub enum GatewayError {
     Other(String),
 }
 
+impl GatewayError {
+    /// Whether the store is unreachable for now (the request may be retried).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_unavailable())
+    }
+}
+
 /// The settings every operation reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -240,7 +247,8 @@ impl Gateway {
         let documents = match config.client_metadata_documents {
             true => Some(
                 ClientMetadataDocuments::new(register_policy(&settings), client_metadata_from_loopback)
-                    .map_err(GatewayError::Other)?,
+                    .map_err(GatewayError::Other)?
+                    .shared_through(store.clone(), clock.clone()),
             ),
             false => None,
         };
@@ -307,6 +315,12 @@ impl Gateway {
             extra_grants: self.headless_grants.clone(),
             configured_key_clients: self.configured_key_clients,
         }
+    }
+
+    /// Counts one more event under `key` in a window of `window` seconds, shared by every replica on the
+    /// store; whether the count stays within `limit`.
+    pub async fn within_rate(&self, key: &str, limit: u32, window: i64) -> Result<bool, GatewayError> {
+        Ok(self.store.count_event(&format!("rate\n{key}"), self.now(), window).await? <= limit)
     }
 
     /// Writes to the store and reads back: `Ok` when it is reachable and writable.

@@ -19,7 +19,7 @@ use portcullis_authz::keys::OperatorKey;
 use portcullis_authz::token::TokenRequest;
 use portcullis_authz::upstream::{StoredTokens, Upstream};
 use portcullis_config::{Config, MapEnv};
-use portcullis_store::MemoryStore;
+use portcullis_store::{MemoryStore, Store};
 use portcullis_types::ManualClock;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -41,6 +41,11 @@ async fn harness() -> Harness {
 
 /// The gateway, with `upstream` as its `[gateway.upstream]` section (none when empty).
 async fn harness_with(upstream: &str) -> Harness {
+    harness_on(upstream, Arc::new(MemoryStore::new()), Arc::new(ManualClock::at(NOW))).await
+}
+
+/// [`harness_with`] on `store` and `clock`, which other gateways (replicas) may share.
+async fn harness_on(upstream: &str, store: Arc<MemoryStore>, clock: Arc<ManualClock>) -> Harness {
     let config = Config::from_toml(
         &format!(
             r#"
@@ -64,9 +69,9 @@ gateway = true
         &MapEnv::default(),
     )
     .unwrap();
-    let clock = Arc::new(ManualClock::at(NOW));
-    let store = Arc::new(MemoryStore::new());
-    Gateway::add_user(store.as_ref(), "alice", PASSWORD, NOW as i64).await.unwrap();
+    if store.get_user("alice").await.unwrap().is_none() {
+        Gateway::add_user(store.as_ref(), "alice", PASSWORD, NOW as i64).await.unwrap();
+    }
     let operator = OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
     let g = config.gateway.clone().unwrap();
     let mut serves = Serves::from_config(&config);
@@ -283,4 +288,31 @@ async fn the_upstream_token_is_refreshed_before_it_expires_and_the_end_is_report
     assert!(matches!(g.upstream_access_token("local:alice").await, Err(ForwardError::Ended(_))));
     // A user whose sign-in kept nothing has no token to forward.
     assert!(matches!(g.upstream_access_token("local:bob").await, Err(ForwardError::Ended(_))));
+}
+
+#[tokio::test]
+async fn replicas_refresh_one_upstream_token_once() {
+    let (idp, calls) = refreshing_idp().await;
+    let upstream = format!(
+        "[gateway.upstream]\nkind = \"oauth2\"\nauthorization_endpoint = \"{idp}/authorize\"\n\
+         token_endpoint = \"{idp}/token\"\nuserinfo_endpoint = \"{idp}/user\"\nclient_id = \"gate\"\n\
+         client_secret = \"s\"\nforward_token_header = \"x-upstream-token\""
+    );
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::at(NOW));
+    let a = harness_on(&upstream, store.clone(), clock.clone()).await;
+    let b = harness_on(&upstream, store, clock.clone()).await;
+    let first = StoredTokens {
+        access_token: Some("a1".into()),
+        refresh_token: Some("r1".into()),
+        expires_at: Some(NOW as i64 + 60),
+    };
+    a.gateway.store_upstream_tokens("local:alice", &first).await.unwrap();
+    clock.advance(50);
+    // Both replicas find the token due at once: one refreshes (the IdP would refuse r1 a second time and
+    // end the sign-in), the other waits for the token it stores.
+    let (x, y) =
+        tokio::join!(a.gateway.upstream_access_token("local:alice"), b.gateway.upstream_access_token("local:alice"));
+    assert_eq!((&*x.unwrap(), &*y.unwrap()), ("a2", "a2"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

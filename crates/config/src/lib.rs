@@ -93,7 +93,12 @@ pub struct Config {
 pub struct StoreConfig {
     /// `sqlite://PATH`, `postgres://…` or `memory:`.
     pub url: String,
+    /// PostgreSQL: connections this process keeps open at most.
+    pub max_connections: u32,
 }
+
+/// Default PostgreSQL connections per process.
+pub const DEFAULT_STORE_CONNECTIONS: u32 = 10;
 
 /// Default store: one SQLite file in the data folder.
 pub const DEFAULT_STORE_URL: &str = "sqlite://./portcullis-data/portcullis.db";

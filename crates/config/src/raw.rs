@@ -38,6 +38,7 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub(crate) url: Option<String>,
+    pub(crate) max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

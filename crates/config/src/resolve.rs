@@ -11,8 +11,8 @@ use url::Url;
 use crate::env::{Env, expand};
 use crate::raw::{RawConfig, RawGateway};
 use crate::{
-    Config, ConfigError, ConfigErrors, DEFAULT_STORE_URL, Dangerous, LogConfig, LogFormat, OriginPolicy, ProxyConfig,
-    ServerAuth, ServerConfig, StoreConfig,
+    Config, ConfigError, ConfigErrors, DEFAULT_STORE_CONNECTIONS, DEFAULT_STORE_URL, Dangerous, LogConfig, LogFormat,
+    OriginPolicy, ProxyConfig, ServerAuth, ServerConfig, StoreConfig,
 };
 
 mod gateway;
@@ -275,7 +275,12 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         }
     }
 
-    let store = StoreConfig { url: raw.store.url.clone().unwrap_or_else(|| DEFAULT_STORE_URL.to_owned()) };
+    let max_connections = raw.store.max_connections.unwrap_or(DEFAULT_STORE_CONNECTIONS);
+    if !(1..=1000).contains(&max_connections) {
+        errors.push("store.max_connections", format!("{max_connections} is out of range (1 to 1000)"));
+    }
+    let store =
+        StoreConfig { url: raw.store.url.clone().unwrap_or_else(|| DEFAULT_STORE_URL.to_owned()), max_connections };
     if !["sqlite://", "postgres://", "postgresql://", "memory:"].iter().any(|p| store.url.starts_with(p)) {
         errors.push("store.url", format!("{:?} is not a store URL (sqlite://PATH, postgres://…, memory:)", store.url));
     }

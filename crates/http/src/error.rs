@@ -293,6 +293,17 @@ pub fn oauth_error(e: AuthzError) -> Response {
             };
             (status, r.code, Some(r.description), r.basic_challenge)
         }
+        // The store is down for now (a database restart): a retry will do, and the client may say so.
+        AuthzError::Internal(e) if e.is_unavailable() => {
+            tracing::warn!(error = %portcullis_oauth::error_chain(&e), "the store is unavailable");
+            let description = "the authorization server's store is unavailable; retry shortly";
+            let mut r = oauth_error(AuthzError::Refused(portcullis_authz::error::Refusal::new(
+                ErrorCode::TemporarilyUnavailable,
+                description,
+            )));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            return r;
+        }
         AuthzError::Internal(e) => {
             tracing::error!(error = %portcullis_oauth::error_chain(&e), "the authorization server failed");
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError, None, false)
@@ -343,6 +354,14 @@ pub fn front_channel(e: AuthzError) -> FrontChannel {
                 status: StatusCode::BAD_REQUEST,
                 title: "Request refused".into(),
                 detail: r.description,
+            }
+        }
+        AuthzError::Internal(e) if e.is_unavailable() => {
+            tracing::warn!(error = %portcullis_oauth::error_chain(&e), "the store is unavailable");
+            FrontChannel::Page {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Temporarily unavailable".into(),
+                detail: "Try again in a moment.".into(),
             }
         }
         AuthzError::Internal(e) => {

@@ -2,10 +2,8 @@
 //! registration, the sign-in pages, and the token, revocation and introspection endpoints. The protocol
 //! decisions live in `portcullis_authz`; this module turns HTTP into calls and answers back.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -33,7 +31,6 @@ pub struct GatewayHttp {
     pub gateway: Arc<Gateway>,
     templates: minijinja::Environment<'static>,
     per_minute: u32,
-    registrations: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl std::fmt::Debug for GatewayHttp {
@@ -61,7 +58,7 @@ impl GatewayHttp {
             };
             env.add_template_owned(name, source).map_err(|e| format!("template {name}: {e}"))?;
         }
-        Ok(Self { gateway, templates: env, per_minute, registrations: Mutex::new(HashMap::new()) })
+        Ok(Self { gateway, templates: env, per_minute })
     }
 
     fn render(&self, name: &str, ctx: Value) -> Response {
@@ -85,15 +82,10 @@ impl GatewayHttp {
         r
     }
 
-    /// A fixed one-minute window per client IP.
-    fn allow_registration(&self, ip: Option<IpAddr>) -> bool {
-        let Some(ip) = ip else { return true };
-        let mut map = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        map.retain(|_, (start, _)| now.duration_since(*start).as_secs() < 60);
-        let entry = map.entry(ip).or_insert((now, 0));
-        entry.1 += 1;
-        entry.1 <= self.per_minute
+    /// A fixed one-minute window per client IP, counted in the store: replicas share it.
+    async fn allow_registration(&self, ip: Option<IpAddr>) -> Result<bool, portcullis_authz::gateway::GatewayError> {
+        let Some(ip) = ip else { return Ok(true) };
+        self.gateway.within_rate(&format!("register\n{ip}"), self.per_minute, 60).await
     }
 }
 
@@ -170,7 +162,11 @@ const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
-    if !gw.allow_registration(peer.map(|ConnectInfo(a)| a.ip())) {
+    let allowed = match gw.allow_registration(peer.map(|ConnectInfo(a)| a.ip())).await {
+        Ok(allowed) => allowed,
+        Err(e) => return crate::error::oauth_error(e.into()),
+    };
+    if !allowed {
         let mut r = json_no_store(
             StatusCode::TOO_MANY_REQUESTS,
             json!({"error": "temporarily_unavailable", "error_description": "too many registrations from this address; retry in a minute"}),

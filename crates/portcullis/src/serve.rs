@@ -176,7 +176,7 @@ async fn start_gateway(
     clock: Arc<dyn Clock>,
     observed: bool,
 ) -> anyhow::Result<Arc<Gateway>> {
-    let mut store = portcullis_store::open(&config.store.url)
+    let mut store = portcullis_store::open_with(&config.store.url, config.store.max_connections)
         .await
         .with_context(|| format!("opening the store {}", redacted_store(&config.store.url)))?;
     if observed {

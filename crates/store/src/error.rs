@@ -16,6 +16,10 @@ pub enum StoreError {
     /// The database could not be reached or refused the operation; the detail comes from the driver.
     #[error("store backend error: {0}")]
     Backend(String),
+    /// The database cannot be reached for now (connection refused or lost, shutting down, starting up,
+    /// every connection busy): a retry later may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// A stored value could not be read back (bad JSON, an unknown enum tag, a negative count).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -32,10 +36,26 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the store is unreachable for now rather than refusing this operation.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
+        match &e {
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt(e.to_string()),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            // PostgreSQL's class 08 (connection exception) and 57P0x (shutting down, cannot connect now).
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")) => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Backend(e.to_string()),
         }
     }
@@ -44,5 +64,20 @@ impl From<sqlx::Error> for StoreError {
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         StoreError::Backend(format!("migration failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_unavailable_and_refusals_are_not() {
+        let io = sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        for e in [io, sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            assert!(StoreError::from(e).is_unavailable());
+        }
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Conflict("code").is_unavailable());
     }
 }

@@ -55,7 +55,7 @@ use async_trait::async_trait;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use observed::Observed;
-pub use open::open;
+pub use open::{DEFAULT_MAX_CONNECTIONS, open, open_with};
 pub use records::{
     ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, Failures, KeyRecord, PendingRecord,
     RefreshRecord, Rotation, UpstreamTokenRecord, UserRecord,
@@ -204,6 +204,12 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Forgets the failures under `key` (a successful sign-in).
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Counts one event under `key` and returns the count in its window (the failure counter's rules):
+    /// a rate limit every instance sharing the store enforces together.
+    async fn count_event(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
+        Ok(self.record_failure(key, now, window).await?.count)
+    }
 
     // ---- housekeeping ----
 

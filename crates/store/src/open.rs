@@ -25,9 +25,18 @@ enum Target<'a> {
 ///
 /// Error messages never repeat the URL, which may carry a database password.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, DEFAULT_MAX_CONNECTIONS).await
+}
+
+/// PostgreSQL connections per process when not configured.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// [`open`], keeping at most `max_connections` connections open (PostgreSQL; SQLite and memory stores
+/// ignore it).
+pub async fn open_with(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match parse(url)? {
         Target::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path).await?),
-        Target::Postgres(url) => Arc::new(postgres::PostgresStore::open(url).await?),
+        Target::Postgres(url) => Arc::new(postgres::PostgresStore::open(url, max_connections).await?),
         Target::Memory => Arc::new(MemoryStore::new()),
     })
 }

@@ -17,7 +17,6 @@ use crate::StoreError;
 use crate::sql::{self, select_code, select_refresh_for_rotation};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_CONNECTIONS: u32 = 10;
 const SELECT_CODE: &str = concat!(select_code!(), " FOR UPDATE");
 /// Locks the token row only: revocation lives on the family row, and a token stored into a family that is
 /// revoked concurrently is revoked with it, so the family needs no lock here.
@@ -37,10 +36,11 @@ impl std::fmt::Debug for PostgresStore {
 
 impl PostgresStore {
     /// Connects (failing now rather than at the first request if the database is unreachable) and
-    /// migrates.
-    pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
+    /// migrates. The pool keeps at most `max_connections`; a connection lost with a database restart is
+    /// replaced on the next request.
+    pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
