@@ -21,6 +21,8 @@ pub struct AdminSettings {
     pub access_token_ttl: Duration,
     /// The audit log, which records what administration changes.
     pub audit: Option<crate::AuditSink>,
+    /// How often running servers re-read the keys (`gateway.keys_reload_secs`).
+    pub keys_reload: Duration,
 }
 
 impl AdminSettings {
@@ -77,6 +79,14 @@ impl AdminSettings {
                 3_600
             }
         };
+        let keys_reload = match table.get("gateway").and_then(|g| g.get("keys_reload_secs")) {
+            None => 60,
+            Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
+            Some(_) => {
+                errors.push("gateway.keys_reload_secs", "must be a positive number of seconds");
+                60
+            }
+        };
         let audit = match audit_path.as_str() {
             "" => None,
             "-" => Some(crate::AuditSink::Stdout),
@@ -88,6 +98,7 @@ impl AdminSettings {
             signing_alg,
             access_token_ttl: Duration::from_secs(ttl),
             audit,
+            keys_reload: Duration::from_secs(keys_reload),
         })
     }
 }

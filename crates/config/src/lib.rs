@@ -127,6 +127,9 @@ pub struct GatewayConfig {
     pub client_metadata_documents: bool,
     /// Directory with `login.html`, `consent.html`, `error.html` overriding the built-in pages.
     pub templates_dir: Option<PathBuf>,
+    /// How often the signing keys are read again from the store (another replica's or `keys rotate`'s
+    /// new key; a scheduled switch): the bound within which every replica publishes a new key.
+    pub keys_reload: Duration,
     pub clients: Vec<ConfiguredClient>,
     /// Where users sign in: built-in local accounts when `None`.
     pub upstream: Option<UpstreamLogin>,

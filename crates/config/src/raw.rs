@@ -55,6 +55,7 @@ pub(crate) struct RawGateway {
     pub(crate) registrations_per_minute: Option<u32>,
     pub(crate) client_metadata_documents: Option<bool>,
     pub(crate) templates_dir: Option<String>,
+    pub(crate) keys_reload_secs: Option<u64>,
     #[serde(default)]
     pub(crate) clients: Vec<RawClient>,
     pub(crate) upstream: Option<RawUpstream>,

@@ -104,6 +104,13 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::Rotate { config, publish_ahead } => {
             anyhow::ensure!(publish_ahead >= 0, "--publish-ahead cannot be negative");
             let (settings, store) = open(&config).await?;
+            let reload = settings.keys_reload.as_secs() as i64;
+            if publish_ahead < reload {
+                eprintln!(
+                    "warning: --publish-ahead {publish_ahead} is shorter than gateway.keys_reload_secs ({reload}): a server that \
+                     has not re-read the keys yet may see tokens signed with a key it does not publish"
+                );
+            }
             let operator = crate::serve::operator_key(&settings.operator_key_file, &ProcessEnv)?;
             let alg = settings.signing_alg;
             let now = now();

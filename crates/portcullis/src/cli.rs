@@ -91,7 +91,8 @@ pub(crate) enum UsersCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
     /// Publish a new signing key now; it signs after --publish-ahead seconds, when the current key
-    /// retires (it stays published until its tokens expire). Running servers pick it up within a minute.
+    /// retires (it stays published until its tokens expire). Running servers pick it up within
+    /// gateway.keys_reload_secs (a minute by default).
     Rotate {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,

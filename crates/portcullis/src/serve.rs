@@ -112,8 +112,8 @@ pub(crate) async fn run(
     }
     let state =
         Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?.with_observe(observe));
-    if let Some(gw) = &gateway {
-        background.push(spawn_housekeeping(gw.clone()));
+    if let (Some(gw), Some(g)) = (&gateway, &config.gateway) {
+        background.push(spawn_housekeeping(gw.clone(), g.keys_reload));
         background.push(spawn_store_probe(gw.clone(), state.clone()));
     }
     let addr = listener.local_addr()?;
@@ -224,22 +224,25 @@ pub(crate) fn redacted_store(url: &str) -> String {
     }
 }
 
-/// Re-reads the keys every minute (a rotation by `portcullis keys rotate` or another replica; a
+/// Re-reads the keys every `keys_reload` (a rotation by `portcullis keys rotate` or another replica; a
 /// scheduled switch to the next key) and purges expired flow state hourly.
-fn spawn_housekeeping(gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+fn spawn_housekeeping(gateway: Arc<Gateway>, keys_reload: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        let mut n: u64 = 0;
+        let mut reload = tokio::time::interval(keys_reload);
+        let mut purge = tokio::time::interval(Duration::from_secs(3_600));
+        purge.tick().await;
         loop {
-            tick.tick().await;
-            n += 1;
-            if let Err(e) = gateway.reload_keys().await {
-                tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ones");
-            }
-            if n.is_multiple_of(60)
-                && let Err(e) = gateway.purge_expired().await
-            {
-                tracing::warn!(error = %e, "purging expired state failed");
+            tokio::select! {
+                _ = reload.tick() => {
+                    if let Err(e) = gateway.reload_keys().await {
+                        tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ones");
+                    }
+                }
+                _ = purge.tick() => {
+                    if let Err(e) = gateway.purge_expired().await {
+                        tracing::warn!(error = %e, "purging expired state failed");
+                    }
+                }
             }
         }
     })

@@ -50,6 +50,10 @@ pub(super) fn resolve_gateway(
     let access_token_ttl = secs(raw.access_token_ttl_secs, 3_600, "gateway.access_token_ttl_secs", errors);
     let refresh_token_ttl = secs(raw.refresh_token_ttl_secs, 30 * 86_400, "gateway.refresh_token_ttl_secs", errors);
     let code_ttl = secs(raw.code_ttl_secs, 60, "gateway.code_ttl_secs", errors);
+    let keys_reload = secs(raw.keys_reload_secs, 60, "gateway.keys_reload_secs", errors);
+    if keys_reload > Duration::from_secs(3_600) {
+        errors.push("gateway.keys_reload_secs", "at most 3600: a rotation must reach every replica within its publish-ahead time");
+    }
     if code_ttl > Duration::from_secs(600) {
         errors
             .push("gateway.code_ttl_secs", "authorization codes must be short-lived (at most 600 s, RFC 6749 §4.1.2)");
@@ -90,6 +94,7 @@ pub(super) fn resolve_gateway(
         registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
         client_metadata_documents: raw.client_metadata_documents.unwrap_or(true),
         templates_dir: raw.templates_dir.clone().map(PathBuf::from),
+        keys_reload,
         clients,
         upstream,
         trusted_idps,
