@@ -36,7 +36,7 @@ import {
 import { authorize } from './harness/agent.mjs';
 import { echoRequest, postMcp, resultText } from './harness/checks.mjs';
 import { killAll } from './harness/processes.mjs';
-import { record, runChecks } from './harness/report.mjs';
+import { record, runChecks, step } from './harness/report.mjs';
 import { startIdp, startPortcullis, startUpstream } from './harness/stack.mjs';
 
 const { values: args } = parseArgs({ options: { bin: { type: 'string', default: 'target/debug/portcullis' } } });
@@ -47,14 +47,6 @@ const CHAT = { id: 'chat-app', secret: 'chat-secret' };
 /** The application users sign in to at the enterprise IdP (idp.mjs --token-exchange). */
 const ENTERPRISE = { id: 'enterprise-chat', secret: 'secret-chat' };
 
-async function step(name, body) {
-  try {
-    const detail = await body();
-    record(name, detail === undefined || detail === true, detail);
-  } catch (err) {
-    record(name, false, err.stack ?? err.message);
-  }
-}
 
 /** Connects with `authProvider`, calls the sample server's `echo`; the echoed text, or the error. */
 async function callEcho(mcpUrl, authProvider, text) {

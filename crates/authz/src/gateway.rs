@@ -240,7 +240,7 @@ impl Gateway {
             auto_approve_as,
         };
         let now = clock.now_unix() as i64;
-        Self::ensure_signing_key(store.as_ref(), &operator, signing_alg, now).await?;
+        Self::ensure_signing_key_across_replicas(store.as_ref(), &operator, signing_alg, clock.as_ref()).await?;
         for c in &config.clients {
             store.upsert_client(configured_client(c, signing_alg, now)?).await?;
         }

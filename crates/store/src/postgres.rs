@@ -16,7 +16,8 @@ use sqlx::{Postgres, Transaction};
 use crate::StoreError;
 use crate::sql::{self, select_code, select_refresh_for_rotation};
 
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a connection: a database that is down answers 503 after this, not hangs.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const SELECT_CODE: &str = concat!(select_code!(), " FOR UPDATE");
 /// Locks the token row only: revocation lives on the family row, and a token stored into a family that is
 /// revoked concurrently is revoked with it, so the family needs no lock here.

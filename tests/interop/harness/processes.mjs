@@ -77,8 +77,8 @@ export function start(name, command, args, { ready, timeoutMs = 10_000, env } = 
  * Runs `command args` to completion with `input` on stdin; resolves to its
  * output, rejects on a non-zero exit or after `timeoutMs`.
  */
-export function run(name, command, args, { input = '', timeoutMs = 10_000 } = {}) {
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+export function run(name, command, args, { input = '', timeoutMs = 10_000, env } = {}) {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const proc = new Child(name, child);
   live.add(proc);
   child.stdout.on('data', (chunk) => proc.record(chunk.toString()));

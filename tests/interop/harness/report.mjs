@@ -11,6 +11,19 @@ export function record(name, ok, detail) {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${name}${ok || detail === undefined ? '' : `: ${detail}`}`);
 }
 
+/**
+ * Runs one check: `body` returns `true` or nothing when it holds, anything else (shown) when it does
+ * not; a throw fails it with the error.
+ */
+export async function step(name, body) {
+  try {
+    const detail = await body();
+    record(name, detail === undefined || detail === true, detail);
+  } catch (err) {
+    record(name, false, err.stack ?? err.message);
+  }
+}
+
 /** Runs `main`, then prints the count and exits; children are killed however it ends. */
 export function runChecks(main) {
   main().then(

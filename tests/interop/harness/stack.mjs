@@ -33,14 +33,14 @@ const IDP_CLIENT = { client_id: 'client-rs', client_secret: 'secret-rs' };
  * oauth4webapi percent-encodes in Basic credentials and the MCP SDK does not
  * (`-`, `_`, `.`, `~`); both forms must decode to the same secret.
  */
-const GATEWAY_USER = { username: 'alice', password: 'correct horse battery staple' };
+export const GATEWAY_USER = { username: 'alice', password: 'correct horse battery staple' };
 const GATEWAY_CLIENT = { client_id: 'configured-client', client_secret: 'gw-secret_with.unreserved~chars' };
 
 /**
  * The gateway's sign-in and consent pages, filled in as the user would:
  * credentials on the login form, "Allow" on the consent form.
  */
-function signInAndConsent(html, pageUrl) {
+export function signInAndConsent(html, pageUrl) {
   const form = parseForm(html, pageUrl);
   switch (form?.fields.get('step')) {
     case 'login':

@@ -77,6 +77,35 @@ impl Gateway {
         Ok(key.kid)
     }
 
+    /// [`Self::ensure_signing_key`], by one replica at a time: replicas starting together on an empty
+    /// store would each generate a key that signs at once, and a token signed with one the others have
+    /// not loaded would be refused there until their next reload. The right is a lease in the store;
+    /// the others wait, then find the key it made.
+    pub(super) async fn ensure_signing_key_across_replicas(
+        store: &dyn Store,
+        operator: &OperatorKey,
+        alg: KeyAlg,
+        clock: &dyn portcullis_types::Clock,
+    ) -> Result<(), GatewayError> {
+        const LEASE: &str = "lease\nsigning-key";
+        const LEASE_SECS: i64 = 30;
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(LEASE_SECS as u64 + 5);
+        loop {
+            let now = clock.now_unix() as i64;
+            if store.count_event(LEASE, now, LEASE_SECS).await? == 1 {
+                let outcome = Self::ensure_signing_key(store, operator, alg, now).await;
+                if let Err(e) = store.clear_failures(LEASE).await {
+                    tracing::warn!(error = %e, "releasing the signing-key lease failed; it lapses by itself");
+                }
+                return outcome;
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(GatewayError::Other("another replica held the signing-key lease for too long".into()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Makes sure a key of `alg` signs at `now`: a gateway is never up without one. A first start
     /// generates it; a changed algorithm retires the others (still published until their tokens
     /// expire); a store whose only key of `alg` is still waiting to sign (rotated before any start) gets

@@ -52,7 +52,10 @@ pub(super) fn resolve_gateway(
     let code_ttl = secs(raw.code_ttl_secs, 60, "gateway.code_ttl_secs", errors);
     let keys_reload = secs(raw.keys_reload_secs, 60, "gateway.keys_reload_secs", errors);
     if keys_reload > Duration::from_secs(3_600) {
-        errors.push("gateway.keys_reload_secs", "at most 3600: a rotation must reach every replica within its publish-ahead time");
+        errors.push(
+            "gateway.keys_reload_secs",
+            "at most 3600: a rotation must reach every replica within its publish-ahead time",
+        );
     }
     if code_ttl > Duration::from_secs(600) {
         errors
