@@ -36,7 +36,7 @@ import {
 import { authorize } from './harness/agent.mjs';
 import { echoRequest, postMcp, resultText } from './harness/checks.mjs';
 import { killAll } from './harness/processes.mjs';
-import { record, runChecks, step } from './harness/report.mjs';
+import { runChecks, step } from './harness/report.mjs';
 import { startIdp, startPortcullis, startUpstream } from './harness/stack.mjs';
 
 const { values: args } = parseArgs({ options: { bin: { type: 'string', default: 'target/debug/portcullis' } } });
