@@ -271,6 +271,10 @@ pub struct ProxyConfig {
     /// Client connections served at once; further connections wait in the kernel's accept queue until
     /// one closes.
     pub max_connections: usize,
+    /// Tokens that fail verification one source address may present per minute (a minute's worth at
+    /// once); beyond that its tokens get 429 without a signature check, unless already verified. 0: no
+    /// limit.
+    pub failed_tokens_per_minute: u32,
 }
 
 /// `Origin` validation (MCP Streamable HTTP transport: servers MUST validate `Origin`, 403 otherwise).

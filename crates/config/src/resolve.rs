@@ -241,6 +241,9 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             // Well below common file-descriptor limits, far above what one gate serves at once.
             None => 4096,
         },
+        // A client with a stale token fails a few times an hour; a flood of forged signatures, thousands a
+        // second.
+        failed_tokens_per_minute: raw.proxy.failed_tokens_per_minute.unwrap_or(60),
     };
 
     let origins = resolve_origins(raw.origins.allowed.as_deref(), &mut errors);

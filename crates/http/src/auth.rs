@@ -3,9 +3,11 @@
 //! proof inserted into the request for the proxy. Scope checks need the JSON-RPC body, so they happen in
 //! [`authorize`] once the proxy has read and classified it.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -23,8 +25,9 @@ pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut r
     let Some(verifier) = &server.verifier else {
         return next.run(req).await;
     };
+    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
     let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
-        Ok(token) => verifier.verify(token).await.map_err(AuthError::Invalid),
+        Ok(token) => verify(&state, verifier, token, source).await,
         Err(e) => Err(e),
     };
     match result {
@@ -38,6 +41,34 @@ pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut r
             decision.attach(&state.observe, e.into_response(&challenge_context(&state, &server, &parts)))
         }
     }
+}
+
+/// Verifies `token` from `source` within the address's allowance of failures: an address that spent it
+/// gets only what the verifier already knows (its valid tokens keep working), and 429 for anything new,
+/// without a signature check.
+async fn verify(
+    state: &AppState,
+    verifier: &portcullis_oauth::Verifier,
+    token: &str,
+    source: Option<IpAddr>,
+) -> Result<Arc<VerifiedToken>, AuthError> {
+    let (Some(budget), Some(ip)) = (&state.failures, source) else {
+        return verifier.verify(token).await.map_err(AuthError::Invalid);
+    };
+    if budget.spent(ip, Instant::now()) {
+        return match verifier.cached(token) {
+            Some(known) => known.map_err(AuthError::Invalid),
+            None => Err(AuthError::Throttled { retry_after: budget.retry_after() }),
+        };
+    }
+    let outcome = verifier.verify(token).await;
+    // An IdP that cannot be reached is not the caller's failure.
+    if let Err(e) = &outcome
+        && !e.is_unavailable()
+    {
+        budget.charge(ip, Instant::now());
+    }
+    outcome.map_err(AuthError::Invalid)
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive, RFC 9110 §11.1).

@@ -191,6 +191,9 @@ pub enum AuthError {
     /// The token is good but lacks scopes; `needed` is everything the operation requires.
     #[error("this operation needs scope {needed}")]
     InsufficientScope { needed: portcullis_types::ScopeSet },
+    /// The source address presented too many tokens that failed: this one, new, is not checked.
+    #[error("too many tokens from this address failed verification; retry in {retry_after} s")]
+    Throttled { retry_after: u64 },
 }
 
 /// What a challenge needs to name besides the error.
@@ -210,11 +213,21 @@ impl AuthError {
             Self::BadRequest(_) => "malformed_credentials",
             Self::Invalid(e) => e.reason(),
             Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::Throttled { .. } => "verification_throttled",
         }
     }
 
     /// 401 (or 400, 403, 503) with exactly one Bearer challenge and a JSON body.
     pub fn into_response(self, ctx: &ChallengeContext) -> Response {
+        if let Self::Throttled { retry_after } = self {
+            // Not a judgement of the token, which was not looked at: no challenge, a wait.
+            tracing::debug!("token not checked: its address spent its allowance of failures");
+            let body = json!({"error": "too_many_requests", "error_description": self.to_string()});
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
         let (status, code, scope) = match &self {
             Self::Missing => (StatusCode::UNAUTHORIZED, None, ctx.scopes.clone()),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::InvalidRequest), ctx.scopes.clone()),
@@ -223,6 +236,7 @@ impl AuthError {
             Self::InsufficientScope { needed } => {
                 (StatusCode::FORBIDDEN, Some(ErrorCode::InsufficientScope), needed.clone())
             }
+            Self::Throttled { .. } => unreachable!("answered above"),
         };
         match (&self, &code) {
             (Self::Missing, _) => tracing::debug!("no bearer token"),

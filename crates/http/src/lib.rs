@@ -10,6 +10,7 @@
 //! - [`observe`]: metrics and the audit log of every decision.
 //! - `landing`: the page at `/`: the servers behind the gate and how to connect clients.
 //! - `auth`: the bearer-token layer and scope checks.
+//! - `budget`: failed token verifications per source address, past which new tokens are not checked.
 //! - `well_known`: RFC 9728 protected resource metadata.
 //! - [`form`]: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
 //! - [`error`]: the one mapping from errors to responses, challenges included.
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod budget;
 pub mod error;
 pub mod form;
 pub mod gateway;
@@ -64,6 +66,8 @@ pub struct AppState {
     ready: AtomicBool,
     /// The last store probe succeeded (always, without a store).
     store_healthy: AtomicBool,
+    /// Failed token verifications per source address (`proxy.failed_tokens_per_minute`).
+    pub(crate) failures: Option<budget::FailureBudget>,
 }
 
 /// One protected MCP server at run time.
@@ -105,6 +109,7 @@ impl AppState {
                 })
             })
             .collect();
+        let failures = budget::FailureBudget::new(config.proxy.failed_tokens_per_minute);
         Ok(Self {
             config,
             proxy,
@@ -113,6 +118,7 @@ impl AppState {
             observe: observe::Observe::default(),
             ready: AtomicBool::new(false),
             store_healthy: AtomicBool::new(true),
+            failures,
         })
     }
 

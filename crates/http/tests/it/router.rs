@@ -392,3 +392,39 @@ async fn the_landing_page_lists_the_servers_and_how_to_connect() {
     assert!(text.contains("npx mcp-remote https://mcp.example.com/opaque"), "{text}");
     assert!(!text.contains("client_secret") && !text.contains("\"s\""), "nothing secret on the page");
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_gets_429_without_checks_and_its_valid_tokens_still_work() {
+    use axum::extract::ConnectInfo;
+    let h = harness().await;
+    let from = |ip: &str, t: &str| {
+        let mut req =
+            post(call("echo")).header("authorization", format!("Bearer {t}")).body(Body::from(call("echo"))).unwrap();
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    };
+    // A forged signature for each request: a new token every time, each costing a signature check.
+    let forged = |n: u64| {
+        let t = token(json!({"jti": format!("forged-{n}")}));
+        let (head, _) = t.rsplit_once('.').unwrap();
+        format!("{head}.{}", token(json!({"jti": "other"})).rsplit_once('.').unwrap().1)
+    };
+    let valid = token(json!({}));
+    // The attacker's valid token, verified before the flood.
+    assert_eq!(send(&h.app, from("192.0.2.66", &valid)).await.status, 200);
+    // The default allowance: 60 failures a minute.
+    for n in 0..60 {
+        assert_eq!(send(&h.app, from("192.0.2.66", &forged(n))).await.status, 401, "failure {n}");
+    }
+    let refused = send(&h.app, from("192.0.2.66", &forged(60))).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(refused.challenge().is_empty(), "the token was not judged");
+    assert_eq!(refused.json()["error"], "too_many_requests");
+    // A token the verifier already knows still gets its answer: the valid one passes.
+    assert_eq!(send(&h.app, from("192.0.2.66", &valid)).await.status, 200);
+    // Another address is not affected, new tokens included.
+    assert_eq!(send(&h.app, from("192.0.2.7", &forged(61))).await.status, 401);
+    assert_eq!(send(&h.app, from("192.0.2.7", &token(json!({"jti": "fresh"})))).await.status, 200);
+}
