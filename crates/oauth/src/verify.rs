@@ -282,6 +282,10 @@ impl Verifier {
     }
 
     async fn verify_jwt(&self, token: &str, header: Header, now: u64) -> Result<VerifiedToken, TokenError> {
+        // Refusals cost less than acceptances: a token its claims alone refuse (expired, for another
+        // audience or issuer) is refused before any key is looked up or signature checked. The claims are
+        // trusted only once the signature verifies, and are checked again then.
+        self.check_claims(&unverified_claims(token)?, false, now)?;
         // RFC 9068 §4: resource servers MAY require the at+jwt type, which also keeps ID tokens out.
         if self.cfg.require_at_jwt {
             let typ = header.typ.as_deref().unwrap_or_default();
@@ -321,12 +325,16 @@ impl Verifier {
         self.finish(Arc::new(claims), Source::Jwt { kid: header.kid }, now)
     }
 
-    /// The claim checks shared by JWTs and introspection answers.
-    fn finish(&self, claims: Arc<Map<String, Value>>, source: Source, now: u64) -> Result<VerifiedToken, TokenError> {
+    /// The claim checks shared by JWTs and introspection answers; `exp` when there is one.
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        introspected: bool,
+        now: u64,
+    ) -> Result<Option<u64>, TokenError> {
         let leeway = self.cfg.leeway;
         // Introspection answers may omit iss and exp (RFC 7662 §2.2): the IdP we asked vouches for the
         // token. A JWT must carry both (RFC 9068 §2.2).
-        let introspected = matches!(source, Source::Introspection);
         match claims.get("iss") {
             Some(Value::String(iss)) if self.cfg.issuers.iter().any(|i| i == iss) => {}
             Some(Value::String(iss)) => {
@@ -336,19 +344,19 @@ impl Verifier {
             None if introspected => {}
             _ => return Err(TokenError::MissingClaim("iss")),
         }
-        let exp = numeric(&claims, "exp")?;
+        let exp = numeric(claims, "exp")?;
         match exp {
             Some(exp) if now > exp.saturating_add(leeway) => return Err(TokenError::Expired { exp, now }),
             Some(_) => {}
             None if introspected => {}
             None => return Err(TokenError::MissingClaim("exp")),
         }
-        if let Some(nbf) = numeric(&claims, "nbf")?
+        if let Some(nbf) = numeric(claims, "nbf")?
             && now.saturating_add(leeway) < nbf
         {
             return Err(TokenError::NotYetValid { nbf, now });
         }
-        if let Some(iat) = numeric(&claims, "iat")?
+        if let Some(iat) = numeric(claims, "iat")?
             && iat > now.saturating_add(leeway)
         {
             return Err(TokenError::IssuedInFuture { iat, now });
@@ -357,7 +365,13 @@ impl Verifier {
         if ["nonce", "at_hash", "c_hash"].iter().any(|c| claims.contains_key(*c)) {
             return Err(TokenError::IdToken);
         }
-        self.cfg.audience.check(&claims)?;
+        self.cfg.audience.check(claims)?;
+        Ok(exp)
+    }
+
+    /// The verified token from checked `claims`.
+    fn finish(&self, claims: Arc<Map<String, Value>>, source: Source, now: u64) -> Result<VerifiedToken, TokenError> {
+        let exp = self.check_claims(&claims, matches!(source, Source::Introspection), now)?;
         Ok(VerifiedToken {
             subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             client_id: claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(ClientId::new),
@@ -405,6 +419,16 @@ pub(crate) fn decode(token: &str, key: &DecodingKey, alg: Algorithm) -> Result<M
             _ => TokenError::BadSignature,
         }),
     }
+}
+
+/// A JWT's claims, read without verifying anything.
+fn unverified_claims(token: &str) -> Result<Map<String, Value>, TokenError> {
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::MalformedClaims("its claims are not base64url".to_owned()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TokenError::MalformedClaims(format!("its claims are not a JSON object: {e}")))
 }
 
 fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {

@@ -186,7 +186,9 @@ async fn challenges_name_the_precise_cause() {
         ("challenge_unknown_key.txt", {
             let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
             header.kid = Some("retired-key".into());
-            portcullis_test_support::mint_with(&header, TestKey::Es256, &json!({"iss": ISS, "exp": NOW + 60}))
+            // Claims that pass (they are checked first): only the key is unknown.
+            let claims = json!({"iss": ISS, "exp": NOW + 60, "aud": "https://mcp.example.com/mcp", "sub": "user-1"});
+            portcullis_test_support::mint_with(&header, TestKey::Es256, &claims)
         }),
         ("challenge_bad_signature.txt", {
             let t = token(json!({}));

@@ -248,3 +248,18 @@ async fn permanent_refusals_are_remembered_and_transient_ones_are_not() {
     clock.advance(120);
     assert!(v.verify(&early).await.is_ok());
 }
+
+#[tokio::test]
+async fn claims_that_refuse_a_token_are_checked_before_its_signature() {
+    let v = verifier();
+    // A signature that could never verify: what refuses the token is its claims, found first.
+    let garbage = |t: String| format!("{}.AAAA", t.rsplit_once('.').unwrap().0);
+    let expired = garbage(mint(TestKey::Es256, &with(claims(), "exp", json!(NOW - 3600))));
+    assert!(reject(&v, &expired).await.contains("expired"), "{}", reject(&v, &expired).await);
+    let elsewhere = garbage(mint(TestKey::Es256, &with(claims(), "aud", json!("https://other.example/mcp"))));
+    assert!(reject(&v, &elsewhere).await.contains("aud"), "{}", reject(&v, &elsewhere).await);
+    // Claims that pass do not make a token good: the signature is still checked.
+    assert_eq!(reject(&v, &garbage(mint(TestKey::Es256, &claims()))).await, "the signature does not verify");
+    let unreadable = format!("{}.e30K!.AAAA", mint(TestKey::Es256, &claims()).split('.').next().unwrap());
+    assert!(reject(&v, &unreadable).await.contains("claims"), "{}", reject(&v, &unreadable).await);
+}
