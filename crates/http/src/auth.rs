@@ -43,6 +43,9 @@ pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut r
     }
 }
 
+/// How long a token refused for its address's failures waits before the 429 is sent.
+const THROTTLED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Verifies `token` from `source` within the address's allowance of failures: an address that spent it
 /// gets only what the verifier already knows (its valid tokens keep working), and 429 for anything new,
 /// without a signature check.
@@ -58,7 +61,12 @@ async fn verify(
     if budget.spent(ip, Instant::now()) {
         return match verifier.cached(token) {
             Some(known) => known.map_err(AuthError::Invalid),
-            None => Err(AuthError::Throttled { retry_after: budget.retry_after() }),
+            None => {
+                // Held back before the answer: a flood waits on its own connections instead of being
+                // answered as fast as it can send, which would still take the CPU from everyone else.
+                tokio::time::sleep(THROTTLED_WAIT).await;
+                Err(AuthError::Throttled { retry_after: budget.retry_after() })
+            }
         };
     }
     let outcome = verifier.verify(token).await;
