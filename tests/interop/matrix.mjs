@@ -82,6 +82,12 @@ const PYTHON_CELLS = [
   { mode: 'gateway-oidc', profile: 'aud-client-id', registration: 'dcr', authMethod: 'none' },
 ].map((c) => ({ client: 'sdk-python', ...c }));
 
+// FastMCP's client, on the same SDK: dynamic registration (as a public client) in both modes.
+const FASTMCP_CELLS = [
+  { mode: 'verify', profile: 'rfc8707', registration: 'dcr', authMethod: 'none' },
+  { mode: 'gateway', profile: '-', registration: 'dcr', authMethod: 'none' },
+].map((c) => ({ client: 'fastmcp', ...c }));
+
 // Verify mode: one row per IdP profile and client. Gateway mode: portcullis is
 // the authorization server (no IdP, so no profile).
 const CELLS = [
@@ -99,6 +105,7 @@ const CELLS = [
   ...CONFIGURED_CLIENTS.slice(0, 2).map((c) => ({ ...c, mode: 'gateway-oidc', profile: 'aud-client-id' })),
   // The official Python SDK: sign-in, refresh when the token expires, a new authorization after a 401.
   ...PYTHON_CELLS,
+  ...FASTMCP_CELLS,
 ];
 
 const DRIVERS = {
@@ -106,6 +113,7 @@ const DRIVERS = {
   'sdk-v2': () => import('./clients/mcp-sdk-v2.mjs'),
   oauth4webapi: () => import('./clients/oauth4webapi.mjs'),
   'sdk-python': () => import('./clients/mcp-sdk-python.mjs'),
+  fastmcp: () => import('./clients/fastmcp.mjs'),
 };
 
 // ---------------------------------------------------------------------------

@@ -20,12 +20,16 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const PYTHON = path.join(HERE, '..', '.venv', 'bin', 'python');
 const SCRIPT = path.join(HERE, 'mcp_sdk_python.py');
 
-/** Runs the script with `settings`, answering its authorization requests; resolves to its result. */
-export function runScript(settings, ctx, redirectUrl) {
+/**
+ * Runs `script` (the Python SDK's by default) with `settings`, answering its authorization requests;
+ * resolves to its result. `redirectUrl` is where the browser stops: the client's redirect URI, or, when
+ * not given, the one each authorization request names.
+ */
+export function runScript(settings, ctx, redirectUrl, script = SCRIPT) {
   if (!fs.existsSync(PYTHON)) {
     throw new Error(`no Python environment at ${PYTHON}: scripts/test creates it from tests/interop/requirements.txt`);
   }
-  const child = spawn(PYTHON, [SCRIPT, JSON.stringify(settings)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(PYTHON, [script, JSON.stringify(settings)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr = [];
   child.stderr.on('data', (chunk) => stderr.push(chunk.toString()));
   const onAbort = () => child.kill('SIGKILL');
@@ -44,7 +48,8 @@ export function runScript(settings, ctx, redirectUrl) {
       if (message.authorize) {
         try {
           const target = withLoginHint(message.authorize, settings.login_hint);
-          const landed = await authorize(target, redirectUrl, { signal: ctx.signal, fillForm: ctx.fillForm });
+          const stopAt = redirectUrl ?? new URL(message.authorize).searchParams.get('redirect_uri');
+          const landed = await authorize(target, stopAt, { signal: ctx.signal, fillForm: ctx.fillForm });
           child.stdin.write(`${JSON.stringify({ callback: landed.href })}\n`);
         } catch (err) {
           outcome = { error: err };

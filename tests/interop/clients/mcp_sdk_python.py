@@ -25,7 +25,6 @@ Usage: python mcp_sdk_python.py SETTINGS_JSON
 import json
 import sys
 import time
-import traceback
 from urllib.parse import parse_qs, urlparse
 
 import anyio
@@ -34,17 +33,13 @@ import httpx2
 from mcp import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
+from interop_checks import check_echo, emit, run_and_report, tamper
 from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
     OAuthClientMetadata,
     OAuthToken,
 )
-
-
-def emit(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
 
 
 class MemoryStorage:
@@ -92,23 +87,14 @@ class Browser:
         return AuthorizationCodeResult(code=one("code"), state=one("state"), iss=one("iss"))
 
 
-def tamper(token: str) -> str:
-    """One character of the signature changed (the last one may carry only padding bits)."""
-    i = len(token) - 2
-    return token[:i] + ("B" if token[i] == "A" else "A") + token[i + 1 :]
-
 
 async def call_echo(provider: OAuthClientProvider, mcp_url: str, text: str) -> list[str]:
     """A fresh connection, as an application makes after a restart: list tools, call echo."""
     async with httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(20.0)) as http:
         async with Client(streamable_http_client(mcp_url, http_client=http)) as client:
             tools = [tool.name for tool in (await client.list_tools()).tools]
-            if "echo" not in tools:
-                raise AssertionError(f"tools/list has no echo: {tools}")
             result = await client.call_tool("echo", {"text": text})
-            answer = result.content[0].text if result.content else None
-            if answer != text:
-                raise AssertionError(f"echo answered {answer!r}, expected {text!r}")
+            check_echo(tools, result.content[0].text if result.content else None, text)
             return tools
 
 
@@ -198,8 +184,4 @@ async def main(settings: dict) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        emit({"result": anyio.run(main, json.loads(sys.argv[1]))})
-    except BaseException as err:  # noqa: BLE001 - everything is reported to the driver
-        emit({"error": "".join(traceback.format_exception(err))[-4000:]})
-        sys.exit(1)
+    run_and_report(main)
