@@ -36,7 +36,8 @@ const FETCHES_PER_MINUTE: u32 = 600;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Clients known by a metadata document may not hold a shared secret.
-const DOCUMENT_METHODS: AuthMethods = AuthMethods { allowed: &["none", "private_key_jwt"], default: "none" };
+const DOCUMENT_METHODS: AuthMethods =
+    AuthMethods { allowed: &["none", "private_key_jwt"], default: "none", leaves_out_unserved_grants: true };
 
 /// Why a client ID metadata document cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -707,6 +708,14 @@ mod tests {
         assert_eq!(meta.token_endpoint_auth_method, TokenAuthMethod::NoSecret, "public by default");
         assert_eq!(meta.client_id.as_deref(), Some(url));
         assert!(jwks_uri.is_none());
+        // A grant the document names for other servers (VS Code's device-code grant) is left out, not
+        // refused; one that leaves no sign-in grant still is.
+        let mut other_grants = ok.clone();
+        other_grants["grant_types"] =
+            json!(["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]);
+        assert_eq!(docs.validate(url, &other_grants).unwrap().0.grant_types, ["authorization_code", "refresh_token"]);
+        other_grants["grant_types"] = json!(["urn:ietf:params:oauth:grant-type:device_code"]);
+        assert!(docs.validate(url, &other_grants).unwrap_err().to_string().contains("authorization_code"));
 
         let cases = [
             (

@@ -176,6 +176,10 @@ pub(crate) struct AuthMethods {
     pub(crate) allowed: &'static [&'static str],
     /// When the metadata names none.
     pub(crate) default: &'static str,
+    /// Grant types not served here are left out rather than refused: a metadata document describes the
+    /// client to every authorization server (VS Code's lists the device-code grant), while a
+    /// registration asks this one for what it names.
+    pub(crate) leaves_out_unserved_grants: bool,
 }
 
 /// Dynamic registration: shared secrets, a registered key, or none (RFC 7591 §2: `client_secret_basic`
@@ -183,6 +187,7 @@ pub(crate) struct AuthMethods {
 const REGISTRATION_METHODS: AuthMethods = AuthMethods {
     allowed: &["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
     default: "client_secret_basic",
+    leaves_out_unserved_grants: false,
 };
 
 /// Validates a registration request body and mints credentials.
@@ -241,8 +246,12 @@ pub(crate) fn client_metadata(
     let token_endpoint_auth_method = TokenAuthMethod::parse(method)
         .ok_or_else(|| meta_err(format!("token_endpoint_auth_method {method:?} is not supported here")))?;
 
-    let grant_types = string_list(req, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
-    if let Some(g) = grant_types.iter().find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token")) {
+    let mut grant_types = string_list(req, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
+    let served = |g: &String| matches!(g.as_str(), "authorization_code" | "refresh_token");
+    if methods.leaves_out_unserved_grants {
+        grant_types.retain(served);
+    }
+    if let Some(g) = grant_types.iter().find(|g| !served(g)) {
         let why = match g.as_str() {
             "client_credentials" | "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
                 format!("grant type {g:?} is only for clients the operator configures, not for registration")

@@ -303,3 +303,27 @@ async fn claude_ai_registers_confidentially_where_documents_are_not_offered() {
     };
     replay(&gate, &p).await;
 }
+
+#[tokio::test]
+async fn vs_code_signs_in_with_its_metadata_document() {
+    // VS Code's published document (as fetched and reported by several operators): a native public
+    // client with its fixed loopback port and its web redirect, and the device-code grant besides the
+    // two MCP uses. The desktop app listens on 33418 (another port when that one is busy); vscode.dev
+    // in the browser returns through https://vscode.dev/redirect. It asks for the challenge's scope.
+    let document = json!({
+        "client_name": "Visual Studio Code",
+        "client_uri": "https://vscode.dev/product",
+        "logo_uri": "https://code.visualstudio.com/assets/branding/code-stable.png",
+        "redirect_uris": ["http://127.0.0.1:33418/", "https://vscode.dev/redirect"],
+        "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "application_type": "native"
+    });
+    let sign_ins = [
+        ("http://127.0.0.1:33418/", Some("mcp:tools")),
+        ("http://127.0.0.1:49731/", Some("mcp:tools")),
+        ("https://vscode.dev/redirect", Some("mcp:tools")),
+    ];
+    replay_document("VS Code", "/oauth/client-metadata.json", document, &sign_ins).await;
+}
