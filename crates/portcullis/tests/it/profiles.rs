@@ -6,6 +6,8 @@
 
 use serde_json::{Value, json};
 
+use portcullis_test_support::{TestKey, jwks, mint_with};
+
 use crate::gateway::{PASSWORD, Via, drive, pkce, start, token, whoami};
 use crate::support::{Gate, client};
 use crate::tls::{Canned, TlsServer};
@@ -80,22 +82,29 @@ async fn sign_in_and_refresh(gate: &Gate, name: &str, auth: &Registered<'_>, red
 
 /// A client known by its metadata document: the client publishes `document` (its own, with `client_id`
 /// set to where it is served here, over TLS on loopback); the client uses it only when the gateway
-/// advertises documents and `none` at the token endpoint, as Claude does. Each redirect is one sign-in.
+/// advertises documents and its token endpoint method, as Claude does. A `private_key_jwt` document
+/// names its key set by `jwks_uri` (a path here, served beside it with the test key the client signs
+/// its assertions with). Each redirect is one sign-in.
 async fn replay_document(name: &str, path: &str, document: Value, sign_ins: &[(&str, Option<&str>)]) {
     let docs = TlsServer::start().await;
     let client_id = docs.url(path);
     let mut document = document;
     document["client_id"] = json!(client_id);
+    if let Some(keys) = document["jwks_uri"].as_str().map(str::to_owned) {
+        docs.set(&keys, Canned::json(&jwks(&[TestKey::Es256]), "max-age=300"));
+        document["jwks_uri"] = json!(docs.url(&keys));
+    }
     docs.set(path, Canned::json(&document, "max-age=300"));
     let (_sample, gate) = crate::cimd::start(true).await;
     let meta: Value =
         client().get(gate.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["client_id_metadata_document_supported"], true, "{name} would register instead");
+    let method = document["token_endpoint_auth_method"].as_str().unwrap_or("none");
     assert!(
-        meta["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("none")),
-        "{name} uses a document only when `none` is offered: {meta}"
+        meta["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!(method)),
+        "{name} uses a document only when {method} is offered: {meta}"
     );
-    let auth = Registered { method: "none", client_id: &client_id, secret: None };
+    let auth = Registered { method, client_id: &client_id, secret: None };
     for (redirect, scope) in sign_ins {
         sign_in_and_refresh(&gate, name, &auth, redirect, *scope).await;
     }
@@ -121,11 +130,41 @@ impl Registered<'_> {
                 form.extend([("client_id", self.client_id), ("client_secret", self.secret.unwrap())]);
                 None
             }
+            "private_key_jwt" => {
+                // RFC 7523 §2.2, signed with the key its document's key set publishes; one `jti` each.
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let claims = json!({"iss": self.client_id, "sub": self.client_id, "aud": gate.url("/token"),
+                    "iat": now, "exp": now + 60, "jti": unique()});
+                let mut header = jsonwebtoken::Header::new(TestKey::Es256.alg());
+                header.kid = Some(TestKey::Es256.kid().into());
+                let assertion = mint_with(&header, TestKey::Es256, &claims);
+                let (status, body, _) = token(
+                    gate,
+                    None,
+                    &[
+                        form.as_slice(),
+                        &[
+                            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                            ("client_assertion", assertion.as_str()),
+                        ],
+                    ]
+                    .concat(),
+                )
+                .await;
+                return (status, body);
+            }
             _ => Some((self.client_id, self.secret.unwrap())),
         };
         let (status, body, _) = token(gate, basic, &form).await;
         (status, body)
     }
+}
+
+/// A `jti` no other assertion of this process has.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// `scopes_supported` of the metadata document at `path`.
@@ -326,4 +365,21 @@ async fn vs_code_signs_in_with_its_metadata_document() {
         ("https://vscode.dev/redirect", Some("mcp:tools")),
     ];
     replay_document("VS Code", "/oauth/client-metadata.json", document, &sign_ins).await;
+}
+
+#[tokio::test]
+async fn chatgpt_signs_in_with_its_metadata_document_and_signed_assertions() {
+    // ChatGPT's stable client (its document as operators report it: `https://chatgpt.com/oauth/client.json`,
+    // the connector platform's redirect, used where the authorization server sends RFC 9207 `iss`, and
+    // `private_key_jwt` with its key set at `jwks_uri`). It asks for `offline_access` to be refreshed.
+    let document = json!({
+        "client_name": "ChatGPT",
+        "redirect_uris": ["https://chatgpt.com/connector_platform_oauth_redirect"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks_uri": "/oauth/jwks.json"
+    });
+    let sign_ins = [("https://chatgpt.com/connector_platform_oauth_redirect", Some("mcp:tools offline_access"))];
+    replay_document("ChatGPT", "/oauth/client.json", document, &sign_ins).await;
 }
