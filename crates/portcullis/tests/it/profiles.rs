@@ -383,3 +383,19 @@ async fn chatgpt_signs_in_with_its_metadata_document_and_signed_assertions() {
     let sign_ins = [("https://chatgpt.com/connector_platform_oauth_redirect", Some("mcp:tools offline_access"))];
     replay_document("ChatGPT", "/oauth/client.json", document, &sign_ins).await;
 }
+
+#[tokio::test]
+async fn codex_signs_in_with_its_metadata_document_on_ephemeral_loopback_ports() {
+    // Codex's published document (as operators report it: `https://chatgpt.com/oauth/codex/client.json`):
+    // portless loopback redirects for `127.0.0.1` and `localhost`, a public client; it listens on an
+    // ephemeral port.
+    let document = json!({
+        "client_name": "Codex",
+        "redirect_uris": ["http://127.0.0.1/callback", "http://localhost/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none"
+    });
+    let sign_ins = [("http://127.0.0.1:41873/callback", Some("mcp:tools")), ("http://localhost:50913/callback", None)];
+    replay_document("Codex", "/oauth/codex/client.json", document, &sign_ins).await;
+}
