@@ -1,6 +1,6 @@
 // Gateway mode, server side: authorization requests (approved without pages), code exchanges and refresh
 // rotations against a running portcullis, with W concurrent workers; prints rate and median per step.
-//   node bench/token.mjs BASE_URL [ROUNDS=300] [WORKERS=8]
+//   node bench/token.mjs BASE_URL [ROUNDS=300] [WORKERS=8]      (PHASES=1: each endpoint's own rate)
 import { createHash, randomBytes } from 'node:crypto';
 
 const [base, rounds = '300', workers = '8'] = process.argv.slice(2);
@@ -40,6 +40,50 @@ async function round() {
   };
   const first = await timed('code', () => token({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier }));
   await timed('refresh', () => token({ grant_type: 'refresh_token', refresh_token: first.refresh_token }));
+}
+
+// PHASES=1: each step for every round before the next step, so that each endpoint's own rate is measured
+// (all authorizations, then all code exchanges, then all refreshes).
+if (process.env.PHASES === '1') {
+  const pool = async (n, fn) => {
+    let i = 0;
+    const started = performance.now();
+    await Promise.all(Array.from({ length: WORKERS }, async () => {
+      while (i < n) {
+        const mine = i;
+        i += 1;
+        await fn(mine);
+      }
+    }));
+    return (performance.now() - started) / 1000;
+  };
+  const flows = [];
+  const authorizeTime = await pool(ROUNDS, async () => {
+    const verifier = b64url(randomBytes(32));
+    const url = new URL(`${base}/authorize`);
+    for (const [k, v] of Object.entries({ response_type: 'code', client_id: reg.client_id, redirect_uri: redirectUri,
+      code_challenge: b64url(createHash('sha256').update(verifier).digest()), code_challenge_method: 'S256', state: 's' })) url.searchParams.set(k, v);
+    const res = await fetch(url, { redirect: 'manual' });
+    flows.push({ verifier, code: new URL(res.headers.get('location')).searchParams.get('code') });
+  });
+  const post = async (params) => {
+    const r = await fetch(`${base}/token`, { method: 'POST', body: new URLSearchParams({ client_id: reg.client_id, ...params }) });
+    const body = await r.json();
+    if (r.status !== 200) throw new Error(`token: ${r.status} ${JSON.stringify(body)}`);
+    return body;
+  };
+  const refreshTokens = [];
+  const codeTime = await pool(ROUNDS, async (i) => {
+    const f = flows[i];
+    refreshTokens[i] = (await post({ grant_type: 'authorization_code', code: f.code, redirect_uri: redirectUri, code_verifier: f.verifier })).refresh_token;
+  });
+  const refreshTime = await pool(ROUNDS, async (i) => {
+    await post({ grant_type: 'refresh_token', refresh_token: refreshTokens[i] });
+  });
+  for (const [step, t] of [['authorize', authorizeTime], ['code', codeTime], ['refresh', refreshTime]]) {
+    console.log(`${step.padEnd(10)} ${(ROUNDS / t).toFixed(0)}/s (${ROUNDS} in ${t.toFixed(1)} s, ${WORKERS} workers)`);
+  }
+  process.exit(0);
 }
 
 const started = performance.now();

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use portcullis_store::{ClientRecord, CodeRedemption, PendingRecord, RefreshRecord, Rotation};
+use portcullis_store::{ClientRecord, CodeRecord, CodeRedemption, PendingRecord, RefreshRecord, Rotation};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -108,6 +108,22 @@ impl TokenRequest {
         }
         r
     }
+}
+
+/// Whether a redeemed code may be exchanged by this request: issued to this client, for this redirect URI
+/// and resource, and the PKCE verifier matches (RFC 7636 §4.6).
+fn code_fits(record: &CodeRecord, client: &ClientRecord, req: &TokenRequest, verifier: &str) -> Result<(), AuthzError> {
+    if record.client_id != client.client_id {
+        return Err(Refusal::new(ErrorCode::InvalidGrant, "the authorization code was issued to another client").into());
+    }
+    if req.redirect_uri.as_ref().is_none_or(|r| *r != record.redirect_uri) {
+        return Err(Refusal::new(ErrorCode::InvalidGrant, "redirect_uri differs from the authorization request").into());
+    }
+    if req.resource.as_ref().is_some_and(|r| !same_resource(r, &record.resource)) {
+        return Err(Refusal::new(ErrorCode::InvalidTarget, "resource differs from the authorization request").into());
+    }
+    pkce::verify(verifier, &record.code_challenge).map_err(|e| Refusal::new(ErrorCode::InvalidGrant, e.to_string()))?;
+    Ok(())
 }
 
 impl Gateway {
@@ -285,7 +301,26 @@ impl Gateway {
             .as_ref()
             .map(Secret::expose)
             .ok_or_else(|| Refusal::new(ErrorCode::InvalidRequest, "code_verifier is required (PKCE)"))?;
-        let record = match self.store.redeem_code(&hash(code), self.now()).await? {
+        // The refresh token is stored in the transaction that spends the code (one durable commit), made
+        // only when the code fits this request; the checks are repeated below to answer why not.
+        let now = self.now();
+        let refresh = metadata.refreshes().then(|| random_string(43));
+        let issue = |record: &CodeRecord| -> Option<RefreshRecord> {
+            let token = refresh.as_ref()?;
+            code_fits(record, client, req, verifier).ok()?;
+            Some(RefreshRecord {
+                token_hash: hash(token),
+                // The code's family; the store sets it.
+                family_id: String::new(),
+                client_id: client.client_id.clone(),
+                subject: record.subject.clone(),
+                resource: record.resource.clone(),
+                scope: record.scope.clone(),
+                expires_at: now + self.settings.refresh_token_ttl as i64,
+                created_at: now,
+            })
+        };
+        let record = match self.store.redeem_code_issuing(&hash(code), now, &issue).await? {
             CodeRedemption::Redeemed(r) => r,
             // OAuth 2.1 §4.1.3: a code used twice revokes what the first use issued.
             CodeRedemption::Replayed(r) => {
@@ -300,42 +335,11 @@ impl Gateway {
                 return Err(Refusal::new(ErrorCode::InvalidGrant, "the authorization code is not valid").into());
             }
         };
-        if record.client_id != client.client_id {
-            return Err(
-                Refusal::new(ErrorCode::InvalidGrant, "the authorization code was issued to another client").into()
-            );
-        }
-        if req.redirect_uri.as_ref().is_none_or(|r| *r != record.redirect_uri) {
-            return Err(
-                Refusal::new(ErrorCode::InvalidGrant, "redirect_uri differs from the authorization request").into()
-            );
-        }
-        if req.resource.as_ref().is_some_and(|r| !same_resource(r, &record.resource)) {
-            return Err(
-                Refusal::new(ErrorCode::InvalidTarget, "resource differs from the authorization request").into()
-            );
-        }
-        pkce::verify(verifier, &record.code_challenge)
-            .map_err(|e| Refusal::new(ErrorCode::InvalidGrant, e.to_string()))?;
+        code_fits(&record, client, req, verifier)?;
 
         let mut body =
             self.access_token(client.client_id.as_str(), &record.subject, &record.resource, &record.scope)?;
-        // Refresh tokens for clients registered for the refresh grant.
-        if metadata.refreshes() {
-            let refresh = random_string(43);
-            let now = self.now();
-            self.store
-                .put_refresh(RefreshRecord {
-                    token_hash: hash(&refresh),
-                    family_id: record.family_id.clone(),
-                    client_id: client.client_id.clone(),
-                    subject: record.subject.clone(),
-                    resource: record.resource.clone(),
-                    scope: record.scope.clone(),
-                    expires_at: now + self.settings.refresh_token_ttl as i64,
-                    created_at: now,
-                })
-                .await?;
+        if let Some(refresh) = refresh {
             body["refresh_token"] = json!(refresh);
         }
         if record.scope.split(' ').any(|s| s == "openid") {

@@ -66,6 +66,10 @@ pub use records::{
 /// Codes live for minutes; a replay by an attacker racing the legitimate client comes within that.
 pub const CODE_REPLAY_WINDOW: i64 = 3600;
 
+/// What [`Store::redeem_code_issuing`] asks of the caller: the refresh token to store with a redeemed
+/// code, if any (its `family_id` is set to the code's).
+pub type IssueRefresh<'a> = dyn Fn(&CodeRecord) -> Option<RefreshRecord> + Send + Sync + 'a;
+
 /// Durable gateway state. Object-safe: the server holds an `Arc<dyn Store>`.
 ///
 /// Methods that insert return [`StoreError::Conflict`] when the key exists; methods named `upsert_*` or
@@ -136,7 +140,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// that transaction also creates the code's refresh family, so a later [`CodeRedemption::Replayed`]
     /// always finds a family to revoke. Redeemed codes stay as tombstones until
     /// `expires_at + CODE_REPLAY_WINDOW`.
-    async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError>;
+    async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
+        self.redeem_code_issuing(code_hash, now, &|_| None).await
+    }
+
+    /// [`Self::redeem_code`], storing in the same transaction the refresh token `issue` makes from the
+    /// redeemed code (when it makes one: it also judges whether the code may be used), in the code's
+    /// family: a code exchange is one durable commit, not two.
+    async fn redeem_code_issuing(
+        &self,
+        code_hash: &str,
+        now: i64,
+        issue: &IssueRefresh<'_>,
+    ) -> Result<CodeRedemption, StoreError>;
 
     // ---- refresh tokens ----
 

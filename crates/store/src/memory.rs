@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::verdict::{self, CodeStep, RotationStep};
 use crate::{ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord};
-use crate::{Failures, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord};
+use crate::{Failures, IssueRefresh, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord};
 
 /// A store that keeps everything in process memory.
 #[derive(Debug, Default)]
@@ -202,16 +202,33 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
+    async fn redeem_code_issuing(
+        &self,
+        code_hash: &str,
+        now: i64,
+        issue: &IssueRefresh<'_>,
+    ) -> Result<CodeRedemption, StoreError> {
         let mut state = self.state();
         let code = match verdict::judge_code(state.codes.get(code_hash).cloned(), now) {
             CodeStep::Answer(answer) => return Ok(answer),
             CodeStep::Redeem(code) => code,
         };
+        let refresh = issue(&code).map(|mut r| {
+            r.family_id.clone_from(&code.family_id);
+            r
+        });
+        if let Some(r) = &refresh
+            && state.refresh.contains_key(&r.token_hash)
+        {
+            return Err(StoreError::Conflict("refresh token"));
+        }
         if let Some((_, redeemed_at)) = state.codes.get_mut(code_hash) {
             *redeemed_at = Some(now);
         }
         state.upsert_family(&code.family_id, code.client_id.as_str(), &code.subject, verdict::family_expiry_for(&code));
+        if let Some(r) = refresh {
+            state.insert_refresh(r)?;
+        }
         Ok(CodeRedemption::Redeemed(code))
     }
 

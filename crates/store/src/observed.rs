@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::{
-    ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, Failures, KeyRecord, PendingRecord, RefreshRecord,
-    Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord,
+    ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, Failures, IssueRefresh, KeyRecord, PendingRecord,
+    RefreshRecord, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord,
 };
 
 /// Metric names.
@@ -83,6 +83,7 @@ observed! {
     fn take_pending(&self, id_hash: &str, now: i64) -> Option<PendingRecord>;
     fn put_code(&self, code: CodeRecord) -> ();
     fn redeem_code(&self, code_hash: &str, now: i64) -> CodeRedemption;
+    fn redeem_code_issuing(&self, code_hash: &str, now: i64, issue: &IssueRefresh<'_>) -> CodeRedemption;
     fn put_refresh(&self, token: RefreshRecord) -> ();
     fn get_refresh(&self, token_hash: &str) -> Option<RefreshRecord>;
     fn rotate_refresh(&self, old_hash: &str, new: RefreshRecord, now: i64) -> Rotation;

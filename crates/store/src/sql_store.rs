@@ -17,7 +17,7 @@ macro_rules! impl_sql_store {
             use $crate::{
                 ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord,
             };
-            use $crate::{Failures, Rotation, StoreError, UpstreamTokenRecord, UserRecord};
+            use $crate::{Failures, IssueRefresh, Rotation, StoreError, UpstreamTokenRecord, UserRecord};
 
             #[async_trait]
             impl $crate::Store for $store {
@@ -175,7 +175,12 @@ macro_rules! impl_sql_store {
                     Ok(())
                 }
 
-                async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
+                async fn redeem_code_issuing(
+                    &self,
+                    code_hash: &str,
+                    now: i64,
+                    issue: &IssueRefresh<'_>,
+                ) -> Result<CodeRedemption, StoreError> {
                     let mut tx = self.write().await?;
                     let row: Option<sql::CodeRow> =
                         sqlx::query_as(SELECT_CODE).bind(code_hash).fetch_optional(&mut *tx).await?;
@@ -190,6 +195,10 @@ macro_rules! impl_sql_store {
                                 .bind(verdict::family_expiry_for(&code))
                                 .execute(&mut *tx)
                                 .await?;
+                            if let Some(mut refresh) = issue(&code) {
+                                refresh.family_id.clone_from(&code.family_id);
+                                insert_refresh(&mut tx, &refresh).await?;
+                            }
                             CodeRedemption::Redeemed(code)
                         }
                     };

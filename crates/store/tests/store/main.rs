@@ -65,6 +65,7 @@ conformance_suite!(
     codes_expire,
     code_replay_revokes_the_family,
     code_concurrent_redeem,
+    code_redeemed_with_its_refresh_token,
     refresh_rotation,
     refresh_refusals,
     refresh_rotation_is_atomic,

@@ -116,3 +116,34 @@ pub(crate) async fn code_concurrent_redeem(b: &mut Backend) {
         assert_eq!((redeemed, replayed), (1, outcomes.len() - 1), "{outcomes:?}");
     }
 }
+
+pub(crate) async fn code_redeemed_with_its_refresh_token(b: &mut Backend) {
+    let s = &b.store;
+    s.put_code(code("code-rt", "family-rt", NOW + 60)).await.unwrap();
+    // The refresh token is stored in the code's family, whatever family the caller named.
+    let issue = |c: &portcullis_store::CodeRecord| {
+        assert_eq!(c.family_id, "family-rt");
+        Some(refresh("rt-with-code", "ignored", NOW + 3600))
+    };
+    assert!(matches!(s.redeem_code_issuing(&h("code-rt"), NOW, &issue).await.unwrap(), CodeRedemption::Redeemed(_)));
+    let stored = s.get_refresh(&h("rt-with-code")).await.unwrap().expect("stored with the redemption");
+    assert_eq!(stored.family_id, "family-rt");
+    assert!(s.family_active("family-rt").await.unwrap());
+    // A replay revokes it with the family; a replay never issues.
+    let never =
+        |_: &portcullis_store::CodeRecord| -> Option<portcullis_store::RefreshRecord> { panic!("issued twice") };
+    let CodeRedemption::Replayed(replayed) = s.redeem_code_issuing(&h("code-rt"), NOW + 1, &never).await.unwrap()
+    else {
+        panic!()
+    };
+    s.revoke_family(&replayed.family_id).await.unwrap();
+    let next = refresh("rt-after", "family-rt", NOW + 7200);
+    assert_eq!(s.rotate_refresh(&h("rt-with-code"), next, NOW + 2).await.unwrap(), Rotation::Revoked);
+    // A code the caller judges unfit is spent, and nothing is issued.
+    s.put_code(code("code-unfit", "family-unfit", NOW + 60)).await.unwrap();
+    assert!(matches!(
+        s.redeem_code_issuing(&h("code-unfit"), NOW, &|_| None).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    assert!(matches!(s.redeem_code(&h("code-unfit"), NOW).await.unwrap(), CodeRedemption::Replayed(_)));
+}
