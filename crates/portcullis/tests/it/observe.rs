@@ -407,7 +407,7 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
         (r#"portcullis_gateway_token_requests_total{grant_type="refresh_token",result="invalid_grant"}"#, 1.0),
         ("portcullis_gateway_refresh_reuse_total", 1.0),
         // Every store operation is timed: one code redeemed, two rotations asked for (one refused).
-        (r#"portcullis_store_operation_duration_seconds_count{operation="redeem_code"}"#, 1.0),
+        (r#"portcullis_store_operation_duration_seconds_count{operation="redeem_code_issuing"}"#, 1.0),
         (r#"portcullis_store_operation_duration_seconds_count{operation="rotate_refresh"}"#, 2.0),
     ] {
         assert_eq!(sample_of(&page, series), Some(value), "{series} in\n{page}");

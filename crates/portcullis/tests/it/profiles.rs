@@ -399,3 +399,27 @@ async fn codex_signs_in_with_its_metadata_document_on_ephemeral_loopback_ports()
     let sign_ins = [("http://127.0.0.1:41873/callback", Some("mcp:tools")), ("http://localhost:50913/callback", None)];
     replay_document("Codex", "/oauth/codex/client.json", document, &sign_ins).await;
 }
+
+#[tokio::test]
+async fn cursor_registers_three_redirects_and_refreshes_through_its_own_scheme() {
+    let (_sample, gate) = start().await;
+    // Cursor's registration (as reported by operators): its private-use scheme, its https callback and
+    // a loopback one in one request, a public client; it signs in through its own scheme.
+    let p = Profile {
+        name: "Cursor",
+        registration: json!({
+            "client_name": "Cursor",
+            "redirect_uris": [
+                "cursor://anysphere.cursor-mcp/oauth/callback",
+                "https://www.cursor.com/agents/mcp/oauth/callback",
+                "http://localhost:8787/callback"
+            ],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"]
+        }),
+        redirect: "cursor://anysphere.cursor-mcp/oauth/callback",
+        scope: Some("mcp:tools".into()),
+    };
+    replay(&gate, &p).await;
+}

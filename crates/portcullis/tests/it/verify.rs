@@ -116,11 +116,18 @@ async fn key_rotation_is_picked_up_without_restart() {
     assert_eq!(idp.jwks_fetches().await, fetches + 1, "one refetch for the new kid");
     // The old key is gone from the IdP's key set, so its tokens no longer pass, cached or not.
     assert_refused(&gate, &before, "no signing key with kid").await;
-    // A flood of unknown kids inside the window causes no further fetches.
+    // A flood of unknown kids inside the window causes no further fetches. Their claims pass (claims are
+    // checked first): only the key is unknown.
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let claims = serde_json::json!({"iss": idp.issuer, "aud": resource, "exp": exp, "sub": "u"});
     for i in 0..20 {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some(format!("made-up-{i}"));
-        let forged = format!("{}.{}.c2ln", b64(&serde_json::to_vec(&header).unwrap()), b64(br#"{"iss":"x"}"#));
+        let forged = format!(
+            "{}.{}.c2ln",
+            b64(&serde_json::to_vec(&header).unwrap()),
+            b64(&serde_json::to_vec(&claims).unwrap())
+        );
         assert_refused(&gate, &forged, "no signing key with kid").await;
     }
     assert_eq!(idp.jwks_fetches().await, fetches + 1);
