@@ -275,6 +275,10 @@ pub struct ProxyConfig {
     /// once); beyond that its tokens get 429 without a signature check, unless already verified. 0: no
     /// limit.
     pub failed_tokens_per_minute: u32,
+    /// Load balancers and proxies in front of portcullis whose `X-Forwarded-For` is believed: behind
+    /// them, a request's source address (for the allowances above, sign-in throttling and registration
+    /// limits) is the right-most address of that header that is not one of them.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `Origin` validation (MCP Streamable HTTP transport: servers MUST validate `Origin`, 403 otherwise).

@@ -124,6 +124,8 @@ pub(crate) struct RawProxy {
     pub(crate) client_body_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) failed_tokens_per_minute: Option<u32>,
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -244,6 +244,24 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         // A client with a stale token fails a few times an hour; a flood of forged signatures, thousands a
         // second.
         failed_tokens_per_minute: raw.proxy.failed_tokens_per_minute.unwrap_or(60),
+        trusted_proxies: raw
+            .proxy
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let parsed =
+                    t.parse::<ipnet::IpNet>().or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                parsed
+                    .map_err(|_| {
+                        errors.push(
+                            format!("proxy.trusted_proxies[{i}]"),
+                            format!("{t:?} is not an IP address or network (10.0.0.0/8, 2001:db8::/32, 127.0.0.1)"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect(),
     };
 
     let origins = resolve_origins(raw.origins.allowed.as_deref(), &mut errors);

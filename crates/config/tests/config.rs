@@ -514,3 +514,17 @@ jwks_uri = "http://idp.example/jwks"
         assert!(joined.contains(expected), "missing {expected:?} in:\n{joined}");
     }
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_networks() {
+    let text = |list: &str| {
+        format!(
+            "public_url = \"https://mcp.example.com\"\n[proxy]\ntrusted_proxies = {list}\n[[server]]\npath = \"/mcp\"\nupstream = \"http://127.0.0.1:3001/mcp\"\n[server.verify]\nissuer = \"https://idp.example.com\"\n"
+        )
+    };
+    let c = Config::from_toml(&text(r#"["10.0.0.0/8", "127.0.0.1", "2001:db8::/32"]"#), &MapEnv::default()).unwrap();
+    assert_eq!(c.proxy.trusted_proxies.len(), 3);
+    assert_eq!(c.proxy.trusted_proxies[1].to_string(), "127.0.0.1/32");
+    let joined = errors(&text(r#"["10.0.0.0/8", "lb.internal"]"#)).join("\n");
+    assert!(joined.contains("proxy.trusted_proxies[1]: \"lb.internal\" is not an IP address or network"), "{joined}");
+}

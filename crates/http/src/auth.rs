@@ -25,7 +25,8 @@ pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut r
     let Some(verifier) = &server.verifier else {
         return next.run(req).await;
     };
-    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    let source = crate::address::source(&state.config.proxy.trusted_proxies, req.headers(), peer);
     let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
         Ok(token) => verify(&state, verifier, token, source).await,
         Err(e) => Err(e),

@@ -160,9 +160,10 @@ async fn jwks(State((_, gw)): State<GwState>) -> Response {
 /// Registration requests are small JSON documents.
 const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
-async fn register(State((_, gw)): State<GwState>, req: axum::extract::Request) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
-    let allowed = match gw.allow_registration(peer.map(|ConnectInfo(a)| a.ip())).await {
+async fn register(State((state, gw)): State<GwState>, req: axum::extract::Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    let source = crate::address::source(&state.config.proxy.trusted_proxies, req.headers(), peer);
+    let allowed = match gw.allow_registration(source).await {
         Ok(allowed) => allowed,
         Err(e) => return crate::error::oauth_error(e.into()),
     };
@@ -315,15 +316,19 @@ fn token_response(result: Result<Value, AuthzError>) -> Response {
     }
 }
 
-/// The address a request came from (absent when served without connection info, as in-process tests
-/// do).
+/// The address a request came from, behind trusted proxies too (absent when served without connection
+/// info, as in-process tests do).
 struct Peer(Option<IpAddr>);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+impl axum::extract::FromRequestParts<GwState> for Peer {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip())))
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        (state, _): &GwState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+        Ok(Peer(crate::address::source(&state.config.proxy.trusted_proxies, &parts.headers, peer)))
     }
 }
 

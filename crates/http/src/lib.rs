@@ -11,6 +11,7 @@
 //! - `landing`: the page at `/`: the servers behind the gate and how to connect clients.
 //! - `auth`: the bearer-token layer and scope checks.
 //! - `budget`: failed token verifications per source address, past which new tokens are not checked.
+//! - `address`: a request's source address, behind the operator's trusted proxies too.
 //! - `well_known`: RFC 9728 protected resource metadata.
 //! - [`form`]: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
 //! - [`error`]: the one mapping from errors to responses, challenges included.
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 mod auth;
 mod budget;
 pub mod error;

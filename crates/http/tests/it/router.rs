@@ -23,6 +23,8 @@ fn config_text(upstream: &str, introspection_port: u16) -> String {
         r#"
 public_url = "https://mcp.example.com"
 extra_public_urls = ["https://internal.example.net:8443"]
+[proxy]
+trusted_proxies = ["192.0.2.200"]
 [[server]]
 path = "/mcp"
 upstream = "{upstream}"
@@ -429,4 +431,16 @@ async fn an_address_that_keeps_failing_gets_429_without_checks_and_its_valid_tok
     // Another address is not affected, new tokens included.
     assert_eq!(send(&h.app, from("192.0.2.7", &forged(61))).await.status, 401);
     assert_eq!(send(&h.app, from("192.0.2.7", &token(json!({"jti": "fresh"})))).await.status, 200);
+
+    // Behind the trusted proxy, each client is counted by the address the proxy forwarded.
+    let via_proxy = |client: &str, t: &str| {
+        let mut req = from("192.0.2.200", t);
+        req.headers_mut().insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    for n in 100..160 {
+        assert_eq!(send(&h.app, via_proxy("198.51.100.1", &forged(n))).await.status, 401, "failure {n}");
+    }
+    assert_eq!(send(&h.app, via_proxy("198.51.100.1", &forged(160))).await.status, 429);
+    assert_eq!(send(&h.app, via_proxy("198.51.100.2", &forged(161))).await.status, 401, "its neighbour is not");
 }
