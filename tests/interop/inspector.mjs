@@ -144,12 +144,30 @@ async function main() {
       check(corsErrors.length === 0, `the browser refused the gate's answers: ${corsErrors.join(' | ')}`);
     });
     await step('sign-in and consent at the gateway, back to the Inspector', async () => {
-      await page.fill('input[name=username]', USER.username);
-      await page.fill('input[name=password]', USER.password);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.getByRole('button', { name: 'Allow' }).click();
-      await page.waitForURL((u) => u.href.startsWith(PAGE));
-      await page.getByText('Connected', { exact: true }).waitFor();
+      // The sign-in page, then the consent page unless the gateway remembers the consent.
+      const signIn = async () => {
+        await page.fill('input[name=username]', USER.username);
+        await page.fill('input[name=password]', USER.password);
+        await page.getByRole('button', { name: 'Sign in' }).click();
+        const allow = page.getByRole('button', { name: 'Allow' });
+        await Promise.race([allow.waitFor(), page.waitForURL((u) => u.href.startsWith(PAGE))]);
+        if (await allow.count()) await allow.click();
+        await page.waitForURL((u) => u.href.startsWith(PAGE));
+      };
+      await signIn();
+      // Inspector 1.0.3 now and then handles its callback twice, the first time with a code verifier that
+      // is not the one it sent (the gate refuses it, invalid_grant, and then the replay): it stays
+      // disconnected. That is the client's race; it is tried once more, and said.
+      const connected = page.getByText('Connected', { exact: true });
+      try {
+        await connected.waitFor({ timeout: 10_000 });
+      } catch {
+        console.log('  note  the Inspector did not connect after its first sign-in; connecting again');
+        await page.getByRole('button', { name: 'Connect' }).click();
+        await page.waitForURL((u) => u.href.startsWith(stack.asMetadata.authorization_endpoint));
+        await signIn();
+        await connected.waitFor();
+      }
     });
     await step('tools/list and tools/call echo from the Inspector', async () => {
       await page.getByRole('button', { name: 'List Tools' }).click();
