@@ -323,6 +323,28 @@ impl Gateway {
         Ok(self.store.count_event(&format!("rate\n{key}"), self.now(), window).await? <= limit)
     }
 
+    /// Remembers the single-use `jti` of a `kind` of assertion from `issuer` until `until`: `true` the first
+    /// time, `false` when any replica has seen it before.
+    pub(crate) async fn first_use(
+        &self,
+        kind: &str,
+        issuer: &str,
+        jti: &str,
+        until: i64,
+    ) -> Result<bool, GatewayError> {
+        let record = portcullis_store::PendingRecord {
+            id_hash: hash(&format!("{kind}\n{issuer}\n{jti}")),
+            kind: kind.into(),
+            data: serde_json::Value::Null,
+            expires_at: until,
+        };
+        match self.store.put_pending(record).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Writes to the store and reads back: `Ok` when it is reachable and writable.
     pub async fn probe_store(&self) -> Result<(), GatewayError> {
         Ok(self.store.probe(self.now()).await?)

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use portcullis_store::{ClientRecord, CodeRecord, CodeRedemption, PendingRecord, RefreshRecord, Rotation};
+use portcullis_store::{ClientRecord, CodeRecord, CodeRedemption, RefreshRecord, Rotation};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -233,23 +233,11 @@ impl Gateway {
             .collect();
         let accepted = assertion::verify(assertion, keys, &client_id, &audiences, self.now())
             .map_err(|e| Refusal::client(e, false))?;
-        let remembered = self
-            .store
-            .put_pending(PendingRecord {
-                id_hash: hash(&format!("client_assertion\n{client_id}\n{}", accepted.jti)),
-                kind: "client_assertion".into(),
-                data: Value::Null,
-                expires_at: accepted.remember_until,
-            })
-            .await;
-        match remembered {
-            Ok(()) => Ok((client, metadata)),
-            Err(portcullis_store::StoreError::Conflict(_)) => {
-                tracing::warn!(client_id, "client assertion replayed");
-                Err(Refusal::client("this client_assertion was already used (jti)", false).into())
-            }
-            Err(e) => Err(e.into()),
+        if !self.first_use("client_assertion", &client_id, &accepted.jti, accepted.remember_until).await? {
+            tracing::warn!(client_id, "client assertion replayed");
+            return Err(Refusal::client("this client_assertion was already used (jti)", false).into());
         }
+        Ok((client, metadata))
     }
 
     /// Handles a token request: `grant_type` `authorization_code` or `refresh_token`. `requester` is the

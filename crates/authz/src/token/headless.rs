@@ -4,12 +4,12 @@
 //! enterprise IdP vouches for the user. Both issue an access token bound to one resource and no refresh
 //! token: the client asks again, or exchanges a fresh assertion.
 
-use portcullis_store::{ClientRecord, PendingRecord, StoreError};
+use portcullis_store::ClientRecord;
 use serde_json::Value;
 
 use super::{GrantType, TokenRequest};
 use crate::error::{AuthzError, Refusal};
-use crate::gateway::{Gateway, hash};
+use crate::gateway::Gateway;
 use crate::id_jag;
 use crate::register::{ClientMetadata, TokenAuthMethod};
 use portcullis_config::{CLIENT_CREDENTIALS, JWT_BEARER_GRANT};
@@ -77,22 +77,9 @@ impl Gateway {
             return Err(Refusal::new(ErrorCode::InvalidTarget, "resource differs from the assertion's").into());
         }
         let scope = self.headless_scope(&grant.resource, metadata, req.scope.as_deref(), grant.scope.as_deref())?;
-        let remembered = self
-            .store
-            .put_pending(PendingRecord {
-                id_hash: hash(&format!("id_jag\n{issuer}\n{}", grant.jti)),
-                kind: "id_jag".into(),
-                data: Value::Null,
-                expires_at: grant.remember_until,
-            })
-            .await;
-        match remembered {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                tracing::warn!(client_id, issuer, "identity assertion replayed");
-                return Err(invalid("this assertion was already used (jti)".into()));
-            }
-            Err(e) => return Err(e.into()),
+        if !self.first_use("id_jag", &issuer, &grant.jti, grant.remember_until).await? {
+            tracing::warn!(client_id, issuer, "identity assertion replayed");
+            return Err(invalid("this assertion was already used (jti)".into()));
         }
         let body = self.sign_access_token(client_id, &grant.subject, &grant.resource, &scope, None)?;
         self.emit(crate::events::Event::TokenIssued {
