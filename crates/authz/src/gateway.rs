@@ -283,9 +283,11 @@ impl Gateway {
             issuers: vec![self.issuer.to_string()],
             audience: portcullis_oauth::AudiencePolicy {
                 resources: server.resources.iter().map(ToString::to_string).collect(),
-                extra: Vec::new(),
-                resource_claim_audiences: Vec::new(),
+                ..portcullis_oauth::AudiencePolicy::default()
             },
+            tenants: None,
+            clients: Vec::new(),
+            required_claims: Vec::new(),
             leeway: 30,
             require_at_jwt: true,
             // Every algorithm the gateway can sign with: after a change of `signing_alg`, tokens of the

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
-use portcullis_config::{UpstreamKind, UpstreamLogin};
+use portcullis_config::{TenantIssuers, TokenAuth, UpstreamKind, UpstreamLogin};
 use portcullis_types::Clock;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::gateway::GatewayError;
-use portcullis_oauth::discovery::discover;
+use portcullis_oauth::discovery::discover_publishing;
 use portcullis_oauth::introspect::form_encode;
 use portcullis_oauth::jwks::JwksCache;
 
@@ -27,6 +27,11 @@ pub struct Upstream {
     userinfo_endpoint: Option<Url>,
     /// OpenID Connect: the issuer and its keys.
     oidc: Option<(String, Arc<JwksCache>)>,
+    /// ID token issuers naming the user's tenant (Entra ID multi-tenant), and the tenants let in.
+    tenants: Option<TenantIssuers>,
+    /// Extra authorization request parameters (a preset's `audience`, `access_type`, `prompt`).
+    authorization_params: Vec<(String, String)>,
+    token_auth: TokenAuth,
     subject_field: String,
     client_id: String,
     client_secret: portcullis_types::Secret,
@@ -71,8 +76,10 @@ impl Upstream {
     ) -> Result<Self, GatewayError> {
         let err = |e: String| GatewayError::Other(format!("upstream IdP: {e}"));
         match &cfg.kind {
-            UpstreamKind::Oidc { issuer } => {
-                let meta = discover(&http, issuer).await.map_err(|e| err(e.to_string()))?;
+            UpstreamKind::Oidc { issuer, published_issuer, tenants } => {
+                let meta = discover_publishing(&http, issuer, published_issuer.as_deref())
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
                 let endpoint = |name: &str| -> Result<Url, GatewayError> {
                     let s = meta
                         .raw
@@ -91,6 +98,9 @@ impl Upstream {
                     token_endpoint: endpoint("token_endpoint")?,
                     userinfo_endpoint: endpoint("userinfo_endpoint").ok(),
                     oidc: Some((issuer.to_string(), keys)),
+                    tenants: tenants.clone(),
+                    authorization_params: cfg.authorization_params.clone(),
+                    token_auth: cfg.token_auth,
                     subject_field: "sub".to_owned(),
                     client_id: cfg.client_id.clone(),
                     client_secret: cfg.client_secret.clone(),
@@ -107,6 +117,9 @@ impl Upstream {
                     token_endpoint: token_endpoint.clone(),
                     userinfo_endpoint: Some(userinfo_endpoint.clone()),
                     oidc: None,
+                    tenants: None,
+                    authorization_params: cfg.authorization_params.clone(),
+                    token_auth: cfg.token_auth,
                     subject_field: subject_field.clone(),
                     client_id: cfg.client_id.clone(),
                     client_secret: cfg.client_secret.clone(),
@@ -142,6 +155,9 @@ impl Upstream {
             if self.oidc.is_some() {
                 q.append_pair("nonce", &attempt.nonce);
             }
+            for (name, value) in &self.authorization_params {
+                q.append_pair(name, value);
+            }
         }
         (url.to_string(), attempt)
     }
@@ -176,22 +192,30 @@ impl Upstream {
     /// A request to the upstream token endpoint, authenticated with our client secret; the JSON answer.
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<Value, UpstreamCallError> {
         let err = |e: String| UpstreamCallError { refused: false, message: format!("upstream IdP: {e}") };
-        let resp = self
-            .http
-            .post(self.token_endpoint.clone())
+        let request = self.http.post(self.token_endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let request = match self.token_auth {
             // RFC 6749 §2.3.1: form-encode the credentials before Basic.
-            .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(form)
+            TokenAuth::ClientSecretBasic => request
+                .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
+                .form(form),
+            TokenAuth::ClientSecretPost => {
+                let mut with_credentials = form.to_vec();
+                with_credentials.push(("client_id", &self.client_id));
+                with_credentials.push(("client_secret", self.client_secret.expose()));
+                request.form(&with_credentials)
+            }
+        };
+        let resp = request
             .send()
             .await
             .map_err(|e| err(format!("token endpoint unreachable ({})", portcullis_oauth::error_chain(&e))))?;
         let status = resp.status();
         let tokens: Value = resp.json().await.map_err(|e| err(format!("token response is not JSON ({e})")))?;
-        if !status.is_success() {
+        // GitHub answers refusals with 200 and an error field.
+        if !status.is_success() || (tokens.get("error").is_some() && tokens.get("access_token").is_none()) {
             return Err(UpstreamCallError {
                 // RFC 6749 §5.2: 400 and 401 are the IdP's answer about the grant or us, not an outage.
-                refused: status.is_client_error(),
+                refused: status.is_client_error() || status.is_success(),
                 message: format!(
                     "upstream IdP: token endpoint answered HTTP {}: {}",
                     status.as_u16(),
@@ -244,13 +268,24 @@ impl Upstream {
             None => set.candidates(header.alg).collect(),
         };
         let mut v = Validation::new(header.alg);
-        v.set_issuer(&[issuer]);
+        if self.tenants.is_none() {
+            v.set_issuer(&[issuer]);
+        }
         v.set_audience(&[&self.client_id]);
         v.leeway = 60;
         let mut last = err("no published key fits it".into());
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &v) {
                 Ok(data) => {
+                    if let Some(t) = &self.tenants {
+                        let iss = data.claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+                        if !t.accepts(iss, data.claims.get("tid").and_then(Value::as_str)) {
+                            return Err(err(format!(
+                                "issuer {iss:?} is not that of an allowed tenant ({})",
+                                t.tenants.join(", ")
+                            )));
+                        }
+                    }
                     if data.claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
                         return Err(err("nonce does not match this sign-in".into()));
                     }

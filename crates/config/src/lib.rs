@@ -13,6 +13,7 @@
 mod admin;
 pub mod env;
 mod from_env;
+pub mod idp;
 mod observe;
 mod raw;
 mod resolve;
@@ -28,6 +29,7 @@ use url::Url;
 
 pub use admin::AdminSettings;
 pub use env::{Env, MapEnv, ProcessEnv};
+pub use idp::{Idp, TenantIssuers, TokenAuth};
 pub use observe::{AuditSink, MetricsConfig, TracesConfig};
 
 /// One problem in the configuration, located by its path (`server[1].verify.issuer`).
@@ -168,13 +170,21 @@ pub struct UpstreamLogin {
     /// Forward the signed-in user's upstream access token to the MCP upstream in this header (lowercase),
     /// refreshed when it expires. `authorization` carries it as `Bearer <token>`, any other header as is.
     pub forward_token_header: Option<String>,
+    /// The preset it was configured with, if any.
+    pub preset: Option<Idp>,
+    /// Extra parameters of the authorization request (`audience`, `access_type`, `prompt`).
+    pub authorization_params: Vec<(String, String)>,
+    /// How the token endpoint is authenticated to.
+    pub token_auth: TokenAuth,
 }
 
 /// The upstream protocol.
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {
     /// OpenID Connect: endpoints from discovery, identity from the verified ID token (or userinfo).
-    Oidc { issuer: IssuerUrl },
+    /// `published_issuer`: what the discovery document states when it is a template (Entra ID
+    /// multi-tenant), with `tenants` deciding which ID tokens' issuers are accepted.
+    Oidc { issuer: IssuerUrl, published_issuer: Option<String>, tenants: Option<TenantIssuers> },
     /// Plain OAuth 2 (GitHub-style): fixed endpoints, identity from the userinfo response.
     OAuth2 { authorization_endpoint: Url, token_endpoint: Url, userinfo_endpoint: Url, subject_field: String },
 }
@@ -302,6 +312,9 @@ pub struct Dangerous {
     /// Gateway mode: client ID metadata documents may be fetched from loopback addresses — for tests
     /// that serve documents locally. Loopback only.
     pub client_metadata_from_loopback: bool,
+    /// Every URL an IdP preset derives is moved to this loopback origin (path kept) — for tests that
+    /// emulate an IdP locally. Loopback only.
+    pub idp_origin: Option<Url>,
 }
 
 /// One protected MCP server.
@@ -377,6 +390,18 @@ pub struct VerifyConfig {
     /// Overrides the discovered `jwks_uri`.
     pub jwks_uri: Option<Url>,
     pub introspection: Option<IntrospectionConfig>,
+    /// The preset it was configured with, if any.
+    pub preset: Option<Idp>,
+    /// What the discovery document states as `issuer` when it is a template rather than `issuer`.
+    pub published_issuer: Option<String>,
+    /// Issuers naming the token's tenant (Entra ID multi-tenant), with the tenants let in.
+    pub tenants: Option<TenantIssuers>,
+    /// Only tokens issued to these clients (`client_id`, `azp`, `cid` or `appid`) are accepted; empty: any.
+    pub clients: Vec<String>,
+    /// Tokens without `aud` are bound to this server by their `client_id` being one of these (Cognito).
+    pub client_id_audiences: Vec<String>,
+    /// Claims that must have exactly this value (`token_use` = `access`).
+    pub required_claims: Vec<(String, String)>,
 }
 
 /// RFC 7662 introspection for opaque tokens.

@@ -5,6 +5,46 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+/// Declares a raw table that also takes an IdP preset (`idp = "<name>"`) and the values identifying a
+/// tenant there, the same keys wherever a preset may be used.
+macro_rules! with_preset {
+    ($(#[$meta:meta])* pub(crate) struct $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        pub(crate) struct $name {
+            $($field)*
+            pub(crate) idp: Option<String>,
+            pub(crate) tenant: Option<String>,
+            #[serde(default)]
+            pub(crate) tenants: Vec<String>,
+            pub(crate) domain: Option<String>,
+            pub(crate) realm: Option<String>,
+            pub(crate) authorization_server: Option<String>,
+            pub(crate) application: Option<String>,
+            pub(crate) region: Option<String>,
+            pub(crate) user_pool_id: Option<String>,
+            pub(crate) zone: Option<String>,
+            pub(crate) project_id: Option<String>,
+        }
+
+        impl $name {
+            pub(crate) fn preset_params(&self) -> crate::idp::PresetParams {
+                crate::idp::PresetParams {
+                    tenant: self.tenant.clone(),
+                    tenants: self.tenants.clone(),
+                    domain: self.domain.clone(),
+                    realm: self.realm.clone(),
+                    authorization_server: self.authorization_server.clone(),
+                    application: self.application.clone(),
+                    region: self.region.clone(),
+                    user_pool_id: self.user_pool_id.clone(),
+                    zone: self.zone.clone(),
+                    project_id: self.project_id.clone(),
+                }
+            }
+        }
+    };
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
@@ -74,6 +114,7 @@ pub(crate) struct RawTrustedIdp {
     pub(crate) subject_prefix: Option<String>,
 }
 
+with_preset! {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
@@ -88,6 +129,9 @@ pub(crate) struct RawUpstream {
     pub(crate) client_secret_file: Option<String>,
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) forward_token_header: Option<String>,
+    /// The API whose tokens are asked for (Auth0's `audience`, Entra ID's App ID URI).
+    pub(crate) audience: Option<String>,
+}
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +186,7 @@ pub(crate) struct RawDangerous {
     pub(crate) auto_approve_as: Option<String>,
     #[serde(default)]
     pub(crate) client_metadata_from_loopback: bool,
+    pub(crate) idp_origin: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +235,7 @@ pub(crate) struct RawPolicyClaims {
     pub(crate) tenant: Option<String>,
 }
 
+with_preset! {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVerify {
@@ -210,6 +256,10 @@ pub(crate) struct RawVerify {
     pub(crate) hs256_secret_file: Option<String>,
     pub(crate) jwks_uri: Option<String>,
     pub(crate) introspection: Option<RawIntrospection>,
+    /// The clients registered at the IdP whose tokens are accepted (empty: any).
+    #[serde(default)]
+    pub(crate) clients: Vec<String>,
+}
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,11 @@ impl Errors {
         self.0.push(ConfigError { path: path.into(), message: message.into() });
     }
 
+    /// How many problems were found so far.
+    pub(crate) fn count(&self) -> usize {
+        self.0.len()
+    }
+
     pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.0.is_empty() { Ok(value) } else { Err(ConfigErrors(self.0)) }
     }
@@ -269,6 +274,16 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         allow_unauthenticated: raw.dangerous.allow_unauthenticated,
         auto_approve_as: raw.dangerous.auto_approve_as.clone().filter(|s| !s.is_empty()),
         client_metadata_from_loopback: raw.dangerous.client_metadata_from_loopback,
+        idp_origin: raw.dangerous.idp_origin.as_deref().and_then(|s| match Url::parse(s) {
+            Ok(u) if u.scheme() == "http" && portcullis_types::ids::is_loopback(&u) && u.path() == "/" => Some(u),
+            _ => {
+                errors.push(
+                    "dangerous.idp_origin",
+                    format!("{s:?} must be a loopback http origin, e.g. \"http://127.0.0.1:9000\""),
+                );
+                None
+            }
+        }),
     };
     // Skipping sign-in and consent is for test machines only: refuse it anywhere but on loopback.
     if dangerous.auto_approve_as.is_some() && !listen.is_some_and(|l| l.ip().is_loopback()) {
@@ -278,6 +293,9 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
     // services.
     if dangerous.client_metadata_from_loopback && !listen.is_some_and(|l| l.ip().is_loopback()) {
         errors.push("dangerous.client_metadata_from_loopback", "only allowed when listening on a loopback address");
+    }
+    if dangerous.idp_origin.is_some() && !listen.is_some_and(|l| l.ip().is_loopback()) {
+        errors.push("dangerous.idp_origin", "only allowed when listening on a loopback address");
     }
 
     let mut servers = Vec::new();
@@ -308,8 +326,10 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let wants_gateway = servers.iter().any(|s| matches!(s.auth, ServerAuth::Gateway));
     let gateway = match (&raw.gateway, &public_url) {
         (_, None) => None,
-        (Some(g), Some(p)) => resolve_gateway(g, p, &servers, &mut errors),
-        (None, Some(p)) if wants_gateway => resolve_gateway(&RawGateway::default(), p, &servers, &mut errors),
+        (Some(g), Some(p)) => resolve_gateway(g, p, &servers, dangerous.idp_origin.as_ref(), &mut errors),
+        (None, Some(p)) if wants_gateway => {
+            resolve_gateway(&RawGateway::default(), p, &servers, dangerous.idp_origin.as_ref(), &mut errors)
+        }
         (None, Some(_)) => None,
     };
     if let Some(g) = &gateway {

@@ -14,6 +14,9 @@ pub struct AudiencePolicy {
     pub extra: Vec<String>,
     /// Audiences accepted only when the `resource` claim names one of `resources` (Keycard-style).
     pub resource_claim_audiences: Vec<String>,
+    /// Tokens without `aud` are accepted when their `client_id` is one of these (Cognito's access tokens
+    /// carry no audience: the app client dedicated to this server is what binds them).
+    pub client_ids: Vec<String>,
 }
 
 impl AudiencePolicy {
@@ -21,6 +24,17 @@ impl AudiencePolicy {
     pub fn check(&self, claims: &serde_json::Map<String, Value>) -> Result<(), TokenError> {
         let aud = strings(claims.get("aud"));
         if aud.is_empty() {
+            let client = claims.get("client_id").and_then(Value::as_str);
+            if !self.client_ids.is_empty() && !claims.contains_key("aud") {
+                return match client {
+                    Some(c) if self.client_ids.iter().any(|id| id == c) => Ok(()),
+                    Some(c) => Err(TokenError::WrongClient {
+                        got: format!("{c:?}"),
+                        accepted: quoted(&self.client_ids.iter().map(String::as_str).collect::<Vec<_>>()),
+                    }),
+                    None => Err(TokenError::MissingClaim("client_id")),
+                };
+            }
             return Err(TokenError::MissingClaim("aud"));
         }
         if aud.iter().any(|a| self.resources.iter().any(|r| same_resource(a, r)) || self.extra.iter().any(|e| e == a)) {
@@ -94,7 +108,22 @@ mod tests {
             resources: vec!["https://mcp.example.com/mcp".into(), "https://internal.example.net/mcp".into()],
             extra: vec!["my-client-id".into()],
             resource_claim_audiences: vec!["https://zone.keycard.cloud".into()],
+            client_ids: vec![],
         }
+    }
+
+    #[test]
+    fn tokens_without_aud_are_bound_by_client_id_only_when_configured() {
+        let cognito = AudiencePolicy { client_ids: vec!["app-client".into()], ..policy() };
+        let token = json!({"client_id": "app-client", "token_use": "access"});
+        assert!(cognito.check(&claims(token.clone())).is_ok());
+        assert!(matches!(policy().check(&claims(token)), Err(TokenError::MissingClaim("aud"))));
+        let other = cognito.check(&claims(json!({"client_id": "someone-else"}))).unwrap_err();
+        assert!(matches!(other, TokenError::WrongClient { .. }), "{other}");
+        let no_client = cognito.check(&claims(json!({"sub": "x"}))).unwrap_err();
+        assert!(matches!(no_client, TokenError::MissingClaim("client_id")), "{no_client}");
+        // A token that has an aud is judged by it, never by its client.
+        assert!(cognito.check(&claims(json!({"aud": "elsewhere", "client_id": "app-client"}))).is_err());
     }
 
     #[test]

@@ -46,10 +46,20 @@ pub fn discovery_urls(issuer: &IssuerUrl) -> Vec<Url> {
 
 /// Fetches and checks the metadata of `issuer`.
 pub async fn discover(http: &reqwest::Client, issuer: &IssuerUrl) -> Result<AuthServerMetadata, DiscoveryError> {
+    discover_publishing(http, issuer, None).await
+}
+
+/// [`discover`] for an IdP whose document states a template rather than the issuer it was found at
+/// (Entra ID's multi-tenant endpoints publish `…/{tenantid}/v2.0`): `published` must then be stated.
+pub async fn discover_publishing(
+    http: &reqwest::Client,
+    issuer: &IssuerUrl,
+    published: Option<&str>,
+) -> Result<AuthServerMetadata, DiscoveryError> {
     let mut attempts = Vec::new();
     for url in discovery_urls(issuer) {
         let outcome = match fetch_json(http, &url).await {
-            Ok(doc) => return check(url, issuer, doc),
+            Ok(doc) => return check(url, issuer, published.unwrap_or(issuer.as_str()), doc),
             Err(outcome) => outcome,
         };
         attempts.push(Attempt { url: url.to_string(), outcome });
@@ -77,14 +87,19 @@ pub async fn fetch_json(http: &reqwest::Client, url: &Url) -> Result<Value, Stri
     }
 }
 
-fn check(source: Url, configured: &IssuerUrl, doc: Value) -> Result<AuthServerMetadata, DiscoveryError> {
+fn check(
+    source: Url,
+    configured: &IssuerUrl,
+    expected: &str,
+    doc: Value,
+) -> Result<AuthServerMetadata, DiscoveryError> {
     let published = doc.get("issuer").and_then(Value::as_str).unwrap_or_default();
-    if published != configured.as_str() {
+    if published != expected {
         return Err(DiscoveryError::IssuerMismatch {
             url: source.to_string(),
-            configured: configured.to_string(),
+            configured: expected.to_owned(),
             published: published.to_owned(),
-            hint: trailing_slash_hint(configured.as_str(), published),
+            hint: trailing_slash_hint(expected, published),
         });
     }
     let url_field = |field: &'static str| -> Result<Option<Url>, DiscoveryError> {
@@ -154,8 +169,13 @@ mod tests {
     fn issuer_must_match_exactly_with_a_hint() {
         let configured = IssuerUrl::parse("https://idp.example.com").unwrap();
         let source = Url::parse("https://idp.example.com/.well-known/openid-configuration").unwrap();
-        let err =
-            check(source.clone(), &configured, serde_json::json!({"issuer": "https://idp.example.com/"})).unwrap_err();
+        let err = check(
+            source.clone(),
+            &configured,
+            configured.as_str(),
+            serde_json::json!({"issuer": "https://idp.example.com/"}),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("configured: https://idp.example.com\n"), "{text}");
         assert!(text.contains("published:  https://idp.example.com/\n"), "{text}");
@@ -163,6 +183,7 @@ mod tests {
         let ok = check(
             source,
             &configured,
+            configured.as_str(),
             serde_json::json!({"issuer": "https://idp.example.com",
             "jwks_uri": "https://idp.example.com/jwks"}),
         )
@@ -177,6 +198,7 @@ mod tests {
         let err = check(
             source,
             &configured,
+            configured.as_str(),
             serde_json::json!({"issuer": "https://idp.example.com",
             "jwks_uri": "http://idp.example.com/jwks"}),
         )

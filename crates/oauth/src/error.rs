@@ -36,6 +36,10 @@ pub enum TokenError {
     WrongAudience { got: String, accepted: String },
     #[error("aud {aud:?} is accepted only with a resource claim naming {expected}, but resource was {got}")]
     ResourceMismatch { aud: String, got: String, expected: String },
+    #[error("the token was issued to client {got}, accepted {accepted}")]
+    WrongClient { got: String, accepted: String },
+    #[error("{claim} was {got}, expected {expected:?}")]
+    ClaimMismatch { claim: String, got: String, expected: String },
     #[error("typ was {0:?}; an RFC 9068 access token (typ \"at+jwt\") is required")]
     WrongType(String),
     #[error("an ID token was presented as an access token")]
@@ -64,6 +68,8 @@ impl TokenError {
             Self::NotYetValid { .. } | Self::IssuedInFuture { .. } => "not_yet_valid",
             Self::WrongIssuer { .. } => "wrong_issuer",
             Self::WrongAudience { .. } | Self::ResourceMismatch { .. } => "wrong_audience",
+            Self::WrongClient { .. } => "wrong_client",
+            Self::ClaimMismatch { .. } => "wrong_type",
             Self::WrongType(_) | Self::IdToken => "wrong_type",
             Self::Inactive => "inactive",
             Self::SignInEnded(_) => "sign_in_ended",

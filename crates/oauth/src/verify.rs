@@ -33,6 +33,12 @@ pub struct VerifierConfig {
     pub require_at_jwt: bool,
     pub algorithms: Vec<SigningAlg>,
     pub hs256_secret: Option<Secret>,
+    /// Issuers naming the token's tenant (`tid`), with the tenants let in (Entra ID multi-tenant apps).
+    pub tenants: Option<portcullis_config::TenantIssuers>,
+    /// Only tokens issued to these clients are accepted; empty: any.
+    pub clients: Vec<String>,
+    /// Claims that must have exactly this value.
+    pub required_claims: Vec<(String, String)>,
     /// Capacity of the verified-token cache; 0 turns it off.
     pub cache_capacity: u64,
     /// Longest reuse of a verification (and of an introspection answer), in seconds: the delay after
@@ -52,7 +58,11 @@ impl VerifierConfig {
                 resources: server.resources.iter().map(ToString::to_string).collect(),
                 extra: v.audiences.clone(),
                 resource_claim_audiences: v.resource_claim_audiences.clone(),
+                client_ids: v.client_id_audiences.clone(),
             },
+            tenants: v.tenants.clone(),
+            clients: v.clients.clone(),
+            required_claims: v.required_claims.clone(),
             leeway: v.leeway.as_secs(),
             require_at_jwt: v.require_at_jwt,
             algorithms: v.algorithms.clone(),
@@ -337,6 +347,20 @@ impl Verifier {
         // token. A JWT must carry both (RFC 9068 §2.2).
         match claims.get("iss") {
             Some(Value::String(iss)) if self.cfg.issuers.iter().any(|i| i == iss) => {}
+            Some(Value::String(iss))
+                if self
+                    .cfg
+                    .tenants
+                    .as_ref()
+                    .is_some_and(|t| t.accepts(iss, claims.get("tid").and_then(Value::as_str))) => {}
+            Some(Value::String(iss)) if self.cfg.tenants.is_some() => {
+                let t = self.cfg.tenants.as_ref().map(|t| t.tenants.join(", ")).unwrap_or_default();
+                let tid = claims.get("tid").and_then(Value::as_str).unwrap_or("absent");
+                return Err(TokenError::WrongIssuer {
+                    got: iss.clone(),
+                    expected: format!("an issuer of an allowed tenant ({t}); tid was {tid}"),
+                });
+            }
             Some(Value::String(iss)) => {
                 let expected = self.cfg.issuers.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(" or ");
                 return Err(TokenError::WrongIssuer { got: iss.clone(), expected });
@@ -366,6 +390,39 @@ impl Verifier {
             return Err(TokenError::IdToken);
         }
         self.cfg.audience.check(claims)?;
+        for (claim, expected) in &self.cfg.required_claims {
+            match claims.get(claim) {
+                Some(Value::String(got)) if got == expected => {}
+                Some(got) => {
+                    return Err(TokenError::ClaimMismatch {
+                        claim: claim.clone(),
+                        got: got.to_string(),
+                        expected: expected.clone(),
+                    });
+                }
+                None => {
+                    return Err(TokenError::ClaimMismatch {
+                        claim: claim.clone(),
+                        got: "absent".to_owned(),
+                        expected: expected.clone(),
+                    });
+                }
+            }
+        }
+        if !self.cfg.clients.is_empty() {
+            // RFC 9068 client_id; OpenID azp; Okta cid; Entra ID v1 appid.
+            let client =
+                ["client_id", "azp", "cid", "appid"].iter().find_map(|c| claims.get(*c).and_then(Value::as_str));
+            match client {
+                Some(c) if self.cfg.clients.iter().any(|a| a == c) => {}
+                got => {
+                    return Err(TokenError::WrongClient {
+                        got: got.map_or_else(|| "absent".to_owned(), |c| format!("{c:?}")),
+                        accepted: self.cfg.clients.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
+                    });
+                }
+            }
+        }
         Ok(exp)
     }
 

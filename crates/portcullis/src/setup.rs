@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use portcullis_authz::gateway::Gateway;
 use portcullis_config::{Config, ServerAuth};
-use portcullis_oauth::discovery::{AuthServerMetadata, discover};
+use portcullis_oauth::discovery::{AuthServerMetadata, discover_publishing};
 use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::introspect::Introspector;
 use portcullis_oauth::jwks::{JwksCache, KeySet};
@@ -46,7 +46,7 @@ pub(crate) async fn verifiers(
         let meta = match metadata.get(v.issuer.as_str()) {
             Some(m) => m.clone(),
             None => {
-                let m = discover(http, &v.issuer).await.map_err(at)?;
+                let m = discover_publishing(http, &v.issuer, v.published_issuer.as_deref()).await.map_err(at)?;
                 metadata.insert(v.issuer.to_string(), m.clone());
                 m
             }

@@ -9,6 +9,7 @@ use url::Url;
 
 use super::server::{is_header_name, is_reserved_header};
 use super::{Errors, parse_scopes, secret};
+use crate::Idp;
 use crate::raw::{RawClient, RawGateway, RawUpstream};
 use crate::{
     CLIENT_CREDENTIALS, ConfiguredClient, DEFAULT_OPERATOR_KEY_FILE, GatewayConfig, JWT_BEARER_GRANT, ServerAuth,
@@ -19,6 +20,7 @@ pub(super) fn resolve_gateway(
     raw: &RawGateway,
     public_url: &Url,
     servers: &[ServerConfig],
+    idp_origin: Option<&Url>,
     errors: &mut Errors,
 ) -> Option<GatewayConfig> {
     // Long by design: one validation per `[gateway]` key, every error collected with its path.
@@ -79,7 +81,7 @@ pub(super) fn resolve_gateway(
     let clients: Vec<ConfiguredClient> =
         raw.clients.iter().enumerate().filter_map(|(i, c)| resolve_client(c, i, &scopes, errors)).collect();
     let trusted_idps = resolve_trusted_idps(raw, &clients, errors);
-    let upstream = raw.upstream.as_ref().and_then(|u| resolve_upstream(u, errors));
+    let upstream = raw.upstream.as_ref().and_then(|u| resolve_upstream(u, idp_origin, errors));
     if errors.0.len() != before {
         return None;
     }
@@ -104,9 +106,35 @@ pub(super) fn resolve_gateway(
     })
 }
 
-fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLogin> {
+fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Errors) -> Option<UpstreamLogin> {
+    // Long by design: one validation per `[gateway.upstream]` key, every error collected with its path.
     let at = "gateway.upstream";
     let before = errors.0.len();
+    let preset = super::server::preset(raw.idp.as_deref(), at, errors);
+    let derived = match preset {
+        Some(idp) => crate::idp::derive(idp, &raw.preset_params(), at, idp_origin, errors),
+        None => {
+            super::server::no_preset_params(&raw.preset_params(), raw.idp.is_some(), at, errors);
+            None
+        }
+    };
+    if let Some(idp) = preset.filter(|p| *p != Idp::GenericOidc) {
+        for (key, set) in [
+            ("kind", raw.kind.is_some()),
+            ("issuer", raw.issuer.is_some()),
+            ("authorization_endpoint", raw.authorization_endpoint.is_some()),
+            ("token_endpoint", raw.token_endpoint.is_some()),
+            ("userinfo_endpoint", raw.userinfo_endpoint.is_some()),
+            ("subject_field", raw.subject_field.is_some()),
+        ] {
+            if set {
+                errors.push(
+                    format!("{at}.{key}"),
+                    format!("set by the {} preset; remove it (or use idp = \"generic-oidc\")", idp.name()),
+                );
+            }
+        }
+    }
     let url = |field: &str, value: Option<&str>, errors: &mut Errors| -> Option<Url> {
         match value {
             None => {
@@ -122,10 +150,35 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
             },
         }
     };
-    let kind = match raw.kind.as_deref() {
-        None | Some("oidc") => match raw.issuer.as_deref() {
+    let from_preset = derived.as_ref().filter(|_| preset != Some(Idp::GenericOidc));
+    let kind = match (from_preset, raw.kind.as_deref()) {
+        (Some(d), _) => match &d.oauth2 {
+            Some(o) => {
+                let mut parse =
+                    |s: &str| Url::parse(s).map_err(|e| errors.push(format!("{at}.idp"), e.to_string())).ok();
+                match (parse(&o.authorization), parse(&o.token), parse(&o.userinfo)) {
+                    (Some(a), Some(t), Some(u)) => Some(UpstreamKind::OAuth2 {
+                        authorization_endpoint: a,
+                        token_endpoint: t,
+                        userinfo_endpoint: u,
+                        subject_field: o.subject_field.clone(),
+                    }),
+                    _ => None,
+                }
+            }
+            None => IssuerUrl::parse(&d.issuer)
+                .map(|issuer| UpstreamKind::Oidc {
+                    issuer,
+                    published_issuer: d.published_issuer.clone(),
+                    tenants: d.tenants.clone(),
+                })
+                .map_err(|e| errors.push(format!("{at}.idp"), e.to_string()))
+                .ok(),
+        },
+        (None, _) if preset.is_some() && derived.is_none() => None,
+        (None, None | Some("oidc")) => match raw.issuer.as_deref() {
             Some(i) => IssuerUrl::parse(i)
-                .map(|issuer| UpstreamKind::Oidc { issuer })
+                .map(|issuer| UpstreamKind::Oidc { issuer, published_issuer: None, tenants: None })
                 .map_err(|e| errors.push(format!("{at}.issuer"), e.to_string()))
                 .ok(),
             None => {
@@ -133,7 +186,7 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
                 None
             }
         },
-        Some("oauth2") => {
+        (None, Some("oauth2")) => {
             let a = url("authorization_endpoint", raw.authorization_endpoint.as_deref(), errors);
             let t = url("token_endpoint", raw.token_endpoint.as_deref(), errors);
             let u = url("userinfo_endpoint", raw.userinfo_endpoint.as_deref(), errors);
@@ -147,7 +200,7 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
                 _ => None,
             }
         }
-        Some(other) => {
+        (None, Some(other)) => {
             errors.push(format!("{at}.kind"), format!("{other:?} is not an upstream kind (oidc or oauth2)"));
             None
         }
@@ -161,8 +214,10 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
     if client_secret.is_none() && errors.0.len() == before {
         errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
     }
-    let default_scopes = match &kind {
-        Some(UpstreamKind::Oidc { .. }) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
+    let derived = derived.unwrap_or_default();
+    let default_scopes = match (&kind, preset) {
+        (_, Some(_)) => derived.scopes.clone(),
+        (Some(UpstreamKind::Oidc { .. }), None) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
         _ => Vec::new(),
     };
     let forward_token_header = raw.forward_token_header.as_deref().map(str::to_ascii_lowercase);
@@ -173,15 +228,39 @@ fn resolve_upstream(raw: &RawUpstream, errors: &mut Errors) -> Option<UpstreamLo
             errors.push(format!("{at}.forward_token_header"), format!("{name:?} is managed by the proxy"));
         }
     }
+    if raw.audience.as_deref().is_some_and(str::is_empty) {
+        errors.push(format!("{at}.audience"), "must not be empty");
+    }
     if errors.0.len() != before {
         return None;
+    }
+    let mut scopes = raw.scopes.clone().unwrap_or(default_scopes);
+    let mut authorization_params = derived.authorization_params.clone();
+    // The upstream token is kept (and refreshed) only when it is forwarded: only then are a refresh token
+    // and a token for the operator's API worth asking for.
+    if forward_token_header.is_some() {
+        authorization_params.extend(derived.refresh_params.iter().cloned());
+        for s in &derived.refresh_scopes {
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+    }
+    match (raw.audience.clone(), preset) {
+        // Entra ID names the API in the scope and refuses `resource` and `audience`.
+        (Some(aud), Some(Idp::Entra)) => scopes.push(format!("{}/.default", aud.trim_end_matches('/'))),
+        (Some(aud), _) => authorization_params.push(("audience".to_owned(), aud)),
+        (None, _) => {}
     }
     Some(UpstreamLogin {
         kind: kind?,
         client_id: client_id?,
         client_secret: client_secret?,
-        scopes: raw.scopes.clone().unwrap_or(default_scopes),
+        scopes,
         forward_token_header,
+        preset,
+        authorization_params,
+        token_auth: preset.map(|p| p.facts().token_auth).unwrap_or_default(),
     })
 }
 

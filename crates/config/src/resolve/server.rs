@@ -119,7 +119,8 @@ pub(super) fn resolve_server(
             );
             None
         }
-        (Some(v), false) => resolve_verify(v, &format!("{at}.verify"), errors).map(|v| ServerAuth::Verify(Box::new(v))),
+        (Some(v), false) => resolve_verify(v, &format!("{at}.verify"), dangerous.idp_origin.as_ref(), errors)
+            .map(|v| ServerAuth::Verify(Box::new(v))),
         (None, true) => Some(ServerAuth::Gateway),
         (None, false) if dangerous.allow_unauthenticated => Some(ServerAuth::None),
         (None, false) => {
@@ -221,19 +222,47 @@ pub(super) fn is_reserved_header(name: &str) -> bool {
         || name.starts_with("proxy-")
 }
 
-fn resolve_verify(raw: &RawVerify, at: &str, errors: &mut Errors) -> Option<VerifyConfig> {
+fn resolve_verify(raw: &RawVerify, at: &str, idp_origin: Option<&Url>, errors: &mut Errors) -> Option<VerifyConfig> {
     // Long by design: one validation per `[server.verify]` key, every error collected with its path.
     let before = errors.0.len();
-    let issuer = match raw.issuer.as_deref() {
+    let preset = preset(raw.idp.as_deref(), at, errors);
+    let derived = match preset {
+        Some(idp) => {
+            verify_mode_fits(idp, raw, at, errors);
+            crate::idp::derive(idp, &raw.preset_params(), at, idp_origin, errors)
+        }
         None => {
+            no_preset_params(&raw.preset_params(), raw.idp.is_some(), at, errors);
+            None
+        }
+    };
+    let derived_issuer = derived.as_ref().map(|d| d.issuer.clone()).filter(|i| !i.is_empty());
+    let issuer = match (raw.issuer.as_deref(), derived_issuer) {
+        (Some(_), Some(from_preset)) => {
+            errors.push(
+                format!("{at}.issuer"),
+                format!(
+                    "set by the {} preset ({from_preset}); remove it (or use idp = \"generic-oidc\" to give the \
+                     issuer yourself)",
+                    raw.idp.as_deref().unwrap_or_default()
+                ),
+            );
+            None
+        }
+        (None, Some(from_preset)) => {
+            IssuerUrl::parse(&from_preset).map_err(|e| errors.push(format!("{at}.idp"), e.to_string())).ok()
+        }
+        (None, None) if derived.is_none() && errors.0.len() != before => None,
+        (None, None) => {
             errors.push(
                 format!("{at}.issuer"),
                 "required: your IdP's issuer, exactly as its discovery document states it",
             );
             None
         }
-        Some(s) => IssuerUrl::parse(s).map_err(|e| errors.push(format!("{at}.issuer"), e.to_string())).ok(),
+        (Some(s), None) => IssuerUrl::parse(s).map_err(|e| errors.push(format!("{at}.issuer"), e.to_string())).ok(),
     };
+    let derived = derived.unwrap_or_default();
     let extra_issuers = raw
         .extra_issuers
         .iter()
@@ -241,7 +270,13 @@ fn resolve_verify(raw: &RawVerify, at: &str, errors: &mut Errors) -> Option<Veri
         .filter_map(|(i, s)| {
             IssuerUrl::parse(s).map_err(|e| errors.push(format!("{at}.extra_issuers[{i}]"), e.to_string())).ok()
         })
+        .chain(derived.extra_issuers.iter().filter_map(|s| IssuerUrl::parse(s).ok()))
         .collect();
+    for (i, c) in raw.clients.iter().enumerate() {
+        if c.is_empty() {
+            errors.push(format!("{at}.clients[{i}]"), "must not be empty");
+        }
+    }
     for (i, a) in raw.audiences.iter().enumerate() {
         if a.is_empty() {
             errors.push(format!("{at}.audiences[{i}]"), "must not be empty");
@@ -296,11 +331,24 @@ fn resolve_verify(raw: &RawVerify, at: &str, errors: &mut Errors) -> Option<Veri
     if errors.0.len() != before {
         return None;
     }
+    let mut audiences = derived.audiences.clone();
+    audiences.extend(raw.audiences.iter().cloned());
+    if derived.client_is_audience {
+        audiences.extend(raw.clients.iter().cloned());
+    }
+    let mut resource_claim_audiences = derived.resource_claim_audiences.clone();
+    resource_claim_audiences.extend(raw.resource_claim_audiences.iter().cloned());
     Some(VerifyConfig {
         issuer: issuer?,
         extra_issuers,
-        audiences: raw.audiences.clone(),
-        resource_claim_audiences: raw.resource_claim_audiences.clone(),
+        audiences,
+        resource_claim_audiences,
+        preset,
+        published_issuer: derived.published_issuer,
+        tenants: derived.tenants,
+        clients: raw.clients.clone(),
+        client_id_audiences: if derived.client_id_binds { raw.clients.clone() } else { Vec::new() },
+        required_claims: derived.required_claims,
         leeway: Duration::from_secs(raw.leeway_secs.unwrap_or(60)),
         cache: Duration::from_secs(raw.cache_secs.unwrap_or(300)),
         require_at_jwt: raw.require_at_jwt,
@@ -335,4 +383,57 @@ fn resolve_introspection(raw: &RawIntrospection, at: &str, errors: &mut Errors) 
         errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
     }
     Some(IntrospectionConfig { endpoint: endpoint?, client_id: client_id?, client_secret: client_secret? })
+}
+
+/// The preset named by `idp`, if any; an unknown name is an error listing the known ones.
+pub(super) fn preset(name: Option<&str>, at: &str, errors: &mut Errors) -> Option<crate::Idp> {
+    let name = name?;
+    let found = crate::Idp::from_name(name);
+    if found.is_none() {
+        let known = crate::Idp::all().map(|f| f.name).collect::<Vec<_>>().join(", ");
+        errors.push(format!("{at}.idp"), format!("{name:?} is not a known IdP preset (known: {known})"));
+    }
+    found
+}
+
+/// Preset parameters without a preset are a mistake worth naming.
+pub(super) fn no_preset_params(params: &crate::idp::PresetParams, named: bool, at: &str, errors: &mut Errors) {
+    if named {
+        return;
+    }
+    for key in params.given() {
+        errors.push(format!("{at}.{key}"), "a preset parameter: set idp = \"<name>\" too (see docs/idp/)");
+    }
+}
+
+/// Verify mode with an IdP whose tokens cannot be bound to this server, or whose clients cannot register,
+/// is refused with the reason and the mode to use instead.
+fn verify_mode_fits(idp: crate::Idp, raw: &RawVerify, at: &str, errors: &mut Errors) {
+    use crate::idp::{AccessTokens, Registration};
+    let f = idp.facts();
+    let gateway = format!(
+        "use gateway mode: gateway = true on this server and [gateway.upstream] idp = \"{}\" (MCP clients then \
+         register with portcullis and users sign in at {})",
+        f.name, f.title
+    );
+    if f.access_tokens == AccessTokens::Opaque {
+        errors.push(
+            format!("{at}.idp"),
+            format!(
+                "{} issues opaque access tokens: portcullis cannot tell whether one was issued for this server, so \
+                 verify mode would accept tokens meant for anyone; {gateway}",
+                f.title
+            ),
+        );
+    } else if f.registration == Registration::None && raw.clients.is_empty() {
+        errors.push(
+            format!("{at}.clients"),
+            format!(
+                "required with idp = \"{}\": {} has no client registration MCP clients can use by themselves, so \
+                 only clients you registered there can get tokens for this server. List their client ids here, \
+                 or {gateway}",
+                f.name, f.title
+            ),
+        );
+    }
 }

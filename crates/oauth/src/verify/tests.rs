@@ -21,6 +21,9 @@ fn config() -> VerifierConfig {
         require_at_jwt: false,
         algorithms: SigningAlg::ASYMMETRIC.to_vec(),
         hs256_secret: None,
+        tenants: None,
+        clients: Vec::new(),
+        required_claims: Vec::new(),
         cache_capacity: 1000,
         cache_ttl: 300,
     }
@@ -262,4 +265,60 @@ async fn claims_that_refuse_a_token_are_checked_before_its_signature() {
     assert_eq!(reject(&v, &garbage(mint(TestKey::Es256, &claims()))).await, "the signature does not verify");
     let unreadable = format!("{}.e30K!.AAAA", mint(TestKey::Es256, &claims()).split('.').next().unwrap());
     assert!(reject(&v, &unreadable).await.contains("claims"), "{}", reject(&v, &unreadable).await);
+}
+
+#[tokio::test]
+async fn tenant_issuers_accept_only_allowed_tenants_whose_tid_matches() {
+    let ours = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    let theirs = "0b5c6f2e-1f9a-4c3e-9b1d-7a2e4c6d8f10";
+    let (v, _) = verifier_with(VerifierConfig {
+        tenants: Some(portcullis_config::TenantIssuers {
+            templates: vec![
+                "https://login.microsoftonline.com/{tenantid}/v2.0".into(),
+                "https://sts.windows.net/{tenantid}/".into(),
+            ],
+            tenants: vec![ours.into()],
+        }),
+        ..config()
+    });
+    let entra =
+        |iss: String, tid: &str| mint(TestKey::Rs256, &with(with(claims(), "iss", json!(iss)), "tid", json!(tid)));
+    assert!(v.verify(&entra(format!("https://login.microsoftonline.com/{ours}/v2.0"), ours)).await.is_ok());
+    assert!(v.verify(&entra(format!("https://sts.windows.net/{ours}/"), ours)).await.is_ok());
+    let other = reject(&v, &entra(format!("https://login.microsoftonline.com/{theirs}/v2.0"), theirs)).await;
+    assert!(other.contains("an issuer of an allowed tenant") && other.contains(theirs), "{other}");
+    // A tid of ours on another tenant's issuer (or the reverse) is not a pair.
+    assert!(v.verify(&entra(format!("https://login.microsoftonline.com/{theirs}/v2.0"), ours)).await.is_err());
+    assert!(v.verify(&entra(format!("https://login.microsoftonline.com/{ours}/v2.0"), theirs)).await.is_err());
+    // The configured issuer itself still passes.
+    assert!(v.verify(&mint(TestKey::Rs256, &claims())).await.is_ok());
+}
+
+#[tokio::test]
+async fn listed_clients_and_required_claims() {
+    let (v, _) = verifier_with(VerifierConfig {
+        clients: vec!["client-a".into()],
+        required_claims: vec![("token_use".into(), "access".into())],
+        ..config()
+    });
+    let access = with(claims(), "token_use", json!("access"));
+    assert!(v.verify(&mint(TestKey::Rs256, &access)).await.is_ok());
+    let id = with(claims(), "token_use", json!("id"));
+    assert_eq!(reject(&v, &mint(TestKey::Rs256, &id)).await, "token_use was \"id\", expected \"access\"");
+    assert_eq!(reject(&v, &mint(TestKey::Rs256, &claims())).await, "token_use was absent, expected \"access\"");
+    // The client is read from client_id, azp (OpenID), cid (Okta) or appid (Entra ID v1).
+    for claim in ["azp", "cid", "appid"] {
+        let t = with(with(access.clone(), "client_id", Value::Null), claim, json!("client-a"));
+        assert!(v.verify(&mint(TestKey::Rs256, &t)).await.is_ok(), "{claim}");
+    }
+    let other = with(access.clone(), "client_id", json!("client-b"));
+    assert_eq!(
+        reject(&v, &mint(TestKey::Rs256, &other)).await,
+        "the token was issued to client \"client-b\", accepted \"client-a\""
+    );
+    let none = with(access, "client_id", Value::Null);
+    assert_eq!(
+        reject(&v, &mint(TestKey::Rs256, &none)).await,
+        "the token was issued to client absent, accepted \"client-a\""
+    );
 }

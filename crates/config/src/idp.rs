@@ -1,0 +1,924 @@
+//! IdP presets: `idp = "<name>"` in `[server.verify]` or `[gateway.upstream]` turns the few values that
+//! identify a tenant at a known identity provider (a tenant id, a domain, a realm, a region and pool…)
+//! into everything portcullis needs to know about it: its issuer (and the other issuers its tokens use),
+//! where its keys are, which `aud` its access tokens carry and which other claims bind them to this
+//! server, what to send it when users sign in there, and whether MCP clients can register with it at all.
+//!
+//! The facts are each IdP's own documentation, summarised in `docs/idp/<name>.md`; where sources
+//! disagree, the safe reading is taken here and the disagreement is written down there.
+
+use url::Url;
+
+use crate::resolve::Errors;
+
+/// A known identity provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Idp {
+    Entra,
+    Auth0,
+    Okta,
+    Keycloak,
+    Google,
+    Github,
+    Cognito,
+    Authentik,
+    Clerk,
+    Workos,
+    Descope,
+    Stytch,
+    Keycard,
+    GenericOidc,
+}
+
+/// Whether MCP clients can register with the IdP by themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Open dynamic client registration (RFC 7591), or client ID metadata documents.
+    Open,
+    /// Dynamic registration exists but must be switched on by the tenant's administrator first.
+    WhenEnabled,
+    /// None that an MCP client can use anonymously.
+    None,
+}
+
+/// What the IdP's access tokens are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessTokens {
+    /// Signed JWTs a resource server can verify with the published keys.
+    Jwt,
+    /// Opaque strings: only the IdP can say what they are for.
+    Opaque,
+}
+
+/// What the IdP does with an RFC 8707 `resource` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceParameter {
+    /// The token's audience becomes the requested resource.
+    Honoured,
+    /// Accepted and ignored: the audience comes from elsewhere.
+    Ignored,
+    /// The request is refused.
+    Refused,
+}
+
+/// How portcullis authenticates to the IdP's token endpoint as an upstream client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenAuth {
+    /// HTTP Basic with form-encoded credentials (RFC 6749 §2.3.1).
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+/// One value an operator supplies for a preset.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// The key in `[server.verify]` / `[gateway.upstream]`.
+    pub key: &'static str,
+    pub required: bool,
+    /// What it is and where the operator finds it.
+    pub what: &'static str,
+    pub example: &'static str,
+}
+
+/// What portcullis knows of one IdP, for configuration, `portcullis init` and `portcullis doctor`.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    pub idp: Idp,
+    /// The name in configuration (`idp = "entra"`).
+    pub name: &'static str,
+    pub title: &'static str,
+    pub registration: Registration,
+    pub access_tokens: AccessTokens,
+    pub resource: ResourceParameter,
+    /// How its token endpoint is authenticated to, as portcullis does it.
+    pub token_auth: TokenAuth,
+    /// How a refresh token is obtained from it.
+    pub refresh: &'static str,
+    /// Which mode to use with it, and why.
+    pub mode: &'static str,
+    /// The values the operator supplies.
+    pub params: &'static [Param],
+}
+
+const DOMAIN_EXAMPLE: &str = "the host name only, without https://";
+
+static FACTS: [Facts; 14] = [
+    Facts {
+        idp: Idp::Entra,
+        name: "entra",
+        title: "Microsoft Entra ID",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Refused,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope",
+        mode: "gateway mode: Entra ID has no dynamic client registration and refuses the RFC 8707 resource \
+               parameter MCP clients send (AADSTS9010010); verify mode suits only clients you registered \
+               yourself that ask for scope <App ID URI>/.default",
+        params: &[
+            Param {
+                key: "tenant",
+                required: true,
+                what: "the Directory (tenant) ID, a GUID; or \"organizations\" / \"common\" for a multi-tenant app",
+                example: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            },
+            Param {
+                key: "tenants",
+                required: false,
+                what: "multi-tenant only, and then required: the tenant ids whose users are let in",
+                example: "[\"72f988bf-86f1-41af-91ab-2d7cd011db47\"]",
+            },
+        ],
+    },
+    Facts {
+        idp: Idp::Auth0,
+        name: "auth0",
+        title: "Auth0",
+        registration: Registration::WhenEnabled,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope, with Allow Offline Access on the API",
+        mode: "either: verify mode once the tenant has dynamic client registration and the Resource \
+               Parameter Compatibility Profile switched on (else MCP clients get opaque tokens), with an \
+               API whose identifier is this server's URL; gateway mode otherwise",
+        params: &[Param {
+            key: "domain",
+            required: true,
+            what: "the tenant domain or custom domain",
+            example: "example.us.auth0.com",
+        }],
+    },
+    Facts {
+        idp: Idp::Okta,
+        name: "okta",
+        title: "Okta",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope, with the refresh token grant allowed for the app",
+        mode: "gateway mode: Okta's dynamic registration needs an API token, so MCP clients cannot register; \
+               verify mode suits clients you registered yourself",
+        params: &[
+            Param { key: "domain", required: true, what: "the Okta org domain", example: "example.okta.com" },
+            Param {
+                key: "authorization_server",
+                required: false,
+                what: "the custom authorization server's id (\"default\" unless you made another); the org \
+                       authorization server's access tokens are not meant for resource servers",
+                example: "default",
+            },
+        ],
+    },
+    Facts {
+        idp: Idp::Keycloak,
+        name: "keycloak",
+        title: "Keycloak",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "always, with the standard flow",
+        mode: "gateway mode: Keycloak's Trusted Hosts policy refuses anonymous dynamic registration by default; \
+               verify mode suits clients you registered yourself, with an audience mapper",
+        params: &[
+            Param {
+                key: "domain",
+                required: true,
+                what: "the Keycloak host, with the /auth prefix for releases before 17",
+                example: "sso.example.com",
+            },
+            Param { key: "realm", required: true, what: "the realm's name", example: "mcp" },
+        ],
+    },
+    Facts {
+        idp: Idp::Google,
+        name: "google",
+        title: "Google",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Opaque,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "access_type=offline (and prompt=consent to get one again on later sign-ins)",
+        mode: "gateway mode: Google's access tokens are opaque, so no resource server can tell they were \
+               issued for it, and there is no dynamic client registration",
+        params: &[],
+    },
+    Facts {
+        idp: Idp::Github,
+        name: "github",
+        title: "GitHub",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Opaque,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretPost,
+        refresh: "only GitHub Apps with expiring user tokens; OAuth Apps' tokens do not expire",
+        mode: "gateway mode: GitHub is not an OpenID provider, its tokens are opaque and it has no dynamic \
+               client registration; users are identified by GET /user",
+        params: &[],
+    },
+    Facts {
+        idp: Idp::Cognito,
+        name: "cognito",
+        title: "Amazon Cognito",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "always, with the authorization code grant",
+        mode: "gateway mode: Cognito has no dynamic client registration; in verify mode its access tokens \
+               carry no aud, so they are bound by client_id (list your app clients) and token_use = access",
+        params: &[
+            Param { key: "region", required: true, what: "the AWS region of the user pool", example: "eu-west-1" },
+            Param {
+                key: "user_pool_id",
+                required: true,
+                what: "the user pool id, which starts with its region",
+                example: "eu-west-1_AbCdEf123",
+            },
+        ],
+    },
+    Facts {
+        idp: Idp::Authentik,
+        name: "authentik",
+        title: "authentik",
+        registration: Registration::None,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope",
+        mode: "gateway mode: authentik has no dynamic client registration; in verify mode its tokens' aud is \
+               the client id, so list the clients you made for this server",
+        params: &[
+            Param { key: "domain", required: true, what: "the authentik host", example: "auth.example.com" },
+            Param {
+                key: "application",
+                required: true,
+                what: "the application's slug (Applications → your application → Slug)",
+                example: "mcp",
+            },
+        ],
+    },
+    Facts {
+        idp: Idp::Clerk,
+        name: "clerk",
+        title: "Clerk",
+        registration: Registration::WhenEnabled,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Ignored,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope",
+        mode: "gateway mode: Clerk's OAuth access tokens are opaque unless JWT access tokens are switched on, \
+               and then carry no audience naming this server; its users sign in at Clerk through portcullis",
+        params: &[Param {
+            key: "domain",
+            required: true,
+            what: "the Frontend API domain (Dashboard → Domains)",
+            example: "clerk.example.com",
+        }],
+    },
+    Facts {
+        idp: Idp::Workos,
+        name: "workos",
+        title: "WorkOS AuthKit",
+        registration: Registration::Open,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Honoured,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "always",
+        mode: "verify mode: AuthKit offers dynamic client registration and client ID metadata documents and \
+               puts the requested resource in aud",
+        params: &[Param {
+            key: "domain",
+            required: true,
+            what: "the AuthKit domain (Dashboard → Domains)",
+            example: "example.authkit.app",
+        }],
+    },
+    Facts {
+        idp: Idp::Descope,
+        name: "descope",
+        title: "Descope",
+        registration: Registration::Open,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Honoured,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope",
+        mode: "verify mode: Descope's MCP server (inbound apps) offers dynamic client registration; tokens \
+               name the project and the requested resource in aud",
+        params: &[Param {
+            key: "project_id",
+            required: true,
+            what: "the project id (Project settings)",
+            example: "P2abc123def456ghi789",
+        }],
+    },
+    Facts {
+        idp: Idp::Stytch,
+        name: "stytch",
+        title: "Stytch",
+        registration: Registration::Open,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Honoured,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "the offline_access scope",
+        mode: "verify mode: Stytch Connected Apps offer dynamic client registration; tokens name the project \
+               (and the requested resource) in aud",
+        params: &[
+            Param {
+                key: "domain",
+                required: true,
+                what: "the project domain (Project settings → Project domain)",
+                example: "example.customers.stytch.com",
+            },
+            Param {
+                key: "project_id",
+                required: true,
+                what: "the project id",
+                example: "project-live-0a1b2c3d-4e5f-6789-abcd-ef0123456789",
+            },
+        ],
+    },
+    Facts {
+        idp: Idp::Keycard,
+        name: "keycard",
+        title: "Keycard",
+        registration: Registration::Open,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Honoured,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "always",
+        mode: "verify mode: Keycard zones offer dynamic client registration and client ID metadata documents; \
+               tokens carry the zone as aud and this server in a resource claim",
+        params: &[Param { key: "zone", required: true, what: "the zone id", example: "z1a2b3c4d5" }],
+    },
+    Facts {
+        idp: Idp::GenericOidc,
+        name: "generic-oidc",
+        title: "an OpenID provider",
+        registration: Registration::Open,
+        access_tokens: AccessTokens::Jwt,
+        resource: ResourceParameter::Honoured,
+        token_auth: TokenAuth::ClientSecretBasic,
+        refresh: "as the provider decides",
+        mode: "verify mode when the provider offers dynamic registration (or client ID metadata documents) and \
+               honours resource; gateway mode otherwise",
+        params: &[],
+    },
+];
+
+impl Idp {
+    /// Every preset, in documentation order.
+    pub fn all() -> impl Iterator<Item = &'static Facts> {
+        FACTS.iter()
+    }
+
+    /// The preset called `name` in configuration.
+    pub fn from_name(name: &str) -> Option<Idp> {
+        FACTS.iter().find(|f| f.name == name).map(|f| f.idp)
+    }
+
+    pub fn facts(self) -> &'static Facts {
+        FACTS.iter().find(|f| f.idp == self).unwrap_or(&FACTS[FACTS.len() - 1])
+    }
+
+    pub fn name(self) -> &'static str {
+        self.facts().name
+    }
+
+    /// Whether MCP clients can reach this IdP's tokens without registering with portcullis.
+    pub fn clients_can_register(self) -> bool {
+        self.facts().registration != Registration::None
+    }
+
+    /// Which preset an issuer most likely belongs to, by its form; `None` for a generic provider.
+    pub fn recognise(issuer: &str) -> Option<Idp> {
+        let url = Url::parse(issuer).ok()?;
+        let host = url.host_str()?.to_ascii_lowercase();
+        let path = url.path();
+        let idp = if host.starts_with("login.microsoftonline.") || host == "sts.windows.net" {
+            Idp::Entra
+        } else if host.ends_with(".auth0.com") {
+            Idp::Auth0
+        } else if host.ends_with(".okta.com") || host.ends_with(".oktapreview.com") {
+            Idp::Okta
+        } else if host == "accounts.google.com" {
+            Idp::Google
+        } else if host == "github.com" {
+            Idp::Github
+        } else if host.starts_with("cognito-idp.") && host.ends_with(".amazonaws.com") {
+            Idp::Cognito
+        } else if host.ends_with(".clerk.accounts.dev") || host.starts_with("clerk.") {
+            Idp::Clerk
+        } else if host.ends_with(".authkit.app") {
+            Idp::Workos
+        } else if host == "api.descope.com" || host.ends_with(".descope.com") {
+            Idp::Descope
+        } else if host.ends_with(".stytch.com") || host.ends_with(".stytch.dev") {
+            Idp::Stytch
+        } else if host.ends_with(".keycard.cloud") {
+            Idp::Keycard
+        } else if path.contains("/realms/") {
+            Idp::Keycloak
+        } else if path.starts_with("/application/o/") {
+            Idp::Authentik
+        } else {
+            return None;
+        };
+        Some(idp)
+    }
+}
+
+/// The values an operator gave a preset, as written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PresetParams {
+    pub(crate) tenant: Option<String>,
+    pub(crate) tenants: Vec<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) realm: Option<String>,
+    pub(crate) authorization_server: Option<String>,
+    pub(crate) application: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) user_pool_id: Option<String>,
+    pub(crate) zone: Option<String>,
+    pub(crate) project_id: Option<String>,
+}
+
+impl PresetParams {
+    /// The keys that were given, with their values, for "not a parameter of this preset" errors.
+    pub(crate) fn given(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (key, set) in [
+            ("tenant", self.tenant.is_some()),
+            ("tenants", !self.tenants.is_empty()),
+            ("domain", self.domain.is_some()),
+            ("realm", self.realm.is_some()),
+            ("authorization_server", self.authorization_server.is_some()),
+            ("application", self.application.is_some()),
+            ("region", self.region.is_some()),
+            ("user_pool_id", self.user_pool_id.is_some()),
+            ("zone", self.zone.is_some()),
+            ("project_id", self.project_id.is_some()),
+        ] {
+            if set {
+                out.push(key);
+            }
+        }
+        out
+    }
+}
+
+/// Issuers that name the token's tenant (Entra ID multi-tenant apps): `{tenantid}` in a template stands
+/// for the token's `tid` claim, which must be one of `tenants`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantIssuers {
+    pub templates: Vec<String>,
+    pub tenants: Vec<String>,
+}
+
+impl TenantIssuers {
+    /// The placeholder the templates contain.
+    pub const PLACEHOLDER: &'static str = "{tenantid}";
+
+    /// Whether `iss` is one of the templates filled with `tid`, an allowed tenant.
+    pub fn accepts(&self, iss: &str, tid: Option<&str>) -> bool {
+        tid.is_some_and(|tid| {
+            self.tenants.iter().any(|t| t == tid)
+                && self.templates.iter().any(|t| t.replace(Self::PLACEHOLDER, tid) == iss)
+        })
+    }
+}
+
+/// Everything a preset derives; [`crate::resolve`] merges it with what the operator wrote.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Derived {
+    /// Where discovery starts (for a multi-tenant Entra app, `…/organizations/v2.0`).
+    pub(crate) issuer: String,
+    /// The issuer the discovery document publishes, when it is not `issuer` (a template).
+    pub(crate) published_issuer: Option<String>,
+    /// Further `iss` values of the same IdP (Entra ID's v1 tokens).
+    pub(crate) extra_issuers: Vec<String>,
+    pub(crate) tenants: Option<TenantIssuers>,
+    /// Accepted in `aud` besides this server's resource URLs.
+    pub(crate) audiences: Vec<String>,
+    /// `aud` values accepted only with a `resource` claim naming this server (Keycard zones).
+    pub(crate) resource_claim_audiences: Vec<String>,
+    /// The token's `aud` is the client id: the listed clients are the audiences (authentik).
+    pub(crate) client_is_audience: bool,
+    /// Access tokens have no `aud`; they are bound by `client_id` being a listed client (Cognito).
+    pub(crate) client_id_binds: bool,
+    /// Claims that must have exactly this value (`token_use` = `access`).
+    pub(crate) required_claims: Vec<(String, String)>,
+    /// Gateway upstream: a plain OAuth 2 provider's endpoints (GitHub), instead of discovery.
+    pub(crate) oauth2: Option<OAuth2Endpoints>,
+    /// Gateway upstream: the scopes asked for by default.
+    pub(crate) scopes: Vec<String>,
+    /// Gateway upstream: parameters the authorization request needs, and those needed only when the
+    /// upstream token is kept and refreshed (forwarded to the MCP upstream).
+    pub(crate) authorization_params: Vec<(String, String)>,
+    pub(crate) refresh_params: Vec<(String, String)>,
+    /// Gateway upstream: scopes needed for a refresh token, asked for when the upstream token is kept.
+    pub(crate) refresh_scopes: Vec<String>,
+}
+
+/// A plain OAuth 2 provider's endpoints.
+#[derive(Debug, Clone)]
+pub(crate) struct OAuth2Endpoints {
+    pub(crate) authorization: String,
+    pub(crate) token: String,
+    pub(crate) userinfo: String,
+    pub(crate) subject_field: String,
+}
+
+/// AWS regions where Cognito user pools run.
+const COGNITO_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "af-south-1",
+    "ap-east-1",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "sa-east-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
+
+/// Reads a preset's parameters into what it derives, each problem pushed with its path. `rebase`, for
+/// tests only, moves every derived URL to one loopback origin (keeping the path).
+pub(crate) fn derive(
+    idp: Idp,
+    params: &PresetParams,
+    at: &str,
+    rebase: Option<&Url>,
+    errors: &mut Errors,
+) -> Option<Derived> {
+    let facts = idp.facts();
+    let before = errors.count();
+    for key in params.given() {
+        if !facts.params.iter().any(|p| p.key == key) {
+            let known = facts.params.iter().map(|p| p.key).collect::<Vec<_>>();
+            let expected = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            errors.push(
+                format!("{at}.{key}"),
+                format!("not a parameter of the {} preset (its parameters: {expected})", facts.name),
+            );
+        }
+    }
+    let mut d = match idp {
+        Idp::Entra => entra(params, at, errors),
+        Idp::Auth0 => {
+            let domain = domain(params, at, errors);
+            Derived { issuer: format!("https://{domain}/"), scopes: oidc_scopes(), ..Derived::default() }
+        }
+        Idp::Okta => {
+            let domain = domain(params, at, errors);
+            let server = params.authorization_server.as_deref().unwrap_or("default");
+            if server == "org" || server.is_empty() || !server.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                errors.push(
+                    format!("{at}.authorization_server"),
+                    format!(
+                        "{server:?} is not a custom authorization server id (letters and digits, e.g. \
+                         \"default\" or \"aus1a2b3c4d5e6f7g8h9\"); the org authorization server's access tokens \
+                         are meant for Okta's own APIs only"
+                    ),
+                );
+            }
+            Derived {
+                issuer: format!("https://{domain}/oauth2/{server}"),
+                audiences: if server == "default" { vec!["api://default".to_owned()] } else { Vec::new() },
+                scopes: oidc_scopes(),
+                ..Derived::default()
+            }
+        }
+        Idp::Keycloak => {
+            let domain = domain(params, at, errors);
+            let realm =
+                required(params.realm.as_deref(), &format!("{at}.realm"), "the realm's name, e.g. \"mcp\"", errors);
+            if realm.contains(['/', '?', '#', ' ']) {
+                errors.push(format!("{at}.realm"), format!("{realm:?} is a realm name, not a path or URL"));
+            }
+            Derived { issuer: format!("https://{domain}/realms/{realm}"), scopes: oidc_scopes(), ..Derived::default() }
+        }
+        Idp::Google => Derived {
+            issuer: "https://accounts.google.com".to_owned(),
+            scopes: oidc_scopes(),
+            // A refresh token only comes with access_type=offline, and only on the first consent unless
+            // consent is asked again: both, when the upstream token is kept and refreshed.
+            refresh_params: vec![
+                ("access_type".to_owned(), "offline".to_owned()),
+                ("prompt".to_owned(), "consent".to_owned()),
+            ],
+            ..Derived::default()
+        },
+        Idp::Github => Derived {
+            issuer: "https://github.com".to_owned(),
+            oauth2: Some(OAuth2Endpoints {
+                authorization: "https://github.com/login/oauth/authorize".to_owned(),
+                token: "https://github.com/login/oauth/access_token".to_owned(),
+                userinfo: "https://api.github.com/user".to_owned(),
+                // The numeric id: logins can be renamed and reused, ids cannot.
+                subject_field: "id".to_owned(),
+            }),
+            scopes: vec!["read:user".to_owned()],
+            ..Derived::default()
+        },
+        Idp::Cognito => cognito(params, at, errors),
+        Idp::Authentik => {
+            let domain = domain(params, at, errors);
+            let slug = required(
+                params.application.as_deref(),
+                &format!("{at}.application"),
+                "the application's slug, e.g. \"mcp\"",
+                errors,
+            );
+            if !slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                errors.push(
+                    format!("{at}.application"),
+                    format!("{slug:?} is not a slug (letters, digits, '-' and '_')"),
+                );
+            }
+            Derived {
+                issuer: format!("https://{domain}/application/o/{slug}/"),
+                client_is_audience: true,
+                scopes: oidc_scopes(),
+                ..Derived::default()
+            }
+        }
+        Idp::Clerk | Idp::Workos => {
+            let domain = domain(params, at, errors);
+            Derived { issuer: format!("https://{domain}"), scopes: oidc_scopes(), ..Derived::default() }
+        }
+        Idp::Descope => {
+            let project = required(
+                params.project_id.as_deref(),
+                &format!("{at}.project_id"),
+                "the Descope project id, e.g. \"P2abc123def456ghi789\"",
+                errors,
+            );
+            if !(project.starts_with('P') && project.len() >= 8 && project.bytes().all(|b| b.is_ascii_alphanumeric())) {
+                errors.push(
+                    format!("{at}.project_id"),
+                    format!("{project:?} is not a Descope project id (\"P\" then letters and digits)"),
+                );
+            }
+            Derived {
+                issuer: format!("https://api.descope.com/v1/apps/{project}"),
+                audiences: vec![project.to_owned()],
+                scopes: oidc_scopes(),
+                ..Derived::default()
+            }
+        }
+        Idp::Stytch => {
+            let domain = domain(params, at, errors);
+            let project = required(
+                params.project_id.as_deref(),
+                &format!("{at}.project_id"),
+                "the Stytch project id, e.g. \"project-live-…\"",
+                errors,
+            );
+            if !(project.starts_with("project-live-") || project.starts_with("project-test-")) {
+                errors.push(
+                    format!("{at}.project_id"),
+                    format!("{project:?} is not a Stytch project id (\"project-live-…\" or \"project-test-…\")"),
+                );
+            }
+            Derived {
+                issuer: format!("https://{domain}"),
+                audiences: vec![project.to_owned()],
+                scopes: oidc_scopes(),
+                ..Derived::default()
+            }
+        }
+        Idp::Keycard => {
+            let zone = required(
+                params.zone.as_deref(),
+                &format!("{at}.zone"),
+                "the Keycard zone id, e.g. \"z1a2b3c4d5\"",
+                errors,
+            );
+            if zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || zone.starts_with('-')
+            {
+                errors.push(format!("{at}.zone"), format!("{zone:?} is not a zone id (letters, digits and '-')"));
+            }
+            let issuer = format!("https://{zone}.keycard.cloud");
+            Derived {
+                resource_claim_audiences: vec![issuer.clone()],
+                issuer,
+                scopes: oidc_scopes(),
+                ..Derived::default()
+            }
+        }
+        Idp::GenericOidc => Derived { scopes: oidc_scopes(), ..Derived::default() },
+    };
+    if errors.count() != before {
+        return None;
+    }
+    if facts.refresh.starts_with("the offline_access scope") {
+        d.refresh_scopes = vec!["offline_access".to_owned()];
+    }
+    if let Some(origin) = rebase {
+        d.rebase(origin);
+    }
+    Some(d)
+}
+
+fn oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
+}
+
+fn required<'a>(value: Option<&'a str>, at: &str, what: &str, errors: &mut Errors) -> &'a str {
+    match value {
+        Some(v) if !v.is_empty() => v,
+        _ => {
+            errors.push(at, format!("required: {what}"));
+            ""
+        }
+    }
+}
+
+/// A host name (with an optional port and, for IdPs served under a prefix, a path), without scheme.
+fn domain<'a>(params: &'a PresetParams, at: &str, errors: &mut Errors) -> &'a str {
+    let path = format!("{at}.domain");
+    let value = required(params.domain.as_deref(), &path, &format!("the IdP's domain, {DOMAIN_EXAMPLE}"), errors);
+    if value.is_empty() {
+        return value;
+    }
+    if value.contains("://") {
+        errors.push(path, format!("{value:?}: give {DOMAIN_EXAMPLE}"));
+        return value;
+    }
+    let (host_port, rest) = value.split_once('/').map_or((value, ""), |(h, r)| (h, r));
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    let url_ok = Url::parse(&format!("https://{value}")).is_ok_and(|u| u.query().is_none() && u.fragment().is_none());
+    if !host_ok || !url_ok || rest.ends_with('/') || value.contains(['?', '#']) {
+        errors.push(path, format!("{value:?} is not a domain: give {DOMAIN_EXAMPLE}, e.g. \"example.okta.com\""));
+    }
+    value
+}
+
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn entra(params: &PresetParams, at: &str, errors: &mut Errors) -> Derived {
+    const V2: &str = "https://login.microsoftonline.com";
+    const V1: &str = "https://sts.windows.net";
+    let tenant = required(
+        params.tenant.as_deref(),
+        &format!("{at}.tenant"),
+        "the Directory (tenant) ID (a GUID), or \"organizations\" / \"common\" for a multi-tenant app",
+        errors,
+    );
+    let mut d = Derived { scopes: oidc_scopes(), ..Derived::default() };
+    match tenant {
+        "" => {}
+        "common" | "organizations" => {
+            if params.tenants.is_empty() {
+                errors.push(
+                    format!("{at}.tenants"),
+                    format!(
+                        "required with tenant = {tenant:?}: the tenant ids (GUIDs) whose users may sign in; a \
+                         multi-tenant app otherwise accepts every Entra ID tenant in the world"
+                    ),
+                );
+            }
+            for (i, t) in params.tenants.iter().enumerate() {
+                if !is_guid(t) {
+                    errors.push(format!("{at}.tenants[{i}]"), format!("{t:?} is not a tenant id (a GUID)"));
+                }
+            }
+            let placeholder = TenantIssuers::PLACEHOLDER;
+            d.issuer = format!("{V2}/{tenant}/v2.0");
+            d.published_issuer = Some(format!("{V2}/{placeholder}/v2.0"));
+            d.tenants = Some(TenantIssuers {
+                templates: vec![format!("{V2}/{placeholder}/v2.0"), format!("{V1}/{placeholder}/")],
+                tenants: params.tenants.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            });
+        }
+        "consumers" => errors.push(
+            format!("{at}.tenant"),
+            "\"consumers\" (personal Microsoft accounts) issues access tokens for your API that only Microsoft \
+             can read; use your Directory (tenant) ID",
+        ),
+        t if is_guid(t) => {
+            if !params.tenants.is_empty() {
+                errors.push(format!("{at}.tenants"), "only for tenant = \"organizations\" or \"common\"");
+            }
+            let t = t.to_ascii_lowercase();
+            d.issuer = format!("{V2}/{t}/v2.0");
+            // Tokens are v1 unless the API's manifest asks for v2 (accessTokenAcceptedVersion), and both
+            // are signed with the same keys.
+            d.extra_issuers = vec![format!("{V1}/{t}/")];
+        }
+        t => errors.push(
+            format!("{at}.tenant"),
+            format!(
+                "{t:?} is not a Directory (tenant) ID: tokens name the tenant by its GUID (Entra admin center → \
+                 Overview → Tenant ID), not by a domain"
+            ),
+        ),
+    }
+    d
+}
+
+fn cognito(params: &PresetParams, at: &str, errors: &mut Errors) -> Derived {
+    let region =
+        required(params.region.as_deref(), &format!("{at}.region"), "the AWS region, e.g. \"eu-west-1\"", errors);
+    let pool = required(
+        params.user_pool_id.as_deref(),
+        &format!("{at}.user_pool_id"),
+        "the user pool id, e.g. \"eu-west-1_AbCdEf123\"",
+        errors,
+    );
+    if !region.is_empty() && !COGNITO_REGIONS.contains(&region) {
+        errors.push(
+            format!("{at}.region"),
+            format!("{region:?} is not an AWS region where Cognito user pools run (e.g. us-east-1, eu-west-1)"),
+        );
+    }
+    if !pool.is_empty() {
+        match pool.split_once('_') {
+            Some((r, id)) if r == region && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => {}
+            Some((r, id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => errors.push(
+                format!("{at}.user_pool_id"),
+                format!("{pool:?} is a pool in region {r:?}, not in region {region:?}: the id starts with its region"),
+            ),
+            _ => errors.push(
+                format!("{at}.user_pool_id"),
+                format!("{pool:?} is not a user pool id (<region>_<letters and digits>, e.g. \"eu-west-1_AbCdEf123\")"),
+            ),
+        }
+    }
+    Derived {
+        issuer: format!("https://cognito-idp.{region}.amazonaws.com/{pool}"),
+        client_id_binds: true,
+        // ID tokens carry aud = the client id; only access tokens are let through.
+        required_claims: vec![("token_use".to_owned(), "access".to_owned())],
+        scopes: oidc_scopes(),
+        ..Derived::default()
+    }
+}
+
+impl Derived {
+    /// Moves every URL to `origin`, keeping paths: a test's loopback emulation of the IdP.
+    fn rebase(&mut self, origin: &Url) {
+        let move_url = |s: &mut String| {
+            if let Ok(u) = Url::parse(s)
+                && u.has_host()
+            {
+                let base = origin.origin().ascii_serialization();
+                let rest = &s[u.origin().ascii_serialization().len()..];
+                *s = format!("{base}{rest}");
+            }
+        };
+        move_url(&mut self.issuer);
+        if let Some(p) = &mut self.published_issuer {
+            move_url(p);
+        }
+        self.extra_issuers.iter_mut().for_each(move_url);
+        self.resource_claim_audiences.iter_mut().for_each(move_url);
+        if let Some(t) = &mut self.tenants {
+            t.templates.iter_mut().for_each(move_url);
+        }
+        if let Some(o) = &mut self.oauth2 {
+            for s in [&mut o.authorization, &mut o.token, &mut o.userinfo] {
+                move_url(s);
+            }
+        }
+    }
+}
