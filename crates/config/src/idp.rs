@@ -46,6 +46,8 @@ pub enum Registration {
 pub enum AccessTokens {
     /// Signed JWTs a resource server can verify with the published keys.
     Jwt,
+    /// Signed JWTs without an audience: only the client they were issued to can tie them to a server.
+    JwtWithoutAudience,
     /// Opaque strings: only the IdP can say what they are for.
     Opaque,
 }
@@ -267,12 +269,12 @@ static FACTS: [Facts; 14] = [
         name: "clerk",
         title: "Clerk",
         registration: Registration::WhenEnabled,
-        access_tokens: AccessTokens::Jwt,
+        access_tokens: AccessTokens::JwtWithoutAudience,
         resource: ResourceParameter::Ignored,
         token_auth: TokenAuth::ClientSecretBasic,
         refresh: "the offline_access scope",
-        mode: "gateway mode: Clerk's OAuth access tokens are opaque unless JWT access tokens are switched on, \
-               and then carry no audience naming this server; its users sign in at Clerk through portcullis",
+        mode: "gateway mode: Clerk's OAuth access tokens carry no audience naming this server (and are opaque \
+               when the application issues opaque tokens), so only clients you list can be let in by verify mode",
         params: &[Param {
             key: "domain",
             required: true,
@@ -307,14 +309,23 @@ static FACTS: [Facts; 14] = [
         resource: ResourceParameter::Honoured,
         token_auth: TokenAuth::ClientSecretBasic,
         refresh: "the offline_access scope",
-        mode: "verify mode: Descope's MCP server (inbound apps) offers dynamic client registration; tokens \
-               name the project and the requested resource in aud",
-        params: &[Param {
-            key: "project_id",
-            required: true,
-            what: "the project id (Project settings)",
-            example: "P2abc123def456ghi789",
-        }],
+        mode: "verify mode: Descope's MCP servers (inbound apps) offer dynamic client registration and client \
+               ID metadata documents; tokens name the MCP server's resource URL in aud",
+        params: &[
+            Param {
+                key: "project_id",
+                required: true,
+                what: "the project id (Project settings)",
+                example: "P2abc123def456ghi789",
+            },
+            Param {
+                key: "mcp_server",
+                required: false,
+                what: "the MCP server's id in the Agentic Identity Hub, when its own issuer is used rather than \
+                       the project's",
+                example: "MS2abc123def456",
+            },
+        ],
     },
     Facts {
         idp: Idp::Stytch,
@@ -445,6 +456,7 @@ pub(crate) struct PresetParams {
     pub(crate) user_pool_id: Option<String>,
     pub(crate) zone: Option<String>,
     pub(crate) project_id: Option<String>,
+    pub(crate) mcp_server: Option<String>,
 }
 
 impl PresetParams {
@@ -462,6 +474,7 @@ impl PresetParams {
             ("user_pool_id", self.user_pool_id.is_some()),
             ("zone", self.zone.is_some()),
             ("project_id", self.project_id.is_some()),
+            ("mcp_server", self.mcp_server.is_some()),
         ] {
             if set {
                 out.push(key);
@@ -670,7 +683,16 @@ pub(crate) fn derive(
                 ..Derived::default()
             }
         }
-        Idp::Clerk | Idp::Workos => {
+        Idp::Clerk => {
+            let domain = domain(params, at, errors);
+            Derived {
+                issuer: format!("https://{domain}"),
+                client_id_binds: true,
+                scopes: oidc_scopes(),
+                ..Derived::default()
+            }
+        }
+        Idp::Workos => {
             let domain = domain(params, at, errors);
             Derived { issuer: format!("https://{domain}"), scopes: oidc_scopes(), ..Derived::default() }
         }
@@ -687,12 +709,20 @@ pub(crate) fn derive(
                     format!("{project:?} is not a Descope project id (\"P\" then letters and digits)"),
                 );
             }
-            Derived {
-                issuer: format!("https://api.descope.com/v1/apps/{project}"),
-                audiences: vec![project.to_owned()],
-                scopes: oidc_scopes(),
-                ..Derived::default()
-            }
+            let issuer = match params.mcp_server.as_deref() {
+                Some(server) if !server.is_empty() && server.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+                    format!("https://api.descope.com/v1/apps/agentic/{project}/{server}")
+                }
+                Some(server) => {
+                    errors.push(
+                        format!("{at}.mcp_server"),
+                        format!("{server:?} is not an MCP server id (letters and digits)"),
+                    );
+                    String::new()
+                }
+                None => format!("https://api.descope.com/v1/apps/{project}"),
+            };
+            Derived { issuer, scopes: oidc_scopes(), ..Derived::default() }
         }
         Idp::Stytch => {
             let domain = domain(params, at, errors);

@@ -24,6 +24,7 @@ macro_rules! with_preset {
             pub(crate) user_pool_id: Option<String>,
             pub(crate) zone: Option<String>,
             pub(crate) project_id: Option<String>,
+            pub(crate) mcp_server: Option<String>,
         }
 
         impl $name {
@@ -39,6 +40,7 @@ macro_rules! with_preset {
                     user_pool_id: self.user_pool_id.clone(),
                     zone: self.zone.clone(),
                     project_id: self.project_id.clone(),
+                    mcp_server: self.mcp_server.clone(),
                 }
             }
         }

@@ -210,6 +210,14 @@ clients = ["c"]"#,
 }
 
 #[test]
+fn clerk_tokens_without_audience_are_bound_by_their_client() {
+    let errs = verify("idp = \"clerk\"\ndomain = \"clerk.example.com\"").unwrap_err();
+    has(&errs, "server[0].verify.clients", "access tokens name no audience");
+    let v = verify("idp = \"clerk\"\ndomain = \"clerk.example.com\"\nclients = [\"oauth-app-1\"]").unwrap();
+    assert_eq!(v.client_id_audiences, ["oauth-app-1"]);
+}
+
+#[test]
 fn authentik_tokens_name_the_client_as_audience() {
     let v = verify(
         r#"idp = "authentik"
@@ -247,9 +255,13 @@ fn domain_presets_derive_their_issuers() {
             "idp = \"keycloak\"\ndomain = \"sso.example.com/auth\"\nrealm = \"mcp\"\nclients = [\"c\"]",
             "https://sso.example.com/auth/realms/mcp",
         ),
-        ("idp = \"clerk\"\ndomain = \"clerk.example.com\"", "https://clerk.example.com"),
+        ("idp = \"clerk\"\ndomain = \"clerk.example.com\"\nclients = [\"c\"]", "https://clerk.example.com"),
         ("idp = \"workos\"\ndomain = \"example.authkit.app\"", "https://example.authkit.app"),
         ("idp = \"descope\"\nproject_id = \"P2abc123def456\"", "https://api.descope.com/v1/apps/P2abc123def456"),
+        (
+            "idp = \"descope\"\nproject_id = \"P2abc123def456\"\nmcp_server = \"MS2xyz\"",
+            "https://api.descope.com/v1/apps/agentic/P2abc123def456/MS2xyz",
+        ),
         (
             "idp = \"stytch\"\ndomain = \"example.customers.stytch.com\"\nproject_id = \"project-live-0a1b\"",
             "https://example.customers.stytch.com",

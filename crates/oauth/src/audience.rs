@@ -14,7 +14,7 @@ pub struct AudiencePolicy {
     pub extra: Vec<String>,
     /// Audiences accepted only when the `resource` claim names one of `resources` (Keycard-style).
     pub resource_claim_audiences: Vec<String>,
-    /// Tokens without `aud` are accepted when their `client_id` is one of these (Cognito's access tokens
+    /// Tokens without `aud` are accepted when their `client_id` (or `azp`) is one of these (Cognito's access tokens
     /// carry no audience: the app client dedicated to this server is what binds them).
     pub client_ids: Vec<String>,
 }
@@ -24,7 +24,7 @@ impl AudiencePolicy {
     pub fn check(&self, claims: &serde_json::Map<String, Value>) -> Result<(), TokenError> {
         let aud = strings(claims.get("aud"));
         if aud.is_empty() {
-            let client = claims.get("client_id").and_then(Value::as_str);
+            let client = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str);
             if !self.client_ids.is_empty() && !claims.contains_key("aud") {
                 return match client {
                     Some(c) if self.client_ids.iter().any(|id| id == c) => Ok(()),

@@ -28,12 +28,60 @@ pub(crate) enum Command {
     SampleUpstream(SampleArgs),
     /// Diagnose an MCP server's OAuth set-up the way a strict client sees it.
     Doctor(DoctorArgs),
+    /// Write a configuration for one MCP server behind a known IdP, and print what to set up there.
+    ///
+    /// Every answer can be given as a flag; on a terminal, the missing ones are asked.
+    Init(InitArgs),
     /// Manage the gateway's local accounts.
     #[command(subcommand)]
     Users(UsersCommand),
     /// Manage the gateway's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// The IdP preset: entra, auth0, okta, keycloak, google, github, cognito, authentik, clerk, workos,
+    /// descope, stytch, keycard.
+    #[arg(long)]
+    pub(crate) idp: Option<String>,
+    /// verify (tokens from the IdP) or gateway (portcullis is the authorization server MCP clients see);
+    /// the IdP's recommended mode by default.
+    #[arg(long)]
+    pub(crate) mode: Option<String>,
+    /// The public URL clients use, e.g. https://mcp.example.com
+    #[arg(long, value_name = "URL")]
+    pub(crate) public_url: Option<String>,
+    /// The MCP server to protect.
+    #[arg(long, value_name = "URL")]
+    pub(crate) upstream: Option<String>,
+    /// The public path of the MCP server.
+    #[arg(long, default_value = "/mcp")]
+    pub(crate) path: String,
+    /// A preset parameter, e.g. --set tenant=<GUID> --set domain=example.okta.com (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// Verify mode: the client ids registered at the IdP for this server (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) clients: Vec<String>,
+    /// Gateway mode: the client id portcullis is registered as at the IdP (its secret is read from
+    /// PORTCULLIS_IDP_CLIENT_SECRET at run time).
+    #[arg(long)]
+    pub(crate) client_id: Option<String>,
+    /// The API whose tokens are asked for (verify: an accepted audience; gateway: Auth0's audience or
+    /// Entra ID's App ID URI, for a forwarded upstream token).
+    #[arg(long)]
+    pub(crate) audience: Option<String>,
+    /// Where to write the configuration; - for standard output.
+    #[arg(long, short, default_value = "portcullis.toml", value_name = "FILE")]
+    pub(crate) output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Never ask: a missing answer is an error naming its flag.
+    #[arg(long)]
+    pub(crate) no_input: bool,
 }
 
 #[derive(Debug, Args)]

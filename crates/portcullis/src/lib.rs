@@ -8,6 +8,7 @@
 //! - `sample`: runs the bundled sample MCP server.
 //! - `admin`: `users` and `keys`, working on the gateway's store.
 //! - `doctor`: a strict client's diagnosis of any MCP server's OAuth set-up.
+//! - `init`: a configuration for a known IdP, and what to set up there.
 //! - `logging`: tracing subscriber set-up.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ mod admin;
 mod check_config;
 mod cli;
 mod doctor;
+mod init;
 mod logging;
 mod observe;
 mod sample;
@@ -37,6 +39,7 @@ pub fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         cli::Command::CheckConfig(args) => check_config::run(&args),
+        cli::Command::Init(args) => init::run(&args).unwrap_or_else(report),
         cli::Command::Serve(args) => {
             // Before any thread exists: taking the sockets clears their environment variables.
             let activated = serve::activated_listener();

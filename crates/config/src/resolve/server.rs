@@ -425,6 +425,16 @@ fn verify_mode_fits(idp: crate::Idp, raw: &RawVerify, at: &str, errors: &mut Err
                 f.title
             ),
         );
+    } else if f.access_tokens == AccessTokens::JwtWithoutAudience && raw.clients.is_empty() {
+        errors.push(
+            format!("{at}.clients"),
+            format!(
+                "required with idp = \"{}\": {}'s access tokens name no audience, so only the client a token was \
+                 issued to can tie it to this server. List the client ids of the applications made for this \
+                 server, or {gateway}",
+                f.name, f.title
+            ),
+        );
     } else if f.registration == Registration::None && raw.clients.is_empty() {
         errors.push(
             format!("{at}.clients"),
