@@ -443,6 +443,47 @@ impl Idp {
     }
 }
 
+impl Idp {
+    /// Which preset an authorization server's metadata document belongs to: by its issuer's form, or
+    /// failing that (a custom domain) by what only that IdP's documents contain.
+    pub fn recognise_metadata(doc: &serde_json::Value) -> Option<Idp> {
+        let text = |k: &str| doc.get(k).and_then(serde_json::Value::as_str).unwrap_or_default();
+        let path = |k: &str| Url::parse(text(k)).map(|u| u.path().to_owned()).unwrap_or_default();
+        if let Some(idp) = Idp::recognise(text("issuer")) {
+            return Some(idp);
+        }
+        let issuer_path = path("issuer");
+        let pool = issuer_path.trim_start_matches('/');
+        let idp = if doc.get("tenant_region_scope").is_some()
+            || doc.get("cloud_instance_name").is_some()
+            || text("issuer").contains(TenantIssuers::PLACEHOLDER)
+        {
+            Idp::Entra
+        } else if doc.get("mfa_challenge_endpoint").is_some() {
+            Idp::Auth0
+        } else if path("authorization_endpoint").contains("/protocol/openid-connect/") {
+            Idp::Keycloak
+        } else if path("authorization_endpoint").starts_with("/application/o/") {
+            Idp::Authentik
+        } else if path("authorization_endpoint").starts_with("/oauth2/")
+            && path("authorization_endpoint").ends_with("/v1/authorize")
+        {
+            Idp::Okta
+        } else if path("authorization_endpoint") == "/o/oauth2/v2/auth" {
+            Idp::Google
+        } else if pool.split_once('_').is_some_and(|(region, id)| {
+            COGNITO_REGIONS.contains(&region) && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        }) {
+            Idp::Cognito
+        } else if issuer_path.starts_with("/v1/apps/") {
+            Idp::Descope
+        } else {
+            return None;
+        };
+        Some(idp)
+    }
+}
+
 /// The values an operator gave a preset, as written.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PresetParams {

@@ -19,6 +19,7 @@ use crate::cli::DoctorArgs;
 
 mod challenge;
 mod extensions;
+mod idp;
 mod login;
 mod registration;
 mod resource;
@@ -152,6 +153,7 @@ async fn diagnose(http: &reqwest::Client, url: &Url, args: &DoctorArgs, r: &mut 
     };
     let Some(resource) = resource::check(http, url, prm_from_header, r).await else { return true };
     let Some(meta) = server::check(http, &resource.issuer, r).await else { return true };
+    idp::check(&meta, r);
     extensions::check(http, &meta, r).await;
     if args.register {
         registration::check(http, &meta, r).await;
