@@ -386,14 +386,20 @@ function formDecode(value) {
   }
 }
 
-function basicCredentials(req) {
+/**
+ * HTTP Basic credentials. At token endpoints both parts are form-url-encoded
+ * first (RFC 6749 section 2.3.1); elsewhere (GitHub's REST API) they are
+ * plain RFC 7617 user and password: `formEncoded` false.
+ */
+function basicCredentials(req, { formEncoded = true } = {}) {
   const header = req.headers.authorization ?? '';
   if (!/^basic /i.test(header)) return undefined;
   const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon < 0) return { malformed: true };
-  const id = formDecode(decoded.slice(0, colon));
-  const secret = formDecode(decoded.slice(colon + 1));
+  const part = formEncoded ? formDecode : (value) => value;
+  const id = part(decoded.slice(0, colon));
+  const secret = part(decoded.slice(colon + 1));
   if (id === undefined || secret === undefined) return { malformed: true };
   return { id, secret };
 }
@@ -560,7 +566,8 @@ async function token(req, res, url, entry) {
   }
   if (grantType === 'authorization_code') return redeemCode(req, res, form, client);
   if (grantType === 'refresh_token') return redeemRefreshToken(req, res, form, client);
-  throw oauthError(400, 'unsupported_grant_type', `grant_type ${JSON.stringify(grantType ?? '')} is not supported`, 'unsupported_grant_type');
+  throw oauthError(400, 'unsupported_grant_type',
+    `grant_type ${JSON.stringify(grantType ?? '')} is not supported`, 'unsupported_grant_type');
 }
 
 /** RFC 8707 at the token endpoint: a subset of the resources granted (any, if none were). */
@@ -707,7 +714,10 @@ async function register(req, res, url, entry) {
   let method = meta.token_endpoint_auth_method ?? P.dcr.defaultAuth;
   if (P.dcr.publicOnly) method = 'none';
   if (method !== 'none' && !P.tokenAuth.includes(method)) {
-    throw new HttpError(400, { error: 'invalid_client_metadata', error_description: `token_endpoint_auth_method ${method} is not supported` });
+    throw new HttpError(400, {
+      error: 'invalid_client_metadata',
+      error_description: `token_endpoint_auth_method ${method} is not supported`,
+    });
   }
   const id = (P.dcr.idPrefix ?? '') + alnum(24);
   const secret = method === 'none' ? null : alnum(48);
@@ -1029,7 +1039,9 @@ function auth0() {
       if (record.claims && !(Array.isArray(aud) && aud.includes(`${ORIGIN}/userinfo`))) {
         throw new HttpError(401, 'Unauthorized', { 'www-authenticate': 'Bearer error="invalid_token"' });
       }
-      return { sub, nickname: USER.login, name: USER.name, email: USER.email, email_verified: true, updated_at: '2024-01-01T00:00:00.000Z' };
+      return {
+        sub, nickname: USER.login, name: USER.name, email: USER.email, email_verified: true, updated_at: '2024-01-01T00:00:00.000Z',
+      };
     },
   };
 }
@@ -1107,7 +1119,9 @@ function keycloak() {
     end_session_endpoint: `${ORIGIN}${oidc}/logout`,
     registration_endpoint: `${ORIGIN}${base}/clients-registrations/openid-connect`,
     code_challenge_methods_supported: ['plain', 'S256'],
-    token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'tls_client_auth', 'client_secret_jwt'],
+    token_endpoint_auth_methods_supported: [
+      'private_key_jwt', 'client_secret_basic', 'client_secret_post', 'tls_client_auth', 'client_secret_jwt',
+    ],
   });
   // Anonymous registration meets the Trusted Hosts policy, which lets no host in by default.
   const trustedHosts = refuse(403, {
@@ -1220,11 +1234,16 @@ function google() {
       '/.well-known/openid-configuration': document(metadata(issuer, ep, {
         device_authorization_endpoint: `${ORIGIN}/device/code`,
         revocation_endpoint: `${ORIGIN}/revoke`,
-        response_types_supported: ['code', 'token', 'id_token', 'code token', 'code id_token', 'token id_token', 'code token id_token', 'none'],
+        response_types_supported: [
+          'code', 'token', 'id_token', 'code token', 'code id_token', 'token id_token', 'code token id_token', 'none',
+        ],
         scopes_supported: ['openid', 'email', 'profile'],
         token_endpoint_auth_methods_supported: ['client_secret_post', 'client_secret_basic'],
         code_challenge_methods_supported: ['plain', 'S256'],
-        grant_types_supported: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code', 'urn:ietf:params:oauth:grant-type:jwt-bearer'],
+        grant_types_supported: [
+          'authorization_code', 'refresh_token',
+          'urn:ietf:params:oauth:grant-type:device_code', 'urn:ietf:params:oauth:grant-type:jwt-bearer',
+        ],
         claims_supported: ['aud', 'email', 'email_verified', 'exp', 'family_name', 'given_name', 'iat', 'iss', 'name', 'picture', 'sub'],
       })),
       '/tokeninfo': { GET: tokeninfo, POST: tokeninfo }, // https://oauth2.googleapis.com/tokeninfo
@@ -1271,16 +1290,20 @@ function github() {
     email: USER.email,
   };
   const wantsJson = (req) => (req.headers.accept ?? '').toLowerCase().includes('application/json');
+  const DOCS = 'https://docs.github.com/rest';
+  const CHECK_DOCS = `${DOCS}/apps/oauth-applications#check-a-token`;
 
   // GET /user on api.github.com: `Authorization: Bearer …` or `token …`.
   function getUser(req, res) {
     const value = bearerToken(req, ['bearer', 'token']);
     if (!value) {
-      return sendJson(res, 401, { message: 'Requires authentication', documentation_url: 'https://docs.github.com/rest/users/users#get-the-authenticated-user', status: '401' });
+      return sendJson(res, 401, {
+        message: 'Requires authentication', documentation_url: `${DOCS}/users/users#get-the-authenticated-user`, status: '401',
+      });
     }
     const record = ACCESS.get(value);
     if (!record || record.expiresAt < Date.now()) {
-      return sendJson(res, 401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest', status: '401' });
+      return sendJson(res, 401, { message: 'Bad credentials', documentation_url: DOCS, status: '401' });
     }
     return sendJson(res, 200, user);
   }
@@ -1290,12 +1313,12 @@ function github() {
   async function checkToken(req, res, url, entry) {
     const clientId = decodeURIComponent(url.pathname.split('/')[2]);
     entry.client_id = clientId;
-    const basic = basicCredentials(req);
+    const basic = basicCredentials(req, { formEncoded: false });
     entry.client_auth = basic ? 'client_secret_basic' : 'none';
     const client = CLIENTS.get(clientId);
     // (Which status GitHub gives wrong app credentials here is uncertain.)
     if (!basic || basic.malformed || basic.id !== clientId || !client?.secret || !safeEqual(basic.secret, client.secret)) {
-      return sendJson(res, 401, { message: 'Requires authentication', documentation_url: 'https://docs.github.com/rest/apps/oauth-applications#check-a-token', status: '401' });
+      return sendJson(res, 401, { message: 'Requires authentication', documentation_url: CHECK_DOCS, status: '401' });
     }
     let body;
     try {
@@ -1308,7 +1331,7 @@ function github() {
     }
     const record = ACCESS.get(body.access_token);
     if (!record || record.expiresAt < Date.now() || record.grant.clientId !== clientId) {
-      return sendJson(res, 404, { message: 'Not Found', documentation_url: 'https://docs.github.com/rest/apps/oauth-applications#check-a-token', status: '404' });
+      return sendJson(res, 404, { message: 'Not Found', documentation_url: CHECK_DOCS, status: '404' });
     }
     const token = body.access_token;
     return sendJson(res, 200, {
@@ -1493,7 +1516,9 @@ function authentik() {
     refresh: withOfflineAccess,
     rotation: 'rotate',
     oidc: true,
-    idClaims: (grant) => ({ sub, uid, azp: grant.clientId, acr: 'goauthentik.io/providers/oauth2/default', sid: grant.sid, ...userClaims }),
+    idClaims: (grant) => ({
+      sub, uid, azp: grant.clientId, acr: 'goauthentik.io/providers/oauth2/default', sid: grant.sid, ...userClaims,
+    }),
     // The access token's audience is the client itself.
     accessToken: (grant) => jwtAccess({
       iss: issuer, sub, aud: grant.clientId, auth_time: grant.authTime, acr: 'goauthentik.io/providers/oauth2/default',
@@ -1506,10 +1531,9 @@ function authentik() {
 // ----- Clerk -------------------------------------------------------------------
 // Uncertain: the format of Clerk's OAuth access tokens. Opaque by default
 // (the `oat_` prefix is our reading of Clerk's machine-token prefixes); with
-// --jwt, JWTs whose claims below are a best guess. The preset's facts
-// (crates/config/src/idp.rs) say Clerk IGNORES `resource`; this emulation puts
-// it in aud as the brief asked, so a test of "no audience naming this server"
-// must not send one.
+// --jwt, JWTs whose claims below are a best guess. Clerk's documentation says
+// nothing of `resource`, and integrations report its access tokens carry no
+// aud at all: this emulation ignores `resource` and issues no aud.
 
 function clerk() {
   const issuer = ORIGIN; // https://clerk.example.com (the Frontend API domain)
@@ -1530,20 +1554,14 @@ function clerk() {
       '/.well-known/oauth-authorization-server': document(meta()),
     }),
     tokenAuth: BASIC_AND_POST,
-    resource: 'honoured',
+    resource: 'ignored',
     refresh: withOfflineAccess,
     rotation: 'rotate',
     oidc: true,
     dcr: { defaultAuth: 'client_secret_basic' },
     idClaims: () => ({ sub }),
     accessToken: (grant) => (args.jwt
-      ? jwtAccess({
-        iss: issuer,
-        sub,
-        client_id: grant.clientId,
-        scope: grant.scope,
-        aud: grant.resources.length ? oneOrMany(grant.resources) : undefined,
-      })
+      ? jwtAccess({ iss: issuer, sub, client_id: grant.clientId, scope: grant.scope })
       : opaque('oat_')),
     userinfo: () => ({
       sub, user_id: sub, email: USER.email, email_verified: true, name: USER.name,
@@ -1781,7 +1799,8 @@ function route(path) {
 
 function logLine(entry) {
   const parts = [`${entry.method} ${entry.path}`];
-  if (entry.grant_type !== undefined) parts.push(`grant_type=${entry.grant_type}`, `client_auth=${entry.client_auth ?? '-'}`);
+  if (entry.grant_type !== null) parts.push(`grant_type=${entry.grant_type}`);
+  if (entry.client_auth !== null) parts.push(`client_auth=${entry.client_auth}`);
   if (entry.client_id) parts.push(`client_id=${entry.client_id}`);
   for (const key of ['scope', 'resource', 'audience', 'access_type', 'prompt']) {
     if (entry[key] !== null && entry[key] !== undefined) parts.push(`${key}=${JSON.stringify(entry[key])}`);
@@ -1800,8 +1819,8 @@ async function handle(req, res) {
     path: url.pathname,
     status: undefined,
     client_id: null,
-    grant_type: undefined,
-    client_auth: undefined,
+    grant_type: null, // token requests only, as are client_auth
+    client_auth: null,
     scope: null,
     resource: null,
     audience: null,
@@ -1818,7 +1837,8 @@ async function handle(req, res) {
   if (!handlers) return sendJson(res, 404, { error: 'not_found', error_description: `no ${url.pathname} at this IdP` });
   const handler = handlers[req.method];
   if (!handler) {
-    return sendJson(res, 405, { error: 'invalid_request', error_description: `${req.method} not allowed` }, { allow: Object.keys(handlers).join(', ') });
+    return sendJson(res, 405, { error: 'invalid_request', error_description: `${req.method} not allowed` },
+      { allow: Object.keys(handlers).join(', ') });
   }
   try {
     await handler(req, res, url, entry);

@@ -85,7 +85,7 @@ export async function startUpstream(bin, { timeoutMs } = {}) {
   return { proc, url: match[1] };
 }
 
-function tomlString(s) {
+export function tomlString(s) {
   return JSON.stringify(s);
 }
 
@@ -145,18 +145,19 @@ export async function startPortcullis(bin, configFor, dir, { timeoutMs, env } = 
  * client (public when it has no `client_secret`), the local account `user`,
  * optionally `[gateway.upstream]` lines, `dangerous.auto_approve_as`, and client
  * ID metadata documents fetched from loopback (`metadataDocuments`, trusting the
- * test CA), `accessTokenTtl` (seconds) and an `audit` log file. Resolves to `{ gate, config }` once it
- * listens.
+ * test CA), `accessTokenTtl` (seconds), an `audit` log file, and `idpOrigin`, the loopback emulation of
+ * the IdP an upstream preset names. Resolves to `{ gate, config }` once it listens.
  */
 export async function startGateway(bin, dir, {
   upstreamUrl, upstreamLogin = [], user, client, autoApproveAs, metadataDocuments, origins = [], timeoutMs,
-  accessTokenTtl, audit,
+  accessTokenTtl, audit, idpOrigin,
 }) {
   const state = path.join(dir, 'state');
   fs.mkdirSync(state, { recursive: true });
   const dangerous = [
     ...(autoApproveAs ? [`auto_approve_as = ${tomlString(autoApproveAs)}`] : []),
     ...(metadataDocuments ? ['client_metadata_from_loopback = true'] : []),
+    ...(idpOrigin ? [`idp_origin = ${tomlString(idpOrigin)}`] : []),
   ];
   const configFor = (port) => [
     `public_url = "http://127.0.0.1:${port}"`,
