@@ -337,6 +337,9 @@ const PRESETS = [
     emulator: ['--dcr', '--jwt'],
     params: { domain: 'clerk.example.com' },
     verify: { clients: true },
+    // Its access tokens name no audience at all.
+    plainVerify: (emulator) => [`issuer = ${tomlString(emulator.origin)}`],
+    plainFails: { token: 'no aud claim' },
   },
   { idp: 'workos', emulator: [], params: { domain: 'example.authkit.app' }, verify: { register: true } },
   { idp: 'descope', emulator: ['--project', 'P2abc123def456'], params: { project_id: 'P2abc123def456' }, verify: { register: true } },
