@@ -14,6 +14,8 @@
 //   tool with the IdP's token;
 // * the same IdP with a plain configuration (`generic-oidc`, or the issuer as people write it) shows the
 //   failure the preset absorbs: a refused token, a gate that cannot start, a parameter never sent;
+// * Google's and GitHub's opaque tokens in verify mode, each checked at that IdP's token-info endpoint
+//   (tokeninfo's aud; GitHub's check-token API of the server's own app);
 // * `portcullis check-config` refuses verify mode for the IdPs whose tokens cannot be bound, and
 //   `portcullis doctor` names the IdP and what stops MCP clients there.
 //
@@ -91,7 +93,7 @@ function lines(params) {
 }
 
 /** portcullis in verify mode with `[server.verify]` = `verify` lines; a cell context. */
-async function startVerify(upstream, emulator, verify) {
+async function startVerify(upstream, emulator, verify, { scopes = [SCOPE] } = {}) {
   const dir = tempDir();
   const configFor = (port) => [
     `public_url = "http://127.0.0.1:${port}"`,
@@ -103,7 +105,7 @@ async function startVerify(upstream, emulator, verify) {
     '[[server]]',
     'path = "/mcp"',
     `upstream = ${tomlString(upstream.url)}`,
-    `scopes = [${tomlString(SCOPE)}]`,
+    `scopes = [${scopes.map(tomlString).join(', ')}]`,
     '',
     '[server.verify]',
     ...verify,
@@ -575,27 +577,84 @@ async function entraChecks(upstream) {
   });
 }
 
-/** The authorization code flow by hand, as a client registered at the IdP; the token response. */
-async function tokensByHand(emulator, issuer, scope) {
-  const meta = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
+/**
+ * The authorization code flow by hand, as a client registered at the IdP (`IDP_APP` unless `client`
+ * says otherwise); the token response. `meta` gives the endpoints of an IdP without discovery.
+ */
+async function tokensByHand(emulator, issuer, scope, { client = { id: IDP_APP }, meta: given } = {}) {
+  const meta = given ?? await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
   const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url');
   const challenge = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url');
   const redirectUri = 'http://127.0.0.1:9/callback';
   const auth = new URL(meta.authorization_endpoint);
   for (const [k, v] of Object.entries({
-    response_type: 'code', client_id: IDP_APP, redirect_uri: redirectUri, scope, state: 's',
+    response_type: 'code', client_id: client.id, redirect_uri: redirectUri, scope, state: 's',
     code_challenge: challenge, code_challenge_method: 'S256',
   })) auth.searchParams.set(k, v);
   const res = await fetch(auth, { redirect: 'manual' });
   const code = new URL(res.headers.get('location')).searchParams.get('code');
   check(code, `no code: ${res.status} ${res.headers.get('location')}`);
+  const form = { grant_type: 'authorization_code', code, redirect_uri: redirectUri, client_id: client.id, code_verifier: verifier };
+  if (client.secret) form.client_secret = client.secret;
   const token = await fetch(meta.token_endpoint, {
     method: 'POST',
-    body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, client_id: IDP_APP, code_verifier: verifier }),
+    headers: { accept: 'application/json' },
+    body: new URLSearchParams(form),
   });
   const body = await token.json();
   check(token.status === 200 && body.access_token, `token: ${token.status} ${JSON.stringify(body)}`);
   return body;
+}
+
+/** Google's and GitHub's opaque tokens in verify mode, each checked at the IdP's token-info endpoint. */
+async function tokenInfoChecks(upstream) {
+  await step('google: verify mode checks each opaque token at tokeninfo: a listed client\'s token passes, another client\'s is refused', async () => {
+    const emulator = await startEmulator('google');
+    try {
+      const ctx = await startVerify(upstream, emulator, ['idp = "google"', `clients = [${tomlString(IDP_APP)}]`], { scopes: [] });
+      const plain = await startVerify(upstream, emulator, [`issuer = ${tomlString(emulator.origin)}`], { scopes: [] });
+      try {
+        const { access_token: ours } = await tokensByHand(emulator, emulator.issuer, 'openid email');
+        check(ours.startsWith('ya29.'), `not an opaque Google token: ${ours.slice(0, 12)}`);
+        await expectEcho(ctx, ours, 'opaque Google token through the preset');
+        const { access_token: theirs } = await tokensByHand(emulator, emulator.issuer, 'openid email', { client: UPSTREAM_CLIENT });
+        await expectRefusedWith(ctx, theirs, 'aud was');
+        await expectRefusedWith(ctx, `${ours}x`, 'inactive');
+        await expectRefusedWith(plain, ours, 'not a JWT');
+      } finally {
+        await ctx.gate.proc.kill();
+        await plain.gate.proc.kill();
+      }
+    } finally {
+      await emulator.proc.kill();
+    }
+  });
+  await step('github: verify mode asks GitHub\'s check-token API about each token: the app\'s own token passes, another app\'s is refused', async () => {
+    const emulator = await startEmulator('github');
+    try {
+      const ctx = await startVerify(upstream, emulator, [
+        'idp = "github"', '', '[server.verify.introspection]',
+        `client_id = ${tomlString(UPSTREAM_CLIENT.id)}`, `client_secret = ${tomlString(UPSTREAM_CLIENT.secret)}`,
+      ], { scopes: [] });
+      try {
+        const meta = {
+          authorization_endpoint: `${emulator.origin}/login/oauth/authorize`,
+          token_endpoint: `${emulator.origin}/login/oauth/access_token`,
+        };
+        const { access_token: ours } = await tokensByHand(emulator, emulator.origin, 'read:user', { client: UPSTREAM_CLIENT, meta });
+        check(ours.startsWith('gho_'), `not a GitHub token: ${ours.slice(0, 6)}`);
+        await expectEcho(ctx, ours, 'GitHub token through the preset');
+        const { access_token: theirs } = await tokensByHand(emulator, emulator.origin, 'read:user', { meta });
+        await expectRefusedWith(ctx, theirs, 'inactive');
+        const { tokens } = await seen(emulator);
+        check(tokens.length === 2, `${tokens.length} token requests`);
+      } finally {
+        await ctx.gate.proc.kill();
+      }
+    } finally {
+      await emulator.proc.kill();
+    }
+  });
 }
 
 /** check-config refuses verify mode where tokens cannot be bound, naming gateway mode. */
@@ -648,6 +707,7 @@ async function main() {
       await verifyChecks(p, upstream);
     }
     if (!args.only || args.only === 'entra') await entraChecks(upstream);
+    if (!args.only || args.only === 'google' || args.only === 'github') await tokenInfoChecks(upstream);
     if (!args.only) {
       await checkConfigChecks();
       await doctorChecks(upstream);

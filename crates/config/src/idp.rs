@@ -576,6 +576,9 @@ pub(crate) struct Derived {
     pub(crate) refresh_params: Vec<(String, String)>,
     /// Gateway upstream: scopes needed for a refresh token, asked for when the upstream token is kept.
     pub(crate) refresh_scopes: Vec<String>,
+    /// Verify mode, opaque tokens: the endpoint that says whom a token was issued to (`{client_id}`
+    /// stands for portcullis's client there) and its protocol.
+    pub(crate) token_info: Option<(String, crate::TokenInfoKind)>,
 }
 
 /// A plain OAuth 2 provider's endpoints.
@@ -681,6 +684,12 @@ pub(crate) fn derive(
         }
         Idp::Google => Derived {
             issuer: "https://accounts.google.com".to_owned(),
+            // tokeninfo's aud is the client the token was issued to: the listed clients are the audiences.
+            client_is_audience: true,
+            token_info: Some((
+                "https://oauth2.googleapis.com/tokeninfo".to_owned(),
+                crate::TokenInfoKind::GoogleTokenInfo,
+            )),
             scopes: oidc_scopes(),
             // A refresh token only comes with access_type=offline, and only on the first consent unless
             // consent is asked again: both, when the upstream token is kept and refreshed.
@@ -700,6 +709,10 @@ pub(crate) fn derive(
                 subject_field: "id".to_owned(),
             }),
             scopes: vec!["read:user".to_owned()],
+            token_info: Some((
+                "https://api.github.com/applications/{client_id}/token".to_owned(),
+                crate::TokenInfoKind::GithubCheckToken,
+            )),
             ..Derived::default()
         },
         Idp::Cognito => cognito(params, at, errors),
@@ -985,6 +998,9 @@ impl Derived {
         self.resource_claim_audiences.iter_mut().for_each(move_url);
         if let Some(t) = &mut self.tenants {
             t.templates.iter_mut().for_each(move_url);
+        }
+        if let Some((endpoint, _)) = &mut self.token_info {
+            move_url(endpoint);
         }
         if let Some(o) = &mut self.oauth2 {
             for s in [&mut o.authorization, &mut o.token, &mut o.userinfo] {

@@ -404,10 +404,24 @@ pub struct VerifyConfig {
     pub required_claims: Vec<(String, String)>,
 }
 
-/// RFC 7662 introspection for opaque tokens.
+/// Asking the IdP about opaque tokens.
 #[derive(Debug, Clone)]
 pub struct IntrospectionConfig {
     pub endpoint: Url,
-    pub client_id: String,
-    pub client_secret: Secret,
+    pub kind: TokenInfoKind,
+    /// The client id and secret portcullis authenticates with (RFC 7662, GitHub); `None` where the
+    /// endpoint takes none (Google's tokeninfo).
+    pub client: Option<(String, Secret)>,
+}
+
+/// Which protocol answers whether an opaque token is valid, and for whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenInfoKind {
+    /// RFC 7662 token introspection (POST `token`, `client_secret_basic`).
+    Rfc7662,
+    /// Google's tokeninfo (`?access_token=`): `aud` is the client the token was issued to.
+    GoogleTokenInfo,
+    /// GitHub's check-token API (`POST /applications/{client_id}/token`, HTTP Basic with the app's id
+    /// and secret): it answers only for tokens issued to that app.
+    GithubCheckToken,
 }

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use portcullis_config::{Config, Idp, MapEnv, ServerAuth, TokenAuth, UpstreamKind, UpstreamLogin, VerifyConfig};
+use portcullis_config::{
+    Config, Idp, MapEnv, ServerAuth, TokenAuth, TokenInfoKind, UpstreamKind, UpstreamLogin, VerifyConfig,
+};
 
 fn verify(preset: &str) -> Result<VerifyConfig, Vec<String>> {
     let text = format!(
@@ -155,12 +157,38 @@ fn idps_without_registration_need_the_clients_registered_there() {
 }
 
 #[test]
-fn opaque_token_idps_are_refused_in_verify_mode() {
-    for (name, title) in [("google", "Google"), ("github", "GitHub")] {
-        let errs = verify(&format!("idp = \"{name}\"\nclients = [\"x\"]")).unwrap_err();
+fn opaque_token_idps_are_refused_in_verify_mode_unless_their_token_info_is_asked() {
+    for (name, title, how) in
+        [("google", "Google", "list in clients"), ("github", "GitHub", "give [server.verify.introspection]")]
+    {
+        let errs = verify(&format!("idp = \"{name}\"")).unwrap_err();
         has(&errs, "server[0].verify.idp", &format!("{title} issues opaque access tokens"));
         has(&errs, "server[0].verify.idp", &format!("[gateway.upstream] idp = \"{name}\""));
+        has(&errs, "server[0].verify.idp", how);
     }
+    // Google: each token's tokeninfo aud must be one of the listed clients.
+    let google = verify("idp = \"google\"\nclients = [\"123.apps.googleusercontent.com\"]").unwrap();
+    let i = google.introspection.unwrap();
+    assert_eq!(
+        (i.endpoint.as_str(), i.kind),
+        ("https://oauth2.googleapis.com/tokeninfo", TokenInfoKind::GoogleTokenInfo)
+    );
+    assert!(i.client.is_none());
+    assert_eq!(google.audiences, ["123.apps.googleusercontent.com"]);
+    // GitHub: the check-token API of the app made for this server, which is then the audience.
+    let github =
+        verify("idp = \"github\"\n[server.verify.introspection]\nclient_id = \"Iv1.abc123\"\nclient_secret = \"s\"")
+            .unwrap();
+    let i = github.introspection.unwrap();
+    assert_eq!(i.endpoint.as_str(), "https://api.github.com/applications/Iv1.abc123/token");
+    assert_eq!(i.kind, TokenInfoKind::GithubCheckToken);
+    assert_eq!(github.audiences, ["Iv1.abc123"]);
+    let errs = verify(
+        "idp = \"github\"\n[server.verify.introspection]\nendpoint = \"https://x.example\"\nclient_id = \"Iv1.abc\"",
+    )
+    .unwrap_err();
+    has(&errs, "server[0].verify.introspection.endpoint", "set by the github preset");
+    has(&errs, "server[0].verify.introspection.client_secret", "required");
 }
 
 #[test]

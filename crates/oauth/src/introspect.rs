@@ -1,9 +1,11 @@
-//! RFC 7662 token introspection for opaque access tokens, with answers cached no longer than the token
-//! lives.
+//! Asking the IdP about opaque access tokens: RFC 7662 introspection, Google's tokeninfo or GitHub's
+//! check-token API, each answer turned into the claims of an introspection answer (`active`, `aud`,
+//! `client_id`, `sub`, `scope`, `exp`) and cached no longer than the token lives.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use portcullis_config::TokenInfoKind;
 use portcullis_types::{Clock, Secret};
 use serde_json::{Map, Value};
 use url::Url;
@@ -31,8 +33,9 @@ impl moka::Expiry<[u8; 32], Entry> for EntryExpiry {
 /// Asks the IdP whether an opaque token is active.
 pub struct Introspector {
     endpoint: Url,
-    client_id: String,
-    client_secret: Secret,
+    kind: TokenInfoKind,
+    /// portcullis's client id and secret, where the endpoint wants them.
+    client: Option<(String, Secret)>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     cache: moka::future::Cache<[u8; 32], Entry>,
@@ -41,20 +44,33 @@ pub struct Introspector {
 
 impl std::fmt::Debug for Introspector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Introspector").field("endpoint", &self.endpoint).field("client_id", &self.client_id).finish()
+        f.debug_struct("Introspector")
+            .field("endpoint", &self.endpoint)
+            .field("kind", &self.kind)
+            .field("client_id", &self.client.as_ref().map(|(id, _)| id))
+            .finish()
     }
 }
 
 impl Introspector {
     pub fn new(
         endpoint: Url,
-        client_id: String,
-        client_secret: Secret,
+        kind: TokenInfoKind,
+        client: Option<(String, Secret)>,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let cache = moka::future::Cache::builder().max_capacity(100_000).expire_after(EntryExpiry).build();
-        Self { endpoint, client_id, client_secret, http, clock, cache, max_cache_secs: MAX_CACHE_SECS }
+        Self { endpoint, kind, client, http, clock, cache, max_cache_secs: MAX_CACHE_SECS }
+    }
+
+    /// The asker of one verify-mode configuration.
+    pub fn from_config(
+        cfg: &portcullis_config::IntrospectionConfig,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::new(cfg.endpoint.clone(), cfg.kind, cfg.client.clone(), http, clock)
     }
 
     /// Bounds how long an answer is reused (0: ask every time).
@@ -77,34 +93,11 @@ impl Introspector {
                 return Ok(hit.claims);
             }
         }
-        // RFC 6749 §2.3.1: client credentials are form-urlencoded before Basic encoding.
-        let resp = self
-            .http
-            .post(self.endpoint.clone())
-            .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .send()
-            .await
-            .map_err(|e| {
-                TokenError::Unavailable(format!("introspection endpoint unreachable ({})", crate::error_chain(&e)))
-            })?;
-        if !resp.status().is_success() {
-            return Err(TokenError::Unavailable(format!(
-                "introspection endpoint answered HTTP {}",
-                resp.status().as_u16()
-            )));
-        }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| TokenError::Unavailable(format!("introspection answer is not JSON ({e})")))?;
-        let Value::Object(claims) = body else {
-            return Err(TokenError::Unavailable("introspection answer is not a JSON object".to_owned()));
+        let claims = match self.kind {
+            TokenInfoKind::Rfc7662 => self.rfc7662(token).await?,
+            TokenInfoKind::GoogleTokenInfo => self.google(token).await?,
+            TokenInfoKind::GithubCheckToken => self.github(token).await?,
         };
-        if claims.get("active") != Some(&Value::Bool(true)) {
-            return Err(TokenError::Inactive);
-        }
         let now = self.clock.now_unix();
         let ttl = claims
             .get("exp")
@@ -119,6 +112,162 @@ impl Introspector {
     }
 }
 
+impl Introspector {
+    /// RFC 7662 §2: POST the token, authenticated with `client_secret_basic`.
+    async fn rfc7662(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let mut request = self.http.post(self.endpoint.clone());
+        if let Some((id, secret)) = &self.client {
+            // RFC 6749 §2.3.1: client credentials are form-urlencoded before Basic encoding.
+            request = request.basic_auth(form_encode(id), Some(form_encode(secret.expose())));
+        }
+        let request = request.form(&[("token", token), ("token_type_hint", "access_token")]);
+        let claims = match self.answer(request).await? {
+            Answer::Json(claims) => claims,
+            Answer::Refused(status) => {
+                return Err(TokenError::Unavailable(format!("introspection endpoint answered HTTP {status}")));
+            }
+        };
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return Err(TokenError::Inactive);
+        }
+        Ok(claims)
+    }
+
+    /// Google's tokeninfo: 200 with `aud` (the client the token was issued to), `azp`, `sub`, `scope` and
+    /// `exp` (a string of digits); 400 for a token it does not know or that expired.
+    async fn google(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let request = self.http.post(self.endpoint.clone()).form(&[("access_token", token)]);
+        let info = match self.answer(request).await? {
+            Answer::Json(info) => info,
+            Answer::Refused(400) => return Err(TokenError::Inactive),
+            Answer::Refused(status) => {
+                return Err(TokenError::Unavailable(format!("Google's tokeninfo answered HTTP {status}")));
+            }
+        };
+        let text = |k: &str| info.get(k).and_then(Value::as_str).map(str::to_owned);
+        let exp = match info.get("exp") {
+            Some(Value::String(s)) => s.parse::<u64>().ok(),
+            Some(v) => v.as_u64(),
+            None => None,
+        };
+        let mut claims = Map::new();
+        claims.insert("active".into(), Value::Bool(true));
+        for (name, value) in [
+            ("aud", text("aud")),
+            ("client_id", text("azp").or_else(|| text("aud"))),
+            ("sub", text("sub")),
+            ("scope", text("scope")),
+            ("email", text("email")),
+        ] {
+            if let Some(v) = value {
+                claims.insert(name.into(), Value::String(v));
+            }
+        }
+        claims.insert("exp".into(), exp.map_or(Value::Null, Value::from));
+        if exp.is_none() {
+            return Err(TokenError::MalformedClaims("Google's tokeninfo answer has no exp".to_owned()));
+        }
+        Ok(claims)
+    }
+
+    /// GitHub's check-token API: 200 with the app (`app.client_id`), the user (`user.id`, `user.login`),
+    /// `scopes` and `expires_at` for a token of this app; 404 for any other token.
+    async fn github(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let Some((app, secret)) = &self.client else {
+            return Err(TokenError::Unavailable("GitHub's check-token API needs the app's credentials".to_owned()));
+        };
+        // Plain RFC 7617 Basic here: this is GitHub's REST API, not an OAuth token endpoint.
+        let request = self
+            .http
+            .post(self.endpoint.clone())
+            .basic_auth(app, Some(secret.expose()))
+            .header(reqwest::header::USER_AGENT, "portcullis")
+            .header("x-github-api-version", "2022-11-28")
+            .json(&serde_json::json!({ "access_token": token }));
+        let info = match self.answer(request).await? {
+            Answer::Json(info) => info,
+            Answer::Refused(404 | 422) => return Err(TokenError::Inactive),
+            Answer::Refused(status) => {
+                return Err(TokenError::Unavailable(format!("GitHub's check-token API answered HTTP {status}")));
+            }
+        };
+        let issued_to = info.get("app").and_then(|a| a.get("client_id")).and_then(Value::as_str);
+        if issued_to != Some(app.as_str()) {
+            return Err(TokenError::Inactive);
+        }
+        let user = info.get("user");
+        let mut claims = Map::new();
+        claims.insert("active".into(), Value::Bool(true));
+        claims.insert("aud".into(), Value::String(app.clone()));
+        claims.insert("client_id".into(), Value::String(app.clone()));
+        match user.and_then(|u| u.get("id")) {
+            Some(Value::Number(n)) => claims.insert("sub".into(), Value::String(n.to_string())),
+            Some(Value::String(s)) => claims.insert("sub".into(), Value::String(s.clone())),
+            _ => return Err(TokenError::MalformedClaims("GitHub's answer names no user".to_owned())),
+        };
+        if let Some(login) = user.and_then(|u| u.get("login")).and_then(Value::as_str) {
+            claims.insert("login".into(), Value::String(login.to_owned()));
+        }
+        let scopes: Vec<&str> = info
+            .get("scopes")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        claims.insert("scope".into(), Value::String(scopes.join(" ")));
+        if let Some(exp) = info.get("expires_at").and_then(Value::as_str).and_then(unix_time) {
+            claims.insert("exp".into(), Value::from(exp));
+        }
+        Ok(claims)
+    }
+
+    /// Sends `request`: a JSON object on 2xx, the status otherwise; unreachable or unreadable is
+    /// `Unavailable`.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Answer, TokenError> {
+        let resp = request.header(reqwest::header::ACCEPT, "application/json").send().await.map_err(|e| {
+            TokenError::Unavailable(format!("the token-info endpoint is unreachable ({})", crate::error_chain(&e)))
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Ok(Answer::Refused(status.as_u16()));
+        }
+        match resp.json::<Value>().await {
+            Ok(Value::Object(map)) => Ok(Answer::Json(map)),
+            Ok(_) => Err(TokenError::Unavailable("the token-info answer is not a JSON object".to_owned())),
+            Err(e) => Err(TokenError::Unavailable(format!("the token-info answer is not JSON ({e})"))),
+        }
+    }
+}
+
+/// What a token-info endpoint answered.
+enum Answer {
+    Json(Map<String, Value>),
+    Refused(u16),
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-30T18:00:00Z`, as GitHub writes them).
+fn unix_time(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, min, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3_600 + min * 60 + s).ok()
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value.
 pub fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -127,6 +276,15 @@ pub fn form_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_times_as_github_writes_them() {
+        assert_eq!(unix_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_time("2026-11-30T18:00:00Z"), Some(1_796_061_600));
+        assert_eq!(unix_time("2024-02-29T12:34:56Z"), Some(1_709_210_096));
+        assert_eq!(unix_time("2026-11-30 18:00:00Z"), None);
+        assert_eq!(unix_time("2026-13-01T00:00:00Z"), None);
+    }
 
     #[test]
     fn credentials_are_form_encoded() {

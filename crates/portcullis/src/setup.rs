@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use portcullis_authz::gateway::Gateway;
-use portcullis_config::{Config, ServerAuth};
+use portcullis_config::{Config, ServerAuth, TokenInfoKind};
 use portcullis_oauth::discovery::{AuthServerMetadata, discover_publishing};
 use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::introspect::Introspector;
@@ -43,40 +43,41 @@ pub(crate) async fn verifiers(
             }
         };
         let at = |e| (server.path.clone(), e);
-        let meta = match metadata.get(v.issuer.as_str()) {
-            Some(m) => m.clone(),
-            None => {
-                let m = discover_publishing(http, &v.issuer, v.published_issuer.as_deref()).await.map_err(at)?;
-                metadata.insert(v.issuer.to_string(), m.clone());
-                m
-            }
-        };
-        let keys = match v.jwks_uri.clone().or_else(|| meta.jwks_uri.clone()) {
-            Some(uri) => match caches.get(uri.as_str()) {
-                Some(c) => c.clone(),
+        // Opaque tokens checked at the IdP's own token-info endpoint (Google, GitHub) need neither its
+        // metadata nor keys.
+        let token_info_only = v.introspection.as_ref().is_some_and(|i| i.kind != TokenInfoKind::Rfc7662);
+        let keys = if token_info_only {
+            JwksCache::fixed(KeySet::default(), clock.clone())
+        } else {
+            let meta = match metadata.get(v.issuer.as_str()) {
+                Some(m) => m.clone(),
                 None => {
-                    let c = JwksCache::load(uri.clone(), http.clone(), clock.clone()).await.map_err(at)?;
-                    c.spawn_refresher();
-                    caches.insert(uri.to_string(), c.clone());
-                    c
+                    let m = discover_publishing(http, &v.issuer, v.published_issuer.as_deref()).await.map_err(at)?;
+                    metadata.insert(v.issuer.to_string(), m.clone());
+                    m
                 }
-            },
-            // A shared-secret-only or introspection-only deployment needs no key set.
-            None if v.hs256_secret.is_some() || v.introspection.is_some() => {
-                JwksCache::fixed(KeySet::default(), clock.clone())
+            };
+            match v.jwks_uri.clone().or_else(|| meta.jwks_uri.clone()) {
+                Some(uri) => match caches.get(uri.as_str()) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = JwksCache::load(uri.clone(), http.clone(), clock.clone()).await.map_err(at)?;
+                        c.spawn_refresher();
+                        caches.insert(uri.to_string(), c.clone());
+                        c
+                    }
+                },
+                // A shared-secret-only or introspection-only deployment needs no key set.
+                None if v.hs256_secret.is_some() || v.introspection.is_some() => {
+                    JwksCache::fixed(KeySet::default(), clock.clone())
+                }
+                None => return Err(at(DiscoveryError::NoJwksUri { url: meta.source.to_string() })),
             }
-            None => return Err(at(DiscoveryError::NoJwksUri { url: meta.source.to_string() })),
         };
-        let introspector = v.introspection.as_ref().map(|i| {
-            Introspector::new(
-                i.endpoint.clone(),
-                i.client_id.clone(),
-                i.client_secret.clone(),
-                http.clone(),
-                clock.clone(),
-            )
-            .with_max_cache_secs(v.cache.as_secs())
-        });
+        let introspector = v
+            .introspection
+            .as_ref()
+            .map(|i| Introspector::from_config(i, http.clone(), clock.clone()).with_max_cache_secs(v.cache.as_secs()));
         let cfg = VerifierConfig::for_server(server, v);
         tracing::info!(
             path = %server.path,

@@ -322,8 +322,10 @@ fn resolve_verify(raw: &RawVerify, at: &str, idp_origin: Option<&Url>, errors: &
             None
         }
     });
-    let introspection =
-        raw.introspection.as_ref().and_then(|i| resolve_introspection(i, &format!("{at}.introspection"), errors));
+    let introspection = match (preset, &derived.token_info) {
+        (Some(idp), Some((endpoint, kind))) => token_info(idp, endpoint, *kind, raw, at, errors),
+        _ => raw.introspection.as_ref().and_then(|i| resolve_introspection(i, &format!("{at}.introspection"), errors)),
+    };
     if raw.leeway_secs.is_some_and(|l| l > 600) {
         errors
             .push(format!("{at}.leeway_secs"), "more than 600 seconds of clock skew would accept long-expired tokens");
@@ -333,6 +335,12 @@ fn resolve_verify(raw: &RawVerify, at: &str, idp_origin: Option<&Url>, errors: &
     }
     let mut audiences = derived.audiences.clone();
     audiences.extend(raw.audiences.iter().cloned());
+    // GitHub's check-token answer names the app the token was issued to: that app is the audience.
+    if let Some(i) = introspection.as_ref().filter(|i| i.kind == crate::TokenInfoKind::GithubCheckToken)
+        && let Some((app, _)) = &i.client
+    {
+        audiences.push(app.clone());
+    }
     if derived.client_is_audience {
         audiences.extend(raw.clients.iter().cloned());
     }
@@ -382,7 +390,62 @@ fn resolve_introspection(raw: &RawIntrospection, at: &str, errors: &mut Errors) 
     if client_secret.is_none() {
         errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
     }
-    Some(IntrospectionConfig { endpoint: endpoint?, client_id: client_id?, client_secret: client_secret? })
+    Some(IntrospectionConfig {
+        endpoint: endpoint?,
+        kind: crate::TokenInfoKind::Rfc7662,
+        client: Some((client_id?, client_secret?)),
+    })
+}
+
+/// The token-info endpoint of an opaque-token preset (Google, GitHub), with what it needs.
+fn token_info(
+    idp: crate::Idp,
+    endpoint: &str,
+    kind: crate::TokenInfoKind,
+    raw: &RawVerify,
+    at: &str,
+    errors: &mut Errors,
+) -> Option<IntrospectionConfig> {
+    let here = format!("{at}.introspection");
+    match kind {
+        crate::TokenInfoKind::GithubCheckToken => {
+            // Without the table, `verify_mode_fits` has said what is missing.
+            let i = raw.introspection.as_ref()?;
+            if i.endpoint.is_some() {
+                errors.push(format!("{here}.endpoint"), format!("set by the {} preset; remove it", idp.name()));
+            }
+            let app = i.client_id.clone().filter(|c| {
+                !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+            });
+            if app.is_none() {
+                errors.push(
+                    format!("{here}.client_id"),
+                    "required: the client id of the GitHub App or OAuth App made for this server",
+                );
+            }
+            let secret = secret(
+                i.client_secret.as_deref(),
+                i.client_secret_file.as_deref(),
+                &format!("{here}.client_secret"),
+                errors,
+            );
+            if secret.is_none() {
+                errors.push(
+                    format!("{here}.client_secret"),
+                    "required (or client_secret_file): that app's client secret",
+                );
+            }
+            let (app, secret) = (app?, secret?);
+            let endpoint = Url::parse(&endpoint.replace("{client_id}", &app)).ok()?;
+            Some(IntrospectionConfig { endpoint, kind, client: Some((app, secret)) })
+        }
+        _ => {
+            if raw.introspection.is_some() {
+                errors.push(here, format!("set by the {} preset (its token-info endpoint); remove it", idp.name()));
+            }
+            Some(IntrospectionConfig { endpoint: Url::parse(endpoint).ok()?, kind, client: None })
+        }
+    }
 }
 
 /// The preset named by `idp`, if any; an unknown name is an error listing the known ones.
@@ -417,14 +480,31 @@ fn verify_mode_fits(idp: crate::Idp, raw: &RawVerify, at: &str, errors: &mut Err
         f.name, f.title
     );
     if f.access_tokens == AccessTokens::Opaque {
-        errors.push(
-            format!("{at}.idp"),
-            format!(
-                "{} issues opaque access tokens: portcullis cannot tell whether one was issued for this server, so \
-                 verify mode would accept tokens meant for anyone; {gateway}",
-                f.title
+        // Only the IdP can say whom an opaque token was issued for: verify mode asks it, for each new token.
+        let (asks, how) = match idp {
+            crate::Idp::Google => (
+                !raw.clients.is_empty(),
+                "list in clients the OAuth client ids made for this server: each new token is then checked at \
+                 Google's tokeninfo endpoint, whose aud must be one of them",
             ),
-        );
+            _ => (
+                raw.introspection.is_some(),
+                "give [server.verify.introspection] the client_id and client_secret of the app made for this \
+                 server: each new token is then checked with GitHub's check-token API, which answers only for \
+                 that app's tokens",
+            ),
+        };
+        if !asks {
+            errors.push(
+                format!("{at}.idp"),
+                format!(
+                    "{} issues opaque access tokens: portcullis cannot tell by itself whether one was issued for \
+                     this server, so verify mode would accept tokens meant for anyone; {gateway}. Or, if verify mode \
+                     it must be, {how}",
+                    f.title
+                ),
+            );
+        }
     } else if f.access_tokens == AccessTokens::JwtWithoutAudience && raw.clients.is_empty() {
         errors.push(
             format!("{at}.clients"),

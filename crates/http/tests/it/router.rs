@@ -93,8 +93,8 @@ async fn harness() -> Harness {
             let introspector = v.introspection.as_ref().map(|i| {
                 Introspector::new(
                     i.endpoint.clone(),
-                    i.client_id.clone(),
-                    Secret::new("s"),
+                    i.kind,
+                    Some(("portcullis-rs".to_owned(), Secret::new("s"))),
                     reqwest::Client::new(),
                     clock.clone(),
                 )

@@ -69,7 +69,10 @@ pub(super) fn check(meta: &Value, r: &mut Report) {
         AccessTokens::Opaque => r.fail(
             I,
             "idp.tokens",
-            format!("{}'s access tokens are opaque: a resource server cannot tell whom they were issued for", f.title),
+            format!(
+                "{}'s access tokens are opaque: only the IdP's token-info endpoint can say whom one was issued for",
+                f.title
+            ),
             &gateway,
         ),
         AccessTokens::JwtWithoutAudience => r.warn(
