@@ -349,7 +349,8 @@ const PRESETS = [
     idp: 'stytch',
     emulator: ['--project', 'project-test-11111111-2222-3333-4444-555555555555'],
     params: { domain: 'example.customers.stytch.com', project_id: 'project-test-11111111-2222-3333-4444-555555555555' },
-    verify: { register: true },
+    // aud is the project, not this server: bound by the client listed.
+    verify: { clients: true },
     plainVerify: (emulator) => [`issuer = ${tomlString(emulator.origin)}`],
     plainFails: { token: 'project-test-11111111' },
   },

@@ -27,6 +27,8 @@ pub struct Upstream {
     userinfo_endpoint: Option<Url>,
     /// OpenID Connect: the issuer and its keys.
     oidc: Option<(String, Arc<JwksCache>)>,
+    /// Further `iss` values the ID tokens may carry.
+    extra_issuers: Vec<String>,
     /// ID token issuers naming the user's tenant (Entra ID multi-tenant), and the tenants let in.
     tenants: Option<TenantIssuers>,
     /// Extra authorization request parameters (a preset's `audience`, `access_type`, `prompt`).
@@ -76,7 +78,7 @@ impl Upstream {
     ) -> Result<Self, GatewayError> {
         let err = |e: String| GatewayError::Other(format!("upstream IdP: {e}"));
         match &cfg.kind {
-            UpstreamKind::Oidc { issuer, published_issuer, tenants } => {
+            UpstreamKind::Oidc { issuer, published_issuer, tenants, extra_issuers } => {
                 let meta = discover_publishing(&http, issuer, published_issuer.as_deref())
                     .await
                     .map_err(|e| err(e.to_string()))?;
@@ -98,6 +100,7 @@ impl Upstream {
                     token_endpoint: endpoint("token_endpoint")?,
                     userinfo_endpoint: endpoint("userinfo_endpoint").ok(),
                     oidc: Some((issuer.to_string(), keys)),
+                    extra_issuers: extra_issuers.clone(),
                     tenants: tenants.clone(),
                     authorization_params: cfg.authorization_params.clone(),
                     token_auth: cfg.token_auth,
@@ -117,6 +120,7 @@ impl Upstream {
                     token_endpoint: token_endpoint.clone(),
                     userinfo_endpoint: Some(userinfo_endpoint.clone()),
                     oidc: None,
+                    extra_issuers: Vec::new(),
                     tenants: None,
                     authorization_params: cfg.authorization_params.clone(),
                     token_auth: cfg.token_auth,
@@ -269,7 +273,9 @@ impl Upstream {
         };
         let mut v = Validation::new(header.alg);
         if self.tenants.is_none() {
-            v.set_issuer(&[issuer]);
+            let accepted: Vec<&str> =
+                std::iter::once(issuer).chain(self.extra_issuers.iter().map(String::as_str)).collect();
+            v.set_issuer(&accepted);
         }
         v.set_audience(&[&self.client_id]);
         v.leeway = 60;

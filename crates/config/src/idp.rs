@@ -46,7 +46,8 @@ pub enum Registration {
 pub enum AccessTokens {
     /// Signed JWTs a resource server can verify with the published keys.
     Jwt,
-    /// Signed JWTs without an audience: only the client they were issued to can tie them to a server.
+    /// Signed JWTs whose audience does not name the server (none at all, or the whole project): only the
+    /// client they were issued to can tie them to a server.
     JwtWithoutAudience,
     /// Opaque strings: only the IdP can say what they are for.
     Opaque,
@@ -290,9 +291,9 @@ static FACTS: [Facts; 14] = [
         access_tokens: AccessTokens::Jwt,
         resource: ResourceParameter::Honoured,
         token_auth: TokenAuth::ClientSecretBasic,
-        refresh: "always",
+        refresh: "the offline_access scope",
         mode: "verify mode: AuthKit offers dynamic client registration and client ID metadata documents and \
-               puts the requested resource in aud",
+               puts the requested resource in aud (with the server's URL listed as a resource in the dashboard)",
         params: &[Param {
             key: "domain",
             required: true,
@@ -332,12 +333,12 @@ static FACTS: [Facts; 14] = [
         name: "stytch",
         title: "Stytch",
         registration: Registration::Open,
-        access_tokens: AccessTokens::Jwt,
-        resource: ResourceParameter::Honoured,
+        access_tokens: AccessTokens::JwtWithoutAudience,
+        resource: ResourceParameter::Ignored,
         token_auth: TokenAuth::ClientSecretBasic,
         refresh: "the offline_access scope",
-        mode: "verify mode: Stytch Connected Apps offer dynamic client registration; tokens name the project \
-               (and the requested resource) in aud",
+        mode: "gateway mode: Stytch's access tokens name the project in aud, not the resource server, so any \
+               token of the project would pass; verify mode binds them by client, so only clients you list get in",
         params: &[
             Param {
                 key: "domain",
@@ -377,7 +378,12 @@ static FACTS: [Facts; 14] = [
         refresh: "as the provider decides",
         mode: "verify mode when the provider offers dynamic registration (or client ID metadata documents) and \
                honours resource; gateway mode otherwise",
-        params: &[],
+        params: &[Param {
+            key: "issuer",
+            required: true,
+            what: "the provider's issuer, exactly as its discovery document states it",
+            example: "https://idp.example.com",
+        }],
     },
 ];
 
@@ -684,6 +690,8 @@ pub(crate) fn derive(
         }
         Idp::Google => Derived {
             issuer: "https://accounts.google.com".to_owned(),
+            // Google's ID tokens may name their issuer without the scheme.
+            extra_issuers: vec!["accounts.google.com".to_owned()],
             // tokeninfo's aud is the client the token was issued to: the listed clients are the audiences.
             client_is_audience: true,
             token_info: Some((
@@ -700,7 +708,8 @@ pub(crate) fn derive(
             ..Derived::default()
         },
         Idp::Github => Derived {
-            issuer: "https://github.com".to_owned(),
+            // Where GitHub's RFC 8414 metadata names it (path-inserted under /.well-known).
+            issuer: "https://github.com/login/oauth".to_owned(),
             oauth2: Some(OAuth2Endpoints {
                 authorization: "https://github.com/login/oauth/authorize".to_owned(),
                 token: "https://github.com/login/oauth/access_token".to_owned(),
@@ -916,8 +925,8 @@ fn entra(params: &PresetParams, at: &str, errors: &mut Errors) -> Derived {
         }
         "consumers" => errors.push(
             format!("{at}.tenant"),
-            "\"consumers\" (personal Microsoft accounts) issues access tokens for your API that only Microsoft \
-             can read; use your Directory (tenant) ID",
+            "\"consumers\" (personal Microsoft accounts only) is not supported by this preset: give your \
+             Directory (tenant) ID, or \"common\" with the tenants to let in",
         ),
         t if is_guid(t) => {
             if !params.tenants.is_empty() {

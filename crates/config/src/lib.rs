@@ -184,7 +184,13 @@ pub enum UpstreamKind {
     /// OpenID Connect: endpoints from discovery, identity from the verified ID token (or userinfo).
     /// `published_issuer`: what the discovery document states when it is a template (Entra ID
     /// multi-tenant), with `tenants` deciding which ID tokens' issuers are accepted.
-    Oidc { issuer: IssuerUrl, published_issuer: Option<String>, tenants: Option<TenantIssuers> },
+    /// `extra_issuers`: further `iss` values its ID tokens may carry (Google's scheme-less one).
+    Oidc {
+        issuer: IssuerUrl,
+        published_issuer: Option<String>,
+        tenants: Option<TenantIssuers>,
+        extra_issuers: Vec<String>,
+    },
     /// Plain OAuth 2 (GitHub-style): fixed endpoints, identity from the userinfo response.
     OAuth2 { authorization_endpoint: Url, token_endpoint: Url, userinfo_endpoint: Url, subject_field: String },
 }

@@ -240,7 +240,11 @@ clients = ["c"]"#,
 #[test]
 fn clerk_tokens_without_audience_are_bound_by_their_client() {
     let errs = verify("idp = \"clerk\"\ndomain = \"clerk.example.com\"").unwrap_err();
-    has(&errs, "server[0].verify.clients", "access tokens name no audience");
+    has(&errs, "server[0].verify.clients", "access tokens name no audience of this server");
+    // Stytch's name the project, not the server: the same.
+    let errs =
+        verify("idp = \"stytch\"\ndomain = \"x.customers.stytch.com\"\nproject_id = \"project-live-1\"").unwrap_err();
+    has(&errs, "server[0].verify.clients", "required with idp = \"stytch\"");
     let v = verify("idp = \"clerk\"\ndomain = \"clerk.example.com\"\nclients = [\"oauth-app-1\"]").unwrap();
     assert_eq!(v.client_id_audiences, ["oauth-app-1"]);
 }
@@ -291,7 +295,7 @@ fn domain_presets_derive_their_issuers() {
             "https://api.descope.com/v1/apps/agentic/P2abc123def456/MS2xyz",
         ),
         (
-            "idp = \"stytch\"\ndomain = \"example.customers.stytch.com\"\nproject_id = \"project-live-0a1b\"",
+            "idp = \"stytch\"\ndomain = \"example.customers.stytch.com\"\nproject_id = \"project-live-0a1b\"\nclients = [\"c\"]",
             "https://example.customers.stytch.com",
         ),
     ] {

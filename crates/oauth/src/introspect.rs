@@ -136,7 +136,8 @@ impl Introspector {
     /// Google's tokeninfo: 200 with `aud` (the client the token was issued to), `azp`, `sub`, `scope` and
     /// `exp` (a string of digits); 400 for a token it does not know or that expired.
     async fn google(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
-        let request = self.http.post(self.endpoint.clone()).form(&[("access_token", token)]);
+        // As documented: GET with the token in the query.
+        let request = self.http.get(self.endpoint.clone()).query(&[("access_token", token)]);
         let info = match self.answer(request).await? {
             Answer::Json(info) => info,
             Answer::Refused(400) => return Err(TokenError::Inactive),
@@ -223,14 +224,18 @@ impl Introspector {
     /// Sends `request`: a JSON object on 2xx, the status otherwise; unreachable or unreadable is
     /// `Unavailable`.
     async fn answer(&self, request: reqwest::RequestBuilder) -> Result<Answer, TokenError> {
+        // Without the URL: Google's carries the token in its query.
         let resp = request.header(reqwest::header::ACCEPT, "application/json").send().await.map_err(|e| {
-            TokenError::Unavailable(format!("the token-info endpoint is unreachable ({})", crate::error_chain(&e)))
+            TokenError::Unavailable(format!(
+                "the token-info endpoint is unreachable ({})",
+                crate::error_chain(&e.without_url())
+            ))
         })?;
         let status = resp.status();
         if !status.is_success() {
             return Ok(Answer::Refused(status.as_u16()));
         }
-        match resp.json::<Value>().await {
+        match resp.json::<Value>().await.map_err(reqwest::Error::without_url) {
             Ok(Value::Object(map)) => Ok(Answer::Json(map)),
             Ok(_) => Err(TokenError::Unavailable("the token-info answer is not a JSON object".to_owned())),
             Err(e) => Err(TokenError::Unavailable(format!("the token-info answer is not JSON ({e})"))),

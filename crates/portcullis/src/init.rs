@@ -334,14 +334,31 @@ fn steps(a: &Answers) -> Vec<String> {
                     "Client scopes → create one with an Audience mapper adding {resource} (or your client id) to \
                      access tokens, and assign it to the clients"
                 ),
+                Idp::Cognito => "App integration → App clients: the clients listed in clients are what binds \
+                                 Cognito's access tokens (they carry no aud); allow the scopes this server needs"
+                    .to_owned(),
+                Idp::Authentik => "Providers → your OAuth2 provider: choose a signing key (without one, tokens are \
+                                   signed HS256 with the client secret); its client id is the tokens' aud"
+                    .to_owned(),
+                Idp::Clerk => "OAuth applications → your application: generate access tokens as JWTs; its client id \
+                               is what binds them (they carry no aud)"
+                    .to_owned(),
+                Idp::Stytch => "Connected Apps → your app: its client id is what binds the tokens (their aud is the \
+                                project, not this server)"
+                    .to_owned(),
                 Idp::Keycard => format!("Zone → Resources: add {resource}"),
+                Idp::Workos => format!("Connect → Configuration → MCP Auth: add {resource} as a resource indicator"),
                 _ => format!("Make the IdP issue access tokens whose audience is {resource} (RFC 8707 resource)"),
             });
-            if f.registration == Registration::None {
+            let bound_by_client = f.access_tokens == portcullis_config::idp::AccessTokens::JwtWithoutAudience;
+            if f.registration == Registration::None || bound_by_client {
                 s.push(format!(
-                    "Register each client yourself (MCP clients cannot register at {}) and list its id in \
-                     clients",
-                    f.title
+                    "Register each client yourself ({}) and list its id in clients",
+                    if bound_by_client {
+                        "only listed clients' tokens can be tied to this server"
+                    } else {
+                        "MCP clients cannot register there by themselves"
+                    }
                 ));
             } else if f.registration == Registration::WhenEnabled {
                 s.push("Switch dynamic client registration on for the tenant".to_owned());
@@ -398,10 +415,6 @@ mod tests {
             for s in &sets {
                 extra.push("--set");
                 extra.push(s);
-            }
-            if f.idp == Idp::GenericOidc {
-                // The generic preset names no IdP: there is nothing to derive an issuer from.
-                continue;
             }
             let (text, steps) = made(&extra).unwrap_or_else(|e| panic!("{}: {e}", f.name));
             let config = loads(&text);

@@ -171,6 +171,7 @@ fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Er
                     issuer,
                     published_issuer: d.published_issuer.clone(),
                     tenants: d.tenants.clone(),
+                    extra_issuers: d.extra_issuers.clone(),
                 })
                 .map_err(|e| errors.push(format!("{at}.idp"), e.to_string()))
                 .ok(),
@@ -178,7 +179,12 @@ fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Er
         (None, _) if preset.is_some() && derived.is_none() => None,
         (None, None | Some("oidc")) => match raw.issuer.as_deref() {
             Some(i) => IssuerUrl::parse(i)
-                .map(|issuer| UpstreamKind::Oidc { issuer, published_issuer: None, tenants: None })
+                .map(|issuer| UpstreamKind::Oidc {
+                    issuer,
+                    published_issuer: None,
+                    tenants: None,
+                    extra_issuers: Vec::new(),
+                })
                 .map_err(|e| errors.push(format!("{at}.issuer"), e.to_string()))
                 .ok(),
             None => {
@@ -216,8 +222,8 @@ fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Er
     }
     let derived = derived.unwrap_or_default();
     let default_scopes = match (&kind, preset) {
-        (_, Some(_)) => derived.scopes.clone(),
-        (Some(UpstreamKind::Oidc { .. }), None) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
+        (_, Some(p)) if p != Idp::GenericOidc => derived.scopes.clone(),
+        (Some(UpstreamKind::Oidc { .. }), _) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
         _ => Vec::new(),
     };
     let forward_token_header = raw.forward_token_header.as_deref().map(str::to_ascii_lowercase);

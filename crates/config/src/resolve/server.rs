@@ -509,9 +509,9 @@ fn verify_mode_fits(idp: crate::Idp, raw: &RawVerify, at: &str, errors: &mut Err
         errors.push(
             format!("{at}.clients"),
             format!(
-                "required with idp = \"{}\": {}'s access tokens name no audience, so only the client a token was \
-                 issued to can tie it to this server. List the client ids of the applications made for this \
-                 server, or {gateway}",
+                "required with idp = \"{}\": {}'s access tokens name no audience of this server, so only the \
+                 client a token was issued to can tie it to this server. List the client ids of the applications \
+                 made for this server, or {gateway}",
                 f.name, f.title
             ),
         );

@@ -22,19 +22,34 @@ pub(super) fn check(meta: &Value, r: &mut Report) {
         f.name, f.title
     );
     r.pass(I, "idp.recognised", format!("{}: portcullis preset idp = \"{}\"; {}", f.title, f.name, f.mode));
-    let registers = meta.get("registration_endpoint").is_some()
-        || meta.get("client_id_metadata_document_supported") == Some(&Value::Bool(true));
-    match (f.registration, registers) {
-        (_, true) => {
-            r.pass(I, "idp.registration", "MCP clients can register (dynamic registration or metadata documents)")
+    // A metadata-document flag counts only where the IdP fetches documents itself (Auth0's covers
+    // documents an administrator imports).
+    let endpoint = meta.get("registration_endpoint").is_some();
+    let documents = meta.get("client_id_metadata_document_supported") == Some(&Value::Bool(true));
+    match f.registration {
+        Registration::Open if endpoint || documents => {
+            r.pass(I, "idp.registration", "MCP clients can register (dynamic registration or metadata documents)");
         }
-        (Registration::WhenEnabled, false) => r.fail(
+        Registration::WhenEnabled if endpoint => {
+            r.pass(I, "idp.registration", "dynamic client registration is on: MCP clients can register");
+        }
+        Registration::None if endpoint => r.warn(
+            I,
+            "idp.registration",
+            format!(
+                "a registration endpoint is advertised, but {} refuses anonymous registration unless its \
+                 administrator opened it (`doctor --register` tries it)",
+                f.title
+            ),
+            &gateway,
+        ),
+        Registration::WhenEnabled => r.fail(
             I,
             "idp.registration",
             format!("dynamic client registration is off at {}: MCP clients cannot register", f.title),
             &format!("switch it on for the tenant ({}), or {gateway}", registration_setting(idp)),
         ),
-        (_, false) => r.fail(
+        _ => r.fail(
             I,
             "idp.registration",
             format!("{} offers no client registration MCP clients can use by themselves", f.title),
@@ -52,7 +67,7 @@ pub(super) fn check(meta: &Value, r: &mut Report) {
             ),
             &gateway,
         ),
-        ResourceParameter::Ignored if f.access_tokens == AccessTokens::Jwt => r.warn(
+        ResourceParameter::Ignored => r.warn(
             I,
             "idp.resource",
             format!("{} ignores the RFC 8707 resource parameter: its tokens' aud is not this server's URL", f.title),
@@ -63,7 +78,9 @@ pub(super) fn check(meta: &Value, r: &mut Report) {
                 f.title
             ),
         ),
-        _ => r.pass(I, "idp.resource", "the RFC 8707 resource parameter becomes the token's audience"),
+        ResourceParameter::Honoured => {
+            r.pass(I, "idp.resource", "the RFC 8707 resource parameter becomes the token's audience");
+        }
     }
     match f.access_tokens {
         AccessTokens::Opaque => r.fail(
@@ -78,7 +95,7 @@ pub(super) fn check(meta: &Value, r: &mut Report) {
         AccessTokens::JwtWithoutAudience => r.warn(
             I,
             "idp.tokens",
-            format!("{}'s access tokens name no audience: only their client ties them to this server", f.title),
+            format!("{}'s access tokens name no audience of this server: only their client ties them to it", f.title),
             &format!("accept only the clients made for this server (the {} preset's clients), or {gateway}", f.name),
         ),
         AccessTokens::Jwt => r.pass(I, "idp.tokens", "access tokens are JWTs the server can verify"),
@@ -165,6 +182,19 @@ mod tests {
         );
         let off = json!({"issuer": "https://example.us.auth0.com/"});
         assert!(statuses(off).contains(&("idp.registration", Status::Fail)));
+    }
+
+    #[test]
+    fn an_advertised_registration_the_idp_refuses_by_default_is_a_warning() {
+        let keycloak = json!({"issuer": "https://sso.example.com/realms/mcp",
+            "registration_endpoint": "https://sso.example.com/realms/mcp/clients-registrations/openid-connect"});
+        assert!(statuses(keycloak).contains(&("idp.registration", Status::Warn)));
+        // Auth0's metadata-document flag covers documents an administrator imports, not MCP clients'.
+        let auth0 = json!({"issuer": "https://example.us.auth0.com/", "client_id_metadata_document_supported": true});
+        assert!(statuses(auth0).contains(&("idp.registration", Status::Fail)));
+        let google = json!({"issuer": "https://accounts.google.com"});
+        let google = statuses(google);
+        assert!(google.contains(&("idp.resource", Status::Warn)) && google.contains(&("idp.tokens", Status::Fail)));
     }
 
     #[test]
