@@ -344,7 +344,15 @@ const PRESETS = [
     plainFails: { token: 'no aud claim' },
   },
   { idp: 'workos', emulator: [], params: { domain: 'example.authkit.app' }, verify: { register: true } },
-  { idp: 'descope', emulator: ['--project', 'P2abc123def456'], params: { project_id: 'P2abc123def456' }, verify: { register: true } },
+  {
+    idp: 'descope',
+    emulator: ['--project', 'P2abc123def456'],
+    params: { project_id: 'P2abc123def456' },
+    verify: { register: true },
+    // The project's key set lives under /{project}; its issuer does not.
+    plainVerify: (emulator) => [`issuer = ${tomlString(`${emulator.origin}/P2abc123def456`)}`],
+    plainFails: { start: 'no authorization server metadata found' },
+  },
   {
     idp: 'stytch',
     emulator: ['--project', 'project-test-11111111-2222-3333-4444-555555555555'],
