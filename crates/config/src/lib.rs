@@ -291,9 +291,9 @@ pub struct ProxyConfig {
     /// once); beyond that its tokens get 429 without a signature check, unless already verified. 0: no
     /// limit.
     pub failed_tokens_per_minute: u32,
-    /// Load balancers and proxies in front of portcullis whose `X-Forwarded-For` is believed: behind
-    /// them, a request's source address (for the allowances above, sign-in throttling and registration
-    /// limits) is the right-most address of that header that is not one of them.
+    /// Load balancers and proxies in front of portcullis whose `Forwarded` (RFC 7239) or `X-Forwarded-For`
+    /// is believed: behind them, a request's source address (for the allowances above, sign-in throttling
+    /// and registration limits) is the right-most address of that header that is not one of them.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
