@@ -287,6 +287,9 @@ pub struct ProxyConfig {
     /// Client connections served at once; further connections wait in the kernel's accept queue until
     /// one closes.
     pub max_connections: usize,
+    /// Client connections one source address may hold at once (the trusted proxies excepted); a further
+    /// one is closed at once.
+    pub max_connections_per_address: usize,
     /// Tokens that fail verification one source address may present per minute (a minute's worth at
     /// once); beyond that its tokens get 429 without a signature check, unless already verified. 0: no
     /// limit.

@@ -169,6 +169,7 @@ pub(crate) struct RawProxy {
     pub(crate) client_header_timeout_ms: Option<u64>,
     pub(crate) client_body_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_address: Option<usize>,
     pub(crate) failed_tokens_per_minute: Option<u32>,
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<String>,

@@ -246,6 +246,16 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             // Well below common file-descriptor limits, far above what one gate serves at once.
             None => 4096,
         },
+        // Browsers keep six connections per origin, MCP clients a handful (a POST and an SSE stream per
+        // session); a busy office behind one NAT address gets room for many of them.
+        max_connections_per_address: match raw.proxy.max_connections_per_address {
+            Some(0) => {
+                errors.push("proxy.max_connections_per_address", "must be greater than 0");
+                1
+            }
+            Some(n) => n,
+            None => 256,
+        },
         // A client with a stale token fails a few times an hour; a flood of forged signatures, thousands a
         // second.
         failed_tokens_per_minute: raw.proxy.failed_tokens_per_minute.unwrap_or(60),

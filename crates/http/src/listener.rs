@@ -3,6 +3,9 @@
 //!
 //! - **Connection bound.** At most `max_connections` are served at once; beyond that, new connections
 //!   wait in the kernel's accept queue, so file descriptors cannot run out.
+//! - **Per-address bound.** One source address holds at most `max_connections_per_address` of them (the
+//!   trusted proxies excepted, which carry everyone's): a connection past it is closed at once, so one
+//!   address that opens slow connections cannot take every slot from everyone else.
 //! - **Request-head deadline.** A connection that sends nothing, or half a request head, is closed
 //!   `client_header_timeout` after it opened or after its previous exchange ended (hyper's HTTP/1 header
 //!   read timer, which therefore also bounds idle keep-alive).
@@ -15,9 +18,10 @@
 //!   [`DRAIN_TIMEOUT`], before the answer goes out; when it cannot be, the answer carries
 //!   `Connection: close` (RFC 9112 §9.6), so the client knows not to reuse the connection.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -52,12 +56,62 @@ pub struct Limits {
     pub max_drain_bytes: u64,
 }
 
+/// Open connections per source address: at most `limit` each, except for the addresses in `exempt`
+/// (the trusted proxies). The table holds only addresses with open connections, so it never outgrows
+/// the connection bound.
+#[derive(Debug, Clone)]
+pub struct PerAddress {
+    limit: usize,
+    exempt: Arc<[ipnet::IpNet]>,
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    pub fn new(limit: usize, exempt: &[ipnet::IpNet]) -> Self {
+        Self { limit, exempt: exempt.into(), open: Arc::default() }
+    }
+
+    /// A slot for one more connection from `ip`, held until dropped; `None` when `ip` is at its limit.
+    fn admit(&self, ip: IpAddr) -> Option<AddressSlot> {
+        if self.exempt.iter().any(|net| net.contains(&ip)) {
+            return Some(AddressSlot { owner: None, ip });
+        }
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { owner: Some(self.clone()), ip })
+    }
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct AddressSlot {
+    owner: Option<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(owner) = &self.owner else { return };
+        let mut open = owner.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish (the caller
 /// bounds how long by dropping the returned future).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    per_address: PerAddress,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -85,6 +139,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(address_slot) = per_address.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection closed: its address holds max_connections_per_address already");
+            drop(stream);
+            continue;
+        };
         // Without TCP_NODELAY, a response written as headers then body waits on Nagle and the client's
         // delayed ACK: ~200 µs per request on loopback, measured.
         if let Err(e) = stream.set_nodelay(true) {
@@ -103,6 +162,7 @@ pub async fn serve(
             let mut first = [0u8; 1];
             if !matches!(tokio::time::timeout(limits.client_header_timeout, stream.peek(&mut first)).await, Ok(Ok(1))) {
                 tracing::debug!(%peer, "connection closed or sent nothing before the request-head deadline");
+                drop(address_slot);
                 return;
             }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -110,6 +170,7 @@ pub async fn serve(
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(permit);
+            drop(address_slot);
         });
     }
     drop(listener);

@@ -125,7 +125,11 @@ pub(crate) async fn run(
         max_drain_bytes: config.proxy.max_body_bytes,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = portcullis_http::listener::serve(listener, app, limits, async {
+    let per_address = portcullis_http::listener::PerAddress::new(
+        config.proxy.max_connections_per_address,
+        &config.proxy.trusted_proxies,
+    );
+    let server = portcullis_http::listener::serve(listener, app, limits, per_address, async {
         let _ = stop_rx.await;
     });
     let server = tokio::spawn(server);

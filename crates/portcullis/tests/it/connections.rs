@@ -187,3 +187,51 @@ async fn a_trickled_body_meets_its_deadline() {
     assert!(closed_within(&mut s, Duration::from_secs(5)).await);
     assert_eq!(sample.stats().await["received"].as_u64().unwrap(), before, "nothing went upstream");
 }
+
+/// A connection from `source` (a loopback address) to `addr`.
+async fn connect_from(source: &str, addr: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// `GET /healthz` on `stream`: the status.
+async fn healthz(stream: &mut TcpStream, addr: &str) -> u16 {
+    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(STEP, read_response(stream, &mut buf)).await.unwrap().unwrap().0
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let (_idp, _sample, gate) = start("client_header_timeout_ms = 10000\nmax_connections_per_address = 3").await;
+    let addr = addr(&gate);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.1", &addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = connect_from("127.0.0.1", &addr).await;
+    assert!(closed_within(&mut fourth, Duration::from_secs(2)).await, "a fourth connection from one address was kept");
+    // Another address is served meanwhile.
+    let mut other = connect_from("127.0.0.2", &addr).await;
+    assert_eq!(healthz(&mut other, &addr).await, 200);
+    // A connection given back makes room again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from("127.0.0.1", &addr).await;
+    assert_eq!(healthz(&mut again, &addr).await, 200);
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_not_bound_per_address() {
+    let (_idp, _sample, gate) = start("max_connections_per_address = 1\ntrusted_proxies = [\"127.0.0.1\"]").await;
+    let addr = addr(&gate);
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(connect_from("127.0.0.1", &addr).await);
+    }
+    for s in &mut streams {
+        assert_eq!(healthz(s, &addr).await, 200, "a trusted proxy's connection was refused");
+    }
+}
