@@ -55,4 +55,21 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// One code exchange, one transaction (the row lock on the code serialises redemptions).
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+        issue: &crate::IssueRefresh<'_>,
+    ) -> Result<crate::CodeRedemption, StoreError> {
+        let mut tx = self.write().await?;
+        let answer = Self::redeem_in(&mut tx, code_hash, now, issue).await?;
+        // Ending the transaction explicitly, on every path, releases the lock now rather than whenever the
+        // pool gets round to rolling back a dropped transaction.
+        tx.commit().await?;
+        Ok(answer)
+    }
+}
+
 crate::sql_store::impl_sql_store!(PostgresStore, Postgres);

@@ -4,8 +4,10 @@
 //! defines. sqlx's generic executor bounds make one generic implementation unwieldy; a macro keeps one
 //! text.
 //!
-//! The invoking module provides a store type with a `pool` field and an async `write()` that begins a
-//! writing transaction, and the constants `SELECT_CODE` and `SELECT_REFRESH_FOR_ROTATION`.
+//! The invoking module provides a store type with a `pool` field, an async `write()` that begins a
+//! writing transaction, an async `redeem_code()` that runs the generated `redeem_in` in a writing
+//! transaction of its choosing (SQLite commits many at once), and the constants `SELECT_CODE` and
+//! `SELECT_REFRESH_FOR_ROTATION`.
 
 /// `impl Store for $store` over the sqlx database `$db`, plus the `insert_refresh` helper it uses.
 macro_rules! impl_sql_store {
@@ -181,36 +183,12 @@ macro_rules! impl_sql_store {
                     now: i64,
                     issue: &IssueRefresh<'_>,
                 ) -> Result<CodeRedemption, StoreError> {
-                    let mut tx = self.write().await?;
-                    let row: Option<sql::CodeRow> =
-                        sqlx::query_as(SELECT_CODE).bind(code_hash).fetch_optional(&mut *tx).await?;
-                    let answer = match verdict::judge_code(row.map(sql::code_from_row), now) {
-                        CodeStep::Answer(answer) => answer,
-                        CodeStep::Redeem(code) => {
-                            sqlx::query(sql::MARK_CODE_REDEEMED).bind(code_hash).bind(now).execute(&mut *tx).await?;
-                            sqlx::query(sql::UPSERT_FAMILY)
-                                .bind(&code.family_id)
-                                .bind(code.client_id.as_str())
-                                .bind(&code.subject)
-                                .bind(verdict::family_expiry_for(&code))
-                                .execute(&mut *tx)
-                                .await?;
-                            if let Some(mut refresh) = issue(&code) {
-                                refresh.family_id.clone_from(&code.family_id);
-                                insert_refresh(&mut tx, &refresh).await?;
-                            }
-                            CodeRedemption::Redeemed(code)
-                        }
-                    };
-                    // Ending the transaction explicitly, on every path, releases the lock now rather than whenever
-                    // the pool gets round to rolling back a dropped transaction.
-                    tx.commit().await?;
-                    Ok(answer)
+                    self.redeem_code(code_hash, now, issue).await
                 }
 
                 async fn put_refresh(&self, t: RefreshRecord) -> Result<(), StoreError> {
                     let mut tx = self.write().await?;
-                    insert_refresh(&mut tx, &t).await?;
+                    insert_refresh(&mut *tx, &t).await?;
                     tx.commit().await?;
                     Ok(())
                 }
@@ -244,7 +222,7 @@ macro_rules! impl_sql_store {
                                     .execute(&mut *tx)
                                     .await?;
                                 new.family_id.clone_from(&old.family_id);
-                                insert_refresh(&mut tx, &new).await?;
+                                insert_refresh(&mut *tx, &new).await?;
                                 Rotation::Rotated(old)
                             }
                         };
@@ -381,8 +359,40 @@ macro_rules! impl_sql_store {
             }
 
             /// Stores a refresh token, creating or extending its family first.
+            impl $store {
+                /// Redeems a code in the writing transaction `conn` is in: judges it as read there and, if it
+                /// may be redeemed, marks it, records its family and stores the refresh token `issue` makes.
+                async fn redeem_in(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    code_hash: &str,
+                    now: i64,
+                    issue: &IssueRefresh<'_>,
+                ) -> Result<CodeRedemption, StoreError> {
+                    let row: Option<sql::CodeRow> =
+                        sqlx::query_as(SELECT_CODE).bind(code_hash).fetch_optional(&mut *conn).await?;
+                    Ok(match verdict::judge_code(row.map(sql::code_from_row), now) {
+                        CodeStep::Answer(answer) => answer,
+                        CodeStep::Redeem(code) => {
+                            sqlx::query(sql::MARK_CODE_REDEEMED).bind(code_hash).bind(now).execute(&mut *conn).await?;
+                            sqlx::query(sql::UPSERT_FAMILY)
+                                .bind(&code.family_id)
+                                .bind(code.client_id.as_str())
+                                .bind(&code.subject)
+                                .bind(verdict::family_expiry_for(&code))
+                                .execute(&mut *conn)
+                                .await?;
+                            if let Some(mut refresh) = issue(&code) {
+                                refresh.family_id.clone_from(&code.family_id);
+                                insert_refresh(&mut *conn, &refresh).await?;
+                            }
+                            CodeRedemption::Redeemed(code)
+                        }
+                    })
+                }
+            }
+
             async fn insert_refresh(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 t: &RefreshRecord,
             ) -> Result<(), StoreError> {
                 sqlx::query(sql::UPSERT_FAMILY)
@@ -390,7 +400,7 @@ macro_rules! impl_sql_store {
                     .bind(t.client_id.as_str())
                     .bind(&t.subject)
                     .bind(t.expires_at)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await?;
                 sqlx::query(sql::INSERT_REFRESH)
                     .bind(&t.token_hash)
@@ -401,7 +411,7 @@ macro_rules! impl_sql_store {
                     .bind(&t.scope)
                     .bind(t.expires_at)
                     .bind(t.created_at)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(StoreError::insert("refresh token"))?;
                 Ok(())

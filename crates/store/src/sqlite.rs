@@ -14,6 +14,11 @@
 //!   transaction's failure mode of being refused the upgrade from reader to writer.
 //! - The file is created with mode 0600 (and its folder 0700): it holds sealed keys and token hashes.
 //!   SQLite gives the `-wal` and `-shm` files the same mode as the database.
+//! - Group commit for code exchanges, the writes every sign-in ends with: one writer task takes the
+//!   exchanges waiting, runs each in a savepoint of one transaction and commits them together, so that
+//!   concurrent sign-ins share one sync to disk instead of queueing for one each. Every answer still
+//!   waits for the commit that made it durable; an exchange whose statements fail is rolled back to its
+//!   savepoint alone; a failed commit fails every exchange in it.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
@@ -21,20 +26,35 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Acquire, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::StoreError;
 use crate::sql::{self, select_code, select_refresh_for_rotation};
+use crate::verdict::{self, CodeStep};
+use crate::{CodeRedemption, IssueRefresh, RefreshRecord, StoreError};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 8;
 const SELECT_CODE: &str = select_code!();
 const SELECT_REFRESH_FOR_ROTATION: &str = select_refresh_for_rotation!();
 
+/// Most code exchanges committed together.
+const GROUP_MAX: usize = 64;
+
 /// A store in one SQLite file.
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// To the group-commit writer.
+    redemptions: mpsc::Sender<Redemption>,
+}
+
+/// One code exchange for the group-commit writer, with the refresh token to store if it is redeemed.
+struct Redemption {
+    code_hash: String,
+    now: i64,
+    refresh: Option<RefreshRecord>,
+    reply: oneshot::Sender<Result<CodeRedemption, StoreError>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -61,7 +81,32 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("cannot open the database {}: {e}", path.display())))?;
         sql::migrator(sql::SQLITE_MIGRATIONS).run(&pool).await?;
-        Ok(Self { pool, path: path.to_owned() })
+        let (redemptions, queue) = mpsc::channel(1024);
+        tokio::spawn(group_commit(pool.clone(), queue));
+        Ok(Self { pool, path: path.to_owned(), redemptions })
+    }
+
+    /// A code exchange: judged on a plain read first (unknown, expired and replayed codes need no write),
+    /// then redeemed by the group-commit writer, which judges the code again in its transaction, so a
+    /// code is redeemed once however many exchanges race for it.
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+        issue: &IssueRefresh<'_>,
+    ) -> Result<CodeRedemption, StoreError> {
+        let row: Option<sql::CodeRow> = sqlx::query_as(SELECT_CODE).bind(code_hash).fetch_optional(&self.pool).await?;
+        let code = match verdict::judge_code(row.map(sql::code_from_row), now) {
+            CodeStep::Answer(answer) => return Ok(answer),
+            CodeStep::Redeem(code) => code,
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Redemption { code_hash: code_hash.to_owned(), now, refresh: issue(&code), reply };
+        self.redemptions
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".to_owned()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the store's writer has stopped".to_owned()))?
     }
 
     /// A transaction that holds the write lock from its first statement.
@@ -88,6 +133,53 @@ fn create_private(path: &Path) -> io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// The group-commit writer: takes the first exchange waiting and every other one already queued (up to
+/// [`GROUP_MAX`]), redeems each in a savepoint of one `BEGIN IMMEDIATE` transaction, commits, and only
+/// then answers them all. Ends when the store is dropped.
+async fn group_commit(pool: SqlitePool, mut queue: mpsc::Receiver<Redemption>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = redeem_batch(&pool, &batch).await;
+        for (job, answer) in batch.into_iter().zip(outcome) {
+            // The caller may have gone (a client that hung up); the exchange stands.
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// Redeems `batch` in one transaction; each exchange's answer, or for all of them the error that kept
+/// the transaction from committing.
+async fn redeem_batch(pool: &SqlitePool, batch: &[Redemption]) -> Vec<Result<CodeRedemption, StoreError>> {
+    let everyone = |e: &StoreError| batch.iter().map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let mut tx: Transaction<'static, Sqlite> = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => return everyone(&StoreError::from(e)),
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch {
+        let answer = async {
+            let mut savepoint = tx.begin().await?;
+            let refresh = job.refresh.clone();
+            let answer =
+                SqliteStore::redeem_in(&mut savepoint, &job.code_hash, job.now, &move |_| refresh.clone()).await?;
+            savepoint.commit().await?;
+            Ok::<_, StoreError>(answer)
+        }
+        .await;
+        answers.push(answer);
+    }
+    match tx.commit().await {
+        Ok(()) => answers,
+        Err(e) => everyone(&StoreError::from(e)),
     }
 }
 
