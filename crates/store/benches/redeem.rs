@@ -1,15 +1,16 @@
-//! Durable code exchanges on SQLite (`cargo bench -p portcullis-store --bench redeem`): codes stored,
-//! then redeemed with a refresh token by 1 and by 16 concurrent callers, each answer after its commit
-//! (`synchronous = FULL`) as in the gateway. Prints exchanges per second for each concurrency, median of
-//! three rounds. With one commit per exchange the rate cannot grow with concurrency (SQLite has one
-//! writer); with group commit, concurrent exchanges share commits.
+//! Durable code exchanges and refresh rotations on SQLite (`cargo bench -p portcullis-store --bench
+//! redeem`): codes stored, then redeemed with a refresh token by 1 and by 16 concurrent callers, then
+//! each refresh token rotated, each answer after its commit (`synchronous = FULL`) as in the gateway.
+//! Prints operations per second for each concurrency, median of three rounds. With one commit per
+//! operation the rate cannot grow with concurrency (SQLite has one writer); with group commit,
+//! concurrent operations share commits.
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use portcullis_store::{CodeRecord, CodeRedemption, RefreshRecord, Store};
+use portcullis_store::{CodeRecord, CodeRedemption, RefreshRecord, Rotation, Store};
 
 const NOW: i64 = 1_800_000_000;
 const CODES: usize = 3_000;
@@ -43,8 +44,9 @@ fn refresh(code: &CodeRecord) -> RefreshRecord {
     }
 }
 
-/// Exchanges per second for `callers` concurrent callers redeeming `CODES` fresh codes.
-async fn round(store: &Arc<dyn Store>, callers: usize, round: usize) -> f64 {
+/// `(exchanges, rotations)` per second for `callers` concurrent callers redeeming `CODES` fresh codes,
+/// then rotating the refresh token each exchange stored.
+async fn round(store: &Arc<dyn Store>, callers: usize, round: usize) -> (f64, f64) {
     for i in 0..CODES {
         store.put_code(code(i, round)).await.unwrap();
     }
@@ -69,7 +71,30 @@ async fn round(store: &Arc<dyn Store>, callers: usize, round: usize) -> f64 {
     for t in tasks {
         t.await.unwrap();
     }
-    CODES as f64 / start.elapsed().as_secs_f64()
+    let exchanges = CODES as f64 / start.elapsed().as_secs_f64();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (store, next) = (store.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= CODES {
+                        break;
+                    }
+                    let old = refresh(&code(i, round));
+                    let new = RefreshRecord { token_hash: format!("rotated-{}", old.token_hash), ..old.clone() };
+                    let answer = store.rotate_refresh(&old.token_hash, new, NOW).await.unwrap();
+                    assert!(matches!(answer, Rotation::Rotated(_)));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (exchanges, CODES as f64 / start.elapsed().as_secs_f64())
 }
 
 fn main() {
@@ -79,15 +104,19 @@ fn main() {
         let store = portcullis_store::open(&format!("sqlite://{}", dir.join("bench.db").display())).await.unwrap();
         let mut n = 0;
         for callers in [1, 16] {
-            let mut rates = Vec::new();
+            let (mut exchanges, mut rotations) = (Vec::new(), Vec::new());
             for _ in 0..3 {
                 n += 1;
-                rates.push(round(&store, callers, n).await);
+                let (e, r) = round(&store, callers, n).await;
+                exchanges.push(e);
+                rotations.push(r);
             }
-            rates.sort_by(f64::total_cmp);
+            exchanges.sort_by(f64::total_cmp);
+            rotations.sort_by(f64::total_cmp);
             println!(
-                "code exchanges, {callers:>2} concurrent callers: {:>6.0}/s (median of 3 rounds of {CODES})",
-                rates[1]
+                "{callers:>2} concurrent callers: code exchanges {:>6.0}/s, refresh rotations {:>6.0}/s \
+                 (medians of 3 rounds of {CODES})",
+                exchanges[1], rotations[1]
             );
         }
         drop(store);

@@ -70,6 +70,14 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(answer)
     }
+
+    /// One refresh rotation, one transaction (the row lock on the token serialises rotations).
+    async fn rotate(&self, old_hash: &str, new: crate::RefreshRecord, now: i64) -> Result<crate::Rotation, StoreError> {
+        let mut tx = self.write().await?;
+        let answer = Self::rotate_in(&mut tx, old_hash, new, now).await?;
+        tx.commit().await?;
+        Ok(answer)
+    }
 }
 
 crate::sql_store::impl_sql_store!(PostgresStore, Postgres);

@@ -5,9 +5,9 @@
 //! text.
 //!
 //! The invoking module provides a store type with a `pool` field, an async `write()` that begins a
-//! writing transaction, an async `redeem_code()` that runs the generated `redeem_in` in a writing
-//! transaction of its choosing (SQLite commits many at once), and the constants `SELECT_CODE` and
-//! `SELECT_REFRESH_FOR_ROTATION`.
+//! writing transaction, async `redeem_code()` and `rotate()` that run the generated `redeem_in` and
+//! `rotate_in` in a writing transaction of their choosing (SQLite commits many at once), and the
+//! constants `SELECT_CODE` and `SELECT_REFRESH_FOR_ROTATION`.
 
 /// `impl Store for $store` over the sqlx database `$db`, plus the `insert_refresh` helper it uses.
 macro_rules! impl_sql_store {
@@ -202,32 +202,10 @@ macro_rules! impl_sql_store {
                 async fn rotate_refresh(
                     &self,
                     old_hash: &str,
-                    mut new: RefreshRecord,
+                    new: RefreshRecord,
                     now: i64,
                 ) -> Result<Rotation, StoreError> {
-                    let mut tx = self.write().await?;
-                    let row: Option<sql::RotationRow> =
-                        sqlx::query_as(SELECT_REFRESH_FOR_ROTATION).bind(old_hash).fetch_optional(&mut *tx).await?;
-                    let answer =
-                        match verdict::judge_rotation(row.map(sql::rotation_from_row), new.client_id.as_str(), now) {
-                            RotationStep::Answer(answer) => answer,
-                            RotationStep::RevokeFamily(family_id) => {
-                                sqlx::query(sql::REVOKE_FAMILY).bind(&family_id).execute(&mut *tx).await?;
-                                Rotation::Reused { family_id }
-                            }
-                            RotationStep::Rotate(old) => {
-                                sqlx::query(sql::MARK_REFRESH_ROTATED)
-                                    .bind(old_hash)
-                                    .bind(now)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                new.family_id.clone_from(&old.family_id);
-                                insert_refresh(&mut *tx, &new).await?;
-                                Rotation::Rotated(old)
-                            }
-                        };
-                    tx.commit().await?;
-                    Ok(answer)
+                    self.rotate(old_hash, new, now).await
                 }
 
                 async fn revoke_family(&self, family_id: &str) -> Result<u64, StoreError> {
@@ -386,6 +364,34 @@ macro_rules! impl_sql_store {
                                 insert_refresh(&mut *conn, &refresh).await?;
                             }
                             CodeRedemption::Redeemed(code)
+                        }
+                    })
+                }
+            }
+
+            impl $store {
+                /// Rotates a refresh token in the writing transaction `conn` is in: judges it as read there,
+                /// then marks it rotated and stores `new` in its family, or revokes the family of a token
+                /// presented again.
+                async fn rotate_in(
+                    conn: &mut <$db as sqlx::Database>::Connection,
+                    old_hash: &str,
+                    mut new: RefreshRecord,
+                    now: i64,
+                ) -> Result<Rotation, StoreError> {
+                    let row: Option<sql::RotationRow> =
+                        sqlx::query_as(SELECT_REFRESH_FOR_ROTATION).bind(old_hash).fetch_optional(&mut *conn).await?;
+                    Ok(match verdict::judge_rotation(row.map(sql::rotation_from_row), new.client_id.as_str(), now) {
+                        RotationStep::Answer(answer) => answer,
+                        RotationStep::RevokeFamily(family_id) => {
+                            sqlx::query(sql::REVOKE_FAMILY).bind(&family_id).execute(&mut *conn).await?;
+                            Rotation::Reused { family_id }
+                        }
+                        RotationStep::Rotate(old) => {
+                            sqlx::query(sql::MARK_REFRESH_ROTATED).bind(old_hash).bind(now).execute(&mut *conn).await?;
+                            new.family_id.clone_from(&old.family_id);
+                            insert_refresh(&mut *conn, &new).await?;
+                            Rotation::Rotated(old)
                         }
                     })
                 }

@@ -14,11 +14,11 @@
 //!   transaction's failure mode of being refused the upgrade from reader to writer.
 //! - The file is created with mode 0600 (and its folder 0700): it holds sealed keys and token hashes.
 //!   SQLite gives the `-wal` and `-shm` files the same mode as the database.
-//! - Group commit for code exchanges, the writes every sign-in ends with: one writer task takes the
-//!   exchanges waiting, runs each in a savepoint of one transaction and commits them together, so that
-//!   concurrent sign-ins share one sync to disk instead of queueing for one each. Every answer still
-//!   waits for the commit that made it durable; an exchange whose statements fail is rolled back to its
-//!   savepoint alone; a failed commit fails every exchange in it.
+//! - Group commit for code exchanges and refresh rotations, the writes every sign-in and refresh ends
+//!   with: one writer task takes the ones waiting, runs each in a savepoint of one transaction and
+//!   commits them together, so that concurrent requests share one sync to disk instead of queueing for
+//!   one each. Every answer still waits for the commit that made it durable; one whose statements fail
+//!   is rolled back to its savepoint alone; a failed commit fails every one in it.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
@@ -31,14 +31,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::{self, select_code, select_refresh_for_rotation};
 use crate::verdict::{self, CodeStep};
-use crate::{CodeRedemption, IssueRefresh, RefreshRecord, StoreError};
+use crate::{CodeRedemption, IssueRefresh, RefreshRecord, Rotation, StoreError};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 8;
 const SELECT_CODE: &str = select_code!();
 const SELECT_REFRESH_FOR_ROTATION: &str = select_refresh_for_rotation!();
 
-/// Most code exchanges committed together.
+/// Most writes committed together.
 const GROUP_MAX: usize = 64;
 
 /// A store in one SQLite file.
@@ -46,15 +46,28 @@ pub(crate) struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     /// To the group-commit writer.
-    redemptions: mpsc::Sender<Redemption>,
+    writes: mpsc::Sender<Job>,
 }
 
-/// One code exchange for the group-commit writer, with the refresh token to store if it is redeemed.
-struct Redemption {
-    code_hash: String,
+/// One write for the group-commit writer, and where its answer goes.
+struct Job {
+    write: Write,
     now: i64,
-    refresh: Option<RefreshRecord>,
-    reply: oneshot::Sender<Result<CodeRedemption, StoreError>>,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// What the group-commit writer does.
+enum Write {
+    /// Redeem a code, storing this refresh token if it is redeemed.
+    Redeem { code_hash: String, refresh: Option<RefreshRecord> },
+    /// Rotate a refresh token to this new one.
+    Rotate { old_hash: String, new: RefreshRecord },
+}
+
+/// What it answers.
+enum Written {
+    Redeemed(CodeRedemption),
+    Rotated(Rotation),
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -81,9 +94,25 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("cannot open the database {}: {e}", path.display())))?;
         sql::migrator(sql::SQLITE_MIGRATIONS).run(&pool).await?;
-        let (redemptions, queue) = mpsc::channel(1024);
+        let (writes, queue) = mpsc::channel(1024);
         tokio::spawn(group_commit(pool.clone(), queue));
-        Ok(Self { pool, path: path.to_owned(), redemptions })
+        Ok(Self { pool, path: path.to_owned(), writes })
+    }
+
+    /// Hands `write` to the group-commit writer; its answer once committed.
+    async fn group(&self, write: Write, now: i64) -> Result<Written, StoreError> {
+        let stopped = || StoreError::Unavailable("the store's writer has stopped".to_owned());
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Job { write, now, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// A refresh rotation, judged and written by the group-commit writer.
+    async fn rotate(&self, old_hash: &str, new: RefreshRecord, now: i64) -> Result<Rotation, StoreError> {
+        match self.group(Write::Rotate { old_hash: old_hash.to_owned(), new }, now).await? {
+            Written::Rotated(rotation) => Ok(rotation),
+            Written::Redeemed(_) => Err(StoreError::Backend("the writer answered a rotation with a redemption".into())),
+        }
     }
 
     /// A code exchange: judged on a plain read first (unknown, expired and replayed codes need no write),
@@ -100,13 +129,10 @@ impl SqliteStore {
             CodeStep::Answer(answer) => return Ok(answer),
             CodeStep::Redeem(code) => code,
         };
-        let (reply, answer) = oneshot::channel();
-        let job = Redemption { code_hash: code_hash.to_owned(), now, refresh: issue(&code), reply };
-        self.redemptions
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".to_owned()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("the store's writer has stopped".to_owned()))?
+        match self.group(Write::Redeem { code_hash: code_hash.to_owned(), refresh: issue(&code) }, now).await? {
+            Written::Redeemed(redemption) => Ok(redemption),
+            Written::Rotated(_) => Err(StoreError::Backend("the writer answered a redemption with a rotation".into())),
+        }
     }
 
     /// A transaction that holds the write lock from its first statement.
@@ -136,10 +162,10 @@ fn create_private(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The group-commit writer: takes the first exchange waiting and every other one already queued (up to
-/// [`GROUP_MAX`]), redeems each in a savepoint of one `BEGIN IMMEDIATE` transaction, commits, and only
-/// then answers them all. Ends when the store is dropped.
-async fn group_commit(pool: SqlitePool, mut queue: mpsc::Receiver<Redemption>) {
+/// The group-commit writer: takes the first write waiting and every other one already queued (up to
+/// [`GROUP_MAX`]), runs each in a savepoint of one `BEGIN IMMEDIATE` transaction (alone, without one),
+/// commits, and only then answers them all. Ends when the store is dropped.
+async fn group_commit(pool: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < GROUP_MAX {
@@ -148,27 +174,38 @@ async fn group_commit(pool: SqlitePool, mut queue: mpsc::Receiver<Redemption>) {
                 Err(_) => break,
             }
         }
-        let outcome = redeem_batch(&pool, &batch).await;
+        let outcome = write_batch(&pool, &batch).await;
         for (job, answer) in batch.into_iter().zip(outcome) {
-            // The caller may have gone (a client that hung up); the exchange stands.
+            // The caller may have gone (a client that hung up); the write stands.
             let _ = job.reply.send(answer);
         }
     }
 }
 
-/// Redeems `batch` in one transaction; each exchange's answer, or for all of them the error that kept
-/// the transaction from committing.
-async fn redeem_batch(pool: &SqlitePool, batch: &[Redemption]) -> Vec<Result<CodeRedemption, StoreError>> {
+/// Runs one write in the transaction `conn` is in.
+async fn write_one(conn: &mut sqlx::SqliteConnection, job: &Job) -> Result<Written, StoreError> {
+    match &job.write {
+        Write::Redeem { code_hash, refresh } => {
+            let refresh = refresh.clone();
+            SqliteStore::redeem_in(conn, code_hash, job.now, &move |_| refresh.clone()).await.map(Written::Redeemed)
+        }
+        Write::Rotate { old_hash, new } => {
+            SqliteStore::rotate_in(conn, old_hash, new.clone(), job.now).await.map(Written::Rotated)
+        }
+    }
+}
+
+/// Runs `batch` in one transaction; each write's answer, or for all of them the error that kept the
+/// transaction from committing.
+async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Vec<Result<Written, StoreError>> {
     let everyone = |e: &StoreError| batch.iter().map(|_| Err(e.clone())).collect::<Vec<_>>();
     let mut tx: Transaction<'static, Sqlite> = match pool.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => return everyone(&StoreError::from(e)),
     };
-    // Alone, an exchange needs no savepoint: its failure is the transaction's.
+    // Alone, a write needs no savepoint: its failure is the transaction's.
     if let [job] = batch {
-        let refresh = job.refresh.clone();
-        let answer = SqliteStore::redeem_in(&mut tx, &job.code_hash, job.now, &move |_| refresh.clone()).await;
-        return match answer {
+        return match write_one(&mut tx, job).await {
             Ok(answer) => match tx.commit().await {
                 Ok(()) => vec![Ok(answer)],
                 Err(e) => everyone(&StoreError::from(e)),
@@ -180,9 +217,7 @@ async fn redeem_batch(pool: &SqlitePool, batch: &[Redemption]) -> Vec<Result<Cod
     for job in batch {
         let answer = async {
             let mut savepoint = tx.begin().await?;
-            let refresh = job.refresh.clone();
-            let answer =
-                SqliteStore::redeem_in(&mut savepoint, &job.code_hash, job.now, &move |_| refresh.clone()).await?;
+            let answer = write_one(&mut savepoint, job).await?;
             savepoint.commit().await?;
             Ok::<_, StoreError>(answer)
         }
