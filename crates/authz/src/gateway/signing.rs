@@ -93,6 +93,10 @@ impl Gateway {
         loop {
             let now = clock.now_unix() as i64;
             if store.count_event(LEASE, now, LEASE_SECS).await? == 1 {
+                // The time read again, once the lease is held: a replica that waited for it must see the key
+                // the holder made as signing now, not as one still to come (which it would bridge with a
+                // second key).
+                let now = clock.now_unix() as i64;
                 let outcome = Self::ensure_signing_key(store, operator, alg, now).await;
                 if let Err(e) = store.clear_failures(LEASE).await {
                     tracing::warn!(error = %e, "releasing the signing-key lease failed; it lapses by itself");
