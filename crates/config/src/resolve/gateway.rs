@@ -221,9 +221,9 @@ fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Er
         errors.push(format!("{at}.client_secret"), "required (or client_secret_file)");
     }
     let derived = derived.unwrap_or_default();
-    let default_scopes = match (&kind, preset) {
-        (_, Some(p)) if p != Idp::GenericOidc => derived.scopes.clone(),
-        (Some(UpstreamKind::Oidc { .. }), _) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
+    let default_scopes = match &kind {
+        _ if !derived.scopes.is_empty() => derived.scopes.clone(),
+        Some(UpstreamKind::Oidc { .. }) => vec!["openid".to_owned(), "email".to_owned(), "profile".to_owned()],
         _ => Vec::new(),
     };
     let forward_token_header = raw.forward_token_header.as_deref().map(str::to_ascii_lowercase);
