@@ -33,6 +33,7 @@ import { Client, StreamableHTTPClientTransport, UnauthorizedError } from '@model
 
 import { HeadlessOAuthProvider } from './clients/headless-provider.mjs';
 import { runSdkFlow } from './clients/mcp-sdk-flow.mjs';
+import { sdk } from './clients/mcp-sdk-v2.mjs';
 import { check, echoRequest, expectEcho, postMcp, resultText } from './harness/checks.mjs';
 import { freePort, killAll, start } from './harness/processes.mjs';
 import { runChecks, step } from './harness/report.mjs';
@@ -53,13 +54,6 @@ const UPSTREAM_CLIENT = { id: 'portcullis', secret: 'upstream secret+/=' };
 /** An MCP client registered at the IdP by the operator (verify mode, IdPs without registration). */
 const IDP_APP = 'mcp-app';
 
-const sdk = {
-  name: 'sdk-v2',
-  Client,
-  StreamableHTTPClientTransport,
-  UnauthorizedError,
-  finishAuth: (transport, params) => transport.finishAuth(params),
-};
 const CLIENT_METADATA = {
   client_name: 'portcullis IdP preset test',
   grant_types: ['authorization_code', 'refresh_token'],

@@ -150,7 +150,8 @@ impl Introspector {
             Some(Value::String(s)) => s.parse::<u64>().ok(),
             Some(v) => v.as_u64(),
             None => None,
-        };
+        }
+        .ok_or_else(|| TokenError::MalformedClaims("Google's tokeninfo answer has no exp".to_owned()))?;
         let mut claims = Map::new();
         claims.insert("active".into(), Value::Bool(true));
         for (name, value) in [
@@ -164,10 +165,7 @@ impl Introspector {
                 claims.insert(name.into(), Value::String(v));
             }
         }
-        claims.insert("exp".into(), exp.map_or(Value::Null, Value::from));
-        if exp.is_none() {
-            return Err(TokenError::MalformedClaims("Google's tokeninfo answer has no exp".to_owned()));
-        }
+        claims.insert("exp".into(), Value::from(exp));
         Ok(claims)
     }
 

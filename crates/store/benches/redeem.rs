@@ -50,20 +50,41 @@ async fn round(store: &Arc<dyn Store>, callers: usize, round: usize) -> (f64, f6
     for i in 0..CODES {
         store.put_code(code(i, round)).await.unwrap();
     }
+    let exchanges = concurrently(callers, store, move |store, i| async move {
+        let issue = |c: &CodeRecord| Some(refresh(c));
+        let answer = store.redeem_code_issuing(&format!("code-{round}-{i}"), NOW, &issue).await.unwrap();
+        assert!(matches!(answer, CodeRedemption::Redeemed(_)));
+    })
+    .await;
+    let rotations = concurrently(callers, store, move |store, i| async move {
+        let old = refresh(&code(i, round));
+        let new = RefreshRecord { token_hash: format!("rotated-{}", old.token_hash), ..old.clone() };
+        let answer = store.rotate_refresh(&old.token_hash, new, NOW).await.unwrap();
+        assert!(matches!(answer, Rotation::Rotated(_)));
+    })
+    .await;
+    (exchanges, rotations)
+}
+
+/// Runs `op` for `0..CODES` with `callers` concurrent callers taking the next index; operations per
+/// second.
+async fn concurrently<F, Fut>(callers: usize, store: &Arc<dyn Store>, op: F) -> f64
+where
+    F: Fn(Arc<dyn Store>, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
-            let (store, next) = (store.clone(), next.clone());
+            let (store, next, op) = (store.clone(), next.clone(), op.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= CODES {
                         break;
                     }
-                    let issue = |c: &CodeRecord| Some(refresh(c));
-                    let answer = store.redeem_code_issuing(&format!("code-{round}-{i}"), NOW, &issue).await.unwrap();
-                    assert!(matches!(answer, CodeRedemption::Redeemed(_)));
+                    op(store.clone(), i).await;
                 }
             })
         })
@@ -71,30 +92,7 @@ async fn round(store: &Arc<dyn Store>, callers: usize, round: usize) -> (f64, f6
     for t in tasks {
         t.await.unwrap();
     }
-    let exchanges = CODES as f64 / start.elapsed().as_secs_f64();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (store, next) = (store.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= CODES {
-                        break;
-                    }
-                    let old = refresh(&code(i, round));
-                    let new = RefreshRecord { token_hash: format!("rotated-{}", old.token_hash), ..old.clone() };
-                    let answer = store.rotate_refresh(&old.token_hash, new, NOW).await.unwrap();
-                    assert!(matches!(answer, Rotation::Rotated(_)));
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    (exchanges, CODES as f64 / start.elapsed().as_secs_f64())
+    CODES as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {

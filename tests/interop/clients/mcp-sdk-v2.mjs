@@ -6,7 +6,8 @@ import { Client, StreamableHTTPClientTransport, UnauthorizedError } from '@model
 
 import { runSdkFlow } from './mcp-sdk-flow.mjs';
 
-const sdk = {
+/** The SDK as `runSdkFlow` drives it. */
+export const sdk = {
   name: 'sdk-v2',
   Client,
   StreamableHTTPClientTransport,
