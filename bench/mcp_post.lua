@@ -1,5 +1,5 @@
 -- A fixed MCP `tools/call echo` POST, with an optional bearer token from $TOKEN.
--- At the end prints one line: `SUMMARY rps=… p50_us=… p99_us=… errors=… non2xx=…`.
+-- At the end prints one line: `SUMMARY rps=… p50_us=… p99_us=… errors=… non2xx=… requests=…`.
 wrk.method = "POST"
 wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
 wrk.headers["Content-Type"] = "application/json"
@@ -32,6 +32,6 @@ end
 done = function(summary, latency, requests)
   local e = summary.errors
   local errors = e.connect + e.read + e.write + e.timeout
-  io.write(string.format("SUMMARY rps=%.0f p50_us=%d p99_us=%d errors=%d non2xx=%d\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99), errors, e.status))
+  io.write(string.format("SUMMARY rps=%.0f p50_us=%d p99_us=%d errors=%d non2xx=%d requests=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99), errors, e.status, summary.requests))
 end
