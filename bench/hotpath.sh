@@ -138,10 +138,11 @@ check() { # row: one request with the row's token, its status and (for 200) the 
   url=$(row_url "$1"); tok=$(row_token "$1")
   [ "$(row_vary "$1")" = 1 ] && tok=$(cat "$KEYS/bad-es256.jwt")
   [ -n "$tok" ] && auth=(-H "authorization: Bearer $tok")
-  out=$(curl -s -w '\n%{http_code}' -X POST "$url" -H 'content-type: application/json' \
+  out=$(curl -s --max-time 10 -w '\n%{http_code}' -X POST "$url" -H 'content-type: application/json' \
     -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-11-25' "${auth[@]}" \
-    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}')
+    -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}') || true
   code=${out##*$'\n'}
+  [ "$code" != 000 ] || { echo "$1: no answer at $url; the gate's log:" >&2; cat "$WORK/gate.log" >&2; exit 1; }
   [ "$code" = "$(row_status "$1")" ] || { echo "$1: expected $(row_status "$1"), got $code: ${out%$'\n'*}" >&2; exit 1; }
   [ "$code" != 200 ] || grep -q '"text":"hello"' <<<"$out" || { echo "$1: no echo in ${out%$'\n'*}" >&2; exit 1; }
 }

@@ -31,7 +31,7 @@ start_upstream() { # port
 }
 
 start_gate() { # config file, port; sets GW_PID
-  RUST_LOG=error $GATE "$BIN" serve --config "$1" >/dev/null 2>&1 &
+  RUST_LOG=error $GATE "$BIN" serve --config "$1" >"$WORK/gate.log" 2>&1 &
   GW_PID=$!
   pids+=($GW_PID)
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && break; sleep 0.1; done

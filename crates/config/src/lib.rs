@@ -326,13 +326,36 @@ pub struct Dangerous {
     pub idp_origin: Option<Url>,
 }
 
+/// Where a server's requests go: an HTTP(S) URL, or an HTTP server on a Unix domain socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The URL requests are made to. For a socket upstream it is `http://localhost` with the
+    /// configured path, so that the request line and `Host` are what a local HTTP server expects.
+    pub url: Url,
+    /// The Unix domain socket connected to instead of the URL's host, when the upstream is one.
+    pub socket: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Display for Upstream {
+    /// As configured: the URL, or `unix:<socket>:<path>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.socket {
+            None => write!(f, "{}", self.url),
+            Some(socket) => {
+                let query = self.url.query().map(|q| format!("?{q}")).unwrap_or_default();
+                write!(f, "unix:{}:{}{query}", socket.display(), self.url.path())
+            }
+        }
+    }
+}
+
 /// One protected MCP server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The public path, e.g. `/mcp`.
     pub path: String,
     /// Where requests are forwarded.
-    pub upstream: Url,
+    pub upstream: Upstream,
     /// The canonical resource URL on the primary origin (`public_url` + `path`).
     pub resource: ResourceUrl,
     /// The resource URL on each public origin, the primary first.

@@ -528,3 +528,33 @@ fn trusted_proxies_are_addresses_or_networks() {
     let joined = errors(&text(r#"["10.0.0.0/8", "lb.internal"]"#)).join("\n");
     assert!(joined.contains("proxy.trusted_proxies[1]: \"lb.internal\" is not an IP address or network"), "{joined}");
 }
+
+#[test]
+fn an_upstream_can_be_a_unix_socket_with_an_http_path() {
+    let upstream = |u: &str| {
+        let c = Config::from_toml(&MINIMAL.replace("http://127.0.0.1:3001/mcp", u), &MapEnv::default()).unwrap();
+        c.servers[0].upstream.clone()
+    };
+    let u = upstream("unix:/run/mcp.sock:/mcp");
+    assert_eq!(u.socket.as_deref(), Some(std::path::Path::new("/run/mcp.sock")));
+    assert_eq!(u.url.as_str(), "http://localhost/mcp");
+    assert_eq!(u.to_string(), "unix:/run/mcp.sock:/mcp");
+    let u = upstream("unix:/run/mcp.sock");
+    assert_eq!(u.url.as_str(), "http://localhost/");
+    let u = upstream("unix:/run/mcp.sock:/mcp?tenant=a");
+    assert_eq!(u.url.query(), Some("tenant=a"));
+    assert_eq!(u.to_string(), "unix:/run/mcp.sock:/mcp?tenant=a");
+    let u = upstream("http://127.0.0.1:3001/mcp");
+    assert_eq!((u.to_string(), u.socket), ("http://127.0.0.1:3001/mcp".to_owned(), None));
+
+    for (bad, why) in [
+        ("unix:run/mcp.sock:/mcp", "the socket path must be absolute"),
+        ("unix:", "the socket path must be absolute"),
+        ("unix:/run/mcp.sock:/mcp#x", "carries no fragment"),
+        ("unix:/run/mcp.sock:/a/../mcp", "is not a plain HTTP path"),
+        ("ftp://x", "must be an http or https URL without a fragment, or unix:<socket path>"),
+    ] {
+        let errs = errors(&MINIMAL.replace("http://127.0.0.1:3001/mcp", bad));
+        assert!(errs.iter().any(|e| e.starts_with("server[0].upstream:") && e.contains(why)), "{bad}: {errs:?}");
+    }
+}

@@ -80,6 +80,8 @@ pub struct ServerRuntime {
     pub verifier: Option<Arc<Verifier>>,
     /// Its metric handles (no-ops without a recorder).
     pub(crate) metrics: Arc<observe::ServerMetrics>,
+    /// The client its requests go upstream with.
+    pub(crate) client: proxy::UpstreamClient,
 }
 
 impl AppState {
@@ -97,7 +99,7 @@ impl AppState {
                 return Err(ProxyError::Internal(format!("server {} has no verifier", server.path)));
             }
         }
-        let tls = config.servers.iter().any(|s| s.upstream.scheme() == "https");
+        let tls = config.servers.iter().any(|s| s.upstream.url.scheme() == "https");
         let proxy = Proxy::new(config.proxy.clone(), tls)?;
         let servers = config
             .servers
@@ -106,6 +108,7 @@ impl AppState {
             .map(|(s, verifier)| {
                 Arc::new(ServerRuntime {
                     metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
+                    client: proxy.client_for(&s.upstream),
                     config: s.clone(),
                     verifier,
                 })

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_config::ProxyConfig;
 use portcullis_oauth::{VerifiedToken, error_chain};
 
@@ -28,11 +28,23 @@ use crate::observe::{self, Decision};
 use crate::{AppState, ServerRuntime, rpc};
 
 /// Plain HTTP when every upstream is `http://` (loading the TLS trust store costs ~9 MiB of memory for
-/// nothing then), TLS-capable otherwise.
+/// nothing then), TLS-capable otherwise; or, for a server whose upstream is a Unix domain socket, a
+/// client of its own that connects to that socket.
 #[derive(Clone)]
-enum UpstreamClient {
+pub(crate) enum UpstreamClient {
     Plain(Client<HttpConnector, Full<Bytes>>),
     Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Socket(Client<SocketConnector, Full<Bytes>>),
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain(_) => "UpstreamClient::Plain",
+            Self::Tls(_) => "UpstreamClient::Tls",
+            Self::Socket(_) => "UpstreamClient::Socket",
+        })
+    }
 }
 
 impl UpstreamClient {
@@ -40,7 +52,41 @@ impl UpstreamClient {
         match self {
             Self::Plain(c) => c.request(req),
             Self::Tls(c) => c.request(req),
+            Self::Socket(c) => c.request(req),
         }
+    }
+}
+
+/// Connects to one Unix domain socket whatever the request's URL names: a sidecar upstream reached
+/// without the TCP stack.
+#[derive(Clone)]
+pub(crate) struct SocketConnector {
+    path: Arc<std::path::Path>,
+    timeout: Duration,
+}
+
+impl tower::Service<axum::http::Uri> for SocketConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: axum::http::Uri) -> Self::Future {
+        let (path, timeout) = (Arc::clone(&self.path), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
+                Ok(connected) => connected.map(TokioIo::new).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("connecting to the socket {}: {e}", path.display()))
+                }),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to the socket {} timed out", path.display()),
+                )),
+            }
+        })
     }
 }
 
@@ -67,8 +113,7 @@ impl Proxy {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(Duration::from_secs(90));
+        let builder = Self::builder();
         let client = if tls {
             http.enforce_http(false);
             let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -83,6 +128,23 @@ impl Proxy {
             UpstreamClient::Plain(builder.build(http))
         };
         Ok(Self { client, config })
+    }
+
+    fn builder() -> hyper_util::client::legacy::Builder {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(90));
+        builder
+    }
+
+    /// The client for `upstream`: the shared one, or one of its own for a Unix domain socket.
+    pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> UpstreamClient {
+        match &upstream.socket {
+            None => self.client.clone(),
+            Some(path) => UpstreamClient::Socket(
+                Self::builder()
+                    .build(SocketConnector { path: path.as_path().into(), timeout: self.config.connect_timeout }),
+            ),
+        }
     }
 
     /// The configured limits.
@@ -273,7 +335,7 @@ pub(crate) async fn forward(
     meta_trace: Option<&rpc::TraceMeta>,
 ) -> Result<Response, ProxyError> {
     let proxy = &state.proxy;
-    let mut url = server.config.upstream.clone();
+    let mut url = server.config.upstream.url.clone();
     if let Some(q) = parts.uri.query() {
         let merged = match url.query() {
             Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
@@ -311,7 +373,7 @@ pub(crate) async fn forward(
     // Metrics, when recorded, name the server by its configured path.
     let watch = state.observe.metrics().then_some(&server.metrics);
     let started = std::time::Instant::now();
-    let call = tokio::time::timeout(proxy.config.header_timeout, proxy.client.request(request));
+    let call = tokio::time::timeout(proxy.config.header_timeout, server.client.request(request));
     let upstream = match tracing::Instrument::instrument(call, span.clone()).await {
         Err(_) => {
             watch.inspect(|m| m.upstream_error("timeout"));

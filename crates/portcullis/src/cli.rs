@@ -183,6 +183,9 @@ pub(crate) struct SampleArgs {
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3001")]
     pub(crate) listen: SocketAddr,
+    /// Listen on this Unix domain socket instead (a stale socket file there is replaced).
+    #[arg(long, value_name = "PATH", conflicts_with = "listen")]
+    pub(crate) socket: Option<std::path::PathBuf>,
     /// The path of the MCP endpoint.
     #[arg(long, default_value = "/mcp")]
     pub(crate) path: String,

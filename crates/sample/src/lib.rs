@@ -107,6 +107,15 @@ pub async fn serve(
     axum::serve(listener, router(path)).with_graceful_shutdown(shutdown).await
 }
 
+/// Serves the sample MCP server at `path` on a Unix domain socket until `shutdown` completes.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    path: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(path)).with_graceful_shutdown(shutdown).await
+}
+
 async fn delete(State(sample): State<Arc<Sample>>, headers: HeaderMap) -> Response {
     let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "Mcp-Session-Id header required").into_response();

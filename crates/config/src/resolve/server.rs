@@ -9,10 +9,44 @@ use url::Url;
 
 use super::{Errors, parse_scopes, secret};
 use crate::raw::{RawIntrospection, RawServer, RawVerify};
-use crate::{Dangerous, IdentityHeader, IntrospectionConfig, ServerAuth, ServerConfig, ToolScopeRule, VerifyConfig};
+use crate::{
+    Dangerous, IdentityHeader, IntrospectionConfig, ServerAuth, ServerConfig, ToolScopeRule, Upstream, VerifyConfig,
+};
 
 /// Paths portcullis serves itself and a server may not take.
 const RESERVED_PATHS: [&str; 3] = ["/.well-known", "/healthz", "/readyz"];
+
+/// An upstream as written: an `http`/`https` URL without a fragment, or `unix:<absolute socket
+/// path>[:<HTTP path>]` (the path `/` when none is given), the form nginx uses.
+fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let Some(rest) = text.strip_prefix("unix:") else {
+        return match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => {
+                Ok(Upstream { url, socket: None })
+            }
+            Ok(_) => Err(format!(
+                "{text:?} must be an http or https URL without a fragment, or unix:<socket path>[:<HTTP path>]"
+            )),
+            Err(e) => Err(format!("{text:?} is not a URL: {e}")),
+        };
+    };
+    let (socket, http_path) = match rest.find(":/") {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, "/"),
+    };
+    if !socket.starts_with('/') || socket.len() < 2 {
+        return Err(format!("{text:?}: the socket path must be absolute, as in \"unix:/run/mcp.sock:/mcp\""));
+    }
+    if http_path.contains('#') {
+        return Err(format!("{text:?}: the HTTP path after the socket carries no fragment"));
+    }
+    match Url::parse(&format!("http://localhost{http_path}")) {
+        Ok(url) if url.path() == http_path.split('?').next().unwrap_or_default() => {
+            Ok(Upstream { url, socket: Some(socket.into()) })
+        }
+        _ => Err(format!("{text:?}: {http_path:?} is not a plain HTTP path")),
+    }
+}
 
 pub(super) fn resolve_server(
     raw: &RawServer,
@@ -58,14 +92,10 @@ pub(super) fn resolve_server(
             );
             None
         }
-        Some(u) => match Url::parse(u) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => Some(url),
-            Ok(_) => {
-                errors.push(format!("{at}.upstream"), format!("{u:?} must be an http or https URL without a fragment"));
-                None
-            }
-            Err(e) => {
-                errors.push(format!("{at}.upstream"), format!("{u:?} is not a URL: {e}"));
+        Some(u) => match parse_upstream(u) {
+            Ok(upstream) => Some(upstream),
+            Err(why) => {
+                errors.push(format!("{at}.upstream"), why);
                 None
             }
         },

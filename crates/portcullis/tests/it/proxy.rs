@@ -159,6 +159,46 @@ async fn upstream_down_is_502_with_a_json_rpc_error() {
 }
 
 #[tokio::test]
+async fn an_upstream_on_a_unix_socket_is_served_json_and_sse() {
+    let dir = crate::support::TempDir::new();
+    let (_sample, upstream) = Sample::start_unix(&dir).await;
+    let gate = Gate::start(&unauthenticated(&upstream, "")).await;
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(1, "echo", json!({"text": "over a socket"}))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(text_of(&body), "over a socket");
+    // Requests reuse the socket's pooled connections and streams pass through unbuffered.
+    for id in 2..6 {
+        let r = mcp_post(&client(), &gate.url("/mcp"), call(id, "echo", json!({"text": id}))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let body = call(9, "progress", json!({"steps": 2, "interval_ms": 0}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut events = Events::new(r);
+    let (_, first) = events.next().await.expect("first event");
+    assert_eq!(first["method"], "notifications/progress");
+    // The Host is a local server's: `whoami` reports the headers the upstream received.
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(10, "whoami", json!({}))).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    let seen: Value = serde_json::from_str(text_of(&body)).unwrap();
+    assert_eq!(seen["host"], "localhost", "{seen}");
+}
+
+#[tokio::test]
+async fn a_missing_upstream_socket_is_502_without_its_path() {
+    let dir = crate::support::TempDir::new();
+    let socket = dir.path.join("nobody.sock");
+    let gate = Gate::start(&unauthenticated(&format!("unix:{}:/mcp", socket.display()), "")).await;
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(3, "echo", json!({"text": "x"}))).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], 3);
+    assert_eq!(body["error"]["code"], -32000);
+    assert!(!body.to_string().contains("nobody.sock"), "the socket path must not leak: {body}");
+}
+
+#[tokio::test]
 async fn slow_upstream_is_504() {
     let (sample, gate) = setup("[proxy]\nheader_timeout_ms = 300").await;
     let r = mcp_post(&client(), &gate.url("/mcp"), call(5, "sleep", json!({"ms": 10_000}))).send().await.unwrap();

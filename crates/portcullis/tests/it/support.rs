@@ -100,6 +100,17 @@ impl Sample {
         Sample { _child: child, base }
     }
 
+    /// The sample server on a Unix domain socket in `dir`; the upstream to configure is returned.
+    pub async fn start_unix(dir: &TempDir) -> (Child, String) {
+        let socket = dir.path.join("sample.sock");
+        let mut cmd = Command::new(bin());
+        cmd.args(["sample-upstream", "--socket"]).arg(&socket);
+        let (child, line) = spawn_until(cmd, "listening on").await;
+        let upstream = line.rsplit(' ').next().unwrap().to_owned();
+        assert_eq!(upstream, format!("unix:{}:/mcp", socket.display()));
+        (child, upstream)
+    }
+
     pub fn mcp(&self) -> String {
         format!("{}/mcp", self.base)
     }
