@@ -13,13 +13,14 @@
 #   fastmcp        FastMCP + JWTVerifier ES256 (CPU 1)
 #   fastmcp-open   FastMCP without auth, direct (CPU 1): what the gate in front of it can at most reach
 #   gate+fastmcp   portcullis verify mode (valid ES256) in front of FastMCP without auth, both on CPU 1
+#   gate+fastmcp-unix  the same with FastMCP on a Unix domain socket (`uvicorn --uds`), as a sidecar
 #   ts             MCP TypeScript SDK + requireBearerAuth ES256 (CPU 1)
 #   gate+ts        portcullis verify mode in front of the TS SDK without auth, both on CPU 1
 #
 # Prints each row's median rate (and range) over the rounds, portcullis's CPU per request, and each goal
 # as the median of its per-round ratios.
 #
-#   bench/hotpath.sh                 # ROUNDS=15 SLICE=1 ROWS="floor open valid forged fastmcp fastmcp-open gate+fastmcp ts gate+ts"
+#   bench/hotpath.sh                 # ROUNDS=15 SLICE=1 ROWS="floor open … gate+ts" (the rows above)
 set -euo pipefail
 if [ "${BOOST:-1}" = 1 ] && [ "${HOTPATH_SESSION:-}" != 1 ]; then
   # A new session is a new scheduler autogroup, whose priority can be raised over other sessions' work.
@@ -30,7 +31,7 @@ fi
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-15}"
 SLICE="${SLICE:-1}"
-ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp ts gate+ts}"
+ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp gate+fastmcp-unix ts gate+ts}"
 PEERS_DIR="$(cd "${PEERS_DIR:-../shared/bench/peers}" && pwd)"
 PIN=1
 # shellcheck source=bench/lib.sh
@@ -58,9 +59,11 @@ floor() { # cpu port
     taskset -c "$1" "$PEERS_DIR/rust-floor/target/release/rust-floor" >/dev/null 2>&1 &
   pids+=($!)
 }
-fastmcp() { # auth port ; the defaults `uvicorn app` gives (asyncio loop, h11 parser, access log)
+fastmcp() { # auth port [socket] ; the defaults `uvicorn app` gives (asyncio loop, h11 parser, access log)
+  local at=(--host 127.0.0.1 --port "$2")
+  [ -z "${3:-}" ] || at=(--uds "$3")
   (cd "$PEERS_DIR/peers" && AUTH=$1 ALG=ES256 PORT=$2 JWKS_URI="$ISSUER/.well-known/jwks.json" ISSUER=$ISSUER AUDIENCE=$AUDIENCE \
-    exec taskset -c 1 "$PEERS_DIR/.venv/bin/uvicorn" fastmcp_server:app --host 127.0.0.1 --port "$2" --loop asyncio --http h11) >/dev/null 2>&1 &
+    exec taskset -c 1 "$PEERS_DIR/.venv/bin/uvicorn" fastmcp_server:app "${at[@]}" --loop asyncio --http h11) >/dev/null 2>&1 &
   pids+=($!)
 }
 ts() { # auth port
@@ -72,6 +75,7 @@ floor 1 $FLOOR_PORT
 floor 0 $FLOOR_UP_PORT
 fastmcp 1 $FASTMCP_PORT
 fastmcp 0 $FASTMCP_UP_PORT
+fastmcp 0 $FASTMCP_UP_PORT "$WORK/fastmcp.sock"
 ts 1 $TS_PORT
 ts 0 $TS_UP_PORT
 
@@ -103,12 +107,25 @@ upstream = "$(upstream_url $FASTMCP_UP_PORT)"
 issuer = "$ISSUER"
 audiences = ["$AUDIENCE"]
 [[server]]
+path = "/fastmcp-unix"
+upstream = "unix:$WORK/fastmcp.sock:/mcp"
+[server.verify]
+issuer = "$ISSUER"
+audiences = ["$AUDIENCE"]
+[[server]]
 path = "/ts"
 upstream = "$(upstream_url $TS_UP_PORT)"
 [server.verify]
 issuer = "$ISSUER"
 audiences = ["$AUDIENCE"]
 TOML
+wait_for() { # url
+  for _ in $(seq 150); do curl -s -o /dev/null -X POST "$1" -d '{}' && return 0; sleep 0.2; done
+  echo "nothing answers at $1" >&2; exit 1
+}
+for _ in $(seq 50); do curl -sf -o /dev/null "$ISSUER/.well-known/jwks.json" && break; sleep 0.1; done
+for port in $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT; do wait_for "http://127.0.0.1:$port/mcp"; done
+for _ in $(seq 150); do [ -S "$WORK/fastmcp.sock" ] && break; sleep 0.2; done
 start_gate "$WORK/gate.toml" "$GW_PORT"
 
 TOKEN_ES=$(cat "$KEYS/token-es256.jwt")
@@ -121,6 +138,7 @@ row_url() {
     fastmcp) echo "http://127.0.0.1:$FASTMCP_PORT/mcp" ;;
     fastmcp-open) echo "http://127.0.0.1:$FASTMCP_UP_PORT/mcp" ;;
     gate+fastmcp) echo "http://127.0.0.1:$GW_PORT/fastmcp" ;;
+    gate+fastmcp-unix) echo "http://127.0.0.1:$GW_PORT/fastmcp-unix" ;;
     ts) echo "http://127.0.0.1:$TS_PORT/mcp" ;;
     gate+ts) echo "http://127.0.0.1:$GW_PORT/ts" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
@@ -129,10 +147,6 @@ row_url() {
 row_token() { case $1 in floor | open | fastmcp-open) echo "" ;; *) echo "$TOKEN_ES" ;; esac; }
 row_status() { case $1 in forged) echo 401 ;; *) echo 200 ;; esac; }
 row_vary() { case $1 in forged) echo 1 ;; *) echo 0 ;; esac; }
-wait_for() { # url
-  for _ in $(seq 150); do curl -s -o /dev/null -X POST "$1" -d '{}' && return 0; sleep 0.2; done
-  echo "nothing answers at $1" >&2; exit 1
-}
 check() { # row: one request with the row's token, its status and (for 200) the echo result
   local url tok out code auth=()
   url=$(row_url "$1"); tok=$(row_token "$1")
@@ -158,7 +172,6 @@ slice() { # row seconds -> "rps requests"; fails on any unexpected status or soc
 }
 gate_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
 
-for port in $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT; do wait_for "http://127.0.0.1:$port/mcp"; done
 read -ra rows <<<"$ROWS"
 for r in "${rows[@]}"; do check "$r"; slice "$r" 2 >/dev/null; done
 
@@ -193,9 +206,9 @@ awk -v hz="$HZ" -v rounds="$ROUNDS" -v order="$ROWS" '
       printf "%-14s %10.0f %8.0f–%-8.0f %16s\n", r, median(all[r]), median(all[r], "min"), median(all[r], "max"), cpu
     }
     printf "\n%-36s %8s %6s\n", "goal (median of per-round ratios)", "ratio", "aim"
-    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open", goals, " ")
-    split("0.6 50 25 1.3 - - -", aims, " ")
-    for (g = 1; g <= 7; g++) {
+    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open", goals, " ")
+    split("0.6 50 25 1.3 1.3 - - -", aims, " ")
+    for (g = 1; g <= 8; g++) {
       split(goals[g], ab, "/"); list = ""
       for (k = 0; k < rounds; k++) if (((k, ab[1]) in rate) && ((k, ab[2]) in rate) && rate[k, ab[2]] > 0)
         list = list " " rate[k, ab[1]] / rate[k, ab[2]]

@@ -7,9 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use portcullis_oauth::VerifiedToken;
 use portcullis_types::ScopeSet;
@@ -18,28 +17,31 @@ use crate::error::{AuthError, ChallengeContext};
 use crate::rpc;
 use crate::{AppState, ServerRuntime};
 
-/// Middleware state: the app and the server this route belongs to.
-pub(crate) type AuthState = (Arc<AppState>, Arc<ServerRuntime>);
-
-pub(crate) async fn authenticate(State((state, server)): State<AuthState>, mut req: Request, next: Next) -> Response {
+/// The request with the proof of its token inserted, or the answer refusing it; requests to a server
+/// without authentication pass as they are.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    server: &ServerRuntime,
+    mut req: Request,
+) -> Result<Request, Response> {
     let Some(verifier) = &server.verifier else {
-        return next.run(req).await;
+        return Ok(req);
     };
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
     let source = crate::address::source(&state.config.proxy.trusted_proxies, req.headers(), peer);
     let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
-        Ok(token) => verify(&state, verifier, token, source).await,
+        Ok(token) => verify(state, verifier, token, source).await,
         Err(e) => Err(e),
     };
     match result {
         Ok(token) => {
             req.extensions_mut().insert(token);
-            next.run(req).await
+            Ok(req)
         }
         Err(e) => {
             let (parts, _) = req.into_parts();
             let decision = crate::observe::Decision::refused(e.reason());
-            decision.attach(&state.observe, e.into_response(&challenge_context(&state, &server, &parts)))
+            Err(decision.attach(&state.observe, e.into_response(&challenge_context(state, server, &parts))))
         }
     }
 }

@@ -200,11 +200,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         let handler_server = server.clone();
         let route = any(move |State(state): State<Arc<AppState>>, req: Request<Body>| {
             let server = handler_server.clone();
-            async move { proxy::handle(&state, &server, req).await }
-        })
-        .layer(axum::middleware::from_fn_with_state((state.clone(), server.clone()), auth::authenticate))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::check))
-        .layer(axum::middleware::from_fn_with_state((state.clone(), server.clone()), observe::layer));
+            async move { serve_mcp(&state, &server, req).await }
+        });
         mcp = mcp.route(&path, route);
         if server.verifier.is_some() {
             let prm = axum::routing::get(well_known::serve).with_state((state.clone(), server.clone()));
@@ -215,7 +212,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }
         }
     }
-    let mcp = mcp.layer(origin::mcp_cors(state.clone()));
+    let mcp = mcp.layer(origin::WhenOrigin(origin::mcp_cors(state.clone())));
     let metadata = metadata.layer(origin::public_cors());
 
     let request_id = HeaderName::from_static("x-request-id");
@@ -255,6 +252,23 @@ pub fn router(state: Arc<AppState>) -> Router {
     )
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
     .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// One request to an MCP server's path: observed, its `Origin` checked, authenticated, then proxied.
+/// The steps are plain calls rather than layers, since this is the path every MCP message takes.
+async fn serve_mcp(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
+    let observed = observe::Observed::start(&state.observe, &req);
+    let response = match origin::refusal(state, &req) {
+        Some(refused) => refused,
+        None => match auth::authenticate(state, server, req).await {
+            Ok(req) => proxy::handle(state, server, req).await,
+            Err(refused) => refused,
+        },
+    };
+    match observed {
+        Some(observed) => observed.finish(state, server, response),
+        None => response,
+    }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -23,17 +22,15 @@ pub(crate) fn allowed(state: &AppState, origin: &str) -> bool {
         || policy.allowed.iter().any(|a| a == origin)
 }
 
-/// Middleware: 403 for a present, disallowed `Origin`.
-pub(crate) async fn check(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let text = origin.to_str().unwrap_or_default();
-        if !allowed(&state, text) {
-            let refusal = ProxyError::OriginRejected(text.to_owned());
-            let decision = crate::observe::Decision::refused(refusal.reason());
-            return decision.attach(&state.observe, refusal.into_response());
-        }
+/// The 403 for a present, disallowed `Origin`, if the request has one.
+pub(crate) fn refusal(state: &AppState, req: &Request) -> Option<Response> {
+    let text = req.headers().get(header::ORIGIN)?.to_str().unwrap_or_default();
+    if allowed(state, text) {
+        return None;
     }
-    next.run(req).await
+    let refusal = ProxyError::OriginRejected(text.to_owned());
+    let decision = crate::observe::Decision::refused(refusal.reason());
+    Some(decision.attach(&state.observe, refusal.into_response()))
 }
 
 /// Request headers MCP clients send.
@@ -83,4 +80,47 @@ pub(crate) fn public_cors() -> CorsLayer {
         .allow_methods([Method::GET, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, HeaderName::from_static("mcp-protocol-version")])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+/// A layer applied only to requests that carry an `Origin` (every request a browser sends across
+/// origins) and to `OPTIONS` (preflights); the others, no browser's, go straight to the inner service, so the
+/// MCP path does not pay for CORS where there is none.
+#[derive(Clone)]
+pub(crate) struct WhenOrigin<L>(pub(crate) L);
+
+impl<S: Clone, L: tower::Layer<S>> tower::Layer<S> for WhenOrigin<L> {
+    type Service = WhenOriginService<S, L::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WhenOriginService { plain: inner.clone(), layered: self.0.layer(inner) }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct WhenOriginService<S, T> {
+    plain: S,
+    layered: T,
+}
+
+impl<S, T, B> tower::Service<axum::http::Request<B>> for WhenOriginService<S, T>
+where
+    S: tower::Service<axum::http::Request<B>>,
+    T: tower::Service<axum::http::Request<B>, Response = S::Response, Error = S::Error>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<S::Future, T::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        std::task::ready!(self.plain.poll_ready(cx))?;
+        self.layered.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        if req.headers().contains_key(header::ORIGIN) || req.method() == Method::OPTIONS {
+            futures_util::future::Either::Right(self.layered.call(req))
+        } else {
+            futures_util::future::Either::Left(self.plain.call(req))
+        }
+    }
 }

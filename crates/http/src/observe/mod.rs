@@ -11,8 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use portcullis_authz::events::{Event, EventSink};
 use portcullis_oauth::VerifiedToken;
@@ -243,60 +242,70 @@ impl Observe {
     }
 }
 
-/// The layer around each MCP route: times the request and records the decision its handler left.
-pub(crate) async fn layer(
-    State((state, server)): State<(Arc<AppState>, Arc<ServerRuntime>)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let observe = &state.observe;
-    if !observe.active() {
-        return next.run(req).await;
-    }
-    let started = Instant::now();
-    let method = req.method().clone();
-    let (request_id, traceparent) = match observe.audit {
-        Some(_) => (header_value(&req, &X_REQUEST_ID), header_value(&req, &TRACEPARENT)),
-        None => (None, None),
-    };
-    let mut response = next.run(req).await;
-    let decision = response.extensions_mut().remove::<Decision>().unwrap_or_else(|| Decision::refused("unknown"));
-    let trace_id =
-        traceparent.as_ref().and_then(|t| trace_id_of(t.to_str().ok()?)).or_else(|| decision.trace_id.clone());
-    let status = response.status().as_u16();
-    let path = server.config.path.as_str();
-    if observe.metrics {
-        server.metrics.record(method_label(&method, &decision), status, decision.reason, started.elapsed());
-    }
-    if let Some(audit) = &observe.audit {
-        let (method_field, name, calls) = match decision.calls.as_slice() {
-            [one] => (Some(&*one.method), one.name.as_deref(), None),
-            [] => (None, None, None),
-            many => (Some("batch"), None, Some(many)),
+/// An MCP request under observation: its start and what the audit line needs of it; [`Observed::finish`]
+/// records the decision its answer carries.
+pub(crate) struct Observed {
+    started: Instant,
+    method: axum::http::Method,
+    request_id: Option<axum::http::HeaderValue>,
+    traceparent: Option<axum::http::HeaderValue>,
+}
+
+impl Observed {
+    /// What is kept of a request for its observation, when anything is observed.
+    pub(crate) fn start(observe: &Observe, req: &Request) -> Option<Self> {
+        if !observe.active() {
+            return None;
+        }
+        let (request_id, traceparent) = match observe.audit {
+            Some(_) => (header_value(req, &X_REQUEST_ID), header_value(req, &TRACEPARENT)),
+            None => (None, None),
         };
-        let token = decision.token.as_deref();
-        let event = RequestEvent {
-            request_id: request_id.as_ref().and_then(|v| v.to_str().ok()),
-            trace_id: trace_id.as_deref(),
-            server: path,
-            http_method: method.as_str(),
-            subject: token.and_then(|t| t.subject.as_deref()),
-            client_id: token.and_then(|t| t.client_id.as_ref()).map(|c| c.as_str()),
-            caller: token.map(|t| match crate::auth::policy_caller(Some(t)).is_machine() {
-                true => "machine",
-                false => "user",
-            }),
-            method: method_field,
-            name,
-            calls,
-            rule: decision.rule.as_deref(),
-            decision: outcome(decision.reason),
-            reason: decision.reason,
-            status,
-        };
-        audit.send(event.line());
+        Some(Self { started: Instant::now(), method: req.method().clone(), request_id, traceparent })
     }
-    response
+
+    /// Records the decision the answer carries, in the metrics and the audit log.
+    pub(crate) fn finish(self, state: &AppState, server: &ServerRuntime, mut response: Response) -> Response {
+        let Self { started, method, request_id, traceparent } = self;
+        let observe = &state.observe;
+        let decision = response.extensions_mut().remove::<Decision>().unwrap_or_else(|| Decision::refused("unknown"));
+        let trace_id =
+            traceparent.as_ref().and_then(|t| trace_id_of(t.to_str().ok()?)).or_else(|| decision.trace_id.clone());
+        let status = response.status().as_u16();
+        let path = server.config.path.as_str();
+        if observe.metrics {
+            server.metrics.record(method_label(&method, &decision), status, decision.reason, started.elapsed());
+        }
+        if let Some(audit) = &observe.audit {
+            let (method_field, name, calls) = match decision.calls.as_slice() {
+                [one] => (Some(&*one.method), one.name.as_deref(), None),
+                [] => (None, None, None),
+                many => (Some("batch"), None, Some(many)),
+            };
+            let token = decision.token.as_deref();
+            let event = RequestEvent {
+                request_id: request_id.as_ref().and_then(|v| v.to_str().ok()),
+                trace_id: trace_id.as_deref(),
+                server: path,
+                http_method: method.as_str(),
+                subject: token.and_then(|t| t.subject.as_deref()),
+                client_id: token.and_then(|t| t.client_id.as_ref()).map(|c| c.as_str()),
+                caller: token.map(|t| match crate::auth::policy_caller(Some(t)).is_machine() {
+                    true => "machine",
+                    false => "user",
+                }),
+                method: method_field,
+                name,
+                calls,
+                rule: decision.rule.as_deref(),
+                decision: outcome(decision.reason),
+                reason: decision.reason,
+                status,
+            };
+            audit.send(event.line());
+        }
+        response
+    }
 }
 
 /// One server's request metrics, their handles kept so that recording a request costs a few atomic

@@ -163,7 +163,8 @@ async fn an_upstream_on_a_unix_socket_is_served_json_and_sse() {
     let dir = crate::support::TempDir::new();
     let (_sample, upstream) = Sample::start_unix(&dir).await;
     let gate = Gate::start(&unauthenticated(&upstream, "")).await;
-    let r = mcp_post(&client(), &gate.url("/mcp"), call(1, "echo", json!({"text": "over a socket"}))).send().await.unwrap();
+    let r =
+        mcp_post(&client(), &gate.url("/mcp"), call(1, "echo", json!({"text": "over a socket"}))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(text_of(&body), "over a socket");
