@@ -36,3 +36,14 @@ start_gate() { # config file, port; sets GW_PID
   pids+=($GW_PID)
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && break; sleep 0.1; done
 }
+
+config_head() { # port [log level]: the lines every bench configuration starts with
+  cat <<TOML
+public_url = "http://127.0.0.1:$1"
+listen = "127.0.0.1:$1"
+[log]
+level = "${2:-error}"
+[dangerous]
+allow_unauthenticated = true
+TOML
+}

@@ -227,7 +227,7 @@ pub(crate) fn challenge_context(
     server: &ServerRuntime,
     parts: &axum::http::request::Parts,
 ) -> ChallengeContext {
-    let origin = state.public_origin(&crate::request_host(parts));
+    let origin = state.public_origin(crate::request_host(parts));
     ChallengeContext {
         resource_metadata: crate::well_known::prm_url(origin, &server.config.path),
         scopes: server.config.scopes.clone(),

@@ -25,7 +25,7 @@ pub(crate) async fn serve(State(state): State<Arc<AppState>>, req: Request) -> R
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")));
-    let origin = state.public_origin(&crate::request_host(&parts)).clone();
+    let origin = state.public_origin(crate::request_host(&parts)).clone();
     let ready = state.not_ready();
     let servers: Vec<Value> = state
         .servers

@@ -82,6 +82,8 @@ pub struct ServerRuntime {
     pub(crate) metrics: Arc<observe::ServerMetrics>,
     /// The client its requests go upstream with.
     pub(crate) client: proxy::UpstreamClient,
+    /// The upstream URL as a request URI, parsed once.
+    pub(crate) upstream_uri: axum::http::Uri,
 }
 
 impl AppState {
@@ -106,14 +108,18 @@ impl AppState {
             .iter()
             .zip(verifiers)
             .map(|(s, verifier)| {
-                Arc::new(ServerRuntime {
+                let url = &s.upstream.url;
+                let upstream_uri =
+                    url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?;
+                Ok(Arc::new(ServerRuntime {
                     metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
                     client: proxy.client_for(&s.upstream),
+                    upstream_uri,
                     config: s.clone(),
                     verifier,
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<_, ProxyError>>()?;
         let failures = budget::FailureBudget::new(config.proxy.failed_tokens_per_minute);
         Ok(Self {
             config,
@@ -161,10 +167,10 @@ impl AppState {
     /// The public origin a request came in on: the configured origin whose authority equals the
     /// request's `Host`, else the primary `public_url`. The `Host` only selects among configured
     /// origins, so an attacker-supplied `Host` can never make us publish a URL of its choosing.
-    pub fn public_origin(&self, host: &Option<String>) -> &Url {
+    pub fn public_origin(&self, host: Option<&str>) -> &Url {
         if let Some(host) = host {
             for url in &self.config.extra_public_urls {
-                if authority(url).eq_ignore_ascii_case(host) {
+                if is_authority_of(url, host) {
                     return url;
                 }
             }
@@ -173,22 +179,23 @@ impl AppState {
     }
 }
 
-/// `host[:port]` of an origin URL, as a `Host` header would carry it.
-fn authority(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        _ => String::new(),
-    }
+/// Whether `host` (a `Host` header's `host[:port]`) names the origin `url`, case aside.
+fn is_authority_of(url: &Url, host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
+        _ => (host, None),
+    };
+    url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(name))
+        && match (url.port(), port) {
+            (Some(p), Some(q)) => q.parse::<u16>() == Ok(p),
+            (None, None) => true,
+            _ => false,
+        }
 }
 
 /// The `Host` of a request: the header for HTTP/1.1, the `:authority` for HTTP/2.
-pub(crate) fn request_host(req: &axum::http::request::Parts) -> Option<String> {
-    req.headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_owned()))
+pub(crate) fn request_host(req: &axum::http::request::Parts) -> Option<&str> {
+    req.headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
 /// All routes and layers.
@@ -212,7 +219,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             }
         }
     }
-    let mcp = mcp.layer(origin::WhenOrigin(origin::mcp_cors(state.clone())));
+    let mcp = mcp.layer(origin::WhenOrigin(Arc::new(origin::mcp_cors(state.clone()))));
     let metadata = metadata.layer(origin::public_cors());
 
     let request_id = HeaderName::from_static("x-request-id");

@@ -83,44 +83,51 @@ pub(crate) fn public_cors() -> CorsLayer {
 }
 
 /// A layer applied only to requests that carry an `Origin` (every request a browser sends across
-/// origins) and to `OPTIONS` (preflights); the others, no browser's, go straight to the inner service, so the
-/// MCP path does not pay for CORS where there is none.
+/// origins) and to `OPTIONS` (preflights); the others, no browser's, go straight to the inner service.
+/// The layer is shared, not copied into every route: routes are cloned for each request, and a copied
+/// `CorsLayer` would be cloned with them, for requests that never use it.
 #[derive(Clone)]
-pub(crate) struct WhenOrigin<L>(pub(crate) L);
+pub(crate) struct WhenOrigin<L>(pub(crate) Arc<L>);
 
-impl<S: Clone, L: tower::Layer<S>> tower::Layer<S> for WhenOrigin<L> {
-    type Service = WhenOriginService<S, L::Service>;
+impl<S: Clone, L> tower::Layer<S> for WhenOrigin<L> {
+    type Service = WhenOriginService<S, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WhenOriginService { plain: inner.clone(), layered: self.0.layer(inner) }
+        WhenOriginService { inner, layer: Arc::clone(&self.0) }
     }
 }
 
-#[derive(Clone)]
-pub(crate) struct WhenOriginService<S, T> {
-    plain: S,
-    layered: T,
+pub(crate) struct WhenOriginService<S, L> {
+    inner: S,
+    layer: Arc<L>,
 }
 
-impl<S, T, B> tower::Service<axum::http::Request<B>> for WhenOriginService<S, T>
+impl<S: Clone, L> Clone for WhenOriginService<S, L> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), layer: Arc::clone(&self.layer) }
+    }
+}
+
+impl<S, L, B> tower::Service<axum::http::Request<B>> for WhenOriginService<S, L>
 where
-    S: tower::Service<axum::http::Request<B>>,
-    T: tower::Service<axum::http::Request<B>, Response = S::Response, Error = S::Error>,
+    S: tower::Service<axum::http::Request<B>> + Clone,
+    L: tower::Layer<S>,
+    L::Service: tower::Service<axum::http::Request<B>, Response = S::Response, Error = S::Error>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = futures_util::future::Either<S::Future, T::Future>;
+    type Future = futures_util::future::Either<S::Future, tower::util::Oneshot<L::Service, axum::http::Request<B>>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
-        std::task::ready!(self.plain.poll_ready(cx))?;
-        self.layered.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        use tower::ServiceExt;
         if req.headers().contains_key(header::ORIGIN) || req.method() == Method::OPTIONS {
-            futures_util::future::Either::Right(self.layered.call(req))
+            futures_util::future::Either::Right(self.layer.layer(self.inner.clone()).oneshot(req))
         } else {
-            futures_util::future::Either::Left(self.plain.call(req))
+            futures_util::future::Either::Left(self.inner.call(req))
         }
     }
 }

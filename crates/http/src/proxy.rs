@@ -198,15 +198,15 @@ async fn upstream_token_header(
 }
 
 /// Connection-level headers (RFC 9110 §7.6.1) that must not be forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -220,7 +220,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -248,9 +248,11 @@ fn cgi_name(name: &str) -> String {
 /// IdP token's header. Clients cannot spoof them under any spelling.
 fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(HeaderName, HeaderValue)]) {
     let managed = |name: &str| {
-        let name = cgi_name(name);
-        MANAGED.contains(&name.as_str())
-            || HOP_BY_HOP.contains(&name.as_str())
+        // Header names are lower case already; only an `_` makes a CGI spelling differ.
+        let name = if name.contains('_') { std::borrow::Cow::Owned(cgi_name(name)) } else { name.into() };
+        let name = name.as_ref();
+        MANAGED.contains(&name)
+            || HOP_BY_HOP.iter().any(|h| h.as_str() == name)
             || name.starts_with("x-forwarded-")
             || server.config.identity_headers.iter().any(|ih| cgi_name(&ih.header) == name)
             || identity.iter().any(|(n, _)| n.as_str() == name)
@@ -262,40 +264,43 @@ fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(H
 }
 
 /// Who called, as the gate saw it: `X-Forwarded-For`, `X-Real-IP` and RFC 7239 `Forwarded` (the peer
-/// address), `X-Forwarded-Proto` and `-Host` (the public origin the request came in on).
-fn forwarding_headers(peer: Option<std::net::IpAddr>, origin: &url::Url) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::with_capacity(5);
-    let host = match (origin.host_str(), origin.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        _ => String::new(),
-    };
-    let mut forwarded = Vec::new();
-    if let Some(ip) = peer {
-        let ip_text = ip.to_string();
-        // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
-        forwarded.push(if ip.is_ipv6() { format!("for=\"[{ip_text}]\"") } else { format!("for={ip_text}") });
-        if let Ok(v) = HeaderValue::from_str(&ip_text) {
-            out.push((HeaderName::from_static("x-forwarded-for"), v.clone()));
-            out.push((HeaderName::from_static("x-real-ip"), v));
+/// address), `X-Forwarded-Proto` and `-Host` (the public origin the request came in on), set in
+/// `headers` (replacing whatever the names held).
+fn set_forwarding_headers(headers: &mut HeaderMap, peer: Option<std::net::IpAddr>, origin: &url::Url) {
+    use std::fmt::Write;
+    let mut host = String::new();
+    if let Some(h) = origin.host_str() {
+        host.push_str(h);
+        if let Some(p) = origin.port() {
+            let _ = write!(host, ":{p}");
         }
     }
-    forwarded.push(format!("proto={}", origin.scheme()));
+    let mut forwarded = String::with_capacity(48 + host.len());
+    if let Some(ip) = peer {
+        // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
+        let _ = if ip.is_ipv6() { write!(forwarded, "for=\"[{ip}]\";") } else { write!(forwarded, "for={ip};") };
+        let ip_text =
+            if ip.is_ipv6() { &forwarded[6..forwarded.len() - 3] } else { &forwarded[4..forwarded.len() - 1] };
+        if let Ok(v) = HeaderValue::from_str(ip_text) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
+            headers.insert(HeaderName::from_static("x-real-ip"), v);
+        }
+    }
+    let _ = write!(forwarded, "proto={}", origin.scheme());
     if !host.is_empty() {
-        forwarded.push(format!("host=\"{host}\""));
+        let _ = write!(forwarded, ";host=\"{host}\"");
     }
     if let Ok(v) = HeaderValue::from_str(origin.scheme()) {
-        out.push((HeaderName::from_static("x-forwarded-proto"), v));
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), v);
     }
     if let Ok(v) = HeaderValue::from_str(&host)
         && !host.is_empty()
     {
-        out.push((HeaderName::from_static("x-forwarded-host"), v));
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded.join(";")) {
-        out.push((header::FORWARDED, v));
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
     }
-    out
 }
 
 /// Reads the request body up to the configured limit. MCP requests are small JSON-RPC messages; reading
@@ -335,16 +340,20 @@ pub(crate) async fn forward(
     meta_trace: Option<&rpc::TraceMeta>,
 ) -> Result<Response, ProxyError> {
     let proxy = &state.proxy;
-    let mut url = server.config.upstream.url.clone();
-    if let Some(q) = parts.uri.query() {
-        let merged = match url.query() {
-            Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
-            _ => q.to_owned(),
-        };
-        url.set_query(Some(&merged));
-    }
+    let uri = match parts.uri.query() {
+        None => server.upstream_uri.clone(),
+        Some(q) => {
+            let mut url = server.config.upstream.url.clone();
+            let merged = match url.query() {
+                Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
+                _ => q.to_owned(),
+            };
+            url.set_query(Some(&merged));
+            url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?
+        }
+    };
 
-    let origin = state.public_origin(&crate::request_host(&parts)).clone();
+    let origin = state.public_origin(crate::request_host(&parts));
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     strip_managed(&mut headers, server, &identity);
@@ -353,12 +362,8 @@ pub(crate) async fn forward(
         headers.insert(name, value);
     }
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-    for (name, value) in forwarding_headers(peer, &origin) {
-        headers.insert(name, value);
-    }
+    set_forwarding_headers(&mut headers, peer, origin);
 
-    let uri: axum::http::Uri =
-        url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?;
     // The upstream call's span (traces only), whose context the upstream receives as its parent.
     let span = tracing::debug_span!("upstream", otel.kind = "client", server = %server.config.path, status = tracing::field::Empty);
     if let Some(meta) = meta_trace {
@@ -414,7 +419,9 @@ pub(crate) async fn forward(
 struct IdleBounded {
     inner: Incoming,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Armed the first time the upstream makes us wait: an answer that arrives whole (most JSON
+    /// answers) never costs a timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     watch: Option<Watch>,
 }
 
@@ -427,7 +434,7 @@ struct Watch {
 
 impl IdleBounded {
     fn new(inner: Incoming, idle: Duration, watch: Option<Watch>) -> Self {
-        Self { inner, idle, timer: Box::pin(tokio::time::sleep(idle)), watch }
+        Self { inner, idle, timer: None, watch }
     }
 
     fn failed(&mut self, kind: &'static str) {
@@ -448,8 +455,9 @@ impl http_body::Body for IdleBounded {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let next = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(next);
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -458,17 +466,22 @@ impl http_body::Body for IdleBounded {
                 Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    tracing::warn!(
-                        idle_ms = this.idle.as_millis() as u64,
-                        "upstream stream idle for too long; closing it"
-                    );
-                    this.failed("idle");
-                    Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream idle timeout"))))
+            Poll::Pending => {
+                match this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(this.idle))).as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::warn!(
+                            idle_ms = this.idle.as_millis() as u64,
+                            "upstream stream idle for too long; closing it"
+                        );
+                        this.failed("idle");
+                        Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "upstream idle timeout",
+                        ))))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
@@ -598,15 +611,29 @@ mod tests {
     #[test]
     fn forwarding_headers_name_the_peer_and_the_public_origin() {
         let origin = url::Url::parse("https://mcp.example.com:8443").unwrap();
-        let h: HashMap<String, String> = forwarding_headers(Some("2001:db8::1".parse().unwrap()), &origin)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
-            .collect();
+        let mut headers = HeaderMap::new();
+        set_forwarding_headers(&mut headers, Some("2001:db8::1".parse().unwrap()), &origin);
+        let h: HashMap<String, String> =
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect();
         assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=https;host=\"mcp.example.com:8443\"");
         assert_eq!(h["x-real-ip"], "2001:db8::1");
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         assert_eq!(h["x-forwarded-host"], "mcp.example.com:8443");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn forwarding_headers_for_an_ipv4_peer_on_a_default_port() {
+        let origin = url::Url::parse("http://127.0.0.1").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        set_forwarding_headers(&mut headers, Some("192.0.2.7".parse().unwrap()), &origin);
+        assert_eq!(headers["forwarded"], "for=192.0.2.7;proto=http;host=\"127.0.0.1\"");
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(headers["x-real-ip"], "192.0.2.7");
+        assert_eq!(headers["x-forwarded-host"], "127.0.0.1");
+        set_forwarding_headers(&mut headers, None, &origin);
+        assert_eq!(headers["forwarded"], "proto=http;host=\"127.0.0.1\"");
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(crate) async fn serve(
     State((state, server)): State<(Arc<AppState>, Arc<ServerRuntime>)>,
     parts: axum::http::request::Parts,
 ) -> Response {
-    let origin = state.public_origin(&crate::request_host(&parts));
+    let origin = state.public_origin(crate::request_host(&parts));
     let mut r = Json(document(&state, origin, &server)).into_response();
     // Metadata changes only with the configuration; let clients cache it briefly.
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));

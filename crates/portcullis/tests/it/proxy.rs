@@ -200,6 +200,43 @@ async fn a_missing_upstream_socket_is_502_without_its_path() {
 }
 
 #[tokio::test]
+async fn a_silent_stream_is_ended_after_the_idle_timeout_and_a_talking_one_is_not() {
+    use futures_util::StreamExt;
+    let (sample, gate) = setup("[proxy]\nidle_timeout_ms = 400").await;
+    // Events every 150 ms for 900 ms: the bound is on silence, not on the stream's length.
+    let body = call(4, "progress", json!({"steps": 6, "interval_ms": 150}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    let mut events = Events::new(r);
+    let mut last = None;
+    while let Some((_, e)) = events.next().await {
+        last = Some(e);
+    }
+    assert_eq!(text_of(&last.expect("final result")), "completed 6 steps");
+
+    // Silent after its first event: cut 400 ms later, as a broken stream rather than a finished one.
+    let body = call(5, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "idle"}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").unwrap();
+    let silent_since = std::time::Instant::now();
+    assert!(String::from_utf8_lossy(&first).contains("notifications/progress"), "{first:?}");
+    let broken = tokio::time::timeout(STEP, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return true,
+                None => return false,
+            }
+        }
+    })
+    .await
+    .expect("the silent stream ends");
+    assert!(broken, "a stream cut for silence must not look complete");
+    assert!(silent_since.elapsed() >= Duration::from_millis(350), "cut after {:?}", silent_since.elapsed());
+    sample.release("idle").await;
+}
+
+#[tokio::test]
 async fn slow_upstream_is_504() {
     let (sample, gate) = setup("[proxy]\nheader_timeout_ms = 300").await;
     let r = mcp_post(&client(), &gate.url("/mcp"), call(5, "sleep", json!({"ms": 10_000}))).send().await.unwrap();
