@@ -2,7 +2,7 @@
 # Memory per idle SSE stream, and whether it comes back: N server-to-client streams (GET, the sample
 # server sending one event a second on each) through portcullis at once, then all closed. Prints
 # portcullis's RSS idle, with the streams open, just after they close, and WAIT seconds later.
-#   bench/streams.sh           # N=2000 WAIT=60
+#   bench/streams.sh           # N=2000 WAIT=60; H2=true: HTTP/2 to the upstream (upstream_http2)
 # Targets: ≤ 32 KiB per open stream; RSS within 2× idle a minute after the streams close.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +19,15 @@ public_url = "http://127.0.0.1:$GW_PORT"
 listen = "127.0.0.1:$GW_PORT"
 [log]
 level = "error"
+[proxy]
+# All the streams come from one address.
+max_connections_per_address = $((N + 64))
 [dangerous]
 allow_unauthenticated = true
 [[server]]
 path = "/pub"
 upstream = "http://127.0.0.1:$UP_PORT/mcp"
+upstream_http2 = ${H2:-false}
 TOML
 start_gate "$WORK/bench.toml" "$GW_PORT"
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status"; }

@@ -334,6 +334,9 @@ pub struct Upstream {
     pub url: Url,
     /// The Unix domain socket connected to instead of the URL's host, when the upstream is one.
     pub socket: Option<std::path::PathBuf>,
+    /// HTTP/2 from the first byte (prior knowledge, RFC 9113 §3.3) instead of HTTP/1.1: every request
+    /// and stream to this upstream shares a few connections.
+    pub http2: bool,
 }
 
 impl std::fmt::Display for Upstream {

@@ -198,6 +198,8 @@ pub(crate) struct RawServer {
     pub(crate) path: Option<String>,
     pub(crate) upstream: Option<String>,
     #[serde(default)]
+    pub(crate) upstream_http2: bool,
+    #[serde(default)]
     pub(crate) scopes: Vec<String>,
     pub(crate) verify: Option<RawVerify>,
     #[serde(default)]

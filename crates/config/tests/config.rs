@@ -545,7 +545,9 @@ fn an_upstream_can_be_a_unix_socket_with_an_http_path() {
     assert_eq!(u.url.query(), Some("tenant=a"));
     assert_eq!(u.to_string(), "unix:/run/mcp.sock:/mcp?tenant=a");
     let u = upstream("http://127.0.0.1:3001/mcp");
-    assert_eq!((u.to_string(), u.socket), ("http://127.0.0.1:3001/mcp".to_owned(), None));
+    assert_eq!((u.to_string(), u.socket, u.http2), ("http://127.0.0.1:3001/mcp".to_owned(), None, false));
+    let c = Config::from_toml(&MINIMAL.replace("scopes =", "upstream_http2 = true\nscopes ="), &MapEnv::default());
+    assert!(c.unwrap().servers[0].upstream.http2);
 
     for (bad, why) in [
         ("unix:run/mcp.sock:/mcp", "the socket path must be absolute"),

@@ -136,20 +136,29 @@ impl Proxy {
         builder
     }
 
-    /// The client for `upstream`: the shared one, or one of its own for a Unix domain socket.
+    /// The client for `upstream`: the shared one, or one of its own for a Unix domain socket or for
+    /// HTTP/2 with prior knowledge.
     pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> UpstreamClient {
-        match &upstream.socket {
-            None => self.client.clone(),
-            Some(path) => UpstreamClient::Socket(
-                Self::builder()
-                    .build(SocketConnector { path: path.as_path().into(), timeout: self.config.connect_timeout }),
-            ),
+        let mut builder = Self::builder();
+        if upstream.http2 {
+            builder.http2_only(true);
         }
-    }
-
-    /// The configured limits.
-    pub fn config(&self) -> &ProxyConfig {
-        &self.config
+        match (&upstream.socket, &self.client) {
+            (Some(path), _) => UpstreamClient::Socket(
+                builder.build(SocketConnector { path: path.as_path().into(), timeout: self.config.connect_timeout }),
+            ),
+            (None, _) if !upstream.http2 => self.client.clone(),
+            (None, UpstreamClient::Tls(_)) if upstream.url.scheme() == "https" => {
+                // ALPN chooses HTTP/2 when the server offers it: nothing to force.
+                self.client.clone()
+            }
+            (None, _) => {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(self.config.connect_timeout));
+                http.set_nodelay(true);
+                UpstreamClient::Plain(builder.build(http))
+            }
+        }
     }
 }
 

@@ -22,7 +22,7 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let Some(rest) = text.strip_prefix("unix:") else {
         return match Url::parse(text) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.fragment().is_none() => {
-                Ok(Upstream { url, socket: None })
+                Ok(Upstream { url, socket: None, http2: false })
             }
             Ok(_) => Err(format!(
                 "{text:?} must be an http or https URL without a fragment, or unix:<socket path>[:<HTTP path>]"
@@ -42,7 +42,7 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
     }
     match Url::parse(&format!("http://localhost{http_path}")) {
         Ok(url) if url.path() == http_path.split('?').next().unwrap_or_default() => {
-            Ok(Upstream { url, socket: Some(socket.into()) })
+            Ok(Upstream { url, socket: Some(socket.into()), http2: false })
         }
         _ => Err(format!("{text:?}: {http_path:?} is not a plain HTTP path")),
     }
@@ -93,7 +93,7 @@ pub(super) fn resolve_server(
             None
         }
         Some(u) => match parse_upstream(u) {
-            Ok(upstream) => Some(upstream),
+            Ok(upstream) => Some(Upstream { http2: raw.upstream_http2, ..upstream }),
             Err(why) => {
                 errors.push(format!("{at}.upstream"), why);
                 None

@@ -187,6 +187,56 @@ async fn an_upstream_on_a_unix_socket_is_served_json_and_sse() {
 }
 
 #[tokio::test]
+async fn an_upstream_speaking_http2_from_the_first_byte() {
+    let sample = Sample::start().await;
+    let dir = crate::support::TempDir::new();
+    let (_on_socket, socket_upstream) = Sample::start_unix(&dir).await;
+    for upstream in [sample.mcp(), socket_upstream] {
+        let config = unauthenticated(&upstream, "").replace(
+            &format!("upstream = \"{upstream}\""),
+            &format!("upstream = \"{upstream}\"\nupstream_http2 = true"),
+        );
+        let gate = Gate::start(&config).await;
+        // Several calls at once share the HTTP/2 connection; each gets its own answer.
+        let calls = (1..=8).map(|id| {
+            let url = gate.url("/mcp");
+            async move {
+                let r = mcp_post(&client(), &url, call(id, "echo", json!({"text": id.to_string()}))).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let body: Value = r.json().await.unwrap();
+                assert_eq!((body["id"].clone(), text_of(&body).to_owned()), (json!(id), id.to_string()));
+            }
+        });
+        futures_util::future::join_all(calls).await;
+        let body = call(9, "progress", json!({"steps": 2, "interval_ms": 0}));
+        let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let mut events = Events::new(r);
+        let mut last = None;
+        while let Some((_, e)) = events.next().await {
+            last = Some(e);
+        }
+        assert_eq!(text_of(&last.expect("final result")), "completed 2 steps");
+    }
+    // What goes on the wire: the HTTP/2 connection preface from the first byte, no HTTP/1.1 upgrade.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let config = unauthenticated(&upstream, "[proxy]\nheader_timeout_ms = 1000")
+        .replace("upstream = ", "upstream_http2 = true\nupstream = ");
+    let gate = Gate::start(&config).await;
+    let sent = mcp_post(&client(), &gate.url("/mcp"), call(11, "echo", json!({"text": "x"}))).send();
+    let read = async {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut preface = [0u8; 24];
+        conn.read_exact(&mut preface).await.unwrap();
+        preface
+    };
+    let (_, preface) = tokio::join!(sent, tokio::time::timeout(STEP, read));
+    assert_eq!(&preface.expect("the gate connects"), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+}
+
+#[tokio::test]
 async fn a_missing_upstream_socket_is_502_without_its_path() {
     let dir = crate::support::TempDir::new();
     let socket = dir.path.join("nobody.sock");
