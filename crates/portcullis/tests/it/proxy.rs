@@ -201,7 +201,8 @@ async fn an_upstream_speaking_http2_from_the_first_byte() {
         let calls = (1..=8).map(|id| {
             let url = gate.url("/mcp");
             async move {
-                let r = mcp_post(&client(), &url, call(id, "echo", json!({"text": id.to_string()}))).send().await.unwrap();
+                let r =
+                    mcp_post(&client(), &url, call(id, "echo", json!({"text": id.to_string()}))).send().await.unwrap();
                 assert_eq!(r.status(), 200);
                 let body: Value = r.json().await.unwrap();
                 assert_eq!((body["id"].clone(), text_of(&body).to_owned()), (json!(id), id.to_string()));
