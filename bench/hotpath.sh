@@ -79,46 +79,30 @@ fastmcp 0 $FASTMCP_UP_PORT "$WORK/fastmcp.sock"
 ts 1 $TS_PORT
 ts 0 $TS_UP_PORT
 
-upstream_url() { # port
-  echo "http://127.0.0.1:$1/mcp"
-}
-cat >"$WORK/gate.toml" <<TOML
-public_url = "http://127.0.0.1:$GW_PORT"
-listen = "127.0.0.1:$GW_PORT"
-[log]
-level = "error"
-[proxy]
-failed_tokens_per_minute = 0
-[dangerous]
-allow_unauthenticated = true
+verified() { # path upstream: a verify-mode server for the peers' tokens
+  cat <<TOML
 [[server]]
-path = "/open"
-upstream = "$(upstream_url $FLOOR_UP_PORT)"
-[[server]]
-path = "/mcp"
-upstream = "$(upstream_url $FLOOR_UP_PORT)"
-[server.verify]
-issuer = "$ISSUER"
-audiences = ["$AUDIENCE"]
-[[server]]
-path = "/fastmcp"
-upstream = "$(upstream_url $FASTMCP_UP_PORT)"
-[server.verify]
-issuer = "$ISSUER"
-audiences = ["$AUDIENCE"]
-[[server]]
-path = "/fastmcp-unix"
-upstream = "unix:$WORK/fastmcp.sock:/mcp"
-[server.verify]
-issuer = "$ISSUER"
-audiences = ["$AUDIENCE"]
-[[server]]
-path = "/ts"
-upstream = "$(upstream_url $TS_UP_PORT)"
+path = "$1"
+upstream = "$2"
 [server.verify]
 issuer = "$ISSUER"
 audiences = ["$AUDIENCE"]
 TOML
+}
+{
+  config_head "$GW_PORT"
+  cat <<TOML
+[proxy]
+failed_tokens_per_minute = 0
+[[server]]
+path = "/open"
+upstream = "http://127.0.0.1:$FLOOR_UP_PORT/mcp"
+TOML
+  verified /mcp "http://127.0.0.1:$FLOOR_UP_PORT/mcp"
+  verified /fastmcp "http://127.0.0.1:$FASTMCP_UP_PORT/mcp"
+  verified /fastmcp-unix "unix:$WORK/fastmcp.sock:/mcp"
+  verified /ts "http://127.0.0.1:$TS_UP_PORT/mcp"
+} >"$WORK/gate.toml"
 wait_for() { # url
   for _ in $(seq 150); do curl -s -o /dev/null -X POST "$1" -d '{}' && return 0; sleep 0.2; done
   echo "nothing answers at $1" >&2; exit 1

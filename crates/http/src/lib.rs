@@ -108,9 +108,7 @@ impl AppState {
             .iter()
             .zip(verifiers)
             .map(|(s, verifier)| {
-                let url = &s.upstream.url;
-                let upstream_uri =
-                    url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?;
+                let upstream_uri = proxy::request_uri(&s.upstream.url)?;
                 Ok(Arc::new(ServerRuntime {
                     metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
                     client: proxy.client_for(&s.upstream),
@@ -176,6 +174,15 @@ impl AppState {
             }
         }
         &self.config.public_url
+    }
+}
+
+/// `host[:port]` of an origin URL, as a `Host` header would carry it.
+pub(crate) fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => String::new(),
     }
 }
 

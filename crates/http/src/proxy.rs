@@ -110,9 +110,7 @@ impl Proxy {
     /// header and idle bounds apply instead. Redirects are not followed: the upstream's answer goes back
     /// to the client as it is.
     pub fn new(config: ProxyConfig, tls: bool) -> Result<Self, ProxyError> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
+        let mut http = http_connector(&config);
         let builder = Self::builder();
         let client = if tls {
             http.enforce_http(false);
@@ -130,6 +128,11 @@ impl Proxy {
         Ok(Self { client, config })
     }
 
+    /// The configured limits.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
     fn builder() -> hyper_util::client::legacy::Builder {
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(90));
@@ -137,29 +140,33 @@ impl Proxy {
     }
 
     /// The client for `upstream`: the shared one, or one of its own for a Unix domain socket or for
-    /// HTTP/2 with prior knowledge.
+    /// HTTP/2 with prior knowledge over plain HTTP (an `https` upstream gets HTTP/2 by ALPN when it
+    /// offers it, from the shared client).
     pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> UpstreamClient {
         let mut builder = Self::builder();
-        if upstream.http2 {
-            builder.http2_only(true);
+        builder.http2_only(upstream.http2);
+        if let Some(path) = &upstream.socket {
+            let connector = SocketConnector { path: path.as_path().into(), timeout: self.config.connect_timeout };
+            return UpstreamClient::Socket(builder.build(connector));
         }
-        match (&upstream.socket, &self.client) {
-            (Some(path), _) => UpstreamClient::Socket(
-                builder.build(SocketConnector { path: path.as_path().into(), timeout: self.config.connect_timeout }),
-            ),
-            (None, _) if !upstream.http2 => self.client.clone(),
-            (None, UpstreamClient::Tls(_)) if upstream.url.scheme() == "https" => {
-                // ALPN chooses HTTP/2 when the server offers it: nothing to force.
-                self.client.clone()
-            }
-            (None, _) => {
-                let mut http = HttpConnector::new();
-                http.set_connect_timeout(Some(self.config.connect_timeout));
-                http.set_nodelay(true);
-                UpstreamClient::Plain(builder.build(http))
-            }
+        if !upstream.http2 || upstream.url.scheme() == "https" {
+            return self.client.clone();
         }
+        UpstreamClient::Plain(builder.build(http_connector(&self.config)))
     }
+}
+
+/// The TCP connector of the upstream clients: the connect timeout, and no Nagle delay.
+fn http_connector(config: &ProxyConfig) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    http
+}
+
+/// `url` as the URI of a request to it.
+pub(crate) fn request_uri(url: &url::Url) -> Result<axum::http::Uri, ProxyError> {
+    url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))
 }
 
 /// The configured claim-to-header mappings for a verified token. Claims that are absent, or whose value
@@ -277,13 +284,7 @@ fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(H
 /// `headers` (replacing whatever the names held).
 fn set_forwarding_headers(headers: &mut HeaderMap, peer: Option<std::net::IpAddr>, origin: &url::Url) {
     use std::fmt::Write;
-    let mut host = String::new();
-    if let Some(h) = origin.host_str() {
-        host.push_str(h);
-        if let Some(p) = origin.port() {
-            let _ = write!(host, ":{p}");
-        }
-    }
+    let host = crate::authority(origin);
     let mut forwarded = String::with_capacity(48 + host.len());
     if let Some(ip) = peer {
         // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
@@ -358,7 +359,7 @@ pub(crate) async fn forward(
                 _ => q.to_owned(),
             };
             url.set_query(Some(&merged));
-            url.as_str().parse().map_err(|e| ProxyError::Internal(format!("upstream URL {url}: {e}")))?
+            request_uri(&url)?
         }
     };
 
