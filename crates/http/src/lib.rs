@@ -1,7 +1,8 @@
 //! The HTTP face of portcullis — the only crate that knows axum and tower.
 //!
 //! # Layout
-//! - [`router`]: assembles the routes and layers for a validated configuration.
+//! - [`router`]: assembles the routes and layers for a validated configuration, behind [`Front`].
+//! - `front`: request id, trace span and request log; an MCP server's path served without the router.
 //! - [`listener`]: accepts and serves connections: a connection bound, a request-head deadline, and
 //!   early answers that never silently end a kept-alive connection.
 //! - [`proxy`]: the MCP Streamable HTTP reverse proxy.
@@ -16,9 +17,9 @@
 //! - [`form`]: OAuth parameters from forms and query strings, each at most once (RFC 6749 §3.1, §3.2).
 //! - [`error`]: the one mapping from errors to responses, challenges included.
 //!
-//! One request passes, outermost first: request id → trace span → CORS → observation (metrics, audit) →
-//! `Origin` check → authentication (inserts the `VerifiedToken`) → proxy (reads and classifies the body,
-//! checks scopes, forwards).
+//! One request passes, outermost first: request id → trace span → (CORS, for browser requests) →
+//! observation (metrics, audit) → `Origin` check → authentication (yields the `VerifiedToken`) → proxy
+//! (reads and classifies the body, checks scopes, forwards).
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ mod auth;
 mod budget;
 pub mod error;
 pub mod form;
+mod front;
 pub mod gateway;
 mod landing;
 pub mod listener;
@@ -43,16 +45,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use portcullis_config::{Config, ServerAuth, ServerConfig};
 use portcullis_oauth::Verifier;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use url::Url;
 
 pub use error::{AuthError, Blame, ProxyError};
+pub use front::Front;
 pub use proxy::Proxy;
 
 /// Everything a request handler needs, shared by all requests.
@@ -70,6 +71,8 @@ pub struct AppState {
     store_healthy: AtomicBool,
     /// Failed token verifications per source address (`proxy.failed_tokens_per_minute`).
     pub(crate) failures: Option<budget::FailureBudget>,
+    /// The forwarding headers' origin parts: `public_url`'s, then each of `extra_public_urls`'.
+    origin_headers: Vec<proxy::OriginHeaders>,
 }
 
 /// One protected MCP server at run time.
@@ -119,6 +122,10 @@ impl AppState {
             })
             .collect::<Result<_, ProxyError>>()?;
         let failures = budget::FailureBudget::new(config.proxy.failed_tokens_per_minute);
+        let origin_headers = std::iter::once(&config.public_url)
+            .chain(&config.extra_public_urls)
+            .map(proxy::OriginHeaders::new)
+            .collect();
         Ok(Self {
             config,
             proxy,
@@ -128,6 +135,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             store_healthy: AtomicBool::new(true),
             failures,
+            origin_headers,
         })
     }
 
@@ -166,14 +174,21 @@ impl AppState {
     /// request's `Host`, else the primary `public_url`. The `Host` only selects among configured
     /// origins, so an attacker-supplied `Host` can never make us publish a URL of its choosing.
     pub fn public_origin(&self, host: Option<&str>) -> &Url {
-        if let Some(host) = host {
-            for url in &self.config.extra_public_urls {
-                if is_authority_of(url, host) {
-                    return url;
-                }
-            }
+        match self.extra_origin(host) {
+            Some(i) => &self.config.extra_public_urls[i],
+            None => &self.config.public_url,
         }
-        &self.config.public_url
+    }
+
+    /// The forwarding headers' parts for the public origin a request came in on.
+    pub(crate) fn origin_headers(&self, host: Option<&str>) -> &proxy::OriginHeaders {
+        &self.origin_headers[self.extra_origin(host).map_or(0, |i| i + 1)]
+    }
+
+    /// Which of `extra_public_urls` a request's `Host` names, if any.
+    fn extra_origin(&self, host: Option<&str>) -> Option<usize> {
+        let host = host?;
+        self.config.extra_public_urls.iter().position(|url| is_authority_of(url, host))
     }
 }
 
@@ -205,8 +220,8 @@ pub(crate) fn request_host(req: &axum::http::request::Parts) -> Option<&str> {
     req.headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
-/// All routes and layers.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The gate's HTTP service: all routes and layers, the MCP servers' paths served directly.
+pub fn router(state: Arc<AppState>) -> Front {
     let mut mcp = Router::new();
     let mut metadata = Router::new();
     for server in &state.servers {
@@ -229,7 +244,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mcp = mcp.layer(origin::WhenOrigin(Arc::new(origin::mcp_cors(state.clone()))));
     let metadata = metadata.layer(origin::public_cors());
 
-    let request_id = HeaderName::from_static("x-request-id");
     let mut app = Router::new();
     // The landing page, unless an MCP server lives at the root itself.
     if state.servers.iter().all(|s| s.config.path != "/") {
@@ -245,32 +259,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     if let Some(gw) = &state.gateway {
         app = app.merge(gateway::routes(state.clone(), gw.clone()));
     }
-    app.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(|req: &Request<Body>| {
-                // Only the method, path and request id: headers may carry tokens and never reach logs.
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                let span = tracing::info_span!("request", otel.kind = "server", method = %req.method(), path = %req.uri().path(), request_id = %id);
-                // A client's trace (W3C `traceparent`) continues here when traces are exported.
-                observe::adopt_parent(&span, req.headers());
-                span
-            })
-            .on_request(())
-            .on_response(
-                tower_http::trace::DefaultOnResponse::new()
-                    .level(tracing::Level::INFO)
-                    .latency_unit(tower_http::LatencyUnit::Micros),
-            )
-            // The error mapping already logged the cause at the level its blame deserves.
-            .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-    )
-    .layer(PropagateRequestIdLayer::new(request_id.clone()))
-    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+    front::Front::new(app, state)
 }
 
 /// One request to an MCP server's path: observed, its `Origin` checked, authenticated, then proxied.
 /// The steps are plain calls rather than layers, since this is the path every MCP message takes.
-async fn serve_mcp(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
+pub(crate) async fn serve_mcp(state: &AppState, server: &ServerRuntime, req: Request<Body>) -> Response {
     let observed = observe::Observed::start(&state.observe, &req);
     let response = match origin::refusal(state, &req) {
         Some(refused) => refused,

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, Version, header};
@@ -39,7 +38,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
-use tower::ServiceExt;
+
+use crate::Front;
 
 /// How long an unread request body may take to arrive after an early answer before the connection is
 /// given up instead.
@@ -109,7 +109,7 @@ impl Drop for AddressSlot {
 /// bounds how long by dropping the returned future).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: Front,
     limits: Limits,
     per_address: PerAddress,
     shutdown: impl Future<Output = ()> + Send,
@@ -179,7 +179,7 @@ pub async fn serve(
 }
 
 /// One request through the app, with the early-answer rule applied.
-async fn exchange(app: Router, req: Request<Incoming>, peer: SocketAddr, limits: Limits) -> Response<Body> {
+async fn exchange(app: Front, req: Request<Incoming>, peer: SocketAddr, limits: Limits) -> Response<Body> {
     let max_drain = limits.max_drain_bytes;
     let http1 = req.version() < Version::HTTP_2;
     // A client waiting for `100 Continue` has not sent the body: there is nothing to drain.
@@ -198,10 +198,7 @@ async fn exchange(app: Router, req: Request<Incoming>, peer: SocketAddr, limits:
         })
     });
     req.extensions_mut().insert(ConnectInfo(peer));
-    let mut resp = match app.oneshot(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
+    let mut resp = app.serve(req).await;
     // A body that missed its deadline was not read to its end: say the connection ends.
     if resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT && http1 {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

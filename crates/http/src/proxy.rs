@@ -279,34 +279,58 @@ fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(H
     }
 }
 
+/// The parts of the forwarding headers that depend only on the public origin a request came in on,
+/// written once per configured origin rather than once per request.
+#[derive(Debug)]
+pub(crate) struct OriginHeaders {
+    proto: HeaderValue,
+    /// `None` for an origin without a host (never for a valid `public_url`).
+    host: Option<HeaderValue>,
+    /// `proto=…;host="…"`: how every `Forwarded` value for this origin ends.
+    forwarded: String,
+}
+
+impl OriginHeaders {
+    pub(crate) fn new(origin: &url::Url) -> Self {
+        let host = crate::authority(origin);
+        let mut forwarded = format!("proto={}", origin.scheme());
+        if !host.is_empty() {
+            forwarded.push_str(&format!(";host=\"{host}\""));
+        }
+        Self {
+            proto: HeaderValue::from_str(origin.scheme()).unwrap_or_else(|_| HeaderValue::from_static("http")),
+            host: HeaderValue::from_str(&host).ok().filter(|_| !host.is_empty()),
+            forwarded,
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Who called, as the gate saw it: `X-Forwarded-For`, `X-Real-IP` and RFC 7239 `Forwarded` (the peer
 /// address), `X-Forwarded-Proto` and `-Host` (the public origin the request came in on), set in
 /// `headers` (replacing whatever the names held).
-fn set_forwarding_headers(headers: &mut HeaderMap, peer: Option<std::net::IpAddr>, origin: &url::Url) {
+fn set_forwarding_headers(headers: &mut HeaderMap, peer: Option<std::net::IpAddr>, origin: &OriginHeaders) {
     use std::fmt::Write;
-    let host = crate::authority(origin);
-    let mut forwarded = String::with_capacity(48 + host.len());
+    headers.reserve(5);
+    let mut forwarded = String::with_capacity(56 + origin.forwarded.len());
     if let Some(ip) = peer {
         // RFC 7239 §6: IPv6 addresses are bracketed and quoted.
         let _ = if ip.is_ipv6() { write!(forwarded, "for=\"[{ip}]\";") } else { write!(forwarded, "for={ip};") };
         let ip_text =
             if ip.is_ipv6() { &forwarded[6..forwarded.len() - 3] } else { &forwarded[4..forwarded.len() - 1] };
         if let Ok(v) = HeaderValue::from_str(ip_text) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
-            headers.insert(HeaderName::from_static("x-real-ip"), v);
+            headers.insert(X_FORWARDED_FOR, v.clone());
+            headers.insert(X_REAL_IP, v);
         }
     }
-    let _ = write!(forwarded, "proto={}", origin.scheme());
-    if !host.is_empty() {
-        let _ = write!(forwarded, ";host=\"{host}\"");
-    }
-    if let Ok(v) = HeaderValue::from_str(origin.scheme()) {
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&host)
-        && !host.is_empty()
-    {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    forwarded.push_str(&origin.forwarded);
+    headers.insert(X_FORWARDED_PROTO, origin.proto.clone());
+    if let Some(host) = &origin.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
@@ -363,7 +387,7 @@ pub(crate) async fn forward(
         }
     };
 
-    let origin = state.public_origin(crate::request_host(&parts));
+    let origin = state.origin_headers(crate::request_host(&parts));
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     strip_managed(&mut headers, server, &identity);
@@ -620,7 +644,7 @@ mod tests {
 
     #[test]
     fn forwarding_headers_name_the_peer_and_the_public_origin() {
-        let origin = url::Url::parse("https://mcp.example.com:8443").unwrap();
+        let origin = OriginHeaders::new(&url::Url::parse("https://mcp.example.com:8443").unwrap());
         let mut headers = HeaderMap::new();
         set_forwarding_headers(&mut headers, Some("2001:db8::1".parse().unwrap()), &origin);
         let h: HashMap<String, String> =
@@ -634,7 +658,7 @@ mod tests {
 
     #[test]
     fn forwarding_headers_for_an_ipv4_peer_on_a_default_port() {
-        let origin = url::Url::parse("http://127.0.0.1").unwrap();
+        let origin = OriginHeaders::new(&url::Url::parse("http://127.0.0.1").unwrap());
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         set_forwarding_headers(&mut headers, Some("192.0.2.7".parse().unwrap()), &origin);

@@ -45,7 +45,7 @@ scopes = ["mcp:tools"]
 gateway = true
 "#;
 
-async fn app() -> axum::Router {
+async fn app() -> portcullis_http::Front {
     let config = Arc::new(Config::from_toml(CONFIG, &MapEnv::default()).unwrap());
     let g = config.gateway.clone().unwrap();
     let clock = Arc::new(ManualClock::at(NOW));
@@ -86,11 +86,17 @@ fn pretty(v: Value) -> String {
     serde_json::to_string_pretty(&stable(v)).unwrap() + "\n"
 }
 
-async fn get(app: &axum::Router, path: &str) -> Answer {
+async fn get(app: &portcullis_http::Front, path: &str) -> Answer {
     send(app, Request::get(path).header("host", "mcp.example.com").body(Body::empty()).unwrap()).await
 }
 
-async fn post(app: &axum::Router, path: &str, content_type: &str, body: String, basic: Option<(&str, &str)>) -> Answer {
+async fn post(
+    app: &portcullis_http::Front,
+    path: &str,
+    content_type: &str,
+    body: String,
+    basic: Option<(&str, &str)>,
+) -> Answer {
     let mut req = Request::post(path).header("host", "mcp.example.com").header("content-type", content_type);
     if let Some((id, secret)) = basic {
         let raw = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
@@ -149,7 +155,7 @@ async fn registration_answers() {
 }
 
 /// A code for the configured client, through `dangerous.auto_approve_as`.
-async fn code(app: &axum::Router) -> String {
+async fn code(app: &portcullis_http::Front) -> String {
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
     let query = form(&[
         ("response_type", "code"),

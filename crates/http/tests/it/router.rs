@@ -71,7 +71,7 @@ client_secret = "s"
 }
 
 struct Harness {
-    app: axum::Router,
+    app: portcullis_http::Front,
 }
 
 async fn harness() -> Harness {
@@ -342,6 +342,77 @@ async fn identity_headers_replace_spoofed_ones_and_the_token_stays_here() {
     assert_eq!(seen["x-user-client"], "client-a");
     assert!(seen.get("authorization").is_none() && seen.get("cookie").is_none(), "{seen}");
     assert!(!a.body.contains(&t));
+}
+
+#[tokio::test]
+async fn the_request_id_is_kept_or_made_and_reaches_the_upstream_and_the_answer() {
+    let h = harness().await;
+    let t = token(json!({"aud": "client-a"}));
+    let whoami = |id: Option<&str>| {
+        let req = post(call("whoami")).header("authorization", format!("Bearer {t}"));
+        let req = match id {
+            Some(id) => req.header("x-request-id", id),
+            None => req,
+        };
+        req.body(Body::from(call("whoami"))).unwrap()
+    };
+    let seen = |a: &Answer| -> Value {
+        serde_json::from_str(a.json()["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+    };
+    let a = send(&h.app, whoami(Some("client-chosen-1"))).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["x-request-id"], "client-chosen-1");
+    assert_eq!(seen(&a)["x-request-id"], "client-chosen-1");
+    let a = send(&h.app, whoami(None)).await;
+    let made = a.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&made).is_ok_and(|u| u.get_version_num() == 4), "{made}");
+    assert_eq!(seen(&a)["x-request-id"], made.as_str());
+    // Refusals carry it too.
+    let a =
+        send(&h.app, post(call("echo")).header("x-request-id", "r-401").body(Body::from(call("echo"))).unwrap()).await;
+    assert_eq!((a.status.as_u16(), a.headers["x-request-id"].to_str().unwrap()), (401, "r-401"));
+}
+
+#[tokio::test]
+async fn browser_requests_to_an_mcp_path_get_cors_and_the_same_checks() {
+    let h = harness().await;
+    let t = token(json!({"aud": "client-a"}));
+    let from = |origin: Option<&str>, bearer: bool| {
+        let mut req = post(call("echo"));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(Body::from(call("echo"))).unwrap()
+    };
+    // No Origin: no CORS headers.
+    let a = send(&h.app, from(None, true)).await;
+    assert_eq!(a.status, 200);
+    assert!(a.headers.get("access-control-allow-origin").is_none());
+    // The public origin: served, readable by the page.
+    let a = send(&h.app, from(Some("https://mcp.example.com"), true)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.headers["access-control-allow-origin"], "https://mcp.example.com");
+    assert!(a.headers.contains_key("x-request-id"));
+    // Without a token, the same challenge either way.
+    let direct = send(&h.app, from(None, false)).await;
+    let browser = send(&h.app, from(Some("https://mcp.example.com"), false)).await;
+    assert_eq!((direct.status.as_u16(), browser.status.as_u16()), (401, 401));
+    assert_eq!(direct.headers["www-authenticate"], browser.headers["www-authenticate"]);
+    // Any other origin: 403 (MCP Streamable HTTP: DNS-rebinding defence).
+    let a = send(&h.app, from(Some("https://evil.example"), true)).await;
+    assert_eq!(a.status, 403);
+    // A preflight is answered by the CORS layer.
+    let preflight = Request::options("/mcp")
+        .header("origin", "https://mcp.example.com")
+        .header("access-control-request-method", "POST")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&h.app, preflight).await;
+    assert!(a.status.is_success(), "{}", a.status);
+    assert_eq!(a.headers["access-control-allow-origin"], "https://mcp.example.com");
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ impl Answer {
     }
 }
 
-pub(crate) async fn send(app: &axum::Router, req: Request<Body>) -> Answer {
+pub(crate) async fn send(app: &portcullis_http::Front, req: Request<Body>) -> Answer {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
