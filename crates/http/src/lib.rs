@@ -87,6 +87,8 @@ pub struct ServerRuntime {
     pub(crate) client: proxy::UpstreamClient,
     /// The upstream URL as a request URI, parsed once.
     pub(crate) upstream_uri: axum::http::Uri,
+    /// The identity headers' names as CGI upstreams read them, which no client may send.
+    pub(crate) identity_names: Vec<String>,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
                     metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
                     client: proxy.client_for(&s.upstream),
                     upstream_uri,
+                    identity_names: s.identity_headers.iter().map(|ih| proxy::cgi_name(&ih.header)).collect(),
                     config: s.clone(),
                     verifier,
                 }))

@@ -226,36 +226,46 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // One pass over the names present (a handful) rather than a lookup per hop-by-hop name; nothing is
+    // allocated when there is nothing to remove.
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
+    doomed.extend(headers.keys().filter(|k| HOP_BY_HOP.contains(k)).cloned());
+    for name in doomed {
         headers.remove(name);
     }
 }
 
-/// Headers the gate sets itself, besides the identity headers: a client's own values never pass.
-const MANAGED: [&str; 8] = [
-    "host",
-    "authorization",
-    "cookie",
-    "content-length",
-    "forwarded",
-    "x-real-ip",
-    "proxy-authorization",
-    "x-forwarded-for",
-];
+/// Headers the gate sets or drops itself, besides the identity headers: a client's own values never
+/// pass. The hop-by-hop names are among them, and every `x-forwarded-*`.
+fn gate_managed(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "authorization"
+            | "cookie"
+            | "content-length"
+            | "forwarded"
+            | "x-real-ip"
+            | "proxy-authorization"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    ) || name.starts_with("x-forwarded-")
+}
 
 /// A header name as CGI and WSGI upstreams see it: `X_User_Sub` and `x-user-sub` both become
 /// `HTTP_X_USER_SUB` there, so names are compared case-insensitively with `_` read as `-`.
-fn cgi_name(name: &str) -> String {
+pub(crate) fn cgi_name(name: &str) -> String {
     name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
 }
 
@@ -267,10 +277,8 @@ fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(H
         // Header names are lower case already; only an `_` makes a CGI spelling differ.
         let name = if name.contains('_') { std::borrow::Cow::Owned(cgi_name(name)) } else { name.into() };
         let name = name.as_ref();
-        MANAGED.contains(&name)
-            || HOP_BY_HOP.iter().any(|h| h.as_str() == name)
-            || name.starts_with("x-forwarded-")
-            || server.config.identity_headers.iter().any(|ih| cgi_name(&ih.header) == name)
+        gate_managed(name)
+            || server.identity_names.iter().any(|n| n == name)
             || identity.iter().any(|(n, _)| n.as_str() == name)
     };
     let doomed: Vec<HeaderName> = headers.keys().filter(|k| managed(k.as_str())).cloned().collect();
