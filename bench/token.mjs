@@ -42,6 +42,28 @@ async function round() {
   await timed('refresh', () => token({ grant_type: 'refresh_token', refresh_token: first.refresh_token }));
 }
 
+// CODES_OUT=file: only authorization requests, ROUNDS of them by WORKERS; writes `client_id redirect_uri`
+// then one `code code_verifier` per line, for a load generator to redeem (bench/exchange.sh).
+if (process.env.CODES_OUT) {
+  const lines = [`${reg.client_id} ${redirectUri}`];
+  let i = 0;
+  await Promise.all(Array.from({ length: WORKERS }, async () => {
+    while (i < ROUNDS) {
+      i += 1;
+      const verifier = b64url(randomBytes(32));
+      const url = new URL(`${base}/authorize`);
+      for (const [k, v] of Object.entries({ response_type: 'code', client_id: reg.client_id, redirect_uri: redirectUri,
+        code_challenge: b64url(createHash('sha256').update(verifier).digest()), code_challenge_method: 'S256', state: 's' })) url.searchParams.set(k, v);
+      const res = await fetch(url, { redirect: 'manual' });
+      const code = new URL(res.headers.get('location')).searchParams.get('code');
+      if (!code) throw new Error(`no code: ${res.status} ${res.headers.get('location')}`);
+      lines.push(`${code} ${verifier}`);
+    }
+  }));
+  (await import('node:fs')).writeFileSync(process.env.CODES_OUT, lines.join('\n') + '\n');
+  process.exit(0);
+}
+
 // PHASES=1: each step for every round before the next step, so that each endpoint's own rate is measured
 // (all authorizations, then all code exchanges, then all refreshes).
 if (process.env.PHASES === '1') {
