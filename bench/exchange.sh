@@ -5,12 +5,12 @@
 # then redeemed by wrk, a load generator that costs far less CPU than the gate, so that the rate is the
 # gate's. portcullis on CPU 1, the clients on CPU 0. Afterwards the gate is killed with SIGKILL and the
 # refresh tokens on disk are counted against the exchanges answered 200: none may be missing.
-#   bench/exchange.sh          # CODES=12000 DURATION=4 CONNECTIONS=16
+#   bench/exchange.sh          # CODES=24000 DURATION=3 CONNECTIONS=16
 # Target: ≥ 1,000 exchanges/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CODES="${CODES:-12000}"
-DURATION="${DURATION:-4}"
+CODES="${CODES:-24000}"
+DURATION="${DURATION:-3}"
 CONNECTIONS="${CONNECTIONS:-16}"
 UP_PORT="${UP_PORT:-19531}"
 GW_PORT="${GW_PORT:-19532}"
@@ -18,22 +18,7 @@ PIN=1
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 start_upstream "$UP_PORT"
-cat >"$WORK/bench.toml" <<TOML
-$(config_head "$GW_PORT" warn | sed '/^\[dangerous\]/,$d')
-[dangerous]
-auto_approve_as = "bench"
-[store]
-url = "sqlite://$WORK/state/portcullis.db"
-[gateway]
-operator_key_file = "$WORK/state/operator.key"
-registrations_per_minute = 1000
-code_ttl_secs = 600
-[[server]]
-path = "/mcp"
-upstream = "http://127.0.0.1:$UP_PORT/mcp"
-scopes = ["mcp:tools"]
-gateway = true
-TOML
+gateway_config "$GW_PORT" "$GW_PORT" "sqlite://$WORK/state/portcullis.db" "$UP_PORT" >"$WORK/bench.toml"
 echo 'bench-password' | "$BIN" users add bench --config "$WORK/bench.toml" >/dev/null
 start_gate "$WORK/bench.toml" "$GW_PORT"
 CODES_OUT="$WORK/codes.txt" $LOAD timeout 300 node bench/token.mjs "http://127.0.0.1:$GW_PORT" "$CODES" 16

@@ -47,3 +47,26 @@ level = "${2:-error}"
 allow_unauthenticated = true
 TOML
 }
+
+gateway_config() { # public port, listen port, store URL, upstream port: gateway mode on one MCP server,
+  # sign-ins approved without pages as the user `bench`
+  cat <<TOML
+public_url = "http://127.0.0.1:$1"
+listen = "127.0.0.1:$2"
+[log]
+level = "warn"
+[dangerous]
+auto_approve_as = "bench"
+[store]
+url = "$3"
+[gateway]
+operator_key_file = "$WORK/operator-$2.key"
+registrations_per_minute = 100000
+code_ttl_secs = 600
+[[server]]
+path = "/mcp"
+upstream = "http://127.0.0.1:$4/mcp"
+scopes = ["mcp:tools"]
+gateway = true
+TOML
+}

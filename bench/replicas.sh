@@ -25,24 +25,7 @@ PORTCULLIS_OPERATOR_KEY=$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -
 start_upstream "$UP_PORT"
 
 config() { # listen port, public port -> file
-  cat >"$WORK/replica-$1.toml" <<TOML
-public_url = "http://127.0.0.1:$2"
-listen = "127.0.0.1:$1"
-[log]
-level = "warn"
-[dangerous]
-auto_approve_as = "bench"
-[store]
-url = "$STORE"
-[gateway]
-operator_key_file = "$WORK/unused.key"
-registrations_per_minute = 100000
-[[server]]
-path = "/mcp"
-upstream = "http://127.0.0.1:$UP_PORT/mcp"
-scopes = ["mcp:tools"]
-gateway = true
-TOML
+  gateway_config "$2" "$1" "$STORE" "$UP_PORT" >"$WORK/replica-$1.toml"
   echo "$WORK/replica-$1.toml"
 }
 

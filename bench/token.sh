@@ -11,24 +11,7 @@ GW_PORT="${GW_PORT:-19522}"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 start_upstream "$UP_PORT"
-cat >"$WORK/bench.toml" <<TOML
-public_url = "http://127.0.0.1:$GW_PORT"
-listen = "127.0.0.1:$GW_PORT"
-[log]
-level = "warn"
-[dangerous]
-auto_approve_as = "bench"
-[store]
-url = "sqlite://$WORK/state/portcullis.db"
-[gateway]
-operator_key_file = "$WORK/state/operator.key"
-registrations_per_minute = 1000
-[[server]]
-path = "/mcp"
-upstream = "http://127.0.0.1:$UP_PORT/mcp"
-scopes = ["mcp:tools"]
-gateway = true
-TOML
+gateway_config "$GW_PORT" "$GW_PORT" "sqlite://$WORK/state/portcullis.db" "$UP_PORT" >"$WORK/bench.toml"
 echo 'bench-password' | "$BIN" users add bench --config "$WORK/bench.toml" >/dev/null
 start_gate "$WORK/bench.toml" "$GW_PORT"
 $LOAD timeout 300 node bench/token.mjs "http://127.0.0.1:$GW_PORT" "$ROUNDS" "$WORKERS"
