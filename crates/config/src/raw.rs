@@ -173,6 +173,7 @@ pub(crate) struct RawProxy {
     pub(crate) failed_tokens_per_minute: Option<u32>,
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<String>,
+    pub(crate) workers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,6 +24,9 @@ use server::resolve_server;
 /// Default listen address: loopback, as the MCP transport spec asks of local servers.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// More threads than this serve no machine better: a typo, not a plan.
+const MAX_WORKERS: usize = 1024;
+
 /// Collects problems while resolving.
 #[derive(Debug, Default)]
 pub(crate) struct Errors(Vec<ConfigError>);
@@ -255,6 +258,17 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
             Some(n) => n,
             None => 256,
+        },
+        workers: match raw.proxy.workers {
+            Some(0) => {
+                errors.push("proxy.workers", "must be greater than 0 (leave it out for one per CPU)");
+                None
+            }
+            Some(n) if n > MAX_WORKERS => {
+                errors.push("proxy.workers", format!("at most {MAX_WORKERS}"));
+                None
+            }
+            n => n,
         },
         // A client with a stale token fails a few times an hour; a flood of forged signatures, thousands a
         // second.

@@ -530,6 +530,16 @@ fn trusted_proxies_are_addresses_or_networks() {
 }
 
 #[test]
+fn workers_default_to_one_per_cpu_and_are_bounded() {
+    let with = |n: &str| format!("{MINIMAL}\n[proxy]\nworkers = {n}\n");
+    assert_eq!(Config::from_toml(MINIMAL, &MapEnv::default()).unwrap().proxy.workers, None);
+    assert_eq!(Config::from_toml(&with("1"), &MapEnv::default()).unwrap().proxy.workers, Some(1));
+    assert_eq!(Config::from_toml(&with("8"), &MapEnv::default()).unwrap().proxy.workers, Some(8));
+    assert_eq!(errors(&with("0")), ["proxy.workers: must be greater than 0 (leave it out for one per CPU)"]);
+    assert_eq!(errors(&with("100000")), ["proxy.workers: at most 1024"]);
+}
+
+#[test]
 fn an_upstream_can_be_a_unix_socket_with_an_http_path() {
     let upstream = |u: &str| {
         let c = Config::from_toml(&MINIMAL.replace("http://127.0.0.1:3001/mcp", u), &MapEnv::default()).unwrap();

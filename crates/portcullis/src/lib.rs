@@ -43,7 +43,11 @@ pub fn run() -> ExitCode {
         cli::Command::Serve(args) => {
             // Before any thread exists: taking the sockets clears their environment variables.
             let activated = serve::activated_listener();
-            runtime().and_then(|rt| rt.block_on(serve::run(args, activated))).unwrap_or_else(report)
+            let run = || {
+                let config = serve::configuration(&args)?;
+                serve::runtime(config.as_ref())?.block_on(serve::run(args, config, activated))
+            };
+            run().unwrap_or_else(report)
         }
         cli::Command::Doctor(args) => runtime().and_then(|rt| rt.block_on(doctor::run(args))).unwrap_or_else(report),
         cli::Command::Users(cmd) => runtime().and_then(|rt| rt.block_on(admin::users(cmd))).unwrap_or_else(report),

@@ -398,17 +398,22 @@ async fn client_disconnect_cancels_the_upstream_request() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
-    let (sample, mut gate) = setup("[proxy]\nshutdown_grace_ms = 10000").await;
+    let (sample, gate) = setup("[proxy]\nshutdown_grace_ms = 10000").await;
     let body = call(11, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "shutdown"}));
     let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
     let mut events = Events::new(r);
     events.next().await.unwrap();
 
+    terminate_during(gate, &sample, events, "shutdown").await;
+}
+
+/// Sends SIGTERM while `events` is open, its upstream holding the stream at `gate_name` (a two-step
+/// `progress`): new connections are refused once the listener closes, the stream in flight still runs
+/// to its end, and the process exits cleanly.
+async fn terminate_during(mut gate: Gate, sample: &Sample, mut events: Events, gate_name: &str) {
     gate.terminate();
-    // New connections are refused once the listener closes.
     wait_for(|| async { client().get(gate.url("/healthz")).send().await.is_err() }).await;
-    // The stream already in flight runs to its end.
-    sample.release("shutdown").await;
+    sample.release(gate_name).await;
     let mut last = None;
     while let Some((_, e)) = events.next().await {
         last = Some(e);
@@ -416,6 +421,28 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     assert_eq!(text_of(&last.unwrap()), "completed 2 steps");
     let status = tokio::time::timeout(STEP, gate.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn one_worker_serves_streams_and_calls_together_and_shuts_down_gracefully() {
+    // `workers = 1`: one thread accepts and serves everything.
+    let (sample, gate) = setup("[proxy]\nworkers = 1\nshutdown_grace_ms = 10000").await;
+    let body = call(1, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "one-worker"}));
+    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut events = Events::new(r);
+    events.next().await.expect("first event");
+    // While that stream waits on its upstream, calls on other connections are answered.
+    let calls = (2..=9).map(|id| {
+        let url = gate.url("/mcp");
+        async move {
+            let r = mcp_post(&client(), &url, call(id, "echo", json!({"text": id.to_string()}))).send().await.unwrap();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!((body["id"].clone(), text_of(&body).to_owned()), (json!(id), id.to_string()));
+        }
+    });
+    tokio::time::timeout(STEP, futures_util::future::join_all(calls)).await.expect("calls answered");
+    terminate_during(gate, &sample, events, "one-worker").await;
 }
 
 /// Polls `cond` until it holds, for at most [`STEP`].
