@@ -290,8 +290,7 @@ pub struct ProxyConfig {
     /// Client connections one source address may hold at once (the trusted proxies excepted); a further
     /// one is closed at once.
     pub max_connections_per_address: usize,
-    /// Threads serving connections; `None`: one per CPU the process may run on. With one, connections
-    /// are accepted and served on the same thread, with no hand-over between threads.
+    /// Worker threads serving connections; `None`: one per CPU the process may run on.
     pub workers: Option<usize>,
     /// Tokens that fail verification one source address may present per minute (a minute's worth at
     /// once); beyond that its tokens get 429 without a signature check, unless already verified. 0: no

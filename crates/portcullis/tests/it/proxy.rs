@@ -425,7 +425,7 @@ async fn terminate_during(mut gate: Gate, sample: &Sample, mut events: Events, g
 
 #[tokio::test]
 async fn one_worker_serves_streams_and_calls_together_and_shuts_down_gracefully() {
-    // `workers = 1`: one thread accepts and serves everything.
+    // `workers = 1`: one worker thread serves every connection.
     let (sample, gate) = setup("[proxy]\nworkers = 1\nshutdown_grace_ms = 10000").await;
     let body = call(1, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "one-worker"}));
     let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
