@@ -204,6 +204,11 @@ pub(crate) fn authority(url: &Url) -> String {
     }
 }
 
+/// `host:port` of a URL, its scheme's default port when it names none: where to connect.
+pub(crate) fn authority_or_default(url: &Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(80))
+}
+
 /// Whether `host` (a `Host` header's `host[:port]`) names the origin `url`, case aside.
 fn is_authority_of(url: &Url, host: &str) -> bool {
     let (name, port) = match host.rsplit_once(':') {

@@ -27,11 +27,15 @@ use crate::error::ProxyError;
 use crate::observe::{self, Decision};
 use crate::{AppState, ServerRuntime, rpc};
 
-/// Plain HTTP when every upstream is `http://` (loading the TLS trust store costs ~9 MiB of memory for
-/// nothing then), TLS-capable otherwise; or, for a server whose upstream is a Unix domain socket, a
-/// client of its own that connects to that socket.
+mod pool;
+
+/// A server's upstream client. HTTP/1.1 over plain TCP or a Unix domain socket (the common case, and the
+/// hot path): a [`pool::Pool`] of its own. Otherwise hyper-util's pooled client: plain HTTP/2 with prior
+/// knowledge, HTTP/2 over a Unix domain socket, and `https` (TLS-capable only when some upstream is
+/// `https`: loading the trust store costs ~9 MiB of memory for nothing otherwise).
 #[derive(Clone)]
 pub(crate) enum UpstreamClient {
+    Pooled(pool::Pool),
     Plain(Client<HttpConnector, Full<Bytes>>),
     Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
     Socket(Client<SocketConnector, Full<Bytes>>),
@@ -40,6 +44,7 @@ pub(crate) enum UpstreamClient {
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Self::Pooled(_) => "UpstreamClient::Pooled",
             Self::Plain(_) => "UpstreamClient::Plain",
             Self::Tls(_) => "UpstreamClient::Tls",
             Self::Socket(_) => "UpstreamClient::Socket",
@@ -48,11 +53,63 @@ impl std::fmt::Debug for UpstreamClient {
 }
 
 impl UpstreamClient {
-    fn request(&self, req: Request<Full<Bytes>>) -> hyper_util::client::legacy::ResponseFuture {
-        match self {
+    async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let legacy = match self {
+            Self::Pooled(p) => return Ok(p.send(req).await?.map(UpstreamBody::Pooled)),
             Self::Plain(c) => c.request(req),
             Self::Tls(c) => c.request(req),
             Self::Socket(c) => c.request(req),
+        };
+        Ok(legacy.await?.map(UpstreamBody::Legacy))
+    }
+}
+
+/// Why the upstream gave no answer.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
+    #[error(transparent)]
+    Legacy(#[from] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    fn is_connect(&self) -> bool {
+        match self {
+            Self::Pool(e) => e.is_connect(),
+            Self::Legacy(e) => e.is_connect(),
+        }
+    }
+}
+
+/// An upstream's response body, from either client.
+enum UpstreamBody {
+    Pooled(pool::Pooled),
+    Legacy(Incoming),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Self::Legacy(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Pooled(b) => b.is_end_stream(),
+            Self::Legacy(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Pooled(b) => b.size_hint(),
+            Self::Legacy(b) => b.size_hint(),
         }
     }
 }
@@ -135,7 +192,7 @@ impl Proxy {
 
     fn builder() -> hyper_util::client::legacy::Builder {
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(Duration::from_secs(90));
+        builder.pool_idle_timeout(POOL_IDLE);
         builder
     }
 
@@ -143,6 +200,20 @@ impl Proxy {
     /// HTTP/2 with prior knowledge over plain HTTP (an `https` upstream gets HTTP/2 by ALPN when it
     /// offers it, from the shared client).
     pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> UpstreamClient {
+        if !upstream.http2 && (upstream.socket.is_some() || upstream.url.scheme() == "http") {
+            let address = match &upstream.socket {
+                Some(path) => pool::Address::Unix(path.as_path().into()),
+                None => pool::Address::Tcp(crate::authority_or_default(&upstream.url)),
+            };
+            // The `Host` hyper-util's client would send: the URL's authority as written.
+            let uri = request_uri(&upstream.url).ok();
+            let host = uri
+                .as_ref()
+                .and_then(|u| u.authority())
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .unwrap_or_else(|| HeaderValue::from_static("localhost"));
+            return UpstreamClient::Pooled(pool::Pool::new(address, host, self.config.connect_timeout, POOL_IDLE));
+        }
         let mut builder = Self::builder();
         builder.http2_only(upstream.http2);
         if let Some(path) = &upstream.socket {
@@ -155,6 +226,9 @@ impl Proxy {
         UpstreamClient::Plain(builder.build(http_connector(&self.config)))
     }
 }
+
+/// How long an upstream connection is kept idle for reuse.
+const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// The TCP connector of the upstream clients: the connect timeout, and no Nagle delay.
 fn http_connector(config: &ProxyConfig) -> HttpConnector {
@@ -459,7 +533,7 @@ pub(crate) async fn forward(
 /// stays silent longer than `idle` between frames. Size hints pass through, so a `Content-Length`
 /// answer keeps its length.
 struct IdleBounded {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle: Duration,
     /// Armed the first time the upstream makes us wait: an answer that arrives whole (most JSON
     /// answers) never costs a timer.
@@ -475,7 +549,7 @@ struct Watch {
 }
 
 impl IdleBounded {
-    fn new(inner: Incoming, idle: Duration, watch: Option<Watch>) -> Self {
+    fn new(inner: UpstreamBody, idle: Duration, watch: Option<Watch>) -> Self {
         Self { inner, idle, timer: None, watch }
     }
 

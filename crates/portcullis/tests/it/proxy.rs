@@ -237,6 +237,68 @@ async fn an_upstream_speaking_http2_from_the_first_byte() {
     assert_eq!(&preface.expect("the gate connects"), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 }
 
+/// An HTTP/1.1 upstream by hand: answers `{"jsonrpc":"2.0","id":N,"result":{}}` to each request, closes
+/// each connection after `per_connection` answers (as an upstream's keep-alive timeout would, without
+/// saying so), and counts the connections it accepted.
+async fn counting_upstream(per_connection: usize) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(conn);
+                for _ in 0..per_connection {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    conn.read_exact(&mut body).await.unwrap();
+                    let id = serde_json::from_slice::<Value>(&body).unwrap()["id"].clone();
+                    let answer = json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    conn.get_mut().write_all(format!("{head}{answer}").as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_replaced() {
+    let (upstream, accepted) = counting_upstream(2).await;
+    let gate = Gate::start(&unauthenticated(&upstream, "")).await;
+    for id in 1..=5 {
+        let r = mcp_post(&client(), &gate.url("/mcp"), call(id, "echo", json!({"text": "x"}))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {id}");
+        assert_eq!(r.json::<Value>().await.unwrap()["id"], id);
+        if id % 2 == 0 {
+            // The upstream has just closed the connection after its second answer; give the gate the
+            // moment it takes to see the end of the connection (otherwise the next request may race it).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Two answers per connection, each connection used for both: three connections for five requests.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn a_missing_upstream_socket_is_502_without_its_path() {
     let dir = crate::support::TempDir::new();

@@ -1,0 +1,230 @@
+//! HTTP/1.1 connections to one upstream, kept open between requests: hyper's connection-level client
+//! and a plain stack of idle connections. The hot path's upstream client for plain `http://` and Unix
+//! socket upstreams; TLS and HTTP/2 upstreams keep hyper-util's pooled client.
+//!
+//! Against that client, a request spends no time on a pool key (hyper-util hashes the scheme and
+//! authority byte by byte with SipHash on every checkout and every return) and its future is not moved
+//! from layer to layer. A connection goes back on the stack when its response body has been read to the
+//! end; one whose body was dropped early (the client went away) is closed, which cancels the upstream's
+//! work. A kept connection the upstream closed meanwhile is noticed before use, and a request that
+//! found one closed without having been written is sent again on another. Idle connections older than
+//! the idle bound are closed when next found; at most [`MAX_IDLE`] are kept.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderValue, Request, Response, Uri, header};
+use http_body::Frame;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+/// Idle connections kept at most per upstream; more are closed when their exchange ends.
+pub(crate) const MAX_IDLE: usize = 256;
+
+/// Where the connections go.
+#[derive(Debug, Clone)]
+pub(crate) enum Address {
+    /// `host:port`, resolved at each connect (an upstream's DNS name may move).
+    Tcp(String),
+    Unix(Arc<std::path::Path>),
+}
+
+/// The connections to one upstream.
+#[derive(Clone)]
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    address: Address,
+    /// The `Host` of every request: the upstream URL's authority.
+    host: HeaderValue,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// Why a request got no answer from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PoolError {
+    #[error("connecting to {address}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("the upstream connection failed")]
+    Http(#[from] hyper::Error),
+}
+
+impl PoolError {
+    /// No connection could be made (rather than one failing mid-exchange).
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::ConnectTimeout(_))
+    }
+}
+
+impl Pool {
+    /// A pool for `address`, whose requests name `host`.
+    pub(crate) fn new(address: Address, host: HeaderValue, connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        let shared = Shared { address, host, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Sends `req` (its URI absolute, as the upstream URL; it goes out in origin form with the upstream's
+    /// `Host`) on a kept connection, or a new one; the answer's body gives the connection back.
+    pub(crate) async fn send(&self, mut req: Request<Full<Bytes>>) -> Result<Response<Pooled>, PoolError> {
+        let target = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(target);
+        req.headers_mut().insert(header::HOST, self.shared.host.clone());
+        loop {
+            let (mut sender, kept) = match self.checkout().await {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    let back = Some((Arc::clone(&self.shared), sender));
+                    return Ok(response.map(|body| Pooled { body, back }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: a kept connection that closed as it was taken. Again, on another.
+                    Some(again) if kept => req = again,
+                    _ => return Err(PoolError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently kept connection that is still open and fresh.
+    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let idle = self.shared.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+            if idle.since.elapsed() > self.shared.idle_timeout {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Ready at once, unless the connection is still finishing its previous exchange.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PoolError> {
+        let shared = &self.shared;
+        let (connecting, name) = match &shared.address {
+            Address::Tcp(authority) => {
+                let connecting = async {
+                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+                    // Without it, a request written as head then body waits on Nagle and delayed ACKs.
+                    stream.set_nodelay(true)?;
+                    Ok(TokioIo::new(stream))
+                };
+                (Box::pin(handshake(connecting)) as Pin<Box<dyn Future<Output = _> + Send>>, authority.clone())
+            }
+            Address::Unix(path) => {
+                let connecting = async { Ok(TokioIo::new(tokio::net::UnixStream::connect(&**path).await?)) };
+                (Box::pin(handshake(connecting)) as Pin<Box<dyn Future<Output = _> + Send>>, "the socket".to_owned())
+            }
+        };
+        match tokio::time::timeout(shared.connect_timeout, connecting).await {
+            Ok(Ok(sender)) => Ok(sender),
+            Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: name, source }),
+            Ok(Err(Connecting::Http(e))) => Err(PoolError::Http(e)),
+            Err(_) => Err(PoolError::ConnectTimeout(name)),
+        }
+    }
+}
+
+enum Connecting {
+    Io(std::io::Error),
+    Http(hyper::Error),
+}
+
+/// Connects, then starts HTTP/1.1 on the connection, whose task lives as long as the connection.
+async fn handshake<T>(
+    connecting: impl Future<Output = std::io::Result<TokioIo<T>>>,
+) -> Result<SendRequest<Full<Bytes>>, Connecting>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let io = connecting.await.map_err(Connecting::Io)?;
+    let (sender, connection) = http1::handshake(io).await.map_err(Connecting::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "an upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A response body from the pool: read to its end, it puts its connection back.
+pub(crate) struct Pooled {
+    body: Incoming,
+    back: Option<(Arc<Shared>, SendRequest<Full<Bytes>>)>,
+}
+
+impl Pooled {
+    fn give_back(&mut self) {
+        let Some((shared, sender)) = self.back.take() else { return };
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= MAX_IDLE {
+            let fresh = shared.idle_timeout;
+            idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= fresh);
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
+        }
+        idle.push(Idle { sender, since: Instant::now() });
+    }
+}
+
+impl http_body::Body for Pooled {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            // A connection that failed mid-body is not reused.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // Read to its end without the last poll (a known length, all of it read): still reusable.
+        if http_body::Body::is_end_stream(&self.body) {
+            self.give_back();
+        }
+    }
+}
