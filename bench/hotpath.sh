@@ -17,8 +17,10 @@
 #   ts             MCP TypeScript SDK + requireBearerAuth ES256 (CPU 1)
 #   gate+ts        portcullis verify mode in front of the TS SDK without auth, both on CPU 1
 #
-# Prints each row's median rate (and range) over the rounds, portcullis's CPU per request, and each goal
-# as the median of its per-round ratios.
+# Prints each row's median rate (and range) over the rounds, the server under test's CPU per request
+# (the floor's for its row, portcullis's for the gate rows), how busy CPU 0 was (wrk and the upstreams:
+# near 100 %, it and not the server under test bounds the row), and each goal as the median of its
+# per-round ratios.
 #
 #   bench/hotpath.sh                 # ROUNDS=15 SLICE=1 ROWS="floor open … gate+ts" (the rows above)
 set -euo pipefail
@@ -72,6 +74,7 @@ ts() { # auth port
   pids+=($!)
 }
 floor 1 $FLOOR_PORT
+FLOOR_PID=${pids[-1]}
 floor 0 $FLOOR_UP_PORT
 fastmcp 1 $FASTMCP_PORT
 fastmcp 0 $FASTMCP_UP_PORT
@@ -154,7 +157,8 @@ slice() { # row seconds -> "rps requests"; fails on any unexpected status or soc
       if (bad > 0) { print row ": " bad " errors or unexpected statuses" > "/dev/stderr"; exit 1 }
       print v["rps"], v["requests"] }' <<<"$out"
 }
-gate_ticks() { awk '{print $14 + $15}' "/proc/$GW_PID/stat"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # pid -> its user + system time so far
+cpu0() { awk '/^cpu0 / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; } # busy, all
 
 read -ra rows <<<"$ROWS"
 for r in "${rows[@]}"; do check "$r"; slice "$r" 2 >/dev/null; done
@@ -165,9 +169,14 @@ for ((round = 0; round < ROUNDS; round++)); do
   n=${#rows[@]}
   for ((i = 0; i < n; i++)); do
     r=${rows[$(((i + round) % n))]}
-    t0=$(gate_ticks)
+    # The server under test's CPU: the floor's for its own row, the gate's for the others.
+    pid=$GW_PID
+    [ "$r" = floor ] && pid=$FLOOR_PID
+    t0=$(ticks "$pid")
+    read -r b0 a0 <<<"$(cpu0)"
     read -r rps requests <<<"$(slice "$r" "$SLICE")"
-    echo "$round $r $rps $requests $(($(gate_ticks) - t0))" >>"$WORK/slices"
+    read -r b1 a1 <<<"$(cpu0)"
+    echo "$round $r $rps $requests $(($(ticks "$pid") - t0)) $((b1 - b0)) $((a1 - a0))" >>"$WORK/slices"
   done
   printf '.' >&2
 done
@@ -180,15 +189,19 @@ awk -v hz="$HZ" -v rounds="$ROUNDS" -v order="$ROWS" '
     if (k == "min") return a[1]; if (k == "max") return a[m]
     return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
   }
-  { rate[$1, $2] = $3; all[$2] = all[$2] " " $3; req[$2] += $4; ticks[$2] += $5 }
+  { rate[$1, $2] = $3; all[$2] = all[$2] " " $3; req[$2] += $4; ticks[$2] += $5; busy0[$2] += $6; all0[$2] += $7 }
   END {
     n = split(order, rows, " ")
-    printf "%-14s %10s %17s %16s\n", "row", "median/s", "range", "gate CPU us/req"
+    printf "%-14s %10s %17s %16s %10s\n", "row", "median/s", "range", "CPU us/req", "CPU 0 busy"
     for (i = 1; i <= n; i++) {
       r = rows[i]; cpu = "-"
-      if (r != "floor" && r != "fastmcp" && r != "fastmcp-open" && r != "ts") cpu = sprintf("%.1f", ticks[r] / hz * 1e6 / req[r])
-      printf "%-14s %10.0f %8.0f–%-8.0f %16s\n", r, median(all[r]), median(all[r], "min"), median(all[r], "max"), cpu
+      if (r != "fastmcp" && r != "fastmcp-open" && r != "ts") cpu = sprintf("%.1f", ticks[r] / hz * 1e6 / req[r])
+      printf "%-14s %10.0f %8.0f–%-8.0f %16s %9.0f%%\n", r, median(all[r]), median(all[r], "min"), median(all[r], "max"), cpu,
+        all0[r] ? 100 * busy0[r] / all0[r] : 0
     }
+    if (req["floor"] && req["open"] && ticks["open"])
+      printf "\nfloor CPU / gate CPU per request (open): %.3f  (what open/floor would be if CPU 0, wrk and the upstream, kept up)\n",
+        (ticks["floor"] / req["floor"]) / (ticks["open"] / req["open"])
     printf "\n%-36s %8s %6s\n", "goal (median of per-round ratios)", "ratio", "aim"
     split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open", goals, " ")
     split("0.6 50 25 1.3 1.3 - - -", aims, " ")
