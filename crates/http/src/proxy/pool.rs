@@ -7,8 +7,9 @@
 //! from layer to layer. A connection goes back on the stack when its response body has been read to the
 //! end; one whose body was dropped early (the client went away) is closed, which cancels the upstream's
 //! work. A kept connection the upstream closed meanwhile is noticed before use, and a request that
-//! found one closed without having been written is sent again on another. Idle connections older than
-//! the idle bound are closed when next found; at most [`MAX_IDLE`] are kept.
+//! found one closed without having been written is sent again on another. Idle connections are closed
+//! once past the idle bound (looked for every half bound, and whenever one is taken); at most
+//! [`MAX_IDLE`] are kept.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -78,10 +79,25 @@ impl PoolError {
 }
 
 impl Pool {
-    /// A pool for `address`, whose requests name `host`.
+    /// A pool for `address`, whose requests name `host`. Within a runtime, a task closes the idle
+    /// connections past `idle_timeout` until the pool is dropped.
     pub(crate) fn new(address: Address, host: HeaderValue, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         let shared = Shared { address, host, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) };
-        Self { shared: Arc::new(shared) }
+        let shared = Arc::new(shared);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = Arc::downgrade(&shared);
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval((idle_timeout / 2).max(Duration::from_millis(10)));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let Some(shared) = pool.upgrade() else { return };
+                    shared.close_stale();
+                }
+            });
+        }
+        Self { shared }
     }
 
     /// Sends `req` (its URI absolute, as the upstream URL; it goes out in origin form with the upstream's
@@ -150,6 +166,14 @@ impl Pool {
     }
 }
 
+impl Shared {
+    /// Closes the kept connections that are past the idle bound or that the upstream closed.
+    fn close_stale(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+    }
+}
+
 enum Connecting {
     Io(std::io::Error),
     Http(hyper::Error),
@@ -184,15 +208,13 @@ impl Pooled {
         if sender.is_closed() {
             return;
         }
-        let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() >= MAX_IDLE {
-            let fresh = shared.idle_timeout;
-            idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= fresh);
-            if idle.len() >= MAX_IDLE {
-                return;
-            }
+        if shared.idle.lock().unwrap_or_else(PoisonError::into_inner).len() >= MAX_IDLE {
+            shared.close_stale();
         }
-        idle.push(Idle { sender, since: Instant::now() });
+        let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
     }
 }
 
@@ -227,4 +249,68 @@ impl Drop for Pooled {
             self.give_back();
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that answers one request on each connection with a short JSON body, keeps the
+    /// connection open, and reports when the gate closes it.
+    async fn upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = conn.read(&mut buf).await.unwrap();
+                        assert!(n > 0, "closed before a request");
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
+                    // Whatever comes next, the end of the connection is what is waited for.
+                    while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        (authority, closed)
+    }
+
+    fn get(authority: &str) -> Request<Full<Bytes>> {
+        Request::get(format!("http://{authority}/mcp")).body(Full::new(Bytes::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_kept_after_its_body_ends_and_closed_once_idle_too_long() {
+        let (authority, mut closed) = upstream().await;
+        let idle = Duration::from_millis(300);
+        let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), idle, idle);
+        let response = pool.send(get(&authority)).await.unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{}");
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 1, "kept once its body was read to the end");
+        // Nobody takes it: past the idle bound, the pool closes it by itself.
+        tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("closed in time");
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let (authority, mut closed) = upstream().await;
+        let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), POOL, POOL);
+        let response = pool.send(get(&authority)).await.unwrap();
+        // The head only: the body is dropped unread (the client went away).
+        drop(response);
+        tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("closed");
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 0);
+    }
+
+    const POOL: Duration = Duration::from_secs(90);
 }
