@@ -196,9 +196,9 @@ impl Proxy {
         builder
     }
 
-    /// The client for `upstream`: the shared one, or one of its own for a Unix domain socket or for
-    /// HTTP/2 with prior knowledge over plain HTTP (an `https` upstream gets HTTP/2 by ALPN when it
-    /// offers it, from the shared client).
+    /// The client for `upstream`: a pool of its own for HTTP/1.1 over plain TCP or a Unix domain socket;
+    /// else the shared client, or one of its own for HTTP/2 with prior knowledge over a socket or plain
+    /// HTTP (an `https` upstream gets HTTP/2 by ALPN when it offers it, from the shared client).
     pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> UpstreamClient {
         if !upstream.http2 && (upstream.socket.is_some() || upstream.url.scheme() == "http") {
             let address = match &upstream.socket {
@@ -206,11 +206,10 @@ impl Proxy {
                 None => pool::Address::Tcp(crate::authority_or_default(&upstream.url)),
             };
             // The `Host` hyper-util's client would send: the URL's authority as written.
-            let uri = request_uri(&upstream.url).ok();
-            let host = uri
-                .as_ref()
-                .and_then(|u| u.authority())
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            let authority = crate::authority(&upstream.url);
+            let host = HeaderValue::from_str(&authority)
+                .ok()
+                .filter(|_| !authority.is_empty())
                 .unwrap_or_else(|| HeaderValue::from_static("localhost"));
             return UpstreamClient::Pooled(pool::Pool::new(address, host, self.config.connect_timeout, POOL_IDLE));
         }

@@ -129,7 +129,7 @@ impl Pool {
     async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
         loop {
             let idle = self.shared.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
-            if idle.since.elapsed() > self.shared.idle_timeout {
+            if !self.shared.keeps(&idle) {
                 continue;
             }
             let mut sender = idle.sender;
@@ -142,35 +142,41 @@ impl Pool {
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PoolError> {
         let shared = &self.shared;
-        let (connecting, name) = match &shared.address {
-            Address::Tcp(authority) => {
-                let connecting = async {
-                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+        let connecting = async {
+            match &shared.address {
+                Address::Tcp(authority) => {
+                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(Connecting::Io)?;
                     // Without it, a request written as head then body waits on Nagle and delayed ACKs.
-                    stream.set_nodelay(true)?;
-                    Ok(TokioIo::new(stream))
-                };
-                (Box::pin(handshake(connecting)) as Pin<Box<dyn Future<Output = _> + Send>>, authority.clone())
+                    stream.set_nodelay(true).map_err(Connecting::Io)?;
+                    handshake(stream).await
+                }
+                Address::Unix(path) => {
+                    handshake(tokio::net::UnixStream::connect(&**path).await.map_err(Connecting::Io)?).await
+                }
             }
-            Address::Unix(path) => {
-                let connecting = async { Ok(TokioIo::new(tokio::net::UnixStream::connect(&**path).await?)) };
-                (Box::pin(handshake(connecting)) as Pin<Box<dyn Future<Output = _> + Send>>, "the socket".to_owned())
-            }
+        };
+        let name = || match &shared.address {
+            Address::Tcp(authority) => authority.clone(),
+            Address::Unix(_) => "the socket".to_owned(),
         };
         match tokio::time::timeout(shared.connect_timeout, connecting).await {
             Ok(Ok(sender)) => Ok(sender),
-            Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: name, source }),
+            Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: name(), source }),
             Ok(Err(Connecting::Http(e))) => Err(PoolError::Http(e)),
-            Err(_) => Err(PoolError::ConnectTimeout(name)),
+            Err(_) => Err(PoolError::ConnectTimeout(name())),
         }
     }
 }
 
 impl Shared {
+    /// Whether a kept connection may be used again: still open, and within the idle bound.
+    fn keeps(&self, idle: &Idle) -> bool {
+        !idle.sender.is_closed() && idle.since.elapsed() <= self.idle_timeout
+    }
+
     /// Closes the kept connections that are past the idle bound or that the upstream closed.
     fn close_stale(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).retain(|i| self.keeps(i));
     }
 }
 
@@ -179,15 +185,12 @@ enum Connecting {
     Http(hyper::Error),
 }
 
-/// Connects, then starts HTTP/1.1 on the connection, whose task lives as long as the connection.
-async fn handshake<T>(
-    connecting: impl Future<Output = std::io::Result<TokioIo<T>>>,
-) -> Result<SendRequest<Full<Bytes>>, Connecting>
+/// Starts HTTP/1.1 on a new connection, whose task lives as long as the connection.
+async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, Connecting>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let io = connecting.await.map_err(Connecting::Io)?;
-    let (sender, connection) = http1::handshake(io).await.map_err(Connecting::Http)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await.map_err(Connecting::Http)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "an upstream connection ended with an error");
@@ -208,10 +211,10 @@ impl Pooled {
         if sender.is_closed() {
             return;
         }
-        if shared.idle.lock().unwrap_or_else(PoisonError::into_inner).len() >= MAX_IDLE {
-            shared.close_stale();
-        }
         let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= MAX_IDLE {
+            idle.retain(|i| shared.keeps(i));
+        }
         if idle.len() < MAX_IDLE {
             idle.push(Idle { sender, since: Instant::now() });
         }
