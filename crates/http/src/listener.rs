@@ -33,13 +33,20 @@ use axum::http::{HeaderValue, Request, Response, Version, header};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::Front;
+
+/// How an HTTP/2 connection with prior knowledge starts (RFC 9113 §3.4; `PRI` is no HTTP/1 method).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait before looking again at a connection whose first bytes are a part of the HTTP/2
+/// preface and no more (clients send the preface in one piece: this is rare).
+const PEEK_AGAIN: Duration = Duration::from_millis(5);
 
 /// How long an unread request body may take to arrive after an early answer before the connection is
 /// given up instead.
@@ -114,9 +121,11 @@ pub async fn serve(
     per_address: PerAddress,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.client_header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let mut http1 = http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.client_header_timeout);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new());
+    let builders = Arc::new((http1, http2));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -158,18 +167,28 @@ pub async fn serve(
             Box::pin(async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) })
         });
         let watcher = graceful.watcher();
-        let builder = builder.clone();
+        let builders = builders.clone();
         tokio::spawn(async move {
-            // hyper's head timer starts once it knows the protocol, which takes the first bytes: a
-            // connection that sends nothing is bounded here.
-            let mut first = [0u8; 1];
-            if !matches!(tokio::time::timeout(limits.client_header_timeout, stream.peek(&mut first)).await, Ok(Ok(1))) {
-                tracing::debug!(%peer, "connection closed or sent nothing before the request-head deadline");
-                drop(address_slot);
-                return;
-            }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            // The protocol is told from the first bytes, peeked so that hyper reads them itself (given
+            // them apart, hyper's HTTP/1 server would double its read buffer, 8 → 16 KiB, for the
+            // connection's whole life). hyper's head timer starts only then: a connection that sends
+            // nothing, or only a part of the HTTP/2 preface, is bounded here.
+            let http2 = match tokio::time::timeout(limits.client_header_timeout, speaks_http2(&stream)).await {
+                Ok(Ok(Some(http2))) => http2,
+                _ => {
+                    tracing::debug!(%peer, "connection closed or sent no request before the request-head deadline");
+                    drop(address_slot);
+                    return;
+                }
+            };
+            let ended = if http2 {
+                // Boxed: HTTP/2 connections are few, and the task of every connection would otherwise
+                // keep room for one.
+                Box::pin(watcher.watch(builders.1.serve_connection(TokioIo::new(stream), service))).await
+            } else {
+                watcher.watch(builders.0.serve_connection(TokioIo::new(stream), service)).await
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(permit);
@@ -179,6 +198,26 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Whether a new connection speaks HTTP/2 with prior knowledge (its first bytes are the preface) or
+/// HTTP/1 (they are not); `None` when it closed first. Only peeks.
+async fn speaks_http2(stream: &tokio::net::TcpStream) -> std::io::Result<Option<bool>> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if first[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // The peeked bytes stay readable, so peeking again at once would spin.
+        tokio::time::sleep(PEEK_AGAIN).await;
+    }
 }
 
 /// One request through the app, with the early-answer rule applied.

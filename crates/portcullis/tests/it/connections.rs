@@ -135,10 +135,16 @@ async fn request_heads_have_a_deadline() {
     let addr = addr(&gate);
     let mut silent = Vec::new();
     let mut half = Vec::new();
-    for _ in 0..20 {
+    for i in 0..20 {
         silent.push(TcpStream::connect(&addr).await.unwrap());
         let mut s = TcpStream::connect(&addr).await.unwrap();
-        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").as_bytes()).await.unwrap();
+        // Half an HTTP/1.1 head, or a part of the HTTP/2 preface (which alone does not tell the protocol).
+        let part = if i % 2 == 0 {
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ")
+        } else {
+            "PRI * HT".to_owned()
+        };
+        s.write_all(part.as_bytes()).await.unwrap();
         half.push(s);
     }
     // Others keep being served meanwhile.
@@ -233,5 +239,45 @@ async fn trusted_proxies_are_not_bound_per_address() {
     }
     for s in &mut streams {
         assert_eq!(healthz(s, &addr).await, 200, "a trusted proxy's connection was refused");
+    }
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_beside_http1() {
+    let (_idp, _sample, gate) = start("").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(format!("{}/healthz", gate.base)).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    // A verify-mode refusal over HTTP/2 carries its challenge like one over HTTP/1.1.
+    let resp = h2.post(format!("{}/mcp", gate.base)).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let resp = h1.get(format!("{}/healthz", gate.base)).send().await.unwrap();
+    assert_eq!((resp.version(), resp.status().as_u16()), (reqwest::Version::HTTP_11, 200));
+}
+
+#[tokio::test]
+async fn a_request_head_whose_first_bytes_arrive_alone_is_served() {
+    // "P" could begin the HTTP/2 preface ("PRI "), "PO" could not: both are HTTP/1.1 requests once the
+    // rest arrives, whichever way the listener tells the protocols apart.
+    let (_idp, _sample, gate) = start("").await;
+    let addr = addr(&gate);
+    for first in ["P", "PO", "G"] {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let request = if first.starts_with('P') {
+            format!("POST /healthz HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n")
+        } else {
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        };
+        s.write_all(first.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(&request.as_bytes()[first.len()..]).await.unwrap();
+        let mut buf = Vec::new();
+        let (status, _) = tokio::time::timeout(STEP, read_response(&mut s, &mut buf)).await.unwrap().unwrap();
+        // /healthz answers GET; a POST to it is refused by the router, but answered.
+        let want = if first.starts_with('P') { 405 } else { 200 };
+        assert_eq!(status, want, "first bytes {first:?}");
     }
 }
