@@ -14,6 +14,9 @@
 #   fastmcp-open   FastMCP without auth, direct (CPU 1): what the gate in front of it can at most reach
 #   gate+fastmcp   portcullis verify mode (valid ES256) in front of FastMCP without auth, both on CPU 1
 #   gate+fastmcp-unix  the same with FastMCP on a Unix domain socket (`uvicorn --uds`), as a sidecar
+#   gate+fastmcp-batch, gate+fastmcp-unix-batch  the same two through a second portcullis run as
+#                  SCHED_BATCH (`chrt -b 0`, as docs/deployment.md advises for a gate sharing the
+#                  upstream's core): its wake-ups no longer preempt FastMCP
 #   ts             MCP TypeScript SDK + requireBearerAuth ES256 (CPU 1)
 #   gate+ts        portcullis verify mode in front of the TS SDK without auth, both on CPU 1
 #
@@ -33,7 +36,7 @@ fi
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-15}"
 SLICE="${SLICE:-1}"
-ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp gate+fastmcp-unix ts gate+ts}"
+ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp gate+fastmcp-unix gate+fastmcp-batch gate+fastmcp-unix-batch ts gate+ts}"
 PEERS_DIR="$(cd "${PEERS_DIR:-../shared/bench/peers}" && pwd)"
 PIN=1
 # shellcheck source=bench/lib.sh
@@ -49,8 +52,8 @@ KEYS="$PEERS_DIR/keys/out"
 grep -q "\"$ISSUER\"" "$KEYS/openid-configuration.json" 2>/dev/null ||
   ISSUER=$ISSUER AUDIENCE=$AUDIENCE "$PEERS_DIR/.venv/bin/python" "$PEERS_DIR/keys/gen_keys.py" >/dev/null
 FLOOR_PORT=19451 FLOOR_UP_PORT=19452 FASTMCP_PORT=19453 FASTMCP_UP_PORT=19454 TS_PORT=19455 TS_UP_PORT=19456
-GW_PORT=19457
-for p in $JWKS_PORT $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT $GW_PORT; do
+GW_PORT=19457 GW_BATCH_PORT=19458
+for p in $JWKS_PORT $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT $GW_PORT $GW_BATCH_PORT; do
   ! ss -ltnH "sport = :$p" | grep -q . || { echo "port $p is busy" >&2; exit 1; }
 done
 
@@ -92,8 +95,8 @@ issuer = "$ISSUER"
 audiences = ["$AUDIENCE"]
 TOML
 }
-{
-  config_head "$GW_PORT"
+gate_config() { # port
+  config_head "$1"
   cat <<TOML
 [proxy]
 failed_tokens_per_minute = 0
@@ -105,7 +108,9 @@ TOML
   verified /fastmcp "http://127.0.0.1:$FASTMCP_UP_PORT/mcp"
   verified /fastmcp-unix "unix:$WORK/fastmcp.sock:/mcp"
   verified /ts "http://127.0.0.1:$TS_UP_PORT/mcp"
-} >"$WORK/gate.toml"
+}
+gate_config "$GW_PORT" >"$WORK/gate.toml"
+gate_config "$GW_BATCH_PORT" >"$WORK/gate-batch.toml"
 wait_for() { # url
   for _ in $(seq 150); do curl -s -o /dev/null -X POST "$1" -d '{}' && return 0; sleep 0.2; done
   echo "nothing answers at $1" >&2; exit 1
@@ -113,6 +118,8 @@ wait_for() { # url
 for _ in $(seq 50); do curl -sf -o /dev/null "$ISSUER/.well-known/jwks.json" && break; sleep 0.1; done
 for port in $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT; do wait_for "http://127.0.0.1:$port/mcp"; done
 for _ in $(seq 150); do [ -S "$WORK/fastmcp.sock" ] && break; sleep 0.2; done
+GATE="taskset -c 1 chrt -b 0" start_gate "$WORK/gate-batch.toml" "$GW_BATCH_PORT"
+GW_BATCH_PID=$GW_PID
 start_gate "$WORK/gate.toml" "$GW_PORT"
 
 TOKEN_ES=$(cat "$KEYS/token-es256.jwt")
@@ -126,6 +133,8 @@ row_url() {
     fastmcp-open) echo "http://127.0.0.1:$FASTMCP_UP_PORT/mcp" ;;
     gate+fastmcp) echo "http://127.0.0.1:$GW_PORT/fastmcp" ;;
     gate+fastmcp-unix) echo "http://127.0.0.1:$GW_PORT/fastmcp-unix" ;;
+    gate+fastmcp-batch) echo "http://127.0.0.1:$GW_BATCH_PORT/fastmcp" ;;
+    gate+fastmcp-unix-batch) echo "http://127.0.0.1:$GW_BATCH_PORT/fastmcp-unix" ;;
     ts) echo "http://127.0.0.1:$TS_PORT/mcp" ;;
     gate+ts) echo "http://127.0.0.1:$GW_PORT/ts" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
@@ -172,6 +181,7 @@ for ((round = 0; round < ROUNDS; round++)); do
     # The server under test's CPU: the floor's for its own row, the gate's for the others.
     pid=$GW_PID
     [ "$r" = floor ] && pid=$FLOOR_PID
+    [ "${r%-batch}" != "$r" ] && pid=$GW_BATCH_PID
     t0=$(ticks "$pid")
     read -r b0 a0 <<<"$(cpu0)"
     read -r rps requests <<<"$(slice "$r" "$SLICE")"
@@ -192,24 +202,24 @@ awk -v hz="$HZ" -v rounds="$ROUNDS" -v order="$ROWS" '
   { rate[$1, $2] = $3; all[$2] = all[$2] " " $3; req[$2] += $4; ticks[$2] += $5; busy0[$2] += $6; all0[$2] += $7 }
   END {
     n = split(order, rows, " ")
-    printf "%-14s %10s %17s %16s %10s\n", "row", "median/s", "range", "CPU us/req", "CPU 0 busy"
+    printf "%-24s %10s %17s %16s %10s\n", "row", "median/s", "range", "CPU us/req", "CPU 0 busy"
     for (i = 1; i <= n; i++) {
       r = rows[i]; cpu = "-"
       if (r != "fastmcp" && r != "fastmcp-open" && r != "ts") cpu = sprintf("%.1f", ticks[r] / hz * 1e6 / req[r])
-      printf "%-14s %10.0f %8.0f–%-8.0f %16s %9.0f%%\n", r, median(all[r]), median(all[r], "min"), median(all[r], "max"), cpu,
+      printf "%-24s %10.0f %8.0f–%-8.0f %16s %9.0f%%\n", r, median(all[r]), median(all[r], "min"), median(all[r], "max"), cpu,
         all0[r] ? 100 * busy0[r] / all0[r] : 0
     }
     if (req["floor"] && req["open"] && ticks["open"])
       printf "\nfloor CPU / gate CPU per request (open): %.3f  (what open/floor would be if CPU 0, wrk and the upstream, kept up)\n",
         (ticks["floor"] / req["floor"]) / (ticks["open"] / req["open"])
-    printf "\n%-36s %8s %6s\n", "goal (median of per-round ratios)", "ratio", "aim"
-    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open", goals, " ")
-    split("0.6 50 25 1.3 1.3 - - -", aims, " ")
-    for (g = 1; g <= 8; g++) {
+    printf "\n%-44s %8s %6s\n", "goal (median of per-round ratios)", "ratio", "aim"
+    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+fastmcp-batch/fastmcp gate+fastmcp-unix-batch/fastmcp fastmcp-open/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open gate+fastmcp-batch/fastmcp-open gate+fastmcp-unix-batch/fastmcp-open", goals, " ")
+    split("0.6 50 25 1.3 1.3 1.3 1.3 - - - - - -", aims, " ")
+    for (g = 1; g <= 13; g++) {
       split(goals[g], ab, "/"); list = ""
       for (k = 0; k < rounds; k++) if (((k, ab[1]) in rate) && ((k, ab[2]) in rate) && rate[k, ab[2]] > 0)
         list = list " " rate[k, ab[1]] / rate[k, ab[2]]
-      if (list != "") printf "%-36s %8.3f %6s\n", goals[g], median(list), aims[g]
+      if (list != "") printf "%-44s %8.3f %6s\n", goals[g], median(list), aims[g]
     }
   }' "$WORK/slices"
 echo "portcullis RSS: $(($(awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status") / 1024)) MiB"
