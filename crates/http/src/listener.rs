@@ -125,7 +125,7 @@ pub async fn serve(
     http1.timer(TokioTimer::new()).header_read_timeout(limits.client_header_timeout);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new());
-    let builders = Arc::new((http1, http2));
+    let servers = Arc::new(Servers { http1, http2 });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -167,12 +167,12 @@ pub async fn serve(
             Box::pin(async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) })
         });
         let watcher = graceful.watcher();
-        let builders = builders.clone();
+        let servers = servers.clone();
         tokio::spawn(async move {
-            // The protocol is told from the first bytes, peeked so that hyper reads them itself (given
-            // them apart, hyper's HTTP/1 server would double its read buffer, 8 → 16 KiB, for the
-            // connection's whole life). hyper's head timer starts only then: a connection that sends
-            // nothing, or only a part of the HTTP/2 preface, is bounded here.
+            // The protocol is told from the first bytes, peeked so that hyper reads them itself (handed
+            // bytes already read, hyper's HTTP/1 server would double its read buffer, 8 → 16 KiB, for
+            // the connection's whole life). hyper's head timer starts only then: a connection that
+            // sends nothing, or only a part of the HTTP/2 preface, is bounded here.
             let http2 = match tokio::time::timeout(limits.client_header_timeout, speaks_http2(&stream)).await {
                 Ok(Ok(Some(http2))) => http2,
                 _ => {
@@ -184,9 +184,9 @@ pub async fn serve(
             let ended = if http2 {
                 // Boxed: HTTP/2 connections are few, and the task of every connection would otherwise
                 // keep room for one.
-                Box::pin(watcher.watch(builders.1.serve_connection(TokioIo::new(stream), service))).await
+                Box::pin(watcher.watch(servers.http2.serve_connection(TokioIo::new(stream), service))).await
             } else {
-                watcher.watch(builders.0.serve_connection(TokioIo::new(stream), service)).await
+                watcher.watch(servers.http1.serve_connection(TokioIo::new(stream), service)).await
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
@@ -198,6 +198,12 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// hyper's servers for the two protocols, set up once.
+struct Servers {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 /// Whether a new connection speaks HTTP/2 with prior knowledge (its first bytes are the preface) or
