@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -190,11 +190,9 @@ fn escapes_are_unicode(text: &str) -> bool {
         b.get(at..at + 4).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok())
     };
     let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            i += 1;
-            continue;
-        }
+    // Most bodies have no escape at all: the search for the next one is memchr's.
+    while let Some(at) = b.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        i += at;
         if b.get(i + 1) != Some(&b'u') {
             i += 2;
             continue;
@@ -333,7 +331,7 @@ pub fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal
         Body::Single(m) => Some(m),
         Body::Batch(_) => None,
     };
-    if let Some(header) = one_header(headers, "mcp-method").map_err(mismatch)? {
+    if let Some(header) = one_header(headers, &MCP_METHOD).map_err(mismatch)? {
         let method = single.and_then(Message::method);
         if method != Some(header.as_str()) {
             return Err(mismatch(format!(
@@ -343,7 +341,7 @@ pub fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal
             )));
         }
     }
-    if let Some(header) = one_header(headers, "mcp-name").map_err(mismatch)? {
+    if let Some(header) = one_header(headers, &MCP_NAME).map_err(mismatch)? {
         let decoded = decode_sentinel(&header)
             .ok_or_else(|| mismatch("Header mismatch: Mcp-Name is not valid base64 UTF-8".to_owned()))?;
         let target = single.and_then(Message::target);
@@ -359,7 +357,11 @@ pub fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal
 }
 
 /// The one value of a header; more than one, or one that is not visible ASCII, is an error.
-fn one_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, String> {
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+
+/// A header's value when it is there once; named as a constant, so that looking it up parses no name.
+fn one_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, String> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
