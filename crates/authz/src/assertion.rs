@@ -50,7 +50,6 @@ pub fn verify(
 ) -> Result<Accepted, String> {
     let claims = keys.verify_signature(assertion).map_err(|e| format!("the client_assertion: {e}"))?;
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
-    let time = |name: &str| claims.get(name).and_then(Value::as_i64);
     if text("iss") != Some(client_id) || text("sub") != Some(client_id) {
         return Err("the client_assertion's iss and sub must both be the client_id".into());
     }
@@ -62,18 +61,37 @@ pub fn verify(
     if !aud_ok {
         return Err(format!("the client_assertion's aud must name this authorization server ({})", audiences[0]));
     }
-    let exp = time("exp").ok_or("the client_assertion has no exp")?;
-    if exp + LEEWAY <= now {
-        return Err("the client_assertion expired".into());
-    }
-    if exp > now + MAX_LIFETIME + LEEWAY {
-        return Err(format!("the client_assertion is valid for too long (at most {MAX_LIFETIME} s)"));
-    }
-    if time("nbf").is_some_and(|nbf| nbf > now + LEEWAY) || time("iat").is_some_and(|iat| iat > now + LEEWAY) {
-        return Err("the client_assertion is not valid yet".into());
-    }
+    let remember_until = check_lifetime(&claims, "client_assertion", now, MAX_LIFETIME, false)?;
     let jti = text("jti").filter(|j| !j.is_empty()).ok_or("the client_assertion has no jti")?;
-    Ok(Accepted { jti: jti.to_owned(), remember_until: exp + LEEWAY })
+    Ok(Accepted { jti: jti.to_owned(), remember_until })
+}
+
+/// The lifetime of a single-use JWT (called `what` in refusals), with [`LEEWAY`] for clock skew: an `exp`
+/// that has not passed and is at most `max_lifetime` ahead, and no `nbf` or `iat` in the future (`iat`
+/// required when `iat_required`). Returns until when the JWT's `jti` must be remembered.
+pub(crate) fn check_lifetime(
+    claims: &Map<String, Value>,
+    what: &str,
+    now: i64,
+    max_lifetime: i64,
+    iat_required: bool,
+) -> Result<i64, String> {
+    let time = |name: &str| claims.get(name).and_then(Value::as_i64);
+    let exp = time("exp").ok_or_else(|| format!("the {what} has no exp"))?;
+    if exp + LEEWAY <= now {
+        return Err(format!("the {what} expired"));
+    }
+    if exp > now + max_lifetime + LEEWAY {
+        return Err(format!("the {what} is valid for too long (at most {max_lifetime} s)"));
+    }
+    let iat = time("iat");
+    if iat_required && iat.is_none() {
+        return Err(format!("the {what} has no iat"));
+    }
+    if time("nbf").is_some_and(|nbf| nbf > now + LEEWAY) || iat.is_some_and(|iat| iat > now + LEEWAY) {
+        return Err(format!("the {what} is not valid yet"));
+    }
+    Ok(exp + LEEWAY)
 }
 
 #[cfg(test)]

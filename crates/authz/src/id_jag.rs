@@ -22,8 +22,6 @@ use crate::gateway::GatewayError;
 
 /// The `typ` an ID-JAG's header must carry (RFC 8725 §3.11 explicit typing).
 pub const TYP: &str = "oauth-id-jag+jwt";
-/// Clock skew tolerated on `exp`, `nbf` and `iat`.
-const LEEWAY: i64 = 30;
 /// A grant is a one-time hand-over, not a credential: longer-lived ones are refused.
 pub const MAX_LIFETIME: i64 = 3_600;
 
@@ -118,7 +116,6 @@ pub async fn verify(
     };
     let claims = keys.verify_signature(assertion).map_err(|e| format!("the assertion: {e}"))?;
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
-    let time = |name: &str| claims.get(name).and_then(Value::as_i64);
     if text("iss") != Some(idp.issuer.as_str()) {
         return Err(format!("the assertion's iss must be {:?}", idp.issuer));
     }
@@ -139,17 +136,7 @@ pub async fn verify(
         .find(|ours| same_resource(resource, ours))
         .ok_or_else(|| format!("the assertion's resource {resource:?} is not a server of this gateway"))?
         .clone();
-    let exp = time("exp").ok_or("the assertion has no exp")?;
-    if exp + LEEWAY <= now {
-        return Err("the assertion expired".into());
-    }
-    if exp > now + MAX_LIFETIME + LEEWAY {
-        return Err(format!("the assertion is valid for too long (at most {MAX_LIFETIME} s)"));
-    }
-    let iat = time("iat").ok_or("the assertion has no iat")?;
-    if iat > now + LEEWAY || time("nbf").is_some_and(|nbf| nbf > now + LEEWAY) {
-        return Err("the assertion is not valid yet".into());
-    }
+    let remember_until = crate::assertion::check_lifetime(&claims, "assertion", now, MAX_LIFETIME, true)?;
     let jti = text("jti").filter(|j| !j.is_empty()).ok_or("the assertion has no jti")?;
     let subject = match claims.get(&idp.subject_claim) {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -164,7 +151,7 @@ pub async fn verify(
         resource,
         scope,
         jti: jti.to_owned(),
-        remember_until: exp + LEEWAY,
+        remember_until,
     })
 }
 
