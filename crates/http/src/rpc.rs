@@ -356,11 +356,11 @@ pub fn check_headers(headers: &HeaderMap, body: &Body<'_>) -> Result<(), Refusal
     Ok(())
 }
 
-/// The one value of a header; more than one, or one that is not visible ASCII, is an error.
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
-/// A header's value when it is there once; named as a constant, so that looking it up parses no name.
+/// The one value of a header; more than one, or one that is not visible ASCII, is an error. `name` is a
+/// constant, so that looking it up parses no name.
 fn one_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, String> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
