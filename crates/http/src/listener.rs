@@ -9,6 +9,10 @@
 //! - **Request-head deadline.** A connection that sends nothing, or half a request head, is closed
 //!   `client_header_timeout` after it opened or after its previous exchange ended (hyper's HTTP/1 header
 //!   read timer, which therefore also bounds idle keep-alive).
+//! - **Idle HTTP/2 connections.** An HTTP/2 connection with no exchange in progress for
+//!   `client_header_timeout` is sent GOAWAY and closed; one that does not finish closing within that long
+//!   again (a client that never answers the closing PING) is dropped. hyper's HTTP/2 server has no idle
+//!   timer of its own, so the listener counts each connection's open exchanges.
 //! - **Body deadline.** A request body must arrive within `client_body_timeout` of the request's start;
 //!   past it, reading it fails with [`BodyTimeout`] (408 at the proxy) and the connection is closed.
 //! - **Early answers.** When the gate answers before reading the request body (a 401, 403, 404 or
@@ -24,6 +28,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,9 +40,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
 use crate::Front;
 
@@ -127,7 +131,9 @@ pub async fn serve(
     http2.timer(TokioTimer::new());
     let servers = Arc::new(Servers { http1, http2 });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    // `true` once the listener closes; every connection holds a receiver, so the sender sees when the
+    // last one has ended.
+    let (closing, _) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // A slot first: at the bound, connections stay in the accept queue rather than costing a
@@ -158,45 +164,17 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set");
         }
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let app = app.clone();
-            // Boxed: hyper keeps room for one service future for as long as the connection lives, and
-            // this one is large (~6 KiB: every step of a request); a connection that carries a stream,
-            // or waits idle, then holds a pointer instead of that room.
-            Box::pin(async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) })
-        });
-        let watcher = graceful.watcher();
-        let servers = servers.clone();
+        let connection =
+            Connection { app: app.clone(), peer, limits, servers: servers.clone(), closing: closing.subscribe() };
         tokio::spawn(async move {
-            // The protocol is told from the first bytes, peeked so that hyper reads them itself (handed
-            // bytes already read, hyper's HTTP/1 server would double its read buffer, 8 → 16 KiB, for
-            // the connection's whole life). hyper's head timer starts only then: a connection that
-            // sends nothing, or only a part of the HTTP/2 preface, is bounded here.
-            let http2 = match tokio::time::timeout(limits.client_header_timeout, speaks_http2(&stream)).await {
-                Ok(Ok(Some(http2))) => http2,
-                _ => {
-                    tracing::debug!(%peer, "connection closed or sent no request before the request-head deadline");
-                    drop(address_slot);
-                    return;
-                }
-            };
-            let ended = if http2 {
-                // Boxed: HTTP/2 connections are few, and the task of every connection would otherwise
-                // keep room for one.
-                Box::pin(watcher.watch(servers.http2.serve_connection(TokioIo::new(stream), service))).await
-            } else {
-                watcher.watch(servers.http1.serve_connection(TokioIo::new(stream), service)).await
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+            connection.serve(stream).await;
             drop(permit);
             drop(address_slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    closing.send_replace(true);
+    closing.closed().await;
     Ok(())
 }
 
@@ -206,9 +184,173 @@ struct Servers {
     http2: http2::Builder<TokioExecutor>,
 }
 
+/// One accepted connection and what serving it needs.
+struct Connection {
+    app: Front,
+    peer: SocketAddr,
+    limits: Limits,
+    servers: Arc<Servers>,
+    closing: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn serve(mut self, stream: TcpStream) {
+        let (peer, limits) = (self.peer, self.limits);
+        // The protocol is told from the first bytes, peeked so that hyper reads them itself (handed
+        // bytes already read, hyper's HTTP/1 server would double its read buffer, 8 → 16 KiB, for the
+        // connection's whole life). hyper's head timer starts only then: a connection that sends
+        // nothing, or only a part of the HTTP/2 preface, is bounded here.
+        let http2 = match tokio::time::timeout(limits.client_header_timeout, speaks_http2(&stream)).await {
+            Ok(Ok(Some(http2))) => http2,
+            _ => {
+                tracing::debug!(%peer, "connection closed or sent no request before the request-head deadline");
+                return;
+            }
+        };
+        let ended = if http2 {
+            // Boxed: HTTP/2 connections are few, and the task of every connection would otherwise keep
+            // room for one.
+            Box::pin(self.serve_http2(stream)).await
+        } else {
+            self.serve_http1(stream).await
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    }
+
+    async fn serve_http1(&mut self, stream: TcpStream) -> hyper::Result<()> {
+        let (app, peer, limits) = (self.app.clone(), self.peer, self.limits);
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            // Boxed: hyper keeps room for one service future for as long as the connection lives, and
+            // this one is large (~6 KiB: every step of a request); a connection that carries a stream,
+            // or waits idle, then holds a pointer instead of that room.
+            Box::pin(async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) })
+        });
+        let conn = self.servers.http1.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = closed(&mut self.closing) => {
+                // The exchange in progress, if any, finishes; the connection then closes.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    }
+
+    async fn serve_http2(&mut self, stream: TcpStream) -> hyper::Result<()> {
+        let (app, peer, limits) = (self.app.clone(), self.peer, self.limits);
+        let activity = Arc::new(Activity::default());
+        let counted = activity.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let app = app.clone();
+            // Counted from here to the end of the response body (a stream ends when its body is dropped).
+            let open = counted.begin();
+            Box::pin(async move {
+                let resp = exchange(app, req, peer, limits).await;
+                Ok::<_, Infallible>(resp.map(|inner| Counted { inner, _open: open }))
+            })
+        });
+        let conn = self.servers.http2.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let idle = tokio::select! {
+            ended = conn.as_mut() => return ended,
+            () = closed(&mut self.closing) => false,
+            () = activity.idle_for(limits.client_header_timeout) => true,
+        };
+        // GOAWAY: exchanges in progress finish, no new ones start.
+        conn.as_mut().graceful_shutdown();
+        if !idle {
+            return conn.await;
+        }
+        tracing::debug!(%peer, "idle HTTP/2 connection closed");
+        // hyper ends the connection once the client answers its closing PING; one that does not is
+        // dropped.
+        tokio::time::timeout(limits.client_header_timeout, conn).await.unwrap_or(Ok(()))
+    }
+}
+
+/// Completes once the listener closes (or is gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// The exchanges in progress on one HTTP/2 connection, to tell when it has been idle.
+#[derive(Debug, Default)]
+struct Activity {
+    open: AtomicUsize,
+    /// Told when the last exchange in progress ends.
+    quiet: Notify,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Open {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Open(self.clone())
+    }
+
+    /// Completes once no exchange has been in progress for `period`.
+    async fn idle_for(&self, period: Duration) {
+        loop {
+            if self.open.load(Ordering::Acquire) != 0 {
+                self.quiet.notified().await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                // An exchange ended meanwhile (so one began): the quiet spell starts again.
+                () = self.quiet.notified() => continue,
+                () = tokio::time::sleep(period) => {
+                    if self.open.load(Ordering::Acquire) == 0 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One exchange in progress; ends when dropped.
+#[derive(Debug)]
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A stored permit when nobody waits: the idle timer then sees it on its next wait.
+            self.0.quiet.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its exchange counted as in progress until it is dropped.
+struct Counted {
+    inner: Body,
+    _open: Open,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Whether a new connection speaks HTTP/2 with prior knowledge (its first bytes are the preface) or
 /// HTTP/1 (they are not); `None` when it closed first. Only peeks.
-async fn speaks_http2(stream: &tokio::net::TcpStream) -> std::io::Result<Option<bool>> {
+async fn speaks_http2(stream: &TcpStream) -> std::io::Result<Option<bool>> {
     let mut first = [0u8; H2_PREFACE.len()];
     loop {
         let n = stream.peek(&mut first).await?;

@@ -281,3 +281,64 @@ async fn a_request_head_whose_first_bytes_arrive_alone_is_served() {
         assert_eq!(status, want, "first bytes {first:?}");
     }
 }
+
+/// A raw HTTP/2 client connection that only reads: the types of the frames the server sent.
+struct H2Peer {
+    stream: TcpStream,
+    unread: Vec<u8>,
+    frames: Vec<u8>,
+}
+
+impl H2Peer {
+    /// Reads frames until the server closes the connection (`true`) or `within` passes (`false`).
+    async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while self.unread.len() >= 9 {
+                let b = &self.unread;
+                let len = usize::from(b[0]) << 16 | usize::from(b[1]) << 8 | usize::from(b[2]);
+                if b.len() < 9 + len {
+                    break;
+                }
+                self.frames.push(b[3]);
+                self.unread.drain(..9 + len);
+            }
+            let mut chunk = [0u8; 1024];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(n)) => self.unread.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    let (_idp, _sample, gate) = start("client_header_timeout_ms = 1000").await;
+    let addr = addr(&gate);
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        // The preface and an empty SETTINGS frame: a complete HTTP/2 start, then nothing. The client
+        // never answers the server's PING either, so the close cannot wait on it.
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+        idle.push(H2Peer { stream, unread: Vec::new(), frames: Vec::new() });
+    }
+    // Not before the bound…
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for peer in &mut idle {
+        assert!(!peer.closed_within(Duration::from_millis(50)).await, "closed before the idle bound");
+    }
+    // …but soon after it, with a GOAWAY first.
+    for peer in &mut idle {
+        assert!(peer.closed_within(Duration::from_secs(5)).await, "an idle HTTP/2 connection stayed open");
+        assert!(peer.frames.contains(&SETTINGS), "{:?}", peer.frames);
+        assert!(peer.frames.contains(&GOAWAY), "no GOAWAY before the close: {:?}", peer.frames);
+    }
+    // The listener serves on.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    assert_eq!(h2.get(format!("{}/healthz", gate.base)).send().await.unwrap().status(), 200);
+}

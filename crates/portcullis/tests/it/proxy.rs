@@ -469,6 +469,28 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     terminate_during(gate, &sample, events, "shutdown").await;
 }
 
+#[tokio::test]
+async fn an_http2_stream_outlives_the_idle_bound_of_its_connection() {
+    // The idle bound of an HTTP/2 connection counts only the time with no exchange in progress: a
+    // stream open for several bounds keeps its connection, and the calls after it are served.
+    let (sample, gate) = setup("[proxy]\nclient_header_timeout_ms = 500").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().connect_timeout(STEP).build().unwrap();
+    let body = call(12, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "h2-idle"}));
+    let r = mcp_post(&h2, &gate.url("/mcp"), body).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let mut events = Events::new(r);
+    events.next().await.expect("first event");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sample.release("h2-idle").await;
+    let mut last = None;
+    while let Some((_, e)) = events.next().await {
+        last = Some(e);
+    }
+    assert_eq!(text_of(&last.expect("the stream ran to its end")), "completed 2 steps");
+    let r = mcp_post(&h2, &gate.url("/mcp"), call(13, "echo", json!({"text": "after"}))).send().await.unwrap();
+    assert_eq!(text_of(&r.json::<Value>().await.unwrap()), "after");
+}
+
 /// Sends SIGTERM while `events` is open, its upstream holding the stream at `gate_name` (a two-step
 /// `progress`): new connections are refused once the listener closes, the stream in flight still runs
 /// to its end, and the process exits cleanly.
