@@ -26,6 +26,10 @@ use crate::cimd::ClientMetadataDocuments;
 use crate::keys::{KeyAlg, KeyError, KeyRing, OperatorKey};
 use crate::metadata::Advertised;
 
+/// The clock skew allowed on the gateway's own access tokens (`exp`, `nbf`, `iat`): between replicas
+/// only, so a few seconds, where an IdP's tokens get a minute.
+pub const OWN_TOKEN_LEEWAY_SECS: u64 = 5;
+
 /// Errors of gateway operations that are not the client's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -288,7 +292,9 @@ impl Gateway {
             tenants: None,
             clients: Vec::new(),
             required_claims: Vec::new(),
-            leeway: 30,
+            // Our own clock minted these: only the replicas' clocks may differ (by well under a second
+            // under NTP; `iat` and `exp` are whole seconds).
+            leeway: OWN_TOKEN_LEEWAY_SECS,
             require_at_jwt: true,
             // Every algorithm the gateway can sign with: after a change of `signing_alg`, tokens of the
             // retired key stay valid until they expire. Only our own published keys verify.

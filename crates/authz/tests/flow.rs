@@ -33,6 +33,7 @@ const RESOURCE: &str = "https://mcp.example.com/mcp";
 struct Harness {
     gateway: Arc<Gateway>,
     clock: Arc<ManualClock>,
+    config: Config,
 }
 
 async fn harness() -> Harness {
@@ -79,7 +80,7 @@ gateway = true
         serves.upstream = Some(Upstream::start(u, reqwest::Client::new(), clock.clone()).await.unwrap());
     }
     let gateway = Gateway::start(&g, serves, store, operator, clock.clone()).await.unwrap();
-    Harness { gateway, clock }
+    Harness { gateway, clock, config }
 }
 
 fn request() -> AuthorizeParams {
@@ -201,6 +202,24 @@ async fn codes_and_refresh_tokens_expire() {
     let tokens = exchange(&h, &code(&h).await).await.unwrap();
     h.clock.advance(86_400 + 1);
     assert_eq!(refresh(&h, &text(&tokens, "refresh_token")).await.unwrap_err().0, "invalid_grant");
+}
+
+#[tokio::test]
+async fn access_tokens_are_accepted_until_they_expire_and_not_beyond_the_replicas_skew() {
+    use portcullis_authz::gateway::OWN_TOKEN_LEEWAY_SECS;
+    use portcullis_oauth::{TokenError, Verifier};
+    let h = harness().await;
+    let tokens = exchange(&h, &code(&h).await).await.unwrap();
+    let access = text(&tokens, "access_token");
+    let lifetime = tokens["expires_in"].as_u64().unwrap();
+    let cfg = h.gateway.verifier_config(&h.config.servers[0]);
+    let verifier = Verifier::new(cfg, h.gateway.public_keys(), h.clock.clone(), None);
+    assert_eq!(verifier.verify(&access).await.unwrap().subject.as_deref(), Some("local:alice"));
+    h.clock.advance(lifetime + OWN_TOKEN_LEEWAY_SECS);
+    assert!(verifier.verify(&access).await.is_ok(), "refused within the skew allowed");
+    h.clock.advance(1);
+    let refused = verifier.verify(&access).await.unwrap_err();
+    assert!(matches!(refused, TokenError::Expired { .. }), "{refused:?}");
 }
 
 #[tokio::test]
