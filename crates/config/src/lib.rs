@@ -284,6 +284,10 @@ pub struct ProxyConfig {
     /// How long a request body may take to arrive, from the start of its request; past it the request
     /// fails (408) and the connection is closed.
     pub client_body_timeout: Duration,
+    /// How long a write to a client may make no progress (the client reads nothing, so the socket's
+    /// send buffer stays full); past it the connection is closed. Streams that are merely quiet write
+    /// nothing and are not bounded by it.
+    pub client_send_timeout: Duration,
     /// Client connections served at once; further connections wait in the kernel's accept queue until
     /// one closes.
     pub max_connections: usize,

@@ -168,6 +168,7 @@ pub(crate) struct RawProxy {
     pub(crate) shutdown_grace_ms: Option<u64>,
     pub(crate) client_header_timeout_ms: Option<u64>,
     pub(crate) client_body_timeout_ms: Option<u64>,
+    pub(crate) client_send_timeout_ms: Option<u64>,
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_address: Option<usize>,
     pub(crate) failed_tokens_per_minute: Option<u32>,

@@ -240,6 +240,9 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ),
         // MCP requests are small: a body that takes longer than this is trickled on purpose.
         client_body_timeout: ms(raw.proxy.client_body_timeout_ms, 30_000, "proxy.client_body_timeout_ms", &mut errors),
+        // A client that has read nothing for this long is gone or stalling on purpose, and holds its
+        // connection and the upstream response behind it.
+        client_send_timeout: ms(raw.proxy.client_send_timeout_ms, 60_000, "proxy.client_send_timeout_ms", &mut errors),
         max_connections: match raw.proxy.max_connections {
             Some(0) => {
                 errors.push("proxy.max_connections", "must be greater than 0");

@@ -15,6 +15,8 @@
 //!   timer of its own, so the listener counts each connection's open exchanges.
 //! - **Body deadline.** A request body must arrive within `client_body_timeout` of the request's start;
 //!   past it, reading it fails with [`BodyTimeout`] (408 at the proxy) and the connection is closed.
+//! - **Send deadline.** A write to a client that makes no progress for `client_send_timeout` (the client
+//!   reads nothing) ends the connection ([`send_deadline`]).
 //! - **Early answers.** When the gate answers before reading the request body (a 401, 403, 404 or
 //!   413), hyper would close the keep-alive connection without saying so, and a client that wrote the
 //!   headers first and reuses pooled connections then fails its next request ("server disconnected
@@ -45,6 +47,11 @@ use tokio::sync::{Notify, Semaphore, oneshot, watch};
 
 use crate::Front;
 
+mod send_deadline;
+
+use send_deadline::SendDeadline;
+pub use send_deadline::SendTimeout;
+
 /// How an HTTP/2 connection with prior knowledge starts (RFC 9113 §3.4; `PRI` is no HTTP/1 method).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -62,6 +69,8 @@ pub struct Limits {
     pub client_header_timeout: Duration,
     /// How long a request body may take to arrive, from the request's start.
     pub client_body_timeout: Duration,
+    /// How long a write to a client may make no progress.
+    pub client_send_timeout: Duration,
     pub max_connections: usize,
     /// The most of an unread body drained after an early answer (the request body limit).
     pub max_drain_bytes: u64,
@@ -228,7 +237,8 @@ impl Connection {
             // or waits idle, then holds a pointer instead of that room.
             Box::pin(async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) })
         });
-        let conn = self.servers.http1.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(SendDeadline::new(stream, limits.client_send_timeout));
+        let conn = self.servers.http1.serve_connection(io, service);
         tokio::pin!(conn);
         tokio::select! {
             ended = conn.as_mut() => ended,
@@ -253,7 +263,8 @@ impl Connection {
                 Ok::<_, Infallible>(resp.map(|inner| Counted { inner, _open: open }))
             })
         });
-        let conn = self.servers.http2.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(SendDeadline::new(stream, limits.client_send_timeout));
+        let conn = self.servers.http2.serve_connection(io, service);
         tokio::pin!(conn);
         let idle = tokio::select! {
             ended = conn.as_mut() => return ended,

@@ -146,6 +146,7 @@ pub(crate) async fn run(
     let limits = portcullis_http::listener::Limits {
         client_header_timeout: config.proxy.client_header_timeout,
         client_body_timeout: config.proxy.client_body_timeout,
+        client_send_timeout: config.proxy.client_send_timeout,
         max_connections: config.proxy.max_connections,
         max_drain_bytes: config.proxy.max_body_bytes,
     };

@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Gate, KeyIdp, STEP, Sample};
+use serde_json::json;
+
+use crate::support::{Events, Gate, KeyIdp, STEP, Sample, call, mcp_post};
 
 async fn start(proxy: &str) -> (KeyIdp, Sample, Gate) {
     let idp = KeyIdp::start().await;
@@ -341,4 +343,77 @@ async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
     // The listener serves on.
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     assert_eq!(h2.get(format!("{}/healthz", gate.base)).send().await.unwrap().status(), 200);
+}
+
+/// `GET /healthz` on a new connection from `source`: the status, or `None` when the connection was
+/// closed instead.
+async fn healthz_from(source: &str, addr: &str) -> Option<u16> {
+    let mut stream = connect_from(source, addr).await;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(STEP, read_response(&mut stream, &mut buf)).await.ok()?.ok().map(|(status, _)| status)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_but_a_quiet_stream_is_not() {
+    const TEXT_LEN: usize = 1_500_000;
+    const ANSWERS: u64 = 5;
+    let (idp, sample, gate) = start("client_send_timeout_ms = 1000\nmax_connections_per_address = 1").await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let addr = addr(&gate);
+    // From 127.0.0.2, a stream whose upstream waits: it writes nothing meanwhile.
+    let quiet_client =
+        reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let body = call(1, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "quiet"}));
+    let r = mcp_post(&quiet_client, &gate.url("/mcp"), body).bearer_auth(&token).send().await.unwrap();
+    let mut quiet = Events::new(r);
+    quiet.next().await.expect("first event");
+
+    // From 127.0.0.1, a client with a small receive buffer asks for five 1.5 MB answers at once
+    // (pipelined; more than the socket buffers between hold) and reads none of them.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (mut stalled, mut requests) = socket.connect(addr.parse().unwrap()).await.unwrap().into_split();
+    let mut pipelined = String::new();
+    for id in 0..ANSWERS {
+        let body = call(id, "echo", json!({"text": "a".repeat(TEXT_LEN)}));
+        pipelined += &format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    // Sent aside: the gate stops reading requests once it cannot write answers.
+    tokio::spawn(async move {
+        let _ = requests.write_all(pipelined.as_bytes()).await;
+        requests
+    });
+    // It holds its address's one connection (a second is closed at once) until the gate, its writes
+    // stuck for a second, gives up on it.
+    tokio::time::timeout(STEP, async {
+        while healthz_from("127.0.0.1", &addr).await != Some(200) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a client that reads nothing kept its connection");
+    // Cut off, not finished: what it can still read ends short of the answer.
+    let mut received = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(STEP, stalled.read(&mut chunk)).await.expect("no end to the cut-off connection") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    assert!(received < TEXT_LEN * ANSWERS as usize, "every answer arrived ({received} bytes)");
+
+    // The quiet stream, older than the send deadline, runs to its end.
+    sample.release("quiet").await;
+    let mut last = None;
+    while let Some((_, e)) = quiet.next().await {
+        last = Some(e);
+    }
+    assert_eq!(last.unwrap()["result"]["content"][0]["text"], "completed 2 steps");
 }
