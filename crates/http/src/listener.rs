@@ -12,11 +12,12 @@
 //! - **Idle HTTP/2 connections.** An HTTP/2 connection with no exchange in progress for
 //!   `client_header_timeout` is sent GOAWAY and closed; one that does not finish closing within that long
 //!   again (a client that never answers the closing PING) is dropped. hyper's HTTP/2 server has no idle
-//!   timer of its own, so the listener counts each connection's open exchanges.
+//!   timer of its own, so the listener counts each connection's open exchanges ([`streams`]).
 //! - **Body deadline.** A request body must arrive within `client_body_timeout` of the request's start;
 //!   past it, reading it fails with [`BodyTimeout`] (408 at the proxy) and the connection is closed.
 //! - **Send deadline.** A write to a client that makes no progress for `client_send_timeout` (the client
-//!   reads nothing) ends the connection ([`send_deadline`]).
+//!   reads nothing) ends the connection ([`send_deadline`]); so does an HTTP/2 answer that waits that long
+//!   for the client to open its flow-control window.
 //! - **Early answers.** When the gate answers before reading the request body (a 401, 403, 404 or
 //!   413), hyper would close the keep-alive connection without saying so, and a client that wrote the
 //!   headers first and reuses pooled connections then fails its next request ("server disconnected
@@ -30,7 +31,6 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,11 +43,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::Front;
 
 mod send_deadline;
+mod streams;
 
 use send_deadline::SendDeadline;
 pub use send_deadline::SendTimeout;
@@ -252,7 +253,7 @@ impl Connection {
 
     async fn serve_http2(&mut self, stream: TcpStream) -> hyper::Result<()> {
         let (app, peer, limits) = (self.app.clone(), self.peer, self.limits);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(streams::Activity::default());
         let counted = activity.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
@@ -260,7 +261,7 @@ impl Connection {
             let open = counted.begin();
             Box::pin(async move {
                 let resp = exchange(app, req, peer, limits).await;
-                Ok::<_, Infallible>(resp.map(|inner| Counted { inner, _open: open }))
+                Ok::<_, Infallible>(resp.map(|inner| streams::Counted { inner, open }))
             })
         });
         let io = TokioIo::new(SendDeadline::new(stream, limits.client_send_timeout));
@@ -270,6 +271,11 @@ impl Connection {
             ended = conn.as_mut() => return ended,
             () = closed(&mut self.closing) => false,
             () = activity.idle_for(limits.client_header_timeout) => true,
+            () = activity.stalled_for(limits.client_send_timeout) => {
+                // The client takes nothing of an answer: like a client that reads nothing, it is cut off.
+                tracing::debug!(%peer, "HTTP/2 connection closed: an answer found no room to be sent");
+                return Ok(());
+            }
         };
         // GOAWAY: exchanges in progress finish, no new ones start.
         conn.as_mut().graceful_shutdown();
@@ -286,77 +292,6 @@ impl Connection {
 /// Completes once the listener closes (or is gone).
 async fn closed(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|closing| *closing).await;
-}
-
-/// The exchanges in progress on one HTTP/2 connection, to tell when it has been idle.
-#[derive(Debug, Default)]
-struct Activity {
-    open: AtomicUsize,
-    /// Told when the last exchange in progress ends.
-    quiet: Notify,
-}
-
-impl Activity {
-    fn begin(self: &Arc<Self>) -> Open {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Open(self.clone())
-    }
-
-    /// Completes once no exchange has been in progress for `period`.
-    async fn idle_for(&self, period: Duration) {
-        loop {
-            if self.open.load(Ordering::Acquire) != 0 {
-                self.quiet.notified().await;
-                continue;
-            }
-            tokio::select! {
-                biased;
-                // An exchange ended meanwhile (so one began): the quiet spell starts again.
-                () = self.quiet.notified() => continue,
-                () = tokio::time::sleep(period) => {
-                    if self.open.load(Ordering::Acquire) == 0 {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One exchange in progress; ends when dropped.
-#[derive(Debug)]
-struct Open(Arc<Activity>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // A stored permit when nobody waits: the idle timer then sees it on its next wait.
-            self.0.quiet.notify_one();
-        }
-    }
-}
-
-/// A response body that keeps its exchange counted as in progress until it is dropped.
-struct Counted {
-    inner: Body,
-    _open: Open,
-}
-
-impl http_body::Body for Counted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Whether a new connection speaks HTTP/2 with prior knowledge (its first bytes are the preface) or

@@ -417,3 +417,39 @@ async fn a_client_that_stops_reading_is_cut_off_but_a_quiet_stream_is_not() {
     }
     assert_eq!(last.unwrap()["result"]["content"][0]["text"], "completed 2 steps");
 }
+
+#[tokio::test]
+async fn an_http2_answer_the_client_gives_no_window_for_is_cut_off() {
+    const TEXT_LEN: usize = 1_000_000;
+    let (idp, _sample, gate) = start("client_send_timeout_ms = 1000").await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let body = call(1, "echo", json!({"text": "a".repeat(TEXT_LEN)}));
+    // A client that takes what it is sent gets a large answer whole.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = mcp_post(&h2, &gate.url("/mcp"), body.clone()).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"].as_str().map(str::len), Some(TEXT_LEN));
+
+    // One that opens no window for its streams: the answer's head arrives, its body cannot.
+    let tcp = TcpStream::connect(addr(&gate)).await.unwrap();
+    let (client, connection) =
+        h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(gate.url("/mcp"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let response = tokio::time::timeout(STEP, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    tokio::time::timeout(STEP, connection)
+        .await
+        .expect("a client that opened no window kept its connection")
+        .unwrap()
+        .ok();
+}
