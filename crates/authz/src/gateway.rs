@@ -53,6 +53,9 @@ impl GatewayError {
 pub struct Settings {
     pub access_token_ttl: u64,
     pub refresh_token_ttl: u64,
+    /// Seconds after its rotation during which a refresh token rotates again instead of counting as
+    /// reused.
+    pub refresh_reuse_grace: u64,
     pub code_ttl: u64,
     /// Scopes clients may request.
     pub scopes: Vec<String>,
@@ -235,6 +238,7 @@ impl Gateway {
         let settings = Settings {
             access_token_ttl: config.access_token_ttl.as_secs(),
             refresh_token_ttl: config.refresh_token_ttl.as_secs(),
+            refresh_reuse_grace: config.refresh_reuse_grace.as_secs(),
             code_ttl: config.code_ttl.as_secs(),
             scopes: config.scopes.clone(),
             registration: config.registration,

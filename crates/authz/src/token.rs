@@ -398,9 +398,11 @@ impl Gateway {
             expires_at: now + self.settings.refresh_token_ttl as i64,
             created_at: now,
         };
-        match self.store.rotate_refresh(&old_hash, new, now).await? {
+        let grace = i64::try_from(self.settings.refresh_reuse_grace).unwrap_or(i64::MAX);
+        match self.store.rotate_refresh(&old_hash, new, now, grace).await? {
             Rotation::Rotated(_) => {}
-            // OAuth 2.1 §4.3.1: reuse of a rotated refresh token revokes the whole family.
+            // OAuth 2.1 §4.3.1: reuse of a rotated refresh token revokes the whole family (past the
+            // reuse grace, within which the store rotated it again).
             Rotation::Reused { family_id } => {
                 tracing::warn!(client_id = %client.client_id, %family_id, "refresh token reused; its family is revoked");
                 let reuse =

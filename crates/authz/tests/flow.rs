@@ -188,9 +188,28 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let rotated = refresh(&h, &r1).await.unwrap();
     let r2 = text(&rotated, "refresh_token");
     assert_ne!(r1, r2);
-    // The old one again: reuse. The whole family is revoked, the current token too.
+    // The old one again, past the reuse grace (10 s): reuse. The whole family is revoked, the current
+    // token too.
+    h.clock.advance(10);
     assert_eq!(refresh(&h, &r1).await.unwrap_err().0, "invalid_grant");
     assert_eq!(refresh(&h, &r2).await.unwrap_err().0, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_refresh_retried_within_the_grace_is_answered_and_both_answers_stay_usable() {
+    // A client that lost the answer to its refresh and sent it again, or two of its processes that
+    // refreshed with the same token at once.
+    let h = harness().await;
+    let tokens = exchange(&h, &code(&h).await).await.unwrap();
+    let r1 = text(&tokens, "refresh_token");
+    let first = text(&refresh(&h, &r1).await.unwrap(), "refresh_token");
+    h.clock.advance(9);
+    let retried = text(&refresh(&h, &r1).await.unwrap(), "refresh_token");
+    assert_ne!(first, retried);
+    h.clock.advance(60);
+    for r in [&first, &retried] {
+        assert!(refresh(&h, r).await.is_ok(), "a token the grace issued was revoked");
+    }
 }
 
 #[tokio::test]

@@ -118,6 +118,10 @@ pub struct GatewayConfig {
     pub operator_key_file: PathBuf,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How long after its rotation a refresh token may come back (a client's retry, or two of its
+    /// processes refreshing at once) and be rotated again instead of revoking its family as reused. 0:
+    /// never.
+    pub refresh_reuse_grace: Duration,
     pub code_ttl: Duration,
     /// Scopes clients may request.
     pub scopes: Vec<String>,

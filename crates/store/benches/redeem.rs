@@ -59,7 +59,7 @@ async fn round(store: &Arc<dyn Store>, callers: usize, round: usize) -> (f64, f6
     let rotations = concurrently(callers, store, move |store, i| async move {
         let old = refresh(&code(i, round));
         let new = RefreshRecord { token_hash: format!("rotated-{}", old.token_hash), ..old.clone() };
-        let answer = store.rotate_refresh(&old.token_hash, new, NOW).await.unwrap();
+        let answer = store.rotate_refresh(&old.token_hash, new, NOW, 0).await.unwrap();
         assert!(matches!(answer, Rotation::Rotated(_)));
     })
     .await;

@@ -240,13 +240,19 @@ impl Store for MemoryStore {
         Ok(self.state().refresh.get(token_hash).map(|(t, _)| t.clone()))
     }
 
-    async fn rotate_refresh(&self, old_hash: &str, mut new: RefreshRecord, now: i64) -> Result<Rotation, StoreError> {
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        mut new: RefreshRecord,
+        now: i64,
+        reuse_grace: i64,
+    ) -> Result<Rotation, StoreError> {
         let mut state = self.state();
         let read = state.refresh.get(old_hash).map(|(token, rotated_at)| {
             let revoked = state.families.get(&token.family_id).is_none_or(|f| f.revoked);
             (token.clone(), *rotated_at, revoked)
         });
-        match verdict::judge_rotation(read, new.client_id.as_str(), now) {
+        match verdict::judge_rotation(read, new.client_id.as_str(), now, reuse_grace) {
             RotationStep::Answer(answer) => Ok(answer),
             RotationStep::RevokeFamily(family_id) => {
                 state.revoke_family(&family_id);
@@ -256,8 +262,9 @@ impl Store for MemoryStore {
                 if state.refresh.contains_key(&new.token_hash) {
                     return Err(StoreError::Conflict("refresh token"));
                 }
+                // The first rotation's time stays: the grace counts from it.
                 if let Some((_, rotated_at)) = state.refresh.get_mut(old_hash) {
-                    *rotated_at = Some(now);
+                    rotated_at.get_or_insert(now);
                 }
                 new.family_id.clone_from(&old.family_id);
                 state.insert_refresh(new)?;

@@ -72,9 +72,15 @@ impl PostgresStore {
     }
 
     /// One refresh rotation, one transaction (the row lock on the token serialises rotations).
-    async fn rotate(&self, old_hash: &str, new: crate::RefreshRecord, now: i64) -> Result<crate::Rotation, StoreError> {
+    async fn rotate(
+        &self,
+        old_hash: &str,
+        new: crate::RefreshRecord,
+        now: i64,
+        reuse_grace: i64,
+    ) -> Result<crate::Rotation, StoreError> {
         let mut tx = self.write().await?;
-        let answer = Self::rotate_in(&mut tx, old_hash, new, now).await?;
+        let answer = Self::rotate_in(&mut tx, old_hash, new, now, reuse_grace).await?;
         tx.commit().await?;
         Ok(answer)
     }

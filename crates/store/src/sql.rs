@@ -201,7 +201,9 @@ macro_rules! select_refresh_for_rotation {
     };
 }
 pub(crate) use select_refresh_for_rotation;
-pub(crate) const MARK_REFRESH_ROTATED: &str = "UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1";
+/// The first rotation's time stays (a rotation within the reuse grace marks it again).
+pub(crate) const MARK_REFRESH_ROTATED: &str =
+    "UPDATE refresh_tokens SET rotated_at = COALESCE(rotated_at, $2) WHERE token_hash = $1";
 pub(crate) const REVOKE_FAMILY: &str =
     "UPDATE refresh_families SET revoked = TRUE WHERE family_id = $1 AND NOT revoked";
 pub(crate) const COUNT_LIVE_IN_FAMILY: &str =

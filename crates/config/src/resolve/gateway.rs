@@ -52,6 +52,15 @@ pub(super) fn resolve_gateway(
     let access_token_ttl = secs(raw.access_token_ttl_secs, 3_600, "gateway.access_token_ttl_secs", errors);
     let refresh_token_ttl = secs(raw.refresh_token_ttl_secs, 30 * 86_400, "gateway.refresh_token_ttl_secs", errors);
     let code_ttl = secs(raw.code_ttl_secs, 60, "gateway.code_ttl_secs", errors);
+    // A retry or a second process of the same client comes within seconds; a thief's replay comes when it
+    // comes, and past this is caught as reuse.
+    let refresh_reuse_grace = Duration::from_secs(raw.refresh_reuse_grace_secs.unwrap_or(10));
+    if refresh_reuse_grace > Duration::from_secs(60) {
+        errors.push(
+            "gateway.refresh_reuse_grace_secs",
+            "at most 60: longer, a stolen refresh token replayed soon after its rotation would go unnoticed",
+        );
+    }
     let keys_reload = secs(raw.keys_reload_secs, 60, "gateway.keys_reload_secs", errors);
     if keys_reload > Duration::from_secs(3_600) {
         errors.push(
@@ -93,6 +102,7 @@ pub(super) fn resolve_gateway(
         ),
         access_token_ttl,
         refresh_token_ttl,
+        refresh_reuse_grace,
         code_ttl,
         scopes,
         registration: raw.registration.unwrap_or(true),

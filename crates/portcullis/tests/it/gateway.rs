@@ -20,6 +20,9 @@ listen = "{{listen}}"
 url = "sqlite://{{dir}}/state/portcullis.db"
 [gateway]
 operator_key_file = "{{dir}}/state/operator.key"
+# Reuse of a rotated refresh token is seen at once (the grace is tested on the authorization server's
+# clock, in portcullis-authz).
+refresh_reuse_grace_secs = 0
 [[gateway.clients]]
 client_id = "configured"
 client_secret = "a+b %c:d"

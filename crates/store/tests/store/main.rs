@@ -69,6 +69,7 @@ conformance_suite!(
     refresh_rotation,
     refresh_refusals,
     refresh_rotation_is_atomic,
+    refresh_reuse_within_the_grace,
     refresh_concurrent_rotation,
     refresh_revocation,
     keys,

@@ -73,7 +73,7 @@ pub(crate) async fn delete_client_ends_grants(b: &mut Backend) {
     assert_eq!(s.get_consent("user-1", "client-1").await.unwrap(), None);
     assert!(!s.family_active("family-1").await.unwrap());
     assert_eq!(
-        s.rotate_refresh(&h("rt-1"), refresh("rt-1b", "family-1", NOW + 900), NOW).await.unwrap(),
+        s.rotate_refresh(&h("rt-1"), refresh("rt-1b", "family-1", NOW + 900), NOW, 0).await.unwrap(),
         Rotation::Revoked
     );
 

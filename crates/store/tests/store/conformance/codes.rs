@@ -87,7 +87,7 @@ pub(crate) async fn code_replay_revokes_the_family(b: &mut Backend) {
     assert_eq!(s.revoke_family(&replayed.family_id).await.unwrap(), 1);
     assert!(!s.family_active("family-1").await.unwrap());
     let next = refresh("rt-2", "family-1", NOW + 7200);
-    assert_eq!(s.rotate_refresh(&h("rt-1"), next, NOW + 10).await.unwrap(), Rotation::Revoked);
+    assert_eq!(s.rotate_refresh(&h("rt-1"), next, NOW + 10, 0).await.unwrap(), Rotation::Revoked);
 
     // The replay may win the race against the legitimate redeemer's token request: a refresh token stored
     // into the family afterwards is revoked from birth.
@@ -98,7 +98,7 @@ pub(crate) async fn code_replay_revokes_the_family(b: &mut Backend) {
     s.put_refresh(refresh("rt-3", "family-2", NOW + 3600)).await.unwrap();
     assert!(!s.family_active("family-2").await.unwrap());
     let next = refresh("rt-4", "family-2", NOW + 7200);
-    assert_eq!(s.rotate_refresh(&h("rt-3"), next, NOW + 10).await.unwrap(), Rotation::Revoked);
+    assert_eq!(s.rotate_refresh(&h("rt-3"), next, NOW + 10, 0).await.unwrap(), Rotation::Revoked);
 }
 
 pub(crate) async fn code_concurrent_redeem(b: &mut Backend) {
@@ -138,7 +138,7 @@ pub(crate) async fn code_redeemed_with_its_refresh_token(b: &mut Backend) {
     };
     s.revoke_family(&replayed.family_id).await.unwrap();
     let next = refresh("rt-after", "family-rt", NOW + 7200);
-    assert_eq!(s.rotate_refresh(&h("rt-with-code"), next, NOW + 2).await.unwrap(), Rotation::Revoked);
+    assert_eq!(s.rotate_refresh(&h("rt-with-code"), next, NOW + 2, 0).await.unwrap(), Rotation::Revoked);
     // A code the caller judges unfit is spent, and nothing is issued.
     s.put_code(code("code-unfit", "family-unfit", NOW + 60)).await.unwrap();
     assert!(matches!(

@@ -104,12 +104,12 @@ pub(crate) async fn purge(b: &mut Backend) {
     assert!(s.family_active("family-b").await.unwrap(), "outlives the tombstone");
     assert!(matches!(s.redeem_code(&h("code-live"), NOW).await.unwrap(), CodeRedemption::Redeemed(_)));
     let next = |label: &str, family: &str| refresh(label, family, NOW + 7200);
-    assert_eq!(s.rotate_refresh(&h("rt-expired"), next("n1", "family-e"), NOW).await.unwrap(), Rotation::Unknown);
+    assert_eq!(s.rotate_refresh(&h("rt-expired"), next("n1", "family-e"), NOW, 0).await.unwrap(), Rotation::Unknown);
     assert!(!s.family_active("family-e").await.unwrap());
-    let revoked_live = s.rotate_refresh(&h("rt-revoked-live"), next("n2", "family-rl"), NOW).await.unwrap();
+    let revoked_live = s.rotate_refresh(&h("rt-revoked-live"), next("n2", "family-rl"), NOW, 0).await.unwrap();
     assert_eq!(revoked_live, Rotation::Revoked);
     assert!(matches!(
-        s.rotate_refresh(&h("rt-live"), next("n3", "family-l"), NOW).await.unwrap(),
+        s.rotate_refresh(&h("rt-live"), next("n3", "family-l"), NOW, 0).await.unwrap(),
         Rotation::Rotated(_)
     ));
     assert_eq!(s.get_upstream_token("user-1", "clerk").await.unwrap(), Some(upstream.clone()), "kept");
@@ -168,7 +168,7 @@ pub(crate) async fn survives_restart(b: &mut Backend) {
     s.put_code(code("code-spent", "family-2", NOW + 60)).await.unwrap();
     s.redeem_code(&h("code-spent"), NOW).await.unwrap();
     s.put_refresh(refresh("rt-old", "family-3", NOW + 3600)).await.unwrap();
-    s.rotate_refresh(&h("rt-old"), refresh("rt-live", "family-3", NOW + 3600), NOW).await.unwrap();
+    s.rotate_refresh(&h("rt-old"), refresh("rt-live", "family-3", NOW + 3600), NOW, 0).await.unwrap();
     s.put_refresh(refresh("rt-revoked", "family-4", NOW + 3600)).await.unwrap();
     s.revoke_family("family-4").await.unwrap();
 
@@ -186,8 +186,8 @@ pub(crate) async fn survives_restart(b: &mut Backend) {
     assert!(matches!(s.redeem_code(&h("code-fresh"), NOW).await.unwrap(), CodeRedemption::Redeemed(_)));
     assert!(matches!(s.redeem_code(&h("code-spent"), NOW).await.unwrap(), CodeRedemption::Replayed(_)));
     let next = |label: &str| refresh(label, "family-3", NOW + 7200);
-    assert!(matches!(s.rotate_refresh(&h("rt-live"), next("rt-next"), NOW).await.unwrap(), Rotation::Rotated(_)));
-    assert_eq!(s.rotate_refresh(&h("rt-revoked"), next("rt-x"), NOW).await.unwrap(), Rotation::Revoked);
-    let reused = s.rotate_refresh(&h("rt-old"), next("rt-y"), NOW).await.unwrap();
+    assert!(matches!(s.rotate_refresh(&h("rt-live"), next("rt-next"), NOW, 0).await.unwrap(), Rotation::Rotated(_)));
+    assert_eq!(s.rotate_refresh(&h("rt-revoked"), next("rt-x"), NOW, 0).await.unwrap(), Rotation::Revoked);
+    let reused = s.rotate_refresh(&h("rt-old"), next("rt-y"), NOW, 0).await.unwrap();
     assert_eq!(reused, Rotation::Reused { family_id: "family-3".into() });
 }
