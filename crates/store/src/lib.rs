@@ -166,17 +166,17 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Spends `old_hash` and stores `new` in its place, atomically. `new` joins the old token's family
     /// whatever its `family_id` says. Of concurrent rotations of one token exactly one spends it; a later
-    /// presentation within `reuse_grace` seconds of that first rotation (a client's retry, or two of its
+    /// presentation within `grace` seconds of that first rotation (a client's retry, or two of its
     /// processes refreshing at once) is [`Rotation::Rotated`] too, `new` becoming one more token of the
     /// family; any later presentation gets [`Rotation::Reused`], and the store has then already revoked
-    /// the whole family. With `reuse_grace` 0, exactly one presentation is `Rotated`. A token of another
+    /// the whole family. With `grace` 0, exactly one presentation is `Rotated`. A token of another
     /// client than `new.client_id` is [`Rotation::Unknown`] and left untouched.
     async fn rotate_refresh(
         &self,
         old_hash: &str,
         new: RefreshRecord,
         now: i64,
-        reuse_grace: i64,
+        grace: i64,
     ) -> Result<Rotation, StoreError>;
 
     /// Revokes a family. Returns how many of its tokens this made unusable (those not yet rotated), 0 if

@@ -245,14 +245,14 @@ impl Store for MemoryStore {
         old_hash: &str,
         mut new: RefreshRecord,
         now: i64,
-        reuse_grace: i64,
+        grace: i64,
     ) -> Result<Rotation, StoreError> {
         let mut state = self.state();
         let read = state.refresh.get(old_hash).map(|(token, rotated_at)| {
             let revoked = state.families.get(&token.family_id).is_none_or(|f| f.revoked);
             (token.clone(), *rotated_at, revoked)
         });
-        match verdict::judge_rotation(read, new.client_id.as_str(), now, reuse_grace) {
+        match verdict::judge_rotation(read, new.client_id.as_str(), now, grace) {
             RotationStep::Answer(answer) => Ok(answer),
             RotationStep::RevokeFamily(family_id) => {
                 state.revoke_family(&family_id);

@@ -86,7 +86,7 @@ observed! {
     fn redeem_code_issuing(&self, code_hash: &str, now: i64, issue: &IssueRefresh<'_>) -> CodeRedemption;
     fn put_refresh(&self, token: RefreshRecord) -> ();
     fn get_refresh(&self, token_hash: &str) -> Option<RefreshRecord>;
-    fn rotate_refresh(&self, old_hash: &str, new: RefreshRecord, now: i64, reuse_grace: i64) -> Rotation;
+    fn rotate_refresh(&self, old_hash: &str, new: RefreshRecord, now: i64, grace: i64) -> Rotation;
     fn revoke_family(&self, family_id: &str) -> u64;
     fn revoke_refresh(&self, token_hash: &str) -> bool;
     fn family_active(&self, family_id: &str) -> bool;

@@ -77,10 +77,10 @@ impl PostgresStore {
         old_hash: &str,
         new: crate::RefreshRecord,
         now: i64,
-        reuse_grace: i64,
+        grace: i64,
     ) -> Result<crate::Rotation, StoreError> {
         let mut tx = self.write().await?;
-        let answer = Self::rotate_in(&mut tx, old_hash, new, now, reuse_grace).await?;
+        let answer = Self::rotate_in(&mut tx, old_hash, new, now, grace).await?;
         tx.commit().await?;
         Ok(answer)
     }

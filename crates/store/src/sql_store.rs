@@ -204,9 +204,9 @@ macro_rules! impl_sql_store {
                     old_hash: &str,
                     new: RefreshRecord,
                     now: i64,
-                    reuse_grace: i64,
+                    grace: i64,
                 ) -> Result<Rotation, StoreError> {
-                    self.rotate(old_hash, new, now, reuse_grace).await
+                    self.rotate(old_hash, new, now, grace).await
                 }
 
                 async fn revoke_family(&self, family_id: &str) -> Result<u64, StoreError> {
@@ -379,12 +379,12 @@ macro_rules! impl_sql_store {
                     old_hash: &str,
                     mut new: RefreshRecord,
                     now: i64,
-                    reuse_grace: i64,
+                    grace: i64,
                 ) -> Result<Rotation, StoreError> {
                     let row: Option<sql::RotationRow> =
                         sqlx::query_as(SELECT_REFRESH_FOR_ROTATION).bind(old_hash).fetch_optional(&mut *conn).await?;
                     let read = row.map(sql::rotation_from_row);
-                    Ok(match verdict::judge_rotation(read, new.client_id.as_str(), now, reuse_grace) {
+                    Ok(match verdict::judge_rotation(read, new.client_id.as_str(), now, grace) {
                         RotationStep::Answer(answer) => answer,
                         RotationStep::RevokeFamily(family_id) => {
                             sqlx::query(sql::REVOKE_FAMILY).bind(&family_id).execute(&mut *conn).await?;

@@ -61,7 +61,7 @@ enum Write {
     /// Redeem a code, storing this refresh token if it is redeemed.
     Redeem { code_hash: String, refresh: Option<RefreshRecord> },
     /// Rotate a refresh token to this new one.
-    Rotate { old_hash: String, new: RefreshRecord, reuse_grace: i64 },
+    Rotate { old_hash: String, new: RefreshRecord, grace: i64 },
 }
 
 /// What it answers.
@@ -108,14 +108,8 @@ impl SqliteStore {
     }
 
     /// A refresh rotation, judged and written by the group-commit writer.
-    async fn rotate(
-        &self,
-        old_hash: &str,
-        new: RefreshRecord,
-        now: i64,
-        reuse_grace: i64,
-    ) -> Result<Rotation, StoreError> {
-        match self.group(Write::Rotate { old_hash: old_hash.to_owned(), new, reuse_grace }, now).await? {
+    async fn rotate(&self, old_hash: &str, new: RefreshRecord, now: i64, grace: i64) -> Result<Rotation, StoreError> {
+        match self.group(Write::Rotate { old_hash: old_hash.to_owned(), new, grace }, now).await? {
             Written::Rotated(rotation) => Ok(rotation),
             Written::Redeemed(_) => Err(StoreError::Backend("the writer answered a rotation with a redemption".into())),
         }
@@ -195,8 +189,8 @@ async fn write_one(conn: &mut sqlx::SqliteConnection, job: &Job) -> Result<Writt
             let refresh = refresh.clone();
             SqliteStore::redeem_in(conn, code_hash, job.now, &move |_| refresh.clone()).await.map(Written::Redeemed)
         }
-        Write::Rotate { old_hash, new, reuse_grace } => {
-            SqliteStore::rotate_in(conn, old_hash, new.clone(), job.now, *reuse_grace).await.map(Written::Rotated)
+        Write::Rotate { old_hash, new, grace } => {
+            SqliteStore::rotate_in(conn, old_hash, new.clone(), job.now, *grace).await.map(Written::Rotated)
         }
     }
 }

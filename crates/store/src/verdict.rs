@@ -46,12 +46,12 @@ pub(crate) enum RotationStep {
 /// the refresh token must have been issued to the authenticated client), so a stolen token presented by a
 /// different client cannot burn it; a revoked family stays revoked; a token rotated before is a replay
 /// even once expired (RFC 9700 §4.14.2), and revokes the family, unless it comes back within
-/// `reuse_grace` seconds of its first rotation while still unexpired: then it rotates again.
+/// `grace` seconds of its first rotation while still unexpired: then it rotates again.
 pub(crate) fn judge_rotation(
     read: Option<(RefreshRecord, Option<i64>, bool)>,
     client_id: &str,
     now: i64,
-    reuse_grace: i64,
+    grace: i64,
 ) -> RotationStep {
     let Some((old, rotated_at, revoked)) = read else {
         return RotationStep::Answer(Rotation::Unknown);
@@ -61,7 +61,7 @@ pub(crate) fn judge_rotation(
     } else if revoked {
         RotationStep::Answer(Rotation::Revoked)
     } else if let Some(rotated_at) = rotated_at {
-        if now.saturating_sub(rotated_at) < reuse_grace && old.expires_at > now {
+        if now.saturating_sub(rotated_at) < grace && old.expires_at > now {
             RotationStep::Rotate(old)
         } else {
             RotationStep::RevokeFamily(old.family_id)
