@@ -281,6 +281,12 @@ impl Gateway {
             events: std::sync::OnceLock::new(),
         });
         gateway.reload_keys().await?;
+        // A token signed with a key another replica added (a rotation, or a `signing_alg` change in a
+        // rolling deploy) is checked after one more look at the store, instead of failing until the
+        // next scheduled reload.
+        let weak = Arc::downgrade(&gateway);
+        let reload: std::sync::Weak<dyn portcullis_oauth::jwks::Reload> = weak;
+        gateway.public_keys.set_reload(reload);
         Ok(gateway)
     }
 

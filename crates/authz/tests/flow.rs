@@ -242,6 +242,29 @@ async fn access_tokens_are_accepted_until_they_expire_and_not_beyond_the_replica
 }
 
 #[tokio::test]
+async fn a_replica_accepts_a_token_signed_with_a_key_it_has_not_loaded_yet() {
+    use portcullis_oauth::Verifier;
+    // Two replicas on one store; a key is added (a rotation that signs at once, as after a
+    // `signing_alg` change) and only the first has read it.
+    let (store, clock) = (Arc::new(MemoryStore::new()), Arc::new(ManualClock::at(NOW)));
+    let a = harness_on("", store.clone(), clock.clone()).await;
+    let b = harness_on("", store.clone(), clock.clone()).await;
+    let operator = OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap();
+    let (kid, _) =
+        Gateway::rotate_keys(store.as_ref(), &operator, portcullis_authz::keys::KeyAlg::EdDsa, NOW as i64, 0)
+            .await
+            .unwrap();
+    a.gateway.reload_keys().await.unwrap();
+    let access = text(&exchange(&a, &code(&a).await).await.unwrap(), "access_token");
+    assert_eq!(jsonwebtoken::decode_header(&access).unwrap().kid.as_deref(), Some(kid.as_str()));
+    assert!(b.gateway.public_keys().current().by_kid(&kid).is_none(), "the second replica knew the key already");
+    let verifier =
+        Verifier::new(b.gateway.verifier_config(&b.config.servers[0]), b.gateway.public_keys(), clock.clone(), None);
+    let verified = verifier.verify(&access).await.expect("the second replica refused the first one's token");
+    assert_eq!(verified.kid.as_ref().map(|k| k.as_str()), Some(kid.as_str()));
+}
+
+#[tokio::test]
 async fn throttled_sign_ins_wait_and_then_may_try_again() {
     let h = harness().await;
     for _ in 0..5 {

@@ -1,10 +1,13 @@
 //! The IdP's signing keys: parsed once, refreshed in the background as `Cache-Control` allows, refetched
 //! on an unknown `kid` at most once per window however many requests ask, and kept when the IdP is
-//! unreachable.
+//! unreachable. A key set that is not fetched (the gateway's own, read from its store) can be given a
+//! [`Reload`] that an unknown `kid` asks in the same way.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, jwk::Jwk};
@@ -200,10 +203,18 @@ pub mod metric {
     }
 }
 
+/// Reads a key set that is not fetched over HTTP again, and puts it in force with
+/// [`JwksCache::replace`].
+pub trait Reload: Send + Sync {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
 /// The key set of one IdP, shared by every server that trusts it.
-#[derive(Debug)]
 pub struct JwksCache {
     uri: Option<Url>,
+    /// For a key set that is not fetched: what an unknown `kid` asks instead (weak: its owner holds
+    /// the cache).
+    reload: OnceLock<Weak<dyn Reload>>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     keys: RwLock<Arc<KeySet>>,
@@ -215,11 +226,22 @@ pub struct JwksCache {
     fetches: AtomicU64,
 }
 
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("uri", &self.uri)
+            .field("reloads", &self.reload.get().is_some())
+            .field("keys", &self.current().keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl JwksCache {
     /// Loads the key set from `uri`; fails (naming the URL and what came back) when it cannot.
     pub async fn load(uri: Url, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Arc<Self>, DiscoveryError> {
         let cache = Arc::new(Self {
             uri: Some(uri.clone()),
+            reload: OnceLock::new(),
             http,
             clock,
             keys: RwLock::new(Arc::new(KeySet::default())),
@@ -239,6 +261,7 @@ impl JwksCache {
     pub fn fixed(keys: KeySet, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self {
             uri: None,
+            reload: OnceLock::new(),
             http: reqwest::Client::new(),
             clock,
             keys: RwLock::new(Arc::new(keys)),
@@ -255,6 +278,12 @@ impl JwksCache {
             this.window = secs;
         }
         self
+    }
+
+    /// For a fixed cache: what to ask when a token names a `kid` it does not hold (at most once per
+    /// window, as a fetched set is refetched). Set once; later calls change nothing.
+    pub fn set_reload(&self, reload: Weak<dyn Reload>) {
+        let _ = self.reload.set(reload);
     }
 
     /// Replaces the keys in force (a fixed cache whose owner changed them, e.g. after a rotation).
@@ -280,7 +309,12 @@ impl JwksCache {
     /// Fetches the key set now. On failure the last good keys stay in force. Each fetch is counted in
     /// the metrics, with the key count and the time of the last success.
     pub async fn refresh(&self) -> Result<(), String> {
-        let Some(uri) = &self.uri else { return Ok(()) };
+        let Some(uri) = &self.uri else {
+            return match self.reload.get().and_then(Weak::upgrade) {
+                Some(source) => source.reload().await,
+                None => Ok(()),
+            };
+        };
         let span = tracing::debug_span!("jwks.fetch", jwks_uri = %uri);
         let result = tracing::Instrument::instrument(self.fetch(uri), span).await;
         let label = uri.to_string();
@@ -324,7 +358,7 @@ impl JwksCache {
     /// fetch, and a flood of made-up kids causes at most one fetch per window.
     pub async fn with_kid(&self, kid: &str) -> Result<Arc<KeySet>, TokenError> {
         let keys = self.current();
-        if keys.by_kid(kid).is_some() || self.uri.is_none() {
+        if keys.by_kid(kid).is_some() || (self.uri.is_none() && self.reload.get().is_none()) {
             return Ok(keys);
         }
         let _guard = self.fetch_lock.lock().await;

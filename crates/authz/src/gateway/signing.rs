@@ -12,6 +12,12 @@ use serde_json::Value;
 use super::{Gateway, GatewayError, Settings};
 use crate::keys::{KeyAlg, KeyRing, OperatorKey, RingKey, generate};
 
+impl portcullis_oauth::jwks::Reload for Gateway {
+    fn reload(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move { self.reload_keys().await.map_err(|e| e.to_string()) })
+    }
+}
+
 impl Gateway {
     /// Re-reads the keys from the store (after `keys rotate`, or another replica's rotation).
     pub async fn reload_keys(&self) -> Result<(), GatewayError> {
