@@ -47,7 +47,14 @@ impl Front {
     }
 
     /// Answers one request: never fails, every refusal is a response.
-    pub async fn serve(&self, mut req: Request) -> Response {
+    pub async fn serve(&self, req: Request) -> Response {
+        match crate::observe::request_decision(req.headers()) {
+            None => self.observed(req).await,
+            Some(sampled) => crate::observe::decided(sampled, self.observed(req)).await,
+        }
+    }
+
+    async fn observed(&self, mut req: Request) -> Response {
         let id = request_id(req.headers_mut());
         let span = request_span(&req, &id);
         let started = Instant::now();
@@ -118,7 +125,7 @@ fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 fn request_span(req: &Request, id: &HeaderValue) -> tracing::Span {
     let id = id.to_str().unwrap_or("-");
     let span = tracing::info_span!("request", otel.kind = "server", method = %req.method(), path = %req.uri().path(), request_id = %id);
-    if !span.is_disabled() {
+    if crate::observe::sampled_here() == Some(true) {
         crate::observe::adopt_parent(&span, req.headers());
     }
     span

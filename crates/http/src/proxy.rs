@@ -352,11 +352,18 @@ pub(crate) async fn forward(
     set_forwarding_headers(&mut headers, peer, origin);
 
     // The upstream call's span (traces only), whose context the upstream receives as its parent.
-    let span = tracing::debug_span!("upstream", otel.kind = "client", server = %server.config.path, status = tracing::field::Empty);
-    if let Some(meta) = meta_trace {
-        observe::adopt_meta_parent(&span, meta);
-    }
-    span.in_scope(|| observe::inject(&mut headers));
+    let make = || tracing::debug_span!("upstream", otel.kind = "client", server = %server.config.path, status = tracing::field::Empty);
+    let span = match meta_trace {
+        // SEP-414: a trace context in the body decides for the upstream call, as a header would have
+        // for the whole request.
+        Some(meta) => {
+            let span = observe::decided_for(observe::sampled_flag(&meta.traceparent), make);
+            observe::adopt_meta_parent(&span, meta);
+            span
+        }
+        None => make(),
+    };
+    span.in_scope(|| observe::inject(&mut headers, meta_trace.is_some()));
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;

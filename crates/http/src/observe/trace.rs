@@ -1,17 +1,81 @@
 //! Trace context: a client's W3C `traceparent` (or SEP-414's `_meta` one) continued through the gate
 //! to the upstream, when traces are exported.
+//!
+//! Sampling is decided at the head of each request, before any span is made: the client's decision
+//! when its `traceparent` is valid, else a draw at `sample_ratio`. The decision is held in a task-local
+//! for the request's whole future, and the trace layer's filter reads it: the spans of a request not
+//! sampled are never built for the trace layer, so recording few traces costs little more than
+//! recording none.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{Observe, TRACEPARENT};
 use crate::rpc;
 
 /// Whether spans are exported (set once at start when `[traces]` is configured); when not, no trace
 /// context is read or written.
-static TRACES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TRACES: AtomicBool = AtomicBool::new(false);
 
-/// Turns on trace context handling: a client's `traceparent` parents the request's span, and the
-/// upstream gets one naming the gate's span.
-pub fn enable_traces() {
-    TRACES.store(true, std::sync::atomic::Ordering::Relaxed);
+/// `sample_ratio` as a threshold on a random `u64`: a new trace is recorded when the draw is below it
+/// (`u64::MAX`: every one).
+static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+tokio::task_local! {
+    /// The sampling decision of the request whose future is running.
+    static SAMPLED: bool;
+}
+
+/// Turns on trace context handling: a client's `traceparent` decides whether its request is recorded
+/// and parents the request's span, new traces are recorded at `sample_ratio`, and the upstream gets a
+/// `traceparent` naming the gate's span (or, for a request not recorded, saying so).
+pub fn enable_traces(sample_ratio: f64) {
+    let threshold = if sample_ratio >= 1.0 {
+        u64::MAX
+    } else if sample_ratio > 0.0 {
+        // Exact to well within a draw's resolution; the cast saturates.
+        (sample_ratio * u64::MAX as f64) as u64
+    } else {
+        0
+    };
+    THRESHOLD.store(threshold, Ordering::Relaxed);
+    TRACES.store(true, Ordering::Relaxed);
+}
+
+/// A new trace's sampling decision, at `sample_ratio`.
+pub fn draw() -> bool {
+    match THRESHOLD.load(Ordering::Relaxed) {
+        0 => false,
+        u64::MAX => true,
+        threshold => rand::random::<u64>() < threshold,
+    }
+}
+
+/// Whether a span made here belongs to a recorded trace: inside a request, that request's decision;
+/// outside any (the gate's own work, such as a key set fetch at start), `None`.
+pub fn sampled_here() -> Option<bool> {
+    SAMPLED.try_with(|sampled| *sampled).ok()
+}
+
+/// The sampling decision for a request with `headers`: the client's when its `traceparent` is valid,
+/// else a draw. `None` when traces are off.
+pub(crate) fn request_decision(headers: &axum::http::HeaderMap) -> Option<bool> {
+    if !TRACES.load(Ordering::Relaxed) {
+        return None;
+    }
+    let client =
+        headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse).map(|(_, flags)| flags & 1 == 1);
+    Some(client.unwrap_or_else(draw))
+}
+
+/// Runs `request` with `sampled` as its sampling decision.
+pub(crate) async fn decided<F: Future>(sampled: bool, request: F) -> F::Output {
+    SAMPLED.scope(sampled, request).await
+}
+
+/// Runs `make` (which makes a span) with `sampled` as the decision, whatever the request's is.
+pub(crate) fn decided_for<R>(sampled: bool, make: impl FnOnce() -> R) -> R {
+    SAMPLED.sync_scope(sampled, make)
 }
 
 /// Makes the trace context in `headers` (W3C `traceparent`, `tracestate`) the parent of `span`.
@@ -58,14 +122,28 @@ pub(crate) fn adopt_meta_parent(span: &tracing::Span, meta: &rpc::TraceMeta) {
 }
 
 /// Writes the current span's trace context into `headers` (replacing the client's own: the upstream's
-/// parent is the gate's span, a child of the client's).
-pub(crate) fn inject(headers: &mut axum::http::HeaderMap) {
+/// parent is the gate's span, a child of the client's). When the request is not recorded here, a
+/// client's valid `traceparent` (or `_meta` one, `in_body`) goes on as it came; without one, the
+/// upstream gets a new trace context that says "not sampled", so that it does not record a trace the
+/// gate left out.
+pub(crate) fn inject(headers: &mut axum::http::HeaderMap, in_body: bool) {
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if !TRACES.load(std::sync::atomic::Ordering::Relaxed) {
+    if !TRACES.load(Ordering::Relaxed) {
         return;
     }
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeadersMut(headers)));
+    if cx.span().span_context().is_valid() {
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeadersMut(headers)));
+        return;
+    }
+    let client = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse).is_some();
+    if !client && !in_body {
+        let (trace, span) = (rand::random::<u128>() | 1, rand::random::<u64>() | 1);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-00")) {
+            headers.insert(&TRACEPARENT, value);
+        }
+    }
 }
 
 struct Headers<'a>(&'a axum::http::HeaderMap);
@@ -95,6 +173,16 @@ impl opentelemetry::propagation::Injector for HeadersMut<'_> {
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is malformed or all
 /// zeros (W3C Trace Context §3.2.2.3).
 pub(crate) fn trace_id_of(traceparent: &str) -> Option<String> {
+    parse(traceparent).map(|(trace, _)| trace.to_owned())
+}
+
+/// Whether a `traceparent` says its trace is sampled (`false` when it is not valid).
+pub(crate) fn sampled_flag(traceparent: &str) -> bool {
+    parse(traceparent).is_some_and(|(_, flags)| flags & 1 == 1)
+}
+
+/// A valid `traceparent`'s trace id and flags.
+fn parse(traceparent: &str) -> Option<(&str, u8)> {
     let mut parts = traceparent.trim().split('-');
     let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -106,7 +194,7 @@ pub(crate) fn trace_id_of(traceparent: &str) -> Option<String> {
         && trace.bytes().any(|b| b != b'0')
         && parent.bytes().any(|b| b != b'0')
         && (version != "00" || parts.next().is_none());
-    valid.then(|| trace.to_owned())
+    valid.then(|| (trace, u8::from_str_radix(flags, 16).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -129,5 +217,26 @@ mod tests {
         }
         // A later version may carry more fields.
         assert!(trace_id_of("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
+    }
+
+    #[test]
+    fn the_sampled_flag_is_the_lowest_bit_of_a_valid_traceparent() {
+        let with = |flags: &str| format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        assert!(sampled_flag(&with("01")));
+        assert!(sampled_flag(&with("03")));
+        assert!(!sampled_flag(&with("00")));
+        assert!(!sampled_flag(&with("02")));
+        assert!(!sampled_flag("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), "invalid: no decision");
+    }
+
+    #[tokio::test]
+    async fn a_request_decision_holds_for_its_whole_future_and_nowhere_else() {
+        assert_eq!(sampled_here(), None);
+        let inside = decided(true, async {
+            tokio::task::yield_now().await;
+            (sampled_here(), decided_for(false, sampled_here), sampled_here())
+        });
+        assert_eq!(inside.await, (Some(true), Some(false), Some(true)));
+        assert_eq!(sampled_here(), None);
     }
 }

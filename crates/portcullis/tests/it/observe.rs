@@ -530,3 +530,47 @@ async fn a_client_trace_continues_through_the_gate_to_the_upstream() {
         "no jwks.fetch span"
     );
 }
+
+/// A 16-byte trace id from its hex form.
+fn trace_bytes(trace: &str) -> Vec<u8> {
+    (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn with_no_new_traces_sampled_only_client_sampled_ones_are_recorded_and_the_upstream_is_told() {
+    let collector = Collector::start().await;
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    let config = format!(
+        "{}\n[traces]\notlp_endpoint = \"{}\"\nsample_ratio = 0.0\n",
+        crate::verify::config(&sample, &idp.issuer, ""),
+        collector.url
+    );
+    let gate = Gate::start_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "200")]).await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+
+    // No trace context: not recorded, and the upstream is told so in a trace context of its own.
+    let seen = crate::gateway::whoami(&gate, &token, &[]).await;
+    let untraced = seen["traceparent"].as_str().expect("the upstream got no traceparent").to_owned();
+    let parts: Vec<&str> = untraced.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[3]), (4, "00", "00"), "{untraced}");
+    // A client's trace it does not sample: passed on as it came, not recorded.
+    let unsampled = "00-5bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let seen = crate::gateway::whoami(&gate, &token, &[("traceparent", unsampled)]).await;
+    assert_eq!(seen["traceparent"], unsampled);
+    // A client's trace it samples: recorded whatever the ratio, and continued.
+    let (trace, client_span) = ("6bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let seen = crate::gateway::whoami(&gate, &token, &[("traceparent", &format!("00-{trace}-{client_span}-01"))]).await;
+    let spans = collector.trace(&trace_bytes(trace), "upstream").await;
+    let request = &spans.iter().find(|(_, s)| s.name == "request").expect("no request span").1;
+    let upstream = &spans.iter().find(|(_, s)| s.name == "upstream").expect("no upstream span").1;
+    assert_eq!(hex(&request.parent_span_id), client_span);
+    assert!(spans.iter().any(|(_, s)| s.name == "authenticate" && s.parent_span_id == request.span_id));
+    assert_eq!(seen["traceparent"], format!("00-{trace}-{}-01", hex(&upstream.span_id)));
+
+    // Nothing of the other two reached the collector: every span it holds is of the sampled trace.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let traces: std::collections::BTreeSet<String> =
+        collector.spans.lock().unwrap().iter().map(|(_, s)| hex(&s.trace_id)).collect();
+    assert_eq!(traces.into_iter().collect::<Vec<_>>(), [trace], "traces recorded at ratio 0");
+}
