@@ -8,6 +8,8 @@
 #
 #   bench/instructions.sh                        # the release build; DURATION=10
 #   BIN_UNDER_TEST=/path/to/portcullis bench/instructions.sh   # another build, to compare
+#   EXTRA_TOML=$'[traces]\notlp_endpoint = "http://127.0.0.1:9/v1/traces"\nsample_ratio = 0.0' \
+#     bench/instructions.sh                      # with more configuration (tables after the servers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
@@ -29,6 +31,7 @@ upstream = "http://127.0.0.1:$UP_PORT/mcp"
 [server.verify]
 issuer = "$ISSUER"
 TOML
+[ -n "${EXTRA_TOML:-}" ] && printf '%s\n' "$EXTRA_TOML" >>"$WORK/bench.toml"
 RUST_LOG=error valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out.%p" \
   "$GATE_BIN" serve --config "$WORK/bench.toml" >"$WORK/gate.log" 2>&1 &
 GW_PID=$!

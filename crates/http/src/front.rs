@@ -48,9 +48,12 @@ impl Front {
 
     /// Answers one request: never fails, every refusal is a response.
     pub async fn serve(&self, req: Request) -> Response {
-        match crate::observe::request_decision(req.headers()) {
-            None => self.observed(req).await,
-            Some(sampled) => crate::observe::decided(sampled, self.observed(req)).await,
+        let decision = crate::observe::request_decision(req.headers());
+        let request = self.observed(req);
+        tokio::pin!(request);
+        match decision {
+            None => request.await,
+            Some(sampled) => crate::observe::Decided { sampled, request }.await,
         }
     }
 

@@ -9,6 +9,7 @@ use portcullis_config::{LogConfig, LogFormat, TracesConfig};
 use tracing::Metadata;
 use tracing::subscriber::Interest;
 use tracing_subscriber::filter::{DynFilterFn, LevelFilter};
+use tracing_subscriber::layer::Context as Cx;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -23,10 +24,24 @@ fn traced(meta: &Metadata<'_>) -> bool {
     LevelFilter::DEBUG >= *meta.level() && TRACED.iter().any(|name| meta.target().starts_with(name))
 }
 
+/// Whether the trace exporter records `meta` here: inside a request, as its sampling decision (made at
+/// its head) says; outside one, a span starts a trace of its own when new traces are recorded at all,
+/// and an event is recorded inside a recorded span (`in_recorded`).
+fn recorded(meta: &Metadata<'_>, in_recorded: impl FnOnce() -> bool) -> bool {
+    if !traced(meta) {
+        return false;
+    }
+    match portcullis_http::observe::sampled_here() {
+        Some(sampled) => sampled,
+        None if meta.is_span() => in_recorded() || portcullis_http::observe::records_new_traces(),
+        None => in_recorded(),
+    }
+}
+
 /// Installs the log (and trace) subscriber. Returns the tracer provider, to be shut down (flushing what
 /// is queued) when the process stops.
 pub(crate) fn init(log: &LogConfig, traces: Option<&TracesConfig>) -> anyhow::Result<Option<SdkTracerProvider>> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let log_filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     // Colour only for a person at a terminal; a pipe or a file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
@@ -36,21 +51,9 @@ pub(crate) fn init(log: &LogConfig, traces: Option<&TracesConfig>) -> anyhow::Re
     };
     let provider = traces.map(tracer_provider).transpose()?;
     let otel = provider.as_ref().map(|p| {
-        // Inside a request, its sampling decision (made at its head) says whether its spans are built;
-        // outside one, a span starts a trace of its own, sampled at `sample_ratio`, unless it is inside
-        // one. Events are recorded only inside a recorded span.
-        let sampled = DynFilterFn::new(|meta, cx| {
-            if !traced(meta) {
-                return false;
-            }
-            if meta.is_span() {
-                portcullis_http::observe::sampled_here()
-                    .unwrap_or_else(|| cx.lookup_current().is_some() || portcullis_http::observe::draw())
-            } else {
-                cx.lookup_current().is_some()
-            }
-        })
-        .with_callsite_filter(|meta| if traced(meta) { Interest::sometimes() } else { Interest::never() });
+        let sampled = DynFilterFn::new(|meta, cx| recorded(meta, || cx.lookup_current().is_some()))
+            .with_callsite_filter(|meta| if traced(meta) { Interest::sometimes() } else { Interest::never() })
+            .with_max_level_hint(LevelFilter::DEBUG);
         // No source locations, thread names or busy/idle timing on each span: they cost on every request
         // and say nothing an operator reads.
         tracing_opentelemetry::layer()
@@ -60,13 +63,62 @@ pub(crate) fn init(log: &LogConfig, traces: Option<&TracesConfig>) -> anyhow::Re
             .with_tracked_inactivity(false)
             .with_filter(sampled)
     });
+    let wanted = otel.as_ref().map(|_| OnlyWanted { logs: log_filter() });
     // A second init (tests calling in-process) is harmless, so its error is ignored.
-    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
-    if provider.is_some() {
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(log_filter())).with(otel).with(wanted).try_init();
+    if let Some(traces) = traces {
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-        portcullis_http::observe::enable_traces(traces.map_or(1.0, |t| t.sample_ratio));
+        portcullis_http::observe::enable_traces(traces.sample_ratio);
     }
     Ok(provider)
+}
+
+/// Turns off, for every layer, the spans and events that neither the log nor the trace exporter
+/// records. Outermost, beside per-layer filters: tracing-subscriber builds a span whose callsite some
+/// per-layer filter wants only at some moments (the trace filter's: in sampled requests) even when, this
+/// time, no filter wants it (its registry counts a span unwanted only once 64 filters say so); in a
+/// request that is not sampled, that was every child span, built and dropped for nothing. Here the
+/// log filter (a second copy, given the same span lifecycle) and the trace decision are asked once.
+struct OnlyWanted {
+    logs: EnvFilter,
+}
+
+impl<S> Layer<S> for OnlyWanted
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        let logs = Layer::<S>::register_callsite(&self.logs, meta);
+        if traced(meta) && !logs.is_always() { Interest::sometimes() } else { logs }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, cx: Cx<'_, S>) -> bool {
+        recorded(meta, || cx.lookup_current().is_some()) || Layer::<S>::enabled(&self.logs, meta, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Layer::<S>::max_level_hint(&self.logs).map(|logs| logs.max(LevelFilter::DEBUG))
+    }
+
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, cx: Cx<'_, S>) {
+        self.logs.on_new_span(attrs, id, cx);
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, cx: Cx<'_, S>) {
+        self.logs.on_record(id, values, cx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: Cx<'_, S>) {
+        self.logs.on_enter(id, cx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: Cx<'_, S>) {
+        self.logs.on_exit(id, cx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: Cx<'_, S>) {
+        self.logs.on_close(id, cx);
+    }
 }
 
 /// Batches spans on the runtime and posts them to the collector. Which traces are recorded is decided

@@ -25,10 +25,10 @@ mod trace;
 use audit::{AuditLine, RequestEvent, now_rfc3339};
 pub use audit::{AuditLog, append_audit};
 pub(crate) use trace::{
-    adopt_meta_parent, adopt_parent, decided, decided_for, inject, meta_trace, request_decision, sampled_flag,
+    Decided, adopt_meta_parent, adopt_parent, decided_for, inject, meta_trace, request_decision, sampled_flag,
     trace_id_of,
 };
-pub use trace::{draw, enable_traces, sampled_here};
+pub use trace::{enable_traces, records_new_traces, sampled_here};
 
 /// Metric names, in one place (documented in docs/observability.md).
 pub mod name {

@@ -2,13 +2,16 @@
 //! to the upstream, when traces are exported.
 //!
 //! Sampling is decided at the head of each request, before any span is made: the client's decision
-//! when its `traceparent` is valid, else a draw at `sample_ratio`. The decision is held in a task-local
-//! for the request's whole future, and the trace layer's filter reads it: the spans of a request not
-//! sampled are never built for the trace layer, so recording few traces costs little more than
-//! recording none.
+//! when its `traceparent` is valid, else a draw at `sample_ratio`. The decision is in force (a
+//! thread-local, set around each poll of the request's future) wherever the request's work runs, and
+//! the trace layer's filter reads it: the spans of a request not sampled are never built, so recording
+//! few traces costs little more than recording none.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use super::{Observe, TRACEPARENT};
 use crate::rpc;
@@ -21,9 +24,9 @@ static TRACES: AtomicBool = AtomicBool::new(false);
 /// (`u64::MAX`: every one).
 static THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
 
-tokio::task_local! {
-    /// The sampling decision of the request whose future is running.
-    static SAMPLED: bool;
+thread_local! {
+    /// The sampling decision of the request whose future this thread is polling, if any.
+    static SAMPLED: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
 /// Turns on trace context handling: a client's `traceparent` decides whether its request is recorded
@@ -42,8 +45,14 @@ pub fn enable_traces(sample_ratio: f64) {
     TRACES.store(true, Ordering::Relaxed);
 }
 
+/// Whether any new trace is recorded (`sample_ratio` above 0). Spans the gate starts outside requests
+/// (key set fetches: a few an hour) are recorded whenever it is.
+pub fn records_new_traces() -> bool {
+    THRESHOLD.load(Ordering::Relaxed) != 0
+}
+
 /// A new trace's sampling decision, at `sample_ratio`.
-pub fn draw() -> bool {
+pub(crate) fn draw() -> bool {
     match THRESHOLD.load(Ordering::Relaxed) {
         0 => false,
         u64::MAX => true,
@@ -54,7 +63,7 @@ pub fn draw() -> bool {
 /// Whether a span made here belongs to a recorded trace: inside a request, that request's decision;
 /// outside any (the gate's own work, such as a key set fetch at start), `None`.
 pub fn sampled_here() -> Option<bool> {
-    SAMPLED.try_with(|sampled| *sampled).ok()
+    SAMPLED.with(Cell::get)
 }
 
 /// The sampling decision for a request with `headers`: the client's when its `traceparent` is valid,
@@ -68,14 +77,33 @@ pub(crate) fn request_decision(headers: &axum::http::HeaderMap) -> Option<bool> 
     Some(client.unwrap_or_else(draw))
 }
 
-/// Runs `request` with `sampled` as its sampling decision.
-pub(crate) async fn decided<F: Future>(sampled: bool, request: F) -> F::Output {
-    SAMPLED.scope(sampled, request).await
+/// `request` (pinned where it is: a request's future is large, and moving it into a wrapper would copy
+/// it) polled with `sampled` as its sampling decision.
+pub(crate) struct Decided<'a, F> {
+    pub(crate) sampled: bool,
+    pub(crate) request: Pin<&'a mut F>,
 }
 
-/// Runs `make` (which makes a span) with `sampled` as the decision, whatever the request's is.
-pub(crate) fn decided_for<R>(sampled: bool, make: impl FnOnce() -> R) -> R {
-    SAMPLED.sync_scope(sampled, make)
+impl<F: Future> Future for Decided<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let sampled = self.sampled;
+        decided_for(sampled, || self.request.as_mut().poll(cx))
+    }
+}
+
+/// Runs `work` (a poll, or the making of a span) with `sampled` as the decision in force, and then the
+/// one before again (also when `work` panics).
+pub(crate) fn decided_for<R>(sampled: bool, work: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SAMPLED.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SAMPLED.with(|s| s.replace(Some(sampled))));
+    work()
 }
 
 /// Makes the trace context in `headers` (W3C `traceparent`, `tracestate`) the parent of `span`.
@@ -139,11 +167,23 @@ pub(crate) fn inject(headers: &mut axum::http::HeaderMap, in_body: bool) {
     }
     let client = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse).is_some();
     if !client && !in_body {
-        let (trace, span) = (rand::random::<u128>() | 1, rand::random::<u64>() | 1);
-        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("00-{trace:032x}-{span:016x}-00")) {
-            headers.insert(&TRACEPARENT, value);
-        }
+        headers.insert(&TRACEPARENT, unsampled());
     }
+}
+
+/// A new `traceparent` flagged not sampled: `00-<random trace id>-<random span id>-00`.
+fn unsampled() -> axum::http::HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    // Never all zeros (invalid): the lowest bit is set.
+    let (trace, span) = (rand::random::<u128>() | 1, rand::random::<u64>() | 1);
+    for (i, byte) in text[3..35].iter_mut().enumerate() {
+        *byte = HEX[((trace >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    for (i, byte) in text[36..52].iter_mut().enumerate() {
+        *byte = HEX[((span >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    axum::http::HeaderValue::from_bytes(&text).unwrap_or_else(|_| axum::http::HeaderValue::from_static("-"))
 }
 
 struct Headers<'a>(&'a axum::http::HeaderMap);
@@ -232,11 +272,24 @@ mod tests {
     #[tokio::test]
     async fn a_request_decision_holds_for_its_whole_future_and_nowhere_else() {
         assert_eq!(sampled_here(), None);
-        let inside = decided(true, async {
+        let request = async {
             tokio::task::yield_now().await;
             (sampled_here(), decided_for(false, sampled_here), sampled_here())
-        });
-        assert_eq!(inside.await, (Some(true), Some(false), Some(true)));
+        };
+        tokio::pin!(request);
+        let other = tokio::spawn(async { sampled_here() });
+        assert_eq!(Decided { sampled: true, request }.await, (Some(true), Some(false), Some(true)));
         assert_eq!(sampled_here(), None);
+        assert_eq!(other.await.unwrap(), None, "another task saw the decision");
+    }
+
+    #[test]
+    fn an_unsampled_trace_context_is_valid_and_says_so() {
+        let a = unsampled();
+        let text = a.to_str().unwrap();
+        assert_eq!(text.len(), 55);
+        assert!(trace_id_of(text).is_some(), "{text}");
+        assert!(!sampled_flag(text), "{text}");
+        assert_ne!(unsampled(), a, "two alike");
     }
 }
