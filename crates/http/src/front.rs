@@ -47,24 +47,24 @@ impl Front {
     }
 
     /// Answers one request: never fails, every refusal is a response.
-    pub async fn serve(&self, req: Request) -> Response {
+    pub async fn serve(&self, mut req: Request) -> Response {
+        // With traces, the sampling decision is made first and is in force while the request's span is
+        // made and its work runs (`observe::Decided`).
         let decision = crate::observe::request_decision(req.headers());
-        let request = self.observed(req);
-        tokio::pin!(request);
-        match decision {
-            None => request.await,
-            Some(sampled) => crate::observe::Decided { sampled, request }.await,
-        }
-    }
-
-    async fn observed(&self, mut req: Request) -> Response {
         let id = request_id(req.headers_mut());
-        let span = request_span(&req, &id);
+        let span = match decision {
+            Some(sampled) => crate::observe::decided_for(sampled, || request_span(&req, &id)),
+            None => request_span(&req, &id),
+        };
         let started = Instant::now();
-        let mut response = if span.is_disabled() {
-            self.dispatch(req).await
-        } else {
-            self.dispatch(req).instrument(span.clone()).await
+        // Pinned where it is: a request's future is large, and each wrapper it moved into would copy it.
+        let work = self.dispatch(req);
+        tokio::pin!(work);
+        let mut response = match (decision, span.is_disabled()) {
+            (None, true) => work.await,
+            (None, false) => work.instrument(span.clone()).await,
+            (Some(sampled), true) => crate::observe::Decided { sampled, request: work }.await,
+            (Some(sampled), false) => crate::observe::Decided { sampled, request: work }.instrument(span.clone()).await,
         };
         response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
         if span.is_disabled() {
