@@ -274,6 +274,9 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// From sending the request to receiving response headers; past it the client gets 504.
     pub header_timeout: Duration,
+    /// Requests and streams in progress to each upstream at once; beyond it a request waits for one to
+    /// end (within `header_timeout`), else gets 503. `None`: no bound.
+    pub max_upstream_requests: Option<usize>,
     /// Longest silence between two body chunks of a response. Streams have no total timeout, since an
     /// SSE stream may rightly stay open for hours.
     pub idle_timeout: Duration,

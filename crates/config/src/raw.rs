@@ -164,6 +164,7 @@ pub(crate) struct RawLog {
 pub(crate) struct RawProxy {
     pub(crate) connect_timeout_ms: Option<u64>,
     pub(crate) header_timeout_ms: Option<u64>,
+    pub(crate) max_upstream_requests: Option<usize>,
     pub(crate) idle_timeout_ms: Option<u64>,
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) shutdown_grace_ms: Option<u64>,

@@ -220,6 +220,7 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let proxy = ProxyConfig {
         connect_timeout: ms(raw.proxy.connect_timeout_ms, 5_000, "proxy.connect_timeout_ms", &mut errors),
         header_timeout: ms(raw.proxy.header_timeout_ms, 120_000, "proxy.header_timeout_ms", &mut errors),
+        max_upstream_requests: raw.proxy.max_upstream_requests.filter(|&n| n > 0),
         idle_timeout: ms(raw.proxy.idle_timeout_ms, 300_000, "proxy.idle_timeout_ms", &mut errors),
         max_body_bytes: match raw.proxy.max_body_bytes {
             Some(0) => {

@@ -38,6 +38,9 @@ pub enum ProxyError {
     UpstreamUnavailable(String),
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u128),
+    /// `max_upstream_requests` were in progress for the whole header timeout (ms).
+    #[error("{0} requests to the upstream were in progress for {1} ms")]
+    UpstreamBusy(usize, u128),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,6 +60,7 @@ impl ProxyError {
             Self::PolicyDenied { error: false, .. } => "policy_denied",
             Self::PolicyDenied { error: true, .. } => "policy_error",
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => "ok",
+            Self::UpstreamBusy(..) => "upstream_busy",
             Self::Internal(_) => "internal",
         }
     }
@@ -72,7 +76,7 @@ impl ProxyError {
             | Self::BodyTimeout(_)
             | Self::InvalidMessage(..)
             | Self::PolicyDenied { .. } => Blame::Downstream,
-            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Blame::Upstream,
+            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) | Self::UpstreamBusy(..) => Blame::Upstream,
             Self::Internal(_) => Blame::Internal,
         }
     }
@@ -88,6 +92,7 @@ impl ProxyError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamBusy(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +102,7 @@ impl ProxyError {
         match self {
             Self::UpstreamUnavailable(_) => "the MCP server behind this gateway is unavailable".to_owned(),
             Self::UpstreamTimeout(ms) => format!("the MCP server behind this gateway did not answer within {ms} ms"),
+            Self::UpstreamBusy(..) => "the MCP server behind this gateway is busy; try again shortly".to_owned(),
             Self::Internal(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
@@ -135,6 +141,10 @@ impl ProxyError {
             // RFC 9110 §15.5.6: a 405 lists what is allowed.
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         }
+        if matches!(self, Self::UpstreamBusy(..)) {
+            // RFC 9110 §10.2.3: when to try again.
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -154,6 +164,7 @@ fn error_name(status: StatusCode) -> &'static str {
         StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => "invalid_request",
         StatusCode::BAD_GATEWAY => "bad_gateway",
         StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
+        StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
         _ => "server_error",
     }
 }

@@ -87,6 +87,8 @@ pub struct ServerRuntime {
     pub(crate) client: proxy::UpstreamClient,
     /// The upstream URL as a request URI, parsed once.
     pub(crate) upstream_uri: axum::http::Uri,
+    /// One permit per request or stream in progress upstream, when `max_upstream_requests` bounds them.
+    pub(crate) upstream_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The identity headers' names as CGI upstreams read them, which no client may send.
     pub(crate) identity_names: Vec<String>,
 }
@@ -118,6 +120,10 @@ impl AppState {
                     metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
                     client: proxy.client_for(&s.upstream),
                     upstream_uri,
+                    upstream_slots: config
+                        .proxy
+                        .max_upstream_requests
+                        .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                     identity_names: s.identity_headers.iter().map(|ih| proxy::cgi_name(&ih.header)).collect(),
                     config: s.clone(),
                     verifier,

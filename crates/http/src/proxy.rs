@@ -372,7 +372,19 @@ pub(crate) async fn forward(
     // Metrics, when recorded, name the server by its configured path.
     let watch = state.observe.metrics().then_some(&server.metrics);
     let started = std::time::Instant::now();
-    let call = tokio::time::timeout(proxy.config.header_timeout, server.client.request(request));
+    let deadline = tokio::time::Instant::now() + proxy.config.header_timeout;
+    // Held until the answer's body ends: a stream counts for as long as it is open.
+    let slot = match &server.upstream_slots {
+        None => None,
+        Some(slots) => match tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned()).await {
+            Ok(Ok(slot)) => Some(slot),
+            _ => {
+                let bound = proxy.config.max_upstream_requests.unwrap_or_default();
+                return Err(ProxyError::UpstreamBusy(bound, proxy.config.header_timeout.as_millis()));
+            }
+        },
+    };
+    let call = tokio::time::timeout_at(deadline, server.client.request(request));
     let upstream = match tracing::Instrument::instrument(call, span.clone()).await {
         Err(_) => {
             watch.inspect(|m| m.upstream_error("timeout"));
@@ -401,7 +413,7 @@ pub(crate) async fn forward(
         resp_headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
     }
     let watch = watch.map(|m| Watch { _stream: is_sse.then(|| m.stream_opened()), metrics: Arc::clone(m) });
-    let mut response = Response::new(Body::new(IdleBounded::new(incoming, proxy.config.idle_timeout, watch)));
+    let mut response = Response::new(Body::new(IdleBounded::new(incoming, proxy.config.idle_timeout, watch, slot)));
     *response.status_mut() = status;
     *response.headers_mut() = resp_headers;
     Ok(response)
@@ -417,6 +429,8 @@ struct IdleBounded {
     /// answers) never costs a timer.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     watch: Option<Watch>,
+    /// Its place among `max_upstream_requests`, given back when the body ends or is dropped.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What the metrics follow of a response body: its server, and the open-stream count while it is an SSE
@@ -427,8 +441,13 @@ struct Watch {
 }
 
 impl IdleBounded {
-    fn new(inner: UpstreamBody, idle: Duration, watch: Option<Watch>) -> Self {
-        Self { inner, idle, timer: None, watch }
+    fn new(
+        inner: UpstreamBody,
+        idle: Duration,
+        watch: Option<Watch>,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        Self { inner, idle, timer: None, watch, _slot: slot }
     }
 
     fn failed(&mut self, kind: &'static str) {

@@ -458,14 +458,20 @@ async fn client_disconnect_cancels_the_upstream_request() {
     assert_eq!(sample.stats().await["cancelled"], 2);
 }
 
+/// A two-step `progress` stream through `gate` that its upstream holds at `hold` after the first event
+/// (until `Sample::release`), that first event read.
+async fn held_stream(client: &reqwest::Client, gate: &Gate, id: u64, hold: &str) -> Events {
+    let body = call(id, "progress", json!({"steps": 2, "interval_ms": 0, "gate": hold}));
+    let r = mcp_post(client, &gate.url("/mcp"), body).send().await.unwrap();
+    let mut events = Events::new(r);
+    events.next().await.expect("first event");
+    events
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     let (sample, gate) = setup("[proxy]\nshutdown_grace_ms = 10000").await;
-    let body = call(11, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "shutdown"}));
-    let r = mcp_post(&stream_client(), &gate.url("/mcp"), body).send().await.unwrap();
-    let mut events = Events::new(r);
-    events.next().await.unwrap();
-
+    let events = held_stream(&stream_client(), &gate, 11, "shutdown").await;
     terminate_during(gate, &sample, events, "shutdown").await;
 }
 
@@ -475,11 +481,7 @@ async fn an_http2_stream_outlives_the_idle_bound_of_its_connection() {
     // stream open for several bounds keeps its connection, and the calls after it are served.
     let (sample, gate) = setup("[proxy]\nclient_header_timeout_ms = 500").await;
     let h2 = reqwest::Client::builder().http2_prior_knowledge().connect_timeout(STEP).build().unwrap();
-    let body = call(12, "progress", json!({"steps": 2, "interval_ms": 0, "gate": "h2-idle"}));
-    let r = mcp_post(&h2, &gate.url("/mcp"), body).send().await.unwrap();
-    assert_eq!(r.version(), reqwest::Version::HTTP_2);
-    let mut events = Events::new(r);
-    events.next().await.expect("first event");
+    let mut events = held_stream(&h2, &gate, 12, "h2-idle").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sample.release("h2-idle").await;
     let mut last = None;
@@ -489,6 +491,34 @@ async fn an_http2_stream_outlives_the_idle_bound_of_its_connection() {
     assert_eq!(text_of(&last.expect("the stream ran to its end")), "completed 2 steps");
     let r = mcp_post(&h2, &gate.url("/mcp"), call(13, "echo", json!({"text": "after"}))).send().await.unwrap();
     assert_eq!(text_of(&r.json::<Value>().await.unwrap()), "after");
+}
+
+#[tokio::test]
+async fn requests_beyond_the_upstream_bound_wait_for_a_free_place_or_get_503() {
+    let (sample, gate) = setup("[proxy]\nmax_upstream_requests = 1\nheader_timeout_ms = 1000").await;
+    // One stream holds the one place for as long as it is open.
+    let mut events = held_stream(&stream_client(), &gate, 20, "bound").await;
+    let received = sample.stats().await["received"].clone();
+
+    // Meanwhile another request waits for the header timeout, then is refused without reaching the
+    // upstream.
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(21, "echo", json!({"text": "x"}))).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let refused: Value = r.json().await.unwrap();
+    assert_eq!((refused["id"].clone(), refused["error"]["code"].clone()), (json!(21), json!(-32000)), "{refused}");
+    assert_eq!(sample.stats().await["received"], received, "the refused request reached the upstream");
+
+    // A request that finds the place taken gets it as soon as the stream ends.
+    let waiting = mcp_post(&client(), &gate.url("/mcp"), call(22, "echo", json!({"text": "waited"}))).send();
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sample.release("bound").await;
+        while events.next().await.is_some() {}
+    };
+    let (r, ()) = tokio::join!(waiting, release);
+    let answer: Value = r.unwrap().json().await.unwrap();
+    assert_eq!(text_of(&answer), "waited");
 }
 
 /// Sends SIGTERM while `events` is open, its upstream holding the stream at `gate_name` (a two-step
