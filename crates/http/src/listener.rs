@@ -210,12 +210,18 @@ impl Connection {
         // bytes already read, hyper's HTTP/1 server would double its read buffer, 8 → 16 KiB, for the
         // connection's whole life). hyper's head timer starts only then: a connection that sends
         // nothing, or only a part of the HTTP/2 preface, is bounded here.
-        let http2 = match tokio::time::timeout(limits.client_header_timeout, speaks_http2(&stream)).await {
-            Ok(Ok(Some(http2))) => http2,
-            _ => {
-                tracing::debug!(%peer, "connection closed or sent no request before the request-head deadline");
-                return;
-            }
+        let first_bytes = tokio::time::timeout(limits.client_header_timeout, speaks_http2(&stream));
+        let http2 = tokio::select! {
+            told = first_bytes => match told {
+                Ok(Ok(Some(http2))) => http2,
+                _ => {
+                    tracing::debug!(%peer, "connection closed or sent no request before the request-head deadline");
+                    return;
+                }
+            },
+            // A connection that has sent nothing yet has nothing in progress: it does not hold the
+            // listener's shutdown up.
+            () = closed(&mut self.closing) => return,
         };
         let ended = if http2 {
             // Boxed: HTTP/2 connections are few, and the task of every connection would otherwise keep

@@ -453,3 +453,17 @@ async fn an_http2_answer_the_client_gives_no_window_for_is_cut_off() {
         .unwrap()
         .ok();
 }
+
+#[tokio::test]
+async fn a_connection_that_sent_nothing_does_not_hold_shutdown_up() {
+    let (_idp, _sample, mut gate) = start("shutdown_grace_ms = 10000").await;
+    let mut silent = TcpStream::connect(addr(&gate)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    gate.terminate();
+    let status = tokio::time::timeout(STEP, gate.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Nothing was in progress: no waiting out the grace (10 s) or the head deadline (20 s).
+    assert!(stopping.elapsed() < Duration::from_secs(5), "shutdown took {:?}", stopping.elapsed());
+    assert!(closed_within(&mut silent, Duration::from_secs(1)).await);
+}
