@@ -12,11 +12,11 @@
 //! - **Idle HTTP/2 connections.** An HTTP/2 connection with no exchange in progress for
 //!   `client_header_timeout` is sent GOAWAY and closed; one that does not finish closing within that long
 //!   again (a client that never answers the closing PING) is dropped. hyper's HTTP/2 server has no idle
-//!   timer of its own, so the listener counts each connection's open exchanges ([`streams`]).
+//!   timer of its own, so the listener counts each connection's open exchanges (`listener/streams.rs`).
 //! - **Body deadline.** A request body must arrive within `client_body_timeout` of the request's start;
 //!   past it, reading it fails with [`BodyTimeout`] (408 at the proxy) and the connection is closed.
 //! - **Send deadline.** A write to a client that makes no progress for `client_send_timeout` (the client
-//!   reads nothing) ends the connection ([`send_deadline`]); so does an HTTP/2 answer that waits that long
+//!   reads nothing) ends the connection ([`SendTimeout`]); so does an HTTP/2 answer that waits that long
 //!   for the client to open its flow-control window.
 //! - **Early answers.** When the gate answers before reading the request body (a 401, 403, 404 or
 //!   413), hyper would close the keep-alive connection without saying so, and a client that wrote the

@@ -529,7 +529,17 @@ fn stdlib() -> &'static Arc<cel::Env> {
 /// A caller's variables as conditions read them, each built when first read: kept with the caller's
 /// verified token, they are built once per token, not once per request.
 #[derive(Debug, Default)]
-pub struct CallerCache([OnceLock<Box<dyn Val>>; CALLER_NAMES.len()]);
+pub struct CallerCache {
+    vars: [OnceLock<Box<dyn Val>>; CALLER_NAMES.len()],
+    machine: OnceLock<bool>,
+}
+
+impl CallerCache {
+    /// [`Caller::is_machine`] of the caller this cache is kept for, read from the claims once.
+    pub fn is_machine(&self, caller: &Caller<'_>) -> bool {
+        *self.machine.get_or_init(|| caller.is_machine())
+    }
+}
 
 enum Cells<'a> {
     Own(Box<CallerCache>),
@@ -599,7 +609,7 @@ impl<'a> CallerVars<'a> {
             Cells::Own(c) => &**c,
             Cells::Shared(c) => *c,
         };
-        let built = cells.0[index].get_or_init(|| {
+        let built = cells.vars[index].get_or_init(|| {
             Box::<dyn Val>::try_from(self.build(index)).unwrap_or_else(|_| Box::new(CelString::from(String::new())))
         });
         Some(&**built)
