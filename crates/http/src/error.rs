@@ -59,8 +59,7 @@ impl ProxyError {
             Self::InvalidMessage(..) => "invalid_message",
             Self::PolicyDenied { error: false, .. } => "policy_denied",
             Self::PolicyDenied { error: true, .. } => "policy_error",
-            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => "ok",
-            Self::UpstreamBusy(..) => "upstream_busy",
+            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) | Self::UpstreamBusy(..) => "ok",
             Self::Internal(_) => "internal",
         }
     }

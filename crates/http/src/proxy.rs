@@ -379,6 +379,7 @@ pub(crate) async fn forward(
         Some(slots) => match tokio::time::timeout_at(deadline, Arc::clone(slots).acquire_owned()).await {
             Ok(Ok(slot)) => Some(slot),
             _ => {
+                watch.inspect(|m| m.upstream_error("busy"));
                 let bound = proxy.config.max_upstream_requests.unwrap_or_default();
                 return Err(ProxyError::UpstreamBusy(bound, proxy.config.header_timeout.as_millis()));
             }

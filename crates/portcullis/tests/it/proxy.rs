@@ -495,7 +495,11 @@ async fn an_http2_stream_outlives_the_idle_bound_of_its_connection() {
 
 #[tokio::test]
 async fn requests_beyond_the_upstream_bound_wait_for_a_free_place_or_get_503() {
-    let (sample, gate) = setup("[proxy]\nmax_upstream_requests = 1\nheader_timeout_ms = 1000").await;
+    let metrics = crate::support::closed_port();
+    let extra = format!(
+        "[proxy]\nmax_upstream_requests = 1\nheader_timeout_ms = 1000\n[metrics]\nlisten = \"127.0.0.1:{metrics}\""
+    );
+    let (sample, gate) = setup(&extra).await;
     // One stream holds the one place for as long as it is open.
     let mut events = held_stream(&stream_client(), &gate, 20, "bound").await;
     let received = sample.stats().await["received"].clone();
@@ -508,6 +512,9 @@ async fn requests_beyond_the_upstream_bound_wait_for_a_free_place_or_get_503() {
     let refused: Value = r.json().await.unwrap();
     assert_eq!((refused["id"].clone(), refused["error"]["code"].clone()), (json!(21), json!(-32000)), "{refused}");
     assert_eq!(sample.stats().await["received"], received, "the refused request reached the upstream");
+    let page = client().get(format!("http://127.0.0.1:{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    let busy = page.lines().find(|l| l.starts_with("portcullis_upstream_errors_total{") && l.contains("kind=\"busy\""));
+    assert_eq!(busy.and_then(|l| l.rsplit(' ').next()), Some("1"), "{page}");
 
     // A request that finds the place taken gets it as soon as the stream ends.
     let waiting = mcp_post(&client(), &gate.url("/mcp"), call(22, "echo", json!({"text": "waited"}))).send();
