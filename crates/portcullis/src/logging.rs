@@ -1,6 +1,8 @@
 //! Structured logs (text for people, JSON for collectors; `RUST_LOG` overrides the configured level) and,
 //! when `[traces]` is configured, OpenTelemetry spans exported over OTLP/HTTP.
 
+use std::cell::Cell;
+
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::WithExportConfig;
@@ -25,17 +27,24 @@ fn traced(meta: &Metadata<'_>) -> bool {
 }
 
 /// Whether the trace exporter records `meta` here: inside a request, as its sampling decision (made at
-/// its head) says; outside one, a span starts a trace of its own when new traces are recorded at all,
-/// and an event is recorded inside a recorded span (`in_recorded`).
-fn recorded(meta: &Metadata<'_>, in_recorded: impl FnOnce() -> bool) -> bool {
+/// its head) says; outside one (the gate's own work: key set fetches, store probes), a span inside a
+/// recorded span (`in_recorded`) is recorded, and any other starts a trace of its own if `new_trace`
+/// (a draw at `sample_ratio`) says so; an event is recorded inside a recorded span.
+fn recorded(meta: &Metadata<'_>, in_recorded: impl FnOnce() -> bool, new_trace: impl FnOnce() -> bool) -> bool {
     if !traced(meta) {
         return false;
     }
     match portcullis_http::observe::sampled_here() {
         Some(sampled) => sampled,
-        None if meta.is_span() => in_recorded() || portcullis_http::observe::records_new_traces(),
+        None if meta.is_span() => in_recorded() || new_trace(),
         None => in_recorded(),
     }
+}
+
+thread_local! {
+    /// The draw `OnlyWanted` made for the span being decided, which the trace filter, asked right after
+    /// it, uses instead of a draw of its own: one span, one draw.
+    static DRAWN: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
 /// Installs the log (and trace) subscriber. Returns the tracer provider, to be shut down (flushing what
@@ -51,9 +60,12 @@ pub(crate) fn init(log: &LogConfig, traces: Option<&TracesConfig>) -> anyhow::Re
     };
     let provider = traces.map(tracer_provider).transpose()?;
     let otel = provider.as_ref().map(|p| {
-        let sampled = DynFilterFn::new(|meta, cx| recorded(meta, || cx.lookup_current().is_some()))
-            .with_callsite_filter(|meta| if traced(meta) { Interest::sometimes() } else { Interest::never() })
-            .with_max_level_hint(LevelFilter::DEBUG);
+        let sampled = DynFilterFn::new(|meta, cx| {
+            let drawn = || DRAWN.take().unwrap_or_else(portcullis_http::observe::draw);
+            recorded(meta, || cx.lookup_current().is_some(), drawn)
+        })
+        .with_callsite_filter(|meta| if traced(meta) { Interest::sometimes() } else { Interest::never() })
+        .with_max_level_hint(LevelFilter::DEBUG);
         // No source locations, thread names or busy/idle timing on each span: they cost on every request
         // and say nothing an operator reads.
         tracing_opentelemetry::layer()
@@ -93,7 +105,13 @@ where
     }
 
     fn enabled(&self, meta: &Metadata<'_>, cx: Cx<'_, S>) -> bool {
-        recorded(meta, || cx.lookup_current().is_some()) || Layer::<S>::enabled(&self.logs, meta, cx)
+        let mut drawn = None;
+        let new_trace = || *drawn.insert(portcullis_http::observe::draw());
+        let wanted =
+            recorded(meta, || cx.lookup_current().is_some(), new_trace) || Layer::<S>::enabled(&self.logs, meta, cx);
+        // Only when the layers below are asked next (a span not wanted stops here).
+        DRAWN.set(if wanted { drawn } else { None });
+        wanted
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {

@@ -28,7 +28,7 @@ pub(crate) use trace::{
     Decided, adopt_meta_parent, adopt_parent, decided_for, inject, meta_trace, request_decision, sampled_flag,
     trace_id_of,
 };
-pub use trace::{enable_traces, records_new_traces, sampled_here};
+pub use trace::{draw, enable_traces, sampled_here};
 
 /// Metric names, in one place (documented in docs/observability.md).
 pub mod name {

@@ -45,14 +45,8 @@ pub fn enable_traces(sample_ratio: f64) {
     TRACES.store(true, Ordering::Relaxed);
 }
 
-/// Whether any new trace is recorded (`sample_ratio` above 0). Spans the gate starts outside requests
-/// (key set fetches: a few an hour) are recorded whenever it is.
-pub fn records_new_traces() -> bool {
-    THRESHOLD.load(Ordering::Relaxed) != 0
-}
-
 /// A new trace's sampling decision, at `sample_ratio`.
-pub(crate) fn draw() -> bool {
+pub fn draw() -> bool {
     match THRESHOLD.load(Ordering::Relaxed) {
         0 => false,
         u64::MAX => true,
