@@ -205,9 +205,14 @@ async fn connect_from(source: &str, addr: &str) -> TcpStream {
 
 /// `GET /healthz` on `stream`: the status.
 async fn healthz(stream: &mut TcpStream, addr: &str) -> u16 {
-    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    try_healthz(stream, addr).await.expect("no answer to GET /healthz")
+}
+
+/// `GET /healthz` on `stream`: the status, or `None` when the connection was closed instead.
+async fn try_healthz(stream: &mut TcpStream, addr: &str) -> Option<u16> {
+    stream.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
     let mut buf = Vec::new();
-    tokio::time::timeout(STEP, read_response(stream, &mut buf)).await.unwrap().unwrap().0
+    tokio::time::timeout(STEP, read_response(stream, &mut buf)).await.ok()?.ok().map(|(status, _)| status)
 }
 
 #[tokio::test]
@@ -348,11 +353,7 @@ async fn an_idle_http2_connection_is_told_to_go_away_and_closed() {
 /// `GET /healthz` on a new connection from `source`: the status, or `None` when the connection was
 /// closed instead.
 async fn healthz_from(source: &str, addr: &str) -> Option<u16> {
-    let mut stream = connect_from(source, addr).await;
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(STEP, read_response(&mut stream, &mut buf)).await.ok()?.ok().map(|(status, _)| status)
+    try_healthz(&mut connect_from(source, addr).await, addr).await
 }
 
 #[tokio::test]

@@ -479,24 +479,36 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test]
-async fn a_client_trace_continues_through_the_gate_to_the_upstream() {
+/// A 16-byte trace id from its hex form.
+fn trace_bytes(trace: &str) -> Vec<u8> {
+    (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+/// A verify-mode gate in front of the sample server whose `[traces]` (with `traces`, more settings) go
+/// to a loopback receiver, and a token for it.
+async fn traced_gate(traces: &str) -> (Collector, Sample, Gate, String) {
     let collector = Collector::start().await;
     let idp = KeyIdp::start().await;
     let sample = Sample::start().await;
     let config = format!(
-        "{}\n[traces]\notlp_endpoint = \"{}\"\nservice_name = \"gate-under-test\"\n",
+        "{}\n[traces]\notlp_endpoint = \"{}\"\n{traces}\n",
         crate::verify::config(&sample, &idp.issuer, ""),
         collector.url
     );
     // Batches leave every 200 ms instead of every 5 s (the SDK's standard variable).
     let gate = Gate::start_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "200")]).await;
     let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    (collector, sample, gate, token)
+}
+
+#[tokio::test]
+async fn a_client_trace_continues_through_the_gate_to_the_upstream() {
+    let (collector, _sample, gate, token) = traced_gate("service_name = \"gate-under-test\"").await;
     let (trace, client_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let seen = crate::gateway::whoami(&gate, &token, &[("traceparent", &format!("00-{trace}-{client_span}-01"))]).await;
 
-    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect();
-    let spans = collector.trace(&trace_bytes, "upstream").await;
+    let trace_id = trace_bytes(trace);
+    let spans = collector.trace(&trace_id, "upstream").await;
     let span = |name: &str| {
         spans.iter().find(|(_, s)| s.name == name).unwrap_or_else(|| panic!("no {name} span in {spans:?}")).1.clone()
     };
@@ -518,36 +530,22 @@ async fn a_client_trace_continues_through_the_gate_to_the_upstream() {
     let answer: Value = r.json().await.unwrap();
     let seen: serde_json::Map<String, Value> =
         serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect();
-    let spans = collector.trace(&trace_bytes, "upstream").await;
+    let trace_id = trace_bytes(trace);
+    let spans = collector.trace(&trace_id, "upstream").await;
     let upstream = &spans.iter().find(|(_, s)| s.name == "upstream").unwrap().1;
     assert_eq!(hex(&upstream.parent_span_id), meta_span);
     assert_eq!(seen["traceparent"], format!("00-{trace}-{}-01", hex(&upstream.span_id)));
 
     // The key set fetched at start is traced too, in a trace of its own.
     assert!(
-        collector.spans.lock().unwrap().iter().any(|(_, s)| s.name == "jwks.fetch" && s.trace_id != trace_bytes),
+        collector.spans.lock().unwrap().iter().any(|(_, s)| s.name == "jwks.fetch" && s.trace_id != trace_id),
         "no jwks.fetch span"
     );
 }
 
-/// A 16-byte trace id from its hex form.
-fn trace_bytes(trace: &str) -> Vec<u8> {
-    (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect()
-}
-
 #[tokio::test]
 async fn with_no_new_traces_sampled_only_client_sampled_ones_are_recorded_and_the_upstream_is_told() {
-    let collector = Collector::start().await;
-    let idp = KeyIdp::start().await;
-    let sample = Sample::start().await;
-    let config = format!(
-        "{}\n[traces]\notlp_endpoint = \"{}\"\nsample_ratio = 0.0\n",
-        crate::verify::config(&sample, &idp.issuer, ""),
-        collector.url
-    );
-    let gate = Gate::start_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "200")]).await;
-    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let (collector, _sample, gate, token) = traced_gate("sample_ratio = 0.0").await;
 
     // No trace context: not recorded, and the upstream is told so in a trace context of its own.
     let seen = crate::gateway::whoami(&gate, &token, &[]).await;
