@@ -9,15 +9,20 @@
 //! disagree on which one wins (RFC 8259 §4).
 //!
 //! Batches (JSON-RPC 2.0 §6; MCP 2025-03-26 only, removed in 2025-06-18) are classified element by
-//! element, so a rule applies to every call in a batch. The body is scanned, never built into a tree:
-//! strings are borrowed where they carry no escapes.
+//! element, so a rule applies to every call in a batch; each element must be an object. The body is
+//! scanned in one pass by a reader of the gate's own (`rpc/scan.rs`), never built into a tree: strings
+//! are borrowed where they carry no escapes.
 
 use std::borrow::Cow;
 
 use axum::http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
+
+mod scan;
+
+pub(crate) use scan::STRING_SPECIAL;
+use scan::{Member, ScanError, Scanner, Wire};
 
 /// JSON-RPC 2.0 §5.1 and MCP error codes used for refusals.
 pub mod code {
@@ -118,43 +123,6 @@ impl Refusal {
     }
 }
 
-/// The message as the wire has it, every field optional so that the shape is judged here.
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(borrow)]
-    jsonrpc: Option<Cow<'a, str>>,
-    // `Some(Value::Null)` for `"id": null`, `None` when absent.
-    #[serde(default, deserialize_with = "present")]
-    id: Option<Value>,
-    #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    params: Option<&'a RawValue>,
-    #[serde(default, deserialize_with = "present")]
-    result: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    error: Option<Value>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-struct NameParams<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    /// As written, for policy rules that read it (parsed strictly only then).
-    #[serde(borrow, default)]
-    arguments: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct UriParams<'a> {
-    #[serde(borrow)]
-    uri: Option<Cow<'a, str>>,
-}
-
 /// Classifies a POST body. Syntax errors are `-32700`; JSON that is not a JSON-RPC 2.0 message (or a
 /// non-empty batch of them) is `-32600`; a `tools/call`, `prompts/get` or `resources/read` without its
 /// string `name` / `uri` is `-32602`.
@@ -163,65 +131,34 @@ pub fn classify(body: &[u8]) -> Result<Body<'_>, Refusal> {
     // are not decoded.
     let text = std::str::from_utf8(body)
         .map_err(|e| Refusal::new(code::PARSE_ERROR, format!("the body is not valid UTF-8: {e}")))?;
-    let first = text.bytes().find(|b| !b" \t\r\n".contains(b));
-    let classified = if first == Some(b'[') {
-        let wires: Vec<Wire<'_>> = serde_json::from_str(text).map_err(json_refusal)?;
+    let mut scanner = Scanner::new(text);
+    if scanner.peek_value() == Some(b'[') {
+        let wires = scanner.batch().and_then(|w| scanner.end().map(|()| w)).map_err(scan_refusal)?;
         if wires.is_empty() {
             return Err(Refusal::new(code::INVALID_REQUEST, "an empty batch is not a request (JSON-RPC 2.0 §6)"));
         }
         let messages = wires.into_iter().map(message).collect::<Result<Vec<_>, _>>()?;
-        Body::Batch(messages)
+        Ok(Body::Batch(messages))
     } else {
-        let wire: Wire<'_> = serde_json::from_str(text).map_err(json_refusal)?;
-        Body::Single(message(wire)?)
-    };
-    if !escapes_are_unicode(text) {
-        return Err(Refusal::new(code::PARSE_ERROR, "a \\u escape in the body is a lone surrogate (RFC 8259 §8.2)"));
+        let wire = scanner.message().and_then(|w| scanner.end().map(|()| w)).map_err(scan_refusal)?;
+        Ok(Body::Single(message(wire)?))
     }
-    Ok(classified)
 }
 
-/// `true` when every `\uXXXX` escape of syntactically valid JSON names a Unicode scalar value: surrogates
-/// only as a high-low pair. Skipped values are not decoded by the parser, so this is checked here, or
-/// parsers that decode lone surrogates differently would see different strings.
-fn escapes_are_unicode(text: &str) -> bool {
-    let b = text.as_bytes();
-    let hex4 = |at: usize| {
-        b.get(at..at + 4).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u32::from_str_radix(h, 16).ok())
-    };
-    let mut i = 0;
-    // Most bodies have no escape at all: the search for the next one is memchr's.
-    while let Some(at) = b.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
-        i += at;
-        if b.get(i + 1) != Some(&b'u') {
-            i += 2;
-            continue;
-        }
-        let Some(unit) = hex4(i + 2) else { return false };
-        i += 6;
-        match unit {
-            0xD800..=0xDBFF => {
-                let low = (b.get(i..i + 2) == Some(b"\\u")).then(|| hex4(i + 2)).flatten();
-                if !low.is_some_and(|l| (0xDC00..=0xDFFF).contains(&l)) {
-                    return false;
-                }
-                i += 6;
-            }
-            0xDC00..=0xDFFF => return false,
-            _ => {}
-        }
+fn scan_refusal(e: ScanError) -> Refusal {
+    match e {
+        ScanError::Syntax(e) => Refusal::new(code::PARSE_ERROR, format!("the body is not valid JSON: {e}")),
+        ScanError::Shape(e) => Refusal::new(code::INVALID_REQUEST, format!("not a JSON-RPC 2.0 message: {e}")),
     }
-    true
 }
 
-fn json_refusal(e: serde_json::Error) -> Refusal {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Data => Refusal::new(code::INVALID_REQUEST, format!("not a JSON-RPC 2.0 message: {e}")),
-        Category::Syntax | Category::Eof | Category::Io => {
-            Refusal::new(code::PARSE_ERROR, format!("the body is not valid JSON: {e}"))
-        }
+/// A request's `id` as written: a number or a string (read as serde_json reads it), else what it is, for
+/// the checks that refuse it.
+fn id_value(raw: &str) -> Result<Value, Refusal> {
+    if let Ok(n) = raw.parse::<u64>() {
+        return Ok(Value::from(n));
     }
+    serde_json::from_str(raw).map_err(|e| Refusal::new(code::PARSE_ERROR, format!("the body is not valid JSON: {e}")))
 }
 
 fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
@@ -229,25 +166,21 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
         return Err(Refusal::new(code::INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\""));
     }
     let invalid = |message: &str| Refusal::new(code::INVALID_REQUEST, message);
-    match (wire.method, wire.id) {
+    let id = wire.id.map(id_value).transpose()?;
+    match (wire.method, id) {
         (Some(method), id) => {
-            if wire.result.is_some() || wire.error.is_some() {
+            if wire.result || wire.error {
                 return Err(invalid("a message with a method cannot carry a result or an error"));
             }
-            if let Some(p) = wire.params
-                && !p.get().starts_with('{')
-            {
+            if wire.params.is_some_and(|p| !p.starts_with('{')) {
                 // MCP params are always objects; positional params would be read differently by others.
                 return Err(invalid("\"params\" must be an object"));
             }
             match id {
                 None => Ok(Message::Notification { method }),
                 Some(id @ (Value::String(_) | Value::Number(_))) => {
-                    let (target, arguments) = target(&method, wire.params).map_err(|message| Refusal {
-                        code: code::INVALID_PARAMS,
-                        message,
-                        id: id.clone(),
-                    })?;
+                    let (target, arguments) = target(&method, wire.name, wire.uri, wire.arguments)
+                        .map_err(|message| Refusal { code: code::INVALID_PARAMS, message, id: id.clone() })?;
                     Ok(Message::Request { id, method, target, arguments })
                 }
                 Some(_) => Err(invalid("a request \"id\" must be a string or a number")),
@@ -257,7 +190,7 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
             if !matches!(id, Value::String(_) | Value::Number(_) | Value::Null) {
                 return Err(invalid("a response \"id\" must be a string, a number or null"));
             }
-            match (wire.result.is_some(), wire.error.is_some()) {
+            match (wire.result, wire.error) {
                 (true, false) | (false, true) if wire.params.is_none() => Ok(Message::Response { id }),
                 _ => Err(invalid("a response carries exactly one of \"result\" and \"error\"")),
             }
@@ -266,26 +199,30 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
     }
 }
 
-/// The `name` / `uri` of the methods that act on a named thing (required there), and the raw
+/// The `name` / `uri` of the methods that act on a named thing (required there, a string), and the raw
 /// `arguments` of those that take them.
 #[allow(clippy::type_complexity)]
-fn target<'a>(method: &str, params: Option<&'a RawValue>) -> Result<(Option<Cow<'a, str>>, Option<&'a str>), String> {
-    let field = match method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" => "uri",
+fn target<'a>(
+    method: &str,
+    name: Member<'a>,
+    uri: Member<'a>,
+    arguments: Member<'a>,
+) -> Result<(Option<Cow<'a, str>>, Option<&'a str>), String> {
+    let (field, value, arguments) = match method {
+        "tools/call" | "prompts/get" => ("name", name, Some(arguments)),
+        "resources/read" => ("uri", uri, None),
         _ => return Ok((None, None)),
     };
-    let missing = || format!("{method} needs a string params.{field}");
-    let params = params.ok_or_else(missing)?;
-    let value = if field == "name" {
-        serde_json::from_str::<NameParams<'a>>(params.get()).map(|p| (p.name, p.arguments.map(RawValue::get)))
-    } else {
-        serde_json::from_str::<UriParams<'a>>(params.get()).map(|p| (p.uri, None))
+    let arguments = match arguments {
+        Some(Member::Twice) => return Err(format!("{method} params: duplicate field `arguments`")),
+        Some(Member::Raw(raw)) => Some(raw),
+        Some(Member::Text(_) | Member::Absent | Member::Null) | None => None,
     };
     match value {
-        Ok((Some(v), arguments)) => Ok((Some(v), arguments)),
-        Ok((None, _)) => Err(missing()),
-        Err(e) => Err(format!("{method} params: {e}")),
+        Member::Text(v) => Ok((Some(v), arguments)),
+        Member::Twice => Err(format!("{method} params: duplicate field `{field}`")),
+        Member::Raw(_) => Err(format!("{method} params: invalid type, expected a string for `{field}`")),
+        Member::Absent | Member::Null => Err(format!("{method} needs a string params.{field}")),
     }
 }
 
@@ -419,6 +356,14 @@ mod tests {
             panic!()
         };
         assert_eq!((m.target(), m.tool()), (Some("file:///a"), None));
+        // `arguments` as written, whatever its type.
+        let Body::Single(m) =
+            classify(br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"arguments":"a\"b","name":"p"}}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((m.target(), m.arguments()), (Some("p"), Some(r#""a\"b""#)));
     }
 
     #[test]
@@ -436,6 +381,78 @@ mod tests {
         assert_eq!(ms.iter().filter_map(Message::tool).collect::<Vec<_>>(), ["admin_delete"]);
         assert_eq!(refused(b"[]"), code::INVALID_REQUEST);
         assert_eq!(refused(br#"[{"jsonrpc":"2.0","id":1,"method":"x"}, 5]"#), code::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn batch_elements_must_be_objects() {
+        // A reader of structs would take an array by position (`jsonrpc`, `id`, `method`, `params`) and
+        // see a call that no JSON-RPC server reads there.
+        assert_eq!(refused(br#"[["2.0",1,"tools/call",{"name":"admin_delete"}]]"#), code::INVALID_REQUEST);
+        assert_eq!(refused(br#"[{"jsonrpc":"2.0","method":"x"},["2.0",null,"y"]]"#), code::INVALID_REQUEST);
+    }
+
+    /// Mutations of real bodies, against serde_json: what is JSON to it is JSON to the gate (lone
+    /// surrogates aside: serde_json lets them pass in values it skips), what is not is refused, and an
+    /// accepted body is read as serde_json reads it.
+    #[test]
+    fn the_reader_agrees_with_serde_json() {
+        let seeds = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"t":"h\u00e9\ud83d\ude00","n":[1,-2.5e3,true,false,null]}}}"#,
+            r#"[{"jsonrpc":"2.0","id":"x","result":{"a":[]}},{"jsonrpc":"2.0","method":"n","params":{}}]"#,
+            r#" {"jsonrpc" : "2.0" , "id" : 0 , "method" : "resources/read" , "params" : { "uri" : "f:///\"a" } } "#,
+        ];
+        let alphabet = b"{}[]\":,0123456789-+.eE \t\n\\/ubfnrtxa\x01";
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut random = |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let mut accepted = 0;
+        for _ in 0..30_000 {
+            let mut b = seeds[random(seeds.len())].as_bytes().to_vec();
+            for _ in 0..=random(3) {
+                let at = random(b.len() + 1);
+                let byte = alphabet[random(alphabet.len())];
+                match random(3) {
+                    0 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    1 if at < b.len() => b[at] = byte,
+                    _ => b.insert(at, byte),
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            let json = serde_json::from_slice::<serde::de::IgnoredAny>(&b).is_ok();
+            let gate = classify(&b);
+            let not_json = matches!(&gate, Err(r) if r.code == code::PARSE_ERROR);
+            let lone = (0xd8..=0xdf).any(|h| text.contains(&format!("\\u{h:x}")));
+            assert!(!(json && not_json && !lone), "valid JSON refused: {text} {gate:?}");
+            assert!(json || gate.is_err(), "invalid JSON accepted: {text}");
+            let Ok(body) = gate else { continue };
+            accepted += 1;
+            let tree: Value = serde_json::from_slice(&b).unwrap();
+            let elements: Vec<&Value> = match &tree {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            assert_eq!(elements.len(), body.messages().len(), "{text}");
+            for (m, v) in body.messages().iter().zip(elements) {
+                assert_eq!(m.method(), v["method"].as_str(), "{text}");
+                let field = if m.method() == Some("resources/read") { "uri" } else { "name" };
+                if let Some(target) = m.target() {
+                    assert_eq!(Some(target), v["params"][field].as_str(), "{text}");
+                }
+                if let Some(arguments) = m.arguments() {
+                    assert_eq!(serde_json::from_str::<Value>(arguments).unwrap(), v["params"]["arguments"], "{text}");
+                }
+                if let Message::Request { id, .. } = m {
+                    assert_eq!(id, &v["id"], "{text}");
+                }
+            }
+        }
+        assert!(accepted > 1_000, "the mutations keep enough bodies valid to compare readings: {accepted}");
     }
 
     #[test]

@@ -104,22 +104,10 @@ impl RequestEvent<'_> {
 /// `s` as a JSON string (RFC 8259 §7): quotes, backslashes and control characters escaped. A value
 /// with nothing to escape (nearly all) is checked by table and copied whole.
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    /// Bytes that need escaping in a JSON string.
-    const ESCAPE: [bool; 256] = {
-        let mut table = [false; 256];
-        let mut b = 0;
-        while b < 0x20 {
-            table[b] = true;
-            b += 1;
-        }
-        table[b'"' as usize] = true;
-        table[b'\\' as usize] = true;
-        table
-    };
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    match bytes.iter().position(|&b| ESCAPE[usize::from(b)]) {
+    match bytes.iter().position(|&b| crate::rpc::STRING_SPECIAL[usize::from(b)]) {
         None => out.extend_from_slice(bytes),
         Some(first) => {
             out.extend_from_slice(&bytes[..first]);
