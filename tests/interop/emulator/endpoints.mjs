@@ -196,10 +196,12 @@ function redeemRefreshToken(req, res, form, client) {
 function issue(req, res, grant, { refresh, refreshGrant }) {
   const minted = P.accessToken(grant);
   const ttl = minted.expiresIn === undefined ? TTL : minted.expiresIn; // null: never expires
+  const issuedAt = Date.now();
   ACCESS.set(minted.token, {
     grant,
     claims: minted.claims,
-    expiresAt: ttl === null ? Infinity : Date.now() + ttl * 1000,
+    issuedAt,
+    expiresAt: ttl === null ? Infinity : issuedAt + ttl * 1000,
   });
   const body = {
     access_token: minted.token,

@@ -29,7 +29,7 @@ export const REFRESH_TTL = 86400;
 
 export const CODES = new Map(); // code -> { grant, redirectUri, challenge, expiresAt }
 export const REFRESH = new Map(); // refresh token -> { grant, expiresAt }
-export const ACCESS = new Map(); // access token (opaque or JWT) -> { grant, claims, expiresAt }
+export const ACCESS = new Map(); // access token (opaque or JWT) -> { grant, claims, issuedAt, expiresAt }
 export const LOG = []; // what /__emulator/log answers
 
 export let ORIGIN; // http://127.0.0.1:PORT, known once listening

@@ -77,7 +77,7 @@ export function github() {
       token_last_eight: token.slice(-8),
       note: null,
       note_url: null,
-      created_at: new Date(record.expiresAt === Infinity ? Date.now() : record.expiresAt - TTL * 1000).toISOString(),
+      created_at: new Date(record.issuedAt).toISOString(),
       updated_at: new Date().toISOString(),
       fingerprint: null,
       scopes: expiring ? [] : record.grant.scopes,
