@@ -158,7 +158,7 @@ fn id_value(raw: &str) -> Result<Value, Refusal> {
     if let Ok(n) = raw.parse::<u64>() {
         return Ok(Value::from(n));
     }
-    serde_json::from_str(raw).map_err(|e| Refusal::new(code::PARSE_ERROR, format!("the body is not valid JSON: {e}")))
+    serde_json::from_str(raw).map_err(|e| scan_refusal(ScanError::Syntax(e.to_string())))
 }
 
 fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {

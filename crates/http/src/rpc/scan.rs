@@ -123,7 +123,6 @@ impl<'a> Scanner<'a> {
             self.skip_value()?;
             return Err(ScanError::Shape(format!("invalid type: {kind}, expected a JSON-RPC message object")));
         }
-        let text = self.text;
         let mut wire = Wire::default();
         let mut seen = Seen::default();
         self.object(|key, s| {
@@ -138,7 +137,7 @@ impl<'a> Scanner<'a> {
                 }
                 "id" => {
                     seen.first(4, "id")?;
-                    wire.id = Some(s.raw_value(text)?);
+                    wire.id = Some(s.raw_value()?);
                 }
                 "params" => {
                     seen.first(8, "params")?;
@@ -148,7 +147,7 @@ impl<'a> Scanner<'a> {
                     } else {
                         s.skip_value()?;
                     }
-                    wire.params = Some(&text[start..s.pos]).filter(|raw| *raw != "null");
+                    wire.params = Some(&s.text[start..s.pos]).filter(|raw| *raw != "null");
                 }
                 "result" => {
                     seen.first(16, "result")?;
@@ -169,7 +168,6 @@ impl<'a> Scanner<'a> {
 
     /// The members of the `params` object at the scanner that some methods read, into `wire`.
     fn params_members(&mut self, wire: &mut Wire<'a>) -> Result<(), ScanError> {
-        let text = self.text;
         self.object(|key, s| {
             let (member, decoded) = match key.as_ref() {
                 "name" => (&mut wire.name, true),
@@ -180,7 +178,7 @@ impl<'a> Scanner<'a> {
             };
             let value = match s.peek() {
                 Some(b'"') if decoded => Member::Text(s.string()?),
-                _ => match s.raw_value(text)? {
+                _ => match s.raw_value()? {
                     "null" => Member::Null,
                     raw => Member::Raw(raw),
                 },
@@ -288,12 +286,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The value at the scanner as written in `text` (the scanner's own text, with its lifetime).
+    /// The value at the scanner as written.
     #[inline]
-    fn raw_value(&mut self, text: &'a str) -> Result<&'a str, ScanError> {
+    fn raw_value(&mut self) -> Result<&'a str, ScanError> {
         let start = self.pos;
         self.skip_value()?;
-        Ok(&text[start..self.pos])
+        Ok(&self.text[start..self.pos])
     }
 
     /// The string at the scanner, its escapes decoded; borrowed when it has none.
