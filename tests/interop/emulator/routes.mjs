@@ -36,6 +36,17 @@ export function standardRoutes(ep) {
 }
 
 /**
+ * The route table of an issuer at the origin's root: the common routes, and
+ * both discovery documents (`meta()`, built when the table is) at their
+ * well-known paths.
+ */
+export const rootIssuerRoutes = (ep, meta) => () => ({
+  ...standardRoutes(ep),
+  '/.well-known/openid-configuration': document(meta()),
+  '/.well-known/oauth-authorization-server': document(meta()),
+});
+
+/**
  * Discovery metadata (OpenID Connect Discovery / RFC 8414) for the endpoints
  * `ep` names. `extra` adds members or, set to undefined, removes them.
  */

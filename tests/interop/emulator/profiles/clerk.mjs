@@ -4,7 +4,7 @@
 import { args } from '../cli.mjs';
 import { USER, ORIGIN } from '../state.mjs';
 import { sha256 } from '../ids.mjs';
-import { document, standardRoutes, metadata } from '../routes.mjs';
+import { metadata, rootIssuerRoutes } from '../routes.mjs';
 import { BASIC_AND_POST, withOfflineAccess, opaque, jwtAccess } from './profile.mjs';
 
 // ----- Clerk -------------------------------------------------------------------
@@ -27,11 +27,7 @@ export function clerk() {
   const meta = () => metadata(issuer, ep, { revocation_endpoint: `${ORIGIN}/oauth/token/revoke` });
   return {
     issuer,
-    routes: () => ({
-      ...standardRoutes(ep),
-      '/.well-known/openid-configuration': document(meta()),
-      '/.well-known/oauth-authorization-server': document(meta()),
-    }),
+    routes: rootIssuerRoutes(ep, meta),
     tokenAuth: BASIC_AND_POST,
     resource: 'ignored',
     refresh: withOfflineAccess,

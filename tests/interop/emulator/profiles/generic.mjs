@@ -3,7 +3,7 @@
 
 import { ORIGIN } from '../state.mjs';
 import { oneOrMany } from '../tokens.mjs';
-import { document, standardRoutes, metadata } from '../routes.mjs';
+import { metadata, rootIssuerRoutes } from '../routes.mjs';
 import { BASIC_AND_POST, always, jwtAccess, standardUserinfo } from './profile.mjs';
 
 // ----- A plain OpenID provider ---------------------------------------------------
@@ -14,11 +14,7 @@ export function generic() {
   const meta = () => metadata(issuer, ep);
   return {
     issuer,
-    routes: () => ({
-      ...standardRoutes(ep),
-      '/.well-known/openid-configuration': document(meta()),
-      '/.well-known/oauth-authorization-server': document(meta()),
-    }),
+    routes: rootIssuerRoutes(ep, meta),
     tokenAuth: BASIC_AND_POST,
     resource: 'honoured',
     refresh: always,

@@ -4,7 +4,7 @@
 import { fail, args } from '../cli.mjs';
 import { USER, ORIGIN } from '../state.mjs';
 import { now, guidFor } from '../ids.mjs';
-import { document, standardRoutes, metadata } from '../routes.mjs';
+import { metadata, rootIssuerRoutes } from '../routes.mjs';
 import { BASIC_AND_POST, withOfflineAccess, jwtAccess } from './profile.mjs';
 
 // ----- Stytch Connected Apps ---------------------------------------------------
@@ -29,11 +29,7 @@ export function stytch() {
   const meta = () => metadata(issuer, ep, { token_endpoint_auth_methods_supported: [...BASIC_AND_POST, 'none'] });
   return {
     issuer,
-    routes: () => ({
-      ...standardRoutes(ep),
-      '/.well-known/openid-configuration': document(meta()),
-      '/.well-known/oauth-authorization-server': document(meta()),
-    }),
+    routes: rootIssuerRoutes(ep, meta),
     tokenAuth: BASIC_AND_POST,
     resource: 'honoured',
     refresh: withOfflineAccess,

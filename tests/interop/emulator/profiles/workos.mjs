@@ -4,7 +4,7 @@
 import { USER, ORIGIN } from '../state.mjs';
 import { sha256 } from '../ids.mjs';
 import { oneOrMany } from '../tokens.mjs';
-import { document, standardRoutes, metadata } from '../routes.mjs';
+import { metadata, rootIssuerRoutes } from '../routes.mjs';
 import { BASIC_AND_POST, always, jwtAccess } from './profile.mjs';
 
 // ----- WorkOS AuthKit --------------------------------------------------------
@@ -26,11 +26,7 @@ export function workos() {
   const meta = () => metadata(issuer, ep, { client_id_metadata_document_supported: true });
   return {
     issuer,
-    routes: () => ({
-      ...standardRoutes(ep),
-      '/.well-known/openid-configuration': document(meta()),
-      '/.well-known/oauth-authorization-server': document(meta()),
-    }),
+    routes: rootIssuerRoutes(ep, meta),
     tokenAuth: BASIC_AND_POST,
     resource: 'honoured',
     refresh: always,
