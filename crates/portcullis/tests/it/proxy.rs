@@ -459,19 +459,20 @@ async fn client_disconnect_cancels_the_upstream_request() {
 }
 
 /// A two-step `progress` stream through `gate` that its upstream holds at `hold` after the first event
-/// (until `Sample::release`), that first event read.
-async fn held_stream(client: &reqwest::Client, gate: &Gate, id: u64, hold: &str) -> Events {
+/// (until `Sample::release`), that first event read; with the HTTP version it was answered in.
+async fn held_stream(client: &reqwest::Client, gate: &Gate, id: u64, hold: &str) -> (Events, reqwest::Version) {
     let body = call(id, "progress", json!({"steps": 2, "interval_ms": 0, "gate": hold}));
     let r = mcp_post(client, &gate.url("/mcp"), body).send().await.unwrap();
+    let version = r.version();
     let mut events = Events::new(r);
     events.next().await.expect("first event");
-    events
+    (events, version)
 }
 
 #[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     let (sample, gate) = setup("[proxy]\nshutdown_grace_ms = 10000").await;
-    let events = held_stream(&stream_client(), &gate, 11, "shutdown").await;
+    let (events, _) = held_stream(&stream_client(), &gate, 11, "shutdown").await;
     terminate_during(gate, &sample, events, "shutdown").await;
 }
 
@@ -481,7 +482,8 @@ async fn an_http2_stream_outlives_the_idle_bound_of_its_connection() {
     // stream open for several bounds keeps its connection, and the calls after it are served.
     let (sample, gate) = setup("[proxy]\nclient_header_timeout_ms = 500").await;
     let h2 = reqwest::Client::builder().http2_prior_knowledge().connect_timeout(STEP).build().unwrap();
-    let mut events = held_stream(&h2, &gate, 12, "h2-idle").await;
+    let (mut events, version) = held_stream(&h2, &gate, 12, "h2-idle").await;
+    assert_eq!(version, reqwest::Version::HTTP_2);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     sample.release("h2-idle").await;
     let mut last = None;
@@ -501,7 +503,7 @@ async fn requests_beyond_the_upstream_bound_wait_for_a_free_place_or_get_503() {
     );
     let (sample, gate) = setup(&extra).await;
     // One stream holds the one place for as long as it is open.
-    let mut events = held_stream(&stream_client(), &gate, 20, "bound").await;
+    let (mut events, _) = held_stream(&stream_client(), &gate, 20, "bound").await;
     let received = sample.stats().await["received"].clone();
 
     // Meanwhile another request waits for the header timeout, then is refused without reaching the
