@@ -257,6 +257,7 @@ impl Drop for Pooled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// An upstream that answers one request on each connection with a short JSON body, keeps the
@@ -286,6 +287,53 @@ mod tests {
         (authority, closed)
     }
 
+    /// An upstream that answers every request on a connection with a short JSON body, counting the
+    /// connections it accepts; given `close`, it closes each connection once told to after its first
+    /// answer (as an upstream closes an idle kept-alive connection) and reports it.
+    async fn answering(
+        close: Option<Arc<tokio::sync::Notify>>,
+    ) -> (String, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let closed_tx = closed_tx.clone();
+                let close = close.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf).await {
+                                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                                _ => return,
+                            }
+                        }
+                        seen.clear();
+                        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
+                        if let Some(close) = &close {
+                            close.notified().await;
+                            drop(conn);
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted, closed)
+    }
+
+    async fn exchange(pool: &Pool, authority: &str) {
+        let response = pool.send(get(authority)).await.unwrap();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{}");
+    }
+
     fn get(authority: &str) -> Request<Full<Bytes>> {
         Request::get(format!("http://{authority}/mcp")).body(Full::new(Bytes::new())).unwrap()
     }
@@ -313,6 +361,39 @@ mod tests {
         drop(response);
         tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("closed");
         assert_eq!(pool.shared.idle.lock().unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_the_requests_one_after_another() {
+        let (authority, accepted, _closed) = answering(None).await;
+        let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), POOL, POOL);
+        for _ in 0..3 {
+            exchange(&pool, &authority).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "each request went on the kept connection");
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_upstream_closed_is_not_used_again() {
+        let close = Arc::new(tokio::sync::Notify::new());
+        let (authority, accepted, mut closed) = answering(Some(Arc::clone(&close))).await;
+        let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), POOL, POOL);
+        exchange(&pool, &authority).await;
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 1, "kept after its exchange");
+        close.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("the upstream closed it");
+        // Its end is read without a request: the stale connection goes.
+        for _ in 0..100 {
+            pool.shared.close_stale();
+            if pool.shared.idle.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.shared.idle.lock().unwrap().len(), 0, "the closed connection was let go");
+        exchange(&pool, &authority).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next request went on a new connection");
     }
 
     const POOL: Duration = Duration::from_secs(90);
