@@ -384,7 +384,7 @@ mod tests {
         close.notify_one();
         tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("the upstream closed it");
         // Its end is read without a request: the stale connection goes.
-        for _ in 0..100 {
+        for _ in 0..500 {
             pool.shared.close_stale();
             if pool.shared.idle.lock().unwrap().is_empty() {
                 break;
