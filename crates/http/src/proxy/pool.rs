@@ -383,13 +383,14 @@ mod tests {
         assert_eq!(pool.shared.idle.lock().unwrap().len(), 1, "kept after its exchange");
         close.notify_one();
         tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("the upstream closed it");
-        // Its end is read without a request: the stale connection goes.
-        for _ in 0..500 {
+        // Its end is read without a request: the stale connection goes. A yield lets the runtime poll
+        // its I/O driver and the connection's task read the end.
+        for _ in 0..10_000 {
             pool.shared.close_stale();
             if pool.shared.idle.lock().unwrap().is_empty() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::task::yield_now().await;
         }
         assert_eq!(pool.shared.idle.lock().unwrap().len(), 0, "the closed connection was let go");
         exchange(&pool, &authority).await;
