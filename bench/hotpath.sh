@@ -19,13 +19,17 @@
 #                  upstream's core): its wake-ups no longer preempt FastMCP
 #   ts             MCP TypeScript SDK + requireBearerAuth ES256 (CPU 1)
 #   gate+ts        portcullis verify mode in front of the TS SDK without auth, both on CPU 1
+#   sample         the gate's own sample MCP server, direct (CPU 1), over TCP
+#   open-sample    portcullis without authentication in front of it over TCP (sample on CPU 0)
+#   open-unix      the same over a Unix domain socket, as a sidecar reaches its MCP server: no TCP on
+#                  the upstream hop (sample on CPU 0)
 #
 # Prints each row's median rate (and range) over the rounds, the server under test's CPU per request
 # (the floor's for its row, portcullis's for the gate rows), how busy CPU 0 was (wrk and the upstreams:
 # near 100 %, it and not the server under test bounds the row), and each goal as the median of its
 # per-round ratios.
 #
-#   bench/hotpath.sh                 # ROUNDS=15 SLICE=1 ROWS="floor open … gate+ts" (the rows above)
+#   bench/hotpath.sh                 # ROUNDS=15 SLICE=1 ROWS="floor open … open-unix" (the rows above)
 set -euo pipefail
 if [ "${BOOST:-1}" = 1 ] && [ "${HOTPATH_SESSION:-}" != 1 ]; then
   # A new session is a new scheduler autogroup, whose priority can be raised over other sessions' work.
@@ -36,7 +40,7 @@ fi
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-15}"
 SLICE="${SLICE:-1}"
-ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp gate+fastmcp-unix gate+fastmcp-batch gate+fastmcp-unix-batch ts gate+ts}"
+ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp gate+fastmcp-unix gate+fastmcp-batch gate+fastmcp-unix-batch ts gate+ts sample open-sample open-unix}"
 PEERS_DIR="$(cd "${PEERS_DIR:-../shared/bench/peers}" && pwd)"
 PIN=1
 # shellcheck source=bench/lib.sh
@@ -52,8 +56,9 @@ KEYS="$PEERS_DIR/keys/out"
 grep -q "\"$ISSUER\"" "$KEYS/openid-configuration.json" 2>/dev/null ||
   ISSUER=$ISSUER AUDIENCE=$AUDIENCE "$PEERS_DIR/.venv/bin/python" "$PEERS_DIR/keys/gen_keys.py" >/dev/null
 FLOOR_PORT=19451 FLOOR_UP_PORT=19452 FASTMCP_PORT=19453 FASTMCP_UP_PORT=19454 TS_PORT=19455 TS_UP_PORT=19456
-GW_PORT=19457 GW_BATCH_PORT=19458
-for p in $JWKS_PORT $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT $GW_PORT $GW_BATCH_PORT; do
+GW_PORT=19457 GW_BATCH_PORT=19458 SAMPLE_PORT=19459 SAMPLE_UP_PORT=19460
+for p in $JWKS_PORT $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT $GW_PORT $GW_BATCH_PORT \
+  $SAMPLE_PORT $SAMPLE_UP_PORT; do
   ! ss -ltnH "sport = :$p" | grep -q . || { echo "port $p is busy" >&2; exit 1; }
 done
 
@@ -84,6 +89,13 @@ fastmcp 0 $FASTMCP_UP_PORT
 fastmcp 0 $FASTMCP_UP_PORT "$WORK/fastmcp.sock"
 ts 1 $TS_PORT
 ts 0 $TS_UP_PORT
+taskset -c 1 "$BIN" sample-upstream --listen "127.0.0.1:$SAMPLE_PORT" >/dev/null 2>&1 &
+pids+=($!)
+SAMPLE_PID=$!
+taskset -c 0 "$BIN" sample-upstream --listen "127.0.0.1:$SAMPLE_UP_PORT" >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 0 "$BIN" sample-upstream --socket "$WORK/sample.sock" >/dev/null 2>&1 &
+pids+=($!)
 
 verified() { # path upstream: a verify-mode server for the peers' tokens
   cat <<TOML
@@ -108,6 +120,14 @@ TOML
   verified /fastmcp "http://127.0.0.1:$FASTMCP_UP_PORT/mcp"
   verified /fastmcp-unix "unix:$WORK/fastmcp.sock:/mcp"
   verified /ts "http://127.0.0.1:$TS_UP_PORT/mcp"
+  cat <<TOML
+[[server]]
+path = "/open-sample"
+upstream = "http://127.0.0.1:$SAMPLE_UP_PORT/mcp"
+[[server]]
+path = "/open-unix"
+upstream = "unix:$WORK/sample.sock:/mcp"
+TOML
 }
 gate_config "$GW_PORT" >"$WORK/gate.toml"
 gate_config "$GW_BATCH_PORT" >"$WORK/gate-batch.toml"
@@ -116,8 +136,12 @@ wait_for() { # url
   echo "nothing answers at $1" >&2; exit 1
 }
 for _ in $(seq 50); do curl -sf -o /dev/null "$ISSUER/.well-known/jwks.json" && break; sleep 0.1; done
-for port in $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT; do wait_for "http://127.0.0.1:$port/mcp"; done
-for _ in $(seq 150); do [ -S "$WORK/fastmcp.sock" ] && break; sleep 0.2; done
+for port in $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT $SAMPLE_PORT $SAMPLE_UP_PORT; do
+  wait_for "http://127.0.0.1:$port/mcp"
+done
+for sock in fastmcp sample; do
+  for _ in $(seq 150); do [ -S "$WORK/$sock.sock" ] && break; sleep 0.2; done
+done
 GATE="taskset -c 1 chrt -b 0" start_gate "$WORK/gate-batch.toml" "$GW_BATCH_PORT"
 GW_BATCH_PID=$GW_PID
 start_gate "$WORK/gate.toml" "$GW_PORT"
@@ -137,10 +161,12 @@ row_url() {
     gate+fastmcp-unix-batch) echo "http://127.0.0.1:$GW_BATCH_PORT/fastmcp-unix" ;;
     ts) echo "http://127.0.0.1:$TS_PORT/mcp" ;;
     gate+ts) echo "http://127.0.0.1:$GW_PORT/ts" ;;
+    sample) echo "http://127.0.0.1:$SAMPLE_PORT/mcp" ;;
+    open-sample | open-unix) echo "http://127.0.0.1:$GW_PORT/$1" ;;
     *) echo "unknown row $1" >&2; exit 2 ;;
   esac
 }
-row_token() { case $1 in floor | open | fastmcp-open) echo "" ;; *) echo "$TOKEN_ES" ;; esac; }
+row_token() { case $1 in floor | open | fastmcp-open | sample | open-sample | open-unix) echo "" ;; *) echo "$TOKEN_ES" ;; esac; }
 row_status() { case $1 in forged) echo 401 ;; *) echo 200 ;; esac; }
 row_vary() { case $1 in forged) echo 1 ;; *) echo 0 ;; esac; }
 check() { # row: one request with the row's token, its status and (for 200) the echo result
@@ -181,6 +207,7 @@ for ((round = 0; round < ROUNDS; round++)); do
     # The server under test's CPU: the floor's for its own row, the gate's for the others.
     pid=$GW_PID
     [ "$r" = floor ] && pid=$FLOOR_PID
+    [ "$r" = sample ] && pid=$SAMPLE_PID
     [ "${r%-batch}" != "$r" ] && pid=$GW_BATCH_PID
     t0=$(ticks "$pid")
     read -r b0 a0 <<<"$(cpu0)"
@@ -212,10 +239,15 @@ awk -v hz="$HZ" -v rounds="$ROUNDS" -v order="$ROWS" '
     if (req["floor"] && req["open"] && ticks["open"])
       printf "\nfloor CPU / gate CPU per request (open): %.3f  (what open/floor would be if CPU 0, wrk and the upstream, kept up)\n",
         (ticks["floor"] / req["floor"]) / (ticks["open"] / req["open"])
+    for (k = 1; k <= 2; k++) {
+      r = (k == 1) ? "open-sample" : "open-unix"
+      if (req["sample"] && req[r] && ticks[r])
+        printf "sample CPU / gate CPU per request (%s): %.3f\n", r, (ticks["sample"] / req["sample"]) / (ticks[r] / req[r])
+    }
     printf "\n%-44s %8s %6s\n", "goal (median of per-round ratios)", "ratio", "aim"
-    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+fastmcp-batch/fastmcp gate+fastmcp-unix-batch/fastmcp fastmcp-open/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open gate+fastmcp-batch/fastmcp-open gate+fastmcp-unix-batch/fastmcp-open", goals, " ")
-    split("0.6 50 25 1.3 1.3 1.3 1.3 - - - - - -", aims, " ")
-    for (g = 1; g <= 13; g++) {
+    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+fastmcp-batch/fastmcp gate+fastmcp-unix-batch/fastmcp fastmcp-open/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open gate+fastmcp-batch/fastmcp-open gate+fastmcp-unix-batch/fastmcp-open open-sample/sample open-unix/sample", goals, " ")
+    split("0.6 50 25 1.3 1.3 1.3 1.3 - - - - - - - -", aims, " ")
+    for (g = 1; g <= 15; g++) {
       split(goals[g], ab, "/"); list = ""
       for (k = 0; k < rounds; k++) if (((k, ab[1]) in rate) && ((k, ab[2]) in rate) && rate[k, ab[2]] > 0)
         list = list " " rate[k, ab[1]] / rate[k, ab[2]]
