@@ -260,37 +260,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An upstream that answers one request on each connection with a short JSON body, keeps the
-    /// connection open, and reports when the gate closes it.
-    async fn upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let authority = listener.local_addr().unwrap().to_string();
-        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let closed_tx = closed_tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0; 4096];
-                    let mut seen = Vec::new();
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = conn.read(&mut buf).await.unwrap();
-                        assert!(n > 0, "closed before a request");
-                        seen.extend_from_slice(&buf[..n]);
-                    }
-                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
-                    // Whatever comes next, the end of the connection is what is waited for.
-                    while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                    let _ = closed_tx.send(());
-                });
-            }
-        });
-        (authority, closed)
-    }
-
-    /// An upstream that answers every request on a connection with a short JSON body, counting the
-    /// connections it accepts; given `close`, it closes each connection once told to after its first
-    /// answer (as an upstream closes an idle kept-alive connection) and reports it.
-    async fn answering(
+    /// An upstream that answers every request on a connection with a short JSON body, counts the
+    /// connections it accepts and reports the end of each. Given `close`, it closes each connection
+    /// itself once told to after its first answer (as an upstream closes an idle kept-alive connection);
+    /// otherwise a connection ends when the gate closes it.
+    async fn upstream(
         close: Option<Arc<tokio::sync::Notify>>,
     ) -> (String, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -306,22 +280,27 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = vec![0; 4096];
                     let mut seen = Vec::new();
-                    loop {
+                    let mut answered = false;
+                    'exchanges: loop {
                         while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
                             match conn.read(&mut buf).await {
                                 Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                                _ => return,
+                                _ => {
+                                    assert!(answered, "closed before a request");
+                                    break 'exchanges;
+                                }
                             }
                         }
                         seen.clear();
                         conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
+                        answered = true;
                         if let Some(close) = &close {
                             close.notified().await;
-                            drop(conn);
-                            let _ = closed_tx.send(());
-                            return;
+                            break;
                         }
                     }
+                    drop(conn);
+                    let _ = closed_tx.send(());
                 });
             }
         });
@@ -340,12 +319,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_kept_after_its_body_ends_and_closed_once_idle_too_long() {
-        let (authority, mut closed) = upstream().await;
+        let (authority, _, mut closed) = upstream(None).await;
         let idle = Duration::from_millis(300);
         let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), idle, idle);
-        let response = pool.send(get(&authority)).await.unwrap();
-        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"{}");
+        exchange(&pool, &authority).await;
         assert_eq!(pool.shared.idle.lock().unwrap().len(), 1, "kept once its body was read to the end");
         // Nobody takes it: past the idle bound, the pool closes it by itself.
         tokio::time::timeout(Duration::from_secs(5), closed.recv()).await.expect("closed in time");
@@ -354,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_before_its_end_closes_its_connection() {
-        let (authority, mut closed) = upstream().await;
+        let (authority, _, mut closed) = upstream(None).await;
         let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), POOL, POOL);
         let response = pool.send(get(&authority)).await.unwrap();
         // The head only: the body is dropped unread (the client went away).
@@ -365,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_connection_carries_the_requests_one_after_another() {
-        let (authority, accepted, _closed) = answering(None).await;
+        let (authority, accepted, _closed) = upstream(None).await;
         let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), POOL, POOL);
         for _ in 0..3 {
             exchange(&pool, &authority).await;
@@ -377,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_connection_the_upstream_closed_is_not_used_again() {
         let close = Arc::new(tokio::sync::Notify::new());
-        let (authority, accepted, mut closed) = answering(Some(Arc::clone(&close))).await;
+        let (authority, accepted, mut closed) = upstream(Some(Arc::clone(&close))).await;
         let pool = Pool::new(Address::Tcp(authority.clone()), HeaderValue::from_static("up"), POOL, POOL);
         exchange(&pool, &authority).await;
         assert_eq!(pool.shared.idle.lock().unwrap().len(), 1, "kept after its exchange");
