@@ -87,15 +87,16 @@ floor 0 $FLOOR_UP_PORT
 fastmcp 1 $FASTMCP_PORT
 fastmcp 0 $FASTMCP_UP_PORT
 fastmcp 0 $FASTMCP_UP_PORT "$WORK/fastmcp.sock"
+sample() { # cpu, then where it listens (--listen addr or --socket path)
+  taskset -c "$1" "$BIN" sample-upstream "${@:2}" >/dev/null 2>&1 &
+  pids+=($!)
+}
 ts 1 $TS_PORT
 ts 0 $TS_UP_PORT
-taskset -c 1 "$BIN" sample-upstream --listen "127.0.0.1:$SAMPLE_PORT" >/dev/null 2>&1 &
-pids+=($!)
-SAMPLE_PID=$!
-taskset -c 0 "$BIN" sample-upstream --listen "127.0.0.1:$SAMPLE_UP_PORT" >/dev/null 2>&1 &
-pids+=($!)
-taskset -c 0 "$BIN" sample-upstream --socket "$WORK/sample.sock" >/dev/null 2>&1 &
-pids+=($!)
+sample 1 --listen "127.0.0.1:$SAMPLE_PORT"
+SAMPLE_PID=${pids[-1]}
+sample 0 --listen "127.0.0.1:$SAMPLE_UP_PORT"
+sample 0 --socket "$WORK/sample.sock"
 
 verified() { # path upstream: a verify-mode server for the peers' tokens
   cat <<TOML
@@ -239,15 +240,16 @@ awk -v hz="$HZ" -v rounds="$ROUNDS" -v order="$ROWS" '
     if (req["floor"] && req["open"] && ticks["open"])
       printf "\nfloor CPU / gate CPU per request (open): %.3f  (what open/floor would be if CPU 0, wrk and the upstream, kept up)\n",
         (ticks["floor"] / req["floor"]) / (ticks["open"] / req["open"])
+    split("open-sample open-unix", sidecar, " ")
     for (k = 1; k <= 2; k++) {
-      r = (k == 1) ? "open-sample" : "open-unix"
+      r = sidecar[k]
       if (req["sample"] && req[r] && ticks[r])
         printf "sample CPU / gate CPU per request (%s): %.3f\n", r, (ticks["sample"] / req["sample"]) / (ticks[r] / req[r])
     }
     printf "\n%-44s %8s %6s\n", "goal (median of per-round ratios)", "ratio", "aim"
-    split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+fastmcp-batch/fastmcp gate+fastmcp-unix-batch/fastmcp fastmcp-open/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open gate+fastmcp-batch/fastmcp-open gate+fastmcp-unix-batch/fastmcp-open open-sample/sample open-unix/sample", goals, " ")
+    ngoals = split("open/floor valid/fastmcp valid/ts gate+fastmcp/fastmcp gate+fastmcp-unix/fastmcp gate+fastmcp-batch/fastmcp gate+fastmcp-unix-batch/fastmcp fastmcp-open/fastmcp gate+ts/ts forged/valid gate+fastmcp/fastmcp-open gate+fastmcp-batch/fastmcp-open gate+fastmcp-unix-batch/fastmcp-open open-sample/sample open-unix/sample", goals, " ")
     split("0.6 50 25 1.3 1.3 1.3 1.3 - - - - - - - -", aims, " ")
-    for (g = 1; g <= 15; g++) {
+    for (g = 1; g <= ngoals; g++) {
       split(goals[g], ab, "/"); list = ""
       for (k = 0; k < rounds; k++) if (((k, ab[1]) in rate) && ((k, ab[2]) in rate) && rate[k, ab[2]] > 0)
         list = list " " rate[k, ab[1]] / rate[k, ab[2]]
