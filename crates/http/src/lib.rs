@@ -108,8 +108,7 @@ impl AppState {
                 return Err(ProxyError::Internal(format!("server {} has no verifier", server.path)));
             }
         }
-        let tls = config.servers.iter().any(|s| s.upstream.url.scheme() == "https");
-        let proxy = Proxy::new(config.proxy.clone(), tls)?;
+        let proxy = Proxy::new(config.proxy.clone(), config.servers.iter().map(|s| &s.upstream))?;
         let servers = config
             .servers
             .iter()
@@ -118,7 +117,7 @@ impl AppState {
                 let upstream_uri = proxy::request_uri(&s.upstream.url)?;
                 Ok(Arc::new(ServerRuntime {
                     metrics: Arc::new(observe::ServerMetrics::new(&s.path)),
-                    client: proxy.client_for(&s.upstream),
+                    client: proxy.client_for(&s.upstream)?,
                     upstream_uri,
                     upstream_slots: config
                         .proxy

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use portcullis_config::ProxyConfig;
 use portcullis_oauth::{VerifiedToken, error_chain};
 
@@ -28,43 +28,39 @@ use crate::observe::{self, Decision};
 use crate::{AppState, ServerRuntime, rpc};
 
 mod headers;
+mod multiplex;
 mod pool;
 
 pub(crate) use headers::{OriginHeaders, cgi_name};
 use headers::{set_forwarding_headers, strip_hop_by_hop, strip_managed};
 
 /// A server's upstream client. HTTP/1.1 over plain TCP or a Unix domain socket (the common case, and the
-/// hot path): a [`pool::Pool`] of its own. Otherwise hyper-util's pooled client: plain HTTP/2 with prior
-/// knowledge, HTTP/2 over a Unix domain socket, and `https` (TLS-capable only when some upstream is
-/// `https`: loading the trust store costs ~9 MiB of memory for nothing otherwise).
+/// hot path): a [`pool::Pool`] of its own. HTTP/2 (`upstream_http2`), over TCP, a Unix domain socket or
+/// TLS: a [`multiplex::Multiplexed`] of its own. HTTP/1.1 over TLS: hyper-util's pooled client, shared.
 #[derive(Clone)]
 pub(crate) enum UpstreamClient {
     Pooled(pool::Pool),
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-    Socket(Client<SocketConnector, Full<Bytes>>),
+    Multiplexed(multiplex::Multiplexed),
+    Tls(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
 }
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Pooled(_) => "UpstreamClient::Pooled",
-            Self::Plain(_) => "UpstreamClient::Plain",
+            Self::Multiplexed(_) => "UpstreamClient::Multiplexed",
             Self::Tls(_) => "UpstreamClient::Tls",
-            Self::Socket(_) => "UpstreamClient::Socket",
         })
     }
 }
 
 impl UpstreamClient {
     async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let legacy = match self {
-            Self::Pooled(p) => return Ok(p.send(req).await?.map(UpstreamBody::Pooled)),
-            Self::Plain(c) => c.request(req),
-            Self::Tls(c) => c.request(req),
-            Self::Socket(c) => c.request(req),
-        };
-        Ok(legacy.await?.map(UpstreamBody::Legacy))
+        match self {
+            Self::Pooled(p) => Ok(p.send(req).await?.map(UpstreamBody::Pooled)),
+            Self::Multiplexed(m) => Ok(m.send(req).await?.map(UpstreamBody::Multiplexed)),
+            Self::Tls(c) => Ok(c.request(req).await?.map(UpstreamBody::Legacy)),
+        }
     }
 }
 
@@ -89,6 +85,7 @@ impl UpstreamError {
 /// An upstream's response body, from either client.
 enum UpstreamBody {
     Pooled(pool::Pooled),
+    Multiplexed(multiplex::Streamed),
     Legacy(Incoming),
 }
 
@@ -99,6 +96,7 @@ impl http_body::Body for UpstreamBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Self::Multiplexed(b) => Pin::new(b).poll_frame(cx),
             Self::Legacy(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -106,6 +104,7 @@ impl http_body::Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Pooled(b) => b.is_end_stream(),
+            Self::Multiplexed(b) => b.is_end_stream(),
             Self::Legacy(b) => b.is_end_stream(),
         }
     }
@@ -113,48 +112,20 @@ impl http_body::Body for UpstreamBody {
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             Self::Pooled(b) => b.size_hint(),
+            Self::Multiplexed(b) => b.size_hint(),
             Self::Legacy(b) => b.size_hint(),
         }
     }
 }
 
-/// Connects to one Unix domain socket whatever the request's URL names: a sidecar upstream reached
-/// without the TCP stack.
-#[derive(Clone)]
-pub(crate) struct SocketConnector {
-    path: Arc<std::path::Path>,
-    timeout: Duration,
-}
-
-impl tower::Service<axum::http::Uri> for SocketConnector {
-    type Response = TokioIo<tokio::net::UnixStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: axum::http::Uri) -> Self::Future {
-        let (path, timeout) = (Arc::clone(&self.path), self.timeout);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
-                Ok(connected) => connected.map(TokioIo::new).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("connecting to the socket {}: {e}", path.display()))
-                }),
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connecting to the socket {} timed out", path.display()),
-                )),
-            }
-        })
-    }
-}
-
-/// The upstream HTTP client and its limits.
+/// The upstream clients and their limits.
 #[derive(Clone)]
 pub struct Proxy {
-    client: UpstreamClient,
+    /// `https` upstreams over HTTP/1.1, when there are some (loading the trust store costs ~9 MiB of
+    /// memory for nothing otherwise).
+    tls: Option<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+    /// How `https` upstreams over HTTP/2 connect, when there are some.
+    tls_http2: Option<HttpsConnector<HttpConnector>>,
     config: ProxyConfig,
 }
 
@@ -165,28 +136,29 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// Builds the shared upstream client: hyper's pooled client directly (the proxy path is the hot
-    /// path; a general-purpose client's extra layers cost measurable time per request), TLS by rustls
-    /// with the platform's trust store. No total timeout: streams may rightly last for hours, so connect,
-    /// header and idle bounds apply instead. Redirects are not followed: the upstream's answer goes back
-    /// to the client as it is.
-    pub fn new(config: ProxyConfig, tls: bool) -> Result<Self, ProxyError> {
-        let mut http = http_connector(&config);
-        let builder = Self::builder();
-        let client = if tls {
-            http.enforce_http(false);
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .try_with_platform_verifier()
-                .map_err(|e| ProxyError::Internal(format!("loading the platform's TLS trust store: {e}")))?
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http);
-            UpstreamClient::Tls(builder.build(https))
-        } else {
-            UpstreamClient::Plain(builder.build(http))
-        };
-        Ok(Self { client, config })
+    /// What `upstreams` need: hyper's connection-level clients under pools of the gate's own for plain
+    /// TCP and Unix sockets (the proxy path is the hot path; a general-purpose client's extra layers
+    /// cost measurable time per request), TLS by rustls with the platform's trust store. An `https`
+    /// upstream speaks HTTP/1.1 unless it is marked `upstream_http2`: offered HTTP/2 by ALPN, it would
+    /// otherwise get hyper-util's single HTTP/2 connection, whose stream limit long-lived SSE streams
+    /// fill. No total timeout: streams may rightly last for hours, so connect, header and idle bounds
+    /// apply instead. Redirects are not followed: the upstream's answer goes back to the client as it is.
+    pub fn new<'a>(
+        config: ProxyConfig,
+        upstreams: impl IntoIterator<Item = &'a portcullis_config::Upstream>,
+    ) -> Result<Self, ProxyError> {
+        let (mut http1, mut http2) = (false, false);
+        for upstream in upstreams.into_iter().filter(|u| u.socket.is_none() && u.url.scheme() == "https") {
+            *(if upstream.http2 { &mut http2 } else { &mut http1 }) = true;
+        }
+        let tls_http1 = http1.then(|| tls_connector(&config, false)).transpose()?;
+        let tls = tls_http1.map(|https| {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder.pool_idle_timeout(POOL_IDLE);
+            builder.build(https)
+        });
+        let tls_http2 = http2.then(|| tls_connector(&config, true)).transpose()?;
+        Ok(Self { tls, tls_http2, config })
     }
 
     /// The configured limits.
@@ -194,52 +166,50 @@ impl Proxy {
         &self.config
     }
 
-    fn builder() -> hyper_util::client::legacy::Builder {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(POOL_IDLE);
-        builder
+    /// The client for `upstream`: a pool of its own for plain TCP and Unix sockets (HTTP/1.1 or HTTP/2
+    /// with prior knowledge) and for HTTP/2 over TLS; the shared client for HTTP/1.1 over TLS.
+    pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> Result<UpstreamClient, ProxyError> {
+        let missing = || ProxyError::Internal(format!("no TLS client was made for {}", upstream.url));
+        let timeout = self.config.connect_timeout;
+        let address = match &upstream.socket {
+            Some(path) => pool::Address::Unix(path.as_path().into()),
+            None if upstream.url.scheme() == "http" => pool::Address::Tcp(crate::authority_or_default(&upstream.url)),
+            None if upstream.http2 => {
+                let connector = self.tls_http2.clone().ok_or_else(missing)?;
+                let dial = multiplex::Dial::Tls { connector, uri: request_uri(&upstream.url)? };
+                return Ok(UpstreamClient::Multiplexed(multiplex::Multiplexed::new(dial, timeout, POOL_IDLE)));
+            }
+            None => return self.tls.clone().map(|c| UpstreamClient::Tls(Box::new(c))).ok_or_else(missing),
+        };
+        if upstream.http2 {
+            let dial = multiplex::Dial::Plain(address);
+            return Ok(UpstreamClient::Multiplexed(multiplex::Multiplexed::new(dial, timeout, POOL_IDLE)));
+        }
+        // The `Host` hyper-util's client would send: the URL's authority as written.
+        let authority = crate::authority(&upstream.url);
+        let host = HeaderValue::from_str(&authority)
+            .ok()
+            .filter(|_| !authority.is_empty())
+            .unwrap_or_else(|| HeaderValue::from_static("localhost"));
+        Ok(UpstreamClient::Pooled(pool::Pool::new(address, host, timeout, POOL_IDLE)))
     }
+}
 
-    /// The client for `upstream`: a pool of its own for HTTP/1.1 over plain TCP or a Unix domain socket;
-    /// else the shared client, or one of its own for HTTP/2 with prior knowledge over a socket or plain
-    /// HTTP (an `https` upstream gets HTTP/2 by ALPN when it offers it, from the shared client).
-    pub(crate) fn client_for(&self, upstream: &portcullis_config::Upstream) -> UpstreamClient {
-        if !upstream.http2 && (upstream.socket.is_some() || upstream.url.scheme() == "http") {
-            let address = match &upstream.socket {
-                Some(path) => pool::Address::Unix(path.as_path().into()),
-                None => pool::Address::Tcp(crate::authority_or_default(&upstream.url)),
-            };
-            // The `Host` hyper-util's client would send: the URL's authority as written.
-            let authority = crate::authority(&upstream.url);
-            let host = HeaderValue::from_str(&authority)
-                .ok()
-                .filter(|_| !authority.is_empty())
-                .unwrap_or_else(|| HeaderValue::from_static("localhost"));
-            return UpstreamClient::Pooled(pool::Pool::new(address, host, self.config.connect_timeout, POOL_IDLE));
-        }
-        let mut builder = Self::builder();
-        builder.http2_only(upstream.http2);
-        if let Some(path) = &upstream.socket {
-            let connector = SocketConnector { path: path.as_path().into(), timeout: self.config.connect_timeout };
-            return UpstreamClient::Socket(builder.build(connector));
-        }
-        if !upstream.http2 || upstream.url.scheme() == "https" {
-            return self.client.clone();
-        }
-        UpstreamClient::Plain(builder.build(http_connector(&self.config)))
-    }
+/// A TLS connector with the platform's trust store that offers HTTP/2 by ALPN, or HTTP/1.1.
+fn tls_connector(config: &ProxyConfig, http2: bool) -> Result<HttpsConnector<HttpConnector>, ProxyError> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .map_err(|e| ProxyError::Internal(format!("loading the platform's TLS trust store: {e}")))?
+        .https_only();
+    Ok(if http2 { builder.enable_http2().wrap_connector(http) } else { builder.enable_http1().wrap_connector(http) })
 }
 
 /// How long an upstream connection is kept idle for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(90);
-
-/// The TCP connector of the upstream clients: the connect timeout, and no Nagle delay.
-fn http_connector(config: &ProxyConfig) -> HttpConnector {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_nodelay(true);
-    http
-}
 
 /// `url` as the URI of a request to it.
 pub(crate) fn request_uri(url: &url::Url) -> Result<axum::http::Uri, ProxyError> {

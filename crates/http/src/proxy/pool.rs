@@ -1,6 +1,7 @@
 //! HTTP/1.1 connections to one upstream, kept open between requests: hyper's connection-level client
 //! and a plain stack of idle connections. The hot path's upstream client for plain `http://` and Unix
-//! socket upstreams; TLS and HTTP/2 upstreams keep hyper-util's pooled client.
+//! socket upstreams; HTTP/2 upstreams have [`super::multiplex`], HTTP/1.1 over TLS hyper-util's pooled
+//! client.
 //!
 //! Against that client, a request spends no time on a pool key (hyper-util hashes the scheme and
 //! authority byte by byte with SipHash on every checkout and every return) and its future is not moved
@@ -84,19 +85,7 @@ impl Pool {
     pub(crate) fn new(address: Address, host: HeaderValue, connect_timeout: Duration, idle_timeout: Duration) -> Self {
         let shared = Shared { address, host, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) };
         let shared = Arc::new(shared);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let pool = Arc::downgrade(&shared);
-            runtime.spawn(async move {
-                let mut every = tokio::time::interval((idle_timeout / 2).max(Duration::from_millis(10)));
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                every.tick().await;
-                loop {
-                    every.tick().await;
-                    let Some(shared) = pool.upgrade() else { return };
-                    shared.close_stale();
-                }
-            });
-        }
+        sweep_every(&shared, idle_timeout / 2, Shared::close_stale);
         Self { shared }
     }
 
@@ -143,27 +132,45 @@ impl Pool {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PoolError> {
         let shared = &self.shared;
         let connecting = async {
-            match &shared.address {
-                Address::Tcp(authority) => {
-                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(Connecting::Io)?;
-                    // Without it, a request written as head then body waits on Nagle and delayed ACKs.
-                    stream.set_nodelay(true).map_err(Connecting::Io)?;
-                    handshake(stream).await
-                }
-                Address::Unix(path) => {
-                    handshake(tokio::net::UnixStream::connect(&**path).await.map_err(Connecting::Io)?).await
-                }
+            match shared.address.connect().await.map_err(Connecting::Io)? {
+                Connected::Tcp(stream) => handshake(stream).await,
+                Connected::Unix(stream) => handshake(stream).await,
             }
-        };
-        let name = || match &shared.address {
-            Address::Tcp(authority) => authority.clone(),
-            Address::Unix(_) => "the socket".to_owned(),
         };
         match tokio::time::timeout(shared.connect_timeout, connecting).await {
             Ok(Ok(sender)) => Ok(sender),
-            Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: name(), source }),
+            Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: shared.address.name(), source }),
             Ok(Err(Connecting::Http(e))) => Err(PoolError::Http(e)),
-            Err(_) => Err(PoolError::ConnectTimeout(name())),
+            Err(_) => Err(PoolError::ConnectTimeout(shared.address.name())),
+        }
+    }
+}
+
+/// A new connection to an [`Address`].
+pub(super) enum Connected {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Address {
+    /// Opens a connection; a TCP one sends each write at once (without it, a request written as head
+    /// then body waits on Nagle and delayed ACKs).
+    pub(super) async fn connect(&self) -> std::io::Result<Connected> {
+        Ok(match self {
+            Self::Tcp(authority) => {
+                let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+                stream.set_nodelay(true)?;
+                Connected::Tcp(stream)
+            }
+            Self::Unix(path) => Connected::Unix(tokio::net::UnixStream::connect(&**path).await?),
+        })
+    }
+
+    /// How errors name it.
+    pub(super) fn name(&self) -> String {
+        match self {
+            Self::Tcp(authority) => authority.clone(),
+            Self::Unix(_) => "the socket".to_owned(),
         }
     }
 }
@@ -180,7 +187,24 @@ impl Shared {
     }
 }
 
-enum Connecting {
+/// Within a runtime, runs `sweep` on `shared` every `period` (10 ms at the least) until `shared` is
+/// dropped: how a pool closes its idle connections when no request comes to do it.
+pub(super) fn sweep_every<T: Send + Sync + 'static>(shared: &Arc<T>, period: Duration, sweep: fn(&T)) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let pool = Arc::downgrade(shared);
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(period.max(Duration::from_millis(10)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(shared) = pool.upgrade() else { return };
+            sweep(&shared);
+        }
+    });
+}
+
+pub(super) enum Connecting {
     Io(std::io::Error),
     Http(hyper::Error),
 }

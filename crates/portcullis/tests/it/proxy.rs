@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{Events, Gate, STEP, Sample, call, client, mcp_post, stream_client};
+use crate::tls::{TlsUpstream, ca_file};
 
 fn unauthenticated(upstream: &str, extra: &str) -> String {
     format!(
@@ -235,6 +236,34 @@ async fn an_upstream_speaking_http2_from_the_first_byte() {
     };
     let (_, preface) = tokio::join!(sent, tokio::time::timeout(STEP, read));
     assert_eq!(&preface.expect("the gate connects"), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+}
+
+#[tokio::test]
+async fn an_https_upstream_speaks_http1_unless_marked_http2_and_full_connections_get_company() {
+    // One stream per HTTP/2 connection: each stream held open needs a connection of its own.
+    let upstream = TlsUpstream::start(1).await;
+    for (marked, protocol) in [("", "http/1.1"), ("upstream_http2 = true\n", "h2")] {
+        let config = unauthenticated(&upstream.url, "[proxy]\nheader_timeout_ms = 3000")
+            .replace("upstream = ", &format!("{marked}upstream = "));
+        let gate = Gate::start_with_env(&config, &[("SSL_CERT_FILE", &ca_file())]).await;
+        let before = upstream.protocols().len();
+        // Three SSE streams at once, none of which ends while the others start.
+        let opened =
+            (1..=3).map(|id| mcp_post(&stream_client(), &gate.url("/mcp"), call(id, "echo", json!({}))).send());
+        let mut streams = Vec::new();
+        for r in futures_util::future::join_all(opened).await {
+            let r = r.unwrap();
+            assert_eq!(
+                (r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()),
+                (200, "text/event-stream")
+            );
+            let mut events = Events::new(r);
+            let (_, first) = events.next().await.expect("the upstream's event");
+            assert_eq!(first["result"], json!({}));
+            streams.push(events);
+        }
+        assert_eq!(upstream.protocols()[before..], [protocol; 3], "one connection per stream, in {protocol}");
+    }
 }
 
 /// An HTTP/1.1 upstream by hand: answers `{"jsonrpc":"2.0","id":N,"result":{}}` to each request, closes
