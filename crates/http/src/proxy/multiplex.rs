@@ -32,7 +32,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::oneshot;
 
@@ -224,8 +224,16 @@ impl Shared {
                 Connected::Unix(stream) => Box::new(TokioIo::new(stream)),
             },
             Dial::Tls { connector, uri } => {
-                let tls = tower::ServiceExt::oneshot(connector.clone(), uri.clone()).await;
-                Box::new(tls.map_err(|e| Connecting::Io(std::io::Error::other(e)))?)
+                // An upstream that does not speak HTTP/2 refuses the handshake (RFC 7301 §3.2) or
+                // ignores the offer; either way the operator is told what was asked of it.
+                let tls = tower::ServiceExt::oneshot(connector.clone(), uri.clone()).await.map_err(|e| {
+                    Connecting::Io(std::io::Error::other(format!("TLS offering HTTP/2 only (upstream_http2): {e}")))
+                })?;
+                if !tls.connected().is_negotiated_h2() {
+                    let ignored = "the upstream did not agree to HTTP/2 by ALPN (upstream_http2)";
+                    return Err(Connecting::Io(std::io::Error::new(std::io::ErrorKind::Unsupported, ignored)));
+                }
+                Box::new(tls)
             }
         };
         let mut builder = http2::Builder::new(TokioExecutor::new());

@@ -266,6 +266,22 @@ async fn an_https_upstream_speaks_http1_unless_marked_http2_and_full_connections
     }
 }
 
+#[tokio::test]
+async fn an_https_upstream_marked_http2_that_does_not_speak_it_is_named_in_the_log() {
+    // One refuses the handshake for want of a common protocol; one ignores the offer.
+    for (offered, named) in
+        [(&[&b"http/1.1"[..]][..], "TLS offering HTTP/2 only"), (&[][..], "did not agree to HTTP/2")]
+    {
+        let upstream = TlsUpstream::offering(offered, 1).await;
+        let config = unauthenticated(&upstream.url, "").replace("upstream = ", "upstream_http2 = true\nupstream = ");
+        let (gate, mut log) = Gate::start_logging(&config, &[("SSL_CERT_FILE", &ca_file())]).await;
+        let r = mcp_post(&client(), &gate.url("/mcp"), call(1, "echo", json!({}))).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let line = log.find("upstream failure").await.expect("the failure is logged");
+        assert!(line.contains(named), "{line}");
+    }
+}
+
 /// An HTTP/1.1 upstream by hand: answers `{"jsonrpc":"2.0","id":N,"result":{}}` to each request, closes
 /// each connection after `per_connection` answers (as an upstream's keep-alive timeout would, without
 /// saying so), and counts the connections it accepted.

@@ -42,7 +42,8 @@ pub fn closed_port() -> u16 {
 
 /// Starts `cmd`, waits for a stdout line containing `marker`, returns the child and that line.
 /// Later stdout lines are drained in the background so the child never blocks on a full pipe.
-async fn spawn_until(cmd: Command, marker: &str) -> (Child, String) {
+async fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
+    cmd.stderr(child_log());
     let (child, mut lines) = spawn_reading(cmd, marker).await;
     let line = std::mem::take(&mut lines.marker);
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -61,11 +62,33 @@ impl Lines {
     }
 }
 
-/// Starts `cmd` and waits for a stdout line containing `marker`; the rest of stdout is the caller's.
+/// Where a child's log goes: nowhere, as it is noise in a passing run; PORTCULLIS_TEST_LOG=1 shows it.
+fn child_log() -> Stdio {
+    if std::env::var_os("PORTCULLIS_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() }
+}
+
+/// What a process logs (its stderr), line by line.
+pub struct Log(tokio::io::Lines<BufReader<tokio::process::ChildStderr>>);
+
+impl Log {
+    /// The next line that contains `text`, within [`STEP`]; `None` if none comes.
+    pub async fn find(&mut self, text: &str) -> Option<String> {
+        let found = async {
+            while let Ok(Some(line)) = self.0.next_line().await {
+                if line.contains(text) {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(STEP, found).await.ok().flatten()
+    }
+}
+
+/// Starts `cmd` (its stderr as the caller set it) and waits for a stdout line containing `marker`; the
+/// rest of stdout is the caller's.
 async fn spawn_reading(mut cmd: Command, marker: &str) -> (Child, Lines) {
-    // Child logs are noise in a passing run; PORTCULLIS_TEST_LOG=1 shows them.
-    let stderr = if std::env::var_os("PORTCULLIS_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
-    cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::piped()).kill_on_drop(true);
+    cmd.stdout(Stdio::piped()).stdin(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().expect("spawn");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
@@ -149,6 +172,21 @@ impl Gate {
         Self::start_at(&path, port, dir, env).await
     }
 
+    /// [`Gate::start_with_env`], and what it logs.
+    pub async fn start_logging(config: &str, env: &[(&str, &str)]) -> (Gate, Log) {
+        let port = reserve_port();
+        let dir = TempDir::new();
+        let path = write_config(config, port, &dir);
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").arg("--config").arg(path).env("RUST_LOG", "info").envs(env.iter().copied());
+        cmd.stderr(Stdio::piped());
+        hand_over(&mut cmd, port);
+        let (mut child, mut lines) = spawn_reading(cmd, "portcullis listening on").await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let log = Log(BufReader::new(child.stderr.take().expect("stderr piped")).lines());
+        (Gate { child, base: format!("http://127.0.0.1:{port}"), dir, banner: String::new() }, log)
+    }
+
     /// Starts `portcullis serve` with an already written config for `port`, in `dir`.
     pub async fn start_at(path: &std::path::Path, port: u16, dir: TempDir, env: &[(&str, &str)]) -> Gate {
         let base = format!("http://127.0.0.1:{port}");
@@ -183,6 +221,7 @@ impl Gate {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--dev", "--dev-listen", &format!("127.0.0.1:{port}")]).current_dir(&dir.path);
         cmd.envs(env.iter().copied());
+        cmd.stderr(child_log());
         hand_over(&mut cmd, port);
         let (child, mut lines) = spawn_reading(cmd, "portcullis listening on").await;
         let mut banner = String::new();

@@ -151,7 +151,7 @@ async fn serve_one(mut tls: Tls, routes: &Mutex<Routes>) -> Option<()> {
     tls.shutdown().await.ok()
 }
 
-/// An MCP upstream over HTTPS that offers HTTP/2 and HTTP/1.1 by ALPN and records which each connection
+/// An MCP upstream over HTTPS that offers HTTP/2 and HTTP/1.1 by ALPN (or what it is told) and records which each connection
 /// speaks (HTTP/1.1 also where the client offered no ALPN protocol). Over HTTP/2 it allows `max_streams` streams per connection. Every request is answered
 /// with an SSE stream of one event (an empty JSON-RPC result) that stays open until the server is
 /// dropped.
@@ -172,7 +172,12 @@ const EVENT: &[u8] = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"res
 
 impl TlsUpstream {
     pub async fn start(max_streams: u32) -> TlsUpstream {
-        let acceptor = TlsAcceptor::from(Arc::new(server_config(&[b"h2", b"http/1.1"])));
+        Self::offering(&[b"h2", b"http/1.1"], max_streams).await
+    }
+
+    /// One that offers only `alpn` (in order of preference).
+    pub async fn offering(alpn: &[&[u8]], max_streams: u32) -> TlsUpstream {
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(alpn)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://127.0.0.1:{}/mcp", listener.local_addr().unwrap().port());
         let protocols = Arc::new(Mutex::new(Vec::new()));
