@@ -30,6 +30,12 @@ pub(crate) async fn authenticate(
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
     let source = crate::address::source(&state.config.proxy.trusted_proxies, req.headers(), peer);
     let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
+        // RFC 6750 §2.3's query parameter is no credential here, and the query goes upstream as it is:
+        // a token in it, beside the header or not, is refused rather than passed on.
+        _ if req.uri().query().is_some_and(names_a_token) => Err(AuthError::BadRequest(
+            "an access token in the query string (access_token) is not accepted; send it in the Authorization header only"
+                .to_owned(),
+        )),
         Ok(token) => verify(state, verifier, token, source).await,
         Err(e) => Err(e),
     };
@@ -80,6 +86,11 @@ async fn verify(
         budget.charge(ip, Instant::now());
     }
     outcome.map_err(AuthError::Invalid)
+}
+
+/// Whether `query` has an `access_token` parameter (RFC 6750 §2.3), however it is encoded.
+fn names_a_token(query: &str) -> bool {
+    url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token")
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive, RFC 9110 §11.1).

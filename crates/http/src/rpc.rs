@@ -177,6 +177,11 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
                 return Err(invalid("\"params\" must be an object"));
             }
             match id {
+                // MCP has no notification outside `notifications/`: a `tools/call` without an `id` would
+                // be run by some servers, unchecked, as a request whose answer goes nowhere.
+                None if !method.starts_with("notifications/") => {
+                    Err(invalid("a notification's method is under \"notifications/\"; a request needs an \"id\""))
+                }
                 None => Ok(Message::Notification { method }),
                 Some(id @ (Value::String(_) | Value::Number(_))) => {
                     let (target, arguments) = target(&method, wire.name, wire.uri, wire.arguments)
@@ -364,6 +369,21 @@ mod tests {
             panic!()
         };
         assert_eq!((m.target(), m.arguments()), (Some("p"), Some(r#""a\"b""#)));
+    }
+
+    #[test]
+    fn what_some_servers_read_as_another_call_is_refused() {
+        // Go's encoding/json takes `Name` for `name` (the last one winning) and `ID` for `id`.
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"admin_delete"}}"#[..],
+            br#"{"jsonrpc":"2.0","ID":1,"method":"tools/call","params":{"name":"admin_delete"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call","params":{"name":"admin_delete"}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","Params":{"name":"admin_delete"}}"#,
+            // A call without an `id` is no MCP notification.
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"admin_delete"}}"#,
+        ] {
+            assert_eq!(refused(body), code::INVALID_REQUEST, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

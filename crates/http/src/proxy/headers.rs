@@ -77,7 +77,7 @@ pub(super) fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, ide
         let name = name.as_ref();
         gate_managed(name)
             || server.identity_names.iter().any(|n| n == name)
-            || identity.iter().any(|(n, _)| n.as_str() == name)
+            || identity.iter().map(|(n, _)| n.as_str()).any(|n| n == name || (n.contains('_') && cgi_name(n) == name))
     };
     let doomed: Vec<HeaderName> = headers.keys().filter(|k| managed(k.as_str())).cloned().collect();
     for name in doomed {

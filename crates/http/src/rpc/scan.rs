@@ -159,7 +159,10 @@ impl<'a> Scanner<'a> {
                     s.skip_value()?;
                     wire.error = true;
                 }
-                _ => s.skip_value()?,
+                other => {
+                    unlike(other, &["jsonrpc", "method", "id", "params", "result", "error"])?;
+                    s.skip_value()?;
+                }
             }
             Ok(())
         })?;
@@ -174,7 +177,10 @@ impl<'a> Scanner<'a> {
                 "uri" => (&mut wire.uri, true),
                 // Kept as written, for the policy rules that read it.
                 "arguments" => (&mut wire.arguments, false),
-                _ => return s.skip_value(),
+                other => {
+                    unlike(other, &["name", "uri", "arguments"])?;
+                    return s.skip_value();
+                }
             };
             let value = match s.peek() {
                 Some(b'"') if decoded => Member::Text(s.string()?),
@@ -462,6 +468,31 @@ impl Open {
     }
 }
 
+/// Refuses a member name that is not one of `read` but that some parsers take for one: Go's
+/// `encoding/json` matches names regardless of case, with `ſ` for `s` and `K` for `k`, the last match
+/// winning (the go-sdk MCP server before 1.3.1, GHSA-wvj2-96wp-fq3f), and go-sdk 1.3.1 to 1.4.0 read a
+/// name with a NUL as the name without it (GHSA-q382-vc8q-7jhj). Such an upstream would run a
+/// `"Method"` or a `"Name"` the gate skipped, or take a `"ID"` the gate never saw for a request.
+fn unlike(name: &str, read: &[&str]) -> Result<(), ScanError> {
+    // What no parser reads as another name: lower-case ASCII letters, digits and `_` (`_meta`, …).
+    if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Ok(());
+    }
+    let folded: String = name
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    match read.iter().find(|r| **r == folded) {
+        Some(r) => Err(ScanError::Shape(format!("member {name:?} is not `{r}`, but some servers read it as `{r}`"))),
+        None => Ok(()),
+    }
+}
+
 /// The members read so far, one bit each, to refuse a second of the same name.
 #[derive(Default)]
 struct Seen(u8);
@@ -653,5 +684,26 @@ mod tests {
         let params = r#"{"params":{"name":"a","arguments":{},"arguments":[],"uri":5,"x":1,"x":2}}"#;
         let wire = Scanner::new(params).message().unwrap();
         assert_eq!((wire.name, wire.arguments, wire.uri), (Member::Text("a".into()), Member::Twice, Member::Raw("5")));
+    }
+
+    #[test]
+    fn members_some_parsers_take_for_those_the_gate_reads_are_shape_errors() {
+        for text in [
+            r#"{"Method":"tools/call"}"#,
+            r#"{"ID":1}"#,
+            r#"{"jsonRPC":"2.0"}"#,
+            r#"{"paramſ":{}}"#,
+            r#"{"method\u0000":"tools/call"}"#,
+            r#"{"Result":{}}"#,
+            r#"{"params":{"Name":"admin"}}"#,
+            r#"{"params":{"URI":"file:///etc/passwd"}}"#,
+            r#"{"params":{"argumentſ":{}}}"#,
+            r#"{"params":{"name\u0000":"admin"}}"#,
+        ] {
+            assert!(matches!(Scanner::new(text).message(), Err(ScanError::Shape(_))), "{text}");
+        }
+        // Other members pass, whatever their case: they are nobody's `method` or `name`.
+        let others = r#"{"method":"m","X-Extra":1,"params":{"_meta":{},"Cursor":"c","progressToken":1}}"#;
+        assert_eq!(Scanner::new(others).message().unwrap().method.as_deref(), Some("m"));
     }
 }

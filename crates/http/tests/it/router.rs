@@ -168,12 +168,18 @@ async fn challenge_without_a_token() {
     assert_eq!(a.status, 401);
     assert_eq!(a.headers.get_all("www-authenticate").iter().count(), 1, "a single challenge");
     golden("challenge_no_token.txt", &a.transcript());
-    // A token in the query string is not a credential (MCP: tokens only in the header).
-    let req = Request::post(format!("/mcp?access_token={}", token(json!({}))))
-        .header("host", "mcp.example.com")
-        .body(Body::from(call("echo")))
-        .unwrap();
-    assert_eq!(send(&h.app, req).await.status, 401);
+    // A token in the query string is not a credential (MCP: tokens only in the header), and the query
+    // goes upstream as it is: alone or beside a valid header, it is refused, however it is spelt.
+    for (query, header) in [("access_token=", false), ("x=1&access%5Ftoken=", true)] {
+        let valid = token(json!({}));
+        let mut req = Request::post(format!("/mcp?{query}{valid}")).header("host", "mcp.example.com");
+        if header {
+            req = req.header("authorization", format!("Bearer {valid}"));
+        }
+        let a = send(&h.app, req.body(Body::from(call("echo"))).unwrap()).await;
+        assert_eq!(a.status, 400, "{query}");
+        assert!(a.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_request\""), "{query}");
+    }
 }
 
 #[tokio::test]

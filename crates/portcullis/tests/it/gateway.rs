@@ -583,6 +583,19 @@ async fn the_upstream_token_is_forwarded_and_refreshed() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
 }
 
+#[tokio::test]
+async fn the_upstream_token_cannot_be_forged_under_another_spelling_of_its_header() {
+    // Named with `_`: CGI and WSGI upstreams read `X-Upstream-Token` as the same header.
+    let idp = crate::support::Idp::start("aud-client-id").await;
+    let (_sample, gate) = start_with_upstream(&idp, "forward_token_header = \"X_Upstream_Token\"\n").await;
+    let (body, _) = sign_in_upstream(&gate, &idp).await;
+    let access = body["access_token"].as_str().unwrap();
+    let seen = whoami(&gate, access, &[("X-Upstream-Token", "forged"), ("X_UPSTREAM_TOKEN", "forged")]).await;
+    assert!(!seen.contains_key("x-upstream-token"), "{seen:?}");
+    let forwarded = seen["x_upstream_token"].as_str().unwrap();
+    assert_eq!(claims_of(forwarded)["sub"], "test-user", "the IdP's token, not a forged one");
+}
+
 /// A gateway whose authorization requests are approved for alice without pages.
 async fn start_auto_approving(extra_gateway: &str) -> (Sample, Gate) {
     let sample = Sample::start().await;

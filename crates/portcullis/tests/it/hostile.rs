@@ -94,6 +94,17 @@ async fn bodies_the_gate_cannot_parse_never_reach_the_upstream() {
             -32700,
         ),
         ("a lone surrogate in the arguments", admin(r#"{"x":"\ud800"}"#).into_bytes(), -32700),
+        (
+            "a second name in another case (Go's encoding/json runs the last)",
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"admin_delete"}}"#
+                .to_vec(),
+            -32600,
+        ),
+        (
+            "an id in another case (a request to Go, a notification to the gate)",
+            br#"{"jsonrpc":"2.0","ID":1,"method":"tools/call","params":{"name":"admin_delete"}}"#.to_vec(),
+            -32600,
+        ),
         ("not JSON at all", b"tools/call admin_delete".to_vec(), -32700),
         ("an empty body", Vec::new(), -32700),
     ];
