@@ -286,7 +286,6 @@ impl Gateway {
             return Err(expired());
         }
         let flow: Flow = serde_json::from_value(record.data).map_err(|_| expired())?;
-        let same = |a: &str, b: &str| -> bool { subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into() };
         if !same(csrf_form, flow.csrf.expose()) || !csrf_cookie.is_some_and(|c| same(c, flow.csrf.expose())) {
             return Err(page(
                 "Request refused",
@@ -307,8 +306,23 @@ impl Gateway {
         requester: Option<IpAddr>,
     ) -> Result<Step, AuthzError> {
         let mut flow = self.take(handle, csrf_form, csrf_cookie).await?;
-        // Throttled: the password is not even checked (the same answer whether the account exists).
-        if let Some(secs) = self.sign_in_wait(username, requester).await? {
+        // With an upstream IdP, users sign in there only: local accounts (left from before, or added
+        // since) would get around its sign-in policy (MFA, deprovisioning).
+        if self.upstream.is_some() {
+            tracing::info!(client_id = %flow.client_id, "a local sign-in was posted to a gateway that signs in at its IdP");
+            return Err(page(
+                "Request refused",
+                "Sign in at the identity provider: this gateway has no local sign-in.",
+            ));
+        }
+        // Throttled: the password is not even checked (the same answer whether the account exists). One
+        // being checked for the account already counts as a wait: its failure is not written yet.
+        let claim = self.checking.claim(username, requester);
+        let wait = match &claim {
+            Some(_) => self.sign_in_wait(username, requester).await?,
+            None => Some(1),
+        };
+        if let Some(secs) = wait {
             tracing::info!(client_id = %flow.client_id, wait_secs = secs, "sign-in throttled");
             self.emit_sign_in(username, &flow, crate::events::SignIn::Throttled, requester);
             self.save(handle, &flow).await?;
@@ -351,8 +365,11 @@ impl Gateway {
         self.emit_sign_in(username, &flow, crate::events::SignIn::Succeeded, requester);
         flow.subject = Some(subject.clone());
         flow.auth_time = Some(self.now());
-        // Consent already given for at least these scopes: no second question.
-        if let Some(c) = self.store.get_consent(&subject, &flow.client_id).await? {
+        // Consent already given for at least these scopes: no second question. A consent is kept per
+        // client and scopes, not per resource: with several protected resources, each request is asked
+        // again (the page names the resource the user approves).
+        let one_resource = self.settings.resources.len() == 1;
+        if let Some(c) = self.store.get_consent(&subject, &flow.client_id).await?.filter(|_| one_resource) {
             let granted: Vec<&str> = c.scope.split(' ').collect();
             if flow.scope.split(' ').filter(|s| !s.is_empty()).all(|s| granted.contains(&s)) {
                 return Ok(Step::Done(self.issue_code(&flow).await?));
@@ -444,12 +461,13 @@ impl Gateway {
         Ok(url)
     }
 
-    /// The upstream IdP's redirect back to us.
+    /// The upstream IdP's redirect back to us, in the browser whose flow cookie is `csrf_cookie`.
     pub async fn callback(
         &self,
         code: Option<&str>,
         state: Option<&str>,
         error: Option<&str>,
+        csrf_cookie: Option<&str>,
     ) -> Result<String, AuthzError> {
         let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
         let (Some(upstream), Some(state)) = (&self.upstream, state) else { return Err(expired()) };
@@ -460,6 +478,16 @@ impl Gateway {
         let mut flow: Flow = serde_json::from_value(record.data["flow"].clone()).map_err(|_| expired())?;
         let attempt: super::upstream::UpstreamAttempt =
             serde_json::from_value(record.data["attempt"].clone()).map_err(|_| expired())?;
+        // The browser that comes back must be the one that gave consent: else whoever approved a client
+        // could send the IdP link on, and the code for whoever signs in there would go to that client
+        // (MCP security best practices, confused deputy; RFC 9700 §4.7).
+        if !csrf_cookie.is_some_and(|c| same(c, flow.csrf.expose())) {
+            tracing::info!(client_id = %flow.client_id, "an upstream sign-in came back to another browser than the one that approved it");
+            return Err(page(
+                "Request refused",
+                "This sign-in did not start in this browser (CSRF check failed). Start again from your application.",
+            ));
+        }
         if let Some(e) = error {
             tracing::info!(error = e, client_id = %flow.client_id, "the upstream IdP refused the sign-in");
             return Err(self.error_redirect(
@@ -517,4 +545,9 @@ impl Gateway {
             .await?;
         Ok(self.response_url(&flow.redirect_uri, &[("code", &code)], flow.state.as_deref()))
     }
+}
+
+/// Equal, compared in constant time.
+fn same(a: &str, b: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
 }

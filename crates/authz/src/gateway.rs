@@ -136,6 +136,8 @@ pub struct Gateway {
     configured_key_clients: bool,
     /// Where events go (the audit log and metrics), once installed.
     events: std::sync::OnceLock<Arc<dyn crate::events::EventSink>>,
+    /// The sign-ins whose password is being checked now.
+    pub(crate) checking: super::throttle::Checking,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -279,6 +281,7 @@ impl Gateway {
                 .collect(),
             configured_key_clients: config.clients.iter().any(|c| c.jwks.is_some()),
             events: std::sync::OnceLock::new(),
+            checking: Default::default(),
         });
         gateway.reload_keys().await?;
         // A token signed with a key another replica added (a rotation, or a `signing_alg` change in a

@@ -2,12 +2,19 @@
 //! every replica sees the same counts, and past a few free attempts each further one waits a delay that
 //! doubles with every failure, up to a cap. A fresh `/authorize` starts a new flow but not a new count.
 //!
+//! A count is read before the password is checked and written after, so the attempts being checked at
+//! the same moment are bounded too: one per account and [`CHECKS_PER_ADDRESS`] per source address on each
+//! replica; a further one is answered as throttled at once. Otherwise a burst of concurrent attempts
+//! would all read the count before the first failure was written.
+//!
 //! The account is counted by what was typed, whether or not such an account exists, and the answer is the
 //! same either way, so throttling never tells which accounts exist. What was typed is stored only as a
 //! SHA-256 (people type passwords into the username field). IPv6 sources are counted per /64, the block
 //! one host can trivially spread over.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 
 use portcullis_store::Failures;
 
@@ -24,6 +31,53 @@ pub const FREE_PER_ADDRESS: u32 = 20;
 pub const FIRST_DELAY_SECS: i64 = 30;
 /// The longest wait.
 pub const MAX_DELAY_SECS: i64 = WINDOW_SECS;
+
+/// Sign-ins from one source address whose passwords may be checked at the same moment (people behind
+/// one NAT sign in at once).
+pub const CHECKS_PER_ADDRESS: u32 = 4;
+
+/// The sign-ins being checked now, by account and by source address.
+#[derive(Debug, Default)]
+pub(crate) struct Checking(Mutex<HashMap<String, u32>>);
+
+/// One sign-in's place among those being checked, given back when dropped.
+pub(crate) struct Claim<'a> {
+    checking: &'a Checking,
+    keys: Vec<String>,
+}
+
+impl Checking {
+    /// A place for a sign-in of `username` from `from`; `None` when the account already has one being
+    /// checked, or the address [`CHECKS_PER_ADDRESS`].
+    pub(crate) fn claim(&self, username: &str, from: Option<IpAddr>) -> Option<Claim<'_>> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let account = account_key(username);
+        let address = from.map(address_key);
+        if counts.contains_key(&account) || address.as_ref().is_some_and(|a| counts.get(a) >= Some(&CHECKS_PER_ADDRESS))
+        {
+            return None;
+        }
+        let keys: Vec<String> = std::iter::once(account).chain(address).collect();
+        for key in &keys {
+            *counts.entry(key.clone()).or_default() += 1;
+        }
+        Some(Claim { checking: self, keys })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.checking.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(n) = counts.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+    }
+}
 
 /// Seconds to wait before the next attempt after `failures`, given `free` attempts; `None` when an
 /// attempt may be made now.
@@ -113,6 +167,22 @@ mod tests {
         assert_eq!(wait(failures(7, 100), 5, 110), Some(110));
         assert_eq!(wait(failures(40, 100), 5, 100), Some(MAX_DELAY_SECS));
         assert_eq!(wait(failures(5, 100), 5, 130), None, "the wait is over");
+    }
+
+    #[test]
+    fn one_check_per_account_and_a_few_per_address_at_a_time() {
+        let checking = Checking::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let alice = checking.claim("alice", Some(ip)).expect("the first");
+        assert!(checking.claim("Alice", None).is_none(), "the account is being checked");
+        let others: Vec<_> =
+            (1..CHECKS_PER_ADDRESS).map(|n| checking.claim(&format!("user{n}"), Some(ip)).unwrap()).collect();
+        assert!(checking.claim("bob", Some(ip)).is_none(), "the address has its share");
+        assert!(checking.claim("bob", Some("192.0.2.8".parse().unwrap())).is_some(), "another address");
+        drop(alice);
+        assert!(checking.claim("alice", Some(ip)).is_some(), "given back");
+        drop(others);
+        assert!(checking.0.lock().unwrap().is_empty(), "nothing left behind");
     }
 
     #[test]

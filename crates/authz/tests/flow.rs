@@ -283,6 +283,36 @@ async fn throttled_sign_ins_wait_and_then_may_try_again() {
 }
 
 #[tokio::test]
+async fn a_consent_is_not_taken_for_another_resource() {
+    // One resource: a client approved once is not asked again.
+    let h = harness().await;
+    code(&h).await;
+    assert!(matches!(attempt(&h, "alice", PASSWORD).await.unwrap(), Step::Done(_)));
+    // Two: approving the client for one does not approve it for the other.
+    let h = harness_with(
+        "[[server]]\npath = \"/other\"\nupstream = \"http://127.0.0.1:9/mcp\"\nscopes = [\"mcp:tools\"]\ngateway = true\n",
+    )
+    .await;
+    code(&h).await;
+    let other = AuthorizeParams { resource: Some("https://mcp.example.com/other".into()), ..request() };
+    let (handle, csrf, _) = login_page(h.gateway.begin(&other, None).await.unwrap());
+    let step = h.gateway.login(&handle, &csrf, Some(&csrf), "alice", PASSWORD, None).await.unwrap();
+    assert!(matches!(&step, Step::Consent { flow, .. } if flow.resource.ends_with("/other")), "{step:?}");
+}
+
+#[tokio::test]
+async fn concurrent_sign_ins_cannot_outrun_the_throttle() {
+    let h = harness().await;
+    // Twenty guesses at once: each would read the count before any failure was written. One is checked
+    // at a time; the others are answered as throttled without a password check.
+    let answers = futures_util::future::join_all((0..20).map(|_| attempt(&h, "alice", "wrong"))).await;
+    let checked = answers.iter().filter(|a| a.as_ref().unwrap_err().starts_with("Wrong username or password")).count();
+    assert!((1..=5).contains(&checked), "{checked} guesses were checked: {answers:?}");
+    let throttled = answers.iter().filter(|a| a.as_ref().unwrap_err().starts_with("Too many failed sign-ins")).count();
+    assert_eq!(checked + throttled, 20);
+}
+
+#[tokio::test]
 async fn a_flow_expires_and_a_wrong_csrf_token_is_refused() {
     let h = harness().await;
     let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());

@@ -245,8 +245,9 @@ struct CallbackParams {
     error: Option<String>,
 }
 
-async fn callback(State((_, gw)): State<GwState>, Query(p): Query<CallbackParams>) -> Response {
-    match gw.gateway.callback(p.code.as_deref(), p.state.as_deref(), p.error.as_deref()).await {
+async fn callback(State((_, gw)): State<GwState>, headers: HeaderMap, Query(p): Query<CallbackParams>) -> Response {
+    let cookie = csrf_cookie(&headers);
+    match gw.gateway.callback(p.code.as_deref(), p.state.as_deref(), p.error.as_deref(), cookie.as_deref()).await {
         Ok(url) => see_other(&url),
         Err(f) => failure_response(&gw, f),
     }

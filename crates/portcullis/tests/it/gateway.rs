@@ -175,8 +175,8 @@ pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) ->
             assert!(location.contains(p), "{p} missing from {location}");
         }
         // The IdP signs the user in and sends the browser back to the gateway, which sends it on.
-        let back = follow_until(&location, &gate.url("/callback")).await;
-        location = follow_until(&back, redirect_uri).await;
+        let back = follow_until(&location, &gate.url("/callback"), "").await;
+        location = follow_until(&back, redirect_uri, &cookie).await;
         callback = Some(back);
     }
     assert!(location.starts_with(redirect_uri), "{location}");
@@ -435,9 +435,12 @@ async fn authorization_request_errors() {
 
 /// Follows redirects by hand, keeping the cookies each host sets, until a URL under `stop` is reached;
 /// returns that URL.
-async fn follow_until(start: &str, stop: &str) -> String {
+/// Follows redirects from `start` until one leads to `stop`, keeping cookies (`cookies` to begin with,
+/// as `name=value; …`).
+async fn follow_until(start: &str, stop: &str, cookies: &str) -> String {
     let c = no_redirects();
-    let mut jar: HashMap<String, String> = HashMap::new();
+    let mut jar: HashMap<String, String> =
+        cookies.split("; ").filter_map(|c| c.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let mut url = start.to_owned();
     for _ in 0..20 {
         if url.starts_with(stop) {
@@ -530,6 +533,56 @@ pub(crate) async fn whoami(gate: &Gate, token: &str, extra: &[(&str, &str)]) -> 
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     serde_json::from_str(body["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn an_upstream_sign_in_comes_back_only_to_the_browser_that_approved_it() {
+    let idp = crate::support::Idp::start("aud-client-id").await;
+    let (_sample, gate) = start_with_upstream(&idp, "").await;
+    let (_, challenge) = pkce();
+    let params =
+        [("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:40002/cb"), ("code_challenge", &challenge)];
+    for cookie in ["", "__Host-portcullis-csrf=another-flows-token"] {
+        // Someone approves the client in their browser and sends the IdP link on instead of following it.
+        let (theirs, page) = authorize_page(&gate, &params).await;
+        let form = [
+            ("step", "consent"),
+            ("handle", &hidden(&page, "handle")),
+            ("csrf", &hidden(&page, "csrf")),
+            ("decision", "approve"),
+        ];
+        let r = no_redirects().post(gate.url("/authorize")).header("cookie", &theirs).form(&form).send().await.unwrap();
+        let link = r.headers()["location"].to_str().unwrap().to_owned();
+        // Whoever signs in there comes back without that flow's cookie: no code goes anywhere.
+        let back = follow_until(&link, &gate.url("/callback"), "").await;
+        let r = no_redirects().get(&back).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{cookie:?}");
+        assert!(r.headers().get("location").is_none());
+        assert!(r.text().await.unwrap().contains("did not start in this browser"), "{cookie:?}");
+    }
+}
+
+#[tokio::test]
+async fn local_accounts_do_not_sign_in_where_an_upstream_idp_does() {
+    let idp = crate::support::Idp::start("aud-client-id").await;
+    let (_sample, gate) = start_with_upstream(&idp, "").await;
+    let config = gate.dir.path.join("portcullis.toml").display().to_string();
+    admin(&["users", "add", "alice", "--config", &config], &format!("{PASSWORD}\n")).await;
+    let (_, challenge) = pkce();
+    let params =
+        [("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:40002/cb"), ("code_challenge", &challenge)];
+    // The consent page's form, posted as the sign-in step that only local sign-in shows.
+    let (cookie, page) = authorize_page(&gate, &params).await;
+    let form = [
+        ("step", "login"),
+        ("handle", &hidden(&page, "handle")),
+        ("csrf", &hidden(&page, "csrf")),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no local sign-in"));
 }
 
 #[tokio::test]
