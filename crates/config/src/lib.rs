@@ -307,10 +307,24 @@ pub struct ProxyConfig {
     /// once); beyond that its tokens get 429 without a signature check, unless already verified. 0: no
     /// limit.
     pub failed_tokens_per_minute: u32,
-    /// Load balancers and proxies in front of portcullis whose `Forwarded` (RFC 7239) or `X-Forwarded-For`
-    /// is believed: behind them, a request's source address (for the allowances above, sign-in throttling
-    /// and registration limits) is the right-most address of that header that is not one of them.
+    /// Load balancers and proxies in front of portcullis whose [`ForwardedHeader`] is believed: behind
+    /// them, a request's source address (for the allowances above, sign-in throttling and registration
+    /// limits) is the right-most address of that header that is not one of them.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies write the client's address into.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Where trusted proxies put the address they received a request from. Only that header is read: the
+/// other one is whatever the client sent, passed on by a proxy that does not write it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (HAProxy's `option forwardfor`, nginx's `$proxy_add_x_forwarded_for`, cloud
+    /// load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for=` parameters (HAProxy's `option forwarded`).
+    Forwarded,
 }
 
 /// `Origin` validation (MCP Streamable HTTP transport: servers MUST validate `Origin`, 403 otherwise).

@@ -176,6 +176,7 @@ pub(crate) struct RawProxy {
     pub(crate) failed_tokens_per_minute: Option<u32>,
     #[serde(default)]
     pub(crate) trusted_proxies: Vec<String>,
+    pub(crate) forwarded_header: Option<String>,
     pub(crate) workers: Option<usize>,
 }
 

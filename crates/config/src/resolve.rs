@@ -11,8 +11,8 @@ use url::Url;
 use crate::env::{Env, expand};
 use crate::raw::{RawConfig, RawGateway};
 use crate::{
-    Config, ConfigError, ConfigErrors, DEFAULT_STORE_CONNECTIONS, DEFAULT_STORE_URL, Dangerous, LogConfig, LogFormat,
-    OriginPolicy, ProxyConfig, ServerAuth, ServerConfig, StoreConfig,
+    Config, ConfigError, ConfigErrors, DEFAULT_STORE_CONNECTIONS, DEFAULT_STORE_URL, Dangerous, ForwardedHeader,
+    LogConfig, LogFormat, OriginPolicy, ProxyConfig, ServerAuth, ServerConfig, StoreConfig,
 };
 
 mod gateway;
@@ -295,6 +295,17 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
                     .ok()
             })
             .collect(),
+        forwarded_header: match raw.proxy.forwarded_header.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+            Some("forwarded") => ForwardedHeader::Forwarded,
+            Some(other) => {
+                errors.push(
+                    "proxy.forwarded_header",
+                    format!("{other:?} is neither \"x-forwarded-for\" nor \"forwarded\""),
+                );
+                ForwardedHeader::XForwardedFor
+            }
+        },
     };
 
     let origins = resolve_origins(raw.origins.allowed.as_deref(), &mut errors);

@@ -527,6 +527,13 @@ fn trusted_proxies_are_addresses_or_networks() {
     assert_eq!(c.proxy.trusted_proxies[1].to_string(), "127.0.0.1/32");
     let joined = errors(&text(r#"["10.0.0.0/8", "lb.internal"]"#)).join("\n");
     assert!(joined.contains("proxy.trusted_proxies[1]: \"lb.internal\" is not an IP address or network"), "{joined}");
+    // The header they write: X-Forwarded-For unless said otherwise.
+    assert_eq!(c.proxy.forwarded_header, portcullis_config::ForwardedHeader::XForwardedFor);
+    let header = |h: &str| text(&format!("[\"10.0.0.0/8\"]\nforwarded_header = \"{h}\""));
+    let c = Config::from_toml(&header("Forwarded"), &MapEnv::default()).unwrap();
+    assert_eq!(c.proxy.forwarded_header, portcullis_config::ForwardedHeader::Forwarded);
+    let joined = errors(&header("x-real-ip")).join("\n");
+    assert!(joined.contains("proxy.forwarded_header: \"x-real-ip\" is neither"), "{joined}");
 }
 
 #[test]

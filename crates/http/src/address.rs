@@ -1,24 +1,32 @@
 //! Where a request came from. Without trusted proxies, the connection's peer. Behind proxies the
 //! operator names (`proxy.trusted_proxies`), the right-most forwarded address that is not one of them:
 //! each trusted proxy appends the address it received from, so that address is the last one nobody
-//! trusted could have written. The addresses are read from the RFC 7239 `Forwarded` header's `for=`
-//! parameters when the request has one, else from `X-Forwarded-For`. Anything unreadable (an
-//! obfuscated or `unknown` node included), or a header of trusted addresses only, leaves the peer: the
-//! allowances then count the proxy, which is stricter, never looser.
+//! trusted could have written. The addresses are read from the header the proxies write
+//! (`proxy.forwarded_header`): `X-Forwarded-For`, or the RFC 7239 `Forwarded` header's `for=`
+//! parameters; never from the other, which a proxy that does not write it passes on as the client sent
+//! it. Anything unreadable (an obfuscated or `unknown` node included), or a header of trusted addresses
+//! only, leaves the peer: the allowances then count the proxy, which is stricter, never looser.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+use portcullis_config::ForwardedHeader;
 
-/// The source address of a request from `peer` with `headers`.
-pub(crate) fn source(trusted: &[IpNet], headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+/// The source address of a request from `peer` with `headers`, behind the `trusted` proxies that write
+/// `header`.
+pub(crate) fn source(
+    trusted: &[IpNet],
+    header: ForwardedHeader,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Option<IpAddr> {
     let peer = peer?;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let forwarded = headers.contains_key("forwarded");
+    let forwarded = header == ForwardedHeader::Forwarded;
     let name = if forwarded { "forwarded" } else { "x-forwarded-for" };
     let mut lines = headers.get_all(name).iter().collect::<Vec<_>>();
     lines.reverse();
@@ -68,6 +76,8 @@ fn forwarded_for(element: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
@@ -82,18 +92,18 @@ mod tests {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let balancer = ip("10.0.0.2");
         // No proxy in front: the peer, whatever the header says.
-        assert_eq!(source(&trusted, &headers(&["203.0.113.9"]), ip("198.51.100.1")), ip("198.51.100.1"));
+        assert_eq!(source(&trusted, XFF, &headers(&["203.0.113.9"]), ip("198.51.100.1")), ip("198.51.100.1"));
         // Behind the balancer: the address it appended, not what the client claimed before it.
-        assert_eq!(source(&trusted, &headers(&["1.2.3.4, 203.0.113.9"]), balancer), ip("203.0.113.9"));
+        assert_eq!(source(&trusted, XFF, &headers(&["1.2.3.4, 203.0.113.9"]), balancer), ip("203.0.113.9"));
         // Two trusted hops, and the header split over two lines.
-        assert_eq!(source(&trusted, &headers(&["203.0.113.9", "10.1.1.1"]), balancer), ip("203.0.113.9"));
-        assert_eq!(source(&trusted, &headers(&["2001:db8::7, 10.9.9.9"]), balancer), ip("2001:db8::7"));
+        assert_eq!(source(&trusted, XFF, &headers(&["203.0.113.9", "10.1.1.1"]), balancer), ip("203.0.113.9"));
+        assert_eq!(source(&trusted, XFF, &headers(&["2001:db8::7, 10.9.9.9"]), balancer), ip("2001:db8::7"));
         // Nothing readable, nothing untrusted, no header: the balancer itself (stricter, not looser).
-        assert_eq!(source(&trusted, &headers(&["203.0.113.9, garbage"]), balancer), balancer);
-        assert_eq!(source(&trusted, &headers(&["10.3.3.3"]), balancer), balancer);
-        assert_eq!(source(&trusted, &HeaderMap::new(), balancer), balancer);
-        assert_eq!(source(&[], &headers(&["203.0.113.9"]), balancer), balancer, "no proxy trusted");
-        assert_eq!(source(&trusted, &HeaderMap::new(), None), None);
+        assert_eq!(source(&trusted, XFF, &headers(&["203.0.113.9, garbage"]), balancer), balancer);
+        assert_eq!(source(&trusted, XFF, &headers(&["10.3.3.3"]), balancer), balancer);
+        assert_eq!(source(&trusted, XFF, &HeaderMap::new(), balancer), balancer);
+        assert_eq!(source(&[], XFF, &headers(&["203.0.113.9"]), balancer), balancer, "no proxy trusted");
+        assert_eq!(source(&trusted, XFF, &HeaderMap::new(), None), None);
     }
 
     fn forwarded(values: &[&str]) -> HeaderMap {
@@ -105,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn rfc_7239_forwarded_is_read_and_preferred() {
+    fn rfc_7239_forwarded_is_read_when_the_proxies_write_it() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let balancer = ip("10.0.0.2");
@@ -118,19 +128,32 @@ mod tests {
             ("for=1.2.3.4, for=198.51.100.17;proto=https", "198.51.100.17"),
         ];
         for (header, want) in cases {
-            assert_eq!(source(&trusted, &forwarded(&[header]), balancer), ip(want), "{header}");
+            assert_eq!(
+                source(&trusted, ForwardedHeader::Forwarded, &forwarded(&[header]), balancer),
+                ip(want),
+                "{header}"
+            );
         }
-        // Preferred over X-Forwarded-For when both are there.
+        // Only the header the proxies write is read: the other is the client's, passed on.
         let mut both = forwarded(&["for=192.0.2.60"]);
         both.append("x-forwarded-for", "198.51.100.1".parse().unwrap());
-        assert_eq!(source(&trusted, &both, balancer), ip("192.0.2.60"));
+        assert_eq!(source(&trusted, ForwardedHeader::Forwarded, &both, balancer), ip("192.0.2.60"));
+        assert_eq!(source(&trusted, XFF, &both, balancer), ip("198.51.100.1"));
+        assert_eq!(source(&trusted, XFF, &forwarded(&["for=192.0.2.60"]), balancer), balancer);
         // Unknown, obfuscated, missing or malformed: the balancer.
         for header in
             ["for=unknown", "for=_hidden", "proto=https", "for=\"[2001:db8::1\"", "for=192.0.2.1:x", "for=\"1.2.3.4"]
         {
-            assert_eq!(source(&trusted, &forwarded(&[header]), balancer), balancer, "{header}");
+            assert_eq!(
+                source(&trusted, ForwardedHeader::Forwarded, &forwarded(&[header]), balancer),
+                balancer,
+                "{header}"
+            );
         }
         // Not behind a trusted proxy: the peer, whatever the header says.
-        assert_eq!(source(&trusted, &forwarded(&["for=192.0.2.60"]), ip("198.51.100.9")), ip("198.51.100.9"));
+        assert_eq!(
+            source(&trusted, ForwardedHeader::Forwarded, &forwarded(&["for=192.0.2.60"]), ip("198.51.100.9")),
+            ip("198.51.100.9")
+        );
     }
 }

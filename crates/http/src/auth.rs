@@ -28,7 +28,12 @@ pub(crate) async fn authenticate(
         return Ok(req);
     };
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
-    let source = crate::address::source(&state.config.proxy.trusted_proxies, req.headers(), peer);
+    let source = crate::address::source(
+        &state.config.proxy.trusted_proxies,
+        state.config.proxy.forwarded_header,
+        req.headers(),
+        peer,
+    );
     let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
         // RFC 6750 §2.3's query parameter is no credential here, and the query goes upstream as it is:
         // a token in it, beside the header or not, is refused rather than passed on.

@@ -162,7 +162,12 @@ const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 async fn register(State((state, gw)): State<GwState>, req: axum::extract::Request) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
-    let source = crate::address::source(&state.config.proxy.trusted_proxies, req.headers(), peer);
+    let source = crate::address::source(
+        &state.config.proxy.trusted_proxies,
+        state.config.proxy.forwarded_header,
+        req.headers(),
+        peer,
+    );
     let allowed = match gw.allow_registration(source).await {
         Ok(allowed) => allowed,
         Err(e) => return crate::error::oauth_error(e.into()),
@@ -329,7 +334,12 @@ impl axum::extract::FromRequestParts<GwState> for Peer {
         (state, _): &GwState,
     ) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
-        Ok(Peer(crate::address::source(&state.config.proxy.trusted_proxies, &parts.headers, peer)))
+        Ok(Peer(crate::address::source(
+            &state.config.proxy.trusted_proxies,
+            state.config.proxy.forwarded_header,
+            &parts.headers,
+            peer,
+        )))
     }
 }
 

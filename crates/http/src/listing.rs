@@ -83,6 +83,17 @@ impl ListFilter {
             return Response::from_parts(parts, body);
         }
         parts.headers.remove(header::CONTENT_LENGTH);
+        // Compressed (though not asked to be): unreadable here, so not passed on unfiltered.
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            let refused = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("a compressed list answer, which the gate cannot filter"))
+            });
+            return Response::from_parts(parts, Body::from_stream(refused));
+        }
         let filter = Arc::new(self);
         let body = if json {
             let stream = futures_util::stream::once(async move {
@@ -303,10 +314,11 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 }
 
 impl ListFilter {
-    /// One complete SSE event, its data rewritten when it answers a list request; anything else as it
-    /// came.
+    /// One complete SSE event, its data rewritten when it answers a list request; other messages, and
+    /// events without data (a resumption's priming event), as they came; nothing for an event whose data
+    /// is no JSON, which cannot be told not to be an answer to filter.
     fn rewrite_event(&self, event: Vec<u8>) -> Bytes {
-        let Ok(text) = std::str::from_utf8(&event) else { return Bytes::from(event) };
+        let Ok(text) = std::str::from_utf8(&event) else { return Bytes::new() };
         let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|l| l.split_inclusive('\r')).collect();
         let field = |line: &str| line.trim_end_matches(['\r', '\n']).to_owned();
         let mut data = String::new();
@@ -330,10 +342,14 @@ impl ListFilter {
                 _ => other.push(line),
             }
         }
-        if !has_data {
+        if !has_data || data.trim().is_empty() {
             return Bytes::from(event);
         }
-        let Ok(Some(rewritten)) = self.rewrite(&data) else { return Bytes::from(event) };
+        let rewritten = match self.rewrite(&data) {
+            Ok(Some(rewritten)) => rewritten,
+            Ok(None) => return Bytes::from(event),
+            Err(()) => return Bytes::new(),
+        };
         let mut out = String::with_capacity(event.len());
         for line in other {
             out.push_str(&line);
@@ -479,6 +495,28 @@ issuer = "https://idp.example.com/"
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v[0]["result"]["tools"].as_array().unwrap().len(), 4, "the ping's answer (id 8) is left alone");
         assert_eq!(names(&v[1]), ["echo"]);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_read_is_not_passed_on() {
+        // An SSE event whose data is no JSON is dropped; one without data (a priming event) passes.
+        let priming = "id: p-1\ndata: \n\n";
+        let garbled = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\n\n";
+        let list = format!("data: {}\n\n", answer(7));
+        let out = run(filter(&[], LIST), "text/event-stream", vec![format!("{priming}{garbled}{list}")]).await;
+        assert!(out.starts_with(priming) && !out.contains("\"result\n"), "{out}");
+        assert_eq!(
+            names(&serde_json::from_str(out[priming.len()..].trim_end().strip_prefix("data: ").unwrap()).unwrap()),
+            ["echo"]
+        );
+        // A compressed answer (an upstream that compresses unasked) ends in an error, for JSON and SSE.
+        for content_type in ["application/json", "text/event-stream"] {
+            let mut response = Response::new(Body::from(answer(7).to_string()));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+            response.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            let body = filter(&[], LIST).apply(response).into_body();
+            assert!(axum::body::to_bytes(body, usize::MAX).await.is_err(), "{content_type}");
+        }
     }
 
     #[test]

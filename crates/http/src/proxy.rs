@@ -208,6 +208,8 @@ fn tls_connector(config: &ProxyConfig, http2: bool) -> Result<HttpsConnector<Htt
     Ok(if http2 { builder.enable_http2().wrap_connector(http) } else { builder.enable_http1().wrap_connector(http) })
 }
 
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
 /// How long an upstream connection is kept idle for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -496,7 +498,7 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
     if ![Method::POST, Method::GET, Method::DELETE].contains(req.method()) {
         return refused(ProxyError::MethodNotAllowed(req.method().to_string()), None);
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = match read_body(body, &parts.headers, state.proxy.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return refused(e, None),
@@ -560,6 +562,16 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         .as_ref()
         .and_then(|b| crate::listing::ListFilter::for_body(&server.config.policy, token.as_ref(), b));
     drop(classified);
+    if listing.is_some() {
+        // An answer to be filtered must come as it is: the gate does not undo compression.
+        parts.headers.remove(header::ACCEPT_ENCODING);
+    }
+    if !server.config.policy.is_empty() {
+        // A resumed stream replays answers the gate cannot match to their requests, lists among them:
+        // with rules, the upstream is not asked to replay (it opens a new stream, as one without an
+        // event store does).
+        parts.headers.remove(LAST_EVENT_ID);
+    }
     let meta_trace = observe::meta_trace(&state.observe, &parts.headers, &bytes);
     let decision = Decision { trace_id: meta_trace.as_ref().map(|(_, id)| id.clone()), ..decision };
     match forward(state, server, parts, bytes, identity, meta_trace.as_ref().map(|(meta, _)| meta)).await {

@@ -138,6 +138,18 @@ pub fn classify(body: &[u8]) -> Result<Body<'_>, Refusal> {
             return Err(Refusal::new(code::INVALID_REQUEST, "an empty batch is not a request (JSON-RPC 2.0 §6)"));
         }
         let messages = wires.into_iter().map(message).collect::<Result<Vec<_>, _>>()?;
+        // Answers are matched to requests by id (to filter lists): two requests with one id could be
+        // answered in either order.
+        let ids: Vec<&Value> = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Request { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        if let Some((_, twice)) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)) {
+            return Err(Refusal::new(code::INVALID_REQUEST, format!("two requests of the batch have the id {twice}")));
+        }
         Ok(Body::Batch(messages))
     } else {
         let wire = scanner.message().and_then(|w| scanner.end().map(|()| w)).map_err(scan_refusal)?;
@@ -158,7 +170,15 @@ fn id_value(raw: &str) -> Result<Value, Refusal> {
     if let Ok(n) = raw.parse::<u64>() {
         return Ok(Value::from(n));
     }
-    serde_json::from_str(raw).map_err(|e| scan_refusal(ScanError::Syntax(e.to_string())))
+    let id: Value = serde_json::from_str(raw).map_err(|e| scan_refusal(ScanError::Syntax(e.to_string())))?;
+    match &id {
+        // JSON-RPC 2.0 §4: no fractional parts. `1.0` is `1` to a JavaScript server, which answers with
+        // `"id":1`, an id the gate would not match to the request.
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            Err(Refusal::new(code::INVALID_REQUEST, format!("an id number must be an integer, not {raw}")))
+        }
+        _ => Ok(id),
+    }
 }
 
 fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
@@ -381,6 +401,11 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":1,"result":{},"Method":"tools/call","Params":{"name":"admin_delete"}}"#,
             // A call without an `id` is no MCP notification.
             br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"admin_delete"}}"#,
+            // `1.0` is `1` to a JavaScript server, which answers `"id":1`.
+            br#"{"jsonrpc":"2.0","id":1.0,"method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","id":1e0,"method":"tools/list"}"#,
+            // Which answer is whose?
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"prompts/list"}]"#,
         ] {
             assert_eq!(refused(body), code::INVALID_REQUEST, "{}", String::from_utf8_lossy(body));
         }

@@ -226,12 +226,24 @@ impl Rule {
         }
         let (set, name) = match action.target {
             Target::Tool(n) => (&t.tools, n),
-            Target::Resource(n) => (&t.resources, n),
+            Target::Resource(uri) => {
+                // As written (a server that takes the text as it is) and as a URL parser reads it (the
+                // TypeScript SDK looks resources up by `new URL(uri)`): `FILE:///a/../secret` is
+                // `file:///secret` there, so a rule over either spelling governs.
+                let Some(set) = &t.resources else { return false };
+                return set.is_match(uri) || canonical_uri(uri).is_some_and(|c| set.is_match(&c));
+            }
             Target::Prompt(n) => (&t.prompts, n),
             Target::None => return false,
         };
         set.as_ref().is_some_and(|s| s.is_match(name))
     }
+}
+
+/// `uri` as the WHATWG URL Standard serialises it, when that differs from what was written.
+fn canonical_uri(uri: &str) -> Option<String> {
+    let parsed = url::Url::parse(uri).ok()?;
+    (parsed.as_str() != uri).then(|| parsed.into())
 }
 
 fn compile_condition(source: &str) -> Result<Condition, String> {

@@ -312,3 +312,29 @@ fn machine_callers_are_told_apart_from_users() {
         assert_eq!(decide(&policy, &claims(c.clone()), &s, "tools/call", Some("approve_invoice")), expected, "{c}");
     }
 }
+
+#[test]
+fn a_resource_rule_governs_the_uri_as_a_url_parser_reads_it() {
+    let policy = Policy::new(
+        vec![rule("secrets", |r| {
+            r.resources = vec!["file:///secret/*".into()];
+            r.allow_if = Some(r#""admins" in groups"#.into());
+        })],
+        ClaimNames::default(),
+    );
+    let s = scopes("mcp:tools");
+    let bob = claims(json!({"sub": "bob", "groups": ["staff"]}));
+    // Each reads as `file:///secret/x` to a WHATWG URL parser (the TypeScript SDK's `new URL`).
+    for uri in [
+        "file:///secret/x",
+        "FILE:///secret/x",
+        "file:///public/../secret/x",
+        "file:///public/%2e%2e/secret/x",
+        "file://localhost/secret/x",
+        "file:///sec\tret/x",
+    ] {
+        assert_eq!(decide(&policy, &bob, &s, "resources/read", Some(uri)), "deny secrets", "{uri:?}");
+    }
+    assert_eq!(decide(&policy, &bob, &s, "resources/read", Some("file:///public/x")), "allow");
+    assert_eq!(decide(&policy, &bob, &s, "resources/read", Some("not a url")), "allow");
+}

@@ -282,6 +282,61 @@ async fn an_https_upstream_marked_http2_that_does_not_speak_it_is_named_in_the_l
     }
 }
 
+/// An upstream by hand that answers every request `{}` (JSON, one request per connection) and hands
+/// over the head of each request it got.
+async fn head_recording_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = heads.send(String::from_utf8_lossy(&seen).to_ascii_lowercase());
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (url, received)
+}
+
+#[tokio::test]
+async fn with_rules_no_stream_is_resumed_and_no_list_answer_comes_compressed() {
+    let (upstream, mut heads) = head_recording_upstream().await;
+    let rule = "[[server.policy]]\nname = \"no-admin\"\ntools = [\"admin_*\"]\ndeny_if = 'true'";
+    let ruled = Gate::start(&format!("{}{rule}\n", unauthenticated(&upstream, ""))).await;
+    let open = Gate::start(&unauthenticated(&upstream, "")).await;
+    let resume = |gate: &Gate| {
+        client().get(gate.url("/mcp")).header("accept", "text/event-stream").header("last-event-id", "ev-5")
+    };
+    // A resumed stream would replay list answers the gate cannot tell from others: not asked for.
+    assert_eq!(resume(&ruled).send().await.unwrap().status(), 200);
+    assert!(!heads.recv().await.unwrap().contains("last-event-id"));
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let r = mcp_post(&client(), &ruled.url("/mcp"), list.clone())
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!heads.recv().await.unwrap().contains("accept-encoding"), "a list answer is asked for uncompressed");
+    // Without rules, both go upstream as they came.
+    assert_eq!(resume(&open).send().await.unwrap().status(), 200);
+    assert!(heads.recv().await.unwrap().contains("last-event-id: ev-5"));
+    mcp_post(&client(), &open.url("/mcp"), list).header("accept-encoding", "gzip").send().await.unwrap();
+    assert!(heads.recv().await.unwrap().contains("accept-encoding: gzip"));
+}
+
 /// An HTTP/1.1 upstream by hand: answers `{"jsonrpc":"2.0","id":N,"result":{}}` to each request, closes
 /// each connection after `per_connection` answers (as an upstream's keep-alive timeout would, without
 /// saying so), and counts the connections it accepted.
