@@ -200,7 +200,7 @@ pub(crate) fn policy_evaluation<'p>(
 }
 
 /// The server's `[[server.policy]]` rules applied to every message of the body (every element of a
-/// batch: one refusal refuses the batch), or to the bare request for GET and DELETE.
+/// batch: one refusal refuses the batch), or to the bare request for GET, DELETE and answers.
 pub(crate) fn apply_policy(
     server: &ServerRuntime,
     token: Option<&VerifiedToken>,
@@ -214,7 +214,9 @@ pub(crate) fn apply_policy(
     let mut evaluation = policy_evaluation(policy, token);
     let messages = body.into_iter().flat_map(|b| b.messages());
     let actions = messages.filter_map(|m| Some(Action::of(m.method()?, m.target()).with_arguments(m.arguments())));
-    let bare = body.is_none().then(|| Action::of("", None));
+    // GET and DELETE, and a body of answers only (to the server's own requests): the bare request, which
+    // the rules without targets govern.
+    let bare = body.is_none_or(|b| b.messages().iter().all(|m| m.method().is_none())).then(|| Action::of("", None));
     for action in actions.chain(bare) {
         match evaluation.decide(&action) {
             Verdict::Allow => {}

@@ -282,6 +282,16 @@ async fn an_https_upstream_marked_http2_that_does_not_speak_it_is_named_in_the_l
     }
 }
 
+#[tokio::test]
+async fn a_rule_without_targets_governs_a_body_of_answers_too() {
+    let sample = Sample::start().await;
+    let rule = "[[server.policy]]\nname = \"closed\"\ndeny_if = 'true'";
+    let gate = Gate::start(&format!("{}{rule}\n", unauthenticated(&sample.mcp(), ""))).await;
+    let answer = json!({"jsonrpc": "2.0", "id": "s-1", "result": {}}).to_string();
+    let r = mcp_post(&client(), &gate.url("/mcp"), answer).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
+
 /// An upstream by hand that answers every request `{}` (JSON, one request per connection) and hands
 /// over the head of each request it got.
 async fn head_recording_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
