@@ -605,6 +605,10 @@ impl<'a> CallerVars<'a> {
             "roles" => self.strings(&self.names.roles),
             "email" => self.text(&self.names.email),
             "email_domain" => {
+                // An address the IdP says it has not verified names no domain: a user may have typed it.
+                if self.claim("email_verified").is_some_and(|v| v == &Value::Bool(false) || v == "false") {
+                    return cel::Value::from("");
+                }
                 let email = self.claim(&self.names.email).and_then(Value::as_str).unwrap_or_default();
                 cel::Value::from(email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default())
             }

@@ -112,6 +112,13 @@ fn rules_without_targets_govern_every_request() {
     assert_eq!(decide(&policy, &staff, &s, "initialize", None), "allow");
     assert_eq!(decide(&policy, &other, &s, "initialize", None), "deny employees");
     assert_eq!(decide(&policy, &other, &s, "", None), "deny employees");
+    // An address the IdP has not verified (OIDC `email_verified`) is nobody's domain.
+    for flag in [json!(false), json!("false")] {
+        let typed = claims(json!({"sub": "c", "email": "c@example.com", "email_verified": flag}));
+        assert_eq!(decide(&policy, &typed, &s, "initialize", None), "deny employees");
+    }
+    let verified = claims(json!({"sub": "d", "email": "d@example.com", "email_verified": true}));
+    assert_eq!(decide(&policy, &verified, &s, "initialize", None), "allow");
 }
 
 #[test]
