@@ -59,7 +59,8 @@ impl<'a> Message<'a> {
     }
 
     /// What a request acts on: `params.name` of `tools/call` and `prompts/get`, `params.uri` of
-    /// `resources/read` (the value MCP 2026-07-28 mirrors into `Mcp-Name`).
+    /// `resources/read` (the value MCP 2026-07-28 mirrors into `Mcp-Name`) and of `resources/subscribe`
+    /// and `resources/unsubscribe`.
     pub fn target(&self) -> Option<&str> {
         match self {
             Self::Request { target, .. } => target.as_deref(),
@@ -235,7 +236,7 @@ fn target<'a>(
 ) -> Result<(Option<Cow<'a, str>>, Option<&'a str>), String> {
     let (field, value, arguments) = match method {
         "tools/call" | "prompts/get" => ("name", name, Some(arguments)),
-        "resources/read" => ("uri", uri, None),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => ("uri", uri, None),
         _ => return Ok((None, None)),
     };
     let arguments = match arguments {

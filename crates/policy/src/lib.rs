@@ -394,7 +394,7 @@ impl<'a> Action<'a> {
     pub fn of(method: &'a str, target: Option<&'a str>) -> Self {
         let target = match (method, target) {
             ("tools/call", Some(t)) => Target::Tool(t),
-            ("resources/read", Some(t)) => Target::Resource(t),
+            ("resources/read" | "resources/subscribe" | "resources/unsubscribe", Some(t)) => Target::Resource(t),
             ("prompts/get", Some(t)) => Target::Prompt(t),
             _ => Target::None,
         };

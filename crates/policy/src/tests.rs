@@ -343,5 +343,7 @@ fn a_resource_rule_governs_the_uri_as_a_url_parser_reads_it() {
         assert_eq!(decide(&policy, &bob, &s, "resources/read", Some(uri)), "deny secrets", "{uri:?}");
     }
     assert_eq!(decide(&policy, &bob, &s, "resources/read", Some("file:///public/x")), "allow");
+    // Subscribing to it is governed as reading it.
+    assert_eq!(decide(&policy, &bob, &s, "resources/subscribe", Some("FILE:///secret/x")), "deny secrets");
     assert_eq!(decide(&policy, &bob, &s, "resources/read", Some("not a url")), "allow");
 }
