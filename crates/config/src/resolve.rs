@@ -360,7 +360,9 @@ pub(crate) fn resolve(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let store =
         StoreConfig { url: raw.store.url.clone().unwrap_or_else(|| DEFAULT_STORE_URL.to_owned()), max_connections };
     if !["sqlite://", "postgres://", "postgresql://", "memory:"].iter().any(|p| store.url.starts_with(p)) {
-        errors.push("store.url", format!("{:?} is not a store URL (sqlite://PATH, postgres://…, memory:)", store.url));
+        // Only the scheme: the rest may hold a password.
+        let scheme = store.url.split_once(':').map_or("", |(s, _)| s);
+        errors.push("store.url", format!("a {scheme:?} URL is not a store URL (sqlite://PATH, postgres://…, memory:)"));
     }
     let wants_gateway = servers.iter().any(|s| matches!(s.auth, ServerAuth::Gateway));
     let gateway = match (&raw.gateway, &public_url) {

@@ -236,10 +236,11 @@ gateway = true
 
     let bad = format!("{text}[server.verify]\nissuer = \"https://idp.example.com\"\n");
     assert!(errors(&bad)[0].starts_with("server[0]: choose one mode"));
-    let bad = text.replace("public_url = \"https://mcp.example.com\"", "public_url = \"https://mcp.example.com\"\n[gateway]\nissuer = \"https://mcp.example.com/\"\nsigning_alg = \"HS256\"\ncode_ttl_secs = 3600\n[[gateway.clients]]\nclient_id = \"https://app.example/cm.json\"\n[store]\nurl = \"mysql://x\"");
+    let bad = text.replace("public_url = \"https://mcp.example.com\"", "public_url = \"https://mcp.example.com\"\n[gateway]\nissuer = \"https://mcp.example.com/\"\nsigning_alg = \"HS256\"\ncode_ttl_secs = 3600\n[[gateway.clients]]\nclient_id = \"https://app.example/cm.json\"\n[store]\nurl = \"mysql://portcullis:hunter2@db/x\"");
     let joined = errors(&bad).join("\n");
+    assert!(!joined.contains("hunter2"), "a store URL's password is never repeated: {joined}");
     for expected in [
-        "store.url: \"mysql://x\" is not a store URL",
+        "store.url: a \"mysql\" URL is not a store URL",
         "gateway.issuer: \"https://mcp.example.com/\" must not end with '/'",
         "gateway.signing_alg: \"HS256\" is not supported",
         "gateway.code_ttl_secs: authorization codes must be short-lived",

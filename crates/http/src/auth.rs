@@ -206,14 +206,26 @@ pub(crate) fn apply_policy(
     token: Option<&VerifiedToken>,
     body: Option<&rpc::Body<'_>>,
 ) -> Result<(), PolicyRefusal> {
-    use portcullis_policy::{Action, Verdict};
+    use portcullis_policy::{Action, Target, Verdict};
     let policy = &server.config.policy;
     if policy.is_empty() {
         return Ok(());
     }
     let mut evaluation = policy_evaluation(policy, token);
     let messages = body.into_iter().flat_map(|b| b.messages());
-    let actions = messages.filter_map(|m| Some(Action::of(m.method()?, m.target()).with_arguments(m.arguments())));
+    let actions = messages.filter_map(|m| {
+        let method = m.method()?;
+        Some(match (m.completes(), m.target()) {
+            // Completing an argument of a prompt or resource template is governed as using it.
+            (Some(rpc::Completes::Prompt), Some(name)) => {
+                Action { method, target: Target::Prompt(name), arguments: None }
+            }
+            (Some(rpc::Completes::Resource), Some(uri)) => {
+                Action { method, target: Target::Resource(uri), arguments: None }
+            }
+            _ => Action::of(method, m.target()).with_arguments(m.arguments()),
+        })
+    });
     // GET and DELETE, and a body of answers only (to the server's own requests): the bare request, which
     // the rules without targets govern.
     let bare = body.is_none_or(|b| b.messages().iter().all(|m| m.method().is_none())).then(|| Action::of("", None));

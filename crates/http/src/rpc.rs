@@ -41,12 +41,28 @@ pub mod code {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
     /// A request: a `method` and an `id` (a string or a number; MCP forbids `null`); `arguments` is the
-    /// raw `params.arguments` of `tools/call` and `prompts/get`.
-    Request { id: Value, method: Cow<'a, str>, target: Option<Cow<'a, str>>, arguments: Option<&'a str> },
+    /// raw `params.arguments` of `tools/call` and `prompts/get`; `completes` what a `completion/complete`
+    /// completes an argument of (its target the prompt's name or the resource's URI).
+    Request {
+        id: Value,
+        method: Cow<'a, str>,
+        target: Option<Cow<'a, str>>,
+        arguments: Option<&'a str>,
+        completes: Option<Completes>,
+    },
     /// A notification: a `method` and no `id`.
     Notification { method: Cow<'a, str> },
     /// A response to a request of the server's: an `id` and exactly one of `result` and `error`.
     Response { id: Value },
+}
+
+/// What a `completion/complete` names in `params.ref`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completes {
+    /// `ref/prompt`: an argument of the prompt `ref.name`.
+    Prompt,
+    /// `ref/resource`: a variable of the resource template `ref.uri`.
+    Resource,
 }
 
 impl<'a> Message<'a> {
@@ -64,6 +80,14 @@ impl<'a> Message<'a> {
     pub fn target(&self) -> Option<&str> {
         match self {
             Self::Request { target, .. } => target.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// For a `completion/complete`, whether its target is a prompt or a resource template.
+    pub fn completes(&self) -> Option<Completes> {
+        match self {
+            Self::Request { completes, .. } => *completes,
             _ => None,
         }
     }
@@ -182,13 +206,13 @@ fn id_value(raw: &str) -> Result<Value, Refusal> {
     }
 }
 
-fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
+fn message(mut wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
     if wire.jsonrpc.as_deref() != Some("2.0") {
         return Err(Refusal::new(code::INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\""));
     }
     let invalid = |message: &str| Refusal::new(code::INVALID_REQUEST, message);
     let id = wire.id.map(id_value).transpose()?;
-    match (wire.method, id) {
+    match (wire.method.take(), id) {
         (Some(method), id) => {
             if wire.result || wire.error {
                 return Err(invalid("a message with a method cannot carry a result or an error"));
@@ -205,9 +229,12 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
                 }
                 None => Ok(Message::Notification { method }),
                 Some(id @ (Value::String(_) | Value::Number(_))) => {
-                    let (target, arguments) = target(&method, wire.name, wire.uri, wire.arguments)
-                        .map_err(|message| Refusal { code: code::INVALID_PARAMS, message, id: id.clone() })?;
-                    Ok(Message::Request { id, method, target, arguments })
+                    let (target, arguments, completes) = target(&method, wire).map_err(|message| Refusal {
+                        code: code::INVALID_PARAMS,
+                        message,
+                        id: id.clone(),
+                    })?;
+                    Ok(Message::Request { id, method, target, arguments, completes })
                 }
                 Some(_) => Err(invalid("a request \"id\" must be a string or a number")),
             }
@@ -230,14 +257,20 @@ fn message(wire: Wire<'_>) -> Result<Message<'_>, Refusal> {
 #[allow(clippy::type_complexity)]
 fn target<'a>(
     method: &str,
-    name: Member<'a>,
-    uri: Member<'a>,
-    arguments: Member<'a>,
-) -> Result<(Option<Cow<'a, str>>, Option<&'a str>), String> {
-    let (field, value, arguments) = match method {
-        "tools/call" | "prompts/get" => ("name", name, Some(arguments)),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => ("uri", uri, None),
-        _ => return Ok((None, None)),
+    wire: Wire<'a>,
+) -> Result<(Option<Cow<'a, str>>, Option<&'a str>, Option<Completes>), String> {
+    let (field, value, arguments, completes) = match method {
+        "tools/call" | "prompts/get" => ("name", wire.name, Some(wire.arguments), None),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => ("uri", wire.uri, None, None),
+        // The prompt or resource template whose argument is completed: governed as it is (the
+        // TypeScript SDK runs the prompt's completer).
+        "completion/complete" => match &wire.ref_type {
+            Member::Text(t) if t == "ref/prompt" => ("ref.name", wire.ref_name, None, Some(Completes::Prompt)),
+            Member::Text(t) if t == "ref/resource" => ("ref.uri", wire.ref_uri, None, Some(Completes::Resource)),
+            Member::Twice => return Err(format!("{method} params: duplicate field `ref` or `ref.type`")),
+            _ => return Err(format!("{method} needs params.ref of type \"ref/prompt\" or \"ref/resource\"")),
+        },
+        _ => return Ok((None, None, None)),
     };
     let arguments = match arguments {
         Some(Member::Twice) => return Err(format!("{method} params: duplicate field `arguments`")),
@@ -245,7 +278,7 @@ fn target<'a>(
         Some(Member::Text(_) | Member::Absent | Member::Null) | None => None,
     };
     match value {
-        Member::Text(v) => Ok((Some(v), arguments)),
+        Member::Text(v) => Ok((Some(v), arguments, completes)),
         Member::Twice => Err(format!("{method} params: duplicate field `{field}`")),
         Member::Raw(_) => Err(format!("{method} params: invalid type, expected a string for `{field}`")),
         Member::Absent | Member::Null => Err(format!("{method} needs a string params.{field}")),
@@ -369,7 +402,8 @@ mod tests {
                 id: 7.into(),
                 method: "tools/call".into(),
                 target: Some("echo".into()),
-                arguments: Some("{}")
+                arguments: Some("{}"),
+                completes: None,
             }
         );
         let m = classify(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
@@ -409,6 +443,26 @@ mod tests {
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"prompts/list"}]"#,
         ] {
             assert_eq!(refused(body), code::INVALID_REQUEST, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn a_completion_names_the_prompt_or_resource_it_completes() {
+        let prompt = br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"admin_report"},"argument":{"name":"customer","value":""}}}"#;
+        let Body::Single(m) = classify(prompt).unwrap() else { panic!() };
+        assert_eq!((m.target(), m.completes()), (Some("admin_report"), Some(Completes::Prompt)));
+        let resource = br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"argument":{"name":"id","value":"4"},"ref":{"uri":"file:///secret/{id}","type":"ref/resource"}}}"#;
+        let Body::Single(m) = classify(resource).unwrap() else { panic!() };
+        assert_eq!((m.target(), m.completes()), (Some("file:///secret/{id}"), Some(Completes::Resource)));
+        for (body, code) in [
+            (&br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/other","name":"x"}}}"#[..], code::INVALID_PARAMS),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}"#, code::INVALID_PARAMS),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":"ref/prompt"}}"#, code::INVALID_PARAMS),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a"},"ref":{"type":"ref/prompt","name":"b"}}}"#, code::INVALID_PARAMS),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","Name":"b"}}}"#, code::INVALID_REQUEST),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"Ref":{"type":"ref/prompt","name":"b"}}}"#, code::INVALID_REQUEST),
+        ] {
+            assert_eq!(refused(body), code, "{}", String::from_utf8_lossy(body));
         }
     }
 

@@ -111,7 +111,12 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                      has not re-read the keys yet may see tokens signed with a key it does not publish"
                 );
             }
-            let operator = crate::serve::operator_key(&settings.operator_key_file, &ProcessEnv)?;
+            // A new store may get its first operator key here; one that holds keys needs the servers'.
+            let operator = if store.list_keys().await?.is_empty() {
+                crate::serve::operator_key(&settings.operator_key_file, &ProcessEnv)?
+            } else {
+                crate::serve::existing_operator_key(&settings.operator_key_file, &ProcessEnv)?
+            };
             let alg = settings.signing_alg;
             let now = now();
             let (kid, signs_from) = Gateway::rotate_keys(store.as_ref(), &operator, alg, now, publish_ahead)

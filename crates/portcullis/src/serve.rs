@@ -200,6 +200,18 @@ pub(crate) fn operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow:
     }
 }
 
+/// The operator key that sealed what is stored already: from the environment, or the key file, never a
+/// new one (an administrator in another folder, or without the servers' environment, would otherwise
+/// seal keys the servers cannot open).
+pub(crate) fn existing_operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow::Result<OperatorKey> {
+    match env.var(OPERATOR_KEY_ENV) {
+        Some(text) => OperatorKey::from_text(&text).map_err(|e| anyhow::anyhow!("{OPERATOR_KEY_ENV}: {e}")),
+        None => OperatorKey::load(key_file).map_err(|e| {
+            anyhow::anyhow!("{e}; the store holds keys sealed under the servers' operator key: set {OPERATOR_KEY_ENV} or gateway.operator_key_file as they do")
+        }),
+    }
+}
+
 async fn start_gateway(
     config: &Config,
     g: &GatewayConfig,
@@ -243,14 +255,20 @@ async fn start_gateway(
     Ok(gateway)
 }
 
-/// A store URL for the log, without any password.
+/// A store URL for the log, without any password: in the authority, or as a query parameter (sqlx
+/// reads `?password=` too), the whole query goes.
 pub(crate) fn redacted_store(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("redacted"));
+            }
             u.to_string()
         }
-        _ => url.to_owned(),
+        Err(_) => url.split(['@', '?']).next().unwrap_or_default().to_owned(),
     }
 }
 
@@ -323,6 +341,12 @@ fn announce(config: &Config) {
             user,
             "DANGEROUS: every authorization request is signed in as this account WITHOUT sign-in or consent \
              (dangerous.auto_approve_as); for automated tests on loopback only"
+        );
+    }
+    if config.gateway.is_some() && config.store.url.starts_with("memory:") {
+        tracing::warn!(
+            "store.url is memory: every registered client, grant and signing key is lost when portcullis stops \
+             (for tests only)"
         );
     }
     if config.dangerous.client_metadata_from_loopback {
@@ -442,6 +466,20 @@ fn dev_banner(mcp_url: &str, sign_in: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn store_urls_are_logged_without_passwords() {
+        use super::redacted_store;
+        assert_eq!(redacted_store("postgres://app:s3cret@db:5432/p"), "postgres://app:redacted@db:5432/p");
+        assert_eq!(
+            redacted_store("postgres://app@db/p?password=s3cret&sslmode=require"),
+            "postgres://app@db/p?redacted"
+        );
+        assert_eq!(
+            redacted_store("sqlite://./portcullis-data/portcullis.db"),
+            "sqlite://./portcullis-data/portcullis.db"
+        );
+    }
+
     use portcullis_config::{Config, MapEnv};
     use tokio::runtime::RuntimeFlavor;
 

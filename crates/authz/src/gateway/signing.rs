@@ -44,6 +44,10 @@ impl Gateway {
     /// current key retires then, and stays published until its tokens expire. When no key signs at
     /// `now` (a new store), nothing has been published that caches must catch up with: the new key
     /// signs at once. Returns the new key's id and when it signs.
+    ///
+    /// Nothing is written unless `operator` opens every stored key: a key sealed under another operator
+    /// key would keep every server from loading the ring. The new key is stored before the others are
+    /// retired, so an interrupted rotation leaves a key that signs (the newest whose time has come).
     pub async fn rotate_keys(
         store: &dyn Store,
         operator: &OperatorKey,
@@ -52,12 +56,22 @@ impl Gateway {
         publish_ahead: i64,
     ) -> Result<(String, i64), GatewayError> {
         let existing = store.list_keys().await?;
+        for r in &existing {
+            RingKey::unseal(operator, r.kid.as_str(), &r.alg, &r.private_sealed, r.not_before, r.retired_at).map_err(
+                |e| {
+                    GatewayError::Other(format!(
+                        "the operator key does not open the stored key {} ({e}): use the servers' operator key",
+                        r.kid.as_str()
+                    ))
+                },
+            )?;
+        }
         let signing_now = existing.iter().any(|k| signs_at(k, now));
         let switch = if signing_now { now + publish_ahead } else { now };
+        let kid = Self::put_new_key(store, operator, alg, now, switch).await?;
         for k in existing.iter().filter(|k| k.retired_at.is_none()) {
             store.retire_key(k.kid.as_str(), switch).await?;
         }
-        let kid = Self::put_new_key(store, operator, alg, now, switch).await?;
         Ok((kid, switch))
     }
 

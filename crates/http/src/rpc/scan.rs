@@ -39,6 +39,11 @@ pub(super) struct Wire<'a> {
     pub(super) name: Member<'a>,
     pub(super) uri: Member<'a>,
     pub(super) arguments: Member<'a>,
+    /// `params.ref` of `completion/complete`: its `type`, `name` and `uri` (`type` is `Twice` when
+    /// `ref` is, and `Raw` when it is no object).
+    pub(super) ref_type: Member<'a>,
+    pub(super) ref_name: Member<'a>,
+    pub(super) ref_uri: Member<'a>,
 }
 
 /// One member of `params` that some methods read.
@@ -177,21 +182,49 @@ impl<'a> Scanner<'a> {
                 "uri" => (&mut wire.uri, true),
                 // Kept as written, for the policy rules that read it.
                 "arguments" => (&mut wire.arguments, false),
+                "ref" => {
+                    if wire.ref_type != Member::Absent {
+                        wire.ref_type = Member::Twice;
+                        return s.skip_value();
+                    }
+                    if s.peek() != Some(b'{') {
+                        wire.ref_type = Member::Raw(s.raw_value()?);
+                        return Ok(());
+                    }
+                    return s.object(|key, s| {
+                        let member = match key.as_ref() {
+                            "type" => &mut wire.ref_type,
+                            "name" => &mut wire.ref_name,
+                            "uri" => &mut wire.ref_uri,
+                            other => {
+                                unlike(other, &["type", "name", "uri"])?;
+                                return s.skip_value();
+                            }
+                        };
+                        s.member(member, true)
+                    });
+                }
                 other => {
-                    unlike(other, &["name", "uri", "arguments"])?;
+                    unlike(other, &["name", "uri", "arguments", "ref"])?;
                     return s.skip_value();
                 }
             };
-            let value = match s.peek() {
-                Some(b'"') if decoded => Member::Text(s.string()?),
-                _ => match s.raw_value()? {
-                    "null" => Member::Null,
-                    raw => Member::Raw(raw),
-                },
-            };
-            *member = if *member == Member::Absent { value } else { Member::Twice };
-            Ok(())
+            s.member(member, decoded)
         })
+    }
+
+    /// The value at the scanner into `member`: a string (decoded when `decoded`), `null`, or anything
+    /// else as written; a second value makes it `Twice`.
+    fn member(&mut self, member: &mut Member<'a>, decoded: bool) -> Result<(), ScanError> {
+        let value = match self.peek() {
+            Some(b'"') if decoded => Member::Text(self.string()?),
+            _ => match self.raw_value()? {
+                "null" => Member::Null,
+                raw => Member::Raw(raw),
+            },
+        };
+        *member = if *member == Member::Absent { value } else { Member::Twice };
+        Ok(())
     }
 
     #[inline]

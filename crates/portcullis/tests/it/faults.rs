@@ -176,6 +176,50 @@ async fn keys_rotated_before_the_first_start_still_leave_a_key_that_signs() {
 }
 
 #[tokio::test]
+async fn a_rotation_without_the_servers_operator_key_writes_nothing() {
+    let sample = Sample::start().await;
+    let dir = TempDir::new();
+    let path = write_config(&crate::gateway::config(&sample.mcp()), reserve_port(), &dir);
+    let path_text = path.display().to_string();
+    admin(&["keys", "rotate", "--config", &path_text], "").await;
+    let before = admin(&["keys", "list", "--config", &path_text], "").await;
+    let key_file = dir.path.join("state/operator.key");
+    let servers_key = std::fs::read(&key_file).unwrap();
+    let rotate = || {
+        let mut cmd = tokio::process::Command::new(crate::support::bin());
+        cmd.args(["keys", "rotate", "--config", &path_text]).env_remove("PORTCULLIS_OPERATOR_KEY").kill_on_drop(true);
+        cmd
+    };
+    // Run without the key the servers use: none is made up, and the store is untouched.
+    std::fs::remove_file(&key_file).unwrap();
+    let out = rotate().output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator key"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!key_file.exists(), "no operator key was made up");
+    // With another operator key: refused before anything is written.
+    let other =
+        rotate().env("PORTCULLIS_OPERATOR_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").output().await.unwrap();
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("does not open the stored key"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    std::fs::write(&key_file, servers_key).unwrap();
+    assert_eq!(admin(&["keys", "list", "--config", &path_text], "").await, before, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_gateway_on_a_memory_store_says_it_keeps_nothing() {
+    let sample = Sample::start().await;
+    let config = crate::gateway::config(&sample.mcp())
+        .replace("url = \"sqlite://{dir}/state/portcullis.db\"", "url = \"memory:\"");
+    assert!(config.contains("memory:"));
+    let (_gate, mut log) = crate::support::Gate::start_logging(&config, &[]).await;
+    assert!(log.find("store.url is memory").await.is_some(), "warned at start");
+}
+
+#[tokio::test]
 async fn keys_list_on_an_empty_store_says_so() {
     let sample = Sample::start().await;
     let dir = TempDir::new();

@@ -292,6 +292,22 @@ async fn a_rule_without_targets_governs_a_body_of_answers_too() {
     assert_eq!(r.status(), 403);
 }
 
+#[tokio::test]
+async fn completing_a_prompts_argument_is_governed_as_the_prompt() {
+    let sample = Sample::start().await;
+    let rule = "[[server.policy]]\nname = \"no-admin-prompts\"\nprompts = [\"admin_*\"]\ndeny_if = 'true'";
+    let gate = Gate::start(&format!("{}{rule}\n", unauthenticated(&sample.mcp(), ""))).await;
+    let complete = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "completion/complete",
+               "params": {"ref": {"type": "ref/prompt", "name": name}, "argument": {"name": "customer", "value": ""}}})
+        .to_string()
+    };
+    let r = mcp_post(&client(), &gate.url("/mcp"), complete("admin_report")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = mcp_post(&client(), &gate.url("/mcp"), complete("weekly")).send().await.unwrap();
+    assert_ne!(r.status(), 403, "another prompt's completion goes upstream");
+}
+
 /// An upstream by hand that answers every request `{}` (JSON, one request per connection) and hands
 /// over the head of each request it got.
 async fn head_recording_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
