@@ -93,10 +93,11 @@ pub(crate) struct DoctorArgs {
     #[arg(long)]
     pub(crate) register: bool,
     /// An access token the authorization server issued for this URL: checks iss, aud, exp and the
-    /// signature against the published keys.
+    /// signature against the published keys. `-` reads it from standard input.
     #[arg(long, value_name = "JWT")]
     pub(crate) token: Option<String>,
-    /// An ID token the authorization server issued: checks iss, aud, exp and the signature.
+    /// An ID token the authorization server issued: checks iss, aud, exp and the signature. `-` reads
+    /// it from standard input.
     #[arg(long, value_name = "JWT")]
     pub(crate) id_token: Option<String>,
     /// Sign in for real: register a public client, open the authorization URL in a browser (it is also

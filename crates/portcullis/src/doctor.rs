@@ -85,8 +85,25 @@ impl Report {
     }
 }
 
-pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+/// `--token -` or `--id-token -`: the token is read from standard input (one of them), so that it does
+/// not stand in the command line, which other local users can read while the command runs.
+fn tokens_from_stdin(args: &mut DoctorArgs) -> anyhow::Result<()> {
+    let dashes = [&args.token, &args.id_token].iter().filter(|t| t.as_deref() == Some("-")).count();
+    anyhow::ensure!(dashes <= 1, "only one of --token and --id-token can be read from standard input");
+    if dashes == 1 {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)?;
+        let token = text.trim().to_owned();
+        anyhow::ensure!(!token.is_empty(), "standard input held no token");
+        let slot = if args.token.as_deref() == Some("-") { &mut args.token } else { &mut args.id_token };
+        *slot = Some(token);
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(mut args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let url = Url::parse(&args.url).map_err(|e| anyhow::anyhow!("{:?} is not a URL: {e}", args.url))?;
+    tokens_from_stdin(&mut args)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())

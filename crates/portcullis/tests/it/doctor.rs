@@ -21,13 +21,25 @@ async fn doctor(url: &str) -> (i32, Vec<Value>) {
 
 /// Runs `portcullis doctor URL --json` with `extra` arguments.
 async fn doctor_with(url: &str, extra: &[&str]) -> (i32, Vec<Value>) {
-    let out = tokio::process::Command::new(bin())
+    doctor_reading(url, extra, None).await
+}
+
+/// `doctor` with `input` on its standard input.
+async fn doctor_reading(url: &str, extra: &[&str], input: Option<&str>) -> (i32, Vec<Value>) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(bin())
         .args(["doctor", url, "--json"])
         .args(extra)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(STEP, out).await.unwrap().unwrap();
+        .spawn()
+        .unwrap();
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+    }
+    let out = tokio::time::timeout(STEP, child.wait_with_output()).await.unwrap().unwrap();
     let report: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     (out.status.code().unwrap(), report["checks"].as_array().unwrap().clone())
@@ -54,7 +66,8 @@ async fn portcullis_in_verify_mode_with_an_idp_passes() {
     let gate = Gate::start(&crate::verify::config(&sample, &idp.issuer, "")).await;
     let resource = gate.url("/mcp");
     let token = idp.token("client-rs", "secret-rs", &resource, "mcp:tools").await;
-    let (code, checks) = doctor_with(&resource, &["--token", &token]).await;
+    // Read from standard input: a token on the command line is visible to every local user.
+    let (code, checks) = doctor_reading(&resource, &["--token", "-"], Some(&format!("{token}\n"))).await;
     assert_eq!(with_status(&checks, "fail"), BTreeSet::new(), "{checks:#?}");
     let passed = with_status(&checks, "pass");
     for id in ["prm.resource-matches", "as.issuer-exact", "as.pkce-s256", "access-token.aud", "access-token.signature"]
