@@ -24,6 +24,9 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("could not read the request body: {0}")]
     BadRequestBody(String),
+    /// A query parameter the configured upstream URL sets already.
+    #[error("the query parameter {0:?} is set by the gateway's configuration")]
+    QueryConflict(String),
     /// The body did not arrive within the body deadline (ms).
     #[error("the request body did not arrive within {0} ms")]
     BodyTimeout(u128),
@@ -55,6 +58,7 @@ impl ProxyError {
             Self::OriginRejected(_) => "origin_rejected",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::BadRequestBody(_) => "bad_body",
+            Self::QueryConflict(_) => "query_conflict",
             Self::BodyTimeout(_) => "body_timeout",
             Self::InvalidMessage(..) => "invalid_message",
             Self::PolicyDenied { error: false, .. } => "policy_denied",
@@ -72,6 +76,7 @@ impl ProxyError {
             | Self::OriginRejected(_)
             | Self::BodyTooLarge(_)
             | Self::BadRequestBody(_)
+            | Self::QueryConflict(_)
             | Self::BodyTimeout(_)
             | Self::InvalidMessage(..)
             | Self::PolicyDenied { .. } => Blame::Downstream,
@@ -87,7 +92,7 @@ impl ProxyError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::OriginRejected(_) | Self::PolicyDenied { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequestBody(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
+            Self::BadRequestBody(_) | Self::QueryConflict(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,

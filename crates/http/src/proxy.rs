@@ -304,7 +304,16 @@ pub(crate) async fn forward(
         Some(q) => {
             let mut url = server.config.upstream.url.clone();
             let merged = match url.query() {
-                Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
+                Some(existing) if !existing.is_empty() => {
+                    // A parameter the configuration sets (a tenant, say) is not the client's to set again:
+                    // servers that take the last value would take the client's.
+                    let configured: Vec<_> = url.query_pairs().map(|(name, _)| name).collect();
+                    let client = url::form_urlencoded::parse(q.as_bytes()).map(|(name, _)| name);
+                    if let Some(name) = client.into_iter().find(|name| configured.contains(name)) {
+                        return Err(ProxyError::QueryConflict(name.into_owned()));
+                    }
+                    format!("{existing}&{q}")
+                }
                 _ => q.to_owned(),
             };
             url.set_query(Some(&merged));

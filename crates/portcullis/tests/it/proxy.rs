@@ -363,6 +363,23 @@ async fn with_rules_no_stream_is_resumed_and_no_list_answer_comes_compressed() {
     assert!(heads.recv().await.unwrap().contains("accept-encoding: gzip"));
 }
 
+#[tokio::test]
+async fn the_client_cannot_set_again_a_query_parameter_of_the_upstream_url() {
+    let (upstream, mut heads) = head_recording_upstream().await;
+    let gate = Gate::start(&unauthenticated(&format!("{upstream}?tenant=a"), "")).await;
+    let post = |query: &str| mcp_post(&client(), &format!("{}{query}", gate.url("/mcp")), call(1, "echo", json!({})));
+    // Frameworks that take a parameter's last value would read the client's tenant.
+    for query in ["?tenant=b", "?x=1&tenant=b", "?ten%61nt=b"] {
+        let r = post(query).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+    }
+    // Others are appended to the configured ones.
+    assert_eq!(post("?page=2").send().await.unwrap().status(), 200);
+    let head = heads.recv().await.unwrap();
+    assert!(head.starts_with("post /mcp?tenant=a&page=2 http/1.1"), "{head}");
+    assert!(heads.try_recv().is_err(), "the refused requests never reached the upstream");
+}
+
 /// An HTTP/1.1 upstream by hand: answers `{"jsonrpc":"2.0","id":N,"result":{}}` to each request, closes
 /// each connection after `per_connection` answers (as an upstream's keep-alive timeout would, without
 /// saying so), and counts the connections it accepted.
