@@ -165,15 +165,14 @@ pub fn classify(body: &[u8]) -> Result<Body<'_>, Refusal> {
         let messages = wires.into_iter().map(message).collect::<Result<Vec<_>, _>>()?;
         // Answers are matched to requests by id (to filter lists): two requests with one id could be
         // answered in either order.
-        let ids: Vec<&Value> = messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::Request { id, .. } => Some(id),
-                _ => None,
-            })
-            .collect();
-        if let Some((_, twice)) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)) {
-            return Err(Refusal::new(code::INVALID_REQUEST, format!("two requests of the batch have the id {twice}")));
+        // Each id as JSON text (a string keeps its quotes, so `"1"` and `1` differ), in one pass.
+        let mut ids = std::collections::HashSet::new();
+        for m in &messages {
+            if let Message::Request { id, .. } = m
+                && !ids.insert(id.to_string())
+            {
+                return Err(Refusal::new(code::INVALID_REQUEST, format!("two requests of the batch have the id {id}")));
+            }
         }
         Ok(Body::Batch(messages))
     } else {
