@@ -530,14 +530,7 @@ impl ClientMetadataDocuments {
 
 /// The resolver's refusal, when that is why a request failed.
 fn blocked_cause(e: &reqwest::Error) -> Option<CimdError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(blocked) = s.downcast_ref::<CimdError>() {
-            return Some(blocked.clone());
-        }
-        source = s.source();
-    }
-    None
+    portcullis_oauth::cause::<CimdError>(e).cloned()
 }
 
 fn parse_keys(body: &[u8]) -> Result<KeySet, CimdError> {

@@ -68,13 +68,6 @@ impl OperatorKey {
     }
 
     /// Reads the key file, or creates it (mode 0600, 32 random bytes, base64url) when missing.
-    /// The key in `path`, which must exist.
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| KeyError::OperatorKey(format!("file {} could not be read: {e}", path.display())))?;
-        Self::from_text(&text).map_err(|e| KeyError::OperatorKey(format!("in {}: {e}", path.display())))
-    }
-
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
         match std::fs::read_to_string(path) {
             Ok(text) => {

@@ -9,18 +9,23 @@
 
 use std::net::IpAddr;
 
-use axum::http::HeaderMap;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap};
 use ipnet::IpNet;
-use portcullis_config::ForwardedHeader;
+use portcullis_config::{ForwardedHeader, ProxyConfig};
+
+/// The source address of a request with `headers` and `extensions` (its connection's peer), behind
+/// `proxy`'s trusted proxies.
+pub(crate) fn of_request(proxy: &ProxyConfig, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    source(&proxy.trusted_proxies, proxy.forwarded_header, headers, peer)
+}
 
 /// The source address of a request from `peer` with `headers`, behind the `trusted` proxies that write
 /// `header`.
-pub(crate) fn source(
-    trusted: &[IpNet],
-    header: ForwardedHeader,
-    headers: &HeaderMap,
-    peer: Option<IpAddr>,
-) -> Option<IpAddr> {
+fn source(trusted: &[IpNet], header: ForwardedHeader, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
     let peer = peer?;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {

@@ -3,11 +3,11 @@
 //! proof inserted into the request for the proxy. Scope checks need the JSON-RPC body, so they happen in
 //! [`authorize`] once the proxy has read and classified it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use portcullis_oauth::VerifiedToken;
@@ -27,13 +27,7 @@ pub(crate) async fn authenticate(
     let Some(verifier) = &server.verifier else {
         return Ok(req);
     };
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
-    let source = crate::address::source(
-        &state.config.proxy.trusted_proxies,
-        state.config.proxy.forwarded_header,
-        req.headers(),
-        peer,
-    );
+    let source = crate::address::of_request(&state.config.proxy, req.headers(), req.extensions());
     let result = match bearer(req.headers().get_all(header::AUTHORIZATION).iter()) {
         // RFC 6750 §2.3's query parameter is no credential here, and the query goes upstream as it is:
         // a token in it, beside the header or not, is refused rather than passed on.

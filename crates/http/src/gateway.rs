@@ -2,12 +2,12 @@
 //! registration, the sign-in pages, and the token, revocation and introspection endpoints. The protocol
 //! decisions live in `portcullis_authz`; this module turns HTTP into calls and answers back.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, RawQuery, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -161,13 +161,7 @@ async fn jwks(State((_, gw)): State<GwState>) -> Response {
 const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 async fn register(State((state, gw)): State<GwState>, req: axum::extract::Request) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
-    let source = crate::address::source(
-        &state.config.proxy.trusted_proxies,
-        state.config.proxy.forwarded_header,
-        req.headers(),
-        peer,
-    );
+    let source = crate::address::of_request(&state.config.proxy, req.headers(), req.extensions());
     let allowed = match gw.allow_registration(source).await {
         Ok(allowed) => allowed,
         Err(e) => return crate::error::oauth_error(e.into()),
@@ -333,13 +327,7 @@ impl axum::extract::FromRequestParts<GwState> for Peer {
         parts: &mut axum::http::request::Parts,
         (state, _): &GwState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
-        Ok(Peer(crate::address::source(
-            &state.config.proxy.trusted_proxies,
-            state.config.proxy.forwarded_header,
-            &parts.headers,
-            peer,
-        )))
+        Ok(Peer(crate::address::of_request(&state.config.proxy, &parts.headers, &parts.extensions)))
     }
 }
 

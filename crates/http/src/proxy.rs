@@ -274,17 +274,11 @@ pub(crate) async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Re
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ProxyError::BodyTooLarge(limit)),
-        Err(e) => {
+        Err(e) => match portcullis_oauth::cause::<crate::listener::BodyTimeout>(e.as_ref()) {
             // The listener's body deadline, however deep in the error's sources.
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-            while let Some(s) = source {
-                if let Some(t) = s.downcast_ref::<crate::listener::BodyTimeout>() {
-                    return Err(ProxyError::BodyTimeout(t.0));
-                }
-                source = s.source();
-            }
-            Err(ProxyError::BadRequestBody(e.to_string()))
-        }
+            Some(t) => Err(ProxyError::BodyTimeout(t.0)),
+            None => Err(ProxyError::BadRequestBody(e.to_string())),
+        },
     }
 }
 
@@ -308,8 +302,8 @@ pub(crate) async fn forward(
                     // A parameter the configuration sets (a tenant, say) is not the client's to set again:
                     // servers that take the last value would take the client's.
                     let configured: Vec<_> = url.query_pairs().map(|(name, _)| name).collect();
-                    let client = url::form_urlencoded::parse(q.as_bytes()).map(|(name, _)| name);
-                    if let Some(name) = client.into_iter().find(|name| configured.contains(name)) {
+                    let mut client = url::form_urlencoded::parse(q.as_bytes()).map(|(name, _)| name);
+                    if let Some(name) = client.find(|name| configured.contains(name)) {
                         return Err(ProxyError::QueryConflict(name.into_owned()));
                     }
                     format!("{existing}&{q}")

@@ -38,6 +38,11 @@ pub fn idp_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// The first error of type `T` in `e` and its sources, however deep.
+pub fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
+}
+
 /// An error with its sources, for messages and logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

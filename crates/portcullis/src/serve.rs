@@ -204,12 +204,13 @@ pub(crate) fn operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow:
 /// new one (an administrator in another folder, or without the servers' environment, would otherwise
 /// seal keys the servers cannot open).
 pub(crate) fn existing_operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow::Result<OperatorKey> {
-    match env.var(OPERATOR_KEY_ENV) {
-        Some(text) => OperatorKey::from_text(&text).map_err(|e| anyhow::anyhow!("{OPERATOR_KEY_ENV}: {e}")),
-        None => OperatorKey::load(key_file).map_err(|e| {
-            anyhow::anyhow!("{e}; the store holds keys sealed under the servers' operator key: set {OPERATOR_KEY_ENV} or gateway.operator_key_file as they do")
-        }),
-    }
+    anyhow::ensure!(
+        env.var(OPERATOR_KEY_ENV).is_some() || key_file.exists(),
+        "the operator key file {} does not exist; the store holds keys sealed under the servers' operator key: \
+         set {OPERATOR_KEY_ENV} or gateway.operator_key_file as they do",
+        key_file.display()
+    );
+    operator_key(key_file, env)
 }
 
 async fn start_gateway(

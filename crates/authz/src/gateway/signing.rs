@@ -12,6 +12,11 @@ use serde_json::Value;
 use super::{Gateway, GatewayError, Settings};
 use crate::keys::{KeyAlg, KeyRing, OperatorKey, RingKey, generate};
 
+/// The stored key `r`, opened with `operator`.
+fn unseal(operator: &OperatorKey, r: &KeyRecord) -> Result<RingKey, crate::keys::KeyError> {
+    RingKey::unseal(operator, r.kid.as_str(), &r.alg, &r.private_sealed, r.not_before, r.retired_at)
+}
+
 impl portcullis_oauth::jwks::Reload for Gateway {
     fn reload(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move { self.reload_keys().await.map_err(|e| e.to_string()) })
@@ -23,14 +28,7 @@ impl Gateway {
     pub async fn reload_keys(&self) -> Result<(), GatewayError> {
         let mut keys = Vec::new();
         for r in self.store.list_keys().await? {
-            keys.push(RingKey::unseal(
-                &self.operator,
-                r.kid.as_str(),
-                &r.alg,
-                &r.private_sealed,
-                r.not_before,
-                r.retired_at,
-            )?);
+            keys.push(unseal(&self.operator, &r)?);
         }
         let ring = Arc::new(KeyRing::new(keys));
         let jwks = ring.jwks(self.now(), keep_after_retirement(&self.settings));
@@ -57,14 +55,12 @@ impl Gateway {
     ) -> Result<(String, i64), GatewayError> {
         let existing = store.list_keys().await?;
         for r in &existing {
-            RingKey::unseal(operator, r.kid.as_str(), &r.alg, &r.private_sealed, r.not_before, r.retired_at).map_err(
-                |e| {
-                    GatewayError::Other(format!(
-                        "the operator key does not open the stored key {} ({e}): use the servers' operator key",
-                        r.kid.as_str()
-                    ))
-                },
-            )?;
+            unseal(operator, r).map_err(|e| {
+                GatewayError::Other(format!(
+                    "the operator key does not open the stored key {} ({e}): use the servers' operator key",
+                    r.kid.as_str()
+                ))
+            })?;
         }
         let signing_now = existing.iter().any(|k| signs_at(k, now));
         let switch = if signing_now { now + publish_ahead } else { now };

@@ -89,7 +89,7 @@ struct Connection {
 impl Connection {
     fn has_room(&self) -> bool {
         let limit = self.limit.load(Ordering::Relaxed).min(self.refused_beyond.load(Ordering::Relaxed));
-        !self.sender.is_closed() && self.streams.load(Ordering::Acquire) < limit
+        self.streams.load(Ordering::Acquire) < limit
     }
 
     fn idle_for(&self) -> Option<Duration> {
@@ -176,12 +176,9 @@ impl Multiplexed {
             return Ok((stream, false));
         }
         let started = Instant::now();
-        let (connection, announced) = match tokio::time::timeout(shared.connect_timeout, shared.connect()).await {
-            Ok(Ok((connection, announced))) => (Arc::new(connection), announced),
-            Ok(Err(Connecting::Io(source))) => return Err(PoolError::Connect { address: shared.dial.name(), source }),
-            Ok(Err(Connecting::Http(e))) => return Err(PoolError::Http(e)),
-            Err(_) => return Err(PoolError::ConnectTimeout(shared.dial.name())),
-        };
+        let (connection, announced) =
+            pool::within(shared.connect_timeout, || shared.dial.name(), shared.connect()).await?;
+        let connection = Arc::new(connection);
         shared.connections.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&connection));
         // The upstream's SETTINGS come one round trip after its end of the handshake.
         let settings = (started.elapsed() * 2 + Duration::from_millis(50)).min(shared.connect_timeout);
@@ -277,14 +274,7 @@ const MAX_ATTEMPTS: usize = 4;
 
 /// Whether the upstream refused the stream before doing anything with it.
 fn refused(error: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = e.source();
-    }
-    false
+    portcullis_oauth::cause::<h2::Error>(error).is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// `req` again, for a second try (its extensions are not copied: the proxy sets none).

@@ -137,12 +137,21 @@ impl Pool {
                 Connected::Unix(stream) => handshake(stream).await,
             }
         };
-        match tokio::time::timeout(shared.connect_timeout, connecting).await {
-            Ok(Ok(sender)) => Ok(sender),
-            Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: shared.address.name(), source }),
-            Ok(Err(Connecting::Http(e))) => Err(PoolError::Http(e)),
-            Err(_) => Err(PoolError::ConnectTimeout(shared.address.name())),
-        }
+        within(shared.connect_timeout, || shared.address.name(), connecting).await
+    }
+}
+
+/// What `connecting` gives within `timeout`; its failures name the upstream with `name`.
+pub(super) async fn within<T>(
+    timeout: Duration,
+    name: impl FnOnce() -> String,
+    connecting: impl std::future::Future<Output = Result<T, Connecting>>,
+) -> Result<T, PoolError> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(connected)) => Ok(connected),
+        Ok(Err(Connecting::Io(source))) => Err(PoolError::Connect { address: name(), source }),
+        Ok(Err(Connecting::Http(e))) => Err(PoolError::Http(e)),
+        Err(_) => Err(PoolError::ConnectTimeout(name())),
     }
 }
 

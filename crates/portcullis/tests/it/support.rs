@@ -46,8 +46,16 @@ async fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
     cmd.stderr(child_log());
     let (child, mut lines) = spawn_reading(cmd, marker).await;
     let line = std::mem::take(&mut lines.marker);
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    lines.drain();
     (child, line)
+}
+
+/// `portcullis serve` with the configuration at `path`, `env`, and the socket for `port` handed over.
+fn serve(path: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve").arg("--config").arg(path).env("RUST_LOG", "info").envs(env.iter().copied());
+    hand_over(&mut cmd, port);
+    cmd
 }
 
 /// The rest of a child's stdout, after the line that contained the marker (kept in `marker`).
@@ -59,6 +67,11 @@ struct Lines {
 impl Lines {
     async fn next_line(&mut self) -> std::io::Result<Option<String>> {
         self.inner.next_line().await
+    }
+
+    /// Reads the rest in the background, so that the child never blocks on a full pipe.
+    fn drain(mut self) {
+        tokio::spawn(async move { while let Ok(Some(_)) = self.next_line().await {} });
     }
 }
 
@@ -176,13 +189,10 @@ impl Gate {
     pub async fn start_logging(config: &str, env: &[(&str, &str)]) -> (Gate, Log) {
         let port = reserve_port();
         let dir = TempDir::new();
-        let path = write_config(config, port, &dir);
-        let mut cmd = Command::new(bin());
-        cmd.arg("serve").arg("--config").arg(path).env("RUST_LOG", "info").envs(env.iter().copied());
+        let mut cmd = serve(&write_config(config, port, &dir), port, env);
         cmd.stderr(Stdio::piped());
-        hand_over(&mut cmd, port);
-        let (mut child, mut lines) = spawn_reading(cmd, "portcullis listening on").await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (mut child, lines) = spawn_reading(cmd, "portcullis listening on").await;
+        lines.drain();
         let log = Log(BufReader::new(child.stderr.take().expect("stderr piped")).lines());
         (Gate { child, base: format!("http://127.0.0.1:{port}"), dir, banner: String::new() }, log)
     }
@@ -190,13 +200,7 @@ impl Gate {
     /// Starts `portcullis serve` with an already written config for `port`, in `dir`.
     pub async fn start_at(path: &std::path::Path, port: u16, dir: TempDir, env: &[(&str, &str)]) -> Gate {
         let base = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(bin());
-        cmd.arg("serve").arg("--config").arg(path).env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        hand_over(&mut cmd, port);
-        let (child, _) = spawn_until(cmd, "portcullis listening on").await;
+        let (child, _) = spawn_until(serve(path, port, env), "portcullis listening on").await;
         Gate { child, base, dir, banner: String::new() }
     }
 
@@ -232,7 +236,7 @@ impl Gate {
                 break;
             }
         }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        lines.drain();
         Gate { child, base, dir: TempDir::new(), banner }
     }
 
