@@ -23,6 +23,8 @@ pub struct AdminSettings {
     pub audit: Option<crate::AuditSink>,
     /// How often running servers re-read the keys (`gateway.keys_reload_secs`).
     pub keys_reload: Duration,
+    /// Whether users sign in at an upstream IdP (`[gateway.upstream]`), where local accounts cannot.
+    pub upstream_idp: bool,
 }
 
 impl AdminSettings {
@@ -99,6 +101,7 @@ impl AdminSettings {
             access_token_ttl: Duration::from_secs(ttl),
             audit,
             keys_reload: Duration::from_secs(keys_reload),
+            upstream_idp: table.get("gateway").and_then(|g| g.get("upstream")).is_some(),
         })
     }
 }
@@ -133,6 +136,9 @@ gateway = true
         assert_eq!(s.store_url, "sqlite:///var/lib/p/p.db");
         assert_eq!(s.signing_alg, KeyAlg::EdDsa);
         assert_eq!(s.operator_key_file, PathBuf::from(DEFAULT_OPERATOR_KEY_FILE));
+        assert!(!s.upstream_idp);
+        let upstream = format!("{text}[gateway.upstream]\nissuer = \"https://idp.example.com\"\n");
+        assert!(load(&upstream, &env).unwrap().upstream_idp);
         // The store's own variable is still required.
         let e = load(text, &MapEnv::default()).unwrap_err().to_string();
         assert!(e.contains("store.url"), "{e}");

@@ -243,6 +243,8 @@ pub(crate) struct RawPolicyClaims {
     pub(crate) roles: Option<String>,
     pub(crate) email: Option<String>,
     pub(crate) tenant: Option<String>,
+    pub(crate) email_verified: Option<String>,
+    pub(crate) email_always_verified: Option<bool>,
 }
 
 with_preset! {

@@ -411,6 +411,26 @@ groups = "/realm_access/groups"
     let config = Config::from_toml(&good, &MapEnv::default()).unwrap();
     assert_eq!(config.servers[0].policy.rules().len(), 1);
     assert_eq!(config.servers[0].policy.rules()[0].name(), "finance");
+    let names = config.servers[0].policy.claim_names();
+    assert_eq!(
+        (names.groups.as_str(), names.email_verified.as_deref()),
+        ("/realm_access/groups", Some("email_verified"))
+    );
+
+    // Which claim says an address was verified, or that the IdP sends no other.
+    let verified = |lines: &str| format!("{good}{lines}\n");
+    let entra = Config::from_toml(&verified(r#"email_verified = "xms_edov""#), &MapEnv::default()).unwrap();
+    assert_eq!(entra.servers[0].policy.claim_names().email_verified.as_deref(), Some("xms_edov"));
+    let always = Config::from_toml(&verified("email_always_verified = true"), &MapEnv::default()).unwrap();
+    assert_eq!(always.servers[0].policy.claim_names().email_verified, None);
+    let both = errors(&verified("email_verified = \"xms_edov\"\nemail_always_verified = true"));
+    let path = "server[0].policy_claims.email_always_verified";
+    assert!(both.iter().any(|e| e.starts_with(path) && e.contains("not both")), "{both:?}");
+    let empty = errors(&verified(r#"email_verified = """#));
+    assert!(
+        empty.iter().any(|e| e.starts_with("server[0].policy_claims") && e.contains("cannot be empty")),
+        "{empty:?}"
+    );
 
     let bad = format!(
         r#"{base}

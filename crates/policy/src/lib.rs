@@ -59,11 +59,21 @@ pub struct ClaimNames {
     pub roles: String,
     pub email: String,
     pub tenant: String,
+    /// The claim that says the IdP verified the address in `email` (`true`); `email_domain` names a
+    /// domain only then. `None`: the IdP puts only addresses it verified in `email`, and says so by no
+    /// claim.
+    pub email_verified: Option<String>,
 }
 
 impl Default for ClaimNames {
     fn default() -> Self {
-        Self { groups: "groups".into(), roles: "roles".into(), email: "email".into(), tenant: "tid".into() }
+        Self {
+            groups: "groups".into(),
+            roles: "roles".into(),
+            email: "email".into(),
+            tenant: "tid".into(),
+            email_verified: Some("email_verified".into()),
+        }
     }
 }
 
@@ -323,6 +333,11 @@ impl Policy {
     /// The rules, in order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Where caller variables come from.
+    pub fn claim_names(&self) -> &ClaimNames {
+        &self.claims
     }
 
     /// An evaluation for one caller: caller variables are built when first read and kept, as are the
@@ -605,8 +620,13 @@ impl<'a> CallerVars<'a> {
             "roles" => self.strings(&self.names.roles),
             "email" => self.text(&self.names.email),
             "email_domain" => {
-                // An address the IdP says it has not verified names no domain: a user may have typed it.
-                if self.claim("email_verified").is_some_and(|v| v == &Value::Bool(false) || v == "false") {
+                // An address the IdP does not say it verified names no domain: a user may have typed it
+                // (an Entra ID guest's `email` is whatever their home tenant holds).
+                let verified = match &self.names.email_verified {
+                    Some(name) => self.claim(name).is_some_and(|v| v == &Value::Bool(true) || v == "true"),
+                    None => true,
+                };
+                if !verified {
                     return cel::Value::from("");
                 }
                 let email = self.claim(&self.names.email).and_then(Value::as_str).unwrap_or_default();

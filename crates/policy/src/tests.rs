@@ -107,18 +107,46 @@ fn rules_without_targets_govern_every_request() {
         ClaimNames::default(),
     );
     let s = scopes("");
-    let staff = claims(json!({"sub": "a", "email": "A@Example.COM"}));
-    let other = claims(json!({"sub": "b", "email": "b@elsewhere.org"}));
+    let staff = claims(json!({"sub": "a", "email": "A@Example.COM", "email_verified": true}));
+    let other = claims(json!({"sub": "b", "email": "b@elsewhere.org", "email_verified": true}));
     assert_eq!(decide(&policy, &staff, &s, "initialize", None), "allow");
     assert_eq!(decide(&policy, &other, &s, "initialize", None), "deny employees");
     assert_eq!(decide(&policy, &other, &s, "", None), "deny employees");
-    // An address the IdP has not verified (OIDC `email_verified`) is nobody's domain.
-    for flag in [json!(false), json!("false")] {
+}
+
+#[test]
+fn an_address_the_idp_does_not_say_it_verified_names_no_domain() {
+    let allow = |names: ClaimNames| {
+        Policy::new(vec![rule("employees", |r| r.allow_if = Some(r#"email_domain == "example.com""#.into()))], names)
+    };
+    let s = scopes("");
+    let default = allow(ClaimNames::default());
+    // Said unverified, or not said at all (a guest's address in a multi-tenant Entra ID app).
+    for flag in [json!(false), json!("false"), json!(null), json!(1), json!("yes")] {
         let typed = claims(json!({"sub": "c", "email": "c@example.com", "email_verified": flag}));
-        assert_eq!(decide(&policy, &typed, &s, "initialize", None), "deny employees");
+        assert_eq!(decide(&default, &typed, &s, "initialize", None), "deny employees", "{flag}");
     }
-    let verified = claims(json!({"sub": "d", "email": "d@example.com", "email_verified": true}));
-    assert_eq!(decide(&policy, &verified, &s, "initialize", None), "allow");
+    let unsaid = claims(json!({"sub": "c", "email": "c@example.com"}));
+    assert_eq!(decide(&default, &unsaid, &s, "initialize", None), "deny employees");
+    for flag in [json!(true), json!("true")] {
+        let verified = claims(json!({"sub": "d", "email": "d@example.com", "email_verified": flag}));
+        assert_eq!(decide(&default, &verified, &s, "initialize", None), "allow");
+    }
+    // Another claim says it (Entra ID's `xms_edov`), and `email_verified` then counts for nothing.
+    let entra = allow(ClaimNames { email_verified: Some("xms_edov".into()), ..ClaimNames::default() });
+    let owner = claims(json!({"sub": "e", "email": "e@example.com", "xms_edov": true}));
+    assert_eq!(decide(&entra, &owner, &s, "initialize", None), "allow");
+    let guest = claims(json!({"sub": "f", "email": "f@example.com", "email_verified": true, "xms_edov": false}));
+    assert_eq!(decide(&entra, &guest, &s, "initialize", None), "deny employees");
+    // An IdP that puts only verified addresses in `email`, configured as such.
+    let trusting = allow(ClaimNames { email_verified: None, ..ClaimNames::default() });
+    assert_eq!(decide(&trusting, &unsaid, &s, "initialize", None), "allow");
+    // `email` itself is the claim whatever the flag says.
+    let email_is = Policy::new(
+        vec![rule("alice", |r| r.allow_if = Some(r#"email == "c@example.com""#.into()))],
+        ClaimNames::default(),
+    );
+    assert_eq!(decide(&email_is, &unsaid, &s, "initialize", None), "allow");
 }
 
 #[test]

@@ -16,11 +16,44 @@ use crate::cli::{KeysCommand, UsersCommand};
 
 /// The store a configuration names, read with only what administration needs from it.
 async fn open(path: &Path) -> anyhow::Result<(AdminSettings, Arc<dyn Store>)> {
-    let settings = AdminSettings::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let settings = settings(path)?;
+    let store = open_store(&settings).await?;
+    Ok((settings, store))
+}
+
+fn settings(path: &Path) -> anyhow::Result<AdminSettings> {
+    AdminSettings::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))
+}
+
+async fn open_store(settings: &AdminSettings) -> anyhow::Result<Arc<dyn Store>> {
+    // A SQLite file that is not there yet is made, wherever the command runs: say where, so that an
+    // account added from another folder than the servers' is not taken as theirs.
+    let new_file = settings
+        .store_url
+        .strip_prefix("sqlite://")
+        .map(Path::new)
+        .filter(|file| !file.exists())
+        .map(|file| std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()));
     let store = portcullis_store::open(&settings.store_url)
         .await
         .with_context(|| format!("opening the store {}", crate::serve::redacted_store(&settings.store_url)))?;
-    Ok((settings, store))
+    if let Some(file) = new_file {
+        eprintln!(
+            "note: there was no store at {}; a new one is made there. Servers use it only if their store.url \
+             names this file (a relative path is read from the folder a command runs in).",
+            file.display()
+        );
+    }
+    Ok(store)
+}
+
+/// Local accounts are for servers where users sign in at portcullis itself.
+fn local_sign_in(settings: &AdminSettings) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !settings.upstream_idp,
+        "users sign in at the IdP in [gateway.upstream], so a local account could not sign in; nothing was changed"
+    );
+    Ok(())
 }
 
 /// Records a change in the audit log, when there is one.
@@ -60,7 +93,9 @@ pub(crate) async fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 !username.is_empty() && !username.contains(char::is_whitespace),
                 "invalid username {username:?}"
             );
-            let (settings, store) = open(&config).await?;
+            let settings = settings(&config)?;
+            local_sign_in(&settings)?;
+            let store = open_store(&settings).await?;
             let password = read_password(&username)?;
             Gateway::add_user(store.as_ref(), &username, &password, now()).await.map_err(|e| match e {
                 GatewayError::Store(StoreError::Conflict(_)) => anyhow::anyhow!(
@@ -72,7 +107,9 @@ pub(crate) async fn users(cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             println!("added {username}");
         }
         UsersCommand::Passwd { username, config } => {
-            let (settings, store) = open(&config).await?;
+            let settings = settings(&config)?;
+            local_sign_in(&settings)?;
+            let store = open_store(&settings).await?;
             let password = read_password(&username)?;
             let changed = Gateway::change_password(store.as_ref(), &username, &password)
                 .await

@@ -222,7 +222,24 @@ fn resolve_policy(raw: &RawServer, at: &str, errors: &mut Errors) -> portcullis_
                 slot.clone_from(v);
             }
         }
-        if [&claims.groups, &claims.roles, &claims.email, &claims.tenant].iter().any(|n| n.is_empty()) {
+        if let Some(v) = &c.email_verified {
+            claims.email_verified = Some(v.clone());
+        }
+        if c.email_always_verified == Some(true) {
+            if c.email_verified.is_some() {
+                errors.push(
+                    format!("{at}.policy_claims.email_always_verified"),
+                    "set either email_verified (the claim that says an address was verified) or email_always_verified, not both",
+                );
+            }
+            claims.email_verified = None;
+        }
+        let verified = claims.email_verified.iter();
+        if [&claims.groups, &claims.roles, &claims.email, &claims.tenant]
+            .into_iter()
+            .chain(verified)
+            .any(|n| n.is_empty())
+        {
             errors.push(format!("{at}.policy_claims"), "a claim name cannot be empty");
         }
     }

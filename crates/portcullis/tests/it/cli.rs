@@ -92,8 +92,11 @@ async fn account_commands_need_only_the_store_and_speak_plainly() {
     let path = path.display().to_string();
     let (ok, out) = run(&["users", "list", "--config", &path], "", &[]).await;
     assert!(ok && out.contains("no local accounts yet"), "{out}");
+    // The first command made the store, and said where.
+    let file = dir.path.join("state/portcullis.db");
+    assert!(out.contains(&format!("no store at {}; a new one is made there", file.display())), "{out}");
     let (ok, out) = run(&["users", "add", "alice", "--config", &path], "a long password\n", &[]).await;
-    assert!(ok, "{out}");
+    assert!(ok && !out.contains("no store at"), "{out}");
     let (ok, out) = run(&["users", "add", "alice", "--config", &path], "a long password\n", &[]).await;
     assert!(!ok && out.contains("an account named alice already exists"), "{out}");
     assert!(!out.contains("store:"), "{out}");
@@ -104,6 +107,21 @@ async fn account_commands_need_only_the_store_and_speak_plainly() {
     // `serve` itself still refuses the unset variable, naming it.
     let (ok, out) = run(&["check-config", &path], "", &[]).await;
     assert!(!ok && out.contains("UNSET_UPSTREAM_SECRET"), "{out}");
+}
+
+#[tokio::test]
+async fn no_local_accounts_where_users_sign_in_at_an_upstream_idp() {
+    let dir = crate::support::TempDir::new();
+    let config = format!(
+        "{}[gateway.upstream]\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"gate\"\n",
+        crate::gateway::config("http://127.0.0.1:9/mcp")
+    );
+    let path = crate::support::write_config(&config, 1, &dir).display().to_string();
+    for command in ["add", "passwd"] {
+        let (ok, out) = run(&["users", command, "alice", "--config", &path], "a long password\n", &[]).await;
+        assert!(!ok && out.contains("sign in at the IdP in [gateway.upstream]"), "{out}");
+    }
+    assert!(!dir.path.join("state/portcullis.db").exists(), "a refused command made a store");
 }
 
 #[tokio::test]
