@@ -20,8 +20,7 @@ const REFRESH_AHEAD_SECS: i64 = 30;
 /// How long one replica may hold the right to refresh a user's upstream token (longer than a refresh
 /// takes: the IdP request times out before).
 const REFRESH_LEASE_SECS: i64 = 30;
-/// How often a replica waiting for another's refresh looks at the store again, and for how long.
-const LEASE_POLL: Duration = Duration::from_millis(200);
+/// How long a replica waits for another's refresh of the same token.
 const LEASE_WAIT: Duration = Duration::from_secs(15);
 
 /// Why there is no upstream token to forward.
@@ -144,29 +143,24 @@ impl Gateway {
     /// until the lease lapses.
     async fn refresh_across_replicas(&self, subject: &str) -> Result<(StoredTokens, i64), ForwardError> {
         let provider = self.upstream.as_ref().map(|u| u.provider.as_str()).unwrap_or_default();
-        let lease = format!("lease\nupstream-refresh\n{provider}\n{subject}");
-        let give_up = std::time::Instant::now() + LEASE_WAIT;
-        loop {
-            if self.store.count_event(&lease, self.now(), REFRESH_LEASE_SECS).await? == 1 {
+        let name = format!("lease\nupstream-refresh\n{provider}\n{subject}");
+        let lease =
+            crate::lease::Lease { store: &*self.store, name: &name, lapse_secs: REFRESH_LEASE_SECS, wait: LEASE_WAIT };
+        let refresh = async {
+            match self.unseal_upstream_tokens(subject).await? {
                 // Another replica may have refreshed between our read and the lease.
-                let outcome = match self.unseal_upstream_tokens(subject).await? {
-                    (current, at) if usable(&current, at, self.now()) => Ok((current, at)),
-                    (current, _) => self.refresh_upstream(subject, &current).await.map(|t| (t, self.now())),
-                };
-                if let Err(e) = self.store.clear_failures(&lease).await {
-                    tracing::warn!(error = %e, "releasing the upstream refresh lease failed; it lapses by itself");
-                }
-                return outcome;
+                (current, at) if usable(&current, at, self.now()) => Ok((current, at)),
+                (current, _) => self.refresh_upstream(subject, &current).await.map(|t| (t, self.now())),
             }
-            tokio::time::sleep(LEASE_POLL).await;
+        };
+        let refreshed_elsewhere = || async {
             let (current, at) = self.unseal_upstream_tokens(subject).await?;
-            if usable(&current, at, self.now()) {
-                return Ok((current, at));
-            }
-            if std::time::Instant::now() >= give_up {
-                return Err(ForwardError::Unavailable("another replica's refresh of this token did not finish".into()));
-            }
-        }
+            Ok(usable(&current, at, self.now()).then_some((current, at)))
+        };
+        lease
+            .hold(|| self.now(), refresh, refreshed_elsewhere)
+            .await?
+            .ok_or_else(|| ForwardError::Unavailable("another replica's refresh of this token did not finish".into()))
     }
 
     async fn unseal_upstream_tokens(&self, subject: &str) -> Result<(StoredTokens, i64), ForwardError> {

@@ -36,6 +36,7 @@ pub mod gateway;
 pub mod id_jag;
 pub mod json;
 pub mod keys;
+mod lease;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect;

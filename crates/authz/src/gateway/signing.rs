@@ -103,27 +103,20 @@ impl Gateway {
         alg: KeyAlg,
         clock: &dyn portcullis_types::Clock,
     ) -> Result<(), GatewayError> {
-        const LEASE: &str = "lease\nsigning-key";
-        const LEASE_SECS: i64 = 30;
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(LEASE_SECS as u64 + 5);
-        loop {
-            let now = clock.now_unix() as i64;
-            if store.count_event(LEASE, now, LEASE_SECS).await? == 1 {
-                // The time read again, once the lease is held: a replica that waited for it must see the key
-                // the holder made as signing now, not as one still to come (which it would bridge with a
-                // second key).
-                let now = clock.now_unix() as i64;
-                let outcome = Self::ensure_signing_key(store, operator, alg, now).await;
-                if let Err(e) = store.clear_failures(LEASE).await {
-                    tracing::warn!(error = %e, "releasing the signing-key lease failed; it lapses by itself");
-                }
-                return outcome;
-            }
-            if std::time::Instant::now() >= give_up {
-                return Err(GatewayError::Other("another replica held the signing-key lease for too long".into()));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        let lease = crate::lease::Lease {
+            store,
+            name: "lease\nsigning-key",
+            lapse_secs: 30,
+            wait: std::time::Duration::from_secs(35),
+        };
+        let now = || clock.now_unix() as i64;
+        // The time is read once the lease is held: a replica that waited for it must see the key the
+        // holder made as signing now, not as one still to come (which it would bridge with a second key).
+        let made = async { Self::ensure_signing_key(store, operator, alg, now()).await };
+        lease
+            .hold(now, made, || std::future::ready(Ok(None)))
+            .await?
+            .ok_or_else(|| GatewayError::Other("another replica held the signing-key lease for too long".into()))
     }
 
     /// Makes sure a key of `alg` signs at `now`: a gateway is never up without one. A first start
