@@ -448,11 +448,11 @@ async function verifyChecks(p, upstream) {
         const provider = await signInAndCall(ctx, { preregistered });
         if (p.verify.register) check(provider.registrations === 1, `registered ${provider.registrations} times at the IdP`);
         if (p.verify.idToken) {
-          // Cognito's ID tokens carry aud = the client id, which this server never accepts as an audience
-          // (and token_use = id would keep them out too).
+          // Cognito's ID tokens say token_use = id (and carry aud = the client id, which this server never
+          // accepts as an audience either).
           const { id_token: idToken } = await tokensByHand(emulator, emulator.issuer, 'openid');
           check(typeof idToken === 'string', 'no ID token to present');
-          await expectRefusedWith(ctx, idToken, `aud was '${IDP_APP}'`);
+          await expectRefusedWith(ctx, idToken, 'an ID token was presented as an access token');
         }
         if (p.plainFails?.token || p.plainFails?.register) {
           const access = provider.tokens().access_token;

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use portcullis_store::{CodeRecord, ConsentRecord, PendingRecord};
+use portcullis_store::{ClientSource, CodeRecord, ConsentRecord, PendingRecord};
 use portcullis_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -15,7 +15,7 @@ use url::Url;
 use super::error::AuthzError;
 use super::gateway::{ClientLookup, Gateway, GatewayError, hash};
 use super::pkce;
-use super::redirect;
+use super::redirect::{self, RedirectKind};
 use super::register::ClientMetadata;
 use super::register::random_string;
 use super::throttle;
@@ -90,7 +90,7 @@ impl Flow {
     /// client known by its metadata document that is worth a warning: any local program can name a
     /// well-known document and receive the code on a loopback port.
     pub fn loopback_redirect(&self) -> bool {
-        super::redirect::classify(&self.redirect_uri) == Ok(super::redirect::RedirectKind::Loopback)
+        redirect::classify(&self.redirect_uri) == Ok(RedirectKind::Loopback)
     }
 
     /// Where the code goes, as the consent page says it: the redirect URI's host, or for a private-use
@@ -151,6 +151,26 @@ impl Gateway {
         ))
     }
 
+    /// [`Self::error_redirect`] for a request the user has not acted on yet: redirected at once only where
+    /// `vouched` (see [`AuthzError::Notice`]).
+    fn early_refusal(
+        &self,
+        vouched: bool,
+        redirect_uri: &str,
+        state: Option<&str>,
+        error: ErrorCode,
+        description: &str,
+    ) -> AuthzError {
+        match self.error_redirect(redirect_uri, state, error, description) {
+            AuthzError::Redirect(url) if !vouched => {
+                let host =
+                    Url::parse(redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+                AuthzError::Notice { url, host, description: description.to_owned() }
+            }
+            other => other,
+        }
+    }
+
     /// Validates an authorization request and starts a flow. `requester` is the address it came from.
     pub async fn begin(&self, p: &AuthorizeParams, requester: Option<IpAddr>) -> Result<Step, AuthzError> {
         // Long by design: the checks of RFC 6749 §4.1.2.1 / OAuth 2.1 §4.1.1 in the order the spec sets
@@ -161,8 +181,8 @@ impl Gateway {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| page("Missing client", "The authorization request has no client_id."))?;
-        let metadata = match self.find_client(client_id, requester).await? {
-            ClientLookup::Known(_, metadata, _) => metadata,
+        let (source, metadata) = match self.find_client(client_id, requester).await? {
+            ClientLookup::Known(record, metadata, _) => (record.source, metadata),
             ClientLookup::Unknown(why) => {
                 return Err(page("Unknown client", format!("This application cannot be used here: {why}.")));
             }
@@ -181,37 +201,27 @@ impl Gateway {
             None => return Err(page("Missing redirect URI", "The authorization request has no redirect_uri.")),
         };
         let state = p.state.as_deref();
-        // 2. Everything else goes back to the client.
+        // 2. Everything else goes back to the client: at once where the operator configured the client
+        // or the code would go to the user's own machine; otherwise after a page (an open redirect).
+        let vouched =
+            source == ClientSource::Configured || redirect::classify(&redirect_uri) == Ok(RedirectKind::Loopback);
+        let refuse =
+            |error: ErrorCode, description: &str| self.early_refusal(vouched, &redirect_uri, state, error, description);
         if p.response_type.as_deref() != Some("code") {
-            return Err(self.error_redirect(
-                &redirect_uri,
-                state,
-                ErrorCode::UnsupportedResponseType,
-                "response_type must be code",
-            ));
+            return Err(refuse(ErrorCode::UnsupportedResponseType, "response_type must be code"));
         }
         let code_challenge = pkce::check_challenge(p.code_challenge.as_deref(), p.code_challenge_method.as_deref())
-            .map_err(|e| self.error_redirect(&redirect_uri, state, ErrorCode::InvalidRequest, &e.to_string()))?;
+            .map_err(|e| refuse(ErrorCode::InvalidRequest, &e.to_string()))?;
         // RFC 8707 §2: the resource must be one we protect.
         let resource = match p.resource.as_deref() {
             Some(r) => {
                 self.settings.resources.iter().find(|ours| same_resource(r, ours)).cloned().ok_or_else(|| {
-                    self.error_redirect(
-                        &redirect_uri,
-                        state,
-                        ErrorCode::InvalidTarget,
-                        &format!("{r:?} is not a resource this server protects"),
-                    )
+                    refuse(ErrorCode::InvalidTarget, &format!("{r:?} is not a resource this server protects"))
                 })?
             }
             None if self.settings.resources.len() == 1 => self.settings.resources[0].clone(),
             None => {
-                return Err(self.error_redirect(
-                    &redirect_uri,
-                    state,
-                    ErrorCode::InvalidTarget,
-                    "resource is required (RFC 8707)",
-                ));
+                return Err(refuse(ErrorCode::InvalidTarget, "resource is required (RFC 8707)"));
             }
         };
         let scope = match p.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -223,12 +233,7 @@ impl Gateway {
             let offered = self.settings.scopes.iter().any(|a| a == s);
             let allowed_for_client = registered_scope.as_ref().is_none_or(|r| r.contains(&s));
             if !offered || !allowed_for_client {
-                return Err(self.error_redirect(
-                    &redirect_uri,
-                    state,
-                    ErrorCode::InvalidScope,
-                    &format!("scope {s:?} is not available to this client"),
-                ));
+                return Err(refuse(ErrorCode::InvalidScope, &format!("scope {s:?} is not available to this client")));
             }
         }
         let flow = Flow {
@@ -367,9 +372,12 @@ impl Gateway {
         flow.auth_time = Some(self.now());
         // Consent already given for at least these scopes: no second question. A consent is kept per
         // client and scopes, not per resource: with several protected resources, each request is asked
-        // again (the page names the resource the user approves).
-        let one_resource = self.settings.resources.len() == 1;
-        if let Some(c) = self.store.get_consent(&subject, &flow.client_id).await?.filter(|_| one_resource) {
+        // again (the page names the resource the user approves). A client known by its metadata document
+        // whose code goes to a loopback address is asked every time, with the page's warning: any local
+        // program can name a document the user once approved and take the code on a loopback port.
+        let remembered =
+            self.settings.resources.len() == 1 && !(flow.metadata_host().is_some() && flow.loopback_redirect());
+        if let Some(c) = self.store.get_consent(&subject, &flow.client_id).await?.filter(|_| remembered) {
             let granted: Vec<&str> = c.scope.split(' ').collect();
             if flow.scope.split(' ').filter(|s| !s.is_empty()).all(|s| granted.contains(&s)) {
                 return Ok(Step::Done(self.issue_code(&flow).await?));

@@ -64,6 +64,20 @@ pub enum CimdError {
     Busy,
 }
 
+impl CimdError {
+    /// What the caller is told. Not what a fetch revealed of the network around the gateway (the
+    /// private address a name resolves to, why a connection failed): anyone can name any URL as a
+    /// client, and would map internal names through the gateway's resolver. The log has it all.
+    pub fn for_caller(&self) -> String {
+        match self {
+            Self::Blocked(..) | Self::Fetch(..) => {
+                "the client metadata document could not be fetched from a public address".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What [`ClientMetadataDocuments::check_document`] keeps of a document.
 #[derive(Debug)]
 pub struct Checked {
@@ -214,6 +228,9 @@ pub fn special_use(ip: IpAddr) -> Option<&'static str> {
                 Some("unique local")
             } else if seg[0] & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if seg[0] & 0xffc0 == 0xfec0 {
+                // Deprecated (RFC 3879), still routed inside some networks.
+                Some("site-local")
             } else if seg[0] & 0xff00 == 0xff00 {
                 Some("multicast")
             } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
@@ -355,9 +372,11 @@ impl ClientMetadataDocuments {
         self
     }
 
-    /// Counts one fetch for `requester` (the address the request came from, when known). A store that
+    /// Counts one fetch for `requester` (the address the request came from, when known; an IPv6 address
+    /// counts as its /64). A store that
     /// cannot count refuses the fetch.
     async fn admit(&self, requester: Option<IpAddr>) -> Result<(), CimdError> {
+        let requester = requester.map(portcullis_types::source_block);
         if let Some((store, clock)) = &self.shared {
             let now = clock.now_unix() as i64;
             let count = async |key: String| store.count_event(&key, now, 60).await.map_err(|_| CimdError::Busy);
@@ -592,6 +611,8 @@ mod tests {
             "fc00::1",
             "fd12::1",
             "fe80::1",
+            "fec0::1",
+            "feff::1",
             "ff02::1",
             "2001:db8::1",
             "2002:7f00:1::",

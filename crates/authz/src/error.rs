@@ -23,6 +23,12 @@ pub enum AuthzError {
     /// `state` and `iss`, the browser is sent to.
     #[error("refused at the client's redirect URI")]
     Redirect(String),
+    /// A refusal for a client that nobody here vouches for (registered by anyone, or known by its
+    /// metadata document) whose redirect URI is not on the user's own machine, before the user did
+    /// anything: shown on a page with a link to `url`, not redirected at once, so that the gateway is no
+    /// open redirector to whatever site registered itself (RFC 9700 §4.11.2).
+    #[error("{description}")]
+    Notice { url: String, host: String, description: String },
     /// Not the client's fault: logged with its sources, answered as `server_error`.
     #[error(transparent)]
     Internal(#[from] GatewayError),
@@ -60,7 +66,9 @@ impl AuthzError {
     /// Who caused it: the request (refusals, pages, redirects) or the authorization server itself.
     pub fn blame(&self) -> portcullis_types::Blame {
         match self {
-            Self::Refused(_) | Self::Page { .. } | Self::Redirect(_) => portcullis_types::Blame::Downstream,
+            Self::Refused(_) | Self::Page { .. } | Self::Redirect(_) | Self::Notice { .. } => {
+                portcullis_types::Blame::Downstream
+            }
             Self::Internal(_) => portcullis_types::Blame::Internal,
         }
     }

@@ -94,15 +94,9 @@ fn account_key(username: &str) -> String {
 }
 
 fn address_key(ip: IpAddr) -> String {
-    match ip {
+    match portcullis_types::source_block(ip) {
         IpAddr::V4(v4) => format!("address:{v4}"),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("address:{v4}"),
-            None => {
-                let s = v6.segments();
-                format!("address:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+        IpAddr::V6(v6) => format!("address:{v6}/64"),
     }
 }
 

@@ -535,6 +535,9 @@ impl Gateway {
         if let Some(r) = self.store.get_refresh(&hash(token)).await?
             && r.expires_at > self.now()
             && self.store.family_active(&r.family_id).await?
+            // A rotated token was replaced: presented again past the reuse grace, it would revoke its
+            // family rather than refresh anything.
+            && !self.store.refresh_rotated(&r.token_hash).await?
         {
             return Ok(
                 json!({"active": true, "token_type": "refresh_token", "client_id": r.client_id, "sub": r.subject,

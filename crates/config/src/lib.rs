@@ -127,8 +127,11 @@ pub struct GatewayConfig {
     pub scopes: Vec<String>,
     /// Whether `/register` (RFC 7591) is open.
     pub registration: bool,
-    /// Registrations accepted per client IP per minute.
+    /// Registrations accepted per client address (an IPv6 /64) per minute.
     pub registrations_per_minute: u32,
+    /// Registrations accepted per hour from all addresses together (0: no bound): registered clients
+    /// are kept, so this bounds how fast anyone can grow the store.
+    pub registrations_per_hour: u32,
     /// Whether `https://` client ids name client ID metadata documents, fetched on first use.
     pub client_metadata_documents: bool,
     /// Directory with `login.html`, `consent.html`, `error.html` overriding the built-in pages.

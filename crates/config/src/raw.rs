@@ -96,6 +96,7 @@ pub(crate) struct RawGateway {
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) registration: Option<bool>,
     pub(crate) registrations_per_minute: Option<u32>,
+    pub(crate) registrations_per_hour: Option<u32>,
     pub(crate) client_metadata_documents: Option<bool>,
     pub(crate) templates_dir: Option<String>,
     pub(crate) keys_reload_secs: Option<u64>,

@@ -66,23 +66,22 @@ async fn verify(
     let (Some(budget), Some(ip)) = (&state.failures, source) else {
         return verifier.verify(token).await.map_err(AuthError::Invalid);
     };
-    if budget.spent(ip, Instant::now()) {
-        return match verifier.cached(token) {
-            Some(known) => known.map_err(AuthError::Invalid),
-            None => {
-                // Held back before the answer: a flood waits on its own connections instead of being
-                // answered as fast as it can send, which would still take the CPU from everyone else.
-                tokio::time::sleep(THROTTLED_WAIT).await;
-                Err(AuthError::Throttled { retry_after: budget.retry_after() })
-            }
-        };
+    // A token the verifier knows costs a hash: it gets its answer whatever the address has spent.
+    if let Some(known) = verifier.cached(token) {
+        return known.map_err(AuthError::Invalid);
+    }
+    if !budget.take(ip, Instant::now()) {
+        // Held back before the answer: a flood waits on its own connections instead of being answered
+        // as fast as it can send, which would still take the CPU from everyone else.
+        tokio::time::sleep(THROTTLED_WAIT).await;
+        return Err(AuthError::Throttled { retry_after: budget.retry_after() });
     }
     let outcome = verifier.verify(token).await;
-    // An IdP that cannot be reached is not the caller's failure.
-    if let Err(e) = &outcome
-        && !e.is_unavailable()
-    {
-        budget.charge(ip, Instant::now());
+    // Every new token that fails costs what its check took, an IdP that could not be reached included:
+    // such a check (an introspection, a key set fetch) is a call to the IdP, and a flood of new tokens
+    // would otherwise keep the IdP busy for free.
+    if outcome.is_ok() {
+        budget.refund(ip, Instant::now());
     }
     outcome.map_err(AuthError::Invalid)
 }

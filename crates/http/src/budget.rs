@@ -1,4 +1,4 @@
-//! Failed token verifications per source address. A token seen before costs a hash and a look-up (the
+//! Failed token verifications per source address (an IPv6 /64 counting as one). A token seen before costs a hash and a look-up (the
 //! verifier caches outcomes), but a new one costs a signature check, and a flood of new forged tokens
 //! would take the CPU from every other caller. Each address may present `per_minute` tokens that fail
 //! (a minute's worth at once, refilled evenly); past that, its tokens are refused with 429 unless the
@@ -52,20 +52,28 @@ impl FailureBudget {
         b.at = now;
     }
 
-    /// Whether `ip` has spent its allowance (an address that never failed has not).
-    pub(crate) fn spent(&self, ip: IpAddr, now: Instant) -> bool {
-        let Some(bucket) = self.buckets.get(&ip) else { return false };
-        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-        self.refill(&mut b, now);
-        b.left < 1.0
-    }
-
-    /// Counts one failed verification for `ip`.
-    pub(crate) fn charge(&self, ip: IpAddr, now: Instant) {
+    /// Sets one failure aside for a token from `ip` about to be checked: `false` when the address has
+    /// spent its allowance. Taken before the check, not counted after it, so that the checks an address
+    /// has in flight at once count against it too (a burst of concurrent new tokens would otherwise
+    /// all pass before the first failure is counted).
+    pub(crate) fn take(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = portcullis_types::source_block(ip);
         let bucket = self.buckets.get_with(ip, || Arc::new(Mutex::new(Bucket { left: self.per_minute, at: now })));
         let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
         self.refill(&mut b, now);
-        b.left = (b.left - 1.0).max(0.0);
+        if b.left < 1.0 {
+            return false;
+        }
+        b.left -= 1.0;
+        true
+    }
+
+    /// Gives back what [`take`](Self::take) set aside, for a token that passed.
+    pub(crate) fn refund(&self, ip: IpAddr, now: Instant) {
+        let Some(bucket) = self.buckets.get(&portcullis_types::source_block(ip)) else { return };
+        let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        self.refill(&mut b, now);
+        b.left = (b.left + 1.0).min(self.per_minute);
     }
 
     /// Whole seconds until a spent address may fail once more.
@@ -83,25 +91,49 @@ mod tests {
         let budget = FailureBudget::new(6).unwrap();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let t0 = Instant::now();
-        assert!(!budget.spent(a, t0), "an address that never failed");
-        for _ in 0..6 {
-            assert!(!budget.spent(a, t0));
-            budget.charge(a, t0);
+        for n in 0..6 {
+            assert!(budget.take(a, t0), "check {n}");
         }
-        assert!(budget.spent(a, t0), "six failures spend a budget of six a minute");
-        assert!(!budget.spent(b, t0), "another address is not affected");
+        assert!(!budget.take(a, t0), "six checks spend a budget of six a minute");
+        assert!(budget.take(b, t0), "another address is not affected");
         // One failure is earned back every ten seconds, never more than a minute's worth.
-        assert!(budget.spent(a, t0 + Duration::from_secs(9)));
-        assert!(!budget.spent(a, t0 + Duration::from_secs(10)));
-        budget.charge(a, t0 + Duration::from_secs(10));
-        assert!(budget.spent(a, t0 + Duration::from_secs(10)));
+        assert!(!budget.take(a, t0 + Duration::from_secs(9)));
+        assert!(budget.take(a, t0 + Duration::from_secs(10)));
+        assert!(!budget.take(a, t0 + Duration::from_secs(10)));
         let later = t0 + Duration::from_secs(3_600);
         for _ in 0..6 {
-            assert!(!budget.spent(a, later));
-            budget.charge(a, later);
+            assert!(budget.take(a, later));
         }
-        assert!(budget.spent(a, later));
+        assert!(!budget.take(a, later));
         assert_eq!(budget.retry_after(), 10);
         assert!(FailureBudget::new(0).is_none());
+    }
+
+    #[test]
+    fn a_token_that_passes_gives_back_what_its_check_took() {
+        let budget = FailureBudget::new(2).unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert!(budget.take(a, t0));
+            budget.refund(a, t0);
+        }
+        assert!(budget.take(a, t0) && budget.take(a, t0));
+        assert!(!budget.take(a, t0), "two checks in flight at once spend it");
+        budget.refund(a, t0);
+        budget.refund(a, t0);
+        budget.refund(a, t0);
+        assert!(budget.take(a, t0) && budget.take(a, t0) && !budget.take(a, t0), "never more than the allowance");
+    }
+
+    #[test]
+    fn an_ipv6_network_spends_one_allowance_whichever_of_its_addresses_it_fails_from() {
+        let budget = FailureBudget::new(3).unwrap();
+        let t0 = Instant::now();
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3"] {
+            assert!(budget.take(host.parse().unwrap(), t0));
+        }
+        assert!(!budget.take("2001:db8:1:2:abcd::9".parse().unwrap(), t0), "a fresh address in the same /64");
+        assert!(budget.take("2001:db8:1:3::1".parse().unwrap(), t0), "the next /64 is another source");
     }
 }

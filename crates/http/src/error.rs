@@ -221,6 +221,14 @@ pub struct ChallengeContext {
 }
 
 impl AuthError {
+    /// What the caller is told ([`portcullis_oauth::TokenError::public_message`]).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Invalid(e) => e.public_message(),
+            other => other.to_string(),
+        }
+    }
+
     /// A name for the refusal from a fixed set (metrics labels, the audit log).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -265,7 +273,7 @@ impl AuthError {
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return r;
         }
-        let description = code.as_ref().map(|_| quotable(&self.to_string()));
+        let description = code.as_ref().map(|_| quotable(&self.public_message()));
         let mut challenge = String::from("Bearer ");
         let mut params = Vec::new();
         if let Some(code) = &code {
@@ -338,7 +346,9 @@ pub fn oauth_error(e: AuthzError) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError, None, false)
         }
         // Front-channel outcomes do not arise at these endpoints; answered in their terms all the same.
-        AuthzError::Page { detail, .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, Some(detail), false),
+        AuthzError::Page { detail, .. } | AuthzError::Notice { description: detail, .. } => {
+            (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, Some(detail), false)
+        }
         AuthzError::Redirect(url) => {
             let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response();
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -366,6 +376,8 @@ pub enum FrontChannel {
     Page { status: StatusCode, title: String, detail: String },
     /// A redirect (303) to the client's verified redirect URI, carrying the error.
     Redirect(String),
+    /// A page saying why, with a link to `url` (the client's redirect URI, carrying the error) at `host`.
+    Notice { title: String, detail: String, url: String, host: String },
 }
 
 /// The front-channel answer to an error: pages for what may not go to the client, the redirect for what
@@ -377,6 +389,15 @@ pub fn front_channel(e: AuthzError) -> FrontChannel {
             FrontChannel::Page { status: StatusCode::BAD_REQUEST, title, detail }
         }
         AuthzError::Redirect(url) => FrontChannel::Redirect(url),
+        AuthzError::Notice { url, host, description } => {
+            tracing::info!(%description, "authorization request refused on a page with a link back");
+            FrontChannel::Notice {
+                title: "Request refused".into(),
+                detail: format!("This application's request cannot be completed: {description}."),
+                url,
+                host,
+            }
+        }
         AuthzError::Refused(r) => {
             tracing::info!(error = %r, "authorization request refused on a page");
             FrontChannel::Page {

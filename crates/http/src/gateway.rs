@@ -26,11 +26,20 @@ use crate::form::OAuthForm;
 /// overwritten by a sibling subdomain.
 const CSRF_COOKIE: &str = "__Host-portcullis-csrf";
 
-/// Pages and per-IP registration limits.
+/// Pages and registration limits.
 pub struct GatewayHttp {
     pub gateway: Arc<Gateway>,
     templates: minijinja::Environment<'static>,
-    per_minute: u32,
+    limits: RegistrationLimits,
+}
+
+/// How many registrations `/register` takes (RFC 7591 §3: open registration is anyone's to use).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationLimits {
+    /// From one client address (an IPv6 /64) per minute.
+    pub per_address_per_minute: u32,
+    /// From all addresses together per hour; 0: no bound.
+    pub per_hour: u32,
 }
 
 impl std::fmt::Debug for GatewayHttp {
@@ -44,7 +53,7 @@ impl GatewayHttp {
     pub fn new(
         gateway: Arc<Gateway>,
         templates_dir: Option<&std::path::Path>,
-        per_minute: u32,
+        limits: RegistrationLimits,
     ) -> Result<Self, String> {
         let mut env = minijinja::Environment::new();
         for (name, builtin) in [
@@ -58,7 +67,7 @@ impl GatewayHttp {
             };
             env.add_template_owned(name, source).map_err(|e| format!("template {name}: {e}"))?;
         }
-        Ok(Self { gateway, templates: env, per_minute })
+        Ok(Self { gateway, templates: env, limits })
     }
 
     fn render(&self, name: &str, ctx: Value) -> Response {
@@ -82,10 +91,25 @@ impl GatewayHttp {
         r
     }
 
-    /// A fixed one-minute window per client IP, counted in the store: replicas share it.
-    async fn allow_registration(&self, ip: Option<IpAddr>) -> Result<bool, portcullis_authz::gateway::GatewayError> {
-        let Some(ip) = ip else { return Ok(true) };
-        self.gateway.within_rate(&format!("register\n{ip}"), self.per_minute, 60).await
+    /// Why a registration from `ip` is refused, and in how many seconds to retry; `None` when it is within
+    /// the limits. Fixed windows counted in the store, so replicas share them: one minute per client
+    /// address (an IPv6 /64), one hour for all together.
+    async fn registration_refused(
+        &self,
+        ip: Option<IpAddr>,
+    ) -> Result<Option<(&'static str, u32)>, portcullis_authz::gateway::GatewayError> {
+        if let Some(ip) = ip {
+            let source = portcullis_types::source_block(ip);
+            let key = format!("register\n{source}");
+            if !self.gateway.within_rate(&key, self.limits.per_address_per_minute, 60).await? {
+                return Ok(Some(("too many registrations from this address; retry in a minute", 60)));
+            }
+        }
+        if self.limits.per_hour > 0 && !self.gateway.within_rate("register", self.limits.per_hour, 3_600).await? {
+            tracing::warn!(per_hour = self.limits.per_hour, "registrations refused: the hourly bound is reached");
+            return Ok(Some(("too many registrations at this server this hour; retry later", 600)));
+        }
+        Ok(None)
     }
 }
 
@@ -162,17 +186,15 @@ const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
 
 async fn register(State((state, gw)): State<GwState>, req: axum::extract::Request) -> Response {
     let source = crate::address::of_request(&state.config.proxy, req.headers(), req.extensions());
-    let allowed = match gw.allow_registration(source).await {
-        Ok(allowed) => allowed,
+    match gw.registration_refused(source).await {
+        Ok(None) => {}
+        Ok(Some((why, retry_after))) => {
+            let body = json!({"error": "temporarily_unavailable", "error_description": why});
+            let mut r = json_no_store(StatusCode::TOO_MANY_REQUESTS, body);
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return r;
+        }
         Err(e) => return crate::error::oauth_error(e.into()),
-    };
-    if !allowed {
-        let mut r = json_no_store(
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"error": "temporarily_unavailable", "error_description": "too many registrations from this address; retry in a minute"}),
-        );
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
     }
     let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_REGISTRATION_BYTES).await else {
         return json_no_store(
@@ -306,6 +328,11 @@ fn failure_response(gw: &GatewayHttp, e: AuthzError) -> Response {
     match crate::error::front_channel(e) {
         FrontChannel::Page { status, title, detail } => gw.error_page(status, &title, &detail),
         FrontChannel::Redirect(url) => see_other(&url),
+        FrontChannel::Notice { title, detail, url, host } => {
+            let mut r = gw.render("error.html", json!({"title": title, "detail": detail, "link": url, "host": host}));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - **Connection bound.** At most `max_connections` are served at once; beyond that, new connections
 //!   wait in the kernel's accept queue, so file descriptors cannot run out.
-//! - **Per-address bound.** One source address holds at most `max_connections_per_address` of them (the
+//! - **Per-address bound.** One source address (an IPv6 /64) holds at most `max_connections_per_address` of them (the
 //!   trusted proxies excepted, which carry everyone's): a connection past it is closed at once, so one
 //!   address that opens slow connections cannot take every slot from everyone else.
 //! - **Request-head deadline.** A connection that sends nothing, or half a request head, is closed
@@ -77,8 +77,8 @@ pub struct Limits {
     pub max_drain_bytes: u64,
 }
 
-/// Open connections per source address: at most `limit` each, except for the addresses in `exempt`
-/// (the trusted proxies). The table holds only addresses with open connections, so it never outgrows
+/// Open connections per source address (an IPv6 /64 counting as one): at most `limit` each, except
+/// for the addresses in `exempt` (the trusted proxies). The table holds only addresses with open connections, so it never outgrows
 /// the connection bound.
 #[derive(Debug, Clone)]
 pub struct PerAddress {
@@ -97,6 +97,7 @@ impl PerAddress {
         if self.exempt.iter().any(|net| net.contains(&ip)) {
             return Some(AddressSlot { owner: None, ip });
         }
+        let ip = portcullis_types::source_block(ip);
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(ip).or_insert(0);
         if *count >= self.limit {
@@ -441,5 +442,30 @@ impl Drop for Tracked {
         {
             let _ = back.send(inner);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_network_holds_one_share_of_connections_whichever_addresses_it_uses() {
+        let bound = PerAddress::new(2, &["2001:db8:9::/48".parse().unwrap()]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = bound.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _second = bound.admit(ip("2001:db8:1:2::2")).unwrap();
+        assert!(bound.admit(ip("2001:db8:1:2:ffff::3")).is_none(), "a third address of the same /64");
+        assert!(bound.admit(ip("2001:db8:1:3::1")).is_some(), "the next /64 is another source");
+        drop(first);
+        assert!(bound.admit(ip("2001:db8:1:2::4")).is_some(), "a closed connection frees its place");
+        // A trusted proxy's network is exempt, address by address.
+        let proxies: Vec<_> = (1..5).map(|n| bound.admit(ip(&format!("2001:db8:9::{n}"))).unwrap()).collect();
+        assert_eq!(proxies.len(), 4);
+        // IPv4 addresses are each their own source.
+        let _a = bound.admit(ip("192.0.2.1")).unwrap();
+        let _b = bound.admit(ip("192.0.2.1")).unwrap();
+        assert!(bound.admit(ip("192.0.2.1")).is_none());
+        assert!(bound.admit(ip("192.0.2.2")).is_some());
     }
 }

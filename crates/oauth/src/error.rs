@@ -77,6 +77,26 @@ impl TokenError {
         }
     }
 
+    /// What the caller is told: the refusal without the operator's allow-lists (the audiences, resource
+    /// URLs of other origins, clients and claim values accepted), which anyone could read off with a
+    /// made-up token; the log has the whole of it. The accepted issuers are named: they are published.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::WrongAudience { got, .. } => format!(
+                "aud was {got}, which this server does not accept (a token must be issued for the resource its \
+                 protected resource metadata names)"
+            ),
+            Self::ResourceMismatch { aud, got, .. } => format!(
+                "aud {aud:?} is accepted only with a resource claim naming this server's resource, but resource was {got}"
+            ),
+            Self::WrongClient { got, .. } => {
+                format!("the token was issued to client {got}, which this server does not accept")
+            }
+            Self::ClaimMismatch { claim, got, .. } => format!("{claim} was {got}, which this server does not accept"),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the failure lies with the IdP rather than the token (answered with 503, not 401).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))

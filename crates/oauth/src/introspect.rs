@@ -233,7 +233,11 @@ impl Introspector {
         if !status.is_success() {
             return Ok(Answer::Refused(status.as_u16()));
         }
-        match resp.json::<Value>().await.map_err(reqwest::Error::without_url) {
+        // An introspection answer is one token's claims.
+        let body = crate::body_within(resp, 64 << 10)
+            .await
+            .map_err(|e| TokenError::Unavailable(format!("the token-info answer: {e}")))?;
+        match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => Ok(Answer::Json(map)),
             Ok(_) => Err(TokenError::Unavailable("the token-info answer is not a JSON object".to_owned())),
             Err(e) => Err(TokenError::Unavailable(format!("the token-info answer is not JSON ({e})"))),

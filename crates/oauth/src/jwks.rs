@@ -340,7 +340,7 @@ impl JwksCache {
             return Err(format!("HTTP {}", resp.status().as_u16()));
         }
         let cc = resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = resp.bytes().await.map_err(|e| format!("body could not be read ({e})"))?;
+        let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await?;
         let (mut set, skipped) = KeySet::parse(&body)?;
         for s in &skipped {
             tracing::debug!(jwks_uri = %uri, "{s}");
@@ -531,6 +531,15 @@ mod tests {
         *doc.write().unwrap() = json!({"not": "a key set"});
         assert!(cache.refresh().await.is_err());
         assert!(cache.current().by_kid("test-rs256").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_key_set_past_the_size_bound_is_refused() {
+        let mut doc = jwks(&[TestKey::Rs256]);
+        doc["padding"] = serde_json::Value::String("x".repeat(crate::DOCUMENT_LIMIT));
+        let (uri, _) = jwks_server(Arc::new(RwLock::new(doc))).await;
+        let err = JwksCache::load(uri, reqwest::Client::new(), Arc::new(ManualClock::at(5))).await.unwrap_err();
+        assert!(err.to_string().contains(&format!("larger than {} bytes", crate::DOCUMENT_LIMIT)), "{err}");
     }
 
     #[tokio::test]

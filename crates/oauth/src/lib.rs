@@ -43,6 +43,27 @@ pub fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error +
     std::iter::successors(Some(e), |e| e.source()).find_map(|e| e.downcast_ref::<T>())
 }
 
+/// The most an IdP document (metadata, key set) may weigh; real ones weigh a few KiB.
+pub(crate) const DOCUMENT_LIMIT: usize = 1 << 20;
+
+/// An answer's body, read up to `limit` bytes: a misbehaving IdP cannot make the gate hold an endless
+/// answer in memory (the time it takes is bounded by the client's timeout).
+pub(crate) async fn body_within(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("the body is larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| format!("body could not be read ({})", error_chain(&e.without_url())))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the body is larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An error with its sources, for messages and logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

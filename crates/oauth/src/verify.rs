@@ -185,15 +185,19 @@ impl Verifier {
     }
 
     /// The outcome already known for `token`, checking nothing new: a hash and a look-up. `None` when the
-    /// token was not seen (or its verification no longer holds, e.g. it expired).
+    /// token was not seen (or its verification no longer holds, e.g. it expired). An answer is traced as
+    /// [`verify`](Self::verify) traces one from the cache.
     pub fn cached(&self, token: &str) -> Option<Result<Arc<VerifiedToken>, TokenError>> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let hit = self.cache.as_ref()?.get(&hash)?;
-        match hit.outcome {
-            Ok(t) if self.still_good(&t, self.clock.now_unix()) => Some(Ok(t)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
+        let known = match hit.outcome {
+            Ok(t) if self.still_good(&t, self.clock.now_unix()) => Ok(t),
+            Ok(_) => return None,
+            Err(e) => Err(e),
+        };
+        let outcome = known.as_ref().map_or_else(TokenError::reason, |_| "ok");
+        drop(tracing::debug_span!("authenticate", cached = true, outcome));
+        Some(known)
     }
 
     async fn verify_token(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
@@ -354,11 +358,11 @@ impl Verifier {
                     .as_ref()
                     .is_some_and(|t| t.accepts(iss, claims.get("tid").and_then(Value::as_str))) => {}
             Some(Value::String(iss)) if self.cfg.tenants.is_some() => {
-                let t = self.cfg.tenants.as_ref().map(|t| t.tenants.join(", ")).unwrap_or_default();
+                // The allowed tenants are not named: the message reaches the caller.
                 let tid = claims.get("tid").and_then(Value::as_str).unwrap_or("absent");
                 return Err(TokenError::WrongIssuer {
                     got: iss.clone(),
-                    expected: format!("an issuer of an allowed tenant ({t}); tid was {tid}"),
+                    expected: format!("an issuer of an allowed tenant (tid was {tid})"),
                 });
             }
             Some(Value::String(iss)) => {
@@ -385,8 +389,16 @@ impl Verifier {
         {
             return Err(TokenError::IssuedInFuture { iat, now });
         }
-        // OpenID Connect ID tokens carry these; access tokens do not (RFC 9068 §2.2, OIDC Core §2).
-        if ["nonce", "at_hash", "c_hash"].iter().any(|c| claims.contains_key(*c)) {
+        // OpenID Connect ID tokens carry these; access tokens do not (RFC 9068 §2.2, OIDC Core §2). An ID
+        // token needs none of them, though, so the IdPs' own markers count too: Keycloak's `typ` claim
+        // ("ID" against "Bearer") and Cognito's `token_use` ("id" against "access").
+        let says = |claim: &str, value: &str| {
+            claims.get(claim).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(value))
+        };
+        if ["nonce", "at_hash", "c_hash"].iter().any(|c| claims.contains_key(*c))
+            || says("typ", "ID")
+            || says("token_use", "id")
+        {
             return Err(TokenError::IdToken);
         }
         self.cfg.audience.check(claims)?;

@@ -127,8 +127,15 @@ pub(crate) async fn run(
         .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;
     let gateway_http = match (&gateway, &config.gateway) {
         (Some(gw), Some(g)) => Some(Arc::new(
-            GatewayHttp::new(gw.clone(), g.templates_dir.as_deref(), g.registrations_per_minute)
-                .map_err(|e| anyhow::anyhow!("gateway pages: {e}"))?,
+            GatewayHttp::new(
+                gw.clone(),
+                g.templates_dir.as_deref(),
+                portcullis_http::gateway::RegistrationLimits {
+                    per_address_per_minute: g.registrations_per_minute,
+                    per_hour: g.registrations_per_hour,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("gateway pages: {e}"))?,
         )),
         _ => None,
     };

@@ -190,6 +190,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `true` if the family exists and is not revoked.
     async fn family_active(&self, family_id: &str) -> Result<bool, StoreError>;
 
+    /// Whether a refresh token was spent by a rotation (`false` for one not stored at all).
+    async fn refresh_rotated(&self, token_hash: &str) -> Result<bool, StoreError>;
+
     // ---- signing keys ----
 
     /// Stores a key. [`StoreError::Conflict`] if the `kid` exists.

@@ -294,6 +294,10 @@ impl Store for MemoryStore {
         Ok(self.state().families.get(family_id).is_some_and(|f| !f.revoked))
     }
 
+    async fn refresh_rotated(&self, token_hash: &str) -> Result<bool, StoreError> {
+        Ok(self.state().refresh.get(token_hash).is_some_and(|(_, rotated_at)| rotated_at.is_some()))
+    }
+
     async fn put_key(&self, key: KeyRecord) -> Result<(), StoreError> {
         let mut state = self.state();
         if state.keys.contains_key(key.kid.as_str()) {

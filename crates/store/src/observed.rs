@@ -90,6 +90,7 @@ observed! {
     fn revoke_family(&self, family_id: &str) -> u64;
     fn revoke_refresh(&self, token_hash: &str) -> bool;
     fn family_active(&self, family_id: &str) -> bool;
+    fn refresh_rotated(&self, token_hash: &str) -> bool;
     fn put_key(&self, key: KeyRecord) -> ();
     fn list_keys(&self) -> Vec<KeyRecord>;
     fn retire_key(&self, kid: &str, at: i64) -> bool;

@@ -211,6 +211,7 @@ pub(crate) const COUNT_LIVE_IN_FAMILY: &str =
 pub(crate) const REVOKE_FAMILY_OF_TOKEN: &str = "UPDATE refresh_families SET revoked = TRUE WHERE NOT revoked \
      AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)";
 pub(crate) const FAMILY_REVOKED: &str = "SELECT revoked FROM refresh_families WHERE family_id = $1";
+pub(crate) const REFRESH_ROTATED_AT: &str = "SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1";
 
 pub(crate) type RefreshRow = (String, String, String, String, String, String, i64, i64);
 

@@ -233,6 +233,12 @@ macro_rules! impl_sql_store {
                     Ok(revoked == Some(false))
                 }
 
+                async fn refresh_rotated(&self, token_hash: &str) -> Result<bool, StoreError> {
+                    let rotated: Option<Option<i64>> =
+                        sqlx::query_scalar(sql::REFRESH_ROTATED_AT).bind(token_hash).fetch_optional(&self.pool).await?;
+                    Ok(rotated.flatten().is_some())
+                }
+
                 async fn put_key(&self, k: KeyRecord) -> Result<(), StoreError> {
                     sqlx::query(sql::INSERT_KEY)
                         .bind(k.kid.as_str())

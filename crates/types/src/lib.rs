@@ -9,6 +9,7 @@
 //! - [`error`]: `ErrorCode`, the OAuth error codes of RFC 6749 §5.2, RFC 6750 §3.1 and RFC 7591 §3.2.2.
 //! - [`alg`]: `SigningAlg`, the JWS algorithms on the verification allow-list.
 //! - [`clock`]: `Clock`, so that time-dependent checks can be tested without sleeping.
+//! - [`source`]: the block a source address counts in for per-source limits (an IPv6 /64).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod ids;
 pub mod scope;
 pub mod secret;
+pub mod source;
 
 pub use alg::{KeyAlg, SigningAlg};
 pub use clock::{Clock, ManualClock, SystemClock, Utc};
@@ -25,3 +27,4 @@ pub use error::{Blame, ErrorCode};
 pub use ids::{ClientId, IdError, IssuerUrl, Kid, ResourceUrl};
 pub use scope::{Scope, ScopeSet};
 pub use secret::Secret;
+pub use source::source_block;

@@ -191,10 +191,14 @@ export async function startGateway(bin, dir, {
   ].join('\n');
   const file = path.join(dir, 'portcullis.toml');
   fs.writeFileSync(file, configFor(await freePort()));
-  await run('portcullis users add', bin, ['users', 'add', user.username, '--config', file], {
-    input: `${user.password}\n`,
-    timeoutMs,
-  });
+  // Local accounts only where users sign in at portcullis itself (`users add` refuses one beside an
+  // upstream IdP).
+  if (upstreamLogin.length === 0) {
+    await run('portcullis users add', bin, ['users', 'add', user.username, '--config', file], {
+      input: `${user.password}\n`,
+      timeoutMs,
+    });
+  }
   return startPortcullis(bin, configFor, dir, { timeoutMs, env: metadataDocuments ? { SSL_CERT_FILE: CA_FILE } : {} });
 }
 

@@ -81,7 +81,7 @@ impl Gateway {
                 ),
                 Err(e) => {
                     tracing::info!(client_id, error = %e, "client metadata document refused");
-                    ClientLookup::Unknown(e.to_string())
+                    ClientLookup::Unknown(e.for_caller())
                 }
             });
         }

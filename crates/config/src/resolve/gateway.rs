@@ -16,6 +16,9 @@ use crate::{
     ServerConfig, TrustedIdpConfig, UpstreamKind, UpstreamLogin,
 };
 
+/// Registrations per hour from all addresses together, unless configured.
+const DEFAULT_REGISTRATIONS_PER_HOUR: u32 = 1_000;
+
 pub(super) fn resolve_gateway(
     raw: &RawGateway,
     public_url: &Url,
@@ -107,6 +110,7 @@ pub(super) fn resolve_gateway(
         scopes,
         registration: raw.registration.unwrap_or(true),
         registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
+        registrations_per_hour: raw.registrations_per_hour.unwrap_or(DEFAULT_REGISTRATIONS_PER_HOUR),
         client_metadata_documents: raw.client_metadata_documents.unwrap_or(true),
         templates_dir: raw.templates_dir.clone().map(PathBuf::from),
         keys_reload,

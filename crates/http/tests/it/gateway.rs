@@ -10,7 +10,7 @@ use base64::Engine;
 use portcullis_authz::gateway::{Gateway, Serves};
 use portcullis_authz::keys::OperatorKey;
 use portcullis_config::{Config, MapEnv};
-use portcullis_http::gateway::GatewayHttp;
+use portcullis_http::gateway::{GatewayHttp, RegistrationLimits};
 use portcullis_http::{AppState, router};
 use portcullis_oauth::Verifier;
 use portcullis_store::MemoryStore;
@@ -46,7 +46,11 @@ gateway = true
 "#;
 
 async fn app() -> portcullis_http::Front {
-    let config = Arc::new(Config::from_toml(CONFIG, &MapEnv::default()).unwrap());
+    app_of(CONFIG).await
+}
+
+async fn app_of(text: &str) -> portcullis_http::Front {
+    let config = Arc::new(Config::from_toml(text, &MapEnv::default()).unwrap());
     let g = config.gateway.clone().unwrap();
     let clock = Arc::new(ManualClock::at(NOW));
     let store = Arc::new(MemoryStore::new());
@@ -58,7 +62,9 @@ async fn app() -> portcullis_http::Front {
         .iter()
         .map(|s| Some(Arc::new(Verifier::new(gateway.verifier_config(s), gateway.public_keys(), clock.clone(), None))))
         .collect();
-    let http = Arc::new(GatewayHttp::new(gateway, None, 10).unwrap());
+    let limits =
+        RegistrationLimits { per_address_per_minute: g.registrations_per_minute, per_hour: g.registrations_per_hour };
+    let http = Arc::new(GatewayHttp::new(gateway, None, limits).unwrap());
     router(Arc::new(AppState::new(config, verifiers, Some(http)).unwrap()))
 }
 
@@ -137,6 +143,36 @@ async fn discovery_documents_and_the_key_set() {
     assert_eq!(a.json()["authorization_servers"][0], "https://mcp.example.com", "one issuer, no trailing slash");
     // `landing_page = false`: nothing at the root.
     assert_eq!(get(&app, "/").await.status, 404);
+}
+
+#[tokio::test]
+async fn registrations_are_bounded_per_address_and_for_everyone_together() {
+    use axum::extract::ConnectInfo;
+    let config = CONFIG.replace("[gateway]\n", "[gateway]\nregistrations_per_minute = 2\nregistrations_per_hour = 5\n");
+    assert_ne!(config, CONFIG);
+    let app = app_of(&config).await;
+    let register = async |from: &str| {
+        let body = json!({"redirect_uris": ["http://127.0.0.1/cb"]}).to_string();
+        let mut req =
+            Request::post("/register").header("host", "mcp.example.com").header("content-type", "application/json");
+        req.extensions_mut().unwrap().insert(ConnectInfo(std::net::SocketAddr::new(from.parse().unwrap(), 40000)));
+        send(&app, req.body(Body::from(body)).unwrap()).await
+    };
+    assert_eq!(register("192.0.2.1").await.status, 201);
+    assert_eq!(register("192.0.2.1").await.status, 201);
+    let refused = register("192.0.2.1").await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.headers["retry-after"], "60");
+    assert_eq!(refused.json()["error"], "temporarily_unavailable");
+    // An IPv6 host counts as its /64, whichever of its addresses it uses.
+    assert_eq!(register("2001:db8:1:2::1").await.status, 201);
+    assert_eq!(register("2001:db8:1:2::2").await.status, 201);
+    assert_eq!(register("2001:db8:1:2:ffff::3").await.status, 429);
+    // Five an hour from everyone together: the fifth passes, the sixth from a fresh address does not.
+    assert_eq!(register("198.51.100.1").await.status, 201);
+    let refused = register("198.51.100.2").await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.json()["error_description"].as_str().unwrap().contains("this hour"), "{}", refused.json());
 }
 
 #[tokio::test]

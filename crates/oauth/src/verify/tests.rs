@@ -175,6 +175,10 @@ async fn audience_is_enforced() {
     let v = verifier();
     let t = mint(TestKey::Es256, &with(claims(), "aud", json!("https://other.example/mcp")));
     assert_eq!(reject(&v, &t).await, "aud was \"https://other.example/mcp\", accepted \"https://mcp.example.com/mcp\"");
+    // The caller is not told what is accepted: the accepted audiences may name other origins and clients.
+    let told = v.verify(&t).await.unwrap_err().public_message();
+    assert!(told.starts_with("aud was \"https://other.example/mcp\", which this server does not accept"), "{told}");
+    assert!(!told.contains("mcp.example.com"), "{told}");
 }
 
 #[tokio::test]
@@ -191,6 +195,14 @@ async fn typ_and_id_tokens() {
     let v = verifier();
     let id_token = mint(TestKey::Es256, &with(claims(), "nonce", json!("n-0S6_WzA2Mj")));
     assert_eq!(reject(&v, &id_token).await, "an ID token was presented as an access token");
+    // An ID token with none of those claims, marked as one the IdP's way (Keycloak, Cognito).
+    for (claim, value) in [("typ", "ID"), ("token_use", "id")] {
+        let marked = mint(TestKey::Es256, &with(claims(), claim, json!(value)));
+        assert_eq!(reject(&v, &marked).await, "an ID token was presented as an access token", "{claim}");
+    }
+    for (claim, value) in [("typ", "Bearer"), ("token_use", "access")] {
+        assert!(v.verify(&mint(TestKey::Es256, &with(claims(), claim, json!(value)))).await.is_ok(), "{claim}");
+    }
 }
 
 #[tokio::test]
@@ -287,6 +299,7 @@ async fn tenant_issuers_accept_only_allowed_tenants_whose_tid_matches() {
     assert!(v.verify(&entra(format!("https://sts.windows.net/{ours}/"), ours)).await.is_ok());
     let other = reject(&v, &entra(format!("https://login.microsoftonline.com/{theirs}/v2.0"), theirs)).await;
     assert!(other.contains("an issuer of an allowed tenant") && other.contains(theirs), "{other}");
+    assert!(!other.contains(ours), "the allowed tenants are not named to the caller: {other}");
     // A tid of ours on another tenant's issuer (or the reverse) is not a pair.
     assert!(v.verify(&entra(format!("https://login.microsoftonline.com/{theirs}/v2.0"), ours)).await.is_err());
     assert!(v.verify(&entra(format!("https://login.microsoftonline.com/{ours}/v2.0"), theirs)).await.is_err());
@@ -304,7 +317,9 @@ async fn listed_clients_and_required_claims() {
     let access = with(claims(), "token_use", json!("access"));
     assert!(v.verify(&mint(TestKey::Rs256, &access)).await.is_ok());
     let id = with(claims(), "token_use", json!("id"));
-    assert_eq!(reject(&v, &mint(TestKey::Rs256, &id)).await, "token_use was \"id\", expected \"access\"");
+    assert_eq!(reject(&v, &mint(TestKey::Rs256, &id)).await, "an ID token was presented as an access token");
+    let other = with(claims(), "token_use", json!("other"));
+    assert_eq!(reject(&v, &mint(TestKey::Rs256, &other)).await, "token_use was \"other\", expected \"access\"");
     assert_eq!(reject(&v, &mint(TestKey::Rs256, &claims())).await, "token_use was absent, expected \"access\"");
     // The client is read from client_id, azp (OpenID), cid (Okta) or appid (Entra ID v1).
     for claim in ["azp", "cid", "appid"] {
@@ -316,6 +331,8 @@ async fn listed_clients_and_required_claims() {
         reject(&v, &mint(TestKey::Rs256, &other)).await,
         "the token was issued to client \"client-b\", accepted \"client-a\""
     );
+    let told = v.verify(&mint(TestKey::Rs256, &other)).await.unwrap_err().public_message();
+    assert_eq!(told, "the token was issued to client \"client-b\", which this server does not accept");
     let none = with(access, "client_id", Value::Null);
     assert_eq!(
         reject(&v, &mint(TestKey::Rs256, &none)).await,

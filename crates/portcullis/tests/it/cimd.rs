@@ -98,6 +98,24 @@ async fn a_client_known_by_its_metadata_document() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(docs.hits("/client.json"), 1, "cached for its max-age: fetched once for /authorize and /token");
+
+    // Signing in again, the user is asked again, warned: any local program could have named the
+    // document and be waiting on the loopback port for the code.
+    let (_, challenge) = pkce();
+    let params = [("client_id", id.as_str()), ("redirect_uri", REDIRECT), ("code_challenge", challenge.as_str())];
+    let (cookie, page) = crate::gateway::authorize_page(&gate, &params).await;
+    let hidden = |name: &str| crate::gateway::hidden(&page, name);
+    let form = [
+        ("step", "login".to_owned()),
+        ("handle", hidden("handle")),
+        ("csrf", hidden("csrf")),
+        ("username", "alice".to_owned()),
+        ("password", PASSWORD.to_owned()),
+    ];
+    let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 200, "no code without asking");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Allow access?") && page.contains("any program here can present itself"), "{page}");
     let (status, body) = code_grant(&gate, &id, &[("client_id", &id)]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(docs.hits("/client.json"), 1);
@@ -167,6 +185,12 @@ async fn unusable_documents_are_refused_on_a_page_and_never_cached() {
         assert_eq!(status, 400, "{path}");
         assert!(page.contains(expected), "{path}: expected {expected:?} in\n{page}");
     }
+    // A host that refuses the connection is told in the same words as a special-use address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = format!("https://127.0.0.1:{closed}/c.json");
+    let (status, page) = authorize_page(&gate, &unreachable).await;
+    assert!(status == 400 && page.contains("could not be fetched from a public address"), "{page}");
+    assert!(!page.to_lowercase().contains("refused") && !page.contains("error sending request"), "{page}");
     for bad_url in ["https://127.0.0.1/", "https://user@127.0.0.1/c.json"] {
         let (status, page) = authorize_page(&gate, bad_url).await;
         assert!(status == 400 && page.contains("not a valid client ID metadata document URL"), "{bad_url}: {page}");
@@ -190,14 +214,21 @@ async fn special_use_addresses_are_refused_without_the_test_switch() {
     let docs = TlsServer::start().await;
     docs.set("/client.json", Canned::json(&document(&docs, "/client.json", json!({})), ""));
     let (_sample, gate) = start(false).await;
-    for id in [docs.url("/client.json"), docs.url("/client.json").replace("127.0.0.1", "localhost")] {
+    // The caller learns that, and not what the name resolved to (nor, below, why a connection failed).
+    let ids = [
+        docs.url("/client.json"),
+        docs.url("/client.json").replace("127.0.0.1", "localhost"),
+        "https://10.0.0.1/c.json".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://[::1]/c.json".to_owned(),
+    ];
+    for id in ids {
         let (status, page) = authorize_page(&gate, &id).await;
         assert_eq!(status, 400, "{id}");
-        assert!(page.contains("special-use address (loopback)"), "{id}: {page}");
-    }
-    for id in ["https://10.0.0.1/c.json", "https://169.254.169.254/latest/meta-data", "https://[::1]/c.json"] {
-        let (status, page) = authorize_page(&gate, id).await;
-        assert!(status == 400 && page.contains("special-use address"), "{id}: {page}");
+        assert!(page.contains("could not be fetched from a public address"), "{id}: {page}");
+        for detail in ["special-use", "loopback", "private", "resolve", "refused", "dns"] {
+            assert!(!page.to_lowercase().contains(detail), "{id}: {detail:?} in {page}");
+        }
     }
     assert_eq!(docs.hits("/client.json"), 0, "nothing reached the server");
 }
@@ -268,6 +299,19 @@ async fn private_key_jwt_for_metadata_document_clients() {
     ];
     let answer: Value = client().post(gate.url("/introspect")).form(&form).send().await.unwrap().json().await.unwrap();
     assert_eq!((answer["active"].as_bool(), answer["client_id"].as_str()), (Some(true), Some(id.as_str())), "{answer}");
+    // A refresh token is active until it is rotated: the one just spent is not, its successor is.
+    for (token, jti, active) in
+        [(refresh.as_str(), "jti-8", false), (body["refresh_token"].as_str().unwrap(), "jti-9", true)]
+    {
+        let a = assertion(TestKey::Es256, &id, &gate.url("/introspect"), jti);
+        let form = [("token", token), ("client_assertion_type", JWT_BEARER), ("client_assertion", a.as_str())];
+        let answer: Value =
+            client().post(gate.url("/introspect")).form(&form).send().await.unwrap().json().await.unwrap();
+        assert_eq!(answer["active"].as_bool(), Some(active), "{answer}");
+        if active {
+            assert_eq!(answer["token_type"], "refresh_token", "{answer}");
+        }
+    }
     // Without an assertion, a private_key_jwt client cannot authenticate.
     let (status, body, _) =
         token(&gate, None, &[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", &id)]).await;

@@ -431,6 +431,33 @@ async fn authorization_request_errors() {
         assert_eq!(q["state"], "s1");
         assert_eq!(q["iss"], gate.base);
     }
+    // A client anyone registered, whose redirect URI is a web site: the error is not a redirect there
+    // at once (the gateway would be an open redirector to any site that registers itself) but a page
+    // with the link. With a loopback redirect URI, the redirect comes at once.
+    for (redirect_uri, at_once) in [("https://app.example.com/cb", false), ("http://127.0.0.1:41234/cb", true)] {
+        let r =
+            client().post(gate.url("/register")).json(&json!({"redirect_uris": [redirect_uri]})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().await.unwrap()["client_id"].as_str().unwrap().to_owned();
+        let q = base(&[("client_id", &id), ("redirect_uri", redirect_uri), ("response_type", "token")]);
+        let r = c.get(gate.url("/authorize")).query(&q).send().await.unwrap();
+        if at_once {
+            assert_eq!(r.status(), 303, "{redirect_uri}");
+            assert!(r.headers()["location"].to_str().unwrap().starts_with(redirect_uri));
+            continue;
+        }
+        assert_eq!(r.status(), 400, "{redirect_uri}");
+        assert!(r.headers().get("location").is_none());
+        let page = r.text().await.unwrap();
+        assert!(page.contains("response_type must be code") && page.contains("Return to app.example.com"), "{page}");
+        // The link (HTML-escaped) is the error response the redirect would have been.
+        let href = page.split("href=\"").nth(1).and_then(|h| h.split('"').next()).unwrap();
+        let href = href.replace("&#x2f;", "/").replace("&amp;", "&");
+        assert!(href.starts_with(&format!("{redirect_uri}?")), "{href}");
+        let q: HashMap<String, String> = url::Url::parse(&href).unwrap().query_pairs().into_owned().collect();
+        assert_eq!((q["error"].as_str(), q["state"].as_str()), ("unsupported_response_type", "s1"));
+        assert_eq!(q["iss"], gate.base);
+    }
 }
 
 /// Follows redirects by hand, keeping the cookies each host sets, until a URL under `stop` is reached;
@@ -566,8 +593,17 @@ async fn an_upstream_sign_in_comes_back_only_to_the_browser_that_approved_it() {
 async fn local_accounts_do_not_sign_in_where_an_upstream_idp_does() {
     let idp = crate::support::Idp::start("aud-client-id").await;
     let (_sample, gate) = start_with_upstream(&idp, "").await;
-    let config = gate.dir.path.join("portcullis.toml").display().to_string();
-    admin(&["users", "add", "alice", "--config", &config], &format!("{PASSWORD}\n")).await;
+    // An account in the store from before the IdP was configured (`users add` refuses one beside it).
+    let before = gate.dir.path.join("before-the-idp.toml");
+    let store = gate.dir.path.join("state/portcullis.db");
+    let text = format!(
+        "public_url = \"{}\"\n[store]\nurl = \"sqlite://{}\"\n[[server]]\npath = \"/mcp\"\nupstream = \"http://127.0.0.1:9/mcp\"\ngateway = true\n",
+        gate.base,
+        store.display()
+    );
+    std::fs::write(&before, text).unwrap();
+    assert!(store.exists());
+    admin(&["users", "add", "alice", "--config", &before.display().to_string()], &format!("{PASSWORD}\n")).await;
     let (_, challenge) = pkce();
     let params =
         [("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:40002/cb"), ("code_challenge", &challenge)];

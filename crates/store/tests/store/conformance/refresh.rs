@@ -13,6 +13,8 @@ pub(crate) async fn refresh_rotation(b: &mut Backend) {
     assert_eq!(s.get_refresh(&h("rt-1")).await.unwrap(), Some(first.clone()));
     assert_eq!(s.get_refresh(&h("rt-unknown")).await.unwrap(), None);
     assert!(s.family_active("family-1").await.unwrap());
+    assert!(!s.refresh_rotated(&h("rt-1")).await.unwrap());
+    assert!(!s.refresh_rotated(&h("rt-unknown")).await.unwrap());
 
     // The new token joins the old one's family, whatever family it names.
     let second =
@@ -23,6 +25,8 @@ pub(crate) async fn refresh_rotation(b: &mut Backend) {
     );
     let stored = s.get_refresh(&h("rt-2")).await.unwrap().unwrap();
     assert_eq!(stored, RefreshRecord { family_id: "family-1".into(), ..second });
+    assert!(s.refresh_rotated(&h("rt-1")).await.unwrap(), "spent by the rotation");
+    assert!(!s.refresh_rotated(&h("rt-2")).await.unwrap());
     assert!(!s.family_active("elsewhere").await.unwrap());
 
     let third = refresh("rt-3", "family-1", NOW + 9000);
