@@ -92,23 +92,28 @@ impl Introspector {
             if exp.is_none_or(|e| e > self.clock.now_unix()) {
                 return Ok(hit.claims);
             }
+            self.cache.invalidate(&hash).await;
         }
-        let claims = match self.kind {
-            TokenInfoKind::Rfc7662 => self.rfc7662(token).await?,
-            TokenInfoKind::GoogleTokenInfo => self.google(token).await?,
-            TokenInfoKind::GithubCheckToken => self.github(token).await?,
+        // Requests that carry the same token at once share one question to the IdP.
+        let asked = async {
+            let claims = match self.kind {
+                TokenInfoKind::Rfc7662 => self.rfc7662(token).await?,
+                TokenInfoKind::GoogleTokenInfo => self.google(token).await?,
+                TokenInfoKind::GithubCheckToken => self.github(token).await?,
+            };
+            let now = self.clock.now_unix();
+            let ttl = claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .map_or(60, |exp| exp.saturating_sub(now))
+                .min(self.max_cache_secs);
+            // A lifetime of 0 is gone as soon as the askers have it.
+            Ok::<_, TokenError>(Entry { claims: Arc::new(claims), ttl: Duration::from_secs(ttl) })
         };
-        let now = self.clock.now_unix();
-        let ttl = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .map_or(60, |exp| exp.saturating_sub(now))
-            .min(self.max_cache_secs);
-        let claims = Arc::new(claims);
-        if ttl > 0 {
-            self.cache.insert(hash, Entry { claims: claims.clone(), ttl: Duration::from_secs(ttl) }).await;
+        match self.cache.try_get_with(hash, asked).await {
+            Ok(entry) => Ok(entry.claims),
+            Err(e) => Err((*e).clone()),
         }
-        Ok(claims)
     }
 }
 
@@ -282,6 +287,11 @@ pub fn form_encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use portcullis_types::ManualClock;
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -296,5 +306,56 @@ mod tests {
     #[test]
     fn credentials_are_form_encoded() {
         assert_eq!(form_encode("a b+c:d%"), "a+b%2Bc%3Ad%25");
+    }
+
+    /// A loopback RFC 7662 endpoint that counts its requests and answers each slowly, `active` with
+    /// `answer`'s claims.
+    async fn endpoint(answer: Value) -> (Url, Arc<AtomicU64>) {
+        use axum::routing::post;
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/introspect",
+            post(move || {
+                let (h, answer) = (h.clone(), answer.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    // Slow enough that concurrent requests overlap the question.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    axum::Json(answer)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (Url::parse(&format!("http://{addr}/introspect")).unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn requests_with_the_same_token_at_once_share_one_question() {
+        let now = 1_800_000_000;
+        let (url, hits) = endpoint(json!({"active": true, "sub": "u", "exp": now + 600})).await;
+        let clock = Arc::new(ManualClock::at(now));
+        let asker =
+            Arc::new(Introspector::new(url, TokenInfoKind::Rfc7662, None, reqwest::Client::new(), clock.clone()));
+        let ask = |token: &'static str| {
+            let asker = asker.clone();
+            let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+            tokio::spawn(async move { asker.introspect(token, hash).await })
+        };
+        let same: Vec<_> = (0..10).map(|_| ask("opaque-1")).collect();
+        for answer in same {
+            assert_eq!(answer.await.unwrap().unwrap()["sub"], "u");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "one question for ten requests");
+        // Another token is another question; the first is answered from the cache.
+        ask("opaque-2").await.unwrap().unwrap();
+        ask("opaque-1").await.unwrap().unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // Past the token's exp, it is asked about again.
+        clock.advance(601);
+        ask("opaque-1").await.unwrap().unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
     }
 }

@@ -83,7 +83,8 @@ pub struct VerifiedToken {
     /// `exp`, seconds since the epoch.
     pub expires_at: Option<u64>,
     pub claims: Arc<Map<String, Value>>,
-    /// The key that verified it (`None` for introspected or HS256 tokens).
+    /// The published key that verified it (`None` for introspected or HS256 tokens, and for a key
+    /// published without a `kid`).
     pub kid: Option<Kid>,
     /// What later stages derive from the claims (the policy's view of the caller), made once and kept
     /// for as long as the verified token is cached.
@@ -250,7 +251,7 @@ impl Verifier {
 
     /// A cached token stays good while unexpired and while the key that verified it is still published.
     fn still_good(&self, token: &VerifiedToken, now: u64) -> bool {
-        token.expires_at.is_none_or(|exp| now <= exp + self.cfg.leeway)
+        token.expires_at.is_none_or(|exp| now <= exp.saturating_add(self.cfg.leeway))
             && token.kid.as_ref().is_none_or(|kid| self.keys.current().by_kid(kid.as_str()).is_some())
     }
 
@@ -307,20 +308,22 @@ impl Verifier {
                 return Err(TokenError::WrongType(typ.to_owned()));
             }
         }
-        let claims = if header.alg == Algorithm::HS256 {
+        // The claims, and the published key that verified them (so that a cached token stops passing
+        // once its key is withdrawn; none for the shared secret).
+        let (claims, verified_by) = if header.alg == Algorithm::HS256 {
             // Only reachable when a shared secret is configured (the allow-list has HS256 only then).
             let key = self.hs256.as_ref().ok_or_else(|| TokenError::AlgNotAllowed {
                 alg: "HS256".to_owned(),
                 accepted: "asymmetric algorithms only".to_owned(),
             })?;
-            decode(token, key, header.alg)?
-        } else if let Some(kid) = &header.kid {
-            let keys = self.keys.with_kid(kid).await?;
-            let key = keys.by_kid(kid).ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
+            (decode(token, key, header.alg)?, None)
+        } else if let Some(kid) = header.kid {
+            let keys = self.keys.with_kid(&kid).await?;
+            let key = keys.by_kid(&kid).ok_or_else(|| TokenError::UnknownKid(kid.clone()))?;
             if !key.fits(header.alg) {
-                return Err(TokenError::NoMatchingKey { alg: format!("{:?}", header.alg), kid: Some(kid.clone()) });
+                return Err(TokenError::NoMatchingKey { alg: format!("{:?}", header.alg), kid: Some(kid) });
             }
-            decode(token, &key.key, header.alg)?
+            (decode(token, &key.key, header.alg)?, Some(kid))
         } else {
             let keys = self.keys.current();
             let candidates: Vec<&Key> = keys.candidates(header.alg).collect();
@@ -329,14 +332,14 @@ impl Verifier {
             }
             let mut result = Err(TokenError::BadSignature);
             for key in candidates {
-                result = decode(token, &key.key, header.alg);
+                result = decode(token, &key.key, header.alg).map(|claims| (claims, key.kid.clone()));
                 if !matches!(result, Err(TokenError::BadSignature)) {
                     break;
                 }
             }
             result?
         };
-        self.finish(Arc::new(claims), Source::Jwt { kid: header.kid }, now)
+        self.finish(Arc::new(claims), Source::Jwt { kid: verified_by }, now)
     }
 
     /// The claim checks shared by JWTs and introspection answers; `exp` when there is one.

@@ -119,6 +119,12 @@ async fn hs256_only_with_a_shared_secret() {
     let (v, _) = verifier_with(cfg);
     assert!(v.verify(&mint_hs256(b"shared-secret-of-enough-length", &claims())).await.is_ok());
     assert_eq!(reject(&v, &mint_hs256(b"another-secret", &claims())).await, "the signature does not verify");
+    // A kid in its header names no published key: nothing to look for in the key set later.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let secret = jsonwebtoken::EncodingKey::from_secret(b"shared-secret-of-enough-length");
+    let t = jsonwebtoken::encode(&header, &claims(), &secret).unwrap();
+    assert_eq!(v.verify(&t).await.unwrap().kid, None);
 }
 
 #[tokio::test]
@@ -338,4 +344,16 @@ async fn listed_clients_and_required_claims() {
         reject(&v, &mint(TestKey::Rs256, &none)).await,
         "the token was issued to client absent, accepted \"client-a\""
     );
+}
+
+#[tokio::test]
+async fn a_verified_token_names_the_published_key_that_verified_it() {
+    let v = verifier();
+    // Without a kid in its header, the key that fit is named all the same: a cached token is checked
+    // against the published keys by it, and stops passing once that key is withdrawn.
+    let header = jsonwebtoken::Header::new(TestKey::Es256.alg());
+    let t = v.verify(&mint_with(&header, TestKey::Es256, &claims())).await.unwrap();
+    assert_eq!(t.kid.as_ref().map(Kid::as_str), Some(TestKey::Es256.kid()));
+    let t = v.verify(&mint(TestKey::Rs256, &claims())).await.unwrap();
+    assert_eq!(t.kid.as_ref().map(Kid::as_str), Some(TestKey::Rs256.kid()));
 }
