@@ -487,10 +487,7 @@ mod tests {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (Url::parse(&format!("http://{addr}/jwks")).unwrap(), hits)
+        (crate::serve_for_test(app, "/jwks").await, hits)
     }
 
     #[tokio::test]

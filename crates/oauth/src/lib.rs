@@ -64,6 +64,15 @@ pub(crate) async fn body_within(mut resp: reqwest::Response, limit: usize) -> Re
     Ok(body)
 }
 
+/// Serves `app` on a loopback port for a test; the URL of `path` there.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(app: axum::Router, path: &str) -> url::Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url::Url::parse(&format!("http://{addr}{path}")).unwrap()
+}
+
 /// An error with its sources, for messages and logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
