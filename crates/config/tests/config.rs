@@ -125,6 +125,17 @@ upstream = "http://127.0.0.1:2/"
 }
 
 #[test]
+fn server_paths_are_plain_paths() {
+    for path in ["/mcp?x", "/mcp#x", "/mcp/*", "/a//b", "/{id}", "/tenants/:id", "/:mcp"] {
+        let text = format!(
+            "public_url = \"https://mcp.example.com\"\n[dangerous]\nallow_unauthenticated = true\n[[server]]\npath = {path:?}\nupstream = \"http://127.0.0.1:1/\"\n"
+        );
+        let errs = errors(&text);
+        assert!(errs.iter().any(|e| e.starts_with("server[0].path") && e.contains("plain path")), "{path}: {errs:?}");
+    }
+}
+
+#[test]
 fn env_references_expand_and_missing_ones_are_named() {
     let text = MINIMAL.replace("https://idp.example.com/", "${ISSUER}");
     let c = Config::from_toml(&text, &MapEnv::from_pairs([("ISSUER", "https://login.example.org")])).unwrap();

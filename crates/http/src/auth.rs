@@ -88,7 +88,7 @@ async fn verify(
 
 /// Whether `query` has an `access_token` parameter (RFC 6750 §2.3), however it is encoded.
 fn names_a_token(query: &str) -> bool {
-    url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token")
+    crate::query_names(query).iter().any(|name| name == "access_token")
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive, RFC 9110 §11.1).

@@ -301,3 +301,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         (StatusCode::OK, "ready").into_response()
     }
 }
+
+/// The parameter names of a query, decoded, split at `&` and at `;`: some servers (Rack 2, Python before
+/// CVE-2021-23336 was fixed) read `;` as a separator too, so a name after one is a parameter to them.
+pub(crate) fn query_names(query: &str) -> Vec<String> {
+    query
+        .split(['&', ';'])
+        .flat_map(|pair| url::form_urlencoded::parse(pair.as_bytes()).map(|(name, _)| name.into_owned()))
+        .collect()
+}

@@ -301,10 +301,9 @@ pub(crate) async fn forward(
                 Some(existing) if !existing.is_empty() => {
                     // A parameter the configuration sets (a tenant, say) is not the client's to set again:
                     // servers that take the last value would take the client's.
-                    let configured: Vec<_> = url.query_pairs().map(|(name, _)| name).collect();
-                    let mut client = url::form_urlencoded::parse(q.as_bytes()).map(|(name, _)| name);
-                    if let Some(name) = client.find(|name| configured.contains(name)) {
-                        return Err(ProxyError::QueryConflict(name.into_owned()));
+                    let configured = crate::query_names(existing);
+                    if let Some(name) = crate::query_names(q).into_iter().find(|name| configured.contains(name)) {
+                        return Err(ProxyError::QueryConflict(name));
                     }
                     format!("{existing}&{q}")
                 }
@@ -379,6 +378,9 @@ pub(crate) async fn forward(
     let status = upstream.status;
     let mut resp_headers = upstream.headers;
     strip_hop_by_hop(&mut resp_headers);
+    // No cookie of the client's ever reaches an upstream, so one it sets could only land on the gate's
+    // origin, beside the gate's own (the sign-in flow's CSRF cookie among them).
+    resp_headers.remove(header::SET_COOKIE);
     let is_sse = resp_headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

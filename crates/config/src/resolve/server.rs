@@ -73,7 +73,8 @@ pub(super) fn resolve_server(
             );
             String::new()
         }
-        Some(p) if p.contains(['?', '#', '*', '{', '}']) || p.contains("//") => {
+        // `/:name` is a parameter to the router, not a path.
+        Some(p) if p.contains(['?', '#', '*', '{', '}']) || p.contains("//") || p.contains("/:") => {
             errors
                 .push(format!("{at}.path"), format!("{p:?} must be a plain path without query, fragment or wildcards"));
             String::new()

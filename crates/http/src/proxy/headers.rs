@@ -64,7 +64,8 @@ pub(crate) fn cgi_name(name: &str) -> String {
 
 /// Removes every inbound header that names, or normalises to, something the gate manages: credentials,
 /// forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`), identity headers and the forwarded
-/// IdP token's header. Clients cannot spoof them under any spelling.
+/// IdP token's header. Clients cannot spoof them under any spelling. `Mcp-Method` and `Mcp-Name` pass
+/// only as spelt, once checked against the body.
 pub(super) fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, identity: &[(HeaderName, HeaderValue)]) {
     // The ones nearly every request carries, removed by name; what the scan below then finds is rare, and
     // an empty list costs no allocation.
@@ -73,9 +74,13 @@ pub(super) fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, ide
     }
     let managed = |name: &str| {
         // Header names are lower case already; only an `_` makes a CGI spelling differ.
-        let name = if name.contains('_') { std::borrow::Cow::Owned(cgi_name(name)) } else { name.into() };
+        let cgi = name.contains('_');
+        let name = if cgi { std::borrow::Cow::Owned(cgi_name(name)) } else { name.into() };
         let name = name.as_ref();
-        gate_managed(name)
+        // `Mcp-Method` and `Mcp-Name` are checked against the body (`rpc::check_headers`); another
+        // spelling of them would reach a CGI or WSGI upstream unchecked.
+        (cgi && matches!(name, "mcp-method" | "mcp-name"))
+            || gate_managed(name)
             || server.identity_names.iter().any(|n| n == name)
             || identity.iter().map(|(n, _)| n.as_str()).any(|n| n == name || (n.contains('_') && cgi_name(n) == name))
     };

@@ -170,7 +170,7 @@ async fn challenge_without_a_token() {
     golden("challenge_no_token.txt", &a.transcript());
     // A token in the query string is not a credential (MCP: tokens only in the header), and the query
     // goes upstream as it is: alone or beside a valid header, it is refused, however it is spelt.
-    for (query, header) in [("access_token=", false), ("x=1&access%5Ftoken=", true)] {
+    for (query, header) in [("access_token=", false), ("x=1&access%5Ftoken=", true), ("x=1;access_token=", true)] {
         let valid = token(json!({}));
         let mut req = Request::post(format!("/mcp?{query}{valid}")).header("host", "mcp.example.com");
         if header {

@@ -166,6 +166,9 @@ async fn spoofed_forwarding_and_identity_headers_never_reach_the_upstream() {
         .header("X-Real-IP", "10.9.9.9")
         .header("Forwarded", "for=10.9.9.9;proto=https")
         .header("x_forwarded_host", "evil.example")
+        // Checked against the body only as `Mcp-Method` and `Mcp-Name`; other spellings do not pass.
+        .header("mcp_method", "tools/list")
+        .header("Mcp_Name", "admin_delete")
         .send()
         .await
         .unwrap();

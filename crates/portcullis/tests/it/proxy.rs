@@ -328,7 +328,8 @@ async fn head_recording_upstream() -> (String, tokio::sync::mpsc::UnboundedRecei
                     }
                 }
                 let _ = heads.send(String::from_utf8_lossy(&seen).to_ascii_lowercase());
-                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                // With a cookie, which the gate does not pass on.
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nset-cookie: __Host-portcullis-csrf=x; Secure; Path=/\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
                 let _ = conn.write_all(answer.as_bytes()).await;
             });
         }
@@ -369,12 +370,15 @@ async fn the_client_cannot_set_again_a_query_parameter_of_the_upstream_url() {
     let gate = Gate::start(&unauthenticated(&format!("{upstream}?tenant=a"), "")).await;
     let post = |query: &str| mcp_post(&client(), &format!("{}{query}", gate.url("/mcp")), call(1, "echo", json!({})));
     // Frameworks that take a parameter's last value would read the client's tenant.
-    for query in ["?tenant=b", "?x=1&tenant=b", "?ten%61nt=b"] {
+    // `;` separates parameters too for some (Rack 2, older Python).
+    for query in ["?tenant=b", "?x=1&tenant=b", "?ten%61nt=b", "?x=1;tenant=b"] {
         let r = post(query).send().await.unwrap();
         assert_eq!(r.status(), 400, "{query}");
     }
     // Others are appended to the configured ones.
-    assert_eq!(post("?page=2").send().await.unwrap().status(), 200);
+    let r = post("?page=2").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none(), "an upstream sets no cookie on the gate's origin");
     let head = heads.recv().await.unwrap();
     assert!(head.starts_with("post /mcp?tenant=a&page=2 http/1.1"), "{head}");
     assert!(heads.try_recv().is_err(), "the refused requests never reached the upstream");
