@@ -321,8 +321,9 @@ impl Gateway {
             ));
         }
         // Throttled: the password is not even checked (the same answer whether the account exists). One
-        // being checked for the account already counts as a wait: its failure is not written yet.
-        let claim = self.checking.claim(username, requester);
+        // being checked for the account already is waited for (its failure is not written yet), for a
+        // while; past that it counts as a wait.
+        let claim = self.checking.claim_in_turn(username, requester).await;
         let wait = match &claim {
             Some(_) => self.sign_in_wait(username, requester).await?,
             None => Some(1),

@@ -4,8 +4,9 @@
 //!
 //! A count is read before the password is checked and written after, so the attempts being checked at
 //! the same moment are bounded too: one per account and [`CHECKS_PER_ADDRESS`] per source address on each
-//! replica; a further one is answered as throttled at once. Otherwise a burst of concurrent attempts
-//! would all read the count before the first failure was written.
+//! replica; a further one waits its turn for up to [`CHECK_WAIT`] (two sign-ins to one account at once,
+//! say a shared account, both go through), then is answered as throttled. Otherwise a burst of
+//! concurrent attempts would all read the count before the first failure was written.
 //!
 //! The account is counted by what was typed, whether or not such an account exists, and the answer is the
 //! same either way, so throttling never tells which accounts exist. What was typed is stored only as a
@@ -36,6 +37,9 @@ pub const MAX_DELAY_SECS: i64 = WINDOW_SECS;
 /// one NAT sign in at once).
 pub const CHECKS_PER_ADDRESS: u32 = 4;
 
+/// How long a sign-in waits for its turn to be checked; then it is answered as throttled.
+pub const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The sign-ins being checked now, by account and by source address.
 #[derive(Debug, Default)]
 pub(crate) struct Checking(Mutex<HashMap<String, u32>>);
@@ -62,6 +66,20 @@ impl Checking {
             *counts.entry(key.clone()).or_default() += 1;
         }
         Some(Claim { checking: self, keys })
+    }
+
+    /// [`claim`](Self::claim), waiting up to [`CHECK_WAIT`] for a place.
+    pub(crate) async fn claim_in_turn(&self, username: &str, from: Option<IpAddr>) -> Option<Claim<'_>> {
+        let give_up = tokio::time::Instant::now() + CHECK_WAIT;
+        loop {
+            if let Some(claim) = self.claim(username, from) {
+                return Some(claim);
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
