@@ -17,4 +17,5 @@ mod profiles;
 mod proxy;
 mod support;
 mod tls;
+mod upstream_idp;
 mod verify;
