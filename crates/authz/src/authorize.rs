@@ -137,6 +137,11 @@ impl Gateway {
         url.to_string()
     }
 
+    /// The error response (RFC 6749 §4.1.2.1) at the client's verified redirect URI.
+    fn error_url(&self, redirect_uri: &str, state: Option<&str>, error: ErrorCode, description: &str) -> String {
+        self.response_url(redirect_uri, &[("error", error.as_str()), ("error_description", description)], state)
+    }
+
     fn error_redirect(
         &self,
         redirect_uri: &str,
@@ -144,11 +149,7 @@ impl Gateway {
         error: ErrorCode,
         description: &str,
     ) -> AuthzError {
-        AuthzError::Redirect(self.response_url(
-            redirect_uri,
-            &[("error", error.as_str()), ("error_description", description)],
-            state,
-        ))
+        AuthzError::Redirect(self.error_url(redirect_uri, state, error, description))
     }
 
     /// [`Self::error_redirect`] for a request the user has not acted on yet: redirected at once only where
@@ -161,13 +162,11 @@ impl Gateway {
         error: ErrorCode,
         description: &str,
     ) -> AuthzError {
-        match self.error_redirect(redirect_uri, state, error, description) {
-            AuthzError::Redirect(url) if !vouched => {
-                let host =
-                    Url::parse(redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
-                AuthzError::Notice { url, host, description: description.to_owned() }
-            }
-            other => other,
+        let url = self.error_url(redirect_uri, state, error, description);
+        if vouched {
+            AuthzError::Redirect(url)
+        } else {
+            AuthzError::Notice { url, description: description.to_owned() }
         }
     }
 

@@ -373,8 +373,7 @@ impl ClientMetadataDocuments {
     }
 
     /// Counts one fetch for `requester` (the address the request came from, when known; an IPv6 address
-    /// counts as its /64). A store that
-    /// cannot count refuses the fetch.
+    /// counts as its /64). A store that cannot count refuses the fetch.
     async fn admit(&self, requester: Option<IpAddr>) -> Result<(), CimdError> {
         let requester = requester.map(portcullis_types::source_block);
         if let Some((store, clock)) = &self.shared {
@@ -518,7 +517,7 @@ impl ClientMetadataDocuments {
             tracing::warn!(url = %url, ?requester, "client metadata fetch refused: too many this minute");
             return Err(busy);
         }
-        let mut resp =
+        let resp =
             self.http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(
                 |e| match blocked_cause(&e) {
                     Some(blocked) => blocked,
@@ -532,17 +531,11 @@ impl ClientMetadataDocuments {
         if status != reqwest::StatusCode::OK {
             return Err(CimdError::Status(url.to_string(), status.as_u16()));
         }
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(CimdError::TooLarge(url.to_string(), limit));
-        }
         let ttl = cache_ttl(resp.headers());
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(portcullis_oauth::error_chain(&e)))? {
-            if body.len() + chunk.len() > limit {
-                return Err(CimdError::TooLarge(url.to_string(), limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = portcullis_oauth::body_within(resp, limit).await.map_err(|e| match e {
+            portcullis_oauth::BodyError::TooLarge(_) => CimdError::TooLarge(url.to_string(), limit),
+            portcullis_oauth::BodyError::Read(why) => fail(why),
+        })?;
         Ok((body, ttl))
     }
 }

@@ -28,7 +28,7 @@ pub enum AuthzError {
     /// anything: shown on a page with a link to `url`, not redirected at once, so that the gateway is no
     /// open redirector to whatever site registered itself (RFC 9700 §4.11.2).
     #[error("{description}")]
-    Notice { url: String, host: String, description: String },
+    Notice { url: String, description: String },
     /// Not the client's fault: logged with its sources, answered as `server_error`.
     #[error(transparent)]
     Internal(#[from] GatewayError),

@@ -1,6 +1,6 @@
-//! Failed token verifications per source address (an IPv6 /64 counting as one). A token seen before costs a hash and a look-up (the
-//! verifier caches outcomes), but a new one costs a signature check, and a flood of new forged tokens
-//! would take the CPU from every other caller. Each address may present `per_minute` tokens that fail
+//! Failed token verifications per source address (an IPv6 /64 counting as one). A token seen before
+//! costs a hash and a look-up (the verifier caches outcomes), but a new one costs a signature check, and
+//! a flood of new forged tokens would take the CPU from every other caller. Each address may present `per_minute` tokens that fail
 //! (a minute's worth at once, refilled evenly); past that, its tokens are refused with 429 unless the
 //! verifier already knows them, so its own valid tokens keep working. Memory is bounded: at most
 //! [`ADDRESSES`] addresses are tracked, each forgotten a minute after its last failure.

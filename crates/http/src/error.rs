@@ -389,8 +389,9 @@ pub fn front_channel(e: AuthzError) -> FrontChannel {
             FrontChannel::Page { status: StatusCode::BAD_REQUEST, title, detail }
         }
         AuthzError::Redirect(url) => FrontChannel::Redirect(url),
-        AuthzError::Notice { url, host, description } => {
+        AuthzError::Notice { url, description } => {
             tracing::info!(%description, "authorization request refused on a page with a link back");
+            let host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
             FrontChannel::Notice {
                 title: "Request refused".into(),
                 detail: format!("This application's request cannot be completed: {description}."),

@@ -3,9 +3,10 @@
 //!
 //! - **Connection bound.** At most `max_connections` are served at once; beyond that, new connections
 //!   wait in the kernel's accept queue, so file descriptors cannot run out.
-//! - **Per-address bound.** One source address (an IPv6 /64) holds at most `max_connections_per_address` of them (the
-//!   trusted proxies excepted, which carry everyone's): a connection past it is closed at once, so one
-//!   address that opens slow connections cannot take every slot from everyone else.
+//! - **Per-address bound.** One source address (an IPv6 /64) holds at most
+//!   `max_connections_per_address` of them (the trusted proxies excepted, which carry everyone's): a
+//!   connection past it is closed at once, so one address that opens slow connections cannot take every
+//!   slot from everyone else.
 //! - **Request-head deadline.** A connection that sends nothing, or half a request head, is closed
 //!   `client_header_timeout` after it opened or after its previous exchange ended (hyper's HTTP/1 header
 //!   read timer, which therefore also bounds idle keep-alive).
@@ -78,8 +79,8 @@ pub struct Limits {
 }
 
 /// Open connections per source address (an IPv6 /64 counting as one): at most `limit` each, except
-/// for the addresses in `exempt` (the trusted proxies). The table holds only addresses with open connections, so it never outgrows
-/// the connection bound.
+/// for the addresses in `exempt` (the trusted proxies). The table holds only addresses with open
+/// connections, so it never outgrows the connection bound.
 #[derive(Debug, Clone)]
 pub struct PerAddress {
     limit: usize,

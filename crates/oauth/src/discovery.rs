@@ -79,7 +79,7 @@ pub async fn fetch_json(http: &reqwest::Client, url: &Url) -> Result<Value, Stri
     if !status.is_success() {
         return Err(format!("HTTP {}", status.as_u16()));
     }
-    let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await?;
+    let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await.map_err(|e| e.to_string())?;
     match serde_json::from_slice::<Value>(&body) {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err("HTTP 200 but the body is not a JSON object".to_owned()),

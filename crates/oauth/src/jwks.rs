@@ -340,7 +340,7 @@ impl JwksCache {
             return Err(format!("HTTP {}", resp.status().as_u16()));
         }
         let cc = resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await?;
+        let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await.map_err(|e| e.to_string())?;
         let (mut set, skipped) = KeySet::parse(&body)?;
         for s in &skipped {
             tracing::debug!(jwks_uri = %uri, "{s}");

@@ -46,18 +46,26 @@ pub fn cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error +
 /// The most an IdP document (metadata, key set) may weigh; real ones weigh a few KiB.
 pub(crate) const DOCUMENT_LIMIT: usize = 1 << 20;
 
-/// An answer's body, read up to `limit` bytes: a misbehaving IdP cannot make the gate hold an endless
-/// answer in memory (the time it takes is bounded by the client's timeout).
-pub(crate) async fn body_within(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+/// Why [`body_within`] gave no body.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("body could not be read ({0})")]
+    Read(String),
+}
+
+/// An answer's body, read up to `limit` bytes: a misbehaving server (an IdP, a client's metadata
+/// document) cannot make the gate hold an endless answer in memory (the time it takes is bounded by the
+/// client's timeout).
+pub async fn body_within(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("the body is larger than {limit} bytes"));
+        return Err(BodyError::TooLarge(limit));
     }
     let mut body = Vec::new();
-    while let Some(chunk) =
-        resp.chunk().await.map_err(|e| format!("body could not be read ({})", error_chain(&e.without_url())))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| BodyError::Read(error_chain(&e.without_url())))? {
         if body.len() + chunk.len() > limit {
-            return Err(format!("the body is larger than {limit} bytes"));
+            return Err(BodyError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
