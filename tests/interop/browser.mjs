@@ -35,7 +35,8 @@ const ACTION_TIMEOUT_MS = 8_000;
 
 /** The local account harness/stack.mjs creates for gateway stacks. */
 const USER = { username: 'alice', password: 'correct horse battery staple' };
-const CSRF_COOKIE = '__Host-portcullis-csrf';
+/** Each sign-in's double-submit cookie is named with this and a tag of its own. */
+const CSRF_COOKIE = '__Host-portcullis-csrf-';
 const WRONG_PASSWORD_MESSAGE = 'Wrong username or password.';
 
 const CHROMIUM_ARGS = [
@@ -213,7 +214,7 @@ async function expectPageHeaders(response, what) {
 /** The CSRF cookie as Chromium stored it for the gateway's origin. */
 async function expectCsrfCookie(context, issuer) {
   const cookies = await context.cookies(issuer);
-  const cookie = cookies.find((c) => c.name === CSRF_COOKIE);
+  const cookie = cookies.find((c) => c.name.startsWith(CSRF_COOKIE));
   check(cookie, `Chromium did not store the ${CSRF_COOKIE} cookie set by ${issuer} `
     + `(cookies it has for that origin: ${JSON.stringify(cookies)})`);
   const { hostname } = new URL(issuer);

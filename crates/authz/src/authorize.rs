@@ -283,14 +283,14 @@ impl Gateway {
     }
 
     /// Takes a flow by its handle, checking the double-submitted CSRF token.
-    async fn take(&self, handle: &str, csrf_form: &str, csrf_cookie: Option<&str>) -> Result<Flow, AuthzError> {
+    async fn take(&self, handle: &str, csrf_form: &str, csrf_cookies: &[String]) -> Result<Flow, AuthzError> {
         let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
         let record = self.store.take_pending(&hash(handle), self.now()).await?.ok_or_else(expired)?;
         if record.kind != "authorize" {
             return Err(expired());
         }
         let flow: Flow = serde_json::from_value(record.data).map_err(|_| expired())?;
-        if !same(csrf_form, flow.csrf.expose()) || !csrf_cookie.is_some_and(|c| same(c, flow.csrf.expose())) {
+        if !same(csrf_form, flow.csrf.expose()) || !csrf_cookies.iter().any(|c| same(c, flow.csrf.expose())) {
             return Err(page(
                 "Request refused",
                 "The form did not come from this sign-in (CSRF check failed). Start again.",
@@ -304,12 +304,12 @@ impl Gateway {
         &self,
         handle: &str,
         csrf_form: &str,
-        csrf_cookie: Option<&str>,
+        csrf_cookies: &[String],
         username: &str,
         password: &str,
         requester: Option<IpAddr>,
     ) -> Result<Step, AuthzError> {
-        let mut flow = self.take(handle, csrf_form, csrf_cookie).await?;
+        let mut flow = self.take(handle, csrf_form, csrf_cookies).await?;
         // With an upstream IdP, users sign in there only: local accounts (left from before, or added
         // since) would get around its sign-in policy (MFA, deprovisioning).
         if self.upstream.is_some() {
@@ -392,10 +392,10 @@ impl Gateway {
         &self,
         handle: &str,
         csrf_form: &str,
-        csrf_cookie: Option<&str>,
+        csrf_cookies: &[String],
         approve: bool,
     ) -> Result<String, AuthzError> {
-        let flow = self.take(handle, csrf_form, csrf_cookie).await?;
+        let flow = self.take(handle, csrf_form, csrf_cookies).await?;
         let subject = flow.subject.as_deref().unwrap_or_default();
         let answered = crate::events::Event::Consent {
             subject,
@@ -469,13 +469,13 @@ impl Gateway {
         Ok(url)
     }
 
-    /// The upstream IdP's redirect back to us, in the browser whose flow cookie is `csrf_cookie`.
+    /// The upstream IdP's redirect back to us, in the browser whose flow cookies are `csrf_cookies`.
     pub async fn callback(
         &self,
         code: Option<&str>,
         state: Option<&str>,
         error: Option<&str>,
-        csrf_cookie: Option<&str>,
+        csrf_cookies: &[String],
     ) -> Result<String, AuthzError> {
         let expired = || page("Sign-in expired", "This sign-in is no longer valid. Start again from your application.");
         let (Some(upstream), Some(state)) = (&self.upstream, state) else { return Err(expired()) };
@@ -489,7 +489,7 @@ impl Gateway {
         // The browser that comes back must be the one that gave consent: else whoever approved a client
         // could send the IdP link on, and the code for whoever signs in there would go to that client
         // (MCP security best practices, confused deputy; RFC 9700 §4.7).
-        if !csrf_cookie.is_some_and(|c| same(c, flow.csrf.expose())) {
+        if !csrf_cookies.iter().any(|c| same(c, flow.csrf.expose())) {
             tracing::info!(client_id = %flow.client_id, "an upstream sign-in came back to another browser than the one that approved it");
             return Err(page(
                 "Request refused",
@@ -498,24 +498,35 @@ impl Gateway {
         }
         if let Some(e) = error {
             tracing::info!(error = e, client_id = %flow.client_id, "the upstream IdP refused the sign-in");
+            // An outage at the IdP is told as one, so that the client may try again; anything else the
+            // IdP says (`access_denied`, `login_required`, `interaction_required`, …) is a refusal.
+            let (code, description) = match e {
+                "temporarily_unavailable" | "server_error" => {
+                    (ErrorCode::TemporarilyUnavailable, "the identity provider could not sign the user in now")
+                }
+                _ => (ErrorCode::AccessDenied, "the identity provider refused the sign-in"),
+            };
+            return Err(self.error_redirect(&flow.redirect_uri, flow.state.as_deref(), code, description));
+        }
+        let Some(code) = code else {
+            tracing::warn!(client_id = %flow.client_id, "the upstream IdP came back with neither a code nor an error");
             return Err(self.error_redirect(
                 &flow.redirect_uri,
                 flow.state.as_deref(),
-                ErrorCode::AccessDenied,
-                "the identity provider refused the sign-in",
+                ErrorCode::ServerError,
+                "the identity provider sent neither a code nor an error",
             ));
-        }
-        let code = code.ok_or_else(expired)?;
+        };
         let identity = match upstream.finish(code, &self.callback_url(), &attempt).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(error = %e, client_id = %flow.client_id, "upstream sign-in failed");
-                return Err(self.error_redirect(
-                    &flow.redirect_uri,
-                    flow.state.as_deref(),
-                    ErrorCode::ServerError,
-                    "signing in at the identity provider failed",
-                ));
+                let description = match e.code {
+                    ErrorCode::AccessDenied => "the identity provider's user is not allowed here",
+                    ErrorCode::TemporarilyUnavailable => "the identity provider could not be reached",
+                    _ => "signing in at the identity provider failed",
+                };
+                return Err(self.error_redirect(&flow.redirect_uri, flow.state.as_deref(), e.code, description));
             }
         };
         let now = self.now();

@@ -114,10 +114,13 @@ impl OperatorKey {
     }
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only, durably: the file and its name in its folder are on disk
+/// before this returns (a power loss right after the first start must not lose the key that seals what
+/// the store holds).
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         std::fs::create_dir_all(dir)?;
     }
     let mut opts = std::fs::OpenOptions::new();
@@ -129,7 +132,10 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
     let mut f = opts.open(path)?;
     f.write_all(contents)?;
-    f.sync_all()
+    f.sync_all()?;
+    #[cfg(unix)]
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()?;
+    Ok(())
 }
 
 /// A freshly generated key pair: PKCS#8 private key and public JWK (with `kid`, `use`, `alg`).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
 use portcullis_config::{TenantIssuers, TokenAuth, UpstreamKind, UpstreamLogin};
-use portcullis_types::Clock;
+use portcullis_types::{Clock, ErrorCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -17,6 +17,20 @@ use super::gateway::GatewayError;
 use portcullis_oauth::discovery::discover_publishing;
 use portcullis_oauth::introspect::form_encode;
 use portcullis_oauth::jwks::JwksCache;
+
+/// The largest token or userinfo answer read from the upstream (their JSON is a few KiB; an ID token
+/// with many group claims stays well within this).
+const ANSWER_LIMIT: usize = 256 << 10;
+
+/// When the tokens of a token response expire: `expires_in` seconds from `now`, as a number or, as some
+/// IdPs send it, a string of digits (RFC 6749 §5.1 says a number).
+fn expires_at(tokens: &Value, now: u64) -> Option<i64> {
+    let secs = match tokens.get("expires_in")? {
+        Value::String(s) => s.trim().parse::<i64>().ok()?,
+        v => v.as_i64()?,
+    };
+    Some(now as i64 + secs)
+}
 
 /// The upstream IdP, resolved at start-up.
 pub struct Upstream {
@@ -54,19 +68,33 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// What the authorization redirect needs remembered until the callback.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamAttempt {
     pub code_verifier: String,
     pub nonce: String,
 }
 
+impl std::fmt::Debug for UpstreamAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamAttempt").finish_non_exhaustive()
+    }
+}
+
 /// The signed-in user and the upstream's tokens.
-#[derive(Debug)]
 pub struct UpstreamIdentity {
     pub subject: String,
     /// The token response, to be sealed and stored.
     pub tokens: Value,
     pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for UpstreamIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamIdentity")
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
@@ -88,7 +116,12 @@ impl Upstream {
                         .get(name)
                         .and_then(Value::as_str)
                         .ok_or_else(|| err(format!("its metadata has no {name}")))?;
-                    Url::parse(s).map_err(|e| err(format!("{name} {s:?}: {e}")))
+                    let url = Url::parse(s).map_err(|e| err(format!("{name} {s:?}: {e}")))?;
+                    // The client secret, the code and its verifier go to these: never in clear text.
+                    if url.scheme() != "https" && !portcullis_types::ids::is_loopback(&url) {
+                        return Err(err(format!("its metadata's {name} {s:?} is not https")));
+                    }
+                    Ok(url)
                 };
                 let jwks_uri = meta.jwks_uri.clone().ok_or_else(|| err("its metadata has no jwks_uri".into()))?;
                 let keys =
@@ -98,7 +131,10 @@ impl Upstream {
                     provider: format!("oidc:{issuer}"),
                     authorization_endpoint: endpoint("authorization_endpoint")?,
                     token_endpoint: endpoint("token_endpoint")?,
-                    userinfo_endpoint: endpoint("userinfo_endpoint").ok(),
+                    userinfo_endpoint: match meta.raw.get("userinfo_endpoint") {
+                        Some(_) => Some(endpoint("userinfo_endpoint")?),
+                        None => None,
+                    },
                     oidc: Some((issuer.to_string(), keys)),
                     extra_issuers: extra_issuers.clone(),
                     tenants: tenants.clone(),
@@ -172,7 +208,7 @@ impl Upstream {
         code: &str,
         redirect_uri: &str,
         attempt: &UpstreamAttempt,
-    ) -> Result<UpstreamIdentity, GatewayError> {
+    ) -> Result<UpstreamIdentity, SignInError> {
         let tokens = self
             .token_request(&[
                 ("grant_type", "authorization_code"),
@@ -181,12 +217,20 @@ impl Upstream {
                 ("code_verifier", &attempt.code_verifier),
             ])
             .await
-            .map_err(|e| GatewayError::Other(e.message))?;
-        let now = self.clock.now_unix() as i64;
-        let expires_at = tokens.get("expires_in").and_then(Value::as_i64).map(|s| now + s);
+            .map_err(|e| match e.refused {
+                true => SignInError::failed(e.message),
+                false => SignInError::unavailable(e.message),
+            })?;
+        let expires_at = expires_at(&tokens, self.clock.now_unix());
         let subject = match (&self.oidc, tokens.get("id_token").and_then(Value::as_str)) {
             (Some((issuer, keys)), Some(id_token)) => {
                 self.verify_id_token(issuer, keys, id_token, &attempt.nonce).await?
+            }
+            // The user's tenant is read off the ID token; userinfo does not say it.
+            (Some(_), None) if self.tenants.is_some() => {
+                return Err(SignInError::failed(
+                    "upstream IdP: the token response has no ID token, and the user's tenant can only be checked on one",
+                ));
             }
             _ => self.userinfo_subject(tokens.get("access_token").and_then(Value::as_str)).await?,
         };
@@ -214,7 +258,10 @@ impl Upstream {
             .await
             .map_err(|e| err(format!("token endpoint unreachable ({})", portcullis_oauth::error_chain(&e))))?;
         let status = resp.status();
-        let tokens: Value = resp.json().await.map_err(|e| err(format!("token response is not JSON ({e})")))?;
+        let body =
+            portcullis_oauth::body_within(resp, ANSWER_LIMIT).await.map_err(|e| err(format!("token response: {e}")))?;
+        let tokens: Value =
+            serde_json::from_slice(&body).map_err(|e| err(format!("token response is not JSON ({e})")))?;
         // GitHub answers refusals with 200 and an error field.
         if !status.is_success() || (tokens.get("error").is_some() && tokens.get("access_token").is_none()) {
             return Err(UpstreamCallError {
@@ -234,7 +281,6 @@ impl Upstream {
     /// rotate refresh tokens keeps the one it had.
     pub async fn refresh(&self, refresh_token: &str) -> Result<StoredTokens, UpstreamCallError> {
         let tokens = self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await?;
-        let now = self.clock.now_unix() as i64;
         let access_token = tokens.get("access_token").and_then(Value::as_str).ok_or_else(|| UpstreamCallError {
             refused: true,
             message: "upstream IdP: the refresh answer has no access_token".into(),
@@ -245,7 +291,7 @@ impl Upstream {
                 .get("refresh_token")
                 .and_then(Value::as_str)
                 .map_or_else(|| Some(refresh_token.to_owned()), |t| Some(t.to_owned())),
-            expires_at: tokens.get("expires_in").and_then(Value::as_i64).map(|s| now + s),
+            expires_at: expires_at(&tokens, self.clock.now_unix()),
         })
     }
 
@@ -257,8 +303,8 @@ impl Upstream {
         keys: &JwksCache,
         token: &str,
         nonce: &str,
-    ) -> Result<String, GatewayError> {
-        let err = |e: String| GatewayError::Other(format!("upstream ID token: {e}"));
+    ) -> Result<String, SignInError> {
+        let err = |e: String| SignInError::failed(format!("upstream ID token: {e}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| err(e.to_string()))?;
         if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
             return Err(err("symmetric algorithms are not accepted".into()));
@@ -287,18 +333,18 @@ impl Upstream {
                         let iss = data.claims.get("iss").and_then(Value::as_str).unwrap_or_default();
                         if !t.accepts(iss, data.claims.get("tid").and_then(Value::as_str)) {
                             // The allowed tenants are not named: the message reaches the user.
-                            return Err(err(format!("issuer {iss:?} is not that of an allowed tenant")));
+                            return Err(SignInError::refused(format!(
+                                "upstream ID token: issuer {iss:?} is not that of an allowed tenant"
+                            )));
                         }
                     }
                     if data.claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
                         return Err(err("nonce does not match this sign-in".into()));
                     }
-                    return data
-                        .claims
-                        .get("sub")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .ok_or_else(|| err("no sub claim".into()));
+                    return match data.claims.get("sub").and_then(Value::as_str) {
+                        Some(sub) if !sub.is_empty() => Ok(sub.to_owned()),
+                        _ => Err(err("no sub claim".into())),
+                    };
                 }
                 Err(e) => last = err(e.to_string()),
             }
@@ -306,8 +352,8 @@ impl Upstream {
         Err(last)
     }
 
-    async fn userinfo_subject(&self, access_token: Option<&str>) -> Result<String, GatewayError> {
-        let err = |e: String| GatewayError::Other(format!("upstream userinfo: {e}"));
+    async fn userinfo_subject(&self, access_token: Option<&str>) -> Result<String, SignInError> {
+        let err = |e: String| SignInError::failed(format!("upstream userinfo: {e}"));
         let token = access_token.ok_or_else(|| err("the token response has no access_token".into()))?;
         let endpoint = self.userinfo_endpoint.clone().ok_or_else(|| err("no userinfo endpoint".into()))?;
         let resp = self
@@ -317,11 +363,20 @@ impl Upstream {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| err(format!("unreachable ({})", portcullis_oauth::error_chain(&e))))?;
+            .map_err(|e| {
+                SignInError::unavailable(format!(
+                    "upstream userinfo: unreachable ({})",
+                    portcullis_oauth::error_chain(&e)
+                ))
+            })?;
+        if resp.status().is_server_error() {
+            return Err(SignInError::unavailable(format!("upstream userinfo: HTTP {}", resp.status().as_u16())));
+        }
         if !resp.status().is_success() {
             return Err(err(format!("HTTP {}", resp.status().as_u16())));
         }
-        let info: Value = resp.json().await.map_err(|e| err(format!("not JSON ({e})")))?;
+        let body = portcullis_oauth::body_within(resp, ANSWER_LIMIT).await.map_err(|e| err(e.to_string()))?;
+        let info: Value = serde_json::from_slice(&body).map_err(|e| err(format!("not JSON ({e})")))?;
         match info.get(&self.subject_field) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),
@@ -337,6 +392,30 @@ impl Upstream {
             refresh_token: text("refresh_token"),
             expires_at: identity.expires_at,
         }
+    }
+}
+
+/// Why a sign-in at the upstream IdP established no user, and the error the client is sent
+/// (RFC 6749 §4.1.2.1): `access_denied` when the user is not let in, `temporarily_unavailable` when the
+/// IdP could not be reached (the client may try again), `server_error` for anything else.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SignInError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl SignInError {
+    fn refused(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::AccessDenied, message: message.into() }
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::TemporarilyUnavailable, message: message.into() }
+    }
+
+    fn failed(message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::ServerError, message: message.into() }
     }
 }
 

@@ -109,7 +109,7 @@ fn login_page(step: Step) -> (String, String, Option<String>) {
 /// A sign-in attempt in a fresh flow: the next step, or the error shown on the page.
 async fn attempt(h: &Harness, username: &str, password: &str) -> Result<Step, String> {
     let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
-    match h.gateway.login(&handle, &csrf, Some(&csrf), username, password, None).await.unwrap() {
+    match h.gateway.login(&handle, &csrf, std::slice::from_ref(&csrf), username, password, None).await.unwrap() {
         Step::Login { error, .. } => Err(error.unwrap()),
         step => Ok(step),
     }
@@ -120,7 +120,7 @@ async fn code(h: &Harness) -> String {
     let step = attempt(h, "alice", PASSWORD).await.unwrap();
     let url = match step {
         Step::Consent { handle, flow } => {
-            h.gateway.consent(&handle, flow.csrf.expose(), Some(flow.csrf.expose()), true).await.unwrap()
+            h.gateway.consent(&handle, flow.csrf.expose(), &[flow.csrf.expose().to_owned()], true).await.unwrap()
         }
         Step::Done(url) => url,
         Step::Login { .. } => unreachable!(),
@@ -296,7 +296,7 @@ async fn a_consent_is_not_taken_for_another_resource() {
     code(&h).await;
     let other = AuthorizeParams { resource: Some("https://mcp.example.com/other".into()), ..request() };
     let (handle, csrf, _) = login_page(h.gateway.begin(&other, None).await.unwrap());
-    let step = h.gateway.login(&handle, &csrf, Some(&csrf), "alice", PASSWORD, None).await.unwrap();
+    let step = h.gateway.login(&handle, &csrf, std::slice::from_ref(&csrf), "alice", PASSWORD, None).await.unwrap();
     assert!(matches!(&step, Step::Consent { flow, .. } if flow.resource.ends_with("/other")), "{step:?}");
 }
 
@@ -328,11 +328,11 @@ async fn concurrent_sign_ins_to_one_account_all_go_through() {
 async fn a_flow_expires_and_a_wrong_csrf_token_is_refused() {
     let h = harness().await;
     let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
-    let refused = h.gateway.login(&handle, &csrf, Some("another"), "alice", PASSWORD, None).await;
+    let refused = h.gateway.login(&handle, &csrf, &["another".to_owned()], "alice", PASSWORD, None).await;
     assert!(matches!(refused, Err(AuthzError::Page { .. })), "{refused:?}");
     let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
     h.clock.advance(601);
-    let expired = h.gateway.login(&handle, &csrf, Some(&csrf), "alice", PASSWORD, None).await;
+    let expired = h.gateway.login(&handle, &csrf, std::slice::from_ref(&csrf), "alice", PASSWORD, None).await;
     assert!(matches!(expired, Err(AuthzError::Page { .. })), "{expired:?}");
 }
 

@@ -503,6 +503,22 @@ subject_claim = "email"
     assert_eq!(g.trusted_idps[0].issuer.as_str(), "https://acme.okta.example");
     assert_eq!((g.trusted_idps[0].subject_claim.as_str(), g.trusted_idps[0].subject_prefix.as_str()), ("email", ""));
 
+    // Where the users' upstream tokens are forwarded by subject, another IdP's subjects need a prefix.
+    let upstream = |issuer: &str| {
+        format!(
+            "[gateway.upstream]\nissuer = \"{issuer}\"\nclient_id = \"gate\"\nclient_secret = \"s\"\nforward_token_header = \"authorization\"\n"
+        )
+    };
+    let joined = errors(&format!("{good}{}", upstream("https://login.example"))).join("\n");
+    assert!(
+        joined.contains("gateway.trusted_idps[0].subject_prefix: required with gateway.upstream.forward_token_header"),
+        "{joined}"
+    );
+    let prefixed = good.replace("subject_claim = \"email\"", "subject_claim = \"email\"\nsubject_prefix = \"okta:\"");
+    Config::from_toml(&format!("{prefixed}{}", upstream("https://login.example")), &MapEnv::default()).unwrap();
+    // The upstream's own issuer, trusted for assertions too, names the same users.
+    Config::from_toml(&format!("{good}{}", upstream("https://acme.okta.example")), &MapEnv::default()).unwrap();
+
     let bad = format!(
         r#"{base}
 [[gateway.clients]]

@@ -391,6 +391,13 @@ fn upstream_presets_derive_endpoints_parameters_and_client_authentication() {
     let UpstreamKind::Oidc { published_issuer, tenants, .. } = &multi.kind else { panic!("OpenID Connect") };
     assert_eq!(published_issuer.as_deref(), Some("https://login.microsoftonline.com/{tenantid}/v2.0"));
     assert!(tenants.is_some());
+    // The tenant is read off the ID token: scopes without `openid` would sign users in by userinfo alone.
+    let errs = upstream(
+        "idp = \"entra\"\ntenant = \"common\"\ntenants = [\"72f988bf-86f1-41af-91ab-2d7cd011db47\"]",
+        "scopes = [\"User.Read\"]",
+    )
+    .unwrap_err();
+    has(&errs, "gateway.upstream.scopes", "must include \"openid\"");
 
     // The preset decides the endpoints: naming them too is a mistake.
     let errs = upstream("idp = \"github\"", "token_endpoint = \"https://github.com/token\"").unwrap_err();

@@ -22,9 +22,14 @@ use crate::AppState;
 use crate::error::FrontChannel;
 use crate::form::OAuthForm;
 
-/// The CSRF double-submit cookie. `__Host-`: Secure, path `/`, no Domain — it cannot be set or
-/// overwritten by a sibling subdomain.
-const CSRF_COOKIE: &str = "__Host-portcullis-csrf";
+/// The CSRF double-submit cookies: one per sign-in, named with this and a tag of its token, so that
+/// sign-ins in several tabs of one browser (a client authorizing two resources at once) do not overwrite
+/// each other's. `__Host-`: Secure, path `/`, no Domain — it cannot be set or overwritten by a sibling
+/// subdomain. Each lives as long as its flow.
+const CSRF_COOKIE_PREFIX: &str = "__Host-portcullis-csrf-";
+
+/// The most flow cookies read off one request: each is compared with the flow's token.
+const MAX_CSRF_COOKIES: usize = 32;
 
 /// Pages and registration limits.
 pub struct GatewayHttp {
@@ -237,17 +242,15 @@ async fn authorize_post(
         Ok(OAuthForm(f)) => f,
         Err(e) => return gw.error_page(StatusCode::BAD_REQUEST, "Request refused", &e.to_string()),
     };
-    let cookie = csrf_cookie(&headers);
+    let cookies = csrf_cookies(&headers);
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
     let result = match field("step") {
         "login" => {
-            gw.gateway
-                .login(field("handle"), field("csrf"), cookie.as_deref(), field("username"), field("password"), peer)
-                .await
+            gw.gateway.login(field("handle"), field("csrf"), &cookies, field("username"), field("password"), peer).await
         }
         "consent" => gw
             .gateway
-            .consent(field("handle"), field("csrf"), cookie.as_deref(), field("decision") == "approve")
+            .consent(field("handle"), field("csrf"), &cookies, field("decision") == "approve")
             .await
             .map(Step::Done),
         _ => return gw.error_page(StatusCode::BAD_REQUEST, "Request refused", "Unknown form."),
@@ -267,22 +270,36 @@ struct CallbackParams {
 }
 
 async fn callback(State((_, gw)): State<GwState>, headers: HeaderMap, Query(p): Query<CallbackParams>) -> Response {
-    let cookie = csrf_cookie(&headers);
-    match gw.gateway.callback(p.code.as_deref(), p.state.as_deref(), p.error.as_deref(), cookie.as_deref()).await {
+    let cookies = csrf_cookies(&headers);
+    match gw.gateway.callback(p.code.as_deref(), p.state.as_deref(), p.error.as_deref(), &cookies).await {
         Ok(url) => see_other(&url),
         Err(f) => failure_response(&gw, f),
     }
 }
 
-fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+/// The values of the flow cookies this browser sent (the most recent sign-ins' at most).
+fn csrf_cookies(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == CSRF_COOKIE)
+        .filter(|(k, _)| k.starts_with(CSRF_COOKIE_PREFIX))
+        .take(MAX_CSRF_COOKIES)
         .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+/// The `Set-Cookie` of a flow's double-submit token: named after a hash of the token (which does not
+/// tell the token), so that each flow has its own.
+fn csrf_set_cookie(csrf: &str) -> Option<HeaderValue> {
+    let tag = &portcullis_authz::gateway::hash(csrf)[..12];
+    HeaderValue::from_str(&format!(
+        "{CSRF_COOKIE_PREFIX}{tag}={csrf}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+        portcullis_authz::authorize::FLOW_TTL_SECS
+    ))
+    .ok()
 }
 
 fn step_response(gw: &GatewayHttp, step: Step) -> Response {
@@ -310,7 +327,7 @@ fn step_response(gw: &GatewayHttp, step: Step) -> Response {
         Step::Done(url) => return see_other(&url),
     };
     // The flow's double-submit token, bound to this browser.
-    if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={csrf}; Path=/; Secure; HttpOnly; SameSite=Lax")) {
+    if let Some(v) = csrf_set_cookie(&csrf) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r

@@ -16,6 +16,14 @@ use crate::error::TokenError;
 /// IdP takes effect within this bound.
 pub const MAX_CACHE_SECS: u64 = 300;
 
+/// The most questions one IdP is asked at once. Each source's failed checks are bounded apart; this bounds
+/// them all together, so that many sources with new made-up tokens cannot pile requests onto the IdP
+/// (and open connections to it) without end.
+pub const MAX_ASKING: usize = 64;
+
+/// How long a check waits for one of those before it is answered that the IdP is busy (503).
+pub const ASKING_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 struct Entry {
     claims: Arc<Map<String, Value>>,
@@ -40,6 +48,9 @@ pub struct Introspector {
     clock: Arc<dyn Clock>,
     cache: moka::future::Cache<[u8; 32], Entry>,
     max_cache_secs: u64,
+    /// Questions to the IdP in flight: at most [`MAX_ASKING`] unless set otherwise.
+    asking: tokio::sync::Semaphore,
+    asking_wait: Duration,
 }
 
 impl std::fmt::Debug for Introspector {
@@ -61,7 +72,17 @@ impl Introspector {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let cache = moka::future::Cache::builder().max_capacity(100_000).expire_after(EntryExpiry).build();
-        Self { endpoint, kind, client, http, clock, cache, max_cache_secs: MAX_CACHE_SECS }
+        Self {
+            endpoint,
+            kind,
+            client,
+            http,
+            clock,
+            cache,
+            max_cache_secs: MAX_CACHE_SECS,
+            asking: tokio::sync::Semaphore::new(MAX_ASKING),
+            asking_wait: ASKING_WAIT,
+        }
     }
 
     /// The asker of one verify-mode configuration.
@@ -76,6 +97,13 @@ impl Introspector {
     /// Bounds how long an answer is reused (0: ask every time).
     pub fn with_max_cache_secs(mut self, secs: u64) -> Self {
         self.max_cache_secs = secs;
+        self
+    }
+
+    /// Bounds the questions in flight to `at_once`, each check waiting up to `wait` for its turn.
+    pub fn with_asking(mut self, at_once: usize, wait: Duration) -> Self {
+        self.asking = tokio::sync::Semaphore::new(at_once);
+        self.asking_wait = wait;
         self
     }
 
@@ -96,6 +124,14 @@ impl Introspector {
         }
         // Requests that carry the same token at once share one question to the IdP.
         let asked = async {
+            let _turn = match tokio::time::timeout(self.asking_wait, self.asking.acquire()).await {
+                Ok(Ok(turn)) => turn,
+                _ => {
+                    return Err(TokenError::Unavailable(
+                        "too many tokens are being checked at the IdP at once".to_owned(),
+                    ));
+                }
+            };
             let claims = match self.kind {
                 TokenInfoKind::Rfc7662 => self.rfc7662(token).await?,
                 TokenInfoKind::GoogleTokenInfo => self.google(token).await?,
@@ -353,6 +389,43 @@ mod tests {
         // Past the token's exp, it is asked about again.
         clock.advance(601);
         ask("opaque-1").await.unwrap().unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn questions_in_flight_are_bounded_and_the_rest_told_the_idp_is_busy() {
+        let now = 1_800_000_000;
+        let (url, hits) = endpoint(json!({"active": true, "sub": "u", "exp": now + 600})).await;
+        let clock = Arc::new(ManualClock::at(now));
+        // Two at once; a third waits 20 ms, less than the endpoint's 100 ms answer.
+        let asker = Arc::new(
+            Introspector::new(url, TokenInfoKind::Rfc7662, None, reqwest::Client::new(), clock)
+                .with_asking(2, Duration::from_millis(20)),
+        );
+        let ask = |token: String| {
+            let asker = asker.clone();
+            let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+            tokio::spawn(async move { asker.introspect(&token, hash).await })
+        };
+        let answers: Vec<_> = (0..5).map(|i| ask(format!("new-{i}"))).collect();
+        let (mut active, mut busy) = (0, 0);
+        for answer in answers {
+            match answer.await.unwrap() {
+                Ok(claims) => {
+                    assert_eq!(claims["sub"], "u");
+                    active += 1;
+                }
+                Err(TokenError::Unavailable(why)) => {
+                    assert!(why.contains("at once"), "{why}");
+                    busy += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!((active, busy), (2, 3));
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "the IdP was asked only twice");
+        // A refusal for busyness is not remembered: the token is asked about once there is room.
+        ask("new-5".to_owned()).await.unwrap().unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 3);
     }
 }

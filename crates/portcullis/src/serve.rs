@@ -264,7 +264,8 @@ async fn start_gateway(
 }
 
 /// A store URL for the log, without any password: in the authority, or as a query parameter (sqlx
-/// reads `?password=` too), the whole query goes.
+/// reads `?password=` too), the whole query goes. A URL that does not parse (a password with an
+/// unencoded `/`, say) is shown as its scheme alone when it could hold a credential at all.
 pub(crate) fn redacted_store(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
@@ -276,7 +277,11 @@ pub(crate) fn redacted_store(url: &str) -> String {
             }
             u.to_string()
         }
-        Err(_) => url.split(['@', '?']).next().unwrap_or_default().to_owned(),
+        Err(_) if url.contains(['@', '?', '#']) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://(a URL that does not parse; not shown)"),
+            None => "(a URL that does not parse; not shown)".to_owned(),
+        },
+        Err(_) => url.to_owned(),
     }
 }
 
@@ -486,6 +491,14 @@ mod tests {
             redacted_store("sqlite://./portcullis-data/portcullis.db"),
             "sqlite://./portcullis-data/portcullis.db"
         );
+        // An unencoded `/` in the password ends the authority early, and the URL does not parse.
+        for unparsable in
+            ["postgres://app:s3/cr3t@db/p", "postgres://app:s3?cr3t@db/p", "postgres://app:s3#cr3t@db:x/p"]
+        {
+            let shown = redacted_store(unparsable);
+            assert!(!shown.contains("s3"), "{unparsable} shown as {shown}");
+            assert!(shown.starts_with("postgres://"), "{shown}");
+        }
     }
 
     use portcullis_config::{Config, MapEnv};

@@ -94,6 +94,24 @@ pub(super) fn resolve_gateway(
         raw.clients.iter().enumerate().filter_map(|(i, c)| resolve_client(c, i, &scopes, errors)).collect();
     let trusted_idps = resolve_trusted_idps(raw, &clients, errors);
     let upstream = raw.upstream.as_ref().and_then(|u| resolve_upstream(u, idp_origin, errors));
+    // The user's upstream token is found by the grant's subject: a trusted IdP's user whose subject were
+    // the same as an upstream user's would be sent that user's token. Only the upstream's own issuer
+    // shares its subjects.
+    if let Some(UpstreamLogin { forward_token_header: Some(_), kind, .. }) = &upstream {
+        let upstream_issuer = match kind {
+            UpstreamKind::Oidc { issuer, .. } => Some(issuer.as_str()),
+            UpstreamKind::OAuth2 { .. } => None,
+        };
+        for (i, t) in trusted_idps.iter().enumerate() {
+            if t.subject_prefix.is_empty() && Some(t.issuer.as_str()) != upstream_issuer {
+                errors.push(
+                    format!("gateway.trusted_idps[{i}].subject_prefix"),
+                    "required with gateway.upstream.forward_token_header: without one, a user of this IdP whose \
+                     subject equals an upstream user's would be sent that user's upstream token",
+                );
+            }
+        }
+    }
     if errors.0.len() != before {
         return None;
     }
@@ -255,6 +273,13 @@ fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Er
         return None;
     }
     let mut scopes = raw.scopes.clone().unwrap_or(default_scopes);
+    if matches!(&kind, Some(UpstreamKind::Oidc { tenants: Some(_), .. })) && !scopes.iter().any(|s| s == "openid") {
+        errors.push(
+            format!("{at}.scopes"),
+            "must include \"openid\": the user's tenant is checked on the ID token, which only that scope brings",
+        );
+        return None;
+    }
     let mut authorization_params = derived.authorization_params.clone();
     // The upstream token is kept (and refreshed) only when it is forwarded: only then are a refresh token
     // and a token for the operator's API worth asking for.

@@ -73,8 +73,8 @@ pub(crate) fn hidden(html: &str, name: &str) -> String {
 
 fn csrf_cookie(resp: &reqwest::Response) -> String {
     let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(set.starts_with("__Host-portcullis-csrf="), "{set}");
-    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+    assert!(set.starts_with("__Host-portcullis-csrf-"), "{set}");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
         assert!(set.contains(attr), "{attr} missing from {set}");
     }
     set.split(';').next().unwrap().to_owned()
@@ -299,6 +299,59 @@ pub(crate) async fn configured_tokens(gate: &Gate) -> Value {
     let (status, body, _) = token(gate, Some(("configured", "a+b %c:d")), &form).await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+#[tokio::test]
+async fn two_sign_ins_in_one_browser_do_not_undo_each_other() {
+    let (_sample, gate) = start().await;
+    let (_, challenge) = pkce();
+    let params = [("client_id", "configured"), ("redirect_uri", "http://127.0.0.1/cb"), ("code_challenge", &challenge)];
+    // Two tabs (a client authorizing two resources, say) open the sign-in before either is finished.
+    let (first_cookie, first) = authorize_page(&gate, &params).await;
+    let (second_cookie, second) = authorize_page(&gate, &params).await;
+    let name = |c: &str| c.split('=').next().unwrap().to_owned();
+    assert_ne!(name(&first_cookie), name(&second_cookie), "each sign-in has a cookie of its own");
+    let browser = format!("{first_cookie}; {second_cookie}");
+    for (tab, page) in [("first", &first), ("second", &second)] {
+        let form = [
+            ("step", "login"),
+            ("handle", &hidden(page, "handle")),
+            ("csrf", &hidden(page, "csrf")),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ];
+        let r =
+            no_redirects().post(gate.url("/authorize")).header("cookie", &browser).form(&form).send().await.unwrap();
+        let r = match r.status().as_u16() {
+            200 => {
+                let consent = r.text().await.unwrap();
+                assert!(consent.contains("Allow access?"), "{tab}: {consent}");
+                let form = [
+                    ("step", "consent"),
+                    ("handle", &hidden(&consent, "handle")),
+                    ("csrf", &hidden(&consent, "csrf")),
+                    ("decision", "approve"),
+                ];
+                no_redirects().post(gate.url("/authorize")).header("cookie", &browser).form(&form).send().await.unwrap()
+            }
+            _ => r,
+        };
+        assert_eq!(r.status(), 303, "{tab}");
+        let location = r.headers()["location"].to_str().unwrap();
+        assert!(location.starts_with("http://127.0.0.1/cb?code="), "{tab}: {location}");
+    }
+    // A tab's form with only the other tab's cookie is still refused.
+    let (_, third) = authorize_page(&gate, &params).await;
+    let form = [
+        ("step", "login"),
+        ("handle", &hidden(&third, "handle")),
+        ("csrf", &hidden(&third, "csrf")),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let r = no_redirects().post(gate.url("/authorize")).header("cookie", &browser).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("CSRF check failed"));
 }
 
 #[tokio::test]

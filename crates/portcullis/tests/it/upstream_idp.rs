@@ -71,13 +71,55 @@ async fn sign_in_at_an_upstream_openid_provider() {
 }
 
 #[tokio::test]
+async fn what_the_upstream_idp_answers_reaches_the_client_as_an_oauth_error() {
+    let idp = crate::support::Idp::start("aud-client-id").await;
+    let (_sample, gate) = start_with_upstream(&idp, "").await;
+    let (_, challenge) = pkce();
+    let params = [
+        ("client_id", "configured"),
+        ("redirect_uri", "http://127.0.0.1:40002/cb"),
+        ("code_challenge", &challenge),
+        ("state", "up-err"),
+    ];
+    // (what the IdP sends back, the error the client gets)
+    for (answer, expected) in [
+        ("error=temporarily_unavailable", "temporarily_unavailable"),
+        ("error=server_error", "temporarily_unavailable"),
+        ("error=login_required", "access_denied"),
+        ("error=access_denied&error_description=no", "access_denied"),
+        ("", "server_error"),
+    ] {
+        let (cookie, page) = authorize_page(&gate, &params).await;
+        let form = [
+            ("step", "consent"),
+            ("handle", &hidden(&page, "handle")),
+            ("csrf", &hidden(&page, "csrf")),
+            ("decision", "approve"),
+        ];
+        let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+        let link = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        let state = link.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        // The IdP sends the browser back with its answer instead of a code.
+        let back = format!("{}?state={state}&{answer}", gate.url("/callback"));
+        let r = no_redirects().get(&back).header("cookie", &cookie).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{answer:?}");
+        let landed = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+        assert!(landed.as_str().starts_with("http://127.0.0.1:40002/cb?"), "{landed}");
+        let q: std::collections::HashMap<String, String> = landed.query_pairs().into_owned().collect();
+        assert_eq!(q["error"], expected, "{answer:?}");
+        assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("up-err", gate.base.as_str()), "{answer:?}");
+        assert!(!q.contains_key("code"));
+    }
+}
+
+#[tokio::test]
 async fn an_upstream_sign_in_comes_back_only_to_the_browser_that_approved_it() {
     let idp = crate::support::Idp::start("aud-client-id").await;
     let (_sample, gate) = start_with_upstream(&idp, "").await;
     let (_, challenge) = pkce();
     let params =
         [("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:40002/cb"), ("code_challenge", &challenge)];
-    for cookie in ["", "__Host-portcullis-csrf=another-flows-token"] {
+    for cookie in ["", "__Host-portcullis-csrf-0123456789ab=another-flows-token"] {
         // Someone approves the client in their browser and sends the IdP link on instead of following it.
         let (theirs, page) = authorize_page(&gate, &params).await;
         let form = [
