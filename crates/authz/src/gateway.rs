@@ -53,6 +53,8 @@ impl GatewayError {
 pub struct Settings {
     pub access_token_ttl: u64,
     pub refresh_token_ttl: u64,
+    /// The longest a grant lasts from its sign-in, refreshed or not.
+    pub session_max: u64,
     /// Seconds after its rotation during which a refresh token rotates again instead of counting as
     /// reused.
     pub refresh_reuse_grace: u64,
@@ -240,6 +242,7 @@ impl Gateway {
         let settings = Settings {
             access_token_ttl: config.access_token_ttl.as_secs(),
             refresh_token_ttl: config.refresh_token_ttl.as_secs(),
+            session_max: config.session_max.as_secs(),
             refresh_reuse_grace: config.refresh_reuse_grace.as_secs(),
             code_ttl: config.code_ttl.as_secs(),
             scopes: config.scopes.clone(),

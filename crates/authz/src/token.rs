@@ -304,8 +304,9 @@ impl Gateway {
                 subject: record.subject.clone(),
                 resource: record.resource.clone(),
                 scope: record.scope.clone(),
-                expires_at: now + self.settings.refresh_token_ttl as i64,
+                expires_at: (now + self.settings.refresh_token_ttl as i64).min(self.session_end(record.auth_time)),
                 created_at: now,
+                session_ends_at: Some(self.session_end(record.auth_time)),
             })
         };
         let record = match self.store.redeem_code_issuing(&hash(code), now, &issue).await? {
@@ -388,6 +389,10 @@ impl Gateway {
         }
         let new_token = random_string(43);
         let now = self.now();
+        // A grant lasts no longer than `session_max` from the sign-in, however often it is refreshed: a
+        // user the IdP no longer lets in (whose tokens this gate cannot ask it about) is let go by then.
+        // A token stored before the end was kept starts the count now.
+        let session_ends_at = old.session_ends_at.unwrap_or_else(|| self.session_end(now));
         let new = RefreshRecord {
             token_hash: hash(&new_token),
             family_id: old.family_id.clone(),
@@ -395,8 +400,9 @@ impl Gateway {
             subject: old.subject.clone(),
             resource: old.resource.clone(),
             scope: old.scope.clone(),
-            expires_at: now + self.settings.refresh_token_ttl as i64,
+            expires_at: (now + self.settings.refresh_token_ttl as i64).min(session_ends_at),
             created_at: now,
+            session_ends_at: Some(session_ends_at),
         };
         let grace = i64::try_from(self.settings.refresh_reuse_grace).unwrap_or(i64::MAX);
         match self.store.rotate_refresh(&old_hash, new, now, grace).await? {
@@ -428,6 +434,11 @@ impl Gateway {
             resource: &old.resource,
         });
         Ok(body)
+    }
+
+    /// When a sign-in at `auth_time` ends: its grant's refresh tokens expire by then.
+    fn session_end(&self, auth_time: i64) -> i64 {
+        auth_time.saturating_add(i64::try_from(self.settings.session_max).unwrap_or(i64::MAX))
     }
 
     /// The token response with a fresh RFC 9068 access token.

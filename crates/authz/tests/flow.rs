@@ -224,6 +224,24 @@ async fn codes_and_refresh_tokens_expire() {
 }
 
 #[tokio::test]
+async fn a_grant_ends_session_max_after_the_sign_in_however_often_it_is_refreshed() {
+    // Refresh tokens live a day from each rotation; the grant two days from the sign-in.
+    let h = harness_with("session_max_secs = 172800").await;
+    let tokens = exchange(&h, &code(&h).await).await.unwrap();
+    let mut current = text(&tokens, "refresh_token");
+    for _ in 0..2 {
+        h.clock.advance(20 * 3_600);
+        current = text(&refresh(&h, &current).await.unwrap(), "refresh_token");
+    }
+    // 40 h in, refreshed just now: a day's lifetime would reach 64 h, but the grant ends at 48 h.
+    h.clock.advance(8 * 3_600 - 1);
+    let last = text(&refresh(&h, &current).await.unwrap(), "refresh_token");
+    h.clock.advance(2);
+    let (error, description) = refresh(&h, &last).await.unwrap_err();
+    assert_eq!((error.as_str(), description.as_str()), ("invalid_grant", "the refresh token expired"));
+}
+
+#[tokio::test]
 async fn access_tokens_are_accepted_until_they_expire_and_not_beyond_the_replicas_skew() {
     use portcullis_authz::gateway::OWN_TOKEN_LEEWAY_SECS;
     use portcullis_oauth::{TokenError, Verifier};

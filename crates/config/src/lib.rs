@@ -118,6 +118,9 @@ pub struct GatewayConfig {
     pub operator_key_file: PathBuf,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// The longest a grant lasts from the user's sign-in, however often it is refreshed: a user the
+    /// IdP no longer lets in, whose tokens the gate does not ask it about, loses access by then.
+    pub session_max: Duration,
     /// How long after its rotation a refresh token may come back (a client's retry, or two of its
     /// processes refreshing at once) and be rotated again instead of revoking its family as reused. 0:
     /// never.

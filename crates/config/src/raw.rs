@@ -91,6 +91,7 @@ pub(crate) struct RawGateway {
     pub(crate) operator_key_file: Option<String>,
     pub(crate) access_token_ttl_secs: Option<u64>,
     pub(crate) refresh_token_ttl_secs: Option<u64>,
+    pub(crate) session_max_secs: Option<u64>,
     pub(crate) refresh_reuse_grace_secs: Option<u64>,
     pub(crate) code_ttl_secs: Option<u64>,
     pub(crate) scopes: Option<Vec<String>>,

@@ -41,6 +41,7 @@ fn refresh(code: &CodeRecord) -> RefreshRecord {
         scope: code.scope.clone(),
         expires_at: NOW + 86_400,
         created_at: NOW,
+        session_ends_at: Some(NOW + 86_400),
     }
 }
 

@@ -117,6 +117,9 @@ pub struct RefreshRecord {
     pub scope: String,
     pub expires_at: i64,
     pub created_at: i64,
+    /// When the sign-in this token descends from ends: the family's tokens never expire later, however
+    /// often they are rotated. `None` for tokens stored before this was kept.
+    pub session_ends_at: Option<i64>,
 }
 
 /// A signing key of the authorization server.
@@ -280,6 +283,7 @@ impl fmt::Debug for RefreshRecord {
             .field("scope", &self.scope)
             .field("expires_at", &self.expires_at)
             .field("created_at", &self.created_at)
+            .field("session_ends_at", &self.session_ends_at)
             .finish()
     }
 }

@@ -28,11 +28,13 @@ pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator 
 pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, "failures and probe", include_str!("../migrations/sqlite/0002_failures_and_probe.sql")),
+    (3, "session ends", include_str!("../migrations/sqlite/0003_session_ends_at.sql")),
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("../migrations/postgres/0001_initial.sql")),
     (2, "failures and probe", include_str!("../migrations/postgres/0002_failures_and_probe.sql")),
+    (3, "session ends", include_str!("../migrations/postgres/0003_session_ends_at.sql")),
 ];
 
 // ---- failures and the probe ----------------------------------------------------------------------------
@@ -189,14 +191,14 @@ pub(crate) const UPSERT_FAMILY: &str = "INSERT INTO refresh_families (family_id,
      CASE WHEN refresh_families.expires_at < excluded.expires_at THEN excluded.expires_at \
      ELSE refresh_families.expires_at END";
 pub(crate) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family_id, client_id, subject, \
-     resource, scope, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     resource, scope, expires_at, created_at, session_ends_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(crate) const SELECT_REFRESH: &str = "SELECT token_hash, family_id, client_id, subject, resource, scope, \
-     expires_at, created_at FROM refresh_tokens WHERE token_hash = $1";
+     expires_at, created_at, session_ends_at FROM refresh_tokens WHERE token_hash = $1";
 /// The backends append their row lock (if any) to this text.
 macro_rules! select_refresh_for_rotation {
     () => {
         "SELECT t.token_hash, t.family_id, t.client_id, t.subject, t.resource, t.scope, t.expires_at, \
-         t.created_at, t.rotated_at, f.revoked FROM refresh_tokens t \
+         t.created_at, t.session_ends_at, t.rotated_at, f.revoked FROM refresh_tokens t \
          JOIN refresh_families f ON f.family_id = t.family_id WHERE t.token_hash = $1"
     };
 }
@@ -213,10 +215,10 @@ pub(crate) const REVOKE_FAMILY_OF_TOKEN: &str = "UPDATE refresh_families SET rev
 pub(crate) const FAMILY_REVOKED: &str = "SELECT revoked FROM refresh_families WHERE family_id = $1";
 pub(crate) const REFRESH_ROTATED_AT: &str = "SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1";
 
-pub(crate) type RefreshRow = (String, String, String, String, String, String, i64, i64);
+pub(crate) type RefreshRow = (String, String, String, String, String, String, i64, i64, Option<i64>);
 
 pub(crate) fn refresh_from_row(row: RefreshRow) -> RefreshRecord {
-    let (token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at) = row;
+    let (token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at, session_ends_at) = row;
     RefreshRecord {
         token_hash,
         family_id,
@@ -226,16 +228,17 @@ pub(crate) fn refresh_from_row(row: RefreshRow) -> RefreshRecord {
         scope,
         expires_at,
         created_at,
+        session_ends_at,
     }
 }
 
 /// A refresh token read for rotation: the record, when it was rotated, and whether its family is revoked.
-pub(crate) type RotationRow = (String, String, String, String, String, String, i64, i64, Option<i64>, bool);
+pub(crate) type RotationRow =
+    (String, String, String, String, String, String, i64, i64, Option<i64>, Option<i64>, bool);
 
 pub(crate) fn rotation_from_row(row: RotationRow) -> (RefreshRecord, Option<i64>, bool) {
-    let (token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at, rotated_at, revoked) = row;
-    let record = refresh_from_row((token_hash, family_id, client_id, subject, resource, scope, expires_at, created_at));
-    (record, rotated_at, revoked)
+    let (t, f, c, s, r, sc, expires_at, created_at, session_ends_at, rotated_at, revoked) = row;
+    (refresh_from_row((t, f, c, s, r, sc, expires_at, created_at, session_ends_at)), rotated_at, revoked)
 }
 
 // ---- signing keys --------------------------------------------------------------------------------------

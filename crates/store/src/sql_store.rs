@@ -426,6 +426,7 @@ macro_rules! impl_sql_store {
                     .bind(&t.scope)
                     .bind(t.expires_at)
                     .bind(t.created_at)
+                    .bind(t.session_ends_at)
                     .execute(&mut *conn)
                     .await
                     .map_err(StoreError::insert("refresh token"))?;

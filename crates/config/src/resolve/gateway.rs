@@ -54,6 +54,7 @@ pub(super) fn resolve_gateway(
     };
     let access_token_ttl = secs(raw.access_token_ttl_secs, 3_600, "gateway.access_token_ttl_secs", errors);
     let refresh_token_ttl = secs(raw.refresh_token_ttl_secs, 30 * 86_400, "gateway.refresh_token_ttl_secs", errors);
+    let session_max = secs(raw.session_max_secs, 30 * 86_400, "gateway.session_max_secs", errors);
     let code_ttl = secs(raw.code_ttl_secs, 60, "gateway.code_ttl_secs", errors);
     // A retry or a second process of the same client comes within seconds; a thief's replay comes when it
     // comes, and past this is caught as reuse.
@@ -123,6 +124,7 @@ pub(super) fn resolve_gateway(
         ),
         access_token_ttl,
         refresh_token_ttl,
+        session_max,
         refresh_reuse_grace,
         code_ttl,
         scopes,

@@ -78,6 +78,7 @@ pub(crate) fn refresh(label: &str, family_id: &str, expires_at: i64) -> RefreshR
         scope: "mcp:tools offline_access".into(),
         expires_at,
         created_at: NOW,
+        session_ends_at: Some(NOW + 30 * 86_400),
     }
 }
 

@@ -7,7 +7,8 @@ use crate::harness::Backend;
 
 pub(crate) async fn refresh_rotation(b: &mut Backend) {
     let s = &b.store;
-    let first = refresh("rt-1", "family-1", NOW + 3600);
+    // A token stored before sign-in ends were kept has none; the next has one: both read back as stored.
+    let first = RefreshRecord { session_ends_at: None, ..refresh("rt-1", "family-1", NOW + 3600) };
     s.put_refresh(first.clone()).await.unwrap();
     assert_eq!(s.put_refresh(first.clone()).await, Err(StoreError::Conflict("refresh token")));
     assert_eq!(s.get_refresh(&h("rt-1")).await.unwrap(), Some(first.clone()));
