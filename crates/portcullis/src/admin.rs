@@ -168,6 +168,33 @@ pub(crate) async fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 println!("key {kid} published; it signs from {} ({})", utc(signs_from), span(signs_from - now));
             }
         }
+        KeysCommand::Revoke { kid, config } => {
+            let (settings, store) = open(&config).await?;
+            let operator = crate::serve::existing_operator_key(&settings.operator_key_file, &ProcessEnv)?;
+            let now = now();
+            let made = Gateway::revoke_key(store.as_ref(), &operator, settings.signing_alg, &kid, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let event = serde_json::json!({
+                "kid": kid,
+                "replaced_by": made.as_ref().map(|(kid, _)| kid),
+                "signs_from": made.as_ref().map(|(_, at)| at),
+                "result": "success",
+            });
+            audit(&settings, "gateway.key_revoked", event)?;
+            println!(
+                "key {kid} revoked: no longer published, and its tokens are refused once the servers re-read the keys \
+                 (within gateway.keys_reload_secs, {} s)",
+                settings.keys_reload.as_secs()
+            );
+            match made {
+                Some((made, at)) if at <= now => println!("key {made} signs now in its place"),
+                Some((made, at)) => {
+                    println!("key {made} published in its place; it signs from {} ({})", utc(at), span(at - now))
+                }
+                None => {}
+            }
+        }
         KeysCommand::List { config } => {
             let (settings, store) = open(&config).await?;
             let keys = store.list_keys().await?;

@@ -150,6 +150,15 @@ pub(crate) enum KeysCommand {
         #[arg(long, default_value_t = 600)]
         publish_ahead: i64,
     },
+    /// Withdraw a signing key at once, for a key that leaked: it is no longer published, and the
+    /// tokens it signed are refused once servers re-read the keys (gateway.keys_reload_secs). If it
+    /// signs now, a new key takes over at once.
+    Revoke {
+        /// The key's id, as `portcullis keys list` shows it.
+        kid: String,
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// List the signing keys.
     List {
         #[arg(long, short, value_name = "FILE")]

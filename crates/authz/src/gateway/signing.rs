@@ -54,14 +54,7 @@ impl Gateway {
         publish_ahead: i64,
     ) -> Result<(String, i64), GatewayError> {
         let existing = store.list_keys().await?;
-        for r in &existing {
-            unseal(operator, r).map_err(|e| {
-                GatewayError::Other(format!(
-                    "the operator key does not open the stored key {} ({e}): use the servers' operator key",
-                    r.kid.as_str()
-                ))
-            })?;
-        }
+        opens_all(operator, &existing)?;
         let signing_now = existing.iter().any(|k| signs_at(k, now));
         let switch = if signing_now { now + publish_ahead } else { now };
         let kid = Self::put_new_key(store, operator, alg, now, switch).await?;
@@ -69,6 +62,43 @@ impl Gateway {
             store.retire_key(k.kid.as_str(), switch).await?;
         }
         Ok((kid, switch))
+    }
+
+    /// Withdraws the key `kid` at once (it leaked): it is deleted from the store, so that servers neither
+    /// publish nor trust it once they re-read the keys, and the tokens it signed are refused from then on.
+    /// A key always signs after: when it signs now, a new key of `alg` signs at once in its place (until
+    /// the next key, if one is waiting); when it was the next key, a new one is published to take over
+    /// when the current key retires. Returns the new key's id and when it signs, if one was made.
+    pub async fn revoke_key(
+        store: &dyn Store,
+        operator: &OperatorKey,
+        alg: KeyAlg,
+        kid: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>, GatewayError> {
+        let existing = store.list_keys().await?;
+        opens_all(operator, &existing)?;
+        let target = existing.iter().find(|k| k.kid.as_str() == kid).ok_or_else(|| {
+            GatewayError::Other(format!("there is no signing key {kid:?} (see `portcullis keys list`)"))
+        })?;
+        let others: Vec<&KeyRecord> = existing.iter().filter(|k| k.kid != target.kid).collect();
+        let made = if signs_at(target, now) {
+            let made = Self::put_new_key(store, operator, alg, now, now).await?;
+            let next =
+                others.iter().filter(|k| k.retired_at.is_none() && k.not_before > now).min_by_key(|k| k.not_before);
+            if let Some(next) = next {
+                store.retire_key(&made, next.not_before).await?;
+            }
+            Some((made, now))
+        } else if others.iter().all(|k| k.retired_at.is_some()) {
+            // The others retire when the revoked key was to take over: a new key takes over then instead.
+            let at = others.iter().filter_map(|k| k.retired_at).max().unwrap_or(now).max(now);
+            Some((Self::put_new_key(store, operator, alg, now, at).await?, at))
+        } else {
+            None
+        };
+        store.delete_key(kid).await?;
+        Ok(made)
     }
 
     async fn put_new_key(
@@ -184,6 +214,20 @@ impl Gateway {
     }
 }
 
+/// Refuses to go on unless `operator` opens every stored key: a key sealed under another operator key
+/// would keep every server from loading the ring.
+fn opens_all(operator: &OperatorKey, keys: &[KeyRecord]) -> Result<(), GatewayError> {
+    for r in keys {
+        unseal(operator, r).map_err(|e| {
+            GatewayError::Other(format!(
+                "the operator key does not open the stored key {} ({e}): use the servers' operator key",
+                r.kid.as_str()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// How long a retired key stays published: long enough for every token it signed to expire.
 fn keep_after_retirement(settings: &Settings) -> i64 {
     settings.access_token_ttl as i64 + 300
@@ -204,6 +248,10 @@ mod tests {
 
     fn operator() -> OperatorKey {
         OperatorKey::from_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8").unwrap()
+    }
+
+    async fn kids(store: &dyn Store) -> Vec<String> {
+        store.list_keys().await.unwrap().into_iter().map(|k| k.kid.to_string()).collect()
     }
 
     async fn signers(store: &dyn Store, at: i64) -> Vec<String> {
@@ -242,5 +290,33 @@ mod tests {
         assert_eq!(at, NOW + 610);
         assert_eq!(signers(&store, NOW + 10).await, [first]);
         assert_eq!(signers(&store, NOW + 610).await, [next]);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_gone_and_a_key_still_signs() {
+        let store = MemoryStore::new();
+        let (first, _) = Gateway::rotate_keys(&store, &operator(), KeyAlg::Es256, NOW, 600).await.unwrap();
+        let (next, _) = Gateway::rotate_keys(&store, &operator(), KeyAlg::Es256, NOW + 10, 600).await.unwrap();
+        // The key that signs leaked: a new one signs at once, until the waiting key's time.
+        let (made, at) =
+            Gateway::revoke_key(&store, &operator(), KeyAlg::Es256, &first, NOW + 20).await.unwrap().unwrap();
+        assert_eq!(at, NOW + 20);
+        assert!(!kids(&store).await.contains(&first));
+        assert_eq!(signers(&store, NOW + 20).await, [made.as_str()]);
+        assert_eq!(signers(&store, NOW + 610).await, [next.as_str()]);
+        // The waiting key leaked too: another is published to take over when the current one retires.
+        let (successor, at) =
+            Gateway::revoke_key(&store, &operator(), KeyAlg::Es256, &next, NOW + 30).await.unwrap().unwrap();
+        assert_eq!(at, NOW + 610);
+        assert!(!kids(&store).await.contains(&next));
+        assert_eq!(signers(&store, NOW + 30).await, [made.as_str()]);
+        assert_eq!(signers(&store, NOW + 610).await, [successor.as_str()]);
+        // A retired key is only deleted.
+        assert_eq!(Gateway::revoke_key(&store, &operator(), KeyAlg::Es256, &made, NOW + 700).await.unwrap(), None);
+        assert_eq!(kids(&store).await, [successor.as_str()]);
+        // An unknown key is an error, and nothing changes.
+        let unknown = Gateway::revoke_key(&store, &operator(), KeyAlg::Es256, "nope", NOW + 800).await.unwrap_err();
+        assert!(unknown.to_string().contains("no signing key \"nope\""), "{unknown}");
+        assert_eq!(kids(&store).await, [successor]);
     }
 }

@@ -604,6 +604,54 @@ async fn dangerous_auto_approval_for_automated_clients() {
 }
 
 #[tokio::test]
+async fn a_revoked_signing_key_is_withdrawn_from_the_running_gate() {
+    let (_sample, gate) = start_auto_approving("keys_reload_secs = 1\n").await;
+    let before = auto_approved_tokens(&gate).await["access_token"].as_str().unwrap().to_owned();
+    let kid = jsonwebtoken::decode_header(&before).unwrap().kid.unwrap();
+    let tool_call = |token: String| {
+        let url = gate.url("/mcp");
+        async move {
+            mcp_post(&client(), &url, call(9, "echo", json!({"text": "key"}))).bearer_auth(token).send().await.unwrap()
+        }
+    };
+    assert_eq!(tool_call(before.clone()).await.status(), 200);
+
+    let path = gate.dir.path.join("portcullis.toml").display().to_string();
+    let out = admin(&["keys", "revoke", &kid, "--config", &path], "").await;
+    assert!(out.contains(&format!("key {kid} revoked")) && out.contains("signs now in its place"), "{out}");
+    // Within a reload the key is no longer published, and what it signed is refused (even a token the
+    // gate had verified and cached).
+    let published = || async {
+        let jwks: Value = client().get(gate.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid.as_str())
+    };
+    for _ in 0..50 {
+        if !published().await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!published().await, "still published after 5 s");
+    let refused = tool_call(before).await;
+    assert_eq!(refused.status(), 401);
+    // New tokens are signed with the key that took its place.
+    let after = auto_approved_tokens(&gate).await["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(jsonwebtoken::decode_header(&after).unwrap().kid.unwrap(), kid);
+    assert_eq!(tool_call(after).await.status(), 200);
+    let list = admin(&["keys", "list", "--config", &path], "").await;
+    assert!(!list.contains(&kid), "{list}");
+    let again = tokio::process::Command::new(crate::support::bin())
+        .args(["keys", "revoke", &kid, "--config", &path])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("there is no signing key"), "{stderr}");
+}
+
+#[tokio::test]
 async fn changing_the_signing_algorithm_brings_a_key_of_it() {
     let (_sample, gate) = start_auto_approving("").await;
     let before = auto_approved_tokens(&gate).await["access_token"].as_str().unwrap().to_owned();
