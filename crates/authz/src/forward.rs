@@ -89,7 +89,10 @@ fn refresh_at(stored_at: i64, expires_at: Option<i64>) -> Option<i64> {
 impl Gateway {
     /// Seals and stores a user's upstream tokens (after the sign-in, or a refresh).
     pub async fn store_upstream_tokens(&self, subject: &str, tokens: &StoredTokens) -> Result<(), GatewayError> {
-        let Some(upstream) = &self.upstream else { return Ok(()) };
+        // The IdP's tokens are kept only to be forwarded: none is held that nothing uses.
+        let Some(upstream) = self.upstream.as_ref().filter(|u| u.forward_token_header.is_some()) else {
+            return Ok(());
+        };
         let plain = serde_json::to_vec(tokens).map_err(|e| GatewayError::Other(e.to_string()))?;
         self.store
             .put_upstream_token(UpstreamTokenRecord {

@@ -412,6 +412,29 @@ async fn the_upstream_token_is_refreshed_before_it_expires_and_the_end_is_report
 }
 
 #[tokio::test]
+async fn the_upstream_tokens_are_kept_only_when_they_are_forwarded() {
+    let (idp, _) = refreshing_idp().await;
+    let store = Arc::new(MemoryStore::new());
+    let upstream = format!(
+        "[gateway.upstream]\nkind = \"oauth2\"\nauthorization_endpoint = \"{idp}/authorize\"\n\
+         token_endpoint = \"{idp}/token\"\nuserinfo_endpoint = \"{idp}/user\"\nclient_id = \"gate\"\n\
+         client_secret = \"s\"\n"
+    );
+    let provider = "oauth2:127.0.0.1";
+    let tokens = StoredTokens { access_token: Some("a1".into()), refresh_token: Some("r1".into()), expires_at: None };
+    // Forwarded: kept (sealed) for the proxy.
+    let forwarding = format!("{upstream}forward_token_header = \"x-upstream-token\"");
+    let h = harness_on(&forwarding, store.clone(), Arc::new(ManualClock::at(NOW))).await;
+    h.gateway.store_upstream_tokens("bob", &tokens).await.unwrap();
+    assert!(store.get_upstream_token("bob", provider).await.unwrap().is_some());
+    // Not forwarded: nothing uses them, nothing is kept.
+    let h = harness_on(&upstream, store.clone(), Arc::new(ManualClock::at(NOW))).await;
+    assert_eq!(h.gateway.forward_token_header(), None);
+    h.gateway.store_upstream_tokens("alice", &tokens).await.unwrap();
+    assert_eq!(store.get_upstream_token("alice", provider).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn replicas_refresh_one_upstream_token_once() {
     let (idp, calls) = refreshing_idp().await;
     let upstream = format!(
