@@ -24,6 +24,14 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("could not read the request body: {0}")]
     BadRequestBody(String),
+    /// A body the upstream could decode otherwise than the gate reads it: a charset other than UTF-8, a
+    /// content coding, or two `Content-Type` headers.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// An `Mcp-Session-Id` another caller opened (told as one that does not exist, as Streamable HTTP
+    /// answers an unknown session, so that the client opens its own).
+    #[error("no such MCP session")]
+    SessionNotFound,
     /// A query parameter the configured upstream URL sets already.
     #[error("the query parameter {0:?} is set by the gateway's configuration")]
     QueryConflict(String),
@@ -59,6 +67,8 @@ impl ProxyError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::BadRequestBody(_) => "bad_body",
             Self::QueryConflict(_) => "query_conflict",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::SessionNotFound => "session_not_owned",
             Self::BodyTimeout(_) => "body_timeout",
             Self::InvalidMessage(..) => "invalid_message",
             Self::PolicyDenied { error: false, .. } => "policy_denied",
@@ -77,6 +87,8 @@ impl ProxyError {
             | Self::BodyTooLarge(_)
             | Self::BadRequestBody(_)
             | Self::QueryConflict(_)
+            | Self::UnsupportedMediaType(_)
+            | Self::SessionNotFound
             | Self::BodyTimeout(_)
             | Self::InvalidMessage(..)
             | Self::PolicyDenied { .. } => Blame::Downstream,
@@ -88,10 +100,11 @@ impl ProxyError {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::OriginRejected(_) | Self::PolicyDenied { .. } => StatusCode::FORBIDDEN,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadRequestBody(_) | Self::QueryConflict(_) | Self::InvalidMessage(..) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -116,7 +129,9 @@ impl ProxyError {
     /// implementation-defined server errors).
     fn rpc_code(&self) -> i64 {
         match self {
-            Self::BodyTooLarge(_) | Self::BadRequestBody(_) | Self::BodyTimeout(_) => -32600,
+            Self::BodyTooLarge(_) | Self::BadRequestBody(_) | Self::BodyTimeout(_) | Self::UnsupportedMediaType(_) => {
+                -32600
+            }
             Self::InvalidMessage(code, _) => *code,
             Self::UpstreamTimeout(_) => -32001,
             // Forbidden by the operator's policy: re-authorizing would not change the answer.
@@ -165,7 +180,7 @@ fn error_name(status: StatusCode) -> &'static str {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT => "invalid_request",
+        StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid_request",
         StatusCode::BAD_GATEWAY => "bad_gateway",
         StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
         StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",

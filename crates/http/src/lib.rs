@@ -91,6 +91,8 @@ pub struct ServerRuntime {
     pub(crate) upstream_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The identity headers' names as CGI upstreams read them, which no client may send.
     pub(crate) identity_names: Vec<String>,
+    /// Who each MCP session the upstream opened belongs to.
+    pub(crate) sessions: proxy::SessionOwners,
 }
 
 impl AppState {
@@ -124,6 +126,7 @@ impl AppState {
                         .max_upstream_requests
                         .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                     identity_names: s.identity_headers.iter().map(|ih| proxy::cgi_name(&ih.header)).collect(),
+                    sessions: proxy::SessionOwners::default(),
                     config: s.clone(),
                     verifier,
                 }))

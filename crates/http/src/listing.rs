@@ -76,11 +76,25 @@ impl ListFilter {
     /// `response` with its list answers filtered.
     pub fn apply(self, response: Response) -> Response {
         let (mut parts, body) = response.into_parts();
-        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let sse = content_type.trim_start().starts_with("text/event-stream");
-        let json = content_type.trim_start().starts_with("application/json");
-        if !(sse || json) || !parts.status.is_success() {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .trim_start()
+            .to_ascii_lowercase();
+        let sse = content_type.starts_with("text/event-stream");
+        let json = content_type.starts_with("application/json");
+        if !parts.status.is_success() {
             return Response::from_parts(parts, body);
+        }
+        if !(sse || json) {
+            // A list answer the gate cannot read is not passed on unfiltered (a client may read it still).
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let refused = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("a list answer neither JSON nor an event stream"))
+            });
+            return Response::from_parts(parts, Body::from_stream(refused));
         }
         parts.headers.remove(header::CONTENT_LENGTH);
         // Compressed (though not asked to be): unreadable here, so not passed on unfiltered.
@@ -141,7 +155,9 @@ impl ListFilter {
         let fields: Vec<(Cow<'_, str>, &RawValue)> = object(json)?;
         let Some((_, id)) = fields.iter().find(|(k, _)| k == "id") else { return Ok(None) };
         let Ok(id) = serde_json::from_str::<Value>(id.get()) else { return Ok(None) };
-        let Some((_, kind)) = self.requests.iter().find(|(request, _)| *request == id) else { return Ok(None) };
+        let Some((_, kind)) = self.requests.iter().find(|(request, _)| same_id(request, &id)) else {
+            return Ok(None);
+        };
         let Some((_, result)) = fields.iter().find(|(k, _)| k == "result") else { return Ok(None) };
         let result_fields = object(result.get())?;
         let Some((_, entries)) = result_fields.iter().find(|(k, _)| k == kind.array) else { return Ok(None) };
@@ -313,12 +329,25 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether an answer's `id` is the request's as some client would match them: equal, or the same number
+/// however written (`7`, `7.0`, `"7"`: the TypeScript SDK compares `Number(id)`).
+fn same_id(request: &Value, answered: &Value) -> bool {
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    request == answered || number(request).is_some_and(|r| number(answered) == Some(r))
+}
+
 impl ListFilter {
     /// One complete SSE event, its data rewritten when it answers a list request; other messages, and
     /// events without data (a resumption's priming event), as they came; nothing for an event whose data
     /// is no JSON, which cannot be told not to be an answer to filter.
     fn rewrite_event(&self, event: Vec<u8>) -> Bytes {
         let Ok(text) = std::str::from_utf8(&event) else { return Bytes::new() };
+        // An event stream may begin with a byte order mark, which SSE parsers skip.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let lines: Vec<&str> = text.split_inclusive('\n').flat_map(|l| l.split_inclusive('\r')).collect();
         let field = |line: &str| line.trim_end_matches(['\r', '\n']).to_owned();
         let mut data = String::new();
@@ -517,6 +546,31 @@ issuer = "https://idp.example.com/"
             let body = filter(&[], LIST).apply(response).into_body();
             assert!(axum::body::to_bytes(body, usize::MAX).await.is_err(), "{content_type}");
         }
+    }
+
+    #[tokio::test]
+    async fn answers_a_client_would_match_are_filtered_however_they_are_spelt() {
+        // The media type in another case, an id written as another number or as a string, a byte order
+        // mark before the stream's first event: a client reads each as the list answer.
+        let spelt = |id: Value| {
+            let mut a = answer(7);
+            a["id"] = id;
+            a.to_string()
+        };
+        for id in [json!(7.0), json!("7")] {
+            let out = run(filter(&[], LIST), "Application/JSON", vec![spelt(id.clone())]).await;
+            assert_eq!(names(&serde_json::from_str(&out).unwrap()), ["echo"], "{id}");
+        }
+        let out = run(filter(&[], LIST), "Text/Event-Stream", vec![format!("\u{feff}data: {}\n\n", answer(7))]).await;
+        assert_eq!(names(&serde_json::from_str(out.trim_end().strip_prefix("data: ").unwrap()).unwrap()), ["echo"]);
+        // Another id is still another answer.
+        let other = spelt(json!("8"));
+        assert_eq!(run(filter(&[], LIST), "application/json", vec![other.clone()]).await, other);
+        // A successful answer of another media type is not passed on.
+        let mut response = Response::new(Body::from(answer(7).to_string()));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let body = filter(&[], LIST).apply(response).into_body();
+        assert!(axum::body::to_bytes(body, usize::MAX).await.is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::Response;
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -260,6 +260,40 @@ async fn upstream_token_header(
     };
     value.set_sensitive(true);
     Some(Ok((name, value)))
+}
+
+/// The gate reads a message as UTF-8 JSON, as it arrived: an upstream told to decode it otherwise (a
+/// `charset` such as UTF-7, which the MCP TypeScript SDK's transport honours, or a content coding) could
+/// read another message than the one the gate judged. So a message is refused (415) unless its
+/// `Content-Type` names no charset or UTF-8, it has one `Content-Type` at most, and no content coding
+/// but `identity`.
+fn utf8_json_only(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let refuse = |why: String| Err(ProxyError::UnsupportedMediaType(why));
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    if let Some(content_type) = types.next() {
+        if types.next().is_some() {
+            return refuse("more than one Content-Type header".to_owned());
+        }
+        let Ok(text) = content_type.to_str() else {
+            return refuse("a Content-Type that is not visible ASCII".to_owned());
+        };
+        for parameter in text.split(';').skip(1) {
+            let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            if name.trim().eq_ignore_ascii_case("charset") {
+                let charset = value.trim().trim_matches('"');
+                if !(charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")) {
+                    return refuse(format!("MCP messages are UTF-8 JSON; charset {:?} is not served", charset));
+                }
+            }
+        }
+    }
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        let text = coding.to_str().unwrap_or("?");
+        if let Some(c) = text.split(',').map(str::trim).find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity")) {
+            return refuse(format!("MCP messages are sent without a content coding; {c:?} is not served"));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the request body up to the configured limit. MCP requests are small JSON-RPC messages; reading
@@ -516,6 +550,10 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
     // Fail closed: a POST body the gate cannot classify never reaches the upstream, and the other methods
     // carry none (Streamable HTTP: GET opens a stream, DELETE ends a session).
     let classified = if parts.method == Method::POST {
+        if let Err(e) = utf8_json_only(&parts.headers) {
+            let (response, decision) = refused(e, None);
+            return (response, decision.with(&state.observe, token.as_ref(), None));
+        }
         match rpc::classify(&bytes).and_then(|b| rpc::check_headers(&parts.headers, &b).map(|()| b)) {
             Ok(b) => Some(b),
             Err(r) => {
@@ -553,6 +591,15 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         };
         return (response, Decision { rule: Some(refusal.rule), ..decided });
     }
+    // An MCP session is its opener's: another caller naming its id is told it does not exist.
+    let session = parts.headers.get(MCP_SESSION_ID).cloned();
+    if let (Some(token), Some(id)) = (&token, &session)
+        && !server.sessions.may_use(id, token)
+    {
+        let e = ProxyError::SessionNotFound;
+        let (response, decision) = refused(e, rpc_id.clone());
+        return (response, decision.with(&state.observe, Some(token), None));
+    }
     if let Some(token) = &token {
         identity = identity_headers(server, token);
         if let Some(forwarded) = upstream_token_header(state, server, token).await {
@@ -579,14 +626,124 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
     }
     let meta_trace = observe::meta_trace(&state.observe, &parts.headers, &bytes);
     let decision = Decision { trace_id: meta_trace.as_ref().map(|(_, id)| id.clone()), ..decision };
+    // Where the gate checks tokens, it is the one to say which authorization server to go to.
+    let origin = token.is_some().then(|| state.public_origin(crate::request_host(&parts)));
     match forward(state, server, parts, bytes, identity, meta_trace.as_ref().map(|(meta, _)| meta)).await {
-        Ok(r) => (
-            match listing {
+        Ok(r) => {
+            let mut r = match listing {
                 Some(l) => l.apply(r),
                 None => r,
-            },
-            decision,
-        ),
+            };
+            if let Some(token) = &token
+                && let Some(id) = r.headers().get(MCP_SESSION_ID)
+                && session.is_none()
+            {
+                server.sessions.opened(id, token);
+            }
+            if let Some(origin) = origin
+                && r.headers().contains_key(header::WWW_AUTHENTICATE)
+            {
+                own_challenge(&mut r, &crate::well_known::prm_url(origin, &server.config.path), &server.config.scopes);
+            }
+            (r, decision)
+        }
         Err(e) => (e.into_response_for(rpc_id), decision),
     }
+}
+
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// Who opened each MCP session (Streamable HTTP's `Mcp-Session-Id`) of one server: its id holds the
+/// caller's stream, its pending elicitations and sampling requests, and whatever the upstream's event
+/// store replays, so a session is used only by the caller it was opened for (the MCP security best
+/// practices: bind sessions to the user). The gate is the one that knows the caller. A session the gate
+/// did not see opened (before a restart, or on another replica) is taken by its first caller. Bounded,
+/// and forgotten after a day unused.
+pub(crate) struct SessionOwners(moka::sync::Cache<HeaderValue, Arc<str>>);
+
+impl Default for SessionOwners {
+    fn default() -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(24 * 3_600)).build())
+    }
+}
+
+impl std::fmt::Debug for SessionOwners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOwners").field("sessions", &self.0.entry_count()).finish()
+    }
+}
+
+impl SessionOwners {
+    /// The caller a token stands for: its subject, else (a client of its own) its client id.
+    fn caller(token: &VerifiedToken) -> Arc<str> {
+        match (&token.subject, &token.client_id) {
+            (Some(sub), _) => format!("sub:{sub}").into(),
+            (None, Some(client)) => format!("client:{}", client.as_str()).into(),
+            (None, None) => "anonymous".into(),
+        }
+    }
+
+    /// Records the caller the upstream opened session `id` for.
+    fn opened(&self, id: &HeaderValue, token: &VerifiedToken) {
+        self.0.insert(id.clone(), Self::caller(token));
+    }
+
+    /// Whether the caller of `token` may use session `id`.
+    fn may_use(&self, id: &HeaderValue, token: &VerifiedToken) -> bool {
+        let caller = Self::caller(token);
+        let owner = self.0.get_with_by_ref(id, || caller.clone());
+        owner == caller
+    }
+}
+
+/// An upstream that still checks credentials behind the gate answers with its own challenge, which could
+/// send clients to another authorization server (`resource_metadata`, `authorization_uri`) with the
+/// user's next sign-in. On a protected server the gate's challenge replaces it: a 401 asks the client to
+/// get a new token here; a 403 for missing scope names the scopes the upstream asked for (when they are
+/// scope tokens at all) with the gate's metadata; any other status loses the header.
+fn own_challenge(response: &mut Response, resource_metadata: &str, scopes: &portcullis_types::ScopeSet) {
+    let theirs: Vec<String> = response
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    response.headers_mut().remove(header::WWW_AUTHENTICATE);
+    let scope_param = |scope: &str| if scope.is_empty() { String::new() } else { format!(", scope=\"{scope}\"") };
+    let challenge = match response.status() {
+        StatusCode::UNAUTHORIZED => format!(
+            "Bearer error=\"invalid_token\", error_description=\"the MCP server refused the request; get a new \
+             token\", resource_metadata=\"{resource_metadata}\"{}",
+            scope_param(&scopes.to_string())
+        ),
+        StatusCode::FORBIDDEN if theirs.iter().any(|c| c.contains("insufficient_scope")) => {
+            let asked = theirs.iter().find_map(|c| challenge_param(c, "scope")).filter(|s| is_scope_list(s));
+            format!(
+                "Bearer error=\"insufficient_scope\", resource_metadata=\"{resource_metadata}\"{}",
+                scope_param(&asked.unwrap_or_else(|| scopes.to_string()))
+            )
+        }
+        _ => {
+            tracing::info!(status = %response.status(), "the upstream's WWW-Authenticate was not passed on");
+            return;
+        }
+    };
+    tracing::info!(status = %response.status(), "the upstream's challenge was replaced with the gate's");
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+}
+
+/// The value of the auth-param `name` in a challenge (quoted or not).
+fn challenge_param(challenge: &str, name: &str) -> Option<String> {
+    let rest = challenge.split_once(' ').map_or(challenge, |(_, params)| params);
+    rest.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+/// RFC 6749 §3.3: scope tokens (`%x21 / %x23-5B / %x5D-7E`) separated by spaces.
+fn is_scope_list(s: &str) -> bool {
+    !s.trim().is_empty() && s.bytes().all(|b| b == b' ' || (b'!'..=b'~').contains(&b) && b != b'"' && b != b'\\')
 }

@@ -672,8 +672,21 @@ fn json_to_cel(v: &Value) -> cel::Value {
     }
 }
 
+/// A member name as the most lenient parsers match it: Go's `encoding/json` binds `Amount` and
+/// `amount` (and `ſ`/`s`, `K`/`k`) to one field, case-insensitively, taking the last.
+fn fold(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
 /// JSON parsed strictly: a member twice in one object, at any depth, is an error (parsers disagree on
-/// which one wins, RFC 8259 §4, so a rule could read one value and the upstream another).
+/// which one wins, RFC 8259 §4, so a rule could read one value and the upstream another), and so are
+/// two members one name apart only by case (`amount` and `Amount`): a Go server reads them as one.
 fn strict_json(raw: &str) -> Result<Value, serde_json::Error> {
     struct Strict(Value);
     impl<'de> serde::Deserialize<'de> for Strict {
@@ -714,10 +727,16 @@ fn strict_json(raw: &str) -> Result<Value, serde_json::Error> {
                 }
                 fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
                     let mut members = Map::new();
+                    let mut folded = std::collections::HashMap::new();
                     while let Some((k, Strict(v))) = map.next_entry::<String, Strict>()? {
-                        if members.insert(k.clone(), v).is_some() {
-                            return Err(serde::de::Error::custom(format!("member {k:?} appears twice")));
+                        if let Some(other) = folded.insert(fold(&k), k.clone()) {
+                            return Err(serde::de::Error::custom(if other == k {
+                                format!("member {k:?} appears twice")
+                            } else {
+                                format!("members {other:?} and {k:?} are one member to some parsers")
+                            }));
                         }
+                        members.insert(k, v);
                     }
                     Ok(Strict(Value::Object(members)))
                 }

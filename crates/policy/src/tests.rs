@@ -312,6 +312,10 @@ fn arguments_are_read_strictly_and_never_hide_a_listed_entry() {
     // A member twice: the upstream may read the other one, so the rule cannot be applied: refused.
     assert_eq!(verdict("transfer", Some(r#"{"amount": 5, "amount": 5000}"#)), "error big-transfers");
     assert_eq!(verdict("transfer", Some(r#"{"x": {"a": 1, "a": 2}, "amount": 5}"#)), "error big-transfers");
+    // Two members one name apart only by case: Go's encoding/json binds the last to `amount`.
+    assert_eq!(verdict("transfer", Some(r#"{"amount": 5, "Amount": 5000}"#)), "error big-transfers");
+    assert_eq!(verdict("transfer", Some(r#"{"amount": 5, "x": {"ſ": 1, "S": 2}}"#)), "error big-transfers");
+    assert_eq!(verdict("transfer", Some(r#"{"amount": 5, "Note": "a", "notes": "b"}"#)), "allow");
     // No arguments: `arguments.amount` is no such key, an error: refused.
     assert_eq!(verdict("transfer", None), "error big-transfers");
     assert_eq!(verdict("close_account", Some(r#"{"account": "acct-1"}"#)), "allow");

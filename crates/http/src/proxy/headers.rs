@@ -77,9 +77,10 @@ pub(super) fn strip_managed(headers: &mut HeaderMap, server: &ServerRuntime, ide
         let cgi = name.contains('_');
         let name = if cgi { std::borrow::Cow::Owned(cgi_name(name)) } else { name.into() };
         let name = name.as_ref();
-        // `Mcp-Method` and `Mcp-Name` are checked against the body (`rpc::check_headers`); another
-        // spelling of them would reach a CGI or WSGI upstream unchecked.
-        (cgi && matches!(name, "mcp-method" | "mcp-name"))
+        // `Mcp-Method` and `Mcp-Name` are checked against the body (`rpc::check_headers`), and
+        // `Last-Event-ID` is withheld where rules filter answers; another spelling of them would reach a
+        // CGI or WSGI upstream unchecked.
+        (cgi && matches!(name, "mcp-method" | "mcp-name" | "last-event-id"))
             || gate_managed(name)
             || server.identity_names.iter().any(|n| n == name)
             || identity.iter().map(|(n, _)| n.as_str()).any(|n| n == name || (n.contains('_') && cgi_name(n) == name))

@@ -124,6 +124,90 @@ async fn bodies_the_gate_cannot_parse_never_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_body_the_upstream_could_decode_otherwise_never_reaches_it() {
+    let (idp, sample, gate) = start().await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    // In UTF-7, the string's text is `","name":"admin_delete`: an upstream that decodes the charset it
+    // is told (the MCP TypeScript SDK's transport does) would read a second `name` and run admin_delete.
+    let smuggled = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"x":"+ACIALAAiAG4AYQBtAGUAIgA6ACIAYQBkAG0AaQBuAF8AZABlAGwAZQB0AGU-"}}"#;
+    let send = |body: String, headers: &[(&'static str, &'static str)]| {
+        let mut req = client()
+            .post(gate.url("/mcp"))
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let before = received(&sample).await;
+    for (what, headers) in [
+        ("a UTF-7 charset", &[("content-type", "application/json; charset=utf-7")][..]),
+        ("a quoted UTF-16 charset", &[("content-type", "application/json; Charset=\"UTF-16\"")][..]),
+        (
+            "two Content-Type headers",
+            &[("content-type", "application/json"), ("content-type", "application/json; charset=utf-7")][..],
+        ),
+        ("a content coding", &[("content-type", "application/json"), ("content-encoding", "br")][..]),
+    ] {
+        let (status, answer) = send(smuggled.to_owned(), headers).await;
+        assert_eq!(status, 415, "{what}: {answer}");
+        assert_eq!(answer["error"], "invalid_request", "{what}: {answer}");
+    }
+    assert_eq!(received(&sample).await, before, "the upstream saw a body it could read otherwise");
+    // UTF-8, named or not, and the identity coding pass.
+    let echo = call(1, "echo", json!({"text": "utf-8"})).to_string();
+    for headers in [
+        &[("content-type", "application/json")][..],
+        &[("content-type", "application/json; charset=UTF-8")][..],
+        &[("content-type", "application/json;charset=\"utf-8\""), ("content-encoding", "identity")][..],
+    ] {
+        let (status, answer) = send(echo.clone(), headers).await;
+        assert_eq!(status, 200, "{headers:?}: {answer}");
+    }
+    assert_eq!(received(&sample).await, before + 3);
+}
+
+#[tokio::test]
+async fn an_mcp_session_is_used_only_by_whoever_opened_it() {
+    let (idp, sample, gate) = start().await;
+    let (alice, mallory) = (
+        idp.token_for("alice", &gate.url("/mcp"), "mcp:tools"),
+        idp.token_for("mallory", &gate.url("/mcp"), "mcp:tools"),
+    );
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = mcp_post(&client(), &gate.url("/mcp"), initialize.to_string()).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let echo = |token: &str| {
+        mcp_post(&client(), &gate.url("/mcp"), call(2, "echo", json!({"text": "s"})))
+            .bearer_auth(token)
+            .header("mcp-session-id", &session)
+    };
+    assert_eq!(echo(&alice).send().await.unwrap().status(), 200);
+    // Someone else who learnt the id, with a good token of their own: no such session, whatever the
+    // method; the upstream is not asked.
+    let before = received(&sample).await;
+    let r = echo(&mallory).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["message"], "no such MCP session");
+    for request in
+        [client().get(gate.url("/mcp")).header("accept", "text/event-stream"), client().delete(gate.url("/mcp"))]
+    {
+        let r = request.bearer_auth(&mallory).header("mcp-session-id", &session).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    assert_eq!(received(&sample).await, before);
+    assert_eq!(echo(&alice).send().await.unwrap().status(), 200, "still the opener's");
+}
+
+#[tokio::test]
 async fn mcp_method_and_name_headers_must_agree_with_the_body() {
     let (idp, sample, gate) = start().await;
     let token = idp.token(&gate.url("/mcp"), "mcp:tools");
@@ -169,6 +253,7 @@ async fn spoofed_forwarding_and_identity_headers_never_reach_the_upstream() {
         // Checked against the body only as `Mcp-Method` and `Mcp-Name`; other spellings do not pass.
         .header("mcp_method", "tools/list")
         .header("Mcp_Name", "admin_delete")
+        .header("Last_Event_ID", "ev-5")
         .send()
         .await
         .unwrap();

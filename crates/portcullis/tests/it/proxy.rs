@@ -729,3 +729,96 @@ where
     .await
     .expect("condition not reached in time");
 }
+
+/// An upstream by hand that checks credentials itself: a `tools/call` of `who` is answered 401 with a
+/// challenge naming another authorization server, of `write` 403 for scope `files:write`, of anything
+/// else 200 with a `Basic` challenge beside the answer.
+async fn challenging_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let body_at = loop {
+                    if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                };
+                let head = String::from_utf8_lossy(&seen[..body_at]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while seen.len() < body_at + length {
+                    match conn.read(&mut buf).await {
+                        Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let body = String::from_utf8_lossy(&seen[body_at..]).into_owned();
+                let (status, challenge) = if body.contains("\"who\"") {
+                    (
+                        "401 Unauthorized",
+                        r#"Bearer resource_metadata="https://evil.example/.well-known/oauth-protected-resource""#,
+                    )
+                } else if body.contains("\"write\"") {
+                    (
+                        "403 Forbidden",
+                        r#"Bearer error="insufficient_scope", scope="files:write", resource_metadata="https://evil.example/prm""#,
+                    )
+                } else {
+                    ("200 OK", r#"Basic realm="upstream""#)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nwww-authenticate: {challenge}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_upstreams_own_challenge_never_sends_clients_to_another_authorization_server() {
+    let idp = crate::support::KeyIdp::start().await;
+    let upstream = challenging_upstream().await;
+    let config = format!(
+        "public_url = \"{{public_url}}\"\nlisten = \"{{listen}}\"\n[[server]]\npath = \"/mcp\"\nupstream = \"{upstream}\"\nscopes = [\"mcp:tools\"]\n[server.verify]\nissuer = \"{}\"\n[[server]]\npath = \"/open\"\nupstream = \"{upstream}\"\n[dangerous]\nallow_unauthenticated = true\n",
+        idp.issuer
+    );
+    let gate = Gate::start(&config).await;
+    let token = idp.token(&gate.url("/mcp"), "mcp:tools");
+    let ask = |path: &str, tool: &str| {
+        mcp_post(&client(), &gate.url(path), call(1, tool, json!({}))).bearer_auth(&token).send()
+    };
+    let prm = format!("resource_metadata=\"{}\"", gate.url("/.well-known/oauth-protected-resource/mcp"));
+    let r = ask("/mcp", "who").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenges: Vec<_> =
+        r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(challenges.len(), 1, "{challenges:?}");
+    assert!(challenges[0].starts_with("Bearer error=\"invalid_token\""), "{challenges:?}");
+    assert!(challenges[0].contains(&prm) && !challenges[0].contains("evil.example"), "{challenges:?}");
+    let r = ask("/mcp", "write").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.starts_with("Bearer error=\"insufficient_scope\""), "{challenge}");
+    assert!(challenge.contains(&prm) && challenge.contains("scope=\"files:write\""), "{challenge}");
+    assert!(!challenge.contains("evil.example"), "{challenge}");
+    let r = ask("/mcp", "echo").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("www-authenticate").is_none(), "a challenge beside a 200 is dropped");
+    // A server without authentication at the gate is the upstream's to protect: its challenge passes.
+    let r = mcp_post(&client(), &gate.url("/open"), call(1, "who", json!({}))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("evil.example"));
+}

@@ -497,10 +497,15 @@ impl KeyIdp {
         KeyIdp { issuer }
     }
 
-    /// A token for `resource` with `scope`, valid for ten minutes.
+    /// A token of `user-1` for `resource` with `scope`, valid for ten minutes.
     pub fn token(&self, resource: &str, scope: &str) -> String {
+        self.token_for("user-1", resource, scope)
+    }
+
+    /// [`Self::token`] for the user `subject`.
+    pub fn token_for(&self, subject: &str, resource: &str, scope: &str) -> String {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let claims = serde_json::json!({"iss": self.issuer, "sub": "user-1", "aud": resource, "scope": scope,
+        let claims = serde_json::json!({"iss": self.issuer, "sub": subject, "aud": resource, "scope": scope,
             "client_id": "client-1", "iat": now, "exp": now + 600, "jti": format!("j-{now}")});
         portcullis_test_support::mint(portcullis_test_support::TestKey::Es256, &claims)
     }
