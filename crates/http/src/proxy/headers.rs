@@ -35,7 +35,10 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Headers the gate sets or drops itself, besides the identity headers: a client's own values never
-/// pass. The hop-by-hop names are among them, and every `x-forwarded-*`.
+/// pass. The hop-by-hop names are among them, every `x-forwarded-*`, the client-address headers of
+/// CDNs and load balancers that upstream frameworks trust (the gate's `X-Forwarded-For` says it), and
+/// the method and URL overrides some frameworks obey (the gate judged the request's own method and
+/// path).
 fn gate_managed(name: &str) -> bool {
     matches!(
         name,
@@ -45,6 +48,17 @@ fn gate_managed(name: &str) -> bool {
             | "content-length"
             | "forwarded"
             | "x-real-ip"
+            | "true-client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-method"
+            | "x-original-url"
+            | "x-rewrite-url"
             | "proxy-authorization"
             | "connection"
             | "keep-alive"

@@ -250,6 +250,10 @@ async fn spoofed_forwarding_and_identity_headers_never_reach_the_upstream() {
         .header("X-Real-IP", "10.9.9.9")
         .header("Forwarded", "for=10.9.9.9;proto=https")
         .header("x_forwarded_host", "evil.example")
+        .header("True-Client-IP", "10.9.9.9")
+        .header("CF-Connecting-IP", "10.9.9.9")
+        .header("X-HTTP-Method-Override", "DELETE")
+        .header("X-Original-URL", "/evil.example/admin")
         // Checked against the body only as `Mcp-Method` and `Mcp-Name`; other spellings do not pass.
         .header("mcp_method", "tools/list")
         .header("Mcp_Name", "admin_delete")
@@ -268,6 +272,9 @@ async fn spoofed_forwarding_and_identity_headers_never_reach_the_upstream() {
             "{name}: {v} reached the upstream"
         );
         assert!(!name.contains('_'), "{name} reached the upstream");
+    }
+    for name in ["true-client-ip", "cf-connecting-ip", "x-http-method-override", "x-original-url"] {
+        assert!(!seen.contains_key(name), "{name} reached the upstream");
     }
     assert_eq!(seen["x-user-sub"], "user-1");
     assert_eq!(seen["x-real-ip"], "127.0.0.1");
