@@ -32,6 +32,12 @@ fn expires_at(tokens: &Value, now: u64) -> Option<i64> {
     Some(now as i64 + secs)
 }
 
+/// A token or userinfo answer's JSON, read up to [`ANSWER_LIMIT`].
+async fn json_answer(resp: reqwest::Response) -> Result<Value, String> {
+    let body = portcullis_oauth::body_within(resp, ANSWER_LIMIT).await.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON ({e})"))
+}
+
 /// The upstream IdP, resolved at start-up.
 pub struct Upstream {
     /// A name for the upstream token store (`oidc:<issuer>` or `oauth2:<host>`).
@@ -118,7 +124,7 @@ impl Upstream {
                         .ok_or_else(|| err(format!("its metadata has no {name}")))?;
                     let url = Url::parse(s).map_err(|e| err(format!("{name} {s:?}: {e}")))?;
                     // The client secret, the code and its verifier go to these: never in clear text.
-                    if url.scheme() != "https" && !portcullis_types::ids::is_loopback(&url) {
+                    if !portcullis_types::ids::https_or_loopback(&url) {
                         return Err(err(format!("its metadata's {name} {s:?} is not https")));
                     }
                     Ok(url)
@@ -258,10 +264,7 @@ impl Upstream {
             .await
             .map_err(|e| err(format!("token endpoint unreachable ({})", portcullis_oauth::error_chain(&e))))?;
         let status = resp.status();
-        let body =
-            portcullis_oauth::body_within(resp, ANSWER_LIMIT).await.map_err(|e| err(format!("token response: {e}")))?;
-        let tokens: Value =
-            serde_json::from_slice(&body).map_err(|e| err(format!("token response is not JSON ({e})")))?;
+        let tokens = json_answer(resp).await.map_err(|e| err(format!("token response: {e}")))?;
         // GitHub answers refusals with 200 and an error field.
         if !status.is_success() || (tokens.get("error").is_some() && tokens.get("access_token").is_none()) {
             return Err(UpstreamCallError {
@@ -375,8 +378,7 @@ impl Upstream {
         if !resp.status().is_success() {
             return Err(err(format!("HTTP {}", resp.status().as_u16())));
         }
-        let body = portcullis_oauth::body_within(resp, ANSWER_LIMIT).await.map_err(|e| err(e.to_string()))?;
-        let info: Value = serde_json::from_slice(&body).map_err(|e| err(format!("not JSON ({e})")))?;
+        let info = json_answer(resp).await.map_err(err)?;
         match info.get(&self.subject_field) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),

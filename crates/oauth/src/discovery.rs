@@ -106,7 +106,7 @@ fn check(
         match doc.get(field).and_then(Value::as_str) {
             None => Ok(None),
             Some(s) => match Url::parse(s) {
-                Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Ok(Some(u)),
+                Ok(u) if portcullis_types::ids::https_or_loopback(&u) => Ok(Some(u)),
                 Ok(_) => Err(DiscoveryError::BadField {
                     url: source.to_string(),
                     field,

@@ -31,6 +31,12 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// Whether what is sent to `url` is protected in transit: https, or a loopback address (nothing
+/// crosses a network).
+pub fn https_or_loopback(url: &Url) -> bool {
+    url.scheme() == "https" || is_loopback(url)
+}
+
 fn parse_web_url(s: &str) -> Result<Url, IdError> {
     let url = Url::parse(s).map_err(|e| IdError::NotAUrl(s.to_owned(), e.to_string()))?;
     match url.scheme() {

@@ -176,7 +176,7 @@ fn resolve_upstream(raw: &RawUpstream, idp_origin: Option<&Url>, errors: &mut Er
                 None
             }
             Some(s) => match Url::parse(s) {
-                Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+                Ok(u) if portcullis_types::ids::https_or_loopback(&u) => Some(u),
                 _ => {
                     errors.push(format!("{at}.{field}"), format!("{s:?} must be an https URL (http only on loopback)"));
                     None
@@ -451,7 +451,7 @@ fn resolve_trusted_idps(raw: &RawGateway, clients: &[ConfiguredClient], errors: 
             errors.push(format!("{at}.issuer"), format!("{:?} is trusted twice", issuer.as_str()));
         }
         let jwks_uri = t.jwks_uri.as_deref().and_then(|s| match Url::parse(s) {
-            Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+            Ok(u) if portcullis_types::ids::https_or_loopback(&u) => Some(u),
             _ => {
                 errors.push(format!("{at}.jwks_uri"), format!("{s:?} must be an https URL (http only on loopback)"));
                 None

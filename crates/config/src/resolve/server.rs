@@ -364,7 +364,7 @@ fn resolve_verify(raw: &RawVerify, at: &str, idp_origin: Option<&Url>, errors: &
         }
     };
     let jwks_uri = raw.jwks_uri.as_deref().and_then(|s| match Url::parse(s) {
-        Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+        Ok(u) if portcullis_types::ids::https_or_loopback(&u) => Some(u),
         _ => {
             errors.push(format!("{at}.jwks_uri"), format!("{s:?} must be an https URL (http only on loopback)"));
             None
@@ -422,7 +422,7 @@ fn resolve_introspection(raw: &RawIntrospection, at: &str, errors: &mut Errors) 
             None
         }
         Some(s) => match Url::parse(s) {
-            Ok(u) if u.scheme() == "https" || portcullis_types::ids::is_loopback(&u) => Some(u),
+            Ok(u) if portcullis_types::ids::https_or_loopback(&u) => Some(u),
             _ => {
                 errors.push(format!("{at}.endpoint"), format!("{s:?} must be an https URL (http only on loopback)"));
                 None

@@ -84,7 +84,7 @@ pub(super) async fn check(http: &reqwest::Client, as_issuer: &str, r: &mut Repor
     let mut insecure = false;
     for field in ["authorization_endpoint", "token_endpoint", "registration_endpoint", "jwks_uri"] {
         if let Some(s) = meta.get(field).and_then(Value::as_str) {
-            let ok = Url::parse(s).is_ok_and(|u| u.scheme() == "https" || portcullis_types::ids::is_loopback(&u));
+            let ok = Url::parse(s).is_ok_and(|u| portcullis_types::ids::https_or_loopback(&u));
             if !ok {
                 insecure = true;
                 r.fail(
