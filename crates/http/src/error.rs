@@ -289,19 +289,7 @@ impl AuthError {
             return r;
         }
         let description = code.as_ref().map(|_| quotable(&self.public_message()));
-        let mut challenge = String::from("Bearer ");
-        let mut params = Vec::new();
-        if let Some(code) = &code {
-            params.push(format!("error=\"{code}\""));
-        }
-        if let Some(d) = &description {
-            params.push(format!("error_description=\"{d}\""));
-        }
-        params.push(format!("resource_metadata=\"{}\"", ctx.resource_metadata));
-        if !scope.is_empty() {
-            params.push(format!("scope=\"{scope}\""));
-        }
-        challenge.push_str(&params.join(", "));
+        let challenge = bearer_challenge(code.as_ref(), description.as_deref(), &ctx.resource_metadata, &scope);
         let body = match (code, &description) {
             (Some(code), Some(d)) => json!({"error": code.as_str(), "error_description": d}),
             _ => json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
@@ -313,6 +301,29 @@ impl AuthError {
         r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
+}
+
+/// An RFC 6750 §3 Bearer challenge: the error code and its description (none when no token came),
+/// the RFC 9728 metadata URL (RFC 9728 §5.1) and the scope, when there is one. `description` must be
+/// [`quotable`] already.
+pub(crate) fn bearer_challenge(
+    code: Option<&ErrorCode>,
+    description: Option<&str>,
+    resource_metadata: &str,
+    scope: &portcullis_types::ScopeSet,
+) -> String {
+    let mut params = Vec::new();
+    if let Some(code) = code {
+        params.push(format!("error=\"{code}\""));
+    }
+    if let Some(d) = description {
+        params.push(format!("error_description=\"{d}\""));
+    }
+    params.push(format!("resource_metadata=\"{resource_metadata}\""));
+    if !scope.is_empty() {
+        params.push(format!("scope=\"{scope}\""));
+    }
+    format!("Bearer {}", params.join(", "))
 }
 
 /// RFC 6750 §3: `error_description` is limited to `%x20-21 / %x23-5B / %x5D-7E`, so quotes and

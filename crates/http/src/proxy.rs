@@ -22,6 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use portcullis_config::ProxyConfig;
 use portcullis_oauth::{VerifiedToken, error_chain};
+use portcullis_types::{ErrorCode, Scope, ScopeSet};
 
 use crate::error::ProxyError;
 use crate::observe::{self, Decision};
@@ -701,7 +702,7 @@ impl SessionOwners {
 /// user's next sign-in. On a protected server the gate's challenge replaces it: a 401 asks the client to
 /// get a new token here; a 403 for missing scope names the scopes the upstream asked for (when they are
 /// scope tokens at all) with the gate's metadata; any other status loses the header.
-fn own_challenge(response: &mut Response, resource_metadata: &str, scopes: &portcullis_types::ScopeSet) {
+fn own_challenge(response: &mut Response, resource_metadata: &str, scopes: &ScopeSet) {
     let theirs: Vec<String> = response
         .headers()
         .get_all(header::WWW_AUTHENTICATE)
@@ -709,18 +710,20 @@ fn own_challenge(response: &mut Response, resource_metadata: &str, scopes: &port
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     response.headers_mut().remove(header::WWW_AUTHENTICATE);
-    let scope_param = |scope: &str| if scope.is_empty() { String::new() } else { format!(", scope=\"{scope}\"") };
     let challenge = match response.status() {
-        StatusCode::UNAUTHORIZED => format!(
-            "Bearer error=\"invalid_token\", error_description=\"the MCP server refused the request; get a new \
-             token\", resource_metadata=\"{resource_metadata}\"{}",
-            scope_param(&scopes.to_string())
+        StatusCode::UNAUTHORIZED => crate::error::bearer_challenge(
+            Some(&ErrorCode::InvalidToken),
+            Some("the MCP server refused the request; get a new token"),
+            resource_metadata,
+            scopes,
         ),
         StatusCode::FORBIDDEN if theirs.iter().any(|c| c.contains("insufficient_scope")) => {
-            let asked = theirs.iter().find_map(|c| challenge_param(c, "scope")).filter(|s| is_scope_list(s));
-            format!(
-                "Bearer error=\"insufficient_scope\", resource_metadata=\"{resource_metadata}\"{}",
-                scope_param(&asked.unwrap_or_else(|| scopes.to_string()))
+            let asked = theirs.iter().find_map(|c| challenge_param(c, "scope")).and_then(|s| scope_list(&s));
+            crate::error::bearer_challenge(
+                Some(&ErrorCode::InsufficientScope),
+                None,
+                resource_metadata,
+                asked.as_ref().unwrap_or(scopes),
             )
         }
         _ => {
@@ -743,7 +746,12 @@ fn challenge_param(challenge: &str, name: &str) -> Option<String> {
     })
 }
 
-/// RFC 6749 §3.3: scope tokens (`%x21 / %x23-5B / %x5D-7E`) separated by spaces.
-fn is_scope_list(s: &str) -> bool {
-    !s.trim().is_empty() && s.bytes().all(|b| b == b' ' || (b'!'..=b'~').contains(&b) && b != b'"' && b != b'\\')
+/// The scopes of a space-separated list, when every token in it is a scope (RFC 6749 §3.3) and there is
+/// one at least.
+fn scope_list(s: &str) -> Option<ScopeSet> {
+    let mut set = ScopeSet::new();
+    for token in s.split(' ').filter(|t| !t.is_empty()) {
+        set.insert(Scope::parse(token).ok()?);
+    }
+    (!set.is_empty()).then_some(set)
 }

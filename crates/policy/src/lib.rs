@@ -673,8 +673,9 @@ fn json_to_cel(v: &Value) -> cel::Value {
 }
 
 /// A member name as the most lenient parsers match it: Go's `encoding/json` binds `Amount` and
-/// `amount` (and `ſ`/`s`, `K`/`k`) to one field, case-insensitively, taking the last.
-fn fold(name: &str) -> String {
+/// `amount` (and `ſ`/`s`, `K`/`k`) to one field, case-insensitively, taking the last. (The gate's
+/// JSON-RPC reader folds the message's own member names the same way.)
+pub fn fold_member_name(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '\u{17f}' => 's',
@@ -729,7 +730,7 @@ fn strict_json(raw: &str) -> Result<Value, serde_json::Error> {
                     let mut members = Map::new();
                     let mut folded = std::collections::HashMap::new();
                     while let Some((k, Strict(v))) = map.next_entry::<String, Strict>()? {
-                        if let Some(other) = folded.insert(fold(&k), k.clone()) {
+                        if let Some(other) = folded.insert(fold_member_name(&k), k.clone()) {
                             return Err(serde::de::Error::custom(if other == k {
                                 format!("member {k:?} appears twice")
                             } else {

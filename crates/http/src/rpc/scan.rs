@@ -511,15 +511,8 @@ fn unlike(name: &str, read: &[&str]) -> Result<(), ScanError> {
     if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
         return Ok(());
     }
-    let folded: String = name
-        .chars()
-        .filter(|c| !c.is_control())
-        .map(|c| match c {
-            '\u{17f}' => 's',
-            '\u{212a}' => 'k',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect();
+    let visible: String = name.chars().filter(|c| !c.is_control()).collect();
+    let folded = portcullis_policy::fold_member_name(&visible);
     match read.iter().find(|r| **r == folded) {
         Some(r) => Err(ScanError::Shape(format!("member {name:?} is not `{r}`, but some servers read it as `{r}`"))),
         None => Ok(()),
