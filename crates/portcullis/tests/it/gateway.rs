@@ -100,6 +100,21 @@ pub(crate) async fn authorize_page(gate: &Gate, params: &[(&str, &str)]) -> (Str
     (cookie, r.text().await.unwrap())
 }
 
+/// Posts the form of the sign-in or consent `page` (its handle and CSRF token) as `step`, with `fields`,
+/// from a browser holding `cookie`.
+pub(crate) async fn post_step(
+    gate: &Gate,
+    cookie: &str,
+    page: &str,
+    step: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let (handle, csrf) = (hidden(page, "handle"), hidden(page, "csrf"));
+    let mut form = vec![("step", step), ("handle", handle.as_str()), ("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    no_redirects().post(gate.url("/authorize")).header("cookie", cookie).form(&form).send().await.unwrap()
+}
+
 /// How the user signs in at the gateway.
 pub(crate) enum Via<'a> {
     /// A local account: username and password.
@@ -121,18 +136,10 @@ pub(crate) struct Landed {
 pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) -> Landed {
     let param = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| *v).unwrap_or_default();
     let (client_id, redirect_uri) = (param("client_id"), param("redirect_uri"));
-    let c = no_redirects();
     let (cookie, mut page) = authorize_page(gate, params).await;
     let mut answer = None;
     if let Via::Account(username, password) = via {
-        let form = [
-            ("step", "login".to_owned()),
-            ("handle", hidden(&page, "handle")),
-            ("csrf", hidden(&page, "csrf")),
-            ("username", username.to_owned()),
-            ("password", password.to_owned()),
-        ];
-        let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+        let r = post_step(gate, &cookie, &page, "login", &[("username", username), ("password", password)]).await;
         if r.status() == 200 {
             page = r.text().await.unwrap();
         } else {
@@ -157,13 +164,7 @@ pub(crate) async fn drive(gate: &Gate, params: &[(&str, &str)], via: Via<'_>) ->
                     target.scheme() == "http" && matches!(target.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
                 assert_eq!(page.contains("any program here can present itself"), loopback, "the loopback warning");
             }
-            let form = [
-                ("step", "consent".to_owned()),
-                ("handle", hidden(&page, "handle")),
-                ("csrf", hidden(&page, "csrf")),
-                ("decision", "approve".to_owned()),
-            ];
-            c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap()
+            post_step(gate, &cookie, &page, "consent", &[("decision", "approve")]).await
         }
     };
     assert_eq!(r.status(), 303);
@@ -312,27 +313,14 @@ async fn two_sign_ins_in_one_browser_do_not_undo_each_other() {
     let name = |c: &str| c.split('=').next().unwrap().to_owned();
     assert_ne!(name(&first_cookie), name(&second_cookie), "each sign-in has a cookie of its own");
     let browser = format!("{first_cookie}; {second_cookie}");
+    let alice = [("username", "alice"), ("password", PASSWORD)];
     for (tab, page) in [("first", &first), ("second", &second)] {
-        let form = [
-            ("step", "login"),
-            ("handle", &hidden(page, "handle")),
-            ("csrf", &hidden(page, "csrf")),
-            ("username", "alice"),
-            ("password", PASSWORD),
-        ];
-        let r =
-            no_redirects().post(gate.url("/authorize")).header("cookie", &browser).form(&form).send().await.unwrap();
+        let r = post_step(&gate, &browser, page, "login", &alice).await;
         let r = match r.status().as_u16() {
             200 => {
                 let consent = r.text().await.unwrap();
                 assert!(consent.contains("Allow access?"), "{tab}: {consent}");
-                let form = [
-                    ("step", "consent"),
-                    ("handle", &hidden(&consent, "handle")),
-                    ("csrf", &hidden(&consent, "csrf")),
-                    ("decision", "approve"),
-                ];
-                no_redirects().post(gate.url("/authorize")).header("cookie", &browser).form(&form).send().await.unwrap()
+                post_step(&gate, &browser, &consent, "consent", &[("decision", "approve")]).await
             }
             _ => r,
         };
@@ -342,14 +330,7 @@ async fn two_sign_ins_in_one_browser_do_not_undo_each_other() {
     }
     // A tab's form with only the other tab's cookie is still refused.
     let (_, third) = authorize_page(&gate, &params).await;
-    let form = [
-        ("step", "login"),
-        ("handle", &hidden(&third, "handle")),
-        ("csrf", &hidden(&third, "csrf")),
-        ("username", "alice"),
-        ("password", PASSWORD),
-    ];
-    let r = no_redirects().post(gate.url("/authorize")).header("cookie", &browser).form(&form).send().await.unwrap();
+    let r = post_step(&gate, &browser, &third, "login", &alice).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("CSRF check failed"));
 }

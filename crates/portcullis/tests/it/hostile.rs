@@ -354,8 +354,7 @@ async fn oauth_parameters_may_not_repeat() {
 /// One sign-in attempt in a fresh flow: the login page's error, or `None` when it went on (to consent or
 /// back to the client).
 async fn sign_in_attempt(gate: &Gate, username: &str, password: &str) -> Option<String> {
-    use crate::gateway::{authorize_page, hidden, no_redirects, pkce};
-    let c = no_redirects();
+    use crate::gateway::{authorize_page, pkce, post_step};
     let (_, challenge) = pkce();
     let params = [
         ("client_id", "configured"),
@@ -364,14 +363,7 @@ async fn sign_in_attempt(gate: &Gate, username: &str, password: &str) -> Option<
         ("scope", "mcp:tools"),
     ];
     let (cookie, page) = authorize_page(gate, &params).await;
-    let form = [
-        ("step", "login"),
-        ("handle", &hidden(&page, "handle")),
-        ("csrf", &hidden(&page, "csrf")),
-        ("username", username),
-        ("password", password),
-    ];
-    let r = c.post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    let r = post_step(gate, &cookie, &page, "login", &[("username", username), ("password", password)]).await;
     let page = r.text().await.unwrap();
     if page.contains("Allow access?") || page.is_empty() {
         return None;

@@ -5,6 +5,7 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::unwrap_used)]
 
+mod by_hand;
 mod cimd;
 mod cli;
 mod connections;

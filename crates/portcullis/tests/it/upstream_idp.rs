@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::gateway::{
-    Landed, PASSWORD, Via, authorize_page, config, drive, follow_until, hidden, no_redirects, pkce, token, whoami,
+    Landed, PASSWORD, Via, authorize_page, config, drive, follow_until, no_redirects, pkce, post_step, token, whoami,
 };
 use crate::support::{Gate, Sample, admin, call, claims_of, client, mcp_post};
 
@@ -90,13 +90,7 @@ async fn what_the_upstream_idp_answers_reaches_the_client_as_an_oauth_error() {
         ("", "server_error"),
     ] {
         let (cookie, page) = authorize_page(&gate, &params).await;
-        let form = [
-            ("step", "consent"),
-            ("handle", &hidden(&page, "handle")),
-            ("csrf", &hidden(&page, "csrf")),
-            ("decision", "approve"),
-        ];
-        let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+        let r = post_step(&gate, &cookie, &page, "consent", &[("decision", "approve")]).await;
         let link = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
         let state = link.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
         // The IdP sends the browser back with its answer instead of a code.
@@ -122,13 +116,7 @@ async fn an_upstream_sign_in_comes_back_only_to_the_browser_that_approved_it() {
     for cookie in ["", "__Host-portcullis-csrf-0123456789ab=another-flows-token"] {
         // Someone approves the client in their browser and sends the IdP link on instead of following it.
         let (theirs, page) = authorize_page(&gate, &params).await;
-        let form = [
-            ("step", "consent"),
-            ("handle", &hidden(&page, "handle")),
-            ("csrf", &hidden(&page, "csrf")),
-            ("decision", "approve"),
-        ];
-        let r = no_redirects().post(gate.url("/authorize")).header("cookie", &theirs).form(&form).send().await.unwrap();
+        let r = post_step(&gate, &theirs, &page, "consent", &[("decision", "approve")]).await;
         let link = r.headers()["location"].to_str().unwrap().to_owned();
         // Whoever signs in there comes back without that flow's cookie: no code goes anywhere.
         let back = follow_until(&link, &gate.url("/callback"), "").await;
@@ -159,14 +147,7 @@ async fn local_accounts_do_not_sign_in_where_an_upstream_idp_does() {
         [("client_id", "configured"), ("redirect_uri", "http://127.0.0.1:40002/cb"), ("code_challenge", &challenge)];
     // The consent page's form, posted as the sign-in step that only local sign-in shows.
     let (cookie, page) = authorize_page(&gate, &params).await;
-    let form = [
-        ("step", "login"),
-        ("handle", &hidden(&page, "handle")),
-        ("csrf", &hidden(&page, "csrf")),
-        ("username", "alice"),
-        ("password", PASSWORD),
-    ];
-    let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&form).send().await.unwrap();
+    let r = post_step(&gate, &cookie, &page, "login", &[("username", "alice"), ("password", PASSWORD)]).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("no local sign-in"));
 }
