@@ -689,11 +689,19 @@ impl SessionOwners {
         self.0.insert(id.clone(), Self::caller(token));
     }
 
-    /// Whether the caller of `token` may use session `id`.
+    /// Whether the caller of `token` may use session `id` (a session not seen before becomes theirs).
+    /// Only that first use writes the caller out; later ones compare in place.
     fn may_use(&self, id: &HeaderValue, token: &VerifiedToken) -> bool {
-        let caller = Self::caller(token);
-        let owner = self.0.get_with_by_ref(id, || caller.clone());
-        owner == caller
+        let entry = self.0.entry_by_ref(id).or_insert_with(|| Self::caller(token));
+        if entry.is_fresh() {
+            return true;
+        }
+        let owner = entry.into_value();
+        match (&token.subject, &token.client_id) {
+            (Some(sub), _) => owner.strip_prefix("sub:") == Some(sub.as_str()),
+            (None, Some(client)) => owner.strip_prefix("client:") == Some(client.as_str()),
+            (None, None) => &*owner == "anonymous",
+        }
     }
 }
 
