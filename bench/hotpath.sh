@@ -41,20 +41,10 @@ cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-15}"
 SLICE="${SLICE:-1}"
 ROWS="${ROWS:-floor open valid forged fastmcp fastmcp-open gate+fastmcp gate+fastmcp-unix gate+fastmcp-batch gate+fastmcp-unix-batch ts gate+ts sample open-sample open-unix}"
-PEERS_DIR="$(cd "${PEERS_DIR:-../shared/bench/peers}" && pwd)"
 PIN=1
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-
-[ -x "$PEERS_DIR/.venv/bin/uvicorn" ] && [ -d "$PEERS_DIR/ts/node_modules" ] && [ -x "$PEERS_DIR/rust-floor/target/release/rust-floor" ] ||
-  { echo "setting up the peers ($PEERS_DIR/setup.sh)"; "$PEERS_DIR/setup.sh" >/dev/null; }
-# The peers' keys name this issuer; its port is theirs.
-JWKS_PORT=19400
-ISSUER="http://127.0.0.1:$JWKS_PORT"
-AUDIENCE="https://mcp.peerbench.test/mcp"
-KEYS="$PEERS_DIR/keys/out"
-grep -q "\"$ISSUER\"" "$KEYS/openid-configuration.json" 2>/dev/null ||
-  ISSUER=$ISSUER AUDIENCE=$AUDIENCE "$PEERS_DIR/.venv/bin/python" "$PEERS_DIR/keys/gen_keys.py" >/dev/null
+peers
 FLOOR_PORT=19451 FLOOR_UP_PORT=19452 FASTMCP_PORT=19453 FASTMCP_UP_PORT=19454 TS_PORT=19455 TS_UP_PORT=19456
 GW_PORT=19457 GW_BATCH_PORT=19458 SAMPLE_PORT=19459 SAMPLE_UP_PORT=19460
 for p in $JWKS_PORT $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $TS_PORT $TS_UP_PORT $GW_PORT $GW_BATCH_PORT \
@@ -62,13 +52,7 @@ for p in $JWKS_PORT $FLOOR_PORT $FLOOR_UP_PORT $FASTMCP_PORT $FASTMCP_UP_PORT $T
   ! ss -ltnH "sport = :$p" | grep -q . || { echo "port $p is busy" >&2; exit 1; }
 done
 
-JWKS_PORT=$JWKS_PORT $LOAD "$PEERS_DIR/.venv/bin/python" "$PEERS_DIR/keys/jwks_server.py" >/dev/null 2>&1 &
-pids+=($!)
-floor() { # cpu port
-  AUTH=0 PORT=$2 JWKS_FILE="$KEYS/jwks.json" ISSUER=$ISSUER AUDIENCE=$AUDIENCE \
-    taskset -c "$1" "$PEERS_DIR/rust-floor/target/release/rust-floor" >/dev/null 2>&1 &
-  pids+=($!)
-}
+start_jwks
 fastmcp() { # auth port [socket] ; the defaults `uvicorn app` gives (asyncio loop, h11 parser, access log)
   local at=(--host 127.0.0.1 --port "$2")
   [ -z "${3:-}" ] || at=(--uds "$3")
@@ -81,9 +65,9 @@ ts() { # auth port
     exec taskset -c 1 node server.mjs) >/dev/null 2>&1 &
   pids+=($!)
 }
-floor 1 $FLOOR_PORT
+start_floor 1 $FLOOR_PORT
 FLOOR_PID=${pids[-1]}
-floor 0 $FLOOR_UP_PORT
+start_floor 0 $FLOOR_UP_PORT
 fastmcp 1 $FASTMCP_PORT
 fastmcp 0 $FASTMCP_UP_PORT
 fastmcp 0 $FASTMCP_UP_PORT "$WORK/fastmcp.sock"

@@ -70,3 +70,28 @@ scopes = ["mcp:tools"]
 gateway = true
 TOML
 }
+
+peers() { # sets PEERS_DIR, ISSUER, AUDIENCE, KEYS and JWKS_PORT for ../shared/bench/peers, set up, its keys made
+  PEERS_DIR="$(cd "${PEERS_DIR:-../shared/bench/peers}" && pwd)"
+  [ -x "$PEERS_DIR/.venv/bin/uvicorn" ] && [ -d "$PEERS_DIR/ts/node_modules" ] &&
+    [ -x "$PEERS_DIR/rust-floor/target/release/rust-floor" ] ||
+    { echo "setting up the peers ($PEERS_DIR/setup.sh)"; "$PEERS_DIR/setup.sh" >/dev/null; }
+  # The peers' keys name this issuer; its port is theirs.
+  JWKS_PORT=19400
+  ISSUER="http://127.0.0.1:$JWKS_PORT"
+  AUDIENCE="https://mcp.peerbench.test/mcp"
+  KEYS="$PEERS_DIR/keys/out"
+  grep -q "\"$ISSUER\"" "$KEYS/openid-configuration.json" 2>/dev/null ||
+    ISSUER=$ISSUER AUDIENCE=$AUDIENCE "$PEERS_DIR/.venv/bin/python" "$PEERS_DIR/keys/gen_keys.py" >/dev/null
+}
+
+start_jwks() { # the peers' key set server, on CPU 0
+  JWKS_PORT=$JWKS_PORT $LOAD "$PEERS_DIR/.venv/bin/python" "$PEERS_DIR/keys/jwks_server.py" >/dev/null 2>&1 &
+  pids+=($!)
+}
+
+start_floor() { # cpu port: the peers' Rust axum floor, without auth
+  AUTH=0 PORT=$2 JWKS_FILE="$KEYS/jwks.json" ISSUER=$ISSUER AUDIENCE=$AUDIENCE \
+    taskset -c "$1" "$PEERS_DIR/rust-floor/target/release/rust-floor" >/dev/null 2>&1 &
+  pids+=($!)
+}

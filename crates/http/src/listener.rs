@@ -242,7 +242,7 @@ impl Connection {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             // Boxed: hyper keeps room for one service future for as long as the connection lives, and
-            // this one is large (~6 KiB: every step of a request); a connection that carries a stream,
+            // this one is large (~7.5 KiB: every step of a request); a connection that carries a stream,
             // or waits idle, then holds a pointer instead of that room.
             Box::pin(async move { Ok::<_, Infallible>(exchange(app, req, peer, limits).await) })
         });

@@ -57,10 +57,12 @@ impl std::fmt::Debug for UpstreamClient {
 
 impl UpstreamClient {
     async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // The pooled client's future is held inline; the others', several KiB each, are boxed, so that a
+        // request's future (copied whole into its box as hyper takes it) does not carry room for them.
         match self {
             Self::Pooled(p) => Ok(p.send(req).await?.map(UpstreamBody::Pooled)),
-            Self::Multiplexed(m) => Ok(m.send(req).await?.map(UpstreamBody::Multiplexed)),
-            Self::Tls(c) => Ok(c.request(req).await?.map(UpstreamBody::Legacy)),
+            Self::Multiplexed(m) => Ok(Box::pin(m.send(req)).await?.map(UpstreamBody::Multiplexed)),
+            Self::Tls(c) => Ok(Box::pin(c.request(req)).await?.map(UpstreamBody::Legacy)),
         }
     }
 }
@@ -232,6 +234,13 @@ fn identity_headers(server: &ServerRuntime, token: &VerifiedToken) -> Vec<(Heade
             Some((name, value))
         })
         .collect()
+}
+
+/// Whether requests to `server` carry the user's upstream IdP token (gateway mode with
+/// `forward_token_header`).
+fn forwards_upstream_token(state: &AppState, server: &ServerRuntime) -> bool {
+    matches!(server.config.auth, portcullis_config::ServerAuth::Gateway)
+        && state.gateway.as_ref().is_some_and(|g| g.gateway.forward_token_header().is_some())
 }
 
 /// Gateway mode with `forward_token_header`: the header carrying the user's upstream IdP token (not the
@@ -603,7 +612,11 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
     }
     if let Some(token) = &token {
         identity = identity_headers(server, token);
-        if let Some(forwarded) = upstream_token_header(state, server, token).await {
+        // Boxed, and only where a token is forwarded: the look-up may refresh the token at the IdP, and
+        // its future is several KiB that every other request's future would otherwise carry.
+        if forwards_upstream_token(state, server)
+            && let Some(forwarded) = Box::pin(upstream_token_header(state, server, token)).await
+        {
             match forwarded {
                 Ok(header) => identity.push(header),
                 Err(e) => return challenge(e),

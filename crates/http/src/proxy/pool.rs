@@ -98,7 +98,9 @@ impl Pool {
         loop {
             let (mut sender, kept) = match self.checkout().await {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: opening a connection is rare, and its future would otherwise make every
+                // request's future (copied whole into its box) larger by as much.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(response) => {
