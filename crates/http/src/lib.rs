@@ -167,7 +167,7 @@ impl AppState {
     }
 
     /// Why the process cannot take traffic now, if it cannot: starting or stopping, the store failing
-    /// its probe, or (gateway mode) no key that signs now.
+    /// its probe, (gateway mode) no key that signs now, or an IdP not discovered yet.
     pub fn not_ready(&self) -> Option<&'static str> {
         if !self.ready.load(Ordering::SeqCst) {
             return Some("starting or stopping");
@@ -177,6 +177,9 @@ impl AppState {
         }
         if self.gateway.as_ref().is_some_and(|g| !g.gateway.has_signing_key()) {
             return Some("no signing key is active");
+        }
+        if self.servers.iter().any(|s| s.verifier.as_ref().is_some_and(|v| v.awaiting_idp().is_some())) {
+            return Some("an IdP could not be discovered yet: its servers answer 503 until it can");
         }
         None
     }

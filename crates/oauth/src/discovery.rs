@@ -58,32 +58,53 @@ pub async fn discover_publishing(
 ) -> Result<AuthServerMetadata, DiscoveryError> {
     let mut attempts = Vec::new();
     for url in discovery_urls(issuer) {
-        let outcome = match fetch_json(http, &url).await {
+        let Failed { outcome, transient } = match fetch_object(http, &url).await {
             Ok(doc) => return check(url, issuer, published.unwrap_or(issuer.as_str()), doc),
-            Err(outcome) => outcome,
+            Err(failed) => failed,
         };
-        attempts.push(Attempt { url: url.to_string(), outcome });
+        attempts.push(Attempt { url: url.to_string(), outcome, transient });
     }
     Err(DiscoveryError::NotFound { issuer: issuer.to_string(), attempts })
 }
 
 /// GETs a JSON object; on failure returns what came back, in words.
 pub async fn fetch_json(http: &reqwest::Client, url: &Url) -> Result<Value, String> {
+    fetch_object(http, url).await.map_err(|f| f.outcome)
+}
+
+/// Why a document could not be had, in words, and whether asking again later may bring it.
+pub(crate) struct Failed {
+    pub(crate) outcome: String,
+    pub(crate) transient: bool,
+}
+
+/// Whether an HTTP status says "not now" rather than "not here": a server error, too many requests,
+/// a request timeout.
+pub(crate) fn passing(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+}
+
+async fn fetch_object(http: &reqwest::Client, url: &Url) -> Result<Value, Failed> {
     let resp = http
         .get(url.clone())
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("unreachable ({})", crate::error_chain(&e)))?;
+        .map_err(|e| Failed { outcome: format!("unreachable ({})", crate::error_chain(&e)), transient: true })?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!("HTTP {}", status.as_u16()));
+        return Err(Failed { outcome: format!("HTTP {}", status.as_u16()), transient: passing(status) });
     }
-    let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await.map_err(|e| e.to_string())?;
+    let body = crate::body_within(resp, crate::DOCUMENT_LIMIT)
+        .await
+        .map_err(|e| Failed { transient: matches!(e, crate::BodyError::Read(_)), outcome: e.to_string() })?;
+    let wrong = |outcome: String| Failed { outcome, transient: false };
     match serde_json::from_slice::<Value>(&body) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err("HTTP 200 but the body is not a JSON object".to_owned()),
-        Err(e) => Err(format!("HTTP 200 but the body is not JSON ({e})")),
+        Ok(_) => Err(wrong("HTTP 200 but the body is not a JSON object".to_owned())),
+        Err(e) => Err(wrong(format!("HTTP 200 but the body is not JSON ({e})"))),
     }
 }
 
@@ -189,6 +210,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.jwks_uri.unwrap().as_str(), "https://idp.example.com/jwks");
+    }
+
+    /// An IdP that cannot answer now (unreachable, 5xx, 429) may answer later; one that answers that there
+    /// is no such document, or something that is not one, will not.
+    #[tokio::test]
+    async fn failures_that_may_pass_are_told_from_answers_that_will_not() {
+        use axum::http::StatusCode;
+        let answering = |status: StatusCode, body: &'static str| {
+            axum::Router::new().fallback(move || async move { (status, body) })
+        };
+        let http = reqwest::Client::new();
+        for (status, body, transient) in [
+            (StatusCode::SERVICE_UNAVAILABLE, "", true),
+            (StatusCode::BAD_GATEWAY, "", true),
+            (StatusCode::TOO_MANY_REQUESTS, "", true),
+            (StatusCode::NOT_FOUND, "", false),
+            (StatusCode::FORBIDDEN, "", false),
+            (StatusCode::OK, "<html>", false),
+            (StatusCode::OK, "[1]", false),
+        ] {
+            let url = crate::serve_for_test(answering(status, body), "/tenant").await;
+            let issuer = IssuerUrl::parse(url.as_str()).unwrap();
+            let err = discover(&http, &issuer).await.unwrap_err();
+            assert_eq!(err.is_transient(), transient, "{status} {body:?}: {err}");
+            assert!(matches!(err, DiscoveryError::NotFound { ref attempts, .. } if attempts.len() == 3), "{err}");
+        }
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let issuer = IssuerUrl::parse(&format!("http://127.0.0.1:{closed}")).unwrap();
+        let err = discover(&http, &issuer).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("unreachable"), "{err}");
+    }
+
+    #[test]
+    fn answers_that_are_wrong_are_not_transient() {
+        let url = "https://idp.example.com/.well-known/openid-configuration".to_owned();
+        for err in [
+            DiscoveryError::IssuerMismatch {
+                url: url.clone(),
+                configured: "a".into(),
+                published: "b".into(),
+                hint: String::new(),
+            },
+            DiscoveryError::NoJwksUri { url: url.clone() },
+            DiscoveryError::Jwks { url: url.clone(), problem: "no usable signing keys".into(), transient: false },
+        ] {
+            assert!(!err.is_transient(), "{err}");
+        }
+        assert!(DiscoveryError::Jwks { url, problem: "HTTP 503".into(), transient: true }.is_transient());
     }
 
     #[test]

@@ -122,6 +122,9 @@ impl TokenError {
 pub struct Attempt {
     pub url: String,
     pub outcome: String,
+    /// Whether asking again later may succeed: the URL could not be reached, or answered that it could
+    /// not answer now (5xx, 429, 408), rather than answering something that is not the document.
+    pub transient: bool,
 }
 
 impl fmt::Display for Attempt {
@@ -150,7 +153,19 @@ pub enum DiscoveryError {
     #[error("the metadata at {url} has an unusable {field}: {problem}")]
     BadField { url: String, field: &'static str, problem: String },
     #[error("the key set at {url} could not be loaded: {problem}")]
-    Jwks { url: String, problem: String },
+    Jwks { url: String, problem: String, transient: bool },
+}
+
+impl DiscoveryError {
+    /// Whether trying again later may succeed: the IdP could not be reached or could not answer now,
+    /// rather than answering with something that is wrong (a configuration to fix, not an outage).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::NotFound { attempts, .. } => attempts.iter().any(|a| a.transient),
+            Self::Jwks { transient, .. } => *transient,
+            Self::IssuerMismatch { .. } | Self::NoJwksUri { .. } | Self::BadField { .. } => false,
+        }
+    }
 }
 
 fn list(attempts: &[Attempt]) -> String {

@@ -209,9 +209,18 @@ pub trait Reload: Send + Sync {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
+/// Why a key set could not be fetched, and whether fetching it again later may succeed.
+struct FetchFailure {
+    problem: String,
+    transient: bool,
+}
+
 /// The key set of one IdP, shared by every server that trusts it.
 pub struct JwksCache {
-    uri: Option<Url>,
+    /// Where the keys are fetched from; unset for a fixed set, and while the IdP is awaited.
+    uri: OnceLock<Url>,
+    /// Why the keys are not known yet, while the IdP could not be discovered (see [`JwksCache::awaiting`]).
+    awaited: RwLock<Option<String>>,
     /// For a key set that is not fetched: what an unknown `kid` asks instead (weak: its owner holds
     /// the cache).
     reload: OnceLock<Weak<dyn Reload>>,
@@ -229,7 +238,8 @@ pub struct JwksCache {
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksCache")
-            .field("uri", &self.uri)
+            .field("uri", &self.uri.get())
+            .field("awaited", &self.awaiting_reason().is_some())
             .field("reloads", &self.reload.get().is_some())
             .field("keys", &self.current().keys.len())
             .finish_non_exhaustive()
@@ -239,37 +249,57 @@ impl std::fmt::Debug for JwksCache {
 impl JwksCache {
     /// Loads the key set from `uri`; fails (naming the URL and what came back) when it cannot.
     pub async fn load(uri: Url, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Arc<Self>, DiscoveryError> {
-        let cache = Arc::new(Self {
-            uri: Some(uri.clone()),
-            reload: OnceLock::new(),
-            http,
-            clock,
-            keys: RwLock::new(Arc::new(KeySet::default())),
-            fetch_lock: tokio::sync::Mutex::new(()),
-            last_miss_fetch: AtomicU64::new(0),
-            window: DEFAULT_REFETCH_WINDOW,
-            fetches: AtomicU64::new(0),
-        });
-        cache.refresh().await.map_err(|problem| DiscoveryError::Jwks { url: uri.to_string(), problem })?;
-        if cache.current().keys.is_empty() {
-            return Err(DiscoveryError::Jwks { url: uri.to_string(), problem: "no usable signing keys".to_owned() });
-        }
+        let cache = Arc::new(Self::new(http, clock, KeySet::default(), None));
+        cache.resolve(Some(uri)).await?;
         Ok(cache)
     }
 
     /// A fixed key set that is never fetched (tests, and shared-secret-only deployments).
     pub fn fixed(keys: KeySet, clock: Arc<dyn Clock>) -> Arc<Self> {
-        Arc::new(Self {
-            uri: None,
+        Arc::new(Self::new(reqwest::Client::new(), clock, keys, None))
+    }
+
+    /// A key set whose IdP could not be discovered yet (`why`): until [`resolve`](Self::resolve)
+    /// succeeds, every token it is asked about is refused as unavailable (503), never as invalid.
+    pub fn awaiting(http: reqwest::Client, clock: Arc<dyn Clock>, why: String) -> Arc<Self> {
+        Arc::new(Self::new(http, clock, KeySet::default(), Some(why)))
+    }
+
+    fn new(http: reqwest::Client, clock: Arc<dyn Clock>, keys: KeySet, awaited: Option<String>) -> Self {
+        Self {
+            uri: OnceLock::new(),
+            awaited: RwLock::new(awaited),
             reload: OnceLock::new(),
-            http: reqwest::Client::new(),
+            http,
             clock,
             keys: RwLock::new(Arc::new(keys)),
             fetch_lock: tokio::sync::Mutex::new(()),
             last_miss_fetch: AtomicU64::new(0),
             window: DEFAULT_REFETCH_WINDOW,
             fetches: AtomicU64::new(0),
-        })
+        }
+    }
+
+    /// Why the keys are not known yet, while the IdP is awaited.
+    pub fn awaiting_reason(&self) -> Option<String> {
+        self.awaited.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts the key set in force: fetched from `uri` (it must hold a usable key), or, without one (a
+    /// shared-secret or introspection-only verifier), none; an awaited set is awaited no more.
+    pub async fn resolve(&self, uri: Option<Url>) -> Result<(), DiscoveryError> {
+        if let Some(uri) = uri {
+            let failed =
+                |problem: String, transient: bool| DiscoveryError::Jwks { url: uri.to_string(), problem, transient };
+            self.fetched_from(&uri).await.map_err(|f| failed(f.problem, f.transient))?;
+            if self.current().keys.is_empty() {
+                return Err(failed("no usable signing keys".to_owned(), false));
+            }
+            // Where it is refreshed from; set once (a set that was in force is never resolved again).
+            let _ = self.uri.set(uri);
+        }
+        *self.awaited.write().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 
     /// Sets the unknown-`kid` refetch window in seconds.
@@ -303,18 +333,28 @@ impl JwksCache {
 
     /// The key set URL, if fetched.
     pub fn uri(&self) -> Option<&Url> {
-        self.uri.as_ref()
+        self.uri.get()
     }
 
     /// Fetches the key set now. On failure the last good keys stay in force. Each fetch is counted in
     /// the metrics, with the key count and the time of the last success.
     pub async fn refresh(&self) -> Result<(), String> {
-        let Some(uri) = &self.uri else {
-            return match self.reload.get().and_then(Weak::upgrade) {
-                Some(source) => source.reload().await,
+        self.fetched().await.map_err(|f| f.problem)
+    }
+
+    /// [`refresh`](Self::refresh), saying whether a failure may pass.
+    async fn fetched(&self) -> Result<(), FetchFailure> {
+        match self.uri.get() {
+            Some(uri) => self.fetched_from(uri).await,
+            None => match self.reload.get().and_then(Weak::upgrade) {
+                Some(source) => source.reload().await.map_err(|problem| FetchFailure { problem, transient: false }),
                 None => Ok(()),
-            };
-        };
+            },
+        }
+    }
+
+    /// Fetches the key set from `uri`, traced and counted.
+    async fn fetched_from(&self, uri: &Url) -> Result<(), FetchFailure> {
         let span = tracing::debug_span!("jwks.fetch", jwks_uri = %uri);
         let result = tracing::Instrument::instrument(self.fetch(uri), span).await;
         let label = uri.to_string();
@@ -327,26 +367,34 @@ impl JwksCache {
         result
     }
 
-    async fn fetch(&self, uri: &Url) -> Result<(), String> {
+    async fn fetch(&self, uri: &Url) -> Result<(), FetchFailure> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
+        let wrong = |problem: String| FetchFailure { problem, transient: false };
         let resp = self
             .http
             .get(uri.clone())
             .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
             .send()
             .await
-            .map_err(|e| format!("unreachable ({})", crate::error_chain(&e)))?;
-        if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status().as_u16()));
+            .map_err(|e| FetchFailure {
+                problem: format!("unreachable ({})", crate::error_chain(&e)),
+                transient: true,
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let transient = crate::discovery::passing(status);
+            return Err(FetchFailure { problem: format!("HTTP {}", status.as_u16()), transient });
         }
         let cc = resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = crate::body_within(resp, crate::DOCUMENT_LIMIT).await.map_err(|e| e.to_string())?;
-        let (mut set, skipped) = KeySet::parse(&body)?;
+        let body = crate::body_within(resp, crate::DOCUMENT_LIMIT)
+            .await
+            .map_err(|e| FetchFailure { transient: matches!(e, crate::BodyError::Read(_)), problem: e.to_string() })?;
+        let (mut set, skipped) = KeySet::parse(&body).map_err(wrong)?;
         for s in &skipped {
             tracing::debug!(jwks_uri = %uri, "{s}");
         }
         if set.keys.is_empty() {
-            return Err("no usable signing keys".to_owned());
+            return Err(wrong("no usable signing keys".to_owned()));
         }
         set.max_age = max_age(cc.as_deref());
         tracing::debug!(jwks_uri = %uri, keys = set.keys.len(), max_age = set.max_age, "key set loaded");
@@ -358,7 +406,7 @@ impl JwksCache {
     /// fetch, and a flood of made-up kids causes at most one fetch per window.
     pub async fn with_kid(&self, kid: &str) -> Result<Arc<KeySet>, TokenError> {
         let keys = self.current();
-        if keys.by_kid(kid).is_some() || (self.uri.is_none() && self.reload.get().is_none()) {
+        if keys.by_kid(kid).is_some() || (self.uri.get().is_none() && self.reload.get().is_none()) {
             return Ok(keys);
         }
         let _guard = self.fetch_lock.lock().await;

@@ -185,6 +185,11 @@ impl Verifier {
         result
     }
 
+    /// Why tokens cannot be checked yet, while the IdP's metadata or keys could not be had at start.
+    pub fn awaiting_idp(&self) -> Option<String> {
+        self.keys.awaiting_reason()
+    }
+
     /// The outcome already known for `token`, checking nothing new: a hash and a look-up. `None` when the
     /// token was not seen (or its verification no longer holds, e.g. it expired). An answer is traced as
     /// [`verify`](Self::verify) traces one from the cache.
@@ -218,6 +223,10 @@ impl Verifier {
             }
         }
         tracing::Span::current().record("cached", false);
+        // Fail closed while the IdP has not been discovered: nothing is known to check the token with.
+        if let Some(why) = self.keys.awaiting_reason() {
+            return Err(TokenError::Unavailable(why));
+        }
         let mut has_kid = false;
         let outcome = match self.parse_header(token) {
             Ok(header) => {

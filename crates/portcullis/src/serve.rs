@@ -120,8 +120,9 @@ pub(crate) async fn run(
         _ => None,
     };
 
-    // Every IdP is discovered and its keys loaded before we listen: a gate that cannot check tokens
-    // must not start (and must say which URL failed, and why).
+    // Every IdP is discovered and its keys loaded before we listen. An IdP that answers with something
+    // wrong stops the start (naming the URL, and what came back); one that cannot be reached now is
+    // awaited: its servers answer 503 and `/readyz` says not ready until it answers.
     let verifiers = crate::setup::verifiers(&config, &portcullis_oauth::idp_client(), clock, gateway.as_deref())
         .await
         .map_err(|(path, e)| anyhow::anyhow!("server {path}: {e}"))?;

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use portcullis_authz::gateway::Gateway;
-use portcullis_config::{Config, ServerAuth, TokenInfoKind};
-use portcullis_oauth::discovery::{AuthServerMetadata, discover_publishing};
+use portcullis_config::{Config, ServerAuth, TokenInfoKind, VerifyConfig};
+use portcullis_oauth::discovery::discover_publishing;
 use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::introspect::Introspector;
 use portcullis_oauth::jwks::{JwksCache, KeySet};
@@ -15,15 +16,21 @@ use portcullis_oauth::verify::{Verifier, VerifierConfig};
 use portcullis_types::Clock;
 
 /// One verifier per configured server (`None` for unauthenticated servers), in configuration order.
-/// Fails on the first IdP that cannot be discovered or whose keys cannot be loaded.
+///
+/// An IdP that cannot be reached at start (or answers 5xx, 429 or 408) does not keep the gate down: its
+/// servers refuse every token as unavailable (503, and `/readyz` says not ready) while discovery is
+/// tried again in the background, 1 s after start and then twice as long each time up to a minute.
+/// One that answers with something wrong (another issuer, no `jwks_uri`, an unusable field, no
+/// metadata where it should be) is a configuration to fix: that fails here, naming the server.
 pub(crate) async fn verifiers(
     config: &Config,
     http: &reqwest::Client,
     clock: Arc<dyn Clock>,
     gateway: Option<&Gateway>,
 ) -> Result<Vec<Option<Arc<Verifier>>>, (String, DiscoveryError)> {
-    let mut metadata: HashMap<String, AuthServerMetadata> = HashMap::new();
-    let mut caches: HashMap<String, Arc<JwksCache>> = HashMap::new();
+    // One key set per IdP (its issuer, how its document names itself, and any configured key set URL),
+    // shared by every server that trusts it.
+    let mut caches: HashMap<(String, Option<String>, Option<String>), Arc<JwksCache>> = HashMap::new();
     let mut out = Vec::new();
     for server in &config.servers {
         let v = match (&server.auth, gateway) {
@@ -42,36 +49,35 @@ pub(crate) async fn verifiers(
                 continue;
             }
         };
-        let at = |e| (server.path.clone(), e);
         // Opaque tokens checked at the IdP's own token-info endpoint (Google, GitHub) need neither its
         // metadata nor keys.
         let token_info_only = v.introspection.as_ref().is_some_and(|i| i.kind != TokenInfoKind::Rfc7662);
         let keys = if token_info_only {
             JwksCache::fixed(KeySet::default(), clock.clone())
         } else {
-            let meta = match metadata.get(v.issuer.as_str()) {
-                Some(m) => m.clone(),
+            let idp = (v.issuer.to_string(), v.published_issuer.clone(), v.jwks_uri.as_ref().map(|u| u.to_string()));
+            match caches.get(&idp) {
+                Some(c) => c.clone(),
                 None => {
-                    let m = discover_publishing(http, &v.issuer, v.published_issuer.as_deref()).await.map_err(at)?;
-                    metadata.insert(v.issuer.to_string(), m.clone());
-                    m
-                }
-            };
-            match v.jwks_uri.clone().or_else(|| meta.jwks_uri.clone()) {
-                Some(uri) => match caches.get(uri.as_str()) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = JwksCache::load(uri.clone(), http.clone(), clock.clone()).await.map_err(at)?;
-                        c.spawn_refresher();
-                        caches.insert(uri.to_string(), c.clone());
-                        c
+                    let why = format!("the IdP {} has not been discovered yet", v.issuer);
+                    let cache = JwksCache::awaiting(http.clone(), clock.clone(), why);
+                    match resolve_keys(&cache, http, v).await {
+                        Ok(()) => refresh_in_background(&cache),
+                        Err(e) if e.is_transient() => {
+                            tracing::error!(
+                                path = %server.path,
+                                issuer = %v.issuer,
+                                error = %e,
+                                "the IdP cannot be discovered now: tokens for this server are refused as unavailable (503) \
+                                 until it can; trying again in the background"
+                            );
+                            keep_discovering(cache.clone(), http.clone(), (**v).clone());
+                        }
+                        Err(e) => return Err((server.path.clone(), e)),
                     }
-                },
-                // A shared-secret-only or introspection-only deployment needs no key set.
-                None if v.hs256_secret.is_some() || v.introspection.is_some() => {
-                    JwksCache::fixed(KeySet::default(), clock.clone())
+                    caches.insert(idp, cache.clone());
+                    cache
                 }
-                None => return Err(at(DiscoveryError::NoJwksUri { url: meta.source.to_string() })),
             }
         };
         let introspector = v
@@ -90,4 +96,49 @@ pub(crate) async fn verifiers(
         out.push(Some(Arc::new(Verifier::new(cfg, keys, clock.clone(), introspector))));
     }
     Ok(out)
+}
+
+/// Discovers `v`'s IdP (its metadata is checked even where the key set URL is configured) and puts its
+/// key set in force in `cache`.
+async fn resolve_keys(cache: &JwksCache, http: &reqwest::Client, v: &VerifyConfig) -> Result<(), DiscoveryError> {
+    let meta = discover_publishing(http, &v.issuer, v.published_issuer.as_deref()).await?;
+    match v.jwks_uri.clone().or_else(|| meta.jwks_uri.clone()) {
+        Some(uri) => cache.resolve(Some(uri)).await,
+        // A shared-secret-only or introspection-only deployment needs no key set.
+        None if v.hs256_secret.is_some() || v.introspection.is_some() => cache.resolve(None).await,
+        None => Err(DiscoveryError::NoJwksUri { url: meta.source.to_string() }),
+    }
+}
+
+/// Keeps a fetched key set fresh.
+fn refresh_in_background(cache: &Arc<JwksCache>) {
+    if cache.uri().is_some() {
+        cache.spawn_refresher();
+    }
+}
+
+/// The longest wait between two tries at an IdP that could not be discovered.
+const REDISCOVER_MAX: Duration = Duration::from_secs(60);
+
+/// Tries again, in the background, to discover an IdP that could not be discovered at start, until it
+/// can: its servers answer 503 until then.
+fn keep_discovering(cache: Arc<JwksCache>, http: reqwest::Client, v: VerifyConfig) {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            match resolve_keys(&cache, &http, &v).await {
+                Ok(()) => {
+                    tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");
+                    refresh_in_background(&cache);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %v.issuer, error = %e, retry_secs = (wait * 2).min(REDISCOVER_MAX).as_secs(),
+                        "the IdP still cannot be discovered: tokens for its servers are refused as unavailable (503)");
+                    wait = (wait * 2).min(REDISCOVER_MAX);
+                }
+            }
+        }
+    });
 }

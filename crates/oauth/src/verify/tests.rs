@@ -357,3 +357,45 @@ async fn a_verified_token_names_the_published_key_that_verified_it() {
     let t = v.verify(&mint(TestKey::Rs256, &claims())).await.unwrap();
     assert_eq!(t.kid.as_ref().map(Kid::as_str), Some(TestKey::Rs256.kid()));
 }
+
+/// A verifier whose IdP has not been discovered refuses every token as unavailable (503, not the
+/// client's fault, not cached), and checks tokens once its key set is in force.
+#[tokio::test]
+async fn an_awaited_idp_makes_every_token_unavailable_until_its_keys_are_in_force() {
+    let clock = ManualClock::at(NOW);
+    let keys = JwksCache::awaiting(reqwest::Client::new(), Arc::new(clock.clone()), "the IdP X is awaited".into());
+    let v = Verifier::new(config(), keys.clone(), Arc::new(clock.clone()), None);
+    assert_eq!(v.awaiting_idp().as_deref(), Some("the IdP X is awaited"));
+    let token = mint(TestKey::Es256, &claims());
+    for t in [token.as_str(), "opaque", "a.b.c"] {
+        let e = v.verify(t).await.unwrap_err();
+        assert!(e.is_unavailable(), "{t}: {e}");
+        assert!(v.cached(t).is_none(), "an unavailable answer is not remembered");
+    }
+    let served = jwks(&[TestKey::Es256]);
+    let url = crate::serve_for_test(
+        axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(served) })),
+        "/jwks",
+    )
+    .await;
+    keys.resolve(Some(url.clone())).await.unwrap();
+    assert_eq!(v.awaiting_idp(), None);
+    assert_eq!(keys.uri(), Some(&url));
+    assert_eq!(v.verify(&token).await.unwrap().subject.as_deref(), Some("user-1"));
+}
+
+/// A key set URL that answers with no usable key does not end the wait, and says so.
+#[tokio::test]
+async fn an_awaited_key_set_stays_awaited_when_its_url_has_no_usable_key() {
+    let clock = ManualClock::at(NOW);
+    let keys = JwksCache::awaiting(reqwest::Client::new(), Arc::new(clock.clone()), "awaited".into());
+    let url = crate::serve_for_test(
+        axum::Router::new().route("/jwks", axum::routing::get(|| async { axum::Json(json!({"keys": []})) })),
+        "/jwks",
+    )
+    .await;
+    let e = keys.resolve(Some(url)).await.unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    assert_eq!(keys.awaiting_reason().as_deref(), Some("awaited"));
+    assert_eq!(keys.uri(), None);
+}

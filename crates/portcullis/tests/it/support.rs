@@ -475,8 +475,13 @@ pub struct KeyIdp {
 
 impl KeyIdp {
     pub async fn start() -> KeyIdp {
+        Self::start_at(0).await
+    }
+
+    /// [`KeyIdp::start`] on loopback `port` (0: any free one).
+    pub async fn start_at(port: u16) -> KeyIdp {
         use portcullis_test_support::{TestKey, jwks};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let metadata = serde_json::json!({
             "issuer": issuer,

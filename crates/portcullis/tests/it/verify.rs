@@ -158,18 +158,70 @@ async fn start_up_refuses_an_issuer_mismatch_naming_both_strings() {
     assert!(stderr.contains("differ only by a trailing slash"), "{stderr}");
 }
 
+/// An IdP that cannot be reached when the gate starts (an outage, a restart at the wrong moment) does not
+/// keep the gate down: it starts, says why it is not ready, answers 503 for the IdP's server (never 401,
+/// never a pass), and checks tokens once the IdP answers.
 #[tokio::test]
-async fn start_up_refuses_an_unreachable_issuer_naming_each_url() {
+async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_answers() {
     let sample = Sample::start().await;
     let port = crate::support::closed_port();
-    let issuer = format!("http://127.0.0.1:{port}/tenant");
-    let stderr = serve_fails(&config(&sample, &issuer, ""), &[]).await;
+    let issuer = format!("http://127.0.0.1:{port}");
+    // JSON lines: the discovery error, several lines long, is one event.
+    let text = format!("{}\n[log]\nformat = \"json\"\n", config(&sample, &issuer, ""));
+    let (gate, mut log) = Gate::start_logging(&text, &[]).await;
+    let said = log.find("cannot be discovered now").await.expect("the start-up log says the IdP is awaited");
     for url in [
-        format!("http://127.0.0.1:{port}/.well-known/oauth-authorization-server/tenant"),
-        format!("http://127.0.0.1:{port}/.well-known/openid-configuration/tenant"),
-        format!("http://127.0.0.1:{port}/tenant/.well-known/openid-configuration"),
+        format!("{issuer}/.well-known/oauth-authorization-server"),
+        format!("{issuer}/.well-known/openid-configuration"),
     ] {
-        assert!(stderr.contains(&format!("{url} → unreachable")), "{url} missing in {stderr}");
+        assert!(said.contains(&format!("{url} → unreachable")), "{url} missing in {said}");
+    }
+    let ready = client().get(gate.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("IdP"), "readyz names the reason");
+
+    // Any token, even one the IdP will sign: nothing can check it yet.
+    let idp_later = crate::support::KeyIdp { issuer: issuer.clone() };
+    let token = idp_later.token(&gate.url("/mcp"), "mcp:tools");
+    let r = call_echo(&gate, &token).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(!r.headers().contains_key("www-authenticate"), "not the client's fault: no challenge");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+
+    // The IdP comes up: the gate finds it on its own (1 s, then 2 s later) and checks tokens.
+    let _idp = crate::support::KeyIdp::start_at(port).await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if client().get(gate.url("/readyz")).send().await.unwrap().status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready once the IdP answers");
+    assert!(log.find("the IdP is discovered").await.is_some());
+    assert_passes(&gate, &token).await;
+    let other = idp_later.token("http://127.0.0.1:1/other", "mcp:tools");
+    assert_refused(&gate, &other, "aud was 'http://127.0.0.1:1/other'").await;
+}
+
+/// An IdP that answers, but with an error that says it is the configuration (no metadata where the
+/// issuer says), still stops the start, naming each URL tried.
+#[tokio::test]
+async fn start_up_refuses_an_issuer_without_metadata_naming_each_url() {
+    let sample = Sample::start().await;
+    let idp = crate::support::KeyIdp::start().await;
+    let issuer = format!("{}/tenant", idp.issuer);
+    let stderr = serve_fails(&config(&sample, &issuer, ""), &[]).await;
+    let origin = &idp.issuer;
+    for url in [
+        format!("{origin}/.well-known/oauth-authorization-server/tenant"),
+        format!("{origin}/.well-known/openid-configuration/tenant"),
+        format!("{origin}/tenant/.well-known/openid-configuration"),
+    ] {
+        assert!(stderr.contains(&format!("{url} → HTTP 404")), "{url} missing in {stderr}");
     }
 }
 
