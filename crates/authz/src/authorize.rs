@@ -456,7 +456,20 @@ impl Gateway {
             return Err(page("Request refused", "Sign in first."));
         };
         let state = random_string(32);
-        let (url, attempt) = upstream.authorization_url(&self.callback_url(), &state);
+        let (url, attempt) = match upstream.authorization_url(&self.callback_url(), &state) {
+            Ok(found) => found,
+            // The IdP could not be reached when the gate started, and still cannot: the client may try
+            // again later (RFC 6749 §4.1.2.1).
+            Err(e) => {
+                tracing::warn!(error = %e, client_id = %flow.client_id, "no sign-in at the upstream IdP now");
+                return Err(self.error_redirect(
+                    &flow.redirect_uri,
+                    flow.state.as_deref(),
+                    e.code,
+                    "the identity provider could not be reached",
+                ));
+            }
+        };
         let data = serde_json::json!({"flow": flow, "attempt": attempt});
         self.store
             .put_pending(PendingRecord {

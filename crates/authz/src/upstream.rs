@@ -3,7 +3,8 @@
 //! a userinfo endpoint (GitHub-style). The upstream's tokens stay here, sealed at rest: the client only
 //! ever gets tokens portcullis minted with its own issuer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
@@ -38,15 +39,23 @@ async fn json_answer(resp: reqwest::Response) -> Result<Value, String> {
     serde_json::from_slice(&body).map_err(|e| format!("not JSON ({e})"))
 }
 
-/// The upstream IdP, resolved at start-up.
-pub struct Upstream {
-    /// A name for the upstream token store (`oidc:<issuer>` or `oauth2:<host>`).
-    pub provider: String,
+/// Where the upstream IdP is reached, and (OpenID Connect) its issuer and keys: configured for plain
+/// OAuth 2, found by discovery for OpenID Connect.
+struct Endpoints {
     authorization_endpoint: Url,
     token_endpoint: Url,
     userinfo_endpoint: Option<Url>,
     /// OpenID Connect: the issuer and its keys.
     oidc: Option<(String, Arc<JwksCache>)>,
+}
+
+/// The upstream IdP, resolved at start-up, or (an IdP that could not be reached then) as soon as it
+/// answers.
+pub struct Upstream {
+    /// A name for the upstream token store (`oidc:<issuer>` or `oauth2:<host>`).
+    pub provider: String,
+    /// Unset while an OpenID Connect IdP that could not be reached at start is awaited.
+    endpoints: Arc<OnceLock<Endpoints>>,
     /// Further `iss` values the ID tokens may carry.
     extra_issuers: Vec<String>,
     /// ID token issuers naming the user's tenant (Entra ID multi-tenant), and the tenants let in.
@@ -104,89 +113,90 @@ impl std::fmt::Debug for UpstreamIdentity {
 }
 
 impl Upstream {
-    /// Resolves the upstream: discovery and keys for OpenID Connect (exact `issuer` match required).
+    /// Resolves the upstream: discovery and keys for OpenID Connect (exact `issuer` match required). An
+    /// IdP that answers wrongly fails the start; one that cannot be reached now (unreachable, 5xx, 429,
+    /// 408) is awaited: sign-ins through it end with `temporarily_unavailable` while discovery is tried
+    /// again in the background (1 s, then twice as long each time up to a minute), and tokens already
+    /// issued keep working, as they never needed it.
     pub async fn start(
         cfg: &UpstreamLogin,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
-        let err = |e: String| GatewayError::Other(format!("upstream IdP: {e}"));
-        match &cfg.kind {
+        let endpoints = Arc::new(OnceLock::new());
+        let (provider, extra_issuers, tenants, subject_field) = match &cfg.kind {
             UpstreamKind::Oidc { issuer, published_issuer, tenants, extra_issuers } => {
-                let meta = discover_publishing(&http, issuer, published_issuer.as_deref())
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
-                let endpoint = |name: &str| -> Result<Url, GatewayError> {
-                    let s = meta
-                        .raw
-                        .get(name)
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| err(format!("its metadata has no {name}")))?;
-                    let url = Url::parse(s).map_err(|e| err(format!("{name} {s:?}: {e}")))?;
-                    // The client secret, the code and its verifier go to these: never in clear text.
-                    if !portcullis_types::ids::https_or_loopback(&url) {
-                        return Err(err(format!("its metadata's {name} {s:?} is not https")));
+                match discover(issuer, published_issuer.as_deref(), &http, &clock).await {
+                    Ok(found) => {
+                        let _ = endpoints.set(found);
                     }
-                    Ok(url)
-                };
-                let jwks_uri = meta.jwks_uri.clone().ok_or_else(|| err("its metadata has no jwks_uri".into()))?;
-                let keys =
-                    JwksCache::load(jwks_uri, http.clone(), clock.clone()).await.map_err(|e| err(e.to_string()))?;
-                keys.spawn_refresher();
-                Ok(Self {
-                    provider: format!("oidc:{issuer}"),
-                    authorization_endpoint: endpoint("authorization_endpoint")?,
-                    token_endpoint: endpoint("token_endpoint")?,
-                    userinfo_endpoint: match meta.raw.get("userinfo_endpoint") {
-                        Some(_) => Some(endpoint("userinfo_endpoint")?),
-                        None => None,
-                    },
-                    oidc: Some((issuer.to_string(), keys)),
-                    extra_issuers: extra_issuers.clone(),
-                    tenants: tenants.clone(),
-                    authorization_params: cfg.authorization_params.clone(),
-                    token_auth: cfg.token_auth,
-                    subject_field: "sub".to_owned(),
-                    client_id: cfg.client_id.clone(),
-                    client_secret: cfg.client_secret.clone(),
-                    scopes: cfg.scopes.clone(),
-                    forward_token_header: cfg.forward_token_header.clone(),
-                    http,
-                    clock,
-                })
+                    Err(e) if e.transient => {
+                        tracing::error!(%issuer, error = %e.message, "the upstream IdP cannot be discovered now: \
+                            sign-ins through it fail with temporarily_unavailable until it can; trying again in the background");
+                        let task = Rediscover {
+                            issuer: issuer.clone(),
+                            published_issuer: published_issuer.clone(),
+                            http: http.clone(),
+                            clock: clock.clone(),
+                        };
+                        tokio::spawn(task.run(endpoints.clone()));
+                    }
+                    Err(e) => return Err(GatewayError::Other(e.message)),
+                }
+                (format!("oidc:{issuer}"), extra_issuers.clone(), tenants.clone(), "sub".to_owned())
             }
             UpstreamKind::OAuth2 { authorization_endpoint, token_endpoint, userinfo_endpoint, subject_field } => {
-                Ok(Self {
-                    provider: format!("oauth2:{}", authorization_endpoint.host_str().unwrap_or_default()),
+                let _ = endpoints.set(Endpoints {
                     authorization_endpoint: authorization_endpoint.clone(),
                     token_endpoint: token_endpoint.clone(),
                     userinfo_endpoint: Some(userinfo_endpoint.clone()),
                     oidc: None,
-                    extra_issuers: Vec::new(),
-                    tenants: None,
-                    authorization_params: cfg.authorization_params.clone(),
-                    token_auth: cfg.token_auth,
-                    subject_field: subject_field.clone(),
-                    client_id: cfg.client_id.clone(),
-                    client_secret: cfg.client_secret.clone(),
-                    scopes: cfg.scopes.clone(),
-                    forward_token_header: cfg.forward_token_header.clone(),
-                    http,
-                    clock,
-                })
+                });
+                let provider = format!("oauth2:{}", authorization_endpoint.host_str().unwrap_or_default());
+                (provider, Vec::new(), None, subject_field.clone())
             }
-        }
+        };
+        Ok(Self {
+            provider,
+            endpoints,
+            extra_issuers,
+            tenants,
+            authorization_params: cfg.authorization_params.clone(),
+            token_auth: cfg.token_auth,
+            subject_field,
+            client_id: cfg.client_id.clone(),
+            client_secret: cfg.client_secret.clone(),
+            scopes: cfg.scopes.clone(),
+            forward_token_header: cfg.forward_token_header.clone(),
+            http,
+            clock,
+        })
+    }
+
+    /// Whether the IdP's endpoints are known (an IdP that could not be reached at start is not, until it
+    /// answers).
+    pub fn is_resolved(&self) -> bool {
+        self.endpoints.get().is_some()
+    }
+
+    /// The IdP's endpoints, or why there are none yet.
+    fn endpoints(&self) -> Result<&Endpoints, String> {
+        self.endpoints.get().ok_or_else(|| {
+            format!("upstream IdP: {} has not been discovered yet", self.provider.trim_start_matches("oidc:"))
+        })
     }
 
     /// The upstream authorization URL for one sign-in, and what to remember for the callback.
-    pub fn authorization_url(&self, redirect_uri: &str, state: &str) -> (String, UpstreamAttempt) {
+    /// Fails (`temporarily_unavailable`) while the IdP is awaited.
+    pub fn authorization_url(&self, redirect_uri: &str, state: &str) -> Result<(String, UpstreamAttempt), SignInError> {
+        let endpoints = self.endpoints().map_err(SignInError::unavailable)?;
         let attempt = UpstreamAttempt {
             code_verifier: super::register::random_string(64),
             nonce: super::register::random_string(32),
         };
         let challenge =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(attempt.code_verifier.as_bytes()));
-        let mut url = self.authorization_endpoint.clone();
+        let mut url = endpoints.authorization_endpoint.clone();
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("response_type", "code")
@@ -198,14 +208,14 @@ impl Upstream {
             if !self.scopes.is_empty() {
                 q.append_pair("scope", &self.scopes.join(" "));
             }
-            if self.oidc.is_some() {
+            if endpoints.oidc.is_some() {
                 q.append_pair("nonce", &attempt.nonce);
             }
             for (name, value) in &self.authorization_params {
                 q.append_pair(name, value);
             }
         }
-        (url.to_string(), attempt)
+        Ok((url.to_string(), attempt))
     }
 
     /// Redeems the upstream code and establishes who signed in.
@@ -215,6 +225,7 @@ impl Upstream {
         redirect_uri: &str,
         attempt: &UpstreamAttempt,
     ) -> Result<UpstreamIdentity, SignInError> {
+        let endpoints = self.endpoints().map_err(SignInError::unavailable)?;
         let tokens = self
             .token_request(&[
                 ("grant_type", "authorization_code"),
@@ -228,7 +239,7 @@ impl Upstream {
                 false => SignInError::unavailable(e.message),
             })?;
         let expires_at = expires_at(&tokens, self.clock.now_unix());
-        let subject = match (&self.oidc, tokens.get("id_token").and_then(Value::as_str)) {
+        let subject = match (&endpoints.oidc, tokens.get("id_token").and_then(Value::as_str)) {
             (Some((issuer, keys)), Some(id_token)) => {
                 self.verify_id_token(issuer, keys, id_token, &attempt.nonce).await?
             }
@@ -238,7 +249,7 @@ impl Upstream {
                     "upstream IdP: the token response has no ID token, and the user's tenant can only be checked on one",
                 ));
             }
-            _ => self.userinfo_subject(tokens.get("access_token").and_then(Value::as_str)).await?,
+            _ => self.userinfo_subject(endpoints, tokens.get("access_token").and_then(Value::as_str)).await?,
         };
         Ok(UpstreamIdentity { subject, tokens, expires_at })
     }
@@ -246,7 +257,9 @@ impl Upstream {
     /// A request to the upstream token endpoint, authenticated with our client secret; the JSON answer.
     async fn token_request(&self, form: &[(&str, &str)]) -> Result<Value, UpstreamCallError> {
         let err = |e: String| UpstreamCallError { refused: false, message: format!("upstream IdP: {e}") };
-        let request = self.http.post(self.token_endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
+        let endpoints = self.endpoints().map_err(|message| UpstreamCallError { refused: false, message })?;
+        let request =
+            self.http.post(endpoints.token_endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
         let request = match self.token_auth {
             // RFC 6749 §2.3.1: form-encode the credentials before Basic.
             TokenAuth::ClientSecretBasic => request
@@ -355,10 +368,10 @@ impl Upstream {
         Err(last)
     }
 
-    async fn userinfo_subject(&self, access_token: Option<&str>) -> Result<String, SignInError> {
+    async fn userinfo_subject(&self, endpoints: &Endpoints, access_token: Option<&str>) -> Result<String, SignInError> {
         let err = |e: String| SignInError::failed(format!("upstream userinfo: {e}"));
         let token = access_token.ok_or_else(|| err("the token response has no access_token".into()))?;
-        let endpoint = self.userinfo_endpoint.clone().ok_or_else(|| err("no userinfo endpoint".into()))?;
+        let endpoint = endpoints.userinfo_endpoint.clone().ok_or_else(|| err("no userinfo endpoint".into()))?;
         let resp = self
             .http
             .get(endpoint)
@@ -393,6 +406,79 @@ impl Upstream {
             access_token: text("access_token"),
             refresh_token: text("refresh_token"),
             expires_at: identity.expires_at,
+        }
+    }
+}
+
+/// Why an OpenID Connect IdP could not be resolved, and whether trying again later may succeed.
+struct Unresolved {
+    message: String,
+    transient: bool,
+}
+
+/// Discovers an OpenID Connect IdP (exact `issuer` match) and loads its keys; its endpoints must be
+/// https (loopback excepted): the client secret, the code and its verifier go to them.
+async fn discover(
+    issuer: &portcullis_types::IssuerUrl,
+    published_issuer: Option<&str>,
+    http: &reqwest::Client,
+    clock: &Arc<dyn Clock>,
+) -> Result<Endpoints, Unresolved> {
+    let wrong = |e: String| Unresolved { message: format!("upstream IdP: {e}"), transient: false };
+    let meta = discover_publishing(http, issuer, published_issuer)
+        .await
+        .map_err(|e| Unresolved { transient: e.is_transient(), message: format!("upstream IdP: {e}") })?;
+    let endpoint = |name: &str| -> Result<Url, Unresolved> {
+        let s =
+            meta.raw.get(name).and_then(Value::as_str).ok_or_else(|| wrong(format!("its metadata has no {name}")))?;
+        let url = Url::parse(s).map_err(|e| wrong(format!("{name} {s:?}: {e}")))?;
+        if !portcullis_types::ids::https_or_loopback(&url) {
+            return Err(wrong(format!("its metadata's {name} {s:?} is not https")));
+        }
+        Ok(url)
+    };
+    let authorization_endpoint = endpoint("authorization_endpoint")?;
+    let token_endpoint = endpoint("token_endpoint")?;
+    let userinfo_endpoint = match meta.raw.get("userinfo_endpoint") {
+        Some(_) => Some(endpoint("userinfo_endpoint")?),
+        None => None,
+    };
+    let jwks_uri = meta.jwks_uri.clone().ok_or_else(|| wrong("its metadata has no jwks_uri".into()))?;
+    let keys = JwksCache::load(jwks_uri, http.clone(), clock.clone())
+        .await
+        .map_err(|e| Unresolved { transient: e.is_transient(), message: format!("upstream IdP: {e}") })?;
+    keys.spawn_refresher();
+    Ok(Endpoints { authorization_endpoint, token_endpoint, userinfo_endpoint, oidc: Some((issuer.to_string(), keys)) })
+}
+
+/// The longest wait between two tries at an upstream IdP that could not be discovered.
+const REDISCOVER_MAX: Duration = Duration::from_secs(60);
+
+/// Tries, in the background, to discover an upstream IdP that could not be reached at start.
+struct Rediscover {
+    issuer: portcullis_types::IssuerUrl,
+    published_issuer: Option<String>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+}
+
+impl Rediscover {
+    async fn run(self, endpoints: Arc<OnceLock<Endpoints>>) {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            match discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock).await {
+                Ok(found) => {
+                    let _ = endpoints.set(found);
+                    tracing::info!(issuer = %self.issuer, "the upstream IdP is discovered: users sign in through it from now on");
+                    return;
+                }
+                Err(e) => {
+                    wait = (wait * 2).min(REDISCOVER_MAX);
+                    tracing::warn!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
+                        "the upstream IdP still cannot be discovered: sign-ins through it fail with temporarily_unavailable");
+                }
+            }
         }
     }
 }

@@ -389,6 +389,11 @@ impl Idp {
 
     /// With environment settings (`IDP_AT_TTL`, the access-token lifetime in seconds, say).
     pub async fn start_with(profile: &str, env: &[(&str, &str)]) -> Idp {
+        Self::start_at(profile, 0, env).await
+    }
+
+    /// [`Idp::start_with`] on loopback `port` (0: any free one).
+    pub async fn start_at(profile: &str, port: u16, env: &[(&str, &str)]) -> Idp {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
@@ -396,6 +401,9 @@ impl Idp {
         );
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("idp.mjs")).args(["--profile", profile]).envs(env.iter().copied());
+        if port != 0 {
+            cmd.args(["--port", &port.to_string()]);
+        }
         let (child, line) = spawn_until(cmd, "\"issuer\"").await;
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         Idp { child, issuer: v["issuer"].as_str().unwrap().to_owned() }

@@ -11,14 +11,24 @@ use crate::support::{Gate, Sample, admin, call, claims_of, client, mcp_post};
 
 /// A gateway signing users in at `idp` (client `client-rs`), with `extra` in `[gateway.upstream]`.
 async fn start_with_upstream(idp: &crate::support::Idp, extra: &str) -> (Sample, Gate) {
-    let sample = Sample::start().await;
-    let upstream = format!(
-        "[gateway.upstream]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"client-rs\"\nclient_secret = \"secret-rs\"\nscopes = [\"openid\"]\n{extra}",
-        idp.issuer
-    );
-    let text = config(&sample.mcp()).replace("[[gateway.clients]]", &format!("{upstream}[[gateway.clients]]"));
+    start_with_issuer(&idp.issuer, extra).await
+}
+
+/// [`start_with_upstream`] for the IdP that is (or will be) at `issuer`.
+async fn start_with_issuer(issuer: &str, extra: &str) -> (Sample, Gate) {
+    let (sample, text) = with_issuer(issuer, extra).await;
     let gate = Gate::start(&text).await;
     (sample, gate)
+}
+
+/// The sample upstream, and the configuration of a gateway signing users in at `issuer`.
+async fn with_issuer(issuer: &str, extra: &str) -> (Sample, String) {
+    let sample = Sample::start().await;
+    let upstream = format!(
+        "[gateway.upstream]\nkind = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"client-rs\"\nclient_secret = \"secret-rs\"\nscopes = [\"openid\"]\n{extra}"
+    );
+    let text = config(&sample.mcp()).replace("[[gateway.clients]]", &format!("{upstream}[[gateway.clients]]"));
+    (sample, text)
 }
 
 /// One sign-in through the upstream IdP for the configured client: the token response, and the URL the
@@ -68,6 +78,62 @@ async fn sign_in_at_an_upstream_openid_provider() {
     // A replayed or forged upstream state is refused on a page.
     let stale = no_redirects().get(&back).send().await.unwrap();
     assert_eq!(stale.status(), 400);
+}
+
+/// An upstream IdP that cannot be reached when the gateway starts (an outage, a restart at the wrong
+/// moment) does not keep the gateway down: it starts and is ready (the tokens it issued never needed the
+/// IdP), a sign-in meanwhile reaches the client as `temporarily_unavailable`, and sign-ins go through
+/// once the IdP answers.
+#[tokio::test]
+async fn an_upstream_idp_down_at_start_is_awaited_and_sign_ins_go_through_once_it_answers() {
+    let port = crate::support::closed_port();
+    let (_sample, gate) = start_with_issuer(&format!("http://127.0.0.1:{port}"), "").await;
+    assert_eq!(client().get(gate.url("/readyz")).send().await.unwrap().status(), 200);
+    let (_, challenge) = pkce();
+    let params = [
+        ("client_id", "configured"),
+        ("redirect_uri", "http://127.0.0.1:40002/cb"),
+        ("code_challenge", &challenge),
+        ("state", "up-wait"),
+    ];
+    // Where a consented sign-in goes: the client with an error, or the IdP.
+    let consented = || async {
+        let (cookie, page) = authorize_page(&gate, &params).await;
+        let r = post_step(&gate, &cookie, &page, "consent", &[("decision", "approve")]).await;
+        assert_eq!(r.status(), 303);
+        url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap()
+    };
+    let landed = consented().await;
+    assert!(landed.as_str().starts_with("http://127.0.0.1:40002/cb?"), "{landed}");
+    let q: std::collections::HashMap<String, String> = landed.query_pairs().into_owned().collect();
+    assert_eq!(q["error"], "temporarily_unavailable");
+    assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("up-wait", gate.base.as_str()));
+
+    let idp = crate::support::Idp::start_at("aud-client-id", port, &[]).await;
+    // Found again 1 s after start, then 2 s later, and so on.
+    let mut found = false;
+    for _ in 0..100 {
+        if consented().await.as_str().starts_with(&idp.issuer) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(found, "sign-ins go to the IdP once it answers");
+    let (body, _) = sign_in_upstream(&gate, &idp).await;
+    assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "test-user");
+}
+
+/// An upstream IdP that answers, but names another issuer than the configured one, is a configuration
+/// to fix: the gateway does not start, and says why.
+#[tokio::test]
+async fn an_upstream_idp_that_names_another_issuer_stops_the_start() {
+    let idp = crate::support::KeyIdp::start().await;
+    let configured = format!("{}/", idp.issuer);
+    let (_sample, text) = with_issuer(&configured, "").await;
+    let stderr = crate::support::serve_fails(&text, &[]).await;
+    assert!(stderr.contains(&format!("configured: {configured}")), "{stderr}");
+    assert!(stderr.contains("differ only by a trailing slash"), "{stderr}");
 }
 
 #[tokio::test]
