@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::gateway::GatewayError;
-use portcullis_oauth::discovery::discover_publishing;
+use portcullis_oauth::discovery::{discover_publishing, retry};
 use portcullis_oauth::introspect::form_encode;
 use portcullis_oauth::jwks::JwksCache;
 
@@ -451,9 +451,6 @@ async fn discover(
     Ok(Endpoints { authorization_endpoint, token_endpoint, userinfo_endpoint, oidc: Some((issuer.to_string(), keys)) })
 }
 
-/// The longest wait between two tries at an upstream IdP that could not be discovered.
-const REDISCOVER_MAX: Duration = Duration::from_secs(60);
-
 /// Tries, in the background, to discover an upstream IdP that could not be reached at start.
 struct Rediscover {
     issuer: portcullis_types::IssuerUrl,
@@ -464,22 +461,14 @@ struct Rediscover {
 
 impl Rediscover {
     async fn run(self, endpoints: Arc<OnceLock<Endpoints>>) {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            tokio::time::sleep(wait).await;
-            match discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock).await {
-                Ok(found) => {
-                    let _ = endpoints.set(found);
-                    tracing::info!(issuer = %self.issuer, "the upstream IdP is discovered: users sign in through it from now on");
-                    return;
-                }
-                Err(e) => {
-                    wait = (wait * 2).min(REDISCOVER_MAX);
-                    tracing::warn!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
-                        "the upstream IdP still cannot be discovered: sign-ins through it fail with temporarily_unavailable");
-                }
-            }
-        }
+        let failed = |e: &Unresolved, wait: Duration| {
+            tracing::warn!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
+                "the upstream IdP still cannot be discovered: sign-ins through it fail with temporarily_unavailable");
+        };
+        let found =
+            retry(|| discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock), failed).await;
+        let _ = endpoints.set(found);
+        tracing::info!(issuer = %self.issuer, "the upstream IdP is discovered: users sign in through it from now on");
     }
 }
 

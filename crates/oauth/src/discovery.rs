@@ -44,6 +44,29 @@ pub fn discovery_urls(issuer: &IssuerUrl) -> Vec<Url> {
     out
 }
 
+/// The longest wait between two tries at an IdP that could not be discovered.
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Tries `attempt` until it succeeds: 1 s from now, then twice as long after each failure, up to
+/// [`RETRY_MAX`]; `failed` hears of each failure, with the wait before the next try. For an IdP that
+/// could not be reached at start, tried again in the background.
+pub async fn retry<T, E, F: Future<Output = Result<T, E>>>(
+    mut attempt: impl FnMut() -> F,
+    mut failed: impl FnMut(&E, std::time::Duration),
+) -> T {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(wait).await;
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) => {
+                wait = (wait * 2).min(RETRY_MAX);
+                failed(&e, wait);
+            }
+        }
+    }
+}
+
 /// Fetches and checks the metadata of `issuer`.
 pub async fn discover(http: &reqwest::Client, issuer: &IssuerUrl) -> Result<AuthServerMetadata, DiscoveryError> {
     discover_publishing(http, issuer, None).await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use portcullis_authz::gateway::Gateway;
 use portcullis_config::{Config, ServerAuth, TokenInfoKind, VerifyConfig};
-use portcullis_oauth::discovery::discover_publishing;
+use portcullis_oauth::discovery::{discover_publishing, retry};
 use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::introspect::Introspector;
 use portcullis_oauth::jwks::{JwksCache, KeySet};
@@ -117,28 +117,16 @@ fn refresh_in_background(cache: &Arc<JwksCache>) {
     }
 }
 
-/// The longest wait between two tries at an IdP that could not be discovered.
-const REDISCOVER_MAX: Duration = Duration::from_secs(60);
-
 /// Tries again, in the background, to discover an IdP that could not be discovered at start, until it
 /// can: its servers answer 503 until then.
 fn keep_discovering(cache: Arc<JwksCache>, http: reqwest::Client, v: VerifyConfig) {
     tokio::spawn(async move {
-        let mut wait = Duration::from_secs(1);
-        loop {
-            tokio::time::sleep(wait).await;
-            match resolve_keys(&cache, &http, &v).await {
-                Ok(()) => {
-                    tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");
-                    refresh_in_background(&cache);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(issuer = %v.issuer, error = %e, retry_secs = (wait * 2).min(REDISCOVER_MAX).as_secs(),
-                        "the IdP still cannot be discovered: tokens for its servers are refused as unavailable (503)");
-                    wait = (wait * 2).min(REDISCOVER_MAX);
-                }
-            }
-        }
+        let failed = |e: &DiscoveryError, wait: Duration| {
+            tracing::warn!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
+                "the IdP still cannot be discovered: tokens for its servers are refused as unavailable (503)");
+        };
+        retry(|| resolve_keys(&cache, &http, &v), failed).await;
+        tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");
+        refresh_in_background(&cache);
     });
 }
