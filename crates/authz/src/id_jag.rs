@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use portcullis_config::TrustedIdpConfig;
 use portcullis_oauth::audience::same_resource;
-use portcullis_oauth::discovery::discover;
+use portcullis_oauth::discovery::{discover, retry};
+use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::jwks::JwksCache;
 use portcullis_types::Clock;
 use serde_json::Value;
@@ -37,22 +38,36 @@ pub struct TrustedIdp {
 }
 
 impl TrustedIdp {
-    /// Finds its keys (`jwks_uri`, else by discovery from the issuer) and keeps them fresh.
+    /// Finds its keys (`jwks_uri`, else by discovery from the issuer) and keeps them fresh. An IdP that
+    /// answers wrongly fails the start; one that cannot be reached now is awaited (its assertions get
+    /// `temporarily_unavailable`) and tried again in the background until it answers.
     pub async fn start(
         cfg: &TrustedIdpConfig,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
-        let err = |e: String| GatewayError::Other(format!("trusted IdP {}: {e}", cfg.issuer));
-        let jwks_uri = match &cfg.jwks_uri {
-            Some(u) => u.clone(),
-            None => {
-                let meta = discover(&http, &cfg.issuer).await.map_err(|e| err(e.to_string()))?;
-                meta.jwks_uri.ok_or_else(|| err("its metadata has no jwks_uri".into()))?
+        let why = format!("the trusted IdP {} has not been discovered yet", cfg.issuer);
+        let keys = JwksCache::awaiting(http.clone(), clock, why);
+        match resolve(&keys, cfg, &http).await {
+            Ok(()) => {
+                keys.spawn_refresher();
             }
-        };
-        let keys = JwksCache::load(jwks_uri, http, clock).await.map_err(|e| err(e.to_string()))?;
-        keys.spawn_refresher();
+            Err(e) if e.is_transient() => {
+                tracing::error!(issuer = %cfg.issuer, error = %e, "a trusted IdP cannot be discovered now: its \
+                    assertions get temporarily_unavailable until it can; trying again in the background");
+                let (keys, cfg) = (keys.clone(), cfg.clone());
+                tokio::spawn(async move {
+                    let failed = |e: &DiscoveryError, wait: std::time::Duration| {
+                        tracing::warn!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
+                            "a trusted IdP still cannot be discovered");
+                    };
+                    retry(|| resolve(&keys, &cfg, &http), failed).await;
+                    tracing::info!(issuer = %cfg.issuer, "the trusted IdP is discovered: its assertions are checked from now on");
+                    keys.spawn_refresher();
+                });
+            }
+            Err(e) => return Err(GatewayError::Other(format!("trusted IdP {}: {e}", cfg.issuer))),
+        }
         Ok(Self::with_keys(cfg, keys))
     }
 
@@ -66,6 +81,18 @@ impl TrustedIdp {
             subject_prefix: cfg.subject_prefix.clone(),
         }
     }
+}
+
+/// Puts `cfg`'s key set in force in `keys`: from its `jwks_uri`, else the one its discovery names.
+async fn resolve(keys: &JwksCache, cfg: &TrustedIdpConfig, http: &reqwest::Client) -> Result<(), DiscoveryError> {
+    let jwks_uri = match &cfg.jwks_uri {
+        Some(u) => u.clone(),
+        None => {
+            let meta = discover(http, &cfg.issuer).await?;
+            meta.jwks_uri.ok_or_else(|| DiscoveryError::NoJwksUri { url: meta.source.to_string() })?
+        }
+    };
+    keys.resolve(Some(jwks_uri)).await
 }
 
 /// What an accepted assertion grants.

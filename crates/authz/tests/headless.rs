@@ -98,8 +98,9 @@ gateway = true
     let set = KeySet::parse(json!({"keys": [idp_key.public_jwk]}).to_string().as_bytes()).unwrap().0;
     let mut serves = Serves::from_config(&config);
     serves.trusted_idps.push(TrustedIdp::with_keys(&g.trusted_idps[0], JwksCache::fixed(set, clock.clone())));
-    let none = JwksCache::fixed(KeySet::default(), clock.clone());
-    serves.trusted_idps.push(TrustedIdp::with_keys(&g.trusted_idps[1], none));
+    // The partner IdP could not be reached at start: its keys are awaited.
+    let awaited = JwksCache::awaiting(reqwest::Client::new(), clock.clone(), "the partner IdP is awaited".into());
+    serves.trusted_idps.push(TrustedIdp::with_keys(&g.trusted_idps[1], awaited));
     let gateway = Gateway::start(&g, serves, store, operator, clock.clone()).await.unwrap();
     Harness { gateway, clock, idp_key, client_key }
 }
@@ -303,6 +304,10 @@ async fn forged_replayed_stale_and_misdirected_assertions_are_refused_precisely(
     let (code, description) = present(&h, ("other-app", "other-secret"), &theirs).await.unwrap_err();
     assert_eq!(code, "invalid_grant");
     assert!(description.contains("may not present"), "{description}");
+    // An assertion of an IdP that could not be reached at start: not refused as invalid, but for now.
+    let partner = sign(&h.idp_key, Some(TYP), &with("p-1", "iss", json!("https://partner.idp.example")));
+    let (code, description) = present(&h, ("other-app", "other-secret"), &partner).await.unwrap_err();
+    assert_eq!((code.as_str(), description.as_str()), ("temporarily_unavailable", "the partner IdP is awaited"));
     // Wrong client credentials come first: invalid_client.
     assert_eq!(present(&h, ("chat-app", "wrong"), &good).await.unwrap_err().0, "invalid_client");
     // A client without the grant.

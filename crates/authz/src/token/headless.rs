@@ -67,6 +67,10 @@ impl Gateway {
         if !idp.clients.iter().any(|c| c == client_id) {
             return Err(invalid(format!("this client may not present assertions of {issuer:?}")));
         }
+        // An IdP that could not be reached at start: nothing to check its assertion with yet.
+        if let Some(why) = idp.keys.awaiting_reason() {
+            return Err(Refusal::new(ErrorCode::TemporarilyUnavailable, why).into());
+        }
         let grant =
             id_jag::verify(assertion, idp, self.issuer.as_str(), client_id, &self.settings.resources, self.now())
                 .await

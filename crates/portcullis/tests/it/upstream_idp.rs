@@ -124,6 +124,34 @@ async fn an_upstream_idp_down_at_start_is_awaited_and_sign_ins_go_through_once_i
     assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "test-user");
 }
 
+/// A trusted enterprise IdP (identity assertion grants) that cannot be reached at start does not keep
+/// the gateway down either: it starts and is ready, and finds the IdP's keys once the IdP answers.
+#[tokio::test]
+async fn a_trusted_idp_down_at_start_is_awaited_until_it_answers() {
+    let sample = Sample::start().await;
+    let port = crate::support::closed_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let trusted = format!(
+        "[[gateway.trusted_idps]]\nissuer = \"{issuer}\"\nclients = [\"chat-app\"]\n[[gateway.clients]]\nclient_id = \"chat-app\"\n\
+         client_secret = \"chat-secret\"\ngrant_types = [\"urn:ietf:params:oauth:grant-type:jwt-bearer\"]\n"
+    );
+    let text = config(&sample.mcp()).replace("[[gateway.clients]]", &format!("{trusted}[[gateway.clients]]"));
+    let (gate, mut log) = Gate::start_logging(&format!("{text}[log]\nformat = \"json\"\n"), &[]).await;
+    let said = log.find("a trusted IdP cannot be discovered now").await.expect("the start-up log says so");
+    assert!(
+        said.contains(&format!("http://127.0.0.1:{port}/.well-known/oauth-authorization-server → unreachable")),
+        "{said}"
+    );
+    assert_eq!(client().get(gate.url("/readyz")).send().await.unwrap().status(), 200);
+    // An assertion of that IdP meanwhile: nothing to check it with, so not now (rather than invalid).
+    let assertion = crate::support::KeyIdp { issuer: issuer.clone() }.token(&gate.url("/mcp"), "mcp:tools");
+    let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.as_str())];
+    let (status, body, _) = token(&gate, Some(("chat-app", "chat-secret")), &form).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+    let _idp = crate::support::KeyIdp::start_at(port).await;
+    assert!(log.find("the trusted IdP is discovered").await.is_some(), "found once it answers");
+}
+
 /// An upstream IdP that answers, but names another issuer than the configured one, is a configuration
 /// to fix: the gateway does not start, and says why.
 #[tokio::test]
