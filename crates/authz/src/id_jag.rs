@@ -57,9 +57,11 @@ impl TrustedIdp {
                     assertions get temporarily_unavailable until it can; trying again in the background");
                 let (keys, cfg) = (keys.clone(), cfg.clone());
                 tokio::spawn(async move {
-                    let failed = |e: &DiscoveryError, wait: std::time::Duration| {
-                        tracing::warn!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
-                            "a trusted IdP still cannot be discovered");
+                    let failed = |e: &DiscoveryError, wait: std::time::Duration| match e.is_transient() {
+                        true => tracing::warn!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
+                            "a trusted IdP still cannot be discovered"),
+                        false => tracing::error!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
+                            "a trusted IdP answers, but not as configured: fix the configuration"),
                     };
                     retry(|| resolve(&keys, &cfg, &http), failed).await;
                     tracing::info!(issuer = %cfg.issuer, "the trusted IdP is discovered: its assertions are checked from now on");

@@ -173,12 +173,6 @@ impl Upstream {
         })
     }
 
-    /// Whether the IdP's endpoints are known (an IdP that could not be reached at start is not, until it
-    /// answers).
-    pub fn is_resolved(&self) -> bool {
-        self.endpoints.get().is_some()
-    }
-
     /// The IdP's endpoints, or why there are none yet.
     fn endpoints(&self) -> Result<&Endpoints, String> {
         self.endpoints.get().ok_or_else(|| {
@@ -461,9 +455,11 @@ struct Rediscover {
 
 impl Rediscover {
     async fn run(self, endpoints: Arc<OnceLock<Endpoints>>) {
-        let failed = |e: &Unresolved, wait: Duration| {
-            tracing::warn!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
-                "the upstream IdP still cannot be discovered: sign-ins through it fail with temporarily_unavailable");
+        let failed = |e: &Unresolved, wait: Duration| match e.transient {
+            true => tracing::warn!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
+                "the upstream IdP still cannot be discovered: sign-ins through it fail with temporarily_unavailable"),
+            false => tracing::error!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
+                "the upstream IdP answers, but not as configured: fix the configuration; sign-ins through it fail meanwhile"),
         };
         let found =
             retry(|| discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock), failed).await;

@@ -67,6 +67,10 @@ async fn verify(
     if let Some(known) = verifier.cached(token) {
         return known.map_err(AuthError::Invalid);
     }
+    // An IdP not discovered yet: nothing is checked, so nothing is charged to the address.
+    if let Some(why) = verifier.awaiting_idp() {
+        return Err(AuthError::Invalid(portcullis_oauth::TokenError::Unavailable(why)));
+    }
     // A new token's check is boxed: it may fetch keys or introspect, and its future is several KiB
     // that every request's future (copied whole into its box as hyper takes it) would otherwise carry.
     let (Some(budget), Some(ip)) = (&state.failures, source) else {

@@ -101,6 +101,25 @@ pub(crate) struct Failed {
     pub(crate) transient: bool,
 }
 
+/// Whether a request that got no answer may get one later: the IdP unreachable, refusing connections,
+/// too slow, its name not resolving (DNS comes up late on some platforms). Not so for a TLS handshake
+/// that failed (a certificate not trusted, TLS spoken to a plain-HTTP port: a configuration to fix),
+/// a request that could not be built, or a redirect.
+pub(crate) fn unanswered_may_pass(e: &reqwest::Error) -> bool {
+    if e.is_builder() || e.is_redirect() {
+        return false;
+    }
+    // rustls's error, found through I/O errors wrapping one another (an I/O error's `source` skips what
+    // it wraps).
+    fn next<'a>(cause: &&'a (dyn std::error::Error + 'static)) -> Option<&'a (dyn std::error::Error + 'static)> {
+        match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        }
+    }
+    !std::iter::successors(std::error::Error::source(e), next).any(|cause| cause.is::<rustls::Error>())
+}
+
 /// Whether an HTTP status says "not now" rather than "not here": a server error, too many requests,
 /// a request timeout.
 pub(crate) fn passing(status: reqwest::StatusCode) -> bool {
@@ -110,12 +129,9 @@ pub(crate) fn passing(status: reqwest::StatusCode) -> bool {
 }
 
 async fn fetch_object(http: &reqwest::Client, url: &Url) -> Result<Value, Failed> {
-    let resp = http
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| Failed { outcome: format!("unreachable ({})", crate::error_chain(&e)), transient: true })?;
+    let resp = http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(|e| {
+        Failed { outcome: format!("unreachable ({})", crate::error_chain(&e)), transient: unanswered_may_pass(&e) }
+    })?;
     let status = resp.status();
     if !status.is_success() {
         return Err(Failed { outcome: format!("HTTP {}", status.as_u16()), transient: passing(status) });
@@ -259,6 +275,11 @@ mod tests {
             assert_eq!(err.is_transient(), transient, "{status} {body:?}: {err}");
             assert!(matches!(err, DiscoveryError::NotFound { ref attempts, .. } if attempts.len() == 3), "{err}");
         }
+        // TLS spoken to a plain-HTTP port: the handshake fails, and will fail again.
+        let plain = crate::serve_for_test(answering(StatusCode::OK, "{}"), "").await;
+        let issuer = IssuerUrl::parse(&format!("https://{}", plain.authority())).unwrap();
+        let err = discover(&crate::idp_client(), &issuer).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let issuer = IssuerUrl::parse(&format!("http://127.0.0.1:{closed}")).unwrap();
         let err = discover(&http, &issuer).await.unwrap_err();

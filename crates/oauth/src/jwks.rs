@@ -378,7 +378,7 @@ impl JwksCache {
             .await
             .map_err(|e| FetchFailure {
                 problem: format!("unreachable ({})", crate::error_chain(&e)),
-                transient: true,
+                transient: crate::discovery::unanswered_may_pass(&e),
             })?;
         let status = resp.status();
         if !status.is_success() {

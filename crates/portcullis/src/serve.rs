@@ -254,7 +254,9 @@ async fn start_gateway(
         let idp = TrustedIdp::start(t, portcullis_oauth::idp_client(), clock.clone())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!(issuer = %idp.issuer, jwks_uri = ?idp.keys.uri().map(|u| u.as_str()), "trusted identity provider ready");
+        if idp.keys.awaiting_reason().is_none() {
+            tracing::info!(issuer = %idp.issuer, jwks_uri = ?idp.keys.uri().map(|u| u.as_str()), "trusted identity provider ready");
+        }
         serves.trusted_idps.push(idp);
     }
     let gateway = Gateway::start(g, serves, store, operator, clock)

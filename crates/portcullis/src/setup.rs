@@ -1,6 +1,7 @@
-//! Start-up wiring of the verifiers: one discovery per distinct issuer, one key cache per distinct
-//! `jwks_uri`, shared by every server that trusts it; gateway-mode servers verify against the gateway's
-//! own keys.
+//! Start-up wiring of the verifiers: one discovery and one key cache per IdP (its issuer, the issuer its
+//! document states, a configured key set URL, and whether its servers can do without keys), shared by
+//! every server that trusts it; an IdP that cannot be reached now is awaited. Gateway-mode servers
+//! verify against the gateway's own keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,10 @@ use portcullis_oauth::introspect::Introspector;
 use portcullis_oauth::jwks::{JwksCache, KeySet};
 use portcullis_oauth::verify::{Verifier, VerifierConfig};
 use portcullis_types::Clock;
+
+/// What makes two servers' IdPs one: the issuer, the issuer its document states, a configured key set
+/// URL, and whether the servers can do without a key set.
+type IdpKey = (String, Option<String>, Option<String>, bool);
 
 /// One verifier per configured server (`None` for unauthenticated servers), in configuration order.
 ///
@@ -30,7 +35,7 @@ pub(crate) async fn verifiers(
 ) -> Result<Vec<Option<Arc<Verifier>>>, (String, DiscoveryError)> {
     // One key set per IdP (its issuer, how its document names itself, and any configured key set URL),
     // shared by every server that trusts it.
-    let mut caches: HashMap<(String, Option<String>, Option<String>), Arc<JwksCache>> = HashMap::new();
+    let mut caches: HashMap<IdpKey, Arc<JwksCache>> = HashMap::new();
     let mut out = Vec::new();
     for server in &config.servers {
         let v = match (&server.auth, gateway) {
@@ -55,7 +60,11 @@ pub(crate) async fn verifiers(
         let keys = if token_info_only {
             JwksCache::fixed(KeySet::default(), clock.clone())
         } else {
-            let idp = (v.issuer.to_string(), v.published_issuer.clone(), v.jwks_uri.as_ref().map(|u| u.to_string()));
+            // Whether the server can do without a key set (a shared secret, introspection) is part of it:
+            // a server that needs one must not reuse the empty set another server was content with.
+            let keyless = v.hs256_secret.is_some() || v.introspection.is_some();
+            let idp =
+                (v.issuer.to_string(), v.published_issuer.clone(), v.jwks_uri.as_ref().map(|u| u.to_string()), keyless);
             match caches.get(&idp) {
                 Some(c) => c.clone(),
                 None => {
@@ -121,9 +130,11 @@ fn refresh_in_background(cache: &Arc<JwksCache>) {
 /// can: its servers answer 503 until then.
 fn keep_discovering(cache: Arc<JwksCache>, http: reqwest::Client, v: VerifyConfig) {
     tokio::spawn(async move {
-        let failed = |e: &DiscoveryError, wait: Duration| {
-            tracing::warn!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
-                "the IdP still cannot be discovered: tokens for its servers are refused as unavailable (503)");
+        let failed = |e: &DiscoveryError, wait: Duration| match e.is_transient() {
+            true => tracing::warn!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
+                "the IdP still cannot be discovered: tokens for its servers are refused as unavailable (503)"),
+            false => tracing::error!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
+                "the IdP answers, but not as configured: fix the configuration; tokens for its servers are refused as unavailable (503) meanwhile"),
         };
         retry(|| resolve_keys(&cache, &http, &v), failed).await;
         tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");

@@ -40,6 +40,24 @@ pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A loopback port held without listening, for a server that comes up later on it: connections to it
+/// are refused, no other socket is given it meanwhile, and a listener that reuses addresses (tokio's,
+/// Node.js's) can bind it while it is held.
+pub struct HeldPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        HeldPort { _socket: socket, port }
+    }
+}
+
 /// Starts `cmd`, waits for a stdout line containing `marker`, returns the child and that line.
 /// Later stdout lines are drained in the background so the child never blocks on a full pipe.
 async fn spawn_until(mut cmd: Command, marker: &str) -> (Child, String) {
@@ -447,12 +465,8 @@ impl Idp {
 
 /// Runs `portcullis serve` expecting it to refuse to start; returns its stderr.
 pub async fn serve_fails(config: &str, env: &[(&str, &str)]) -> String {
-    let port = closed_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let text = config.replace("{listen}", &format!("127.0.0.1:{port}")).replace("{public_url}", &base);
     let dir = TempDir::new();
-    let path = dir.path.join("portcullis.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = write_config(config, closed_port(), &dir);
     let mut cmd = Command::new(bin());
     if !config.is_empty() {
         cmd.arg("serve").arg("--config").arg(&path);

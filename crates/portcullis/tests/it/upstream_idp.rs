@@ -86,7 +86,9 @@ async fn sign_in_at_an_upstream_openid_provider() {
 /// once the IdP answers.
 #[tokio::test]
 async fn an_upstream_idp_down_at_start_is_awaited_and_sign_ins_go_through_once_it_answers() {
-    let port = crate::support::closed_port();
+    // Held, not listening, until the IdP comes up on it.
+    let held = crate::support::HeldPort::new();
+    let port = held.port;
     let (_sample, gate) = start_with_issuer(&format!("http://127.0.0.1:{port}"), "").await;
     assert_eq!(client().get(gate.url("/readyz")).send().await.unwrap().status(), 200);
     let (_, challenge) = pkce();
@@ -129,7 +131,9 @@ async fn an_upstream_idp_down_at_start_is_awaited_and_sign_ins_go_through_once_i
 #[tokio::test]
 async fn a_trusted_idp_down_at_start_is_awaited_until_it_answers() {
     let sample = Sample::start().await;
-    let port = crate::support::closed_port();
+    // Held, not listening, until the IdP comes up on it.
+    let held = crate::support::HeldPort::new();
+    let port = held.port;
     let issuer = format!("http://127.0.0.1:{port}");
     let trusted = format!(
         "[[gateway.trusted_idps]]\nissuer = \"{issuer}\"\nclients = [\"chat-app\"]\n[[gateway.clients]]\nclient_id = \"chat-app\"\n\
@@ -150,6 +154,19 @@ async fn a_trusted_idp_down_at_start_is_awaited_until_it_answers() {
     assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
     let _idp = crate::support::KeyIdp::start_at(port).await;
     assert!(log.find("the trusted IdP is discovered").await.is_some(), "found once it answers");
+    // Its assertions are checked from then on: one the IdP signed is exchanged for a token.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"iss": issuer, "sub": "user-9", "aud": gate.base, "client_id": "chat-app",
+        "resource": gate.url("/mcp"), "jti": "jag-1", "iat": now, "exp": now + 300});
+    let key = portcullis_test_support::TestKey::Es256;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(key.kid().to_owned());
+    header.typ = Some("oauth-id-jag+jwt".to_owned());
+    let assertion = portcullis_test_support::mint_with(&header, key, &claims);
+    let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.as_str())];
+    let (status, body, _) = token(&gate, Some(("chat-app", "chat-secret")), &form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(claims_of(body["access_token"].as_str().unwrap())["sub"], "user-9");
 }
 
 /// An upstream IdP that answers, but names another issuer than the configured one, is a configuration

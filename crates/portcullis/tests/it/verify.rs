@@ -164,10 +164,14 @@ async fn start_up_refuses_an_issuer_mismatch_naming_both_strings() {
 #[tokio::test]
 async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_answers() {
     let sample = Sample::start().await;
-    let port = crate::support::closed_port();
+    // Held, not listening, until the IdP comes up on it.
+    let held = crate::support::HeldPort::new();
+    let port = held.port;
     let issuer = format!("http://127.0.0.1:{port}");
     // JSON lines: the discovery error, several lines long, is one event.
-    let text = format!("{}\n[log]\nformat = \"json\"\n", config(&sample, &issuer, ""));
+    // A small allowance of failed tokens: refusals while the IdP is awaited must not spend it.
+    let text =
+        format!("{}\n[log]\nformat = \"json\"\n[proxy]\nfailed_tokens_per_minute = 2\n", config(&sample, &issuer, ""));
     let (gate, mut log) = Gate::start_logging(&text, &[]).await;
     let said = log.find("cannot be discovered now").await.expect("the start-up log says the IdP is awaited");
     for url in [
@@ -189,6 +193,10 @@ async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_an
     assert!(!r.headers().contains_key("www-authenticate"), "not the client's fault: no challenge");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
+    for n in 0..4 {
+        let other = idp_later.token_for(&format!("user-{n}"), &gate.url("/mcp"), "mcp:tools");
+        assert_eq!(call_echo(&gate, &other).await.status(), 503, "not 429: nothing was checked");
+    }
 
     // The IdP comes up: the gate finds it on its own (1 s, then 2 s later) and checks tokens.
     let _idp = crate::support::KeyIdp::start_at(port).await;
