@@ -351,6 +351,15 @@ impl Upstream {
                     if data.claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
                         return Err(err("nonce does not match this sign-in".into()));
                     }
+                    // OpenID Connect Core §3.1.3.7: the party the token was issued to (`azp`), when
+                    // named, is this gateway; a token for several audiences must name it.
+                    let several = data.claims.get("aud").and_then(Value::as_array).is_some_and(|a| a.len() > 1);
+                    match data.claims.get("azp") {
+                        Some(azp) if azp.as_str() == Some(self.client_id.as_str()) => {}
+                        Some(azp) => return Err(err(format!("it was issued to another party (azp {azp})"))),
+                        None if several => return Err(err("it names several audiences and no azp".into())),
+                        None => {}
+                    }
                     return match data.claims.get("sub").and_then(Value::as_str) {
                         Some(sub) if !sub.is_empty() => Ok(sub.to_owned()),
                         _ => Err(err("no sub claim".into())),
@@ -516,5 +525,71 @@ impl std::fmt::Debug for StoredTokens {
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
             .field("expires_at", &self.expires_at)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_test_support::{TestKey, jwks, mint};
+    use portcullis_types::{ManualClock, Secret};
+    use serde_json::json;
+
+    use super::*;
+
+    const ISSUER: &str = "https://idp.example.com";
+    const NOW: u64 = 1_800_000_000;
+
+    /// An upstream OpenID Connect IdP whose client this gateway is (`gate`), with its keys at hand.
+    fn upstream() -> (Upstream, Arc<JwksCache>) {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(NOW));
+        let set = portcullis_oauth::KeySet::parse(jwks(&[TestKey::Es256]).to_string().as_bytes()).unwrap().0;
+        let upstream = Upstream {
+            provider: format!("oidc:{ISSUER}"),
+            endpoints: Arc::new(OnceLock::new()),
+            extra_issuers: Vec::new(),
+            tenants: None,
+            authorization_params: Vec::new(),
+            token_auth: TokenAuth::ClientSecretBasic,
+            subject_field: "sub".to_owned(),
+            client_id: "gate".to_owned(),
+            client_secret: Secret::new("s".to_owned()),
+            scopes: Vec::new(),
+            forward_token_header: None,
+            http: reqwest::Client::new(),
+            clock: clock.clone(),
+        };
+        (upstream, JwksCache::fixed(set, clock))
+    }
+
+    fn id_token(aud: serde_json::Value, azp: Option<&str>) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut claims =
+            json!({"iss": ISSUER, "sub": "user-1", "aud": aud, "nonce": "n-1", "iat": now, "exp": now + 300});
+        if let Some(azp) = azp {
+            claims["azp"] = json!(azp);
+        }
+        mint(TestKey::Es256, &claims)
+    }
+
+    /// OpenID Connect Core §3.1.3.7: `azp`, when present, must be this client; an ID token for several
+    /// audiences must carry it.
+    #[tokio::test]
+    async fn an_id_token_for_several_audiences_must_name_this_client_as_its_party() {
+        let (upstream, keys) = upstream();
+        let check = |token: String| {
+            let (upstream, keys) = (&upstream, &keys);
+            async move { upstream.verify_id_token(ISSUER, keys, &token, "n-1").await.map_err(|e| e.message) }
+        };
+        assert_eq!(check(id_token(json!("gate"), None)).await.unwrap(), "user-1");
+        assert_eq!(check(id_token(json!(["gate", "api"]), Some("gate"))).await.unwrap(), "user-1");
+        assert_eq!(check(id_token(json!("gate"), Some("gate"))).await.unwrap(), "user-1");
+        let several = check(id_token(json!(["gate", "api"]), None)).await.unwrap_err();
+        assert!(several.contains("several audiences and no azp"), "{several}");
+        let other = check(id_token(json!(["gate", "api"]), Some("api"))).await.unwrap_err();
+        assert!(other.contains("issued to another party"), "{other}");
+        let other = check(id_token(json!("gate"), Some("api"))).await.unwrap_err();
+        assert!(other.contains("issued to another party"), "{other}");
+        // And the audience is still checked: a token for another client alone is refused.
+        assert!(check(id_token(json!("api"), Some("api"))).await.is_err());
     }
 }
