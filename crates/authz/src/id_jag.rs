@@ -63,7 +63,7 @@ impl TrustedIdp {
                         false => tracing::error!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
                             "a trusted IdP answers, but not as configured: fix the configuration"),
                     };
-                    retry(|| resolve(&keys, &cfg, &http), failed).await;
+                    retry(cfg.issuer.as_str(), || resolve(&keys, &cfg, &http), failed).await;
                     tracing::info!(issuer = %cfg.issuer, "the trusted IdP is discovered: its assertions are checked from now on");
                     keys.spawn_refresher();
                 });

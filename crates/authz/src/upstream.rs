@@ -470,8 +470,12 @@ impl Rediscover {
             false => tracing::error!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
                 "the upstream IdP answers, but not as configured: fix the configuration; sign-ins through it fail meanwhile"),
         };
-        let found =
-            retry(|| discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock), failed).await;
+        let found = retry(
+            self.issuer.as_str(),
+            || discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock),
+            failed,
+        )
+        .await;
         let _ = endpoints.set(found);
         tracing::info!(issuer = %self.issuer, "the upstream IdP is discovered: users sign in through it from now on");
     }

@@ -47,18 +47,36 @@ pub fn discovery_urls(issuer: &IssuerUrl) -> Vec<Url> {
 /// The longest wait between two tries at an IdP that could not be discovered.
 pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Tries `attempt` until it succeeds: 1 s from now, then twice as long after each failure, up to
-/// [`RETRY_MAX`]; `failed` hears of each failure, with the wait before the next try. For an IdP that
-/// could not be reached at start, tried again in the background.
+/// The gauge that is 1 while an IdP that could not be discovered at start is awaited (label `issuer`),
+/// 0 once it is found.
+pub const AWAITED_METRIC: &str = "portcullis_idp_awaited";
+
+/// Describes [`AWAITED_METRIC`] (its HELP line).
+pub fn describe() {
+    metrics::describe_gauge!(
+        AWAITED_METRIC,
+        "1 while an IdP that could not be discovered at start is awaited (its tokens refused as unavailable), 0 once found."
+    );
+}
+
+/// Tries `attempt`, for the IdP `issuer` that could not be reached at start, until it succeeds: 1 s from
+/// now, then twice as long after each failure, up to [`RETRY_MAX`]; `failed` hears of each failure,
+/// with the wait before the next try. [`AWAITED_METRIC`] says the IdP is awaited meanwhile.
 pub async fn retry<T, E, F: Future<Output = Result<T, E>>>(
+    issuer: &str,
     mut attempt: impl FnMut() -> F,
     mut failed: impl FnMut(&E, std::time::Duration),
 ) -> T {
+    let awaited = metrics::gauge!(AWAITED_METRIC, "issuer" => issuer.to_owned());
+    awaited.set(1.0);
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         tokio::time::sleep(wait).await;
         match attempt().await {
-            Ok(done) => return done,
+            Ok(done) => {
+                awaited.set(0.0);
+                return done;
+            }
             Err(e) => {
                 wait = (wait * 2).min(RETRY_MAX);
                 failed(&e, wait);

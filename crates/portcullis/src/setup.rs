@@ -136,7 +136,7 @@ fn keep_discovering(cache: Arc<JwksCache>, http: reqwest::Client, v: VerifyConfi
             false => tracing::error!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
                 "the IdP answers, but not as configured: fix the configuration; tokens for its servers are refused as unavailable (503) meanwhile"),
         };
-        retry(|| resolve_keys(&cache, &http, &v), failed).await;
+        retry(v.issuer.as_str(), || resolve_keys(&cache, &http, &v), failed).await;
         tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");
         refresh_in_background(&cache);
     });

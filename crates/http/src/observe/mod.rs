@@ -66,6 +66,7 @@ pub fn describe() {
     describe_counter!(name::AUDIT_DROPPED, Unit::Count, "Audit events dropped because the writer fell behind.");
     describe_gauge!("portcullis_build_info", "Always 1; the version label names the build.");
     portcullis_oauth::jwks::metric::describe();
+    portcullis_oauth::discovery::describe();
     describe_counter!(name::REGISTRATIONS, Unit::Count, "Dynamic client registrations: success or the RFC 7591 error.");
     describe_counter!(name::SIGN_INS, Unit::Count, "Sign-ins with local accounts: success, failure or throttled.");
     describe_counter!(name::CONSENTS, Unit::Count, "Answers on the consent page: granted or denied.");

@@ -170,8 +170,23 @@ async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_an
     let issuer = format!("http://127.0.0.1:{port}");
     // JSON lines: the discovery error, several lines long, is one event.
     // A small allowance of failed tokens: refusals while the IdP is awaited must not spend it.
-    let text =
-        format!("{}\n[log]\nformat = \"json\"\n[proxy]\nfailed_tokens_per_minute = 2\n", config(&sample, &issuer, ""));
+    // And metrics, which say the IdP is awaited.
+    let metrics_port = crate::support::closed_port();
+    let text = format!(
+        "{}\n[log]\nformat = \"json\"\n[proxy]\nfailed_tokens_per_minute = 2\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        config(&sample, &issuer, "")
+    );
+    let awaited = || async move {
+        let text = client()
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines().find(|l| l.starts_with("portcullis_idp_awaited{")).map(str::to_owned)
+    };
     let (gate, mut log) = Gate::start_logging(&text, &[]).await;
     let said = log.find("cannot be discovered now").await.expect("the start-up log says the IdP is awaited");
     for url in [
@@ -182,6 +197,7 @@ async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_an
     }
     let ready = client().get(gate.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    assert_eq!(awaited().await, Some(format!("portcullis_idp_awaited{{issuer=\"{issuer}\"}} 1")));
     assert!(ready.text().await.unwrap().contains("IdP"), "readyz names the reason");
 
     // Any token, even one the IdP will sign: nothing can check it yet.
@@ -210,6 +226,7 @@ async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_an
     }
     assert!(ready, "ready once the IdP answers");
     assert!(log.find("the IdP is discovered").await.is_some());
+    assert_eq!(awaited().await, Some(format!("portcullis_idp_awaited{{issuer=\"{issuer}\"}} 0")));
     assert_passes(&gate, &token).await;
     let other = idp_later.token("http://127.0.0.1:1/other", "mcp:tools");
     assert_refused(&gate, &other, "aud was 'http://127.0.0.1:1/other'").await;
