@@ -47,15 +47,16 @@ pub fn discovery_urls(issuer: &IssuerUrl) -> Vec<Url> {
 /// The longest wait between two tries at an IdP that could not be discovered.
 pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The gauge that is 1 while an IdP that could not be discovered at start is awaited (label `issuer`),
-/// 0 once it is found.
+/// The gauge of the waits for an IdP that could not be discovered at start (label `issuer`): above 0
+/// while one is awaited, 0 once found for all that wait (a verify-mode key set, the upstream IdP, a
+/// trusted IdP may each wait for the same issuer).
 pub const AWAITED_METRIC: &str = "portcullis_idp_awaited";
 
 /// Describes [`AWAITED_METRIC`] (its HELP line).
 pub fn describe() {
     metrics::describe_gauge!(
         AWAITED_METRIC,
-        "1 while an IdP that could not be discovered at start is awaited (its tokens refused as unavailable), 0 once found."
+        "Waits for an IdP that could not be discovered at start (its tokens refused as unavailable): above 0 while awaited, 0 once found."
     );
 }
 
@@ -68,13 +69,13 @@ pub async fn retry<T, E, F: Future<Output = Result<T, E>>>(
     mut failed: impl FnMut(&E, std::time::Duration),
 ) -> T {
     let awaited = metrics::gauge!(AWAITED_METRIC, "issuer" => issuer.to_owned());
-    awaited.set(1.0);
+    awaited.increment(1.0);
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         tokio::time::sleep(wait).await;
         match attempt().await {
             Ok(done) => {
-                awaited.set(0.0);
+                awaited.decrement(1.0);
                 return done;
             }
             Err(e) => {
@@ -120,9 +121,10 @@ pub(crate) struct Failed {
 }
 
 /// Whether a request that got no answer may get one later: the IdP unreachable, refusing connections,
-/// too slow, its name not resolving (DNS comes up late on some platforms). Not so for a TLS handshake
-/// that failed (a certificate not trusted, TLS spoken to a plain-HTTP port: a configuration to fix),
-/// a request that could not be built, or a redirect.
+/// too slow, its name not resolving (DNS comes up late on some platforms), a certificate not (yet)
+/// valid (a proxy's default certificate while the IdP behind it starts, a clock not synchronised at
+/// boot). Not so for an `https` URL whose port does not speak TLS (its answer is no TLS message: a
+/// configuration to fix), a request that could not be built, or a redirect.
 pub(crate) fn unanswered_may_pass(e: &reqwest::Error) -> bool {
     if e.is_builder() || e.is_redirect() {
         return false;
@@ -135,7 +137,17 @@ pub(crate) fn unanswered_may_pass(e: &reqwest::Error) -> bool {
             None => cause.source(),
         }
     }
-    !std::iter::successors(std::error::Error::source(e), next).any(|cause| cause.is::<rustls::Error>())
+    let not_tls = |cause: &(dyn std::error::Error + 'static)| {
+        matches!(
+            cause.downcast_ref::<rustls::Error>(),
+            Some(
+                rustls::Error::InvalidMessage(_)
+                    | rustls::Error::InappropriateMessage { .. }
+                    | rustls::Error::InappropriateHandshakeMessage { .. }
+            )
+        )
+    };
+    !std::iter::successors(std::error::Error::source(e), next).any(not_tls)
 }
 
 /// Whether an HTTP status says "not now" rather than "not here": a server error, too many requests,

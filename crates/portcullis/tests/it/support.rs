@@ -42,7 +42,8 @@ pub fn closed_port() -> u16 {
 
 /// A loopback port held without listening, for a server that comes up later on it: connections to it
 /// are refused, no other socket is given it meanwhile, and a listener that reuses addresses (tokio's,
-/// Node.js's) can bind it while it is held.
+/// Node.js's) can bind it while it is held (Linux: sockets with `SO_REUSEADDR` share a port until one
+/// listens).
 pub struct HeldPort {
     _socket: tokio::net::TcpSocket,
     pub port: u16,

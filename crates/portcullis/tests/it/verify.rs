@@ -171,7 +171,8 @@ async fn an_unreachable_issuer_is_awaited_and_its_server_answers_503_until_it_an
     // JSON lines: the discovery error, several lines long, is one event.
     // A small allowance of failed tokens: refusals while the IdP is awaited must not spend it.
     // And metrics, which say the IdP is awaited.
-    let metrics_port = crate::support::closed_port();
+    let metrics = crate::support::HeldPort::new();
+    let metrics_port = metrics.port;
     let text = format!(
         "{}\n[log]\nformat = \"json\"\n[proxy]\nfailed_tokens_per_minute = 2\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
         config(&sample, &issuer, "")
