@@ -329,7 +329,7 @@ impl Gateway {
         };
         if let Some(secs) = wait {
             tracing::info!(client_id = %flow.client_id, wait_secs = secs, "sign-in throttled");
-            self.emit_sign_in(username, &flow, crate::events::SignIn::Throttled, requester);
+            self.emit_sign_in(self.account_named(username).await?, &flow, crate::events::SignIn::Throttled, requester);
             self.save(handle, &flow).await?;
             return Ok(Step::Login {
                 handle: handle.to_owned(),
@@ -342,7 +342,7 @@ impl Gateway {
             flow.attempts += 1;
             let next_wait = self.sign_in_failed(username, requester).await?;
             tracing::info!(client_id = %flow.client_id, attempts = flow.attempts, "failed sign-in");
-            self.emit_sign_in(username, &flow, crate::events::SignIn::Failed, requester);
+            self.emit_sign_in(self.account_named(username).await?, &flow, crate::events::SignIn::Failed, requester);
             if flow.attempts >= MAX_LOGIN_ATTEMPTS {
                 return Err(self.error_redirect(
                     &flow.redirect_uri,
@@ -367,7 +367,7 @@ impl Gateway {
             });
         };
         self.sign_in_succeeded(username).await?;
-        self.emit_sign_in(username, &flow, crate::events::SignIn::Succeeded, requester);
+        self.emit_sign_in(Some(username), &flow, crate::events::SignIn::Succeeded, requester);
         flow.subject = Some(subject.clone());
         flow.auth_time = Some(self.now());
         // Consent already given for at least these scopes: no second question. A consent is kept per
@@ -426,9 +426,21 @@ impl Gateway {
         self.issue_code(&flow).await
     }
 
-    fn emit_sign_in(&self, username: &str, flow: &Flow, outcome: crate::events::SignIn, address: Option<IpAddr>) {
+    fn emit_sign_in(
+        &self,
+        username: Option<&str>,
+        flow: &Flow,
+        outcome: crate::events::SignIn,
+        address: Option<IpAddr>,
+    ) {
         let client_id = flow.client_id.as_str();
         self.emit(crate::events::Event::SignIn { username, client_id, outcome, address });
+    }
+
+    /// `username` when it names an account: what a refused sign-in's event may say of who it was for
+    /// (a name that is no account may be a password typed into the wrong box).
+    async fn account_named<'a>(&self, username: &'a str) -> Result<Option<&'a str>, AuthzError> {
+        Ok(self.store.get_user(username).await?.map(|_| username))
     }
 
     /// `dangerous.auto_approve_as`: the fixed account, no pages.

@@ -11,8 +11,9 @@ pub enum Event<'a> {
     ClientRegistered { client_id: &'a str, client_name: Option<&'a str> },
     /// A registration was refused, with its RFC 7591 error code.
     RegistrationRefused { error: &'a str },
-    /// A sign-in with a local account: `username` as typed (it may name no account).
-    SignIn { username: &'a str, client_id: &'a str, outcome: SignIn, address: Option<IpAddr> },
+    /// A sign-in with a local account: the account's `username`, `None` when what was typed names no
+    /// account (it may be a password typed into the wrong box, which must reach no log).
+    SignIn { username: Option<&'a str>, client_id: &'a str, outcome: SignIn, address: Option<IpAddr> },
     /// The user answered the consent page.
     Consent { subject: &'a str, client_id: &'a str, scope: &'a str, granted: bool },
     /// Tokens issued at the token endpoint.

@@ -448,7 +448,7 @@ impl EventSink for GatewaySink {
             Event::SignIn { username, client_id, outcome, address } => (
                 "gateway.sign_in",
                 GatewayLine {
-                    username: Some(username),
+                    username,
                     client_id: Some(client_id),
                     address: address.map(|a| a.to_string()),
                     result: outcome.as_str(),

@@ -328,6 +328,23 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
         ("password", "not the password".to_owned()),
     ];
     let r = no_redirects().post(gate.url("/authorize")).header("cookie", &cookie).form(&wrong).send().await.unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Wrong username or password"));
+    // The password typed into the username box: no account, and the audit log must not show it.
+    let in_the_wrong_box = [
+        ("step", "login".to_owned()),
+        ("handle", hidden(&page, "handle")),
+        ("csrf", hidden(&page, "csrf")),
+        ("username", PASSWORD.to_owned()),
+        ("password", String::new()),
+    ];
+    let r = no_redirects()
+        .post(gate.url("/authorize"))
+        .header("cookie", &cookie)
+        .form(&in_the_wrong_box)
+        .send()
+        .await
+        .unwrap();
     assert!(r.text().await.unwrap().contains("Wrong username or password"));
     let code = drive(&gate, &params, Via::Account("alice", PASSWORD)).await.query["code"].clone();
     let form = [
@@ -351,7 +368,7 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
     let mut lines = Vec::new();
     for _ in 0..50 {
         lines = std::fs::read_to_string(&audit_path).unwrap_or_default().lines().map(String::from).collect();
-        if lines.len() >= 9 {
+        if lines.len() >= 10 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -369,6 +386,7 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
             ("admin.user_added", "success"),
             ("gateway.client_registered", "success"),
             ("gateway.sign_in", "failure"),
+            ("gateway.sign_in", "failure"),
             ("gateway.sign_in", "success"),
             ("gateway.consent", "granted"),
             ("gateway.token_issued", "success"),
@@ -380,13 +398,15 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
     assert_eq!(events[1]["client_name"], "Audited App");
     assert_eq!((events[2]["username"].as_str(), events[2]["client_id"].as_str()), (Some("alice"), Some(&*client_id)));
     assert_eq!(events[2]["address"], "127.0.0.1");
+    assert!(events[3].get("username").is_none(), "no account by that name: {}", events[3]);
+    assert_eq!(events[3]["client_id"].as_str(), Some(&*client_id));
     assert_eq!(
-        (events[5]["grant_type"].as_str(), events[5]["subject"].as_str()),
+        (events[6]["grant_type"].as_str(), events[6]["subject"].as_str()),
         (Some("authorization_code"), Some("local:alice"))
     );
-    assert_eq!(events[5]["resource"], gate.url("/mcp"));
-    assert_eq!(events[6]["grant_type"], "refresh_token");
-    assert_eq!(events[7]["subject"], "local:alice");
+    assert_eq!(events[6]["resource"], gate.url("/mcp"));
+    assert_eq!(events[7]["grant_type"], "refresh_token");
+    assert_eq!(events[8]["subject"], "local:alice");
 
     // Administration in a process of its own writes to the same log.
     crate::support::admin(&["keys", "rotate", "--config", &config], "").await;
@@ -399,7 +419,7 @@ async fn the_authorization_server_audits_registrations_sign_ins_consents_and_tok
         client().get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
     for (series, value) in [
         (r#"portcullis_gateway_registrations_total{result="success"}"#, 1.0),
-        (r#"portcullis_gateway_sign_ins_total{result="failure"}"#, 1.0),
+        (r#"portcullis_gateway_sign_ins_total{result="failure"}"#, 2.0),
         (r#"portcullis_gateway_sign_ins_total{result="success"}"#, 1.0),
         (r#"portcullis_gateway_consents_total{result="granted"}"#, 1.0),
         (r#"portcullis_gateway_token_requests_total{grant_type="authorization_code",result="success"}"#, 1.0),
