@@ -206,7 +206,7 @@ async function main() {
       });
       const text = await callEcho(mcp, provider, 'from a machine');
       const at = claimsOf(provider.tokens().access_token);
-      const ok = text === 'from a machine' && at.sub === NIGHTLY.id && at.gty === 'client_credentials'
+      const ok = text === 'from a machine' && at.sub === `client:${NIGHTLY.id}` && at.gty === 'client_credentials'
         && !provider.tokens().refresh_token;
       return ok || `echo ${text}, token ${JSON.stringify(at)}`;
     });
@@ -325,10 +325,10 @@ async function main() {
       const lines = auditLines(audit);
       const issued = lines.filter((l) => l.event === 'gateway.token_issued');
       const requests = lines.filter((l) => l.event === 'mcp.request' && l.decision);
-      const machineCall = requests.find((l) => l.subject === NIGHTLY.id && l.caller === 'machine' && l.name === 'echo');
+      const machineCall = requests.find((l) => l.subject === `client:${NIGHTLY.id}` && l.caller === 'machine' && l.name === 'echo');
       const refusedMachine = requests.find((l) => l.server === '/people' && l.rule === 'people-only' && l.caller === 'machine');
       const aliceCall = requests.find((l) => l.subject === 'acme:alice' && l.caller === 'user' && l.name === 'echo');
-      const ok = issued.some((l) => l.grant_type === 'client_credentials' && l.subject === NIGHTLY.id)
+      const ok = issued.some((l) => l.grant_type === 'client_credentials' && l.subject === `client:${NIGHTLY.id}`)
         && issued.some((l) => l.grant_type === JWT_BEARER && l.subject === 'acme:alice')
         && machineCall && refusedMachine && aliceCall;
       const text = fs.readFileSync(audit, 'utf8');

@@ -143,7 +143,7 @@ async fn client_credentials_with_a_secret_names_the_client_and_binds_the_resourc
     // No scope asked for: the client's scopes.
     assert_eq!(body["scope"], "mcp:reports mcp:tools");
     let at = claims(body["access_token"].as_str().unwrap());
-    assert_eq!((at["sub"].as_str(), at["client_id"].as_str()), (Some("nightly"), Some("nightly")));
+    assert_eq!((at["sub"].as_str(), at["client_id"].as_str()), (Some("client:nightly"), Some("nightly")));
     assert_eq!((at["aud"].as_str(), at["iss"].as_str()), (Some(RESOURCE), Some(ISSUER)));
     assert_eq!(at["gty"], "client_credentials");
 
@@ -214,7 +214,7 @@ async fn client_credentials_with_private_key_jwt_accepts_each_assertion_once() {
     ];
     let body = token(&h, None, &pairs).await.unwrap();
     let at = claims(body["access_token"].as_str().unwrap());
-    assert_eq!((at["sub"].as_str(), at["scope"].as_str()), (Some("signer"), Some("mcp:tools")));
+    assert_eq!((at["sub"].as_str(), at["scope"].as_str()), (Some("client:signer"), Some("mcp:tools")));
     let (code, description) = token(&h, None, &pairs).await.unwrap_err();
     assert_eq!(code, "invalid_client", "{description}");
     assert!(description.contains("already used"), "{description}");

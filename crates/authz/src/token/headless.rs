@@ -20,7 +20,9 @@ use portcullis_types::{ErrorCode, Secret};
 const USER_SCOPES: [&str; 2] = ["openid", "offline_access"];
 
 impl Gateway {
-    /// `grant_type=client_credentials`: a token whose `sub` is the client itself.
+    /// `grant_type=client_credentials`: a token whose `sub` is the client itself, `client:<id>` (RFC 9068
+    /// §2.2), apart from users' subjects (local accounts are `local:…`; an upstream IdP's subjects, a
+    /// login name among them, could otherwise equal a client's id).
     pub(super) async fn client_credentials_grant(
         &self,
         client: &ClientRecord,
@@ -31,11 +33,12 @@ impl Gateway {
         let resource = self.requested_resource(req.resource.as_deref())?;
         let scope = self.headless_scope(&resource, metadata, req.scope.as_deref(), None)?;
         let client_id = client.client_id.as_str();
-        let body = self.sign_access_token(client_id, client_id, &resource, &scope, Some(CLIENT_CREDENTIALS))?;
+        let subject = format!("client:{client_id}");
+        let body = self.sign_access_token(client_id, &subject, &resource, &scope, Some(CLIENT_CREDENTIALS))?;
         self.emit(crate::events::Event::TokenIssued {
             grant_type: GrantType::ClientCredentials.label(),
             client_id,
-            subject: client_id,
+            subject: &subject,
             scope: &scope,
             resource: &resource,
         });
