@@ -125,7 +125,7 @@ pub(crate) struct Failed {
 /// valid (a proxy's default certificate while the IdP behind it starts, a clock not synchronised at
 /// boot). Not so for an `https` URL whose port does not speak TLS (its answer is no TLS message: a
 /// configuration to fix), a request that could not be built, or a redirect.
-pub(crate) fn unanswered_may_pass(e: &reqwest::Error) -> bool {
+fn unanswered_may_pass(e: &reqwest::Error) -> bool {
     if e.is_builder() || e.is_redirect() {
         return false;
     }
@@ -152,23 +152,38 @@ pub(crate) fn unanswered_may_pass(e: &reqwest::Error) -> bool {
 
 /// Whether an HTTP status says "not now" rather than "not here": a server error, too many requests,
 /// a request timeout.
-pub(crate) fn passing(status: reqwest::StatusCode) -> bool {
+fn passing(status: reqwest::StatusCode) -> bool {
     status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
-async fn fetch_object(http: &reqwest::Client, url: &Url) -> Result<Value, Failed> {
-    let resp = http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(|e| {
-        Failed { outcome: format!("unreachable ({})", crate::error_chain(&e)), transient: unanswered_may_pass(&e) }
+/// GETs an IdP's document at `url` (of the media types `accept` names), read up to
+/// [`crate::DOCUMENT_LIMIT`]: its body and its `Cache-Control`. A failure says what came back, and
+/// whether asking again later may bring the document.
+pub(crate) async fn get_document(
+    http: &reqwest::Client,
+    url: &Url,
+    accept: &'static str,
+) -> Result<(Vec<u8>, Option<String>), Failed> {
+    let resp = http.get(url.clone()).header(reqwest::header::ACCEPT, accept).send().await.map_err(|e| Failed {
+        outcome: format!("unreachable ({})", crate::error_chain(&e)),
+        transient: unanswered_may_pass(&e),
     })?;
     let status = resp.status();
     if !status.is_success() {
         return Err(Failed { outcome: format!("HTTP {}", status.as_u16()), transient: passing(status) });
     }
+    let cache_control =
+        resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = crate::body_within(resp, crate::DOCUMENT_LIMIT)
         .await
         .map_err(|e| Failed { transient: matches!(e, crate::BodyError::Read(_)), outcome: e.to_string() })?;
+    Ok((body, cache_control))
+}
+
+async fn fetch_object(http: &reqwest::Client, url: &Url) -> Result<Value, Failed> {
+    let (body, _) = get_document(http, url, "application/json").await?;
     let wrong = |outcome: String| Failed { outcome, transient: false };
     match serde_json::from_slice::<Value>(&body) {
         Ok(v @ Value::Object(_)) => Ok(v),

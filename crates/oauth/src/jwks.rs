@@ -15,6 +15,7 @@ use portcullis_types::Clock;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::discovery::{Failed, get_document};
 use crate::error::{DiscoveryError, TokenError};
 
 /// Refresh bounds for `Cache-Control: max-age`: never hammer the IdP, never keep keys for a day.
@@ -209,12 +210,6 @@ pub trait Reload: Send + Sync {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
-/// Why a key set could not be fetched, and whether fetching it again later may succeed.
-struct FetchFailure {
-    problem: String,
-    transient: bool,
-}
-
 /// The key set of one IdP, shared by every server that trusts it.
 pub struct JwksCache {
     /// Where the keys are fetched from; unset for a fixed set, and while the IdP is awaited.
@@ -291,7 +286,7 @@ impl JwksCache {
         if let Some(uri) = uri {
             let failed =
                 |problem: String, transient: bool| DiscoveryError::Jwks { url: uri.to_string(), problem, transient };
-            self.fetched_from(&uri).await.map_err(|f| failed(f.problem, f.transient))?;
+            self.fetched_from(&uri).await.map_err(|f| failed(f.outcome, f.transient))?;
             if self.current().keys.is_empty() {
                 return Err(failed("no usable signing keys".to_owned(), false));
             }
@@ -339,22 +334,22 @@ impl JwksCache {
     /// Fetches the key set now. On failure the last good keys stay in force. Each fetch is counted in
     /// the metrics, with the key count and the time of the last success.
     pub async fn refresh(&self) -> Result<(), String> {
-        self.fetched().await.map_err(|f| f.problem)
+        self.fetched().await.map_err(|f| f.outcome)
     }
 
     /// [`refresh`](Self::refresh), saying whether a failure may pass.
-    async fn fetched(&self) -> Result<(), FetchFailure> {
+    async fn fetched(&self) -> Result<(), Failed> {
         match self.uri.get() {
             Some(uri) => self.fetched_from(uri).await,
             None => match self.reload.get().and_then(Weak::upgrade) {
-                Some(source) => source.reload().await.map_err(|problem| FetchFailure { problem, transient: false }),
+                Some(source) => source.reload().await.map_err(|problem| Failed { outcome: problem, transient: false }),
                 None => Ok(()),
             },
         }
     }
 
     /// Fetches the key set from `uri`, traced and counted.
-    async fn fetched_from(&self, uri: &Url) -> Result<(), FetchFailure> {
+    async fn fetched_from(&self, uri: &Url) -> Result<(), Failed> {
         let span = tracing::debug_span!("jwks.fetch", jwks_uri = %uri);
         let result = tracing::Instrument::instrument(self.fetch(uri), span).await;
         let label = uri.to_string();
@@ -367,28 +362,10 @@ impl JwksCache {
         result
     }
 
-    async fn fetch(&self, uri: &Url) -> Result<(), FetchFailure> {
+    async fn fetch(&self, uri: &Url) -> Result<(), Failed> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
-        let wrong = |problem: String| FetchFailure { problem, transient: false };
-        let resp = self
-            .http
-            .get(uri.clone())
-            .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
-            .send()
-            .await
-            .map_err(|e| FetchFailure {
-                problem: format!("unreachable ({})", crate::error_chain(&e)),
-                transient: crate::discovery::unanswered_may_pass(&e),
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            let transient = crate::discovery::passing(status);
-            return Err(FetchFailure { problem: format!("HTTP {}", status.as_u16()), transient });
-        }
-        let cc = resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = crate::body_within(resp, crate::DOCUMENT_LIMIT)
-            .await
-            .map_err(|e| FetchFailure { transient: matches!(e, crate::BodyError::Read(_)), problem: e.to_string() })?;
+        let wrong = |outcome: String| Failed { outcome, transient: false };
+        let (body, cc) = get_document(&self.http, uri, "application/jwk-set+json, application/json").await?;
         let (mut set, skipped) = KeySet::parse(&body).map_err(wrong)?;
         for s in &skipped {
             tracing::debug!(jwks_uri = %uri, "{s}");
