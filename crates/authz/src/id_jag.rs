@@ -49,9 +49,7 @@ impl TrustedIdp {
         let why = format!("the trusted IdP {} has not been discovered yet", cfg.issuer);
         let keys = JwksCache::awaiting(http.clone(), clock, why);
         match resolve(&keys, cfg, &http).await {
-            Ok(()) => {
-                keys.spawn_refresher();
-            }
+            Ok(()) => {}
             Err(e) if e.is_transient() => {
                 tracing::error!(issuer = %cfg.issuer, error = %e, "a trusted IdP cannot be discovered now: its \
                     assertions get temporarily_unavailable until it can; trying again in the background");
@@ -65,7 +63,6 @@ impl TrustedIdp {
                     };
                     retry(cfg.issuer.as_str(), || resolve(&keys, &cfg, &http), failed).await;
                     tracing::info!(issuer = %cfg.issuer, "the trusted IdP is discovered: its assertions are checked from now on");
-                    keys.spawn_refresher();
                 });
             }
             Err(e) => return Err(GatewayError::Other(format!("trusted IdP {}: {e}", cfg.issuer))),
@@ -86,7 +83,7 @@ impl TrustedIdp {
 }
 
 /// Puts `cfg`'s key set in force in `keys`: from its `jwks_uri`, else the one its discovery names.
-async fn resolve(keys: &JwksCache, cfg: &TrustedIdpConfig, http: &reqwest::Client) -> Result<(), DiscoveryError> {
+async fn resolve(keys: &Arc<JwksCache>, cfg: &TrustedIdpConfig, http: &reqwest::Client) -> Result<(), DiscoveryError> {
     let jwks_uri = match &cfg.jwks_uri {
         Some(u) => u.clone(),
         None => {

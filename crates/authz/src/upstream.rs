@@ -448,7 +448,6 @@ async fn discover(
     let keys = JwksCache::load(jwks_uri, http.clone(), clock.clone())
         .await
         .map_err(|e| Unresolved { transient: e.is_transient(), message: format!("upstream IdP: {e}") })?;
-    keys.spawn_refresher();
     Ok(Endpoints { authorization_endpoint, token_endpoint, userinfo_endpoint, oidc: Some((issuer.to_string(), keys)) })
 }
 

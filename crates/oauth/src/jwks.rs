@@ -242,7 +242,8 @@ impl std::fmt::Debug for JwksCache {
 }
 
 impl JwksCache {
-    /// Loads the key set from `uri`; fails (naming the URL and what came back) when it cannot.
+    /// Loads the key set from `uri` and keeps it fresh; fails (naming the URL and what came back) when it
+    /// cannot.
     pub async fn load(uri: Url, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Arc<Self>, DiscoveryError> {
         let cache = Arc::new(Self::new(http, clock, KeySet::default(), None));
         cache.resolve(Some(uri)).await?;
@@ -280,9 +281,10 @@ impl JwksCache {
         self.awaited.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Puts the key set in force: fetched from `uri` (it must hold a usable key), or, without one (a
-    /// shared-secret or introspection-only verifier), none; an awaited set is awaited no more.
-    pub async fn resolve(&self, uri: Option<Url>) -> Result<(), DiscoveryError> {
+    /// Puts the key set in force: fetched from `uri` (it must hold a usable key) and kept fresh from then
+    /// on, or, without one (a shared-secret or introspection-only verifier), none; an awaited set is
+    /// awaited no more.
+    pub async fn resolve(self: &Arc<Self>, uri: Option<Url>) -> Result<(), DiscoveryError> {
         if let Some(uri) = uri {
             let failed =
                 |problem: String, transient: bool| DiscoveryError::Jwks { url: uri.to_string(), problem, transient };
@@ -292,6 +294,7 @@ impl JwksCache {
             }
             // Where it is refreshed from; set once (a set that was in force is never resolved again).
             let _ = self.uri.set(uri);
+            self.spawn_refresher();
         }
         *self.awaited.write().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())

@@ -71,7 +71,7 @@ pub(crate) async fn verifiers(
                     let why = format!("the IdP {} has not been discovered yet", v.issuer);
                     let cache = JwksCache::awaiting(http.clone(), clock.clone(), why);
                     match resolve_keys(&cache, http, v).await {
-                        Ok(()) => refresh_in_background(&cache),
+                        Ok(()) => {}
                         Err(e) if e.is_transient() => {
                             tracing::error!(
                                 path = %server.path,
@@ -109,20 +109,13 @@ pub(crate) async fn verifiers(
 
 /// Discovers `v`'s IdP (its metadata is checked even where the key set URL is configured) and puts its
 /// key set in force in `cache`.
-async fn resolve_keys(cache: &JwksCache, http: &reqwest::Client, v: &VerifyConfig) -> Result<(), DiscoveryError> {
+async fn resolve_keys(cache: &Arc<JwksCache>, http: &reqwest::Client, v: &VerifyConfig) -> Result<(), DiscoveryError> {
     let meta = discover_publishing(http, &v.issuer, v.published_issuer.as_deref()).await?;
     match v.jwks_uri.clone().or_else(|| meta.jwks_uri.clone()) {
         Some(uri) => cache.resolve(Some(uri)).await,
         // A shared-secret-only or introspection-only deployment needs no key set.
         None if v.hs256_secret.is_some() || v.introspection.is_some() => cache.resolve(None).await,
         None => Err(DiscoveryError::NoJwksUri { url: meta.source.to_string() }),
-    }
-}
-
-/// Keeps a fetched key set fresh.
-fn refresh_in_background(cache: &Arc<JwksCache>) {
-    if cache.uri().is_some() {
-        cache.spawn_refresher();
     }
 }
 
@@ -138,6 +131,5 @@ fn keep_discovering(cache: Arc<JwksCache>, http: reqwest::Client, v: VerifyConfi
         };
         retry(v.issuer.as_str(), || resolve_keys(&cache, &http, &v), failed).await;
         tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");
-        refresh_in_background(&cache);
     });
 }
