@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use portcullis_config::TrustedIdpConfig;
 use portcullis_oauth::audience::same_resource;
-use portcullis_oauth::discovery::{discover, retry};
+use portcullis_oauth::discovery::{Awaited, discover, retry};
 use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::jwks::JwksCache;
 use portcullis_types::Clock;
@@ -55,14 +55,12 @@ impl TrustedIdp {
                     assertions get temporarily_unavailable until it can; trying again in the background");
                 let (keys, cfg) = (keys.clone(), cfg.clone());
                 tokio::spawn(async move {
-                    let failed = |e: &DiscoveryError, wait: std::time::Duration| match e.is_transient() {
-                        true => tracing::warn!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
-                            "a trusted IdP still cannot be discovered"),
-                        false => tracing::error!(issuer = %cfg.issuer, error = %e, retry_secs = wait.as_secs(),
-                            "a trusted IdP answers, but not as configured: fix the configuration"),
+                    let awaited = Awaited {
+                        issuer: cfg.issuer.as_str(),
+                        what: "the trusted IdP",
+                        meanwhile: "its assertions get temporarily_unavailable",
                     };
-                    retry(cfg.issuer.as_str(), || resolve(&keys, &cfg, &http), failed).await;
-                    tracing::info!(issuer = %cfg.issuer, "the trusted IdP is discovered: its assertions are checked from now on");
+                    retry(awaited, || resolve(&keys, &cfg, &http), DiscoveryError::is_transient).await;
                 });
             }
             Err(e) => return Err(GatewayError::Other(format!("trusted IdP {}: {e}", cfg.issuer))),

@@ -4,7 +4,6 @@
 //! ever gets tokens portcullis minted with its own issuer.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Validation};
@@ -15,7 +14,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::gateway::GatewayError;
-use portcullis_oauth::discovery::{discover_publishing, retry};
+use portcullis_oauth::discovery::{Awaited, discover_publishing, retry};
 use portcullis_oauth::introspect::form_encode;
 use portcullis_oauth::jwks::JwksCache;
 
@@ -417,6 +416,12 @@ struct Unresolved {
     transient: bool,
 }
 
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Discovers an OpenID Connect IdP (exact `issuer` match) and loads its keys; its endpoints must be
 /// https (loopback excepted): the client secret, the code and its verifier go to them.
 async fn discover(
@@ -461,20 +466,18 @@ struct Rediscover {
 
 impl Rediscover {
     async fn run(self, endpoints: Arc<OnceLock<Endpoints>>) {
-        let failed = |e: &Unresolved, wait: Duration| match e.transient {
-            true => tracing::warn!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
-                "the upstream IdP still cannot be discovered: sign-ins through it fail with temporarily_unavailable"),
-            false => tracing::error!(issuer = %self.issuer, error = %e.message, retry_secs = wait.as_secs(),
-                "the upstream IdP answers, but not as configured: fix the configuration; sign-ins through it fail meanwhile"),
+        let awaited = Awaited {
+            issuer: self.issuer.as_str(),
+            what: "the upstream IdP",
+            meanwhile: "sign-ins through it fail with temporarily_unavailable",
         };
         let found = retry(
-            self.issuer.as_str(),
+            awaited,
             || discover(&self.issuer, self.published_issuer.as_deref(), &self.http, &self.clock),
-            failed,
+            |e: &Unresolved| e.transient,
         )
         .await;
         let _ = endpoints.set(found);
-        tracing::info!(issuer = %self.issuer, "the upstream IdP is discovered: users sign in through it from now on");
     }
 }
 

@@ -60,27 +60,46 @@ pub fn describe() {
     );
 }
 
-/// Tries `attempt`, for the IdP `issuer` that could not be reached at start, until it succeeds: 1 s from
-/// now, then twice as long after each failure, up to [`RETRY_MAX`]; `failed` hears of each failure,
-/// with the wait before the next try. [`AWAITED_METRIC`] says the IdP is awaited meanwhile.
-pub async fn retry<T, E, F: Future<Output = Result<T, E>>>(
-    issuer: &str,
+/// An IdP that could not be reached at start, as the tries at it in the background log it.
+#[derive(Debug, Clone, Copy)]
+pub struct Awaited<'a> {
+    pub issuer: &'a str,
+    /// What is awaited: "the IdP", "the upstream IdP", "the trusted IdP".
+    pub what: &'a str,
+    /// What that means meanwhile: "its assertions get temporarily_unavailable".
+    pub meanwhile: &'a str,
+}
+
+/// Tries `attempt` at an IdP that could not be reached at start until it succeeds: 1 s from now, then
+/// twice as long after each failure, up to [`RETRY_MAX`]. Each failure is logged, as a warning while
+/// it may pass (`transient`) and as an error when the IdP answers but not as configured, with the wait
+/// before the next try; [`AWAITED_METRIC`] says the IdP is awaited meanwhile.
+pub async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    awaited: Awaited<'_>,
     mut attempt: impl FnMut() -> F,
-    mut failed: impl FnMut(&E, std::time::Duration),
+    transient: impl Fn(&E) -> bool,
 ) -> T {
-    let awaited = metrics::gauge!(AWAITED_METRIC, "issuer" => issuer.to_owned());
-    awaited.increment(1.0);
+    let Awaited { issuer, what, meanwhile } = awaited;
+    let gauge = metrics::gauge!(AWAITED_METRIC, "issuer" => issuer.to_owned());
+    gauge.increment(1.0);
     let mut wait = std::time::Duration::from_secs(1);
     loop {
         tokio::time::sleep(wait).await;
         match attempt().await {
             Ok(done) => {
-                awaited.decrement(1.0);
+                gauge.decrement(1.0);
+                tracing::info!(issuer, "{what} is discovered, and in use from now on");
                 return done;
             }
             Err(e) => {
                 wait = (wait * 2).min(RETRY_MAX);
-                failed(&e, wait);
+                let retry_secs = wait.as_secs();
+                if transient(&e) {
+                    tracing::warn!(issuer, error = %e, retry_secs, "{what} still cannot be discovered: {meanwhile}");
+                } else {
+                    tracing::error!(issuer, error = %e, retry_secs,
+                        "{what} answers, but not as configured: fix the configuration; {meanwhile}");
+                }
             }
         }
     }

@@ -5,11 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use portcullis_authz::gateway::Gateway;
 use portcullis_config::{Config, ServerAuth, TokenInfoKind, VerifyConfig};
-use portcullis_oauth::discovery::{discover_publishing, retry};
+use portcullis_oauth::discovery::{Awaited, discover_publishing, retry};
 use portcullis_oauth::error::DiscoveryError;
 use portcullis_oauth::introspect::Introspector;
 use portcullis_oauth::jwks::{JwksCache, KeySet};
@@ -123,13 +122,11 @@ async fn resolve_keys(cache: &Arc<JwksCache>, http: &reqwest::Client, v: &Verify
 /// can: its servers answer 503 until then.
 fn keep_discovering(cache: Arc<JwksCache>, http: reqwest::Client, v: VerifyConfig) {
     tokio::spawn(async move {
-        let failed = |e: &DiscoveryError, wait: Duration| match e.is_transient() {
-            true => tracing::warn!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
-                "the IdP still cannot be discovered: tokens for its servers are refused as unavailable (503)"),
-            false => tracing::error!(issuer = %v.issuer, error = %e, retry_secs = wait.as_secs(),
-                "the IdP answers, but not as configured: fix the configuration; tokens for its servers are refused as unavailable (503) meanwhile"),
+        let awaited = Awaited {
+            issuer: v.issuer.as_str(),
+            what: "the IdP",
+            meanwhile: "tokens for its servers are refused as unavailable (503)",
         };
-        retry(v.issuer.as_str(), || resolve_keys(&cache, &http, &v), failed).await;
-        tracing::info!(issuer = %v.issuer, "the IdP is discovered: its tokens are checked from now on");
+        retry(awaited, || resolve_keys(&cache, &http, &v), DiscoveryError::is_transient).await;
     });
 }
