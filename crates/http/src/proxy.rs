@@ -236,29 +236,30 @@ fn identity_headers(server: &ServerRuntime, token: &VerifiedToken) -> Vec<(Heade
         .collect()
 }
 
-/// Whether requests to `server` carry the user's upstream IdP token (gateway mode with
-/// `forward_token_header`).
-fn forwards_upstream_token(state: &AppState, server: &ServerRuntime) -> bool {
-    matches!(server.config.auth, portcullis_config::ServerAuth::Gateway)
-        && state.gateway.as_ref().is_some_and(|g| g.gateway.forward_token_header().is_some())
-}
-
-/// Gateway mode with `forward_token_header`: the header carrying the user's upstream IdP token (not the
-/// client's token, which never goes upstream). `None` when nothing is to be forwarded.
-async fn upstream_token_header(
-    state: &AppState,
+/// Where requests to `server` carry the user's upstream IdP token (gateway mode with
+/// `forward_token_header`): the gateway that keeps it, and the header's name.
+fn upstream_token_forwarding<'a>(
+    state: &'a AppState,
     server: &ServerRuntime,
-    token: &VerifiedToken,
-) -> Option<Result<(HeaderName, HeaderValue), crate::AuthError>> {
-    use portcullis_authz::forward::ForwardError;
-    use portcullis_oauth::TokenError;
+) -> Option<(&'a portcullis_authz::gateway::Gateway, &'a str)> {
     if !matches!(server.config.auth, portcullis_config::ServerAuth::Gateway) {
         return None;
     }
     let gateway = &state.gateway.as_ref()?.gateway;
-    let name = gateway.forward_token_header()?;
+    Some((gateway, gateway.forward_token_header()?))
+}
+
+/// The header `name` carrying the user's upstream IdP token (not the client's token, which never goes
+/// upstream), from `gateway`.
+async fn upstream_token_header(
+    gateway: &portcullis_authz::gateway::Gateway,
+    name: &str,
+    token: &VerifiedToken,
+) -> Result<(HeaderName, HeaderValue), crate::AuthError> {
+    use portcullis_authz::forward::ForwardError;
+    use portcullis_oauth::TokenError;
     let subject = token.subject.as_deref().unwrap_or_default();
-    let refused = |e: TokenError| Some(Err(crate::AuthError::Invalid(e)));
+    let refused = |e: TokenError| Err(crate::AuthError::Invalid(e));
     let upstream_token = match gateway.upstream_access_token(subject).await {
         Ok(t) => t,
         Err(e @ ForwardError::Ended(_)) => return refused(TokenError::SignInEnded(e.to_string())),
@@ -269,7 +270,7 @@ async fn upstream_token_header(
         return refused(TokenError::SignInEnded("the IdP's access token cannot be sent in a header".into()));
     };
     value.set_sensitive(true);
-    Some(Ok((name, value)))
+    Ok((name, value))
 }
 
 /// The gate reads a message as UTF-8 JSON, as it arrived: an upstream told to decode it otherwise (a
@@ -614,10 +615,8 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         identity = identity_headers(server, token);
         // Boxed, and only where a token is forwarded: the look-up may refresh the token at the IdP, and
         // its future is several KiB that every other request's future would otherwise carry.
-        if forwards_upstream_token(state, server)
-            && let Some(forwarded) = Box::pin(upstream_token_header(state, server, token)).await
-        {
-            match forwarded {
+        if let Some((gateway, name)) = upstream_token_forwarding(state, server) {
+            match Box::pin(upstream_token_header(gateway, name, token)).await {
                 Ok(header) => identity.push(header),
                 Err(e) => return challenge(e),
             }
