@@ -64,7 +64,8 @@ async fn verify(
     source: Option<IpAddr>,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
     // A token the verifier knows costs a hash: it gets its answer whatever the address has spent.
-    if let Some(known) = verifier.cached(token) {
+    let hash = portcullis_oauth::verify::TokenHash::of(token);
+    if let Some(known) = verifier.cached(&hash) {
         return known.map_err(AuthError::Invalid);
     }
     // An IdP not discovered yet: nothing is checked, so nothing is charged to the address.
@@ -74,7 +75,7 @@ async fn verify(
     // A new token's check is boxed: it may fetch keys or introspect, and its future is several KiB
     // that every request's future (copied whole into its box as hyper takes it) would otherwise carry.
     let (Some(budget), Some(ip)) = (&state.failures, source) else {
-        return Box::pin(verifier.verify(token)).await.map_err(AuthError::Invalid);
+        return Box::pin(verifier.verify_hashed(token, hash)).await.map_err(AuthError::Invalid);
     };
     if !budget.take(ip, Instant::now()) {
         // Held back before the answer: a flood waits on its own connections instead of being answered
@@ -82,7 +83,7 @@ async fn verify(
         tokio::time::sleep(THROTTLED_WAIT).await;
         return Err(AuthError::Throttled { retry_after: budget.retry_after() });
     }
-    let outcome = Box::pin(verifier.verify(token)).await;
+    let outcome = Box::pin(verifier.verify_hashed(token, hash)).await;
     // Every new token that fails costs what its check took, an IdP that could not be reached included:
     // such a check (an introspection, a key set fetch) is a call to the IdP, and a flood of new tokens
     // would otherwise keep the IdP busy for free.

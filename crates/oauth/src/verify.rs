@@ -152,6 +152,16 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// A token's SHA-256: the verifier's cache key, computed once for a request.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
 impl Verifier {
     pub fn new(
         cfg: VerifierConfig,
@@ -177,10 +187,16 @@ impl Verifier {
 
     /// Verifies a bearer token.
     pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
+        self.verify_hashed(token, TokenHash::of(token)).await
+    }
+
+    /// [`verify`](Self::verify) for a token whose hash the caller has already computed (to ask
+    /// [`cached`](Self::cached) first).
+    pub async fn verify_hashed(&self, token: &str, hash: TokenHash) -> Result<Arc<VerifiedToken>, TokenError> {
         // A span for traces only (debug: not built unless a trace or debug log wants it).
         let span =
             tracing::debug_span!("authenticate", cached = tracing::field::Empty, outcome = tracing::field::Empty);
-        let result = tracing::Instrument::instrument(self.verify_token(token), span.clone()).await;
+        let result = tracing::Instrument::instrument(self.verify_token(token, hash.0), span.clone()).await;
         span.record("outcome", result.as_ref().map_or_else(|e| e.reason(), |_| "ok"));
         result
     }
@@ -190,37 +206,31 @@ impl Verifier {
         self.keys.awaiting_reason()
     }
 
-    /// The outcome already known for `token`, checking nothing new: a hash and a look-up. `None` when the
-    /// token was not seen (or its verification no longer holds, e.g. it expired). An answer is traced as
-    /// [`verify`](Self::verify) traces one from the cache.
-    pub fn cached(&self, token: &str) -> Option<Result<Arc<VerifiedToken>, TokenError>> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let hit = self.cache.as_ref()?.get(&hash)?;
-        let known = match hit.outcome {
-            Ok(t) if self.still_good(&t, self.clock.now_unix()) => Ok(t),
-            Ok(_) => return None,
-            Err(e) => Err(e),
-        };
+    /// The outcome already known for the token of `hash`, checking nothing new: a look-up. `None` when
+    /// the token was not seen (or its verification no longer holds, e.g. it expired). An answer is traced
+    /// as [`verify`](Self::verify) traces one from the cache.
+    pub fn cached(&self, hash: &TokenHash) -> Option<Result<Arc<VerifiedToken>, TokenError>> {
+        let known = self.known(&hash.0, self.clock.now_unix())?;
         let outcome = known.as_ref().map_or_else(TokenError::reason, |_| "ok");
         drop(tracing::debug_span!("authenticate", cached = true, outcome));
         Some(known)
     }
 
-    async fn verify_token(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    /// What the cache holds for the token of `hash` that still holds at `now`.
+    fn known(&self, hash: &[u8; 32], now: u64) -> Option<Result<Arc<VerifiedToken>, TokenError>> {
+        let hit = self.cache.as_ref()?.get(hash)?;
+        match hit.outcome {
+            Ok(t) if self.still_good(&t, now) => Some(Ok(t)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    async fn verify_token(&self, token: &str, hash: [u8; 32]) -> Result<Arc<VerifiedToken>, TokenError> {
         let now = self.clock.now_unix();
-        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash)) {
-            match hit.outcome {
-                Ok(t) if self.still_good(&t, now) => {
-                    tracing::Span::current().record("cached", true);
-                    return Ok(t);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::Span::current().record("cached", true);
-                    return Err(e);
-                }
-            }
+        if let Some(known) = self.known(&hash, now) {
+            tracing::Span::current().record("cached", true);
+            return known;
         }
         tracing::Span::current().record("cached", false);
         // Fail closed while the IdP has not been discovered: nothing is known to check the token with.

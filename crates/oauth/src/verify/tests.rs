@@ -370,7 +370,7 @@ async fn an_awaited_idp_makes_every_token_unavailable_until_its_keys_are_in_forc
     for t in [token.as_str(), "opaque", "a.b.c"] {
         let e = v.verify(t).await.unwrap_err();
         assert!(e.is_unavailable(), "{t}: {e}");
-        assert!(v.cached(t).is_none(), "an unavailable answer is not remembered");
+        assert!(v.cached(&TokenHash::of(t)).is_none(), "an unavailable answer is not remembered");
     }
     let served = jwks(&[TestKey::Es256]);
     let url = crate::serve_for_test(
