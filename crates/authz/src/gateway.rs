@@ -308,6 +308,8 @@ impl Gateway {
             tenants: None,
             clients: Vec::new(),
             required_claims: Vec::new(),
+            // Tokens issued without a user say so (`gty`); a user's subject may equal a client's id.
+            marks_machines: true,
             // Our own clock minted these: only the replicas' clocks may differ (by well under a second
             // under NTP; `iat` and `exp` are whole seconds).
             leeway: OWN_TOKEN_LEEWAY_SECS,

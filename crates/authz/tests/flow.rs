@@ -251,7 +251,9 @@ async fn access_tokens_are_accepted_until_they_expire_and_not_beyond_the_replica
     let lifetime = tokens["expires_in"].as_u64().unwrap();
     let cfg = h.gateway.verifier_config(&h.config.servers[0]);
     let verifier = Verifier::new(cfg, h.gateway.public_keys(), h.clock.clone(), None);
-    assert_eq!(verifier.verify(&access).await.unwrap().subject.as_deref(), Some("local:alice"));
+    let verified = verifier.verify(&access).await.unwrap();
+    assert_eq!(verified.subject.as_deref(), Some("local:alice"));
+    assert!(!verified.machine, "a user's token");
     h.clock.advance(lifetime + OWN_TOKEN_LEEWAY_SECS);
     assert!(verifier.verify(&access).await.is_ok(), "refused within the skew allowed");
     h.clock.advance(1);

@@ -35,6 +35,8 @@ struct Harness {
     idp_key: GeneratedKey,
     /// The key `signer` (a private_key_jwt client) signs its assertions with.
     client_key: GeneratedKey,
+    /// The `/mcp` server, whose tokens the gateway's verifier for it checks.
+    mcp: portcullis_config::ServerConfig,
 }
 
 async fn harness() -> Harness {
@@ -102,7 +104,7 @@ gateway = true
     let awaited = JwksCache::awaiting(reqwest::Client::new(), clock.clone(), "the partner IdP is awaited".into());
     serves.trusted_idps.push(TrustedIdp::with_keys(&g.trusted_idps[1], awaited));
     let gateway = Gateway::start(&g, serves, store, operator, clock.clone()).await.unwrap();
-    Harness { gateway, clock, idp_key, client_key }
+    Harness { gateway, clock, idp_key, client_key, mcp: config.servers[0].clone() }
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -146,6 +148,13 @@ async fn client_credentials_with_a_secret_names_the_client_and_binds_the_resourc
     assert_eq!((at["sub"].as_str(), at["client_id"].as_str()), (Some("client:nightly"), Some("nightly")));
     assert_eq!((at["aud"].as_str(), at["iss"].as_str()), (Some(RESOURCE), Some(ISSUER)));
     assert_eq!(at["gty"], "client_credentials");
+    let verifier = portcullis_oauth::Verifier::new(
+        h.gateway.verifier_config(&h.mcp),
+        h.gateway.public_keys(),
+        h.clock.clone(),
+        None,
+    );
+    assert!(verifier.verify(body["access_token"].as_str().unwrap()).await.unwrap().machine, "a machine's token");
 
     // In the body (client_secret_post), a narrower scope, another resource.
     let body = token(

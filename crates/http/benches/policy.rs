@@ -78,6 +78,7 @@ fn main() {
         client_id: token.client_id.as_ref().map(|c| c.as_str()),
         scopes: &token.scopes,
         claims: &token.claims,
+        machine: token.machine,
     };
     let call = Action::of("tools/call", Some("payments_send"));
     let cache = portcullis_policy::CallerCache::default();

@@ -182,8 +182,15 @@ pub(crate) fn policy_caller(token: Option<&VerifiedToken>) -> portcullis_policy:
             client_id: t.client_id.as_ref().map(|c| c.as_str()),
             scopes: &t.scopes,
             claims: &t.claims,
+            machine: t.machine,
         },
-        None => portcullis_policy::Caller { subject: None, client_id: None, scopes: &NOBODY.1, claims: &NOBODY.0 },
+        None => portcullis_policy::Caller {
+            subject: None,
+            client_id: None,
+            scopes: &NOBODY.1,
+            claims: &NOBODY.0,
+            machine: false,
+        },
     }
 }
 

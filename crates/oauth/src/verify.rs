@@ -39,6 +39,10 @@ pub struct VerifierConfig {
     pub clients: Vec<String>,
     /// Claims that must have exactly this value.
     pub required_claims: Vec<(String, String)>,
+    /// The issuer marks every token issued without a user (`gty`, as the gateway's own tokens are), so
+    /// `sub` equal to `client_id` is no sign of one: the gateway's users take their subjects from an
+    /// upstream IdP or from account names, which may equal a configured client's id.
+    pub marks_machines: bool,
     /// Capacity of the verified-token cache; 0 turns it off.
     pub cache_capacity: u64,
     /// Longest reuse of a verification (and of an introspection answer), in seconds: the delay after
@@ -63,6 +67,7 @@ impl VerifierConfig {
             tenants: v.tenants.clone(),
             clients: v.clients.clone(),
             required_claims: v.required_claims.clone(),
+            marks_machines: false,
             leeway: v.leeway.as_secs(),
             require_at_jwt: v.require_at_jwt,
             algorithms: v.algorithms.clone(),
@@ -83,6 +88,8 @@ pub struct VerifiedToken {
     /// `exp`, seconds since the epoch.
     pub expires_at: Option<u64>,
     pub claims: Arc<Map<String, Value>>,
+    /// No user took part in issuing it: a client acting on its own behalf (see [`machine()`]).
+    pub machine: bool,
     /// The published key that verified it (`None` for introspected or HS256 tokens, and for a key
     /// published without a `kid`).
     pub kid: Option<Kid>,
@@ -463,9 +470,12 @@ impl Verifier {
     /// The verified token from checked `claims`.
     fn finish(&self, claims: Arc<Map<String, Value>>, source: Source, now: u64) -> Result<VerifiedToken, TokenError> {
         let exp = self.check_claims(&claims, matches!(source, Source::Introspection), now)?;
+        let subject = claims.get("sub").and_then(Value::as_str);
+        let client_id = claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str);
         Ok(VerifiedToken {
-            subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            client_id: claims.get("client_id").or_else(|| claims.get("azp")).and_then(Value::as_str).map(ClientId::new),
+            machine: machine(&claims, subject, client_id, self.cfg.marks_machines),
+            subject: subject.map(str::to_owned),
+            client_id: client_id.map(ClientId::new),
             scopes: scopes(&claims),
             expires_at: exp,
             kid: match source {
@@ -476,6 +486,22 @@ impl Verifier {
             derived: Derived::default(),
         })
     }
+}
+
+/// Whether no user took part in issuing a token: a client acting on its own behalf. The gateway marks
+/// such tokens `gty` `client_credentials` (as Auth0 does, spelled `client-credentials`), Entra ID marks
+/// them `idtyp` `app`; RFC 9068 §2.2 has `sub` name the client then, which is taken as the sign of one
+/// only from an issuer that does not mark them (`marks_machines`).
+pub fn machine(
+    claims: &Map<String, Value>,
+    subject: Option<&str>,
+    client_id: Option<&str>,
+    marks_machines: bool,
+) -> bool {
+    let claim = |name: &str| claims.get(name).and_then(Value::as_str);
+    matches!(claim("gty"), Some("client_credentials" | "client-credentials"))
+        || claim("idtyp") == Some("app")
+        || (!marks_machines && subject.is_some_and(|s| !s.is_empty() && Some(s) == client_id))
 }
 
 /// Where claims came from.

@@ -369,19 +369,9 @@ pub struct Caller<'a> {
     pub client_id: Option<&'a str>,
     pub scopes: &'a ScopeSet,
     pub claims: &'a Map<String, Value>,
-}
-
-impl Caller<'_> {
-    /// Whether no user took part in issuing the token: a client acting on its own behalf. RFC 9068 §2.2
-    /// has `sub` name the client then; portcullis's gateway also marks such tokens `gty`
-    /// `client_credentials` (as Auth0 does, spelled `client-credentials`), and Entra ID marks them
-    /// `idtyp` `app`.
-    pub fn is_machine(&self) -> bool {
-        let claim = |name: &str| self.claims.get(name).and_then(Value::as_str);
-        matches!(claim("gty"), Some("client_credentials" | "client-credentials"))
-            || claim("idtyp") == Some("app")
-            || self.subject.is_some_and(|s| !s.is_empty() && Some(s) == self.client_id)
-    }
+    /// No user took part in issuing the token: a client acting on its own behalf (a client
+    /// credentials grant), as the verifier tells from the claims.
+    pub machine: bool,
 }
 
 /// What a request acts on.
@@ -558,14 +548,6 @@ fn stdlib() -> &'static Arc<cel::Env> {
 #[derive(Debug, Default)]
 pub struct CallerCache {
     vars: [OnceLock<Box<dyn Val>>; CALLER_NAMES.len()],
-    machine: OnceLock<bool>,
-}
-
-impl CallerCache {
-    /// [`Caller::is_machine`] of the caller this cache is kept for, read from the claims once.
-    pub fn is_machine(&self, caller: &Caller<'_>) -> bool {
-        *self.machine.get_or_init(|| caller.is_machine())
-    }
 }
 
 enum Cells<'a> {
@@ -634,7 +616,7 @@ impl<'a> CallerVars<'a> {
             }
             "tenant" => self.text(&self.names.tenant),
             "issuer" => self.text("iss"),
-            "machine" => cel::Value::Bool(c.is_machine()),
+            "machine" => cel::Value::Bool(c.machine),
             _ => json_to_cel(&Value::Object(c.claims.clone())),
         }
     }

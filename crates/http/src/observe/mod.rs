@@ -294,15 +294,7 @@ impl Observed {
                 http_method: method.as_str(),
                 subject: token.and_then(|t| t.subject.as_deref()),
                 client_id: token.and_then(|t| t.client_id.as_ref()).map(|c| c.as_str()),
-                caller: token.map(|t| {
-                    let caller = crate::auth::policy_caller(Some(t));
-                    // Kept with the verified token: its claims are read once, not per request.
-                    let machine = match t.derived.get_or_init(portcullis_policy::CallerCache::default) {
-                        Some(cache) => cache.is_machine(&caller),
-                        None => caller.is_machine(),
-                    };
-                    if machine { "machine" } else { "user" }
-                }),
+                caller: token.map(|t| if t.machine { "machine" } else { "user" }),
                 method: method_field,
                 name,
                 calls,

@@ -24,6 +24,7 @@ fn config() -> VerifierConfig {
         tenants: None,
         clients: Vec::new(),
         required_claims: Vec::new(),
+        marks_machines: false,
         cache_capacity: 1000,
         cache_ttl: 300,
     }
@@ -398,4 +399,36 @@ async fn an_awaited_key_set_stays_awaited_when_its_url_has_no_usable_key() {
     assert!(!e.is_transient(), "{e}");
     assert_eq!(keys.awaiting_reason().as_deref(), Some("awaited"));
     assert_eq!(keys.uri(), None);
+}
+
+#[tokio::test]
+async fn machines_are_told_apart_from_users() {
+    let cases = [
+        (json!({"sub": "ci-bot", "client_id": "ci-bot", "gty": "client_credentials"}), true, true),
+        // RFC 9068 §2.2: with no resource owner, sub names the client; an issuer that marks its
+        // machines has users whose subjects may equal a client's id.
+        (json!({"sub": "svc", "client_id": "svc"}), true, false),
+        (json!({"sub": "svc", "client_id": null, "azp": "svc"}), true, false),
+        (json!({"sub": "svc@clients", "client_id": null, "azp": "svc", "gty": "client-credentials"}), true, true),
+        (json!({"sub": "8f1c", "client_id": "app", "idtyp": "app"}), true, true),
+        (json!({"sub": "alice", "client_id": "app"}), false, false),
+        (json!({"sub": "alice", "client_id": "app", "gty": "password"}), false, false),
+        (json!({"sub": null, "client_id": "app"}), false, false),
+        (json!({"sub": "", "client_id": ""}), false, false),
+    ];
+    for marks_machines in [false, true] {
+        let (v, _) = verifier_with(VerifierConfig { marks_machines, ..config() });
+        for (extra, unmarked, marked) in &cases {
+            let mut c = claims();
+            for (k, value) in extra.as_object().unwrap() {
+                c = with(c, k, value.clone());
+            }
+            let t = v.verify(&mint(TestKey::Es256, &c)).await.unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(
+                t.machine,
+                if marks_machines { *marked } else { *unmarked },
+                "{extra}, marks_machines {marks_machines}"
+            );
+        }
+    }
 }
