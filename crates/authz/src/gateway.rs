@@ -62,6 +62,10 @@ pub struct Settings {
     /// Scopes clients may request.
     pub scopes: Vec<String>,
     pub registration: bool,
+    /// Seconds after which a registered client never used is deleted.
+    pub unused_registration_ttl: Option<u64>,
+    /// Seconds after which a registered client unused, and holding no live grant, is deleted.
+    pub idle_registration_ttl: Option<u64>,
     /// The resource URLs of the gateway-protected servers (every public origin), the valid `resource`
     /// values and `aud` of our tokens.
     pub resources: Vec<String>,
@@ -195,6 +199,7 @@ fn configured_client(
         metadata,
         source: ClientSource::Configured,
         created_at: now,
+        used_at: None,
     })
 }
 
@@ -247,6 +252,8 @@ impl Gateway {
             code_ttl: config.code_ttl.as_secs(),
             scopes: config.scopes.clone(),
             registration: config.registration,
+            unused_registration_ttl: config.unused_registration_ttl.map(|d| d.as_secs()),
+            idle_registration_ttl: config.idle_registration_ttl.map(|d| d.as_secs()),
             resources,
             default_scopes,
             signing_alg,
@@ -376,8 +383,20 @@ impl Gateway {
         Ok(self.store.probe(self.now()).await?)
     }
 
-    /// Removes expired codes, flows and refresh tokens.
+    /// Removes expired codes, flows and refresh tokens, and registered clients no longer in use (see
+    /// `unused_registration_ttl` and `idle_registration_ttl`).
     pub async fn purge_expired(&self) -> Result<u64, GatewayError> {
-        Ok(self.store.purge_expired(self.now()).await?)
+        let now = self.now();
+        let purged = self.store.purge_expired(now).await?;
+        let before = |ttl: Option<u64>| ttl.map_or(i64::MIN, |t| now.saturating_sub(t as i64));
+        let (unused, idle) = (self.settings.unused_registration_ttl, self.settings.idle_registration_ttl);
+        if unused.is_none() && idle.is_none() {
+            return Ok(purged);
+        }
+        let clients = self.store.purge_unused_clients(before(unused), before(idle), now).await?;
+        if clients > 0 {
+            tracing::info!(clients, "registered clients no longer in use deleted, with their consents");
+        }
+        Ok(purged + clients)
     }
 }

@@ -84,10 +84,15 @@ gateway = true
 }
 
 fn request() -> AuthorizeParams {
+    request_for("app")
+}
+
+/// [`request`] for another client.
+fn request_for(client_id: &str) -> AuthorizeParams {
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes()));
     AuthorizeParams {
         response_type: Some("code".into()),
-        client_id: Some("app".into()),
+        client_id: Some(client_id.into()),
         redirect_uri: Some(REDIRECT.into()),
         scope: Some("mcp:tools".into()),
         state: Some("st".into()),
@@ -108,7 +113,12 @@ fn login_page(step: Step) -> (String, String, Option<String>) {
 
 /// A sign-in attempt in a fresh flow: the next step, or the error shown on the page.
 async fn attempt(h: &Harness, username: &str, password: &str) -> Result<Step, String> {
-    let (handle, csrf, _) = login_page(h.gateway.begin(&request(), None).await.unwrap());
+    attempt_for(h, "app", username, password).await
+}
+
+/// [`attempt`] for another client.
+async fn attempt_for(h: &Harness, client_id: &str, username: &str, password: &str) -> Result<Step, String> {
+    let (handle, csrf, _) = login_page(h.gateway.begin(&request_for(client_id), None).await.unwrap());
     match h.gateway.login(&handle, &csrf, std::slice::from_ref(&csrf), username, password, None).await.unwrap() {
         Step::Login { error, .. } => Err(error.unwrap()),
         step => Ok(step),
@@ -117,7 +127,12 @@ async fn attempt(h: &Harness, username: &str, password: &str) -> Result<Step, St
 
 /// A full sign-in: the code that reached the redirect URI.
 async fn code(h: &Harness) -> String {
-    let step = attempt(h, "alice", PASSWORD).await.unwrap();
+    code_for(h, "app").await
+}
+
+/// [`code`] for another client.
+async fn code_for(h: &Harness, client_id: &str) -> String {
+    let step = attempt_for(h, client_id, "alice", PASSWORD).await.unwrap();
     let url = match step {
         Step::Consent { handle, flow } => {
             h.gateway.consent(&handle, flow.csrf.expose(), &[flow.csrf.expose().to_owned()], true).await.unwrap()
@@ -142,11 +157,16 @@ async fn token(h: &Harness, pairs: &[(&str, &str)]) -> Result<Value, (String, St
 }
 
 async fn exchange(h: &Harness, code: &str) -> Result<Value, (String, String)> {
+    exchange_for(h, "app", code).await
+}
+
+/// [`exchange`] for another client.
+async fn exchange_for(h: &Harness, client_id: &str, code: &str) -> Result<Value, (String, String)> {
     token(
         h,
         &[
             ("grant_type", "authorization_code"),
-            ("client_id", "app"),
+            ("client_id", client_id),
             ("code", code),
             ("redirect_uri", REDIRECT),
             ("code_verifier", VERIFIER),
@@ -461,4 +481,47 @@ async fn replicas_refresh_one_upstream_token_once() {
         tokio::join!(a.gateway.upstream_access_token("local:alice"), b.gateway.upstream_access_token("local:alice"));
     assert_eq!((&*x.unwrap(), &*y.unwrap()), ("a2", "a2"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn registrations_nobody_uses_are_deleted_and_clients_in_use_kept() {
+    const DAY: u64 = 86_400;
+    // Never used: a week (the default). Idle, with no live grant: 30 days.
+    let h = harness_with("idle_registration_ttl_secs = 2592000").await;
+    let register = async || {
+        let body = serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+        text(&h.gateway.register(body.to_string().as_bytes()).await.unwrap(), "client_id")
+    };
+    let (used, unused) = (register().await, register().await);
+    let tokens = exchange_for(&h, &used, &code_for(&h, &used).await).await.unwrap();
+    assert!(tokens.get("access_token").is_some());
+    let known = async |client_id: &str| match h.gateway.begin(&request_for(client_id), None).await {
+        Ok(step) => {
+            login_page(step);
+            true
+        }
+        Err(e) => {
+            assert!(e.to_string().contains("is not registered here"), "{e}");
+            false
+        }
+    };
+
+    h.clock.advance(7 * DAY - 1);
+    h.gateway.purge_expired().await.unwrap();
+    assert!(known(&unused).await, "kept for a week");
+    h.clock.advance(1);
+    h.gateway.purge_expired().await.unwrap();
+    assert!(!known(&unused).await, "never used for a week");
+    assert!(known(&used).await);
+    assert!(known("app").await);
+
+    // Its refresh token expired after a day; 30 days after its last sign-in it goes too, the
+    // configured client never.
+    h.clock.advance(23 * DAY - 1);
+    h.gateway.purge_expired().await.unwrap();
+    assert!(known(&used).await, "used 30 days ago less a second");
+    h.clock.advance(1);
+    h.gateway.purge_expired().await.unwrap();
+    assert!(!known(&used).await, "idle for 30 days");
+    assert!(known("app").await);
 }

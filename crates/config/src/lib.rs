@@ -132,9 +132,15 @@ pub struct GatewayConfig {
     pub registration: bool,
     /// Registrations accepted per client address (an IPv6 /64) per minute.
     pub registrations_per_minute: u32,
-    /// Registrations accepted per hour from all addresses together (0: no bound): registered clients
-    /// are kept, so this bounds how fast anyone can grow the store.
+    /// Registrations accepted per hour from all addresses together (0: no bound): with
+    /// `unused_registration_ttl`, this bounds how large anyone can grow the store.
     pub registrations_per_hour: u32,
+    /// A client registered at `/register` none of whose codes was ever redeemed is deleted this long
+    /// after it registered; `None`: kept.
+    pub unused_registration_ttl: Option<Duration>,
+    /// A client registered at `/register` none of whose codes was redeemed for this long, and that holds
+    /// no live refresh token, is deleted; `None` (the default): kept.
+    pub idle_registration_ttl: Option<Duration>,
     /// Whether `https://` client ids name client ID metadata documents, fetched on first use.
     pub client_metadata_documents: bool,
     /// Directory with `login.html`, `consent.html`, `error.html` overriding the built-in pages.

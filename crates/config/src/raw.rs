@@ -98,6 +98,8 @@ pub(crate) struct RawGateway {
     pub(crate) registration: Option<bool>,
     pub(crate) registrations_per_minute: Option<u32>,
     pub(crate) registrations_per_hour: Option<u32>,
+    pub(crate) unused_registration_ttl_secs: Option<u64>,
+    pub(crate) idle_registration_ttl_secs: Option<u64>,
     pub(crate) client_metadata_documents: Option<bool>,
     pub(crate) templates_dir: Option<String>,
     pub(crate) keys_reload_secs: Option<u64>,

@@ -244,10 +244,19 @@ gateway = true
     assert_eq!(g.scopes, ["mcp:tools", "offline_access", "openid"]);
     assert_eq!(c.store.url, "sqlite://./portcullis-data/portcullis.db");
     assert!(matches!(c.servers[0].auth, ServerAuth::Gateway));
+    // Registrations never used go after a week; idle ones are kept.
+    assert_eq!(g.unused_registration_ttl, Some(std::time::Duration::from_secs(7 * 86_400)));
+    assert_eq!(g.idle_registration_ttl, None);
+    let kept = text.replace(
+        "[[server]]",
+        "[gateway]\nunused_registration_ttl_secs = 0\nidle_registration_ttl_secs = 0\n[[server]]",
+    );
+    let g = Config::from_toml(&kept, &MapEnv::default()).unwrap().gateway.unwrap();
+    assert_eq!((g.unused_registration_ttl, g.idle_registration_ttl), (None, None));
 
     let bad = format!("{text}[server.verify]\nissuer = \"https://idp.example.com\"\n");
     assert!(errors(&bad)[0].starts_with("server[0]: choose one mode"));
-    let bad = text.replace("public_url = \"https://mcp.example.com\"", "public_url = \"https://mcp.example.com\"\n[gateway]\nissuer = \"https://mcp.example.com/\"\nsigning_alg = \"HS256\"\ncode_ttl_secs = 3600\n[[gateway.clients]]\nclient_id = \"https://app.example/cm.json\"\n[store]\nurl = \"mysql://portcullis:hunter2@db/x\"");
+    let bad = text.replace("public_url = \"https://mcp.example.com\"", "public_url = \"https://mcp.example.com\"\n[gateway]\nissuer = \"https://mcp.example.com/\"\nsigning_alg = \"HS256\"\ncode_ttl_secs = 3600\nunused_registration_ttl_secs = 600\nidle_registration_ttl_secs = 3600\n[[gateway.clients]]\nclient_id = \"https://app.example/cm.json\"\n[store]\nurl = \"mysql://portcullis:hunter2@db/x\"");
     let joined = errors(&bad).join("\n");
     assert!(!joined.contains("hunter2"), "a store URL's password is never repeated: {joined}");
     for expected in [
@@ -255,6 +264,8 @@ gateway = true
         "gateway.issuer: \"https://mcp.example.com/\" must not end with '/'",
         "gateway.signing_alg: \"HS256\" is not supported",
         "gateway.code_ttl_secs: authorization codes must be short-lived",
+        "gateway.unused_registration_ttl_secs: at least 3600 (or 0 to keep every client)",
+        "gateway.idle_registration_ttl_secs: at least 86400 (or 0 to keep every client)",
         "gateway.clients[0].client_id: must not be an https URL",
         "gateway.clients[0].redirect_uris: at least one redirect URI is required",
     ] {

@@ -66,6 +66,10 @@ pub use records::{
 /// Codes live for minutes; a replay by an attacker racing the legitimate client comes within that.
 pub const CODE_REPLAY_WINDOW: i64 = 3600;
 
+/// How finely, in seconds, a client's `used_at` is kept: redeeming a code writes it again only when it is
+/// at least this old, so that a client in constant use costs a write a day, not one per sign-in.
+pub const CLIENT_USE_RESOLUTION: i64 = 86_400;
+
 /// What [`Store::redeem_code_issuing`] asks of the caller: the refresh token to store with a redeemed
 /// code, if any (its `family_id` is set to the code's).
 pub type IssueRefresh<'a> = dyn Fn(&CodeRecord) -> Option<RefreshRecord> + Send + Sync + 'a;
@@ -138,7 +142,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Spends a code. Of concurrent redeemers of one code exactly one gets [`CodeRedemption::Redeemed`];
     /// that transaction also creates the code's refresh family, so a later [`CodeRedemption::Replayed`]
-    /// always finds a family to revoke. Redeemed codes stay as tombstones until
+    /// always finds a family to revoke, and notes the code's client as used (its `used_at`, when that is
+    /// unset or [`CLIENT_USE_RESOLUTION`] old). Redeemed codes stay as tombstones until
     /// `expires_at + CODE_REPLAY_WINDOW`.
     async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
         self.redeem_code_issuing(code_hash, now, &|_| None).await
@@ -248,4 +253,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// families (revoked or not) past their expiry, and failure windows that have closed, in one transaction. Returns how many rows went.
     /// Upstream tokens are kept: their sealed refresh token may outlive the access token.
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Deletes registered clients ([`ClientSource::Dynamic`]) no longer in use, with their consents, in
+    /// one transaction: those none of whose codes was ever redeemed, registered at or before
+    /// `never_used_before`, and those last used at or before `idle_before` that hold no live (unrevoked,
+    /// unexpired at `now`) refresh family. Configured clients and metadata documents are never deleted
+    /// here. Returns how many clients went.
+    async fn purge_unused_clients(&self, never_used_before: i64, idle_before: i64, now: i64)
+    -> Result<u64, StoreError>;
 }

@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use crate::verdict::{self, CodeStep, RotationStep};
-use crate::{ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord};
+use crate::{
+    ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord,
+};
 use crate::{Failures, IssueRefresh, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord};
 
 /// A store that keeps everything in process memory.
@@ -107,7 +109,9 @@ impl Store for MemoryStore {
     async fn upsert_client(&self, client: ClientRecord) -> Result<(), StoreError> {
         let mut state = self.state();
         match state.clients.get_mut(client.client_id.as_str()) {
-            Some(existing) => *existing = ClientRecord { created_at: existing.created_at, ..client },
+            Some(existing) => {
+                *existing = ClientRecord { created_at: existing.created_at, used_at: existing.used_at, ..client }
+            }
             None => {
                 state.clients.insert(client.client_id.to_string(), client);
             }
@@ -224,6 +228,11 @@ impl Store for MemoryStore {
         }
         if let Some((_, redeemed_at)) = state.codes.get_mut(code_hash) {
             *redeemed_at = Some(now);
+        }
+        if let Some(client) = state.clients.get_mut(code.client_id.as_str())
+            && client.used_at.is_none_or(|at| at <= now - crate::CLIENT_USE_RESOLUTION)
+        {
+            client.used_at = Some(now);
         }
         state.upsert_family(&code.family_id, code.client_id.as_str(), &code.subject, verdict::family_expiry_for(&code));
         if let Some(r) = refresh {
@@ -379,5 +388,34 @@ impl Store for MemoryStore {
         state.failures.retain(|_, f| f.window_ends > now);
         let after = state.pending.len() + state.codes.len() + state.refresh.len() + state.families.len();
         Ok((before - after + failures_before - state.failures.len()) as u64)
+    }
+
+    async fn purge_unused_clients(
+        &self,
+        never_used_before: i64,
+        idle_before: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let State { clients, families, consents, .. } = &mut *state;
+        let unused: Vec<String> = clients
+            .values()
+            .filter(|c| c.source == ClientSource::Dynamic)
+            .filter(|c| match c.used_at {
+                None => c.created_at <= never_used_before,
+                Some(at) => {
+                    at <= idle_before
+                        && !families
+                            .values()
+                            .any(|f| f.client_id == c.client_id.as_str() && !f.revoked && f.expires_at > now)
+                }
+            })
+            .map(|c| c.client_id.to_string())
+            .collect();
+        for id in &unused {
+            clients.remove(id);
+        }
+        consents.retain(|(_, c), _| !unused.contains(c));
+        Ok(unused.len() as u64)
     }
 }

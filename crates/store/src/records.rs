@@ -50,6 +50,9 @@ pub struct ClientRecord {
     pub metadata: serde_json::Value,
     pub source: ClientSource,
     pub created_at: i64,
+    /// When a code issued to it was last redeemed, to within [`crate::CLIENT_USE_RESOLUTION`]; `None`
+    /// until the first. Set by the store as it redeems a code.
+    pub used_at: Option<i64>,
 }
 
 /// A local account (gateway mode with built-in sign-in).
@@ -228,6 +231,7 @@ impl fmt::Debug for ClientRecord {
             .field("metadata", &self.metadata)
             .field("source", &self.source)
             .field("created_at", &self.created_at)
+            .field("used_at", &self.used_at)
             .finish()
     }
 }

@@ -29,12 +29,14 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, "failures and probe", include_str!("../migrations/sqlite/0002_failures_and_probe.sql")),
     (3, "session ends", include_str!("../migrations/sqlite/0003_session_ends_at.sql")),
+    (4, "clients used", include_str!("../migrations/sqlite/0004_clients_used_at.sql")),
 ];
 
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("../migrations/postgres/0001_initial.sql")),
     (2, "failures and probe", include_str!("../migrations/postgres/0002_failures_and_probe.sql")),
     (3, "session ends", include_str!("../migrations/postgres/0003_session_ends_at.sql")),
+    (4, "clients used", include_str!("../migrations/postgres/0004_clients_used_at.sql")),
 ];
 
 // ---- failures and the probe ----------------------------------------------------------------------------
@@ -62,29 +64,47 @@ pub(crate) fn failures_from_row((count, last_at, window_ends): FailuresRow) -> c
 
 // ---- clients -------------------------------------------------------------------------------------------
 
-pub(crate) const INSERT_CLIENT: &str =
-    "INSERT INTO clients (client_id, secret_hash, metadata, source, created_at) VALUES ($1, $2, $3, $4, $5)";
-/// Keeps the original `created_at`: a configured client written at every start is still the same client.
-pub(crate) const UPSERT_CLIENT: &str = "INSERT INTO clients (client_id, secret_hash, metadata, source, created_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id) DO UPDATE \
+pub(crate) const INSERT_CLIENT: &str = "INSERT INTO clients (client_id, secret_hash, metadata, source, created_at, \
+     used_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// Keeps the original `created_at` and `used_at`: a configured client written at every start is still the
+/// same client.
+pub(crate) const UPSERT_CLIENT: &str = "INSERT INTO clients (client_id, secret_hash, metadata, source, created_at, \
+     used_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client_id) DO UPDATE \
      SET secret_hash = excluded.secret_hash, metadata = excluded.metadata, source = excluded.source";
 pub(crate) const SELECT_CLIENT: &str =
-    "SELECT client_id, secret_hash, metadata, source, created_at FROM clients WHERE client_id = $1";
+    "SELECT client_id, secret_hash, metadata, source, created_at, used_at FROM clients WHERE client_id = $1";
+/// A redeemed code's client is in use: noted at most once per [`crate::CLIENT_USE_RESOLUTION`] (`$3`).
+pub(crate) const MARK_CLIENT_USED: &str =
+    "UPDATE clients SET used_at = $2 WHERE client_id = $1 AND (used_at IS NULL OR used_at <= $2 - $3)";
+/// The registered clients no longer in use: never used and registered at or before `$1`, or last used at
+/// or before `$2` and holding no live refresh family at `$3`.
+macro_rules! unused_clients {
+    () => {
+        "SELECT client_id FROM clients WHERE source = 'dynamic' AND ((used_at IS NULL AND created_at <= $1) \
+         OR (used_at <= $2 AND NOT EXISTS (SELECT 1 FROM refresh_families f WHERE f.client_id = clients.client_id \
+         AND NOT f.revoked AND f.expires_at > $3)))"
+    };
+}
+/// Their consents, then the clients themselves.
+pub(crate) const PURGE_UNUSED_CLIENTS: [&str; 2] = [
+    concat!("DELETE FROM consents WHERE client_id IN (", unused_clients!(), ")"),
+    concat!("DELETE FROM clients WHERE client_id IN (", unused_clients!(), ")"),
+];
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1";
 pub(crate) const COUNT_CLIENTS_SINCE: &str = "SELECT COUNT(*) FROM clients WHERE created_at >= $1";
 pub(crate) const DELETE_CONSENTS_FOR_CLIENT: &str = "DELETE FROM consents WHERE client_id = $1";
 pub(crate) const REVOKE_FAMILIES_FOR_CLIENT: &str =
     "UPDATE refresh_families SET revoked = TRUE WHERE client_id = $1 AND NOT revoked";
 
-pub(crate) type ClientRow = (String, Option<String>, String, String, i64);
+pub(crate) type ClientRow = (String, Option<String>, String, String, i64, Option<i64>);
 
 pub(crate) fn client_from_row(
-    (client_id, secret_hash, metadata, source, created_at): ClientRow,
+    (client_id, secret_hash, metadata, source, created_at, used_at): ClientRow,
 ) -> Result<ClientRecord, StoreError> {
     let metadata = json(&metadata, "clients.metadata")?;
     let source = ClientSource::parse(&source)
         .ok_or_else(|| StoreError::Corrupt(format!("clients.source: unknown value {source:?}")))?;
-    Ok(ClientRecord { client_id: ClientId::new(client_id), secret_hash, metadata, source, created_at })
+    Ok(ClientRecord { client_id: ClientId::new(client_id), secret_hash, metadata, source, created_at, used_at })
 }
 
 // ---- users ---------------------------------------------------------------------------------------------

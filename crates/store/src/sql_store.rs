@@ -30,6 +30,7 @@ macro_rules! impl_sql_store {
                         .bind(c.metadata.to_string())
                         .bind(c.source.as_str())
                         .bind(c.created_at)
+                        .bind(c.used_at)
                         .execute(&self.pool)
                         .await
                         .map_err(StoreError::insert("client"))?;
@@ -43,6 +44,7 @@ macro_rules! impl_sql_store {
                         .bind(c.metadata.to_string())
                         .bind(c.source.as_str())
                         .bind(c.created_at)
+                        .bind(c.used_at)
                         .execute(&self.pool)
                         .await?;
                     Ok(())
@@ -341,6 +343,28 @@ macro_rules! impl_sql_store {
                     tx.commit().await?;
                     Ok(purged)
                 }
+
+                async fn purge_unused_clients(
+                    &self,
+                    never_used_before: i64,
+                    idle_before: i64,
+                    now: i64,
+                ) -> Result<u64, StoreError> {
+                    let mut tx = self.write().await?;
+                    // The clients' consents first, then the clients: the count is the last statement's.
+                    let mut purged = 0;
+                    for statement in sql::PURGE_UNUSED_CLIENTS {
+                        purged = sqlx::query(statement)
+                            .bind(never_used_before)
+                            .bind(idle_before)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    }
+                    tx.commit().await?;
+                    Ok(purged)
+                }
             }
 
             /// Stores a refresh token, creating or extending its family first.
@@ -359,6 +383,12 @@ macro_rules! impl_sql_store {
                         CodeStep::Answer(answer) => answer,
                         CodeStep::Redeem(code) => {
                             sqlx::query(sql::MARK_CODE_REDEEMED).bind(code_hash).bind(now).execute(&mut *conn).await?;
+                            sqlx::query(sql::MARK_CLIENT_USED)
+                                .bind(code.client_id.as_str())
+                                .bind(now)
+                                .bind(crate::CLIENT_USE_RESOLUTION)
+                                .execute(&mut *conn)
+                                .await?;
                             sqlx::query(sql::UPSERT_FAMILY)
                                 .bind(&code.family_id)
                                 .bind(code.client_id.as_str())

@@ -231,3 +231,36 @@ async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Vec<Result<Written, St
 }
 
 crate::sql_store::impl_sql_store!(SqliteStore, Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    /// A database made before clients had `used_at` takes every client in it as used when it registered:
+    /// none of them can be purged as never used.
+    #[tokio::test]
+    async fn clients_stored_before_their_use_was_noted_count_as_used() {
+        let dir = std::env::temp_dir().join(format!("portcullis-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+            sql::migrator(&sql::SQLITE_MIGRATIONS[..3]).run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO clients (client_id, metadata, source, created_at) VALUES ('old', '{}', 'dynamic', 1000)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.get_client("old").await.unwrap().unwrap().used_at, Some(1000));
+        assert_eq!(store.purge_unused_clients(2000, i64::MIN, 2000).await.unwrap(), 0);
+        store.pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

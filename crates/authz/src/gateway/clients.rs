@@ -48,6 +48,7 @@ impl Gateway {
                 metadata: document.to_stored(now + ttl.as_secs() as i64),
                 source: ClientSource::MetadataDocument,
                 created_at: now,
+                used_at: None,
             };
             if let Err(e) = self.store.upsert_client(record).await {
                 tracing::warn!(error = %e, "storing a client metadata document failed");
@@ -75,6 +76,7 @@ impl Gateway {
                         metadata: Value::Object(document.metadata.to_json()),
                         source: ClientSource::MetadataDocument,
                         created_at: self.now(),
+                        used_at: None,
                     },
                     Box::new(document.metadata.clone()),
                     Some(document),
@@ -129,6 +131,7 @@ impl Gateway {
                 metadata: Value::Object(reg.metadata.to_json()),
                 source: ClientSource::Dynamic,
                 created_at: now,
+                used_at: None,
             })
             .await?;
         tracing::info!(client_id = %reg.client_id, "client registered");

@@ -18,6 +18,9 @@ use crate::{
 
 /// Registrations per hour from all addresses together, unless configured.
 const DEFAULT_REGISTRATIONS_PER_HOUR: u32 = 1_000;
+/// A week: a client that registers signs its user in within minutes; one that never does is gone after
+/// this, so the store holds at most a week of the registrations nobody uses.
+const DEFAULT_UNUSED_REGISTRATION_TTL_SECS: u64 = 7 * 86_400;
 
 pub(super) fn resolve_gateway(
     raw: &RawGateway,
@@ -72,6 +75,25 @@ pub(super) fn resolve_gateway(
             "at most 3600: a rotation must reach every replica within its publish-ahead time",
         );
     }
+    // Unused registrations are looked for hourly; a client in use is noted once a day.
+    let ttl_at_least =
+        |v: Option<u64>, default: u64, least: u64, path: &str, errors: &mut Errors| match v.unwrap_or(default) {
+            0 => None,
+            v if v < least => {
+                errors.push(path, format!("at least {least} (or 0 to keep every client)"));
+                None
+            }
+            v => Some(Duration::from_secs(v)),
+        };
+    let unused_registration_ttl = ttl_at_least(
+        raw.unused_registration_ttl_secs,
+        DEFAULT_UNUSED_REGISTRATION_TTL_SECS,
+        3_600,
+        "gateway.unused_registration_ttl_secs",
+        errors,
+    );
+    let idle_registration_ttl =
+        ttl_at_least(raw.idle_registration_ttl_secs, 0, 86_400, "gateway.idle_registration_ttl_secs", errors);
     if code_ttl > Duration::from_secs(600) {
         errors
             .push("gateway.code_ttl_secs", "authorization codes must be short-lived (at most 600 s, RFC 6749 §4.1.2)");
@@ -131,6 +153,8 @@ pub(super) fn resolve_gateway(
         registration: raw.registration.unwrap_or(true),
         registrations_per_minute: raw.registrations_per_minute.unwrap_or(10),
         registrations_per_hour: raw.registrations_per_hour.unwrap_or(DEFAULT_REGISTRATIONS_PER_HOUR),
+        unused_registration_ttl,
+        idle_registration_ttl,
         client_metadata_documents: raw.client_metadata_documents.unwrap_or(true),
         templates_dir: raw.templates_dir.clone().map(PathBuf::from),
         keys_reload,

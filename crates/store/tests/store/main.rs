@@ -54,6 +54,7 @@ macro_rules! conformance_suite {
 
 conformance_suite!(
     clients,
+    unused_clients_are_purged,
     delete_client_ends_grants,
     users,
     delete_user_ends_sessions,

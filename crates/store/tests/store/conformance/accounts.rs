@@ -1,8 +1,11 @@
 //! Clients, local accounts and consents.
 
-use portcullis_store::{ClientRecord, ClientSource, ConsentRecord, Rotation, StoreError, UserRecord};
+use portcullis_store::{
+    ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, RefreshRecord, Rotation, StoreError,
+    UserRecord,
+};
 
-use super::{NOW, client, h, refresh};
+use super::{NOW, client, code, h, refresh};
 use crate::harness::Backend;
 
 pub(crate) async fn clients(b: &mut Backend) {
@@ -48,6 +51,86 @@ pub(crate) async fn clients(b: &mut Backend) {
     assert_eq!(s.get_client("client-public").await.unwrap(), None);
     // The id is free again.
     s.put_client(public).await.unwrap();
+}
+
+/// Redeeming a code notes its client as used, at most once a day; clients registered and never used,
+/// and (when asked) clients idle and holding no live grant, are purged with their consents.
+pub(crate) async fn unused_clients_are_purged(b: &mut Backend) {
+    const DAY: i64 = 86_400;
+    let s = &b.store;
+    let registered =
+        |id: &str, created_at: i64, used_at: Option<i64>| ClientRecord { created_at, used_at, ..client(id) };
+    s.put_client(registered("fresh", NOW - 3_600, None)).await.unwrap();
+
+    // The first redemption notes the client; another within the day does not write again; a day later it does.
+    let redeem = async |label: &str, at: i64| {
+        let c = CodeRecord { client_id: "fresh".into(), ..code(label, &format!("family-{label}"), at + 60) };
+        s.put_code(c).await.unwrap();
+        assert!(matches!(s.redeem_code(&h(label), at).await.unwrap(), CodeRedemption::Redeemed(_)));
+        s.get_client("fresh").await.unwrap().unwrap().used_at
+    };
+    assert_eq!(redeem("c1", NOW - 2 * DAY).await, Some(NOW - 2 * DAY));
+    assert_eq!(redeem("c2", NOW - DAY - 1).await, Some(NOW - 2 * DAY));
+    assert_eq!(redeem("c3", NOW - DAY).await, Some(NOW - DAY));
+    s.revoke_family("family-c1").await.unwrap();
+    s.revoke_family("family-c2").await.unwrap();
+    s.revoke_family("family-c3").await.unwrap();
+
+    s.put_client(registered("never", NOW - 8 * DAY, None)).await.unwrap();
+    s.put_client(registered("never-recent", NOW - 6 * DAY, None)).await.unwrap();
+    s.put_client(registered("idle", NOW - 90 * DAY, Some(NOW - 40 * DAY))).await.unwrap();
+    s.put_client(registered("idle-granted", NOW - 90 * DAY, Some(NOW - 40 * DAY))).await.unwrap();
+    s.put_refresh(RefreshRecord { client_id: "idle-granted".into(), ..refresh("rt-live", "family-live", NOW + DAY) })
+        .await
+        .unwrap();
+    s.put_client(registered("idle-revoked", NOW - 90 * DAY, Some(NOW - 40 * DAY))).await.unwrap();
+    s.put_refresh(RefreshRecord { client_id: "idle-revoked".into(), ..refresh("rt-revoked", "family-rv", NOW + DAY) })
+        .await
+        .unwrap();
+    s.revoke_family("family-rv").await.unwrap();
+    s.put_client(registered("idle-expired", NOW - 90 * DAY, Some(NOW - 40 * DAY))).await.unwrap();
+    s.put_refresh(RefreshRecord { client_id: "idle-expired".into(), ..refresh("rt-expired", "family-ex", NOW) })
+        .await
+        .unwrap();
+    s.put_client(ClientRecord { source: ClientSource::Configured, ..registered("configured", NOW - 90 * DAY, None) })
+        .await
+        .unwrap();
+    s.put_client(ClientRecord {
+        source: ClientSource::MetadataDocument,
+        ..registered("https://app.example/client.json", NOW - 90 * DAY, None)
+    })
+    .await
+    .unwrap();
+    for (subject, client_id) in [("user-1", "never"), ("user-2", "never"), ("user-1", "idle"), ("user-1", "fresh")] {
+        let consent = ConsentRecord {
+            subject: subject.into(),
+            client_id: client_id.into(),
+            scope: "mcp:tools".into(),
+            granted_at: NOW - 100 * DAY,
+        };
+        s.put_consent(consent).await.unwrap();
+    }
+
+    // Idle clients kept (no idle bound): only the registration never used for a week goes.
+    assert_eq!(s.purge_unused_clients(NOW - 7 * DAY, i64::MIN, NOW).await.unwrap(), 1);
+    assert_eq!(s.get_client("never").await.unwrap(), None);
+    assert_eq!(s.get_consent("user-1", "never").await.unwrap(), None);
+    assert_eq!(s.get_consent("user-2", "never").await.unwrap(), None);
+    assert!(s.get_client("idle").await.unwrap().is_some());
+
+    // Unused for 30 days, with no live grant: idle, idle-revoked and idle-expired go.
+    assert_eq!(s.purge_unused_clients(NOW - 7 * DAY, NOW - 30 * DAY, NOW).await.unwrap(), 3);
+    assert_eq!(s.purge_unused_clients(NOW - 7 * DAY, NOW - 30 * DAY, NOW).await.unwrap(), 0);
+    for gone in ["idle", "idle-revoked", "idle-expired"] {
+        assert_eq!(s.get_client(gone).await.unwrap(), None, "{gone}");
+    }
+    assert_eq!(s.get_consent("user-1", "idle").await.unwrap(), None);
+    for kept in ["fresh", "never-recent", "idle-granted", "configured", "https://app.example/client.json"] {
+        assert!(s.get_client(kept).await.unwrap().is_some(), "{kept}");
+    }
+    assert!(s.get_consent("user-1", "fresh").await.unwrap().is_some());
+    // The id is free again.
+    s.put_client(registered("never", NOW, None)).await.unwrap();
 }
 
 /// Deleting a client removes its consents and revokes its refresh families, and nobody else's.

@@ -176,7 +176,8 @@ pub(crate) async fn survives_restart(b: &mut Backend) {
         return; // memory: nothing to survive
     }
     let s = &b.store;
-    assert_eq!(s.get_client("client-1").await.unwrap(), Some(registered));
+    // Redeeming its code noted the client as used.
+    assert_eq!(s.get_client("client-1").await.unwrap(), Some(ClientRecord { used_at: Some(NOW), ..registered }));
     assert_eq!(s.get_client("client-configured").await.unwrap(), Some(configured));
     assert_eq!(s.list_users().await.unwrap(), vec![user]);
     assert_eq!(s.get_consent("user-1", "client-1").await.unwrap(), Some(consent));

@@ -49,6 +49,7 @@ pub(crate) fn client(client_id: &str) -> ClientRecord {
         }),
         source: ClientSource::Dynamic,
         created_at: NOW,
+        used_at: None,
     }
 }
 
