@@ -12,7 +12,7 @@ mod signing;
 use std::sync::{Arc, RwLock};
 
 use portcullis_config::{CLIENT_CREDENTIALS, GatewayConfig, JWT_BEARER_GRANT};
-use portcullis_store::{ClientRecord, ClientSource, Store, StoreError};
+use portcullis_store::{CLIENT_USE_RESOLUTION, ClientRecord, ClientSource, Store, StoreError};
 use portcullis_types::{Clock, IssuerUrl};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -388,12 +388,14 @@ impl Gateway {
     pub async fn purge_expired(&self) -> Result<u64, GatewayError> {
         let now = self.now();
         let purged = self.store.purge_expired(now).await?;
-        let before = |ttl: Option<u64>| ttl.map_or(i64::MIN, |t| now.saturating_sub(t as i64));
         let (unused, idle) = (self.settings.unused_registration_ttl, self.settings.idle_registration_ttl);
         if unused.is_none() && idle.is_none() {
             return Ok(purged);
         }
-        let clients = self.store.purge_unused_clients(before(unused), before(idle), now).await?;
+        let never_used_before = unused.map_or(i64::MIN, |t| now.saturating_sub(t as i64));
+        // A client's last use is noted to within a day: one noted a day ago may have been used since.
+        let idle_before = idle.map_or(i64::MIN, |t| now.saturating_sub(t as i64).saturating_sub(CLIENT_USE_RESOLUTION));
+        let clients = self.store.purge_unused_clients(never_used_before, idle_before, now).await?;
         if clients > 0 {
             tracing::info!(clients, "registered clients no longer in use deleted, with their consents");
         }

@@ -515,13 +515,13 @@ async fn registrations_nobody_uses_are_deleted_and_clients_in_use_kept() {
     assert!(known(&used).await);
     assert!(known("app").await);
 
-    // Its refresh token expired after a day; 30 days after its last sign-in it goes too, the
-    // configured client never.
-    h.clock.advance(23 * DAY - 1);
+    // Its refresh token expired after a day; 30 days after its last sign-in (noted to the day, so a
+    // day more) it goes too, the configured client never.
+    h.clock.advance(24 * DAY - 1);
     h.gateway.purge_expired().await.unwrap();
-    assert!(known(&used).await, "used 30 days ago less a second");
+    assert!(known(&used).await, "used 31 days ago less a second");
     h.clock.advance(1);
     h.gateway.purge_expired().await.unwrap();
-    assert!(!known(&used).await, "idle for 30 days");
+    assert!(!known(&used).await, "idle for 30 days and a day");
     assert!(known("app").await);
 }

@@ -255,10 +255,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Deletes registered clients ([`ClientSource::Dynamic`]) no longer in use, with their consents, in
-    /// one transaction: those none of whose codes was ever redeemed, registered at or before
-    /// `never_used_before`, and those last used at or before `idle_before` that hold no live (unrevoked,
-    /// unexpired at `now`) refresh family. Configured clients and metadata documents are never deleted
-    /// here. Returns how many clients went.
+    /// one transaction: those that hold no live (unrevoked, unexpired at `now`) refresh family and were
+    /// either never used (none of their codes redeemed) and registered at or before `never_used_before`,
+    /// or last used at or before `idle_before`. Configured clients and metadata documents are never
+    /// deleted here. Returns how many clients went.
     async fn purge_unused_clients(&self, never_used_before: i64, idle_before: i64, now: i64)
     -> Result<u64, StoreError>;
 }

@@ -403,12 +403,10 @@ impl Store for MemoryStore {
             .filter(|c| c.source == ClientSource::Dynamic)
             .filter(|c| match c.used_at {
                 None => c.created_at <= never_used_before,
-                Some(at) => {
-                    at <= idle_before
-                        && !families
-                            .values()
-                            .any(|f| f.client_id == c.client_id.as_str() && !f.revoked && f.expires_at > now)
-                }
+                Some(at) => at <= idle_before,
+            })
+            .filter(|c| {
+                !families.values().any(|f| f.client_id == c.client_id.as_str() && !f.revoked && f.expires_at > now)
             })
             .map(|c| c.client_id.to_string())
             .collect();

@@ -76,20 +76,13 @@ pub(crate) const SELECT_CLIENT: &str =
 /// A redeemed code's client is in use: noted at most once per [`crate::CLIENT_USE_RESOLUTION`] (`$3`).
 pub(crate) const MARK_CLIENT_USED: &str =
     "UPDATE clients SET used_at = $2 WHERE client_id = $1 AND (used_at IS NULL OR used_at <= $2 - $3)";
-/// The registered clients no longer in use: never used and registered at or before `$1`, or last used at
-/// or before `$2` and holding no live refresh family at `$3`.
-macro_rules! unused_clients {
-    () => {
-        "SELECT client_id FROM clients WHERE source = 'dynamic' AND ((used_at IS NULL AND created_at <= $1) \
-         OR (used_at <= $2 AND NOT EXISTS (SELECT 1 FROM refresh_families f WHERE f.client_id = clients.client_id \
-         AND NOT f.revoked AND f.expires_at > $3)))"
-    };
-}
-/// Their consents, then the clients themselves.
-pub(crate) const PURGE_UNUSED_CLIENTS: [&str; 2] = [
-    concat!("DELETE FROM consents WHERE client_id IN (", unused_clients!(), ")"),
-    concat!("DELETE FROM clients WHERE client_id IN (", unused_clients!(), ")"),
-];
+/// Deletes the registered clients no longer in use, naming them: those holding no live refresh family at
+/// `$3`, and never used and registered at or before `$1`, or last used at or before `$2`. One statement,
+/// so that what is decided is what goes (their consents are deleted by name after it).
+pub(crate) const PURGE_UNUSED_CLIENTS: &str = "DELETE FROM clients WHERE source = 'dynamic' \
+     AND ((used_at IS NULL AND created_at <= $1) OR used_at <= $2) \
+     AND NOT EXISTS (SELECT 1 FROM refresh_families f WHERE f.client_id = clients.client_id \
+     AND NOT f.revoked AND f.expires_at > $3) RETURNING client_id";
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1";
 pub(crate) const COUNT_CLIENTS_SINCE: &str = "SELECT COUNT(*) FROM clients WHERE created_at >= $1";
 pub(crate) const DELETE_CONSENTS_FOR_CLIENT: &str = "DELETE FROM consents WHERE client_id = $1";

@@ -351,19 +351,17 @@ macro_rules! impl_sql_store {
                     now: i64,
                 ) -> Result<u64, StoreError> {
                     let mut tx = self.write().await?;
-                    // The clients' consents first, then the clients: the count is the last statement's.
-                    let mut purged = 0;
-                    for statement in sql::PURGE_UNUSED_CLIENTS {
-                        purged = sqlx::query(statement)
-                            .bind(never_used_before)
-                            .bind(idle_before)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
+                    let gone: Vec<(String,)> = sqlx::query_as(sql::PURGE_UNUSED_CLIENTS)
+                        .bind(never_used_before)
+                        .bind(idle_before)
+                        .bind(now)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    for (client_id,) in &gone {
+                        sqlx::query(sql::DELETE_CONSENTS_FOR_CLIENT).bind(client_id).execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    Ok(purged)
+                    Ok(gone.len() as u64)
                 }
             }
 

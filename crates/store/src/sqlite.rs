@@ -237,8 +237,8 @@ mod tests {
     use super::*;
     use crate::Store;
 
-    /// A database made before clients had `used_at` takes every client in it as used when it registered:
-    /// none of them can be purged as never used.
+    /// A database made before clients had `used_at` takes every client in it as used at the migration:
+    /// none of them can be purged as never used, nor as idle for longer than it has been watched.
     #[tokio::test]
     async fn clients_stored_before_their_use_was_noted_count_as_used() {
         let dir = std::env::temp_dir().join(format!("portcullis-migrate-{}", std::process::id()));
@@ -257,9 +257,11 @@ mod tests {
             .unwrap();
             pool.close().await;
         }
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(store.get_client("old").await.unwrap().unwrap().used_at, Some(1000));
-        assert_eq!(store.purge_unused_clients(2000, i64::MIN, 2000).await.unwrap(), 0);
+        let used_at = store.get_client("old").await.unwrap().unwrap().used_at.unwrap();
+        assert!((before..before + 60).contains(&used_at), "{used_at} against {before}");
+        assert_eq!(store.purge_unused_clients(before, before - 1, before).await.unwrap(), 0);
         store.pool.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -78,6 +78,11 @@ pub(crate) async fn unused_clients_are_purged(b: &mut Backend) {
 
     s.put_client(registered("never", NOW - 8 * DAY, None)).await.unwrap();
     s.put_client(registered("never-recent", NOW - 6 * DAY, None)).await.unwrap();
+    // Never noted as used (a code redeemed by a replica before the upgrade), with a live grant.
+    s.put_client(registered("never-granted", NOW - 8 * DAY, None)).await.unwrap();
+    s.put_refresh(RefreshRecord { client_id: "never-granted".into(), ..refresh("rt-never", "family-nv", NOW + DAY) })
+        .await
+        .unwrap();
     s.put_client(registered("idle", NOW - 90 * DAY, Some(NOW - 40 * DAY))).await.unwrap();
     s.put_client(registered("idle-granted", NOW - 90 * DAY, Some(NOW - 40 * DAY))).await.unwrap();
     s.put_refresh(RefreshRecord { client_id: "idle-granted".into(), ..refresh("rt-live", "family-live", NOW + DAY) })
@@ -125,7 +130,9 @@ pub(crate) async fn unused_clients_are_purged(b: &mut Backend) {
         assert_eq!(s.get_client(gone).await.unwrap(), None, "{gone}");
     }
     assert_eq!(s.get_consent("user-1", "idle").await.unwrap(), None);
-    for kept in ["fresh", "never-recent", "idle-granted", "configured", "https://app.example/client.json"] {
+    for kept in
+        ["fresh", "never-recent", "never-granted", "idle-granted", "configured", "https://app.example/client.json"]
+    {
         assert!(s.get_client(kept).await.unwrap().is_some(), "{kept}");
     }
     assert!(s.get_consent("user-1", "fresh").await.unwrap().is_some());
