@@ -42,7 +42,11 @@ pub enum KeyError {
 }
 
 /// The 256-bit key that seals private signing keys (and other secrets at rest).
-pub struct OperatorKey(LessSafeKey);
+pub struct OperatorKey {
+    seal: LessSafeKey,
+    /// Derives keys of their own for other purposes (HMAC-SHA256 of the purpose).
+    derive: aws_lc_rs::hmac::Key,
+}
 
 impl std::fmt::Debug for OperatorKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +68,15 @@ impl OperatorKey {
             return Err(KeyError::OperatorKey(format!("must be 32 bytes, not {}", bytes.len())));
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyError::OperatorKey("was refused".into()))?;
-        Ok(Self(LessSafeKey::new(key)))
+        Ok(Self { seal: LessSafeKey::new(key), derive: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes) })
+    }
+
+    /// A key of its own for `purpose` (never the one that seals), derived from this one: every replica
+    /// with the same operator key derives the same.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(aws_lc_rs::hmac::sign(&self.derive, purpose.as_bytes()).as_ref());
+        key
     }
 
     /// Reads the key file, or creates it (mode 0600, 32 random bytes, base64url) when missing.
@@ -90,7 +102,7 @@ impl OperatorKey {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(|e| KeyError::Generate(e.to_string()))?;
         let mut buf = plain.to_vec();
-        self.0
+        self.seal
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
             .map_err(|_| KeyError::Generate("sealing failed".into()))?;
         let mut out = nonce.to_vec();
@@ -107,7 +119,7 @@ impl OperatorKey {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Unseal("bad nonce".into()))?;
         let mut buf = rest.to_vec();
         let plain = self
-            .0
+            .seal
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
             .map_err(|_| KeyError::Unseal("authentication failed".into()))?;
         Ok(plain.to_vec())
@@ -348,6 +360,17 @@ mod tests {
             OperatorKey::from_text(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([8u8; 32])).unwrap();
         assert!(matches!(other.open(&sealed, "kid-1"), Err(KeyError::Unseal(_))));
         assert!(OperatorKey::from_text("c2hvcnQ").is_err());
+    }
+
+    #[test]
+    fn derived_keys_are_the_same_for_the_same_operator_key_and_purpose_only() {
+        let (op, same) = (operator(), operator());
+        let other =
+            OperatorKey::from_text(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([8u8; 32])).unwrap();
+        assert_eq!(op.derive("sessions"), same.derive("sessions"));
+        assert_ne!(op.derive("sessions"), op.derive("other"));
+        assert_ne!(op.derive("sessions"), other.derive("sessions"));
+        assert_ne!(op.derive("sessions"), [7u8; 32], "never the operator key itself");
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub mod observe;
 mod origin;
 pub mod proxy;
 pub mod rpc;
+#[cfg(test)]
+mod testing;
 mod well_known;
 
 use std::sync::Arc;
@@ -55,6 +57,7 @@ use url::Url;
 pub use error::{AuthError, Blame, ProxyError};
 pub use front::Front;
 pub use proxy::Proxy;
+pub use proxy::session::SESSION_KEY_PURPOSE;
 
 /// Everything a request handler needs, shared by all requests.
 #[derive(Debug)]
@@ -73,6 +76,8 @@ pub struct AppState {
     pub(crate) failures: Option<budget::FailureBudget>,
     /// The forwarding headers' origin parts: `public_url`'s, then each of `extra_public_urls`'.
     origin_headers: Vec<proxy::OriginHeaders>,
+    /// Binds MCP sessions to the callers that opened them.
+    pub(crate) sessions: proxy::session::SessionSeal,
 }
 
 /// One protected MCP server at run time.
@@ -91,8 +96,6 @@ pub struct ServerRuntime {
     pub(crate) upstream_slots: Option<Arc<tokio::sync::Semaphore>>,
     /// The identity headers' names as CGI upstreams read them, which no client may send.
     pub(crate) identity_names: Vec<String>,
-    /// Who each MCP session the upstream opened belongs to.
-    pub(crate) sessions: proxy::SessionOwners,
 }
 
 impl AppState {
@@ -126,7 +129,6 @@ impl AppState {
                         .max_upstream_requests
                         .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                     identity_names: s.identity_headers.iter().map(|ih| proxy::cgi_name(&ih.header)).collect(),
-                    sessions: proxy::SessionOwners::default(),
                     config: s.clone(),
                     verifier,
                 }))
@@ -147,7 +149,16 @@ impl AppState {
             store_healthy: AtomicBool::new(true),
             failures,
             origin_headers,
+            sessions: proxy::session::SessionSeal::random(),
         })
+    }
+
+    /// Binds MCP sessions under `key` (derived from the operator key, the same on every replica, with
+    /// [`SESSION_KEY_PURPOSE`]) instead of a key of this process's own: a session opened through one
+    /// replica, or before a restart, is then its opener's on every replica.
+    pub fn with_session_key(mut self, key: &[u8; 32]) -> Self {
+        self.sessions = proxy::session::SessionSeal::new(key);
+        self
     }
 
     /// Records metrics (when a recorder is installed) and writes the audit log (when there is one).

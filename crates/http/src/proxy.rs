@@ -31,6 +31,7 @@ use crate::{AppState, ServerRuntime, rpc};
 mod headers;
 mod multiplex;
 mod pool;
+pub(crate) mod session;
 
 pub(crate) use headers::{OriginHeaders, cgi_name};
 use headers::{set_forwarding_headers, strip_hop_by_hop, strip_managed};
@@ -602,15 +603,18 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         };
         return (response, Decision { rule: Some(refusal.rule), ..decided });
     }
-    // An MCP session is its opener's: another caller naming its id is told it does not exist.
-    let session = parts.headers.get(MCP_SESSION_ID).cloned();
-    if let (Some(token), Some(id)) = (&token, &session)
-        && !server.sessions.may_use(id, token)
-    {
-        let e = ProxyError::SessionNotFound;
-        let (response, decision) = refused(e, rpc_id.clone());
-        return (response, decision.with(&state.observe, Some(token), None));
-    }
+    // An MCP session is its opener's: another caller naming its id is told it does not exist. The
+    // upstream is sent its own id.
+    let upstream_session = match (&token, parts.headers.get(MCP_SESSION_ID)) {
+        (Some(token), Some(sealed)) => match state.sessions.open(&server.config.path, sealed, token) {
+            Some(id) => Some(id),
+            None => {
+                let (response, decision) = refused(ProxyError::SessionNotFound, rpc_id.clone());
+                return (response, decision.with(&state.observe, Some(token), None));
+            }
+        },
+        _ => None,
+    };
     if let Some(token) = &token {
         identity = identity_headers(server, token);
         // Boxed, and only where a token is forwarded: the look-up may refresh the token at the IdP, and
@@ -627,6 +631,9 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
         .as_ref()
         .and_then(|b| crate::listing::ListFilter::for_body(&server.config.policy, token.as_ref(), b));
     drop(classified);
+    if let Some(id) = upstream_session {
+        parts.headers.insert(MCP_SESSION_ID, id);
+    }
     if listing.is_some() {
         // An answer to be filtered must come as it is: the gate does not undo compression.
         parts.headers.remove(header::ACCEPT_ENCODING);
@@ -649,9 +656,9 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
             };
             if let Some(token) = &token
                 && let Some(id) = r.headers().get(MCP_SESSION_ID)
-                && session.is_none()
             {
-                server.sessions.opened(id, token);
+                let sealed = state.sessions.seal(&server.config.path, id, token);
+                r.headers_mut().insert(MCP_SESSION_ID, sealed);
             }
             if let Some(origin) = origin
                 && r.headers().contains_key(header::WWW_AUTHENTICATE)
@@ -665,57 +672,6 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
 }
 
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-
-/// Who opened each MCP session (Streamable HTTP's `Mcp-Session-Id`) of one server: its id holds the
-/// caller's stream, its pending elicitations and sampling requests, and whatever the upstream's event
-/// store replays, so a session is used only by the caller it was opened for (the MCP security best
-/// practices: bind sessions to the user). The gate is the one that knows the caller. A session the gate
-/// did not see opened (before a restart, or on another replica) is taken by its first caller. Bounded,
-/// and forgotten after a day unused.
-pub(crate) struct SessionOwners(moka::sync::Cache<HeaderValue, Arc<str>>);
-
-impl Default for SessionOwners {
-    fn default() -> Self {
-        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(24 * 3_600)).build())
-    }
-}
-
-impl std::fmt::Debug for SessionOwners {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionOwners").field("sessions", &self.0.entry_count()).finish()
-    }
-}
-
-impl SessionOwners {
-    /// The caller a token stands for: its subject, else (a client of its own) its client id.
-    fn caller(token: &VerifiedToken) -> Arc<str> {
-        match (&token.subject, &token.client_id) {
-            (Some(sub), _) => format!("sub:{sub}").into(),
-            (None, Some(client)) => format!("client:{}", client.as_str()).into(),
-            (None, None) => "anonymous".into(),
-        }
-    }
-
-    /// Records the caller the upstream opened session `id` for.
-    fn opened(&self, id: &HeaderValue, token: &VerifiedToken) {
-        self.0.insert(id.clone(), Self::caller(token));
-    }
-
-    /// Whether the caller of `token` may use session `id` (a session not seen before becomes theirs).
-    /// Only that first use writes the caller out; later ones compare in place.
-    fn may_use(&self, id: &HeaderValue, token: &VerifiedToken) -> bool {
-        let entry = self.0.entry_by_ref(id).or_insert_with(|| Self::caller(token));
-        if entry.is_fresh() {
-            return true;
-        }
-        let owner = entry.into_value();
-        match (&token.subject, &token.client_id) {
-            (Some(sub), _) => owner.strip_prefix("sub:") == Some(sub.as_str()),
-            (None, Some(client)) => owner.strip_prefix("client:") == Some(client.as_str()),
-            (None, None) => &*owner == "anonymous",
-        }
-    }
-}
 
 /// An upstream that still checks credentials behind the gate answers with its own challenge, which could
 /// send clients to another authorization server (`resource_metadata`, `authorization_uri`) with the

@@ -143,8 +143,20 @@ pub(crate) async fn run(
     if let (Some(gw), Some(sink)) = (&gateway, observe.gateway_sink()) {
         gw.set_events(sink);
     }
-    let state =
-        Arc::new(AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?.with_observe(observe));
+    let state = AppState::new(config.clone(), verifiers, gateway_http).context("setting up")?.with_observe(observe);
+    let state = Arc::new(match session_key(gateway.as_deref(), &ProcessEnv)? {
+        Some(key) => state.with_session_key(&key),
+        None => {
+            if config.servers.iter().any(|s| !matches!(s.auth, ServerAuth::None)) {
+                tracing::info!(
+                    "MCP sessions are bound to their callers under a key of this process: a session opened \
+                     before a restart, or through another replica, is not found here (404; the client opens a \
+                     new one). Set {OPERATOR_KEY_ENV}, the same on every replica, to keep them"
+                );
+            }
+            state
+        }
+    });
     if let (Some(gw), Some(g)) = (&gateway, &config.gateway) {
         background.push(spawn_housekeeping(gw.clone(), g.keys_reload));
         background.push(spawn_store_probe(gw.clone(), state.clone()));
@@ -206,6 +218,20 @@ pub(crate) fn operator_key(key_file: &std::path::Path, env: &dyn Env) -> anyhow:
         Some(text) => OperatorKey::from_text(&text).map_err(|e| anyhow::anyhow!("{OPERATOR_KEY_ENV}: {e}")),
         None => OperatorKey::load_or_create(key_file).map_err(|e| anyhow::anyhow!("{e}")),
     }
+}
+
+/// The key MCP sessions are bound under, derived from the operator key (the gateway's, or in verify mode
+/// `PORTCULLIS_OPERATOR_KEY` when set), so that every replica and every restart agrees who opened a
+/// session. `None`: a key of this process's own, said in the log where sessions are bound at all.
+fn session_key(gateway: Option<&Gateway>, env: &dyn Env) -> anyhow::Result<Option<[u8; 32]>> {
+    let purpose = portcullis_http::SESSION_KEY_PURPOSE;
+    Ok(match (gateway, env.var(OPERATOR_KEY_ENV)) {
+        (Some(g), _) => Some(g.derive_key(purpose)),
+        (None, Some(text)) => {
+            Some(OperatorKey::from_text(&text).map_err(|e| anyhow::anyhow!("{OPERATOR_KEY_ENV}: {e}"))?.derive(purpose))
+        }
+        (None, None) => None,
+    })
 }
 
 /// The operator key that sealed what is stored already: from the environment, or the key file, never a

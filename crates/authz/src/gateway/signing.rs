@@ -188,6 +188,11 @@ impl Gateway {
         self.ring().active(self.now()).is_some()
     }
 
+    /// A key of its own for `purpose`, derived from the operator key: the same on every replica.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        self.operator.derive(purpose)
+    }
+
     /// Seals a secret at rest under the operator key, bound to `context`.
     pub(crate) fn seal(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, GatewayError> {
         Ok(self.operator.seal(plain, context)?)

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Gate, KeyIdp, Sample, call, client, mcp_post};
+use crate::support::{Gate, KeyIdp, Sample, call, client, mcp_post, text_of};
 
 async fn start() -> (KeyIdp, Sample, Gate) {
     let idp = KeyIdp::start().await;
@@ -205,6 +205,58 @@ async fn an_mcp_session_is_used_only_by_whoever_opened_it() {
     }
     assert_eq!(received(&sample).await, before);
     assert_eq!(echo(&alice).send().await.unwrap().status(), 200, "still the opener's");
+
+    // The client's id is the upstream's with the gate's tag; the upstream is sent its own.
+    let (upstream_id, tag) = session.rsplit_once('.').unwrap();
+    assert_eq!(tag.len(), 22, "{session}");
+    let r = mcp_post(&client(), &gate.url("/mcp"), call(3, "whoami", json!({})))
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = serde_json::from_str(text_of(&r.json().await.unwrap())).unwrap();
+    assert_eq!(seen["mcp-session-id"], upstream_id);
+    // The upstream's own id, or another tag, is no session here.
+    let before = received(&sample).await;
+    let forged = format!("{upstream_id}.{}", "A".repeat(22));
+    for id in [upstream_id, forged.as_str()] {
+        let r = mcp_post(&client(), &gate.url("/mcp"), call(4, "echo", json!({"text": "s"})))
+            .bearer_auth(&alice)
+            .header("mcp-session-id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{id}");
+    }
+    assert_eq!(received(&sample).await, before);
+}
+
+/// Replicas sharing the operator key, and a gate restarted with it, agree who opened a session; a gate
+/// with a key of its own finds no such session.
+#[tokio::test]
+async fn a_session_is_its_openers_on_every_replica_sharing_the_operator_key() {
+    let idp = KeyIdp::start().await;
+    let sample = Sample::start().await;
+    let config = crate::verify::config(&sample, &idp.issuer, "");
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let a = Gate::start_with_env(&config, &[("PORTCULLIS_OPERATOR_KEY", KEY)]).await;
+    let b = Gate::start_with_env(&config, &[("PORTCULLIS_OPERATOR_KEY", KEY)]).await;
+    let own = Gate::start(&config).await;
+    let token = |gate: &Gate| idp.token_for("alice", &gate.url("/mcp"), "mcp:tools");
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = mcp_post(&client(), &a.url("/mcp"), initialize.to_string()).bearer_auth(token(&a)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let echo = |gate: &Gate| {
+        mcp_post(&client(), &gate.url("/mcp"), call(2, "echo", json!({"text": "s"})))
+            .bearer_auth(token(gate))
+            .header("mcp-session-id", &session)
+    };
+    assert_eq!(echo(&a).send().await.unwrap().status(), 200);
+    assert_eq!(echo(&b).send().await.unwrap().status(), 200, "another replica, or the same one restarted");
+    assert_eq!(echo(&own).send().await.unwrap().status(), 404, "a gate with a key of its own");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Events, Gate, STEP, Sample, call, client, mcp_post, stream_client};
+use crate::support::{Events, Gate, STEP, Sample, call, client, mcp_post, stream_client, text_of};
 use crate::tls::{TlsUpstream, ca_file};
 
 pub(crate) fn unauthenticated(upstream: &str, extra: &str) -> String {
@@ -26,10 +26,6 @@ async fn setup(extra: &str) -> (Sample, Gate) {
     let sample = Sample::start().await;
     let gate = Gate::start(&unauthenticated(&sample.mcp(), extra)).await;
     (sample, gate)
-}
-
-fn text_of(v: &Value) -> &str {
-    v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text result in {v}"))
 }
 
 #[tokio::test]

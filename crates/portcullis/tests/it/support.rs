@@ -538,3 +538,8 @@ impl KeyIdp {
         portcullis_test_support::mint(portcullis_test_support::TestKey::Es256, &claims)
     }
 }
+
+/// The text of a tool call's answer.
+pub fn text_of(v: &serde_json::Value) -> &str {
+    v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text result in {v}"))
+}
