@@ -11,6 +11,8 @@ pub enum Event<'a> {
     ClientRegistered { client_id: &'a str, client_name: Option<&'a str> },
     /// A registration was refused, with its RFC 7591 error code.
     RegistrationRefused { error: &'a str },
+    /// A registered client deleted as no longer in use: never used since it registered, or idle.
+    ClientPurged { client_id: &'a str, never_used: bool },
     /// A sign-in with a local account: the account's `username`, `None` when what was typed names no
     /// account (it may be a password typed into the wrong box, which must reach no log).
     SignIn { username: Option<&'a str>, client_id: &'a str, outcome: SignIn, address: Option<IpAddr> },

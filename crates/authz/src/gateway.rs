@@ -396,9 +396,15 @@ impl Gateway {
         // A client's last use is noted to within a day: one noted a day ago may have been used since.
         let idle_before = idle.map_or(i64::MIN, |t| now.saturating_sub(t as i64).saturating_sub(CLIENT_USE_RESOLUTION));
         let clients = self.store.purge_unused_clients(never_used_before, idle_before, now).await?;
-        if clients > 0 {
-            tracing::info!(clients, "registered clients no longer in use deleted, with their consents");
+        for c in &clients {
+            self.emit(crate::events::Event::ClientPurged {
+                client_id: c.client_id.as_str(),
+                never_used: c.used_at.is_none(),
+            });
         }
-        Ok(purged + clients)
+        if !clients.is_empty() {
+            tracing::info!(clients = clients.len(), "registered clients no longer in use deleted, with their consents");
+        }
+        Ok(purged + clients.len() as u64)
     }
 }

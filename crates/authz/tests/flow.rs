@@ -493,6 +493,8 @@ async fn registrations_nobody_uses_are_deleted_and_clients_in_use_kept() {
         text(&h.gateway.register(body.to_string().as_bytes()).await.unwrap(), "client_id")
     };
     let (used, unused) = (register().await, register().await);
+    let purged = Arc::new(Purged::default());
+    h.gateway.set_events(purged.clone());
     let tokens = exchange_for(&h, &used, &code_for(&h, &used).await).await.unwrap();
     assert!(tokens.get("access_token").is_some());
     let known = async |client_id: &str| match h.gateway.begin(&request_for(client_id), None).await {
@@ -512,6 +514,7 @@ async fn registrations_nobody_uses_are_deleted_and_clients_in_use_kept() {
     h.clock.advance(1);
     h.gateway.purge_expired().await.unwrap();
     assert!(!known(&unused).await, "never used for a week");
+    assert_eq!(purged.take(), [(unused.clone(), true)], "the audit log's event");
     assert!(known(&used).await);
     assert!(known("app").await);
 
@@ -523,5 +526,24 @@ async fn registrations_nobody_uses_are_deleted_and_clients_in_use_kept() {
     h.clock.advance(1);
     h.gateway.purge_expired().await.unwrap();
     assert!(!known(&used).await, "idle for 30 days and a day");
+    assert_eq!(purged.take(), [(used.clone(), false)]);
     assert!(known("app").await);
+}
+
+/// The clients the gateway said it deleted, and whether each was never used.
+#[derive(Debug, Default)]
+struct Purged(std::sync::Mutex<Vec<(String, bool)>>);
+
+impl Purged {
+    fn take(&self) -> Vec<(String, bool)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl portcullis_authz::events::EventSink for Purged {
+    fn record(&self, event: &portcullis_authz::events::Event<'_>) {
+        if let portcullis_authz::events::Event::ClientPurged { client_id, never_used } = *event {
+            self.0.lock().unwrap().push((client_id.to_owned(), never_used));
+        }
+    }
 }

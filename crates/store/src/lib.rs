@@ -58,7 +58,7 @@ pub use observed::Observed;
 pub use open::{DEFAULT_MAX_CONNECTIONS, open, open_with};
 pub use records::{
     ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, Failures, KeyRecord, PendingRecord,
-    RefreshRecord, Rotation, UpstreamTokenRecord, UserRecord,
+    RefreshRecord, Rotation, UnusedClient, UpstreamTokenRecord, UserRecord,
 };
 
 /// How long, in seconds, an authorization code row is kept after its expiry, so that a replay of a
@@ -258,7 +258,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// one transaction: those that hold no live (unrevoked, unexpired at `now`) refresh family and were
     /// either never used (none of their codes redeemed) and registered at or before `never_used_before`,
     /// or last used at or before `idle_before`. Configured clients and metadata documents are never
-    /// deleted here. Returns how many clients went.
-    async fn purge_unused_clients(&self, never_used_before: i64, idle_before: i64, now: i64)
-    -> Result<u64, StoreError>;
+    /// deleted here. Returns the clients that went.
+    async fn purge_unused_clients(
+        &self,
+        never_used_before: i64,
+        idle_before: i64,
+        now: i64,
+    ) -> Result<Vec<UnusedClient>, StoreError>;
 }

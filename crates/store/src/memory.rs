@@ -12,7 +12,7 @@ use crate::verdict::{self, CodeStep, RotationStep};
 use crate::{
     ClientRecord, ClientSource, CodeRecord, CodeRedemption, ConsentRecord, KeyRecord, PendingRecord, RefreshRecord,
 };
-use crate::{Failures, IssueRefresh, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord};
+use crate::{Failures, IssueRefresh, Rotation, Store, StoreError, UnusedClient, UpstreamTokenRecord, UserRecord};
 
 /// A store that keeps everything in process memory.
 #[derive(Debug, Default)]
@@ -395,10 +395,10 @@ impl Store for MemoryStore {
         never_used_before: i64,
         idle_before: i64,
         now: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<UnusedClient>, StoreError> {
         let mut state = self.state();
         let State { clients, families, consents, .. } = &mut *state;
-        let unused: Vec<String> = clients
+        let unused: Vec<UnusedClient> = clients
             .values()
             .filter(|c| c.source == ClientSource::Dynamic)
             .filter(|c| match c.used_at {
@@ -408,12 +408,12 @@ impl Store for MemoryStore {
             .filter(|c| {
                 !families.values().any(|f| f.client_id == c.client_id.as_str() && !f.revoked && f.expires_at > now)
             })
-            .map(|c| c.client_id.to_string())
+            .map(|c| UnusedClient { client_id: c.client_id.clone(), used_at: c.used_at })
             .collect();
-        for id in &unused {
-            clients.remove(id);
+        for c in &unused {
+            clients.remove(c.client_id.as_str());
         }
-        consents.retain(|(_, c), _| !unused.contains(c));
-        Ok(unused.len() as u64)
+        consents.retain(|(_, id), _| !unused.iter().any(|c| c.client_id.as_str() == id));
+        Ok(unused)
     }
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::{
     ClientRecord, CodeRecord, CodeRedemption, ConsentRecord, Failures, IssueRefresh, KeyRecord, PendingRecord,
-    RefreshRecord, Rotation, Store, StoreError, UpstreamTokenRecord, UserRecord,
+    RefreshRecord, Rotation, Store, StoreError, UnusedClient, UpstreamTokenRecord, UserRecord,
 };
 
 /// Metric names.
@@ -102,5 +102,5 @@ observed! {
     fn clear_failures(&self, key: &str) -> ();
     fn probe(&self, now: i64) -> ();
     fn purge_expired(&self, now: i64) -> u64;
-    fn purge_unused_clients(&self, never_used_before: i64, idle_before: i64, now: i64) -> u64;
+    fn purge_unused_clients(&self, never_used_before: i64, idle_before: i64, now: i64) -> Vec<UnusedClient>;
 }

@@ -152,6 +152,15 @@ pub struct UpstreamTokenRecord {
     pub updated_at: i64,
 }
 
+/// A registered client deleted as no longer in use: see
+/// [`Store::purge_unused_clients`](crate::Store::purge_unused_clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnusedClient {
+    pub client_id: ClientId,
+    /// When it was last used; `None`: never (a registration nobody completed a sign-in with).
+    pub used_at: Option<i64>,
+}
+
 /// Failed attempts counted under one key (an account, an address) within a window that opens at the
 /// first failure: see [`Store::record_failure`](crate::Store::record_failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

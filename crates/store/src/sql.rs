@@ -82,7 +82,7 @@ pub(crate) const MARK_CLIENT_USED: &str =
 pub(crate) const PURGE_UNUSED_CLIENTS: &str = "DELETE FROM clients WHERE source = 'dynamic' \
      AND ((used_at IS NULL AND created_at <= $1) OR used_at <= $2) \
      AND NOT EXISTS (SELECT 1 FROM refresh_families f WHERE f.client_id = clients.client_id \
-     AND NOT f.revoked AND f.expires_at > $3) RETURNING client_id";
+     AND NOT f.revoked AND f.expires_at > $3) RETURNING client_id, used_at";
 pub(crate) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1";
 pub(crate) const COUNT_CLIENTS_SINCE: &str = "SELECT COUNT(*) FROM clients WHERE created_at >= $1";
 pub(crate) const DELETE_CONSENTS_FOR_CLIENT: &str = "DELETE FROM consents WHERE client_id = $1";

@@ -349,19 +349,25 @@ macro_rules! impl_sql_store {
                     never_used_before: i64,
                     idle_before: i64,
                     now: i64,
-                ) -> Result<u64, StoreError> {
+                ) -> Result<Vec<$crate::UnusedClient>, StoreError> {
                     let mut tx = self.write().await?;
-                    let gone: Vec<(String,)> = sqlx::query_as(sql::PURGE_UNUSED_CLIENTS)
+                    let gone: Vec<(String, Option<i64>)> = sqlx::query_as(sql::PURGE_UNUSED_CLIENTS)
                         .bind(never_used_before)
                         .bind(idle_before)
                         .bind(now)
                         .fetch_all(&mut *tx)
                         .await?;
-                    for (client_id,) in &gone {
+                    for (client_id, _) in &gone {
                         sqlx::query(sql::DELETE_CONSENTS_FOR_CLIENT).bind(client_id).execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    Ok(gone.len() as u64)
+                    Ok(gone
+                        .into_iter()
+                        .map(|(client_id, used_at)| $crate::UnusedClient {
+                            client_id: portcullis_types::ClientId::new(client_id),
+                            used_at,
+                        })
+                        .collect())
                 }
             }
 

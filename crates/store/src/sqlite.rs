@@ -261,7 +261,7 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         let used_at = store.get_client("old").await.unwrap().unwrap().used_at.unwrap();
         assert!((before..before + 60).contains(&used_at), "{used_at} against {before}");
-        assert_eq!(store.purge_unused_clients(before, before - 1, before).await.unwrap(), 0);
+        assert_eq!(store.purge_unused_clients(before, before - 1, before).await.unwrap(), []);
         store.pool.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

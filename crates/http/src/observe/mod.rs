@@ -40,6 +40,7 @@ pub mod name {
     pub const SSE_STREAMS: &str = "portcullis_sse_streams_active";
     pub const AUDIT_DROPPED: &str = "portcullis_audit_events_dropped_total";
     pub const REGISTRATIONS: &str = "portcullis_gateway_registrations_total";
+    pub const CLIENTS_DELETED: &str = "portcullis_gateway_clients_deleted_total";
     pub const SIGN_INS: &str = "portcullis_gateway_sign_ins_total";
     pub const CONSENTS: &str = "portcullis_gateway_consents_total";
     pub const TOKENS: &str = "portcullis_gateway_token_requests_total";
@@ -68,6 +69,11 @@ pub fn describe() {
     portcullis_oauth::jwks::metric::describe();
     portcullis_oauth::discovery::describe();
     describe_counter!(name::REGISTRATIONS, Unit::Count, "Dynamic client registrations: success or the RFC 7591 error.");
+    describe_counter!(
+        name::CLIENTS_DELETED,
+        Unit::Count,
+        "Registered clients deleted as no longer in use, by reason: never_used or idle."
+    );
     describe_counter!(name::SIGN_INS, Unit::Count, "Sign-ins with local accounts: success, failure or throttled.");
     describe_counter!(name::CONSENTS, Unit::Count, "Answers on the consent page: granted or denied.");
     describe_counter!(name::TOKENS, Unit::Count, "Token requests by grant type: success or the RFC 6749 error.");
@@ -437,6 +443,14 @@ impl EventSink for GatewaySink {
             Event::RegistrationRefused { error } => {
                 ("gateway.client_registered", GatewayLine { result: error, ..GatewayLine::default() })
             }
+            Event::ClientPurged { client_id, never_used } => (
+                "gateway.client_deleted",
+                GatewayLine {
+                    client_id: Some(client_id),
+                    result: if never_used { "never_used" } else { "idle" },
+                    ..GatewayLine::default()
+                },
+            ),
             Event::SignIn { username, client_id, outcome, address } => (
                 "gateway.sign_in",
                 GatewayLine {
@@ -510,6 +524,7 @@ fn gateway_metrics(event: &Event<'_>, result: &str) {
             metrics::counter!(name::TOKENS, "grant_type" => grant_type, "result" => result).increment(1);
         }
         Event::RefreshReuse { .. } => metrics::counter!(name::REFRESH_REUSE).increment(1),
+        Event::ClientPurged { .. } => metrics::counter!(name::CLIENTS_DELETED, "reason" => result).increment(1),
     }
 }
 

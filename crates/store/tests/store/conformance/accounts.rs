@@ -116,16 +116,32 @@ pub(crate) async fn unused_clients_are_purged(b: &mut Backend) {
         s.put_consent(consent).await.unwrap();
     }
 
+    // Each purge names the clients it deleted, and when they were last used.
+    let purge = async |idle_before: i64| {
+        let mut gone: Vec<(String, Option<i64>)> = s
+            .purge_unused_clients(NOW - 7 * DAY, idle_before, NOW)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.client_id.to_string(), c.used_at))
+            .collect();
+        gone.sort();
+        gone
+    };
     // Idle clients kept (no idle bound): only the registration never used for a week goes.
-    assert_eq!(s.purge_unused_clients(NOW - 7 * DAY, i64::MIN, NOW).await.unwrap(), 1);
+    assert_eq!(purge(i64::MIN).await, [("never".to_owned(), None)]);
     assert_eq!(s.get_client("never").await.unwrap(), None);
     assert_eq!(s.get_consent("user-1", "never").await.unwrap(), None);
     assert_eq!(s.get_consent("user-2", "never").await.unwrap(), None);
     assert!(s.get_client("idle").await.unwrap().is_some());
 
     // Unused for 30 days, with no live grant: idle, idle-revoked and idle-expired go.
-    assert_eq!(s.purge_unused_clients(NOW - 7 * DAY, NOW - 30 * DAY, NOW).await.unwrap(), 3);
-    assert_eq!(s.purge_unused_clients(NOW - 7 * DAY, NOW - 30 * DAY, NOW).await.unwrap(), 0);
+    let idle = Some(NOW - 40 * DAY);
+    assert_eq!(
+        purge(NOW - 30 * DAY).await,
+        [("idle".to_owned(), idle), ("idle-expired".to_owned(), idle), ("idle-revoked".to_owned(), idle)]
+    );
+    assert_eq!(purge(NOW - 30 * DAY).await, []);
     for gone in ["idle", "idle-revoked", "idle-expired"] {
         assert_eq!(s.get_client(gone).await.unwrap(), None, "{gone}");
     }
