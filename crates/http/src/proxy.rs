@@ -657,8 +657,10 @@ async fn decide(state: &AppState, server: &ServerRuntime, req: Request<Body>) ->
             if let Some(token) = &token
                 && let Some(id) = r.headers().get(MCP_SESSION_ID)
             {
-                let sealed = state.sessions.seal(&server.config.path, id, token);
-                r.headers_mut().insert(MCP_SESSION_ID, sealed);
+                match state.sessions.seal(&server.config.path, id, token) {
+                    Some(sealed) => r.headers_mut().insert(MCP_SESSION_ID, sealed),
+                    None => r.headers_mut().remove(MCP_SESSION_ID),
+                };
             }
             if let Some(origin) = origin
                 && r.headers().contains_key(header::WWW_AUTHENTICATE)

@@ -148,7 +148,7 @@ pub(crate) async fn run(
         Some(key) => state.with_session_key(&key),
         None => {
             if config.servers.iter().any(|s| !matches!(s.auth, ServerAuth::None)) {
-                tracing::info!(
+                tracing::warn!(
                     "MCP sessions are bound to their callers under a key of this process: a session opened \
                      before a restart, or through another replica, is not found here (404; the client opens a \
                      new one). Set {OPERATOR_KEY_ENV}, the same on every replica, to keep them"

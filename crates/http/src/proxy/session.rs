@@ -44,13 +44,15 @@ impl SessionSeal {
     }
 
     /// The tag of the upstream's session `id` at `server` for the caller of `token`: its subject, else
-    /// (a client on its own behalf) its client id.
+    /// its client id (a token without a subject tells its users apart no better), and whether it is a
+    /// machine's (a client's own token whose subject equals a user's is another caller).
     fn tag(&self, server: &str, id: &[u8], token: &VerifiedToken) -> [u8; TAG_BYTES] {
         let (kind, caller) = match (&token.subject, &token.client_id) {
             (Some(sub), _) => (b's', sub.as_bytes()),
             (None, Some(client)) => (b'c', client.as_str().as_bytes()),
             (None, None) => (b'-', &b""[..]),
         };
+        let kind = if token.machine { kind.to_ascii_uppercase() } else { kind };
         let mut ctx = hmac::Context::with_key(&self.0);
         for part in [server.as_bytes(), id] {
             ctx.update(&(part.len() as u64).to_be_bytes());
@@ -64,14 +66,14 @@ impl SessionSeal {
     }
 
     /// The id the client gets for the upstream's session `id`: `<id>.<tag>`.
-    pub(crate) fn seal(&self, server: &str, id: &HeaderValue, token: &VerifiedToken) -> HeaderValue {
+    pub(crate) fn seal(&self, server: &str, id: &HeaderValue, token: &VerifiedToken) -> Option<HeaderValue> {
         let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.tag(server, id.as_bytes(), token));
         let mut sealed = Vec::with_capacity(id.len() + 1 + TAG_CHARS);
         sealed.extend_from_slice(id.as_bytes());
         sealed.push(b'.');
         sealed.extend_from_slice(tag.as_bytes());
         // The upstream's id was a header value, and a dot and base64url keep it one.
-        HeaderValue::from_bytes(&sealed).unwrap_or_else(|_| id.clone())
+        HeaderValue::from_bytes(&sealed).ok()
     }
 
     /// The upstream's id in the client's `sealed` one, when it was sealed at `server` for the caller of
@@ -98,15 +100,19 @@ mod tests {
         let seal = SessionSeal::new(&[1; 32]);
         let alice = token(serde_json::json!({"sub": "alice", "client_id": "app"}));
         let id = HeaderValue::from_static("3f1c-session.with.dots");
-        let sealed = seal.seal("/mcp", &id, &alice);
+        let sealed = seal.seal("/mcp", &id, &alice).unwrap();
         assert!(sealed.to_str().unwrap().starts_with("3f1c-session.with.dots."));
-        assert_eq!(sealed, seal.seal("/mcp", &id, &alice), "the same for every request");
+        assert_eq!(Some(&sealed), seal.seal("/mcp", &id, &alice).as_ref(), "the same for every request");
         assert_eq!(seal.open("/mcp", &sealed, &alice), Some(id.clone()));
         // The same key on another replica.
         assert_eq!(SessionSeal::new(&[1; 32]).open("/mcp", &sealed, &alice), Some(id.clone()));
 
         let mallory = token(serde_json::json!({"sub": "mallory", "client_id": "app"}));
         let machine = token(serde_json::json!({"sub": null, "client_id": "alice"}));
+        // RFC 9068 §2.2: a client's own token names it in `sub`; one named like the user is not her.
+        let client_alice = token(serde_json::json!({"sub": "alice", "client_id": "alice"}));
+        assert!(client_alice.machine);
+        assert_eq!(seal.open("/mcp", &sealed, &client_alice), None);
         assert_eq!(seal.open("/mcp", &sealed, &mallory), None);
         assert_eq!(seal.open("/mcp", &sealed, &machine), None, "a client named like the user");
         assert_eq!(seal.open("/other", &sealed, &alice), None);
