@@ -532,6 +532,36 @@ fn gateway_metrics(event: &Event<'_>, result: &str) {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_purged_registration_is_an_audit_line_naming_the_client_and_why() {
+        let path = std::env::temp_dir().join(format!("portcullis-audit-purged-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let audit = AuditLog::start(&portcullis_config::AuditSink::File(path.clone())).await.unwrap();
+        let sink = GatewaySink { metrics: false, audit: Some(audit) };
+        sink.record(&Event::ClientPurged { client_id: "c-never", never_used: true });
+        sink.record(&Event::ClientPurged { client_id: "c-idle", never_used: false });
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            lines = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_owned).collect();
+            if lines.len() == 2 {
+                break;
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+        let read: Vec<(String, String, String)> = lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                (field("event"), field("client_id"), field("result"))
+            })
+            .collect();
+        let line =
+            |client: &str, result: &str| ("gateway.client_deleted".to_owned(), client.to_owned(), result.to_owned());
+        assert_eq!(read, [line("c-never", "never_used"), line("c-idle", "idle")]);
+    }
+
     #[test]
     fn method_labels_are_bounded() {
         use axum::http::Method;
